@@ -1,0 +1,126 @@
+"""A sensor's saved model on disk: one directory per sensor id, committed atomically through metadata.json.
+
+Layout of ``<models-dir>/<safe name>/``::
+
+    model-<version>.keras     the Keras autoencoder
+    scaler-<version>.joblib   the StandardScaler fitted on the training values
+    metadata.json             sensor id, window, interval, threshold, ... and the two file names with checksums
+
+New files get a new version in their names, so writing them never touches what the scorer reads;
+metadata.json is then replaced in one ``os.replace``. A crash at any point leaves either the old or the
+new metadata.json, each naming complete files. The previous version is kept so that a scorer which read
+the old metadata a moment earlier can still open its files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+FORMAT_VERSION = 1
+METADATA = "metadata.json"
+
+
+class ArtifactError(RuntimeError):
+    """A model directory that cannot be used: missing, corrupt or of another format."""
+
+
+def sensor_dir(models_dir: Path, sensor_id: str) -> Path:
+    """A directory name that is safe on any file system and unique per sensor id (readable part + hash)."""
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", sensor_id).strip("_")[:48] or "sensor"
+    digest = hashlib.sha256(sensor_id.encode("utf-8")).hexdigest()[:12]
+    return models_dir / f"{readable}-{digest}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(directory: Path, model: Any, scaler: Any, metadata: dict[str, Any]) -> Path:
+    """Write a model, its scaler and metadata; return the metadata path once it is committed.
+
+    ``model`` is anything with ``save(path)`` (a Keras model). ``metadata`` gets the file names,
+    their checksums and the format version added.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    previous = _read_json(directory / METADATA) if (directory / METADATA).exists() else {}
+    version = f"{metadata['trained_at'].replace(':', '').replace('-', '')}-{secrets.token_hex(3)}"
+    files = {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib"}
+    model.save(directory / files["model"])
+    joblib.dump(scaler, directory / files["scaler"])
+    for name in files.values():
+        _fsync(directory / name)
+    record = dict(metadata, format_version=FORMAT_VERSION, version=version, files=files,
+                  sha256={key: sha256_file(directory / name) for key, name in files.items()})
+    temporary = directory / f".{METADATA}.{version}.tmp"
+    temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _fsync(temporary)
+    os.replace(temporary, directory / METADATA)
+    _fsync(directory)
+    _prune(directory, keep=set(files.values()) | set((previous.get("files") or {}).values()))
+    return directory / METADATA
+
+
+def _prune(directory: Path, keep: set[str]) -> None:
+    """Remove versions older than the previous one and temporary files left by killed runs."""
+    for path in directory.iterdir():
+        if path.name not in keep and path.name != METADATA:
+            path.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: unreadable metadata ({e}); retrain this sensor") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: metadata is not a JSON object; retrain this sensor")
+    return data
+
+
+def load_metadata(directory: Path) -> dict[str, Any]:
+    """The committed metadata with absolute paths of its verified files under ``paths``.
+
+    Raises
+    ------
+    ArtifactError
+        When there is no model, the format is unknown, or a file is missing or fails its checksum.
+    """
+    path = directory / METADATA
+    if not path.exists():
+        raise ArtifactError("no model")
+    metadata = _read_json(path)
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format version {metadata.get('format_version')!r} is not "
+                            f"{FORMAT_VERSION}; retrain this sensor")
+    paths = {}
+    for key, name in (metadata.get("files") or {}).items():
+        file = directory / name
+        if not file.exists() or sha256_file(file) != (metadata.get("sha256") or {}).get(key):
+            raise ArtifactError(f"{file}: missing or damaged (checksum mismatch); retrain this sensor")
+        paths[key] = file
+    if set(paths) != {"model", "scaler"}:
+        raise ArtifactError(f"{path}: names no model and scaler files; retrain this sensor")
+    return dict(metadata, paths=paths)
+
+
+def load_scaler(path: Path) -> Any:
+    return joblib.load(path)

@@ -1,0 +1,133 @@
+"""Pure data shaping: validate, regularize, fill short gaps, window, scale. No I/O, no globals.
+
+A series here is a ``pd.Series`` of float readings indexed by a UTC ``DatetimeIndex`` holding
+the start of each interval, as the database aggregates them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+
+def validate_series(series: pd.Series) -> pd.Series:
+    """Return a sorted, de-duplicated float copy with non-finite values as NaN.
+
+    Raises
+    ------
+    TypeError
+        If the index is not a timezone-aware ``DatetimeIndex``.
+    """
+    if not isinstance(series.index, pd.DatetimeIndex):
+        raise TypeError(f"series index must be a DatetimeIndex, not {type(series.index).__name__}")
+    if series.index.tz is None:
+        raise TypeError("series index must be timezone-aware (UTC)")
+    values = pd.to_numeric(series, errors="coerce").astype("float64")
+    values = values.replace([np.inf, -np.inf], np.nan)
+    values.index = values.index.tz_convert("UTC")
+    values = values[~values.index.duplicated(keep="last")]
+    return values.sort_index()
+
+
+def regularize(series: pd.Series, interval: pd.Timedelta,
+               start: pd.Timestamp | None = None, stop: pd.Timestamp | None = None) -> pd.Series:
+    """Put the series on the full grid of interval starts from ``start`` (or its first point) up to,
+    not including, ``stop`` (or past its last point); intervals with no reading become NaN.
+
+    Points off the grid are averaged into the interval they fall in.
+    """
+    if series.empty and (start is None or stop is None):
+        return series.astype("float64")
+    binned = series.groupby(series.index.floor(interval)).mean()
+    first = (start if start is not None else binned.index[0]).floor(interval)
+    last = stop - interval if stop is not None else binned.index[-1]
+    grid = pd.date_range(first, last.floor(interval), freq=interval, name=series.index.name)
+    return binned.reindex(grid)
+
+
+def fill_short_gaps(series: pd.Series, max_gap_points: int) -> pd.Series:
+    """Interpolate linearly across runs of at most ``max_gap_points`` NaNs between two readings.
+
+    Longer runs, and runs at either end, stay NaN so no window is built across them.
+    """
+    missing = series.isna()
+    if max_gap_points < 1 or not missing.any():
+        return series.copy()
+    run = (~missing).cumsum()
+    run_length = missing.groupby(run).transform("sum")
+    interpolated = series.interpolate(limit_area="inside")
+    return series.where(~(missing & (run_length <= max_gap_points)), interpolated)
+
+
+def make_windows(values: np.ndarray, window: int) -> np.ndarray:
+    """Every run of ``window`` consecutive values, stride 1.
+
+    Parameters
+    ----------
+    values : array, shape [n]
+    window : int, >= 1
+
+    Returns
+    -------
+    array, shape [n - window + 1, window, 1]
+
+    Raises
+    ------
+    ValueError
+        If ``n < window``.
+    """
+    values = np.asarray(values, dtype="float32")
+    if values.ndim != 1:
+        raise ValueError(f"values must be one-dimensional, got shape {values.shape}")
+    if window < 1 or len(values) < window:
+        raise ValueError(f"need at least {window} values to build one window of {window}, got {len(values)}")
+    return np.lib.stride_tricks.sliding_window_view(values, window)[:, :, None].copy()
+
+
+def windows_without_gaps(series: pd.Series, window: int) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """Windows over every NaN-free stretch of a regular series, and the time of each window's last point.
+
+    Returns
+    -------
+    windows : array, shape [n_windows, window, 1]
+    ends : DatetimeIndex, length n_windows
+    """
+    present = series.notna().to_numpy()
+    if len(series) >= window:
+        full = np.lib.stride_tricks.sliding_window_view(present, window).all(axis=1)
+    else:
+        full = np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(full)
+    if starts.size == 0:
+        return np.empty((0, window, 1), dtype="float32"), series.index[:0]
+    all_windows = make_windows(series.fillna(0.0).to_numpy(), window)
+    return all_windows[starts], series.index[starts + window - 1]
+
+
+def unusable_reason(series: pd.Series, window: int, min_windows: int) -> str | None:
+    """Why a cleaned series cannot train a model, or None when it can."""
+    values = series.dropna()
+    if values.empty:
+        return "no data in the training range"
+    if values.min() == values.max():
+        return f"constant value {values.iloc[0]:g} in the training range"
+    _, ends = windows_without_gaps(series, window)
+    if len(ends) < min_windows:
+        return f"too little data: {len(ends)} windows of {window} without gaps, need {min_windows}"
+    return None
+
+
+def fit_scaler(series: pd.Series) -> StandardScaler:
+    """Standardizer fitted on the present values of a training series."""
+    return StandardScaler().fit(series.dropna().to_numpy().reshape(-1, 1))
+
+
+def scale(series: pd.Series, scaler: StandardScaler) -> pd.Series:
+    """Standardize with a fitted scaler, keeping the index and the NaNs."""
+    scaled = scaler.transform(series.to_numpy(dtype="float64").reshape(-1, 1)).ravel()
+    return pd.Series(scaled, index=series.index, name=series.name)
+
+
+def drop_intervals(series: pd.Series, labelled: pd.DatetimeIndex) -> pd.Series:
+    """Blank the intervals that hold a manually labelled anomaly, so training never learns them."""
+    return series.mask(series.index.isin(labelled))

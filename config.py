@@ -1,0 +1,240 @@
+"""Configuration shared by the jobs: parsed and validated once, then passed down as frozen objects.
+
+Every error is a ``ConfigError`` whose message names the file or flag, the key and the value,
+so a person reading a cron mail knows what to fix without opening the code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import pandas as pd
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DEFAULT_RATIO = 1.0
+DEFAULT_WINDOW = 15
+APIS = ("auto", "flux", "influxql")
+
+_DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConfigError(ValueError):
+    """Bad configuration: the message says where it is and what to do."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the database is and how to authenticate; secrets never leave this object in text."""
+
+    url: str
+    api: str
+    token: str | None = field(default=None, repr=False)
+    org: str | None = None
+    bucket: str | None = None
+    database: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Where readings come from and where scores go, in InfluxDB terms."""
+
+    measurement: str = "READINGS"
+    field: str = "val_num"
+    sensor_tag: str = "uniqueID"
+    where: tuple[tuple[str, str], ...] = ()
+    label_field: str | None = None
+    output_measurement: str = "PREDICT_ANOMALY"
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    """Per-sensor ratio and window, from threshold_ratios.json and time_step_sizes.json."""
+
+    ratios: Mapping[str, float]
+    windows: Mapping[str, int]
+    default_ratio: float = DEFAULT_RATIO
+    default_window: int = DEFAULT_WINDOW
+
+    def ratio(self, sensor_id: str) -> float:
+        return self.ratios.get(sensor_id, self.default_ratio)
+
+    def window(self, sensor_id: str) -> int:
+        return self.windows.get(sensor_id, self.default_window)
+
+
+def parse_duration(text: str, what: str) -> pd.Timedelta:
+    """``15m``, ``1h``, ``7d``, ``2w`` -> Timedelta; ``what`` names the flag in the error."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(f"{what}: {text!r} is not a positive duration such as 30s, 15m, 1h, 7d or 2w")
+    return pd.Timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_time(text: str, now: pd.Timestamp, what: str) -> pd.Timestamp:
+    """RFC3339 (``2026-01-31T00:00:00Z``), ``now`` or a relative time (``-90d``) -> UTC Timestamp."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if text.startswith("-"):
+        return now - parse_duration(text[1:], what)
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        stamp = None
+    if stamp is None or stamp is pd.NaT or stamp.tzinfo is None:
+        raise ConfigError(
+            f"{what}: {text!r} is not a time; use RFC3339 with a zone (2026-01-31T00:00:00Z), now, or -90d"
+        )
+    return stamp.tz_convert("UTC")
+
+
+def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """Repeated ``--where KEY=VALUE`` -> ((key, value), ...); values may contain ``=`` and spaces."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--where: {item!r} is not KEY=VALUE (for example --where 'siteRef=Campus Energy Centre')")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; create it with {{}} to use the defaults") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a JSON object mapping sensor id to a number, not {type(data).__name__}")
+    return data
+
+
+def _ratio(path: Path, key: str, value: object) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ConfigError(f"{path}: key {key!r} has ratio {value!r}; a ratio must be a positive number such as 1.5")
+    return float(value)
+
+
+def _window(path: Path, key: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ConfigError(f"{path}: key {key!r} has window {value!r}; a window must be a whole number >= 2 such as 15")
+    return value
+
+
+def load_sensor_config(ratios_path: Path, windows_path: Path) -> SensorConfig:
+    """Read and validate both per-sensor files; a ``"default"`` key overrides the built-in default."""
+    ratios = {key: _ratio(ratios_path, key, value) for key, value in _read_json_object(ratios_path).items()}
+    windows = {key: _window(windows_path, key, value) for key, value in _read_json_object(windows_path).items()}
+    default_ratio = ratios.pop("default", DEFAULT_RATIO)
+    default_window = windows.pop("default", DEFAULT_WINDOW)
+    return SensorConfig(MappingProxyType(ratios), MappingProxyType(windows), default_ratio, default_window)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags both jobs share: connection, input schema, sensor selection, per-sensor files, logging."""
+    env = os.environ.get
+    conn = parser.add_argument_group("connection (flags override the environment variables)")
+    conn.add_argument("--url", default=env("INFLUX_URL", "http://localhost:8086"), help="INFLUX_URL")
+    conn.add_argument("--api", choices=APIS, default="auto", help="query dialect; auto asks the server (default)")
+    conn.add_argument("--token", default=env("INFLUX_TOKEN"), help="INFLUX_TOKEN; prefer the variable: flags show in ps")
+    conn.add_argument("--org", default=env("INFLUX_ORG"), help="INFLUX_ORG (Flux)")
+    conn.add_argument("--bucket", default=env("INFLUX_BUCKET"), help="INFLUX_BUCKET (Flux)")
+    conn.add_argument("--database", default=env("INFLUX_DATABASE"), help="INFLUX_DATABASE (InfluxQL)")
+    conn.add_argument("--username", default=env("INFLUX_USERNAME"), help="INFLUX_USERNAME (InfluxQL)")
+    conn.add_argument("--password", default=env("INFLUX_PASSWORD"), help="INFLUX_PASSWORD; prefer the variable")
+    conn.add_argument("--timeout", default="30s", help="per-request timeout (default 30s)")
+
+    schema = parser.add_argument_group("input schema")
+    schema.add_argument("--measurement", default="READINGS", help="measurement holding the readings (default READINGS)")
+    schema.add_argument("--field", default="val_num", help="numeric field with the reading (default val_num)")
+    schema.add_argument("--sensor-tag", default="uniqueID", help="tag whose value is the sensor id (default uniqueID)")
+    schema.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="tag filter, repeatable (for example --where 'siteRef=Campus Energy Centre')")
+    schema.add_argument("--sensor", action="append", default=[], metavar="ID",
+                        help="sensor id to process, repeatable (default: every sensor found)")
+    schema.add_argument("--output-measurement", default="PREDICT_ANOMALY",
+                        help="measurement the scores are written to (default PREDICT_ANOMALY)")
+
+    job = parser.add_argument_group("job")
+    job.add_argument("--interval", default="15m", help="aggregation interval: mean per interval (default 15m)")
+    job.add_argument("--max-gap", default="1h",
+                     help="fill gaps up to this long by interpolation; no window spans a longer one (default 1h)")
+    job.add_argument("--models-dir", type=Path, default=PROJECT_DIR / "models",
+                     help="where models are kept (default models/ beside the scripts)")
+    job.add_argument("--ratios", type=Path, default=PROJECT_DIR / "threshold_ratios.json",
+                     help="threshold ratios per sensor (default threshold_ratios.json beside the scripts)")
+    job.add_argument("--windows", type=Path, default=PROJECT_DIR / "time_step_sizes.json",
+                     help="window length per sensor (default time_step_sizes.json beside the scripts)")
+    job.add_argument("--chunk-size", type=int, default=200, help="sensors per query and per write (default 200)")
+    job.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+def connection_from_args(args: argparse.Namespace) -> Connection:
+    """Check that the chosen dialect has what it needs; the message lists the variables to set."""
+    if not re.match(r"^https?://[^/\s]+", args.url or ""):
+        raise ConfigError(f"--url / INFLUX_URL: {args.url!r} is not an http(s) URL such as http://localhost:8086")
+    if args.api == "flux" and not (args.token and args.org and args.bucket):
+        raise ConfigError("--api flux needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET (or --token, --org, --bucket)")
+    if args.api == "influxql" and not (args.database or args.bucket):
+        raise ConfigError("--api influxql needs INFLUX_DATABASE (or --database)")
+    if args.api == "auto" and not (args.database or args.bucket):
+        raise ConfigError("set INFLUX_DATABASE (InfluxDB 1.x/3.x) or INFLUX_BUCKET (2.x), or the --database/--bucket flags")
+    return Connection(
+        url=args.url.rstrip("/"),
+        api=args.api,
+        token=args.token or None,
+        org=args.org or None,
+        bucket=args.bucket or None,
+        database=args.database or None,
+        username=args.username or None,
+        password=args.password or None,
+        timeout_s=parse_duration(args.timeout, "--timeout").total_seconds(),
+    )
+
+
+def schema_from_args(args: argparse.Namespace, label_field: str | None = None) -> Schema:
+    for flag, value in (("--measurement", args.measurement), ("--field", args.field),
+                        ("--sensor-tag", args.sensor_tag), ("--output-measurement", args.output_measurement)):
+        if not value or "\n" in value:
+            raise ConfigError(f"{flag}: {value!r} must be a non-empty single-line name")
+    return Schema(
+        measurement=args.measurement,
+        field=args.field,
+        sensor_tag=args.sensor_tag,
+        where=parse_where(args.where),
+        label_field=label_field,
+        output_measurement=args.output_measurement,
+    )
+
+
+def positive_int(flag: str, value: int) -> int:
+    if value < 1:
+        raise ConfigError(f"{flag}: {value} must be a whole number >= 1")
+    return value
+
+
+def configure_logging(level: str) -> None:
+    """Logs go to stderr, one line each with a UTC time, so cron mail and journald read the same."""
+    logging.Formatter.converter = time.gmtime
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)sZ %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,469 @@
+"""Everything that talks to InfluxDB: one class, two dialects.
+
+Flux goes through influxdb-client (InfluxDB 2.x, Cloud, 1.8+ with Flux enabled). InfluxQL reads and
+line-protocol writes go over the v1 HTTP API (/query, /write) for InfluxDB 1.x and 3.x, and for 2.x
+through its DBRP mapping. Both dialects aggregate on the server (mean per interval, bucket time =
+interval start), fetch a whole chunk of sensors per query, and raise ``InfluxError`` with a message a
+person can act on. Query text and response parsing are pure functions so they can be tested alone.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import urllib.parse
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+import urllib3
+
+from config import Connection, Schema
+
+logger = logging.getLogger(__name__)
+
+WRITE_BATCH_LINES = 5000
+
+
+class InfluxError(RuntimeError):
+    """A database problem: unreachable, refused, missing database, bad query. Never holds a secret."""
+
+
+# ---------------------------------------------------------------- line protocol
+
+
+def _escape(text: str, specials: str) -> str:
+    text = text.replace("\\", "\\\\")
+    for char in specials:
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def check_name(text: str, what: str) -> None:
+    """Line protocol has no escape for newlines, and tag values cannot be empty."""
+    if not text or "\n" in text or "\r" in text:
+        raise ValueError(f"{what} {text!r} cannot be written as line protocol (empty or contains a line break)")
+
+
+def line_protocol(measurement: str, tags: dict[str, str], fields: dict[str, float | bool | str], time_s: int) -> str:
+    """One point as a line of line protocol, second precision; non-finite floats are left out."""
+    check_name(measurement, "measurement")
+    tag_text = ""
+    for key in sorted(tags):
+        check_name(tags[key], f"tag {key}")
+        tag_text += f",{_escape(key, ',= ')}={_escape(tags[key], ',= ')}"
+    parts = []
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        elif math.isfinite(value):
+            text = repr(float(value))
+        else:
+            continue
+        parts.append(f"{_escape(key, ',= ')}={text}")
+    return f"{_escape(measurement, ', ')}{tag_text} {','.join(parts)} {time_s}"
+
+
+# ---------------------------------------------------------------- InfluxQL text
+
+
+def influxql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def influxql_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def influxql_time(stamp: pd.Timestamp) -> str:
+    return "'" + stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ") + "'"
+
+
+def _influxql_filters(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp | None,
+                      stop: pd.Timestamp | None, with_where: bool = True) -> str:
+    tag = influxql_ident(schema.sensor_tag)
+    clauses = []
+    if start is not None:
+        clauses.append(f"time >= {influxql_time(start)}")
+    if stop is not None:
+        clauses.append(f"time < {influxql_time(stop)}")
+    if with_where:
+        clauses += [f"{influxql_ident(key)} = {influxql_string(value)}" for key, value in schema.where]
+    if sensor_ids:
+        clauses.append("(" + " OR ".join(f"{tag} = {influxql_string(s)}" for s in sensor_ids) + ")")
+    return " AND ".join(clauses)
+
+
+def influxql_sensors(schema: Schema) -> str:
+    where = " AND ".join(f"{influxql_ident(k)} = {influxql_string(v)}" for k, v in schema.where)
+    text = f"SHOW TAG VALUES FROM {influxql_ident(schema.measurement)} WITH KEY = {influxql_ident(schema.sensor_tag)}"
+    return text + (f" WHERE {where}" if where else "")
+
+
+def influxql_means(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
+                   interval: pd.Timedelta) -> str:
+    return (
+        f"SELECT mean({influxql_ident(schema.field)}) FROM {influxql_ident(schema.measurement)} "
+        f"WHERE {_influxql_filters(schema, sensor_ids, start, stop)} "
+        f"GROUP BY time({int(interval.total_seconds())}s), {influxql_ident(schema.sensor_tag)} fill(none)"
+    )
+
+
+def influxql_labels(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
+                    interval: pd.Timedelta) -> str:
+    label = influxql_ident(schema.label_field or "")
+    return (
+        f"SELECT count({label}) FROM {influxql_ident(schema.measurement)} "
+        f"WHERE {label} = true AND {_influxql_filters(schema, sensor_ids, start, stop)} "
+        f"GROUP BY time({int(interval.total_seconds())}s), {influxql_ident(schema.sensor_tag)} fill(none)"
+    )
+
+
+def influxql_last_scored(schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp) -> str:
+    return (
+        f'SELECT last("loss") FROM {influxql_ident(schema.output_measurement)} '
+        f"WHERE {_influxql_filters(schema, sensor_ids, since, None, with_where=False)} "
+        f"GROUP BY {influxql_ident(schema.sensor_tag)}"
+    )
+
+
+def parse_influxql(body: bytes) -> list[dict]:
+    """Merge a (possibly chunked) /query response into one list of series, raising on statement errors.
+
+    Each series is ``{"name": str, "tags": dict, "columns": list, "values": list}``.
+    """
+    merged: dict[tuple, dict] = {}
+    for text in body.decode("utf-8").splitlines():
+        if not text.strip():
+            continue
+        document = json.loads(text)
+        if "error" in document:
+            raise InfluxError(document["error"])
+        for result in document.get("results", []):
+            if "error" in result:
+                raise InfluxError(result["error"])
+            for series in result.get("series", []):
+                key = (series.get("name"), tuple(sorted((series.get("tags") or {}).items())))
+                target = merged.setdefault(key, {"name": series.get("name"), "tags": series.get("tags") or {},
+                                                 "columns": series["columns"], "values": []})
+                target["values"].extend(series.get("values") or [])
+    return list(merged.values())
+
+
+def series_by_tag(series_list: Iterable[dict], tag: str) -> dict[str, pd.Series]:
+    """InfluxQL series grouped by the sensor tag -> {sensor id: values by UTC time (epoch seconds in)}."""
+    out = {}
+    for series in series_list:
+        sensor_id = series["tags"].get(tag)
+        if sensor_id is None or not series["values"]:
+            continue
+        times, values = zip(*((row[0], row[1]) for row in series["values"]))
+        index = pd.to_datetime(list(times), unit="s", utc=True)
+        out[sensor_id] = pd.Series(list(values), index=index, dtype="float64", name=sensor_id)
+    return out
+
+
+# ---------------------------------------------------------------- Flux text
+
+
+def flux_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+    return f'"{escaped}"'
+
+
+def _flux_tag_filters(schema: Schema) -> str:
+    """Tag keys go in as literals (Flux has no dynamic column access); their values are parameters."""
+    lines = [f"  |> filter(fn: (r) => r[{flux_string(key)}] == params.where{i})" for i, (key, _) in enumerate(schema.where)]
+    return "\n".join(lines)
+
+
+def flux_params(schema: Schema, **extra) -> dict:
+    params = {f"where{i}": value for i, (_, value) in enumerate(schema.where)}
+    params.update(extra)
+    return params
+
+
+def flux_sensors(schema: Schema) -> str:
+    tag = flux_string(schema.sensor_tag)
+    return "\n".join(filter(None, [
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start, stop: params.stop)",
+        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
+        _flux_tag_filters(schema),
+        f"  |> keep(columns: [{tag}])",
+        f"  |> group()",
+        f"  |> distinct(column: {tag})",
+    ]))
+
+
+def flux_means(schema: Schema) -> str:
+    tag = flux_string(schema.sensor_tag)
+    return "\n".join(filter(None, [
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start, stop: params.stop)",
+        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
+        _flux_tag_filters(schema),
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
+        '  |> aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
+        f'  |> keep(columns: ["_time", "_value", {tag}])',
+    ]))
+
+
+def flux_labels(schema: Schema) -> str:
+    tag = flux_string(schema.sensor_tag)
+    return "\n".join(filter(None, [
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start, stop: params.stop)",
+        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.label)",
+        _flux_tag_filters(schema),
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
+        "  |> filter(fn: (r) => r._value == true)",
+        '  |> aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")',
+        f'  |> keep(columns: ["_time", "_value", {tag}])',
+    ]))
+
+
+def flux_last_scored(schema: Schema) -> str:
+    tag = flux_string(schema.sensor_tag)
+    return "\n".join([
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start)",
+        '  |> filter(fn: (r) => r._measurement == params.measurement and r._field == "loss")',
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
+        "  |> last()",
+        f'  |> keep(columns: ["_time", "_value", {tag}])',
+    ])
+
+
+def records_by_tag(records: Iterable[dict], tag: str) -> dict[str, pd.Series]:
+    """Flux records (dicts with _time, _value and the tag) -> {sensor id: values by UTC time}."""
+    times: dict[str, list] = defaultdict(list)
+    values: dict[str, list] = defaultdict(list)
+    for record in records:
+        sensor_id = record.get(tag)
+        if sensor_id is None:
+            continue
+        times[sensor_id].append(record["_time"])
+        values[sensor_id].append(record["_value"])
+    return {
+        sensor_id: pd.Series(values[sensor_id], index=pd.to_datetime(times[sensor_id], utc=True),
+                             dtype="float64", name=sensor_id)
+        for sensor_id in times
+    }
+
+
+# ---------------------------------------------------------------- the client
+
+
+def redact(url: str) -> str:
+    """The URL without any user:password part, safe for logs."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def dialect_for_version(version: str) -> str:
+    """InfluxDB 2.x (and Cloud) speak Flux; 1.x and 3.x speak InfluxQL over the v1 API."""
+    text = version.lower().lstrip("v")
+    return "flux" if text.startswith("2") or "cloud" in text else "influxql"
+
+
+class Influx:
+    """Reads readings and labels, finds the last scored time, writes scores. Use as a context manager."""
+
+    def __init__(self, connection: Connection, schema: Schema):
+        self.connection = connection
+        self.schema = schema
+        self.url = redact(connection.url)
+        self.dialect = connection.api
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(total=connection.timeout_s), retries=False, headers=self._auth_headers()
+        )
+        self._flux_client = None
+
+    def __enter__(self) -> Influx:
+        if self.dialect == "auto":
+            self.dialect = dialect_for_version(self.server_version())
+            logger.debug("InfluxDB at %s speaks %s", self.url, self.dialect)
+        if self.dialect == "flux":
+            self._open_flux()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._flux_client is not None:
+            self._flux_client.close()
+        self._http.clear()
+
+    # ------------------------------------------------------------ public operations
+
+    def server_version(self) -> str:
+        response = self._request("GET", "/ping")
+        return response.headers.get("X-Influxdb-Version", "")
+
+    def sensor_ids(self, start: pd.Timestamp, stop: pd.Timestamp) -> list[str]:
+        """Every sensor id in the readings measurement (matching --where), sorted."""
+        if self.dialect == "flux":
+            records = self._flux(flux_sensors(self.schema), start=start, stop=stop,
+                                 measurement=self.schema.measurement, field=self.schema.field)
+            ids = {r.get(self.schema.sensor_tag) for r in records}
+        else:
+            series = self._influxql(influxql_sensors(self.schema))
+            ids = {row[1] for s in series for row in s["values"]}
+        return sorted(i for i in ids if i is not None)
+
+    def read_means(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
+                   interval: pd.Timedelta) -> dict[str, pd.Series]:
+        """Mean reading per interval for each sensor, indexed by interval start; sensors with none are absent."""
+        if self.dialect == "flux":
+            records = self._flux(flux_means(self.schema), start=start, stop=stop, every=interval,
+                                 measurement=self.schema.measurement, field=self.schema.field, sensors=list(sensor_ids))
+            return records_by_tag(records, self.schema.sensor_tag)
+        query = influxql_means(self.schema, sensor_ids, start, stop, interval)
+        return series_by_tag(self._influxql(query), self.schema.sensor_tag)
+
+    def labelled_intervals(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
+                           interval: pd.Timedelta) -> dict[str, pd.DatetimeIndex]:
+        """Starts of the intervals that hold at least one point whose label field is true."""
+        if self.dialect == "flux":
+            counts = records_by_tag(self._flux(flux_labels(self.schema), start=start, stop=stop, every=interval,
+                                               measurement=self.schema.measurement, label=self.schema.label_field,
+                                               sensors=list(sensor_ids)), self.schema.sensor_tag)
+        else:
+            query = influxql_labels(self.schema, sensor_ids, start, stop, interval)
+            counts = series_by_tag(self._influxql(query), self.schema.sensor_tag)
+        return {sensor_id: c.index[c > 0] for sensor_id, c in counts.items()}
+
+    def last_scored(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
+        """Time of each sensor's newest score at or after ``since``; sensors never scored are absent."""
+        if self.dialect == "flux":
+            found = records_by_tag(self._flux(flux_last_scored(self.schema), start=since,
+                                              measurement=self.schema.output_measurement,
+                                              sensors=list(sensor_ids)), self.schema.sensor_tag)
+        else:
+            query = influxql_last_scored(self.schema, sensor_ids, since)
+            found = series_by_tag(self._influxql(query), self.schema.sensor_tag)
+        return {sensor_id: s.index.max() for sensor_id, s in found.items() if len(s)}
+
+    def write(self, lines: Sequence[str]) -> None:
+        """Write line protocol (second precision) in batches; a failed batch raises, earlier ones stay."""
+        for first in range(0, len(lines), WRITE_BATCH_LINES):
+            batch = lines[first:first + WRITE_BATCH_LINES]
+            if self.dialect == "flux":
+                self._flux_write(batch)
+            else:
+                self._request("POST", "/write", fields={"db": self._database, "precision": "s"},
+                              body="\n".join(batch).encode("utf-8"))
+
+    # ------------------------------------------------------------ v1 HTTP
+
+    @property
+    def _database(self) -> str:
+        return self.connection.database or self.connection.bucket or ""
+
+    def _auth_headers(self) -> dict[str, str]:
+        c = self.connection
+        if c.username:
+            pair = f"{c.username}:{c.password or ''}".encode("utf-8")
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+        if c.token:
+            return {"Authorization": f"Token {c.token}"}
+        return {}
+
+    def _influxql(self, query: str) -> list[dict]:
+        logger.debug("InfluxQL: %s", query)
+        response = self._request("POST", "/query", fields={
+            "db": self._database, "q": query, "epoch": "s", "chunked": "true", "chunk_size": "10000"})
+        try:
+            return parse_influxql(response.data)
+        except InfluxError as e:
+            raise self._explain(str(e)) from None
+        except ValueError as e:
+            raise InfluxError(f"InfluxDB at {self.url} sent a response that is not JSON: {e}") from None
+
+    def _request(self, method: str, path: str, fields: dict | None = None, body: bytes | None = None):
+        url = self.connection.url + path
+        if fields:
+            url += "?" + urllib.parse.urlencode(fields)
+        try:
+            response = self._http.request(method, url, body=body)
+        except urllib3.exceptions.HTTPError as e:
+            raise self._unreachable(e) from None
+        if response.status >= 400:
+            raise self._http_error(response.status, response.data.decode("utf-8", "replace"))
+        return response
+
+    def _unreachable(self, error: Exception) -> InfluxError:
+        reason = getattr(error, "reason", None) or error
+        return InfluxError(
+            f"cannot reach InfluxDB at {self.url} ({type(reason).__name__}); "
+            f"check INFLUX_URL or --url, the network, and that the server is running"
+        )
+
+    def _http_error(self, status: int, text: str) -> InfluxError:
+        if status in (401, 403):
+            return InfluxError(
+                f"InfluxDB at {self.url} refused the credentials (HTTP {status}); "
+                f"check INFLUX_TOKEN, or INFLUX_USERNAME and INFLUX_PASSWORD"
+            )
+        try:
+            message = json.loads(text).get("error") or json.loads(text).get("message") or text
+        except (ValueError, AttributeError):
+            message = text
+        return self._explain(f"HTTP {status}: {message.strip()[:300]}")
+
+    def _explain(self, message: str) -> InfluxError:
+        lowered = message.lower()
+        if "database not found" in lowered or "bucket" in lowered and "not found" in lowered:
+            name = self.connection.bucket if self.dialect == "flux" else self._database
+            which = "INFLUX_BUCKET or --bucket" if self.dialect == "flux" else "INFLUX_DATABASE or --database"
+            return InfluxError(f"InfluxDB at {self.url} has no database or bucket {name!r}; check {which}")
+        return InfluxError(f"InfluxDB at {self.url} failed: {message}")
+
+    # ------------------------------------------------------------ Flux
+
+    def _open_flux(self) -> None:
+        from influxdb_client import InfluxDBClient
+
+        c = self.connection
+        if not (c.token and c.org and c.bucket):
+            raise InfluxError(
+                f"InfluxDB at {self.url} speaks Flux, which needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET; "
+                f"set them, or use --api influxql with INFLUX_DATABASE"
+            )
+        self._flux_client = InfluxDBClient(url=c.url, token=c.token, org=c.org, timeout=int(c.timeout_s * 1000))
+
+    def _flux(self, query: str, **params) -> list[dict]:
+        from influxdb_client.rest import ApiException
+
+        params = flux_params(self.schema, bucket=self.connection.bucket, **params)
+        logger.debug("Flux: %s", query)
+        try:
+            tables = self._flux_client.query_api().query(query, params=params)
+        except ApiException as e:
+            raise self._api_error(e) from None
+        except urllib3.exceptions.HTTPError as e:
+            raise self._unreachable(e) from None
+        return [record.values for table in tables for record in table.records]
+
+    def _flux_write(self, batch: Sequence[str]) -> None:
+        from influxdb_client import WritePrecision
+        from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.rest import ApiException
+
+        try:
+            with self._flux_client.write_api(write_options=SYNCHRONOUS) as writer:
+                writer.write(bucket=self.connection.bucket, org=self.connection.org, record=list(batch),
+                             write_precision=WritePrecision.S)
+        except ApiException as e:
+            raise self._api_error(e) from None
+        except urllib3.exceptions.HTTPError as e:
+            raise self._unreachable(e) from None
+
+    def _api_error(self, e) -> InfluxError:
+        body = e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else (e.body or e.reason or "")
+        return self._http_error(e.status or 0, body)

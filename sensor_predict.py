@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Frequent job: score every interval not yet scored for each sensor with a model, write scores to InfluxDB.
+
+Each sensor resumes after its newest score in the output measurement (the last day on a first run, at
+most --max-catchup back), so a job that missed ticks catches up by itself, and a rerun rewrites the same
+points instead of adding new ones. Only complete intervals are scored.
+
+Exit status: 0 when no sensor failed, 1 when any failed or the database could not be used,
+2 for bad configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import artifacts
+import clean
+import config
+from config import ConfigError, Connection, Schema, SensorConfig
+from influx_interact import Influx, InfluxError, line_protocol
+
+logger = logging.getLogger("sensor_predict")
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    connection: Connection
+    schema: Schema
+    sensors: tuple[str, ...]
+    sensor_config: SensorConfig
+    interval: pd.Timedelta
+    max_gap: pd.Timedelta
+    models_dir: Path
+    chunk_size: int
+    now: pd.Timestamp
+    start: pd.Timestamp | None
+    stop: pd.Timestamp | None
+    max_catchup: pd.Timedelta
+    first_run: pd.Timedelta
+    dry_run: bool
+
+    @property
+    def max_gap_points(self) -> int:
+        return int(self.max_gap / self.interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_common_arguments(parser)
+    job = parser.add_argument_group("scoring")
+    job.add_argument("--start", help="backfill: score windows ending at or after this time (RFC3339 or -7d)")
+    job.add_argument("--stop", help="backfill: score windows ending before this time (default now)")
+    job.add_argument("--now", help="take this RFC3339 time as the current time (replays and tests)")
+    job.add_argument("--max-catchup", default="7d", help="never score further back than this (default 7d)")
+    job.add_argument("--first-run", default="1d", help="how far back a sensor's first run scores (default 1d)")
+    job.add_argument("--dry-run", action="store_true", help="print the line protocol that would be written; write nothing")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> PredictSettings:
+    now = pd.Timestamp.now(tz="UTC") if args.now is None else config.parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+    interval = config.parse_duration(args.interval, "--interval")
+    start = config.parse_time(args.start, now, "--start").floor(interval) if args.start else None
+    stop = config.parse_time(args.stop, now, "--stop").floor(interval) if args.stop else None
+    if stop is not None and start is None:
+        raise ConfigError("--stop needs --start: together they name the range to backfill")
+    if start is not None and start >= (stop or now.floor(interval)):
+        raise ConfigError(f"--start {args.start} must be before --stop ({args.stop or 'now'})")
+    return PredictSettings(
+        connection=config.connection_from_args(args),
+        schema=config.schema_from_args(args),
+        sensors=tuple(args.sensor),
+        sensor_config=config.load_sensor_config(args.ratios, args.windows),
+        interval=interval,
+        max_gap=config.parse_duration(args.max_gap, "--max-gap"),
+        models_dir=args.models_dir,
+        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
+        now=now,
+        start=start,
+        stop=stop,
+        max_catchup=config.parse_duration(args.max_catchup, "--max-catchup"),
+        first_run=config.parse_duration(args.first_run, "--first-run"),
+        dry_run=args.dry_run,
+    )
+
+
+def score_range(last_scored: pd.Timestamp | None, settings: PredictSettings) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """First and last window end to score (inclusive, interval starts), or None when nothing is due."""
+    interval = settings.interval
+    if settings.start is not None:
+        first, last = settings.start, (settings.stop or settings.now.floor(interval)) - interval
+    else:
+        now = settings.now.floor(interval)
+        first = last_scored + interval if last_scored is not None else now - settings.first_run
+        first, last = max(first, now - settings.max_catchup), now - interval
+    return (first, last) if first <= last else None
+
+
+def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema) -> list[str]:
+    """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
+    tags = {schema.sensor_tag: sensor_id}
+    return [
+        line_protocol(schema.output_measurement, tags,
+                      {schema.field: row.value, "loss": row.loss, "threshold": row.threshold, "anomaly": bool(row.anomaly)},
+                      int(stamp.timestamp()))
+        for stamp, row in zip(scores.index, scores.itertuples(index=False))
+    ]
+
+
+def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int]) -> dict:
+    """Usable models of a chunk by sensor id; logs and counts the sensors that cannot be scored."""
+    import model_predict
+
+    models = {}
+    for sensor_id in sensor_ids:
+        directory = artifacts.sensor_dir(settings.models_dir, sensor_id)
+        if not (directory / artifacts.METADATA).exists():
+            logger.info("sensor %r: skipped: no model in %s; run sensor_training.py", sensor_id, directory)
+            counts["skipped"] += 1
+            continue
+        try:
+            model = model_predict.load_sensor_model(directory)
+        except artifacts.ArtifactError as e:
+            logger.error("sensor %r: failed: %s", sensor_id, e)
+            counts["failed"] += 1
+            continue
+        window = settings.sensor_config.window(sensor_id)
+        if model.window != window or model.interval != settings.interval:
+            logger.warning("sensor %r: skipped: model has window %d and interval %s, config wants window %d and "
+                           "interval %s; retrain it", sensor_id, model.window, model.interval, window, settings.interval)
+            counts["skipped"] += 1
+            continue
+        models[sensor_id] = model
+    return models
+
+
+def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int]) -> list[str]:
+    """Score one chunk of sensors with one read; return the lines to write."""
+    import model_predict
+
+    models = load_models(sensor_ids, settings, counts)
+    if not models:
+        return []
+    interval = settings.interval
+    last_scored = {} if settings.start is not None else db.last_scored(
+        list(models), settings.now.floor(interval) - settings.max_catchup - interval)
+    ranges = {s: score_range(last_scored.get(s), settings) for s in models}
+    due = {s: r for s, r in ranges.items() if r is not None}
+    for sensor_id in ranges.keys() - due.keys():
+        logger.info("sensor %r: nothing due: scored up to %s", sensor_id, last_scored[sensor_id].isoformat())
+        counts["up_to_date"] += 1
+    if not due:
+        return []
+    read_start = min(first - (models[s].window - 1) * interval - settings.max_gap for s, (first, _) in due.items())
+    read_stop = max(last for _, last in due.values()) + interval
+    data = db.read_means(list(due), read_start, read_stop, interval)
+    lines = []
+    for sensor_id, (first, last) in due.items():
+        try:
+            raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
+            series = clean.regularize(clean.validate_series(raw), interval, read_start, read_stop)
+            scores = model_predict.score(series, models[sensor_id], settings.sensor_config.ratio(sensor_id),
+                                         settings.max_gap_points, first, last)
+            sensor_lines = score_lines(sensor_id, scores, settings.schema)
+        except Exception:
+            logger.exception("sensor %r: failed", sensor_id)
+            counts["failed"] += 1
+            continue
+        if scores.empty:
+            logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id, first.isoformat(), last.isoformat())
+            counts["no_data"] += 1
+            continue
+        lines += sensor_lines
+        flagged = int(scores["anomaly"].sum())
+        counts["scored"] += 1
+        counts["windows"] += len(scores)
+        counts["anomalies"] += flagged
+        logger.info("sensor %r: %d windows %s .. %s, %d anomalies, threshold %.4f", sensor_id, len(scores),
+                    scores.index[0].isoformat(), scores.index[-1].isoformat(), flagged, scores["threshold"].iloc[0])
+    return lines
+
+
+def run(settings: PredictSettings) -> int:
+    began = time.monotonic()
+    counts = dict.fromkeys(("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies"), 0)
+    with Influx(settings.connection, settings.schema) as db:
+        now = settings.now.floor(settings.interval)
+        sensor_ids = list(settings.sensors) or db.sensor_ids(now - settings.max_catchup, settings.now)
+        for first in range(0, len(sensor_ids), settings.chunk_size):
+            lines = score_chunk(db, sensor_ids[first:first + settings.chunk_size], settings, counts)
+            if settings.dry_run:
+                sys.stdout.write("".join(line + "\n" for line in lines))
+            elif lines:
+                db.write(lines)
+    logger.info("done in %.1fs: %d sensors scored (%d windows, %d anomalies), %d up to date, %d without new data, "
+                "%d skipped, %d failed%s", time.monotonic() - began, counts["scored"], counts["windows"],
+                counts["anomalies"], counts["up_to_date"], counts["no_data"], counts["skipped"], counts["failed"],
+                " (dry run: nothing written)" if settings.dry_run else "")
+    return 1 if counts["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config.configure_logging(args.log_level)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as e:
+        logger.error("configuration: %s", e)
+        return 2
+    try:
+        return run(settings)
+    except InfluxError as e:
+        logger.error("%s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Monthly job: fit one LSTM autoencoder per sensor from its InfluxDB history and save it.
+
+Exit status: 0 when every selected sensor trained or was deliberately skipped, 1 when any failed
+or the database could not be used, 2 for bad configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import artifacts
+import clean
+import config
+from config import ConfigError, Connection, Schema, SensorConfig
+from influx_interact import Influx, InfluxError
+
+logger = logging.getLogger("sensor_training")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    connection: Connection
+    schema: Schema
+    sensors: tuple[str, ...]
+    sensor_config: SensorConfig
+    start: pd.Timestamp
+    stop: pd.Timestamp
+    interval: pd.Timedelta
+    max_gap: pd.Timedelta
+    models_dir: Path
+    chunk_size: int
+    units: int
+    dropout: float
+    epochs: int
+    batch_size: int
+    validation_split: float
+    patience: int
+    percentile: float
+    min_windows: int
+    seed: int | None
+
+    @property
+    def max_gap_points(self) -> int:
+        return int(self.max_gap / self.interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_common_arguments(parser)
+    train = parser.add_argument_group("training")
+    train.add_argument("--start", default="-90d", help="start of the training range: RFC3339 or relative (default -90d)")
+    train.add_argument("--stop", default="now", help="end of the training range (default now)")
+    train.add_argument("--now", help="take this RFC3339 time as the current time (replays and tests)")
+    train.add_argument("--label-field", help="boolean field marking manual anomalies; their intervals are left out")
+    train.add_argument("--units", type=int, default=32, help="LSTM units in encoder and decoder (default 32)")
+    train.add_argument("--dropout", type=float, default=0.1, help="input dropout of both LSTMs (default 0.1)")
+    train.add_argument("--epochs", type=int, default=50, help="maximum epochs (default 50)")
+    train.add_argument("--batch-size", type=int, default=64, help="windows per batch (default 64)")
+    train.add_argument("--validation-split", type=float, default=0.1,
+                       help="share of the newest windows held out for early stopping (default 0.1)")
+    train.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping (default 5)")
+    train.add_argument("--percentile", type=float, default=99.5,
+                       help="percentile of the training losses used as threshold (default 99.5)")
+    train.add_argument("--min-windows", type=int, default=200,
+                       help="skip sensors with fewer windows without gaps than this (default 200)")
+    train.add_argument("--seed", type=int, help="make the run reproducible: same data, same thresholds")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
+    now = pd.Timestamp.now(tz="UTC") if args.now is None else config.parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+    interval = config.parse_duration(args.interval, "--interval")
+    start = config.parse_time(args.start, now, "--start").floor(interval)
+    stop = config.parse_time(args.stop, now, "--stop").floor(interval)
+    if start >= stop:
+        raise ConfigError(f"--start {args.start} must be before --stop {args.stop}")
+    if not 0 < args.percentile <= 100:
+        raise ConfigError(f"--percentile: {args.percentile} must be in (0, 100]")
+    if not 0 <= args.dropout < 1:
+        raise ConfigError(f"--dropout: {args.dropout} must be in [0, 1)")
+    if not 0 < args.validation_split < 0.5:
+        raise ConfigError(f"--validation-split: {args.validation_split} must be in (0, 0.5)")
+    return TrainingSettings(
+        connection=config.connection_from_args(args),
+        schema=config.schema_from_args(args, label_field=args.label_field),
+        sensors=tuple(args.sensor),
+        sensor_config=config.load_sensor_config(args.ratios, args.windows),
+        start=start,
+        stop=stop,
+        interval=interval,
+        max_gap=config.parse_duration(args.max_gap, "--max-gap"),
+        models_dir=args.models_dir,
+        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
+        units=config.positive_int("--units", args.units),
+        dropout=args.dropout,
+        epochs=config.positive_int("--epochs", args.epochs),
+        batch_size=config.positive_int("--batch-size", args.batch_size),
+        validation_split=args.validation_split,
+        patience=config.positive_int("--patience", args.patience),
+        percentile=args.percentile,
+        min_windows=config.positive_int("--min-windows", args.min_windows),
+        seed=args.seed,
+    )
+
+
+def sensor_seed(seed: int, sensor_id: str) -> int:
+    """A per-sensor seed, so a sensor's model does not depend on which other sensors ran before it."""
+    digest = hashlib.sha256(f"{seed}:{sensor_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, settings: TrainingSettings,
+                 versions: dict[str, str]) -> str:
+    """Train and save one sensor; return the line to log. Raises on failure, returns 'skipped ...' on purpose."""
+    import model_predict
+    import model_trainer
+
+    began = time.monotonic()
+    window = settings.sensor_config.window(sensor_id)
+    series = clean.regularize(clean.validate_series(raw), settings.interval, settings.start, settings.stop)
+    series = clean.fill_short_gaps(clean.drop_intervals(series, labelled), settings.max_gap_points)
+    reason = clean.unusable_reason(series, window, settings.min_windows)
+    if reason:
+        return f"skipped: {reason}"
+    scaler = clean.fit_scaler(series)
+    windows, _ = clean.windows_without_gaps(clean.scale(series, scaler), window)
+    if settings.seed is not None:
+        model_trainer.seed_everything(sensor_seed(settings.seed, sensor_id))
+    model = model_trainer.build_model(window, settings.units, settings.dropout)
+    fit = model_trainer.fit_model(model, windows, settings.epochs, settings.batch_size,
+                                  settings.validation_split, settings.patience)
+    losses = model_predict.reconstruction_loss(model, windows)
+    threshold = model_trainer.loss_threshold(losses, settings.percentile)
+    present = series.dropna().index
+    metadata = {
+        "sensor_id": sensor_id,
+        "window": window,
+        "interval_s": int(settings.interval.total_seconds()),
+        "max_gap_s": int(settings.max_gap.total_seconds()),
+        "percentile": settings.percentile,
+        "threshold": threshold,
+        "training_range": {"start": settings.start.isoformat(), "stop": settings.stop.isoformat(),
+                           "first_point": present[0].isoformat(), "last_point": present[-1].isoformat()},
+        "windows": int(len(windows)),
+        "labelled_intervals_dropped": int(len(labelled)),
+        "model": {"units": settings.units, "dropout": settings.dropout, "epochs": fit.epochs,
+                  "batch_size": settings.batch_size, "seed": settings.seed},
+        "train_loss": fit.train_loss,
+        "val_loss": fit.val_loss,
+        "versions": versions,
+        "trained_at": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler, metadata)
+    return (f"trained in {time.monotonic() - began:.1f}s: {len(windows)} windows, {fit.epochs} epochs, "
+            f"val loss {fit.val_loss:.4f}, threshold {threshold:.4f}")
+
+
+def run(settings: TrainingSettings) -> int:
+    began = time.monotonic()
+    counts = {"trained": 0, "skipped": 0, "failed": 0}
+    import model_trainer
+
+    versions = model_trainer.library_versions()
+    with Influx(settings.connection, settings.schema) as db:
+        sensor_ids = list(settings.sensors) or db.sensor_ids(settings.start, settings.stop)
+        logger.info("training %d sensors on %s .. %s, interval %s", len(sensor_ids),
+                    settings.start.isoformat(), settings.stop.isoformat(), settings.interval)
+        for first in range(0, len(sensor_ids), settings.chunk_size):
+            chunk = sensor_ids[first:first + settings.chunk_size]
+            data = db.read_means(chunk, settings.start, settings.stop, settings.interval)
+            labels = (db.labelled_intervals(chunk, settings.start, settings.stop, settings.interval)
+                      if settings.schema.label_field else {})
+            for sensor_id in chunk:
+                raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
+                try:
+                    outcome = train_sensor(sensor_id, raw, labels.get(sensor_id, pd.DatetimeIndex([], tz="UTC")),
+                                           settings, versions)
+                except Exception:
+                    logger.exception("sensor %r: failed", sensor_id)
+                    counts["failed"] += 1
+                    continue
+                counts["skipped" if outcome.startswith("skipped") else "trained"] += 1
+                logger.info("sensor %r: %s", sensor_id, outcome)
+    logger.info("done in %.1fs: %d trained, %d skipped, %d failed", time.monotonic() - began,
+                counts["trained"], counts["skipped"], counts["failed"])
+    return 1 if counts["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config.configure_logging(args.log_level)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as e:
+        logger.error("configuration: %s", e)
+        return 2
+    try:
+        return run(settings)
+    except InfluxError as e:
+        logger.error("%s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Generated building-sensor readings with known anomalies, for the demo, the tests and the benchmarks.
+
+Each sensor follows a daily cycle with noise, at its own level and amplitude; anomalies of three
+kinds are injected where asked and returned as labelled spans, so a test can check what is flagged.
+
+    python -m tools.sensor_data --url http://127.0.0.1:8086 --database demo --sensors 5 --days 30
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+ANOMALY_KINDS = ("spike", "level_shift", "flatline")
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    sensor_id: str
+    kind: str
+    start: pd.Timestamp
+    stop: pd.Timestamp
+
+
+def normal_readings(sensor_id: str, index: pd.DatetimeIndex, seed: int) -> np.ndarray:
+    """A daily cycle around a per-sensor level, with Gaussian noise; deterministic per (sensor, seed)."""
+    rng = np.random.default_rng([seed, *sensor_id.encode("utf-8")])
+    level, amplitude = rng.uniform(15, 25), rng.uniform(2, 5)
+    phase = rng.uniform(0, 2 * np.pi)
+    hours = (index - index[0]) / pd.Timedelta(hours=1)
+    daily = amplitude * np.sin(2 * np.pi * hours.to_numpy() / 24 + phase)
+    return level + daily + rng.normal(0, 0.1 * amplitude, len(index))
+
+
+def inject(values: np.ndarray, index: pd.DatetimeIndex, sensor_id: str, kind: str,
+           at: pd.Timestamp, sample: pd.Timedelta) -> tuple[np.ndarray, Anomaly]:
+    """Return a copy of ``values`` with one anomaly of ``kind`` starting at ``at``, and its span."""
+    values = values.copy()
+    spread = float(np.std(values))
+    lengths = {"spike": pd.Timedelta(minutes=15), "level_shift": pd.Timedelta(hours=3),
+               "flatline": pd.Timedelta(hours=4)}
+    span = (index >= at) & (index < at + lengths[kind])
+    if kind == "spike":
+        values[span] += 6 * spread
+    elif kind == "level_shift":
+        values[span] += 3 * spread
+    else:
+        values[span] = 0.0
+    return values, Anomaly(sensor_id, kind, at, at + lengths[kind])
+
+
+def readings_lines(sensor_id: str, index: pd.DatetimeIndex, values: np.ndarray, measurement: str = "READINGS",
+                   site: str = "Campus Energy Centre", labelled: list[Anomaly] = ()) -> list[str]:
+    """Line protocol for the readings, with manual_anomaly=true on points inside a labelled span."""
+    from influx_interact import line_protocol
+
+    lines = []
+    for stamp, value in zip(index, values):
+        fields = {"val_num": float(value)}
+        if any(a.start <= stamp < a.stop for a in labelled):
+            fields["manual_anomaly"] = True
+        lines.append(line_protocol(measurement, {"uniqueID": sensor_id, "siteRef": site}, fields,
+                                   int(stamp.timestamp())))
+    return lines
+
+
+def fleet(sensor_ids: list[str], start: pd.Timestamp, stop: pd.Timestamp, sample: pd.Timedelta, seed: int,
+          anomalies_after: pd.Timestamp | None = None) -> tuple[list[str], list[Anomaly]]:
+    """Readings for every sensor in [start, stop); from ``anomalies_after`` on, each sensor gets one
+    anomaly of a kind taken in turn, spread out so their windows do not overlap."""
+    index = pd.date_range(start, stop, freq=sample, inclusive="left")
+    lines, anomalies = [], []
+    for number, sensor_id in enumerate(sensor_ids):
+        values = normal_readings(sensor_id, index, seed)
+        if anomalies_after is not None:
+            kind = ANOMALY_KINDS[number % len(ANOMALY_KINDS)]
+            at = anomalies_after + pd.Timedelta(hours=6 + 4 * (number % 3))
+            values, anomaly = inject(values, index, sensor_id, kind, at, sample)
+            anomalies.append(anomaly)
+        lines += readings_lines(sensor_id, index, values)
+    return lines, anomalies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--sensors", type=int, default=5)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    from tools import local_influxd
+
+    stop = pd.Timestamp.now(tz="UTC").floor("5min")
+    start = stop - pd.Timedelta(days=args.days)
+    sensor_ids = [f"AHU-{n + 1} supply air temp" for n in range(args.sensors)]
+    lines, anomalies = fleet(sensor_ids, start, stop, pd.Timedelta(minutes=5), args.seed,
+                             anomalies_after=stop - pd.Timedelta(days=1))
+    local_influxd.query(args.url, f'CREATE DATABASE "{args.database}"')
+    local_influxd.write(args.url, args.database, lines)
+    print(f"wrote {len(lines)} readings of {len(sensor_ids)} sensors, {start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC")
+    for a in anomalies:
+        print(f"  injected {a.kind:<11} on {a.sensor_id!r} {a.start:%Y-%m-%d %H:%M} .. {a.stop:%H:%M} UTC")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
