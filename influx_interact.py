@@ -34,7 +34,11 @@ class InfluxError(RuntimeError):
 
 
 def _escape(text: str, specials: str) -> str:
-    text = text.replace("\\", "\\\\")
+    """Backslash-escape ``specials``. Backslashes stay literal, as InfluxDB reads them in names and tags,
+    so one right before a special character or at the end cannot be written unambiguously."""
+    if text.endswith("\\") or any("\\" + char in text for char in specials):
+        raise ValueError(f"{text!r} cannot be written as line protocol: a backslash before one of "
+                         f"{specials!r} or at the end is ambiguous")
     for char in specials:
         text = text.replace(char, "\\" + char)
     return text

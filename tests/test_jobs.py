@@ -1,0 +1,240 @@
+"""End to end: both jobs run as processes, as cron runs them, against a real InfluxDB.
+
+The data are generated (tools/sensor_data.py) around a fixed NOW: two weeks of normal history to train
+on, then a day in which three sensors get a spike, a level shift and a flat-line, and a fourth stays
+normal. Sensor ids carry the characters line protocol and InfluxQL must escape.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, rows, run_job
+from tools import local_influxd, sensor_data
+
+NOW = pd.Timestamp("2026-01-15T00:00:00Z")
+INTERVAL = pd.Timedelta(minutes=15)
+WINDOW = 15
+SENSORS = ["AHU-1 supply air temp", 'Boiler,2="hot" loop=ü', "chiller:3 'return' C:\\temp"]
+QUIET = "quiet sensor"
+TRAIN = ["--start", (NOW - pd.Timedelta(days=15)).isoformat(), "--stop", (NOW - pd.Timedelta(days=1)).isoformat(),
+         "--units", "16", "--epochs", "20", "--patience", "3", "--seed", "1"]
+
+
+def seed_database(url: str, database: str) -> list[sensor_data.Anomaly]:
+    local_influxd.query(url, f'CREATE DATABASE "{database}"')
+    start, stop, sample = NOW - pd.Timedelta(days=15), NOW + pd.Timedelta(days=1), pd.Timedelta(minutes=5)
+    lines, anomalies = sensor_data.fleet(SENSORS, start, stop, sample, seed=3, anomalies_after=NOW - pd.Timedelta(days=1))
+    quiet, _ = sensor_data.fleet([QUIET], start, stop, sample, seed=3)
+    local_influxd.write(url, database, lines + quiet)
+    return anomalies
+
+
+def write_config(directory, ratios=None, windows=None):
+    (directory / "ratios.json").write_text(json.dumps(ratios or {}))
+    (directory / "windows.json").write_text(json.dumps(windows or {}))
+    return ["--ratios", str(directory / "ratios.json"), "--windows", str(directory / "windows.json")]
+
+
+@pytest.fixture(scope="module")
+def trained(influxd, tmp_path_factory):
+    """Models trained once for the module, from a database of their own."""
+    workdir = tmp_path_factory.mktemp("trained")
+    seed_database(influxd.url, "training")
+    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": "training"}
+    args = TRAIN + ["--models-dir", str(workdir / "models")] + write_config(workdir)
+    result = run_job("sensor_training.py", args, env, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir / "models", result
+
+
+@pytest.fixture
+def scoring(influxd, trained, tmp_path):
+    """A fresh database with the same data, and a function that runs sensor_predict.py against it."""
+    database = f"scoring_{tmp_path.name}"[:60]
+    anomalies = seed_database(influxd.url, database)
+    models_dir, _ = trained
+
+    def predict(*extra, ratios=None, windows=None, env=None):
+        args = ["--models-dir", str(models_dir), *write_config(tmp_path, ratios, windows), *extra]
+        return run_job("sensor_predict.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database,
+                                                   **(env or {})}, cwd=tmp_path)
+
+    def scores(sensor_id):
+        query = (f'SELECT "loss", "threshold", "anomaly", "val_num" FROM "PREDICT_ANOMALY" '
+                 f"WHERE \"uniqueID\" = {_influxql_string(sensor_id)}")
+        found = rows(influxd.url, database, query)
+        if not found:
+            return pd.DataFrame(columns=["loss", "threshold", "anomaly", "val_num"])
+        (_, values), = found
+        frame = pd.DataFrame(values, columns=["time", "loss", "threshold", "anomaly", "val_num"])
+        return frame.set_index(pd.to_datetime(frame.pop("time"), unit="s", utc=True))
+
+    return predict, scores, anomalies, database
+
+
+def _influxql_string(text):
+    from influx_interact import influxql_string
+
+    return influxql_string(text)
+
+
+def test_training_saves_a_model_per_sensor_with_its_metadata(trained):
+    models_dir, result = trained
+    metadata = {}
+    for path in models_dir.glob("*/metadata.json"):
+        record = json.loads(path.read_text())
+        metadata[record["sensor_id"]] = record
+    assert sorted(metadata) == sorted(SENSORS + [QUIET])
+    record = metadata[SENSORS[1]]
+    assert record["window"] == WINDOW and record["interval_s"] == 900 and record["percentile"] == 99.5
+    assert record["threshold"] > 0 and record["windows"] > 1200
+    assert record["training_range"]["stop"] == (NOW - pd.Timedelta(days=1)).isoformat()
+    assert {"tensorflow", "keras", "numpy"} <= set(record["versions"])
+    assert "done in" in result.stderr and "4 trained, 0 skipped, 0 failed" in result.stderr
+
+
+def test_first_run_scores_the_last_day_and_flags_the_injected_anomalies(scoring):
+    predict, scores, anomalies, _ = scoring
+    result = predict("--now", NOW.isoformat())
+    assert result.returncode == 0, result.stderr
+    for anomaly in anomalies:
+        frame = scores(anomaly.sensor_id)
+        assert len(frame) == 96, anomaly.sensor_id
+        assert frame.index[0] == NOW - pd.Timedelta(days=1) and frame.index[-1] == NOW - INTERVAL
+        affected = frame[(frame.index >= anomaly.start) & (frame.index < anomaly.stop + WINDOW * INTERVAL)]
+        assert affected["anomaly"].any(), f"{anomaly.kind} on {anomaly.sensor_id!r} not flagged"
+        before = frame[frame.index < anomaly.start - WINDOW * INTERVAL]
+        assert before["anomaly"].mean() <= 0.2, f"{anomaly.sensor_id!r} flags its normal stretch"
+    quiet = scores(QUIET)
+    assert len(quiet) == 96 and quiet["anomaly"].mean() <= 0.2
+
+
+def test_a_rerun_adds_nothing_and_a_missed_schedule_is_caught_up(scoring, influxd):
+    predict, scores, _, database = scoring
+    assert predict("--now", NOW.isoformat()).returncode == 0
+    again = predict("--now", (NOW + pd.Timedelta(minutes=5)).isoformat())
+    assert again.returncode == 0 and "4 up to date" in again.stderr
+    assert len(scores(QUIET)) == 96
+    later = predict("--now", (NOW + pd.Timedelta(hours=6, minutes=3)).isoformat())
+    assert later.returncode == 0, later.stderr
+    for sensor_id in SENSORS + [QUIET]:
+        frame = scores(sensor_id)
+        expected = pd.date_range(NOW - pd.Timedelta(days=1), NOW + pd.Timedelta(hours=6) - INTERVAL, freq=INTERVAL)
+        assert frame.index.equals(expected), sensor_id
+
+
+def test_backfill_rewrites_the_same_points(scoring):
+    predict, scores, _, _ = scoring
+    assert predict("--now", NOW.isoformat()).returncode == 0
+    before = scores(SENSORS[0])
+    start, stop = (NOW - pd.Timedelta(hours=12)).isoformat(), (NOW - pd.Timedelta(hours=6)).isoformat()
+    result = predict("--now", NOW.isoformat(), "--start", start, "--stop", stop)
+    assert result.returncode == 0, result.stderr
+    after = scores(SENSORS[0])
+    assert after.index.equals(before.index)
+    pd.testing.assert_frame_equal(after, before, check_exact=False, rtol=1e-5)
+
+
+def test_the_ratio_scales_the_threshold(scoring, trained):
+    predict, scores, _, _ = scoring
+    assert predict("--now", NOW.isoformat(), ratios={QUIET: 2.5}).returncode == 0
+    models_dir, _ = trained
+    saved = {}
+    for path in models_dir.glob("*/metadata.json"):
+        record = json.loads(path.read_text())
+        saved[record["sensor_id"]] = record["threshold"]
+    quiet, other = scores(QUIET), scores(SENSORS[0])
+    assert quiet["threshold"].tolist() == pytest.approx([2.5 * saved[QUIET]] * 96)
+    assert other["threshold"].tolist() == pytest.approx([saved[SENSORS[0]]] * 96)
+    assert (quiet["anomaly"] == (quiet["loss"] > quiet["threshold"])).all()
+
+
+def test_dry_run_prints_line_protocol_and_writes_nothing(scoring):
+    predict, scores, _, _ = scoring
+    result = predict("--now", NOW.isoformat(), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 * 96
+    assert all(line.startswith("PREDICT_ANOMALY,uniqueID=") for line in lines)
+    assert any("uniqueID=Boiler\\,2\\=\"hot\"\\ loop\\=ü " in line for line in lines)
+    assert scores(QUIET).empty
+
+
+def test_a_sensor_whose_window_changed_is_skipped_and_the_rest_scored(scoring):
+    predict, scores, _, _ = scoring
+    result = predict("--now", NOW.isoformat(), windows={QUIET: 20})
+    assert result.returncode == 0, result.stderr
+    assert "window 15" in result.stderr and "window 20" in result.stderr and "retrain" in result.stderr
+    assert scores(QUIET).empty and len(scores(SENSORS[0])) == 96
+
+
+@pytest.mark.parametrize("ratios, message", [
+    ('{"quiet sensor": -1}', "key 'quiet sensor' has ratio -1"),
+    ('{"quiet sensor": 1,', "not valid JSON at line 1"),
+    ('["quiet sensor"]', "must be a JSON object"),
+])
+def test_a_bad_config_stops_the_job_before_it_writes(scoring, tmp_path, ratios, message):
+    predict, scores, _, _ = scoring
+    bad = tmp_path / "bad-ratios.json"
+    bad.write_text(ratios)
+    result = predict("--now", NOW.isoformat(), "--ratios", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert scores(QUIET).empty
+
+
+def test_an_unreachable_server_gives_one_clear_line(scoring, tmp_path):
+    predict, _, _, _ = scoring
+    port = local_influxd.free_port()
+    result = predict("--now", NOW.isoformat(), env={"INFLUX_URL": f"http://user:hunter2@127.0.0.1:{port}"})
+    assert result.returncode == 1
+    assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_missing_database_is_named(scoring):
+    predict, _, _, _ = scoring
+    result = predict("--now", NOW.isoformat(), env={"INFLUX_DATABASE": "no_such_db"})
+    assert result.returncode == 1
+    assert "no database or bucket 'no_such_db'" in result.stderr and "INFLUX_DATABASE" in result.stderr
+
+
+def test_training_skips_unusable_sensors_and_trains_the_rest(influxd, database, tmp_path):
+    start = NOW - pd.Timedelta(days=3)
+    index = pd.date_range(start, NOW, freq="15min", inclusive="left")
+    lines = sensor_data.readings_lines("good", index, sensor_data.normal_readings("good", index, 1))
+    lines += sensor_data.readings_lines("flat", index, [21.5] * len(index))
+    lines += sensor_data.readings_lines("sparse", index[::8], sensor_data.normal_readings("sparse", index[::8], 1))
+    local_influxd.write(influxd.url, database, lines)
+    args = ["--now", NOW.isoformat(), "--start=-3d", "--units", "8", "--epochs", "2", "--seed", "1",
+            "--models-dir", str(tmp_path / "models"), *write_config(tmp_path)]
+    result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sensor 'flat': skipped: constant value 21.5" in result.stderr
+    assert "sensor 'sparse': skipped: too little data: 0 windows" in result.stderr
+    assert "1 trained, 2 skipped, 0 failed" in result.stderr
+    assert len(list((tmp_path / "models").glob("*/metadata.json"))) == 1
+
+
+def test_labelled_intervals_are_left_out_of_training_and_the_seed_makes_it_reproducible(influxd, database, tmp_path):
+    start = NOW - pd.Timedelta(days=4)
+    index = pd.date_range(start, NOW, freq="15min", inclusive="left")
+    values, anomaly = sensor_data.inject(sensor_data.normal_readings("s1", index, 2), index, "s1", "level_shift",
+                                         NOW - pd.Timedelta(days=2), INTERVAL)
+    local_influxd.write(influxd.url, database, sensor_data.readings_lines("s1", index, values, labelled=[anomaly]))
+    thresholds = []
+    for run in range(2):
+        models = tmp_path / f"models{run}"
+        args = ["--now", NOW.isoformat(), "--start=-4d", "--units", "8", "--epochs", "3", "--seed", "5",
+                "--label-field", "manual_anomaly", "--models-dir", str(models), *write_config(tmp_path)]
+        result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}, tmp_path)
+        assert result.returncode == 0, result.stderr
+        (path,) = models.glob("*/metadata.json")
+        record = json.loads(path.read_text())
+        assert record["labelled_intervals_dropped"] == 12
+        thresholds.append(record["threshold"])
+    assert thresholds[0] == thresholds[1]
