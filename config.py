@@ -238,3 +238,17 @@ def configure_logging(level: str) -> None:
     """Logs go to stderr, one line each with a UTC time, so cron mail and journald read the same."""
     logging.Formatter.converter = time.gmtime
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)sZ %(levelname)s %(name)s: %(message)s")
+
+
+def format_duration(delta: pd.Timedelta) -> str:
+    """The inverse of parse_duration for logs: 900 s -> ``15m``."""
+    seconds = int(delta.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def format_time(stamp: pd.Timestamp) -> str:
+    """UTC RFC3339 for logs and metadata: ``2026-01-15T00:00:00Z``."""
+    return stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")

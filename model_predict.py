@@ -65,8 +65,12 @@ def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096)
     """
     if len(windows) == 0:
         return np.empty(0, dtype="float32")
-    reconstructed = model.predict(windows, batch_size=batch_size, verbose=0)
-    return np.mean(np.abs(reconstructed - windows), axis=(1, 2))
+    # Calling the model directly, not predict(): no tf.function is traced anew for every model loaded.
+    losses = [
+        np.mean(np.abs(np.asarray(model(batch, training=False)) - batch), axis=(1, 2))
+        for batch in np.array_split(windows, max(1, -(-len(windows) // batch_size)))
+    ]
+    return np.concatenate(losses)
 
 
 def score(series: pd.Series, sensor: SensorModel, ratio: float, max_gap_points: int,

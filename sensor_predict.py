@@ -153,7 +153,7 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
     ranges = {s: score_range(last_scored.get(s), settings) for s in models}
     due = {s: r for s, r in ranges.items() if r is not None}
     for sensor_id in ranges.keys() - due.keys():
-        logger.info("sensor %r: nothing due: scored up to %s", sensor_id, last_scored[sensor_id].isoformat())
+        logger.info("sensor %r: nothing due: scored up to %s", sensor_id, config.format_time(last_scored[sensor_id]))
         counts["up_to_date"] += 1
     if not due:
         return []
@@ -173,7 +173,8 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
             counts["failed"] += 1
             continue
         if scores.empty:
-            logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id, first.isoformat(), last.isoformat())
+            logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id,
+                        config.format_time(first), config.format_time(last))
             counts["no_data"] += 1
             continue
         lines += sensor_lines
@@ -182,7 +183,8 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
         counts["windows"] += len(scores)
         counts["anomalies"] += flagged
         logger.info("sensor %r: %d windows %s .. %s, %d anomalies, threshold %.4f", sensor_id, len(scores),
-                    scores.index[0].isoformat(), scores.index[-1].isoformat(), flagged, scores["threshold"].iloc[0])
+                    config.format_time(scores.index[0]), config.format_time(scores.index[-1]), flagged,
+                    scores["threshold"].iloc[0])
     return lines
 
 

@@ -147,8 +147,9 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
         "max_gap_s": int(settings.max_gap.total_seconds()),
         "percentile": settings.percentile,
         "threshold": threshold,
-        "training_range": {"start": settings.start.isoformat(), "stop": settings.stop.isoformat(),
-                           "first_point": present[0].isoformat(), "last_point": present[-1].isoformat()},
+        "training_range": {"start": config.format_time(settings.start), "stop": config.format_time(settings.stop),
+                           "first_point": config.format_time(present[0]),
+                           "last_point": config.format_time(present[-1])},
         "windows": int(len(windows)),
         "labelled_intervals_dropped": int(len(labelled)),
         "model": {"units": settings.units, "dropout": settings.dropout, "epochs": fit.epochs,
@@ -156,7 +157,7 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
         "train_loss": fit.train_loss,
         "val_loss": fit.val_loss,
         "versions": versions,
-        "trained_at": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "trained_at": config.format_time(pd.Timestamp.now(tz="UTC")),
     }
     artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler, metadata)
     return (f"trained in {time.monotonic() - began:.1f}s: {len(windows)} windows, {fit.epochs} epochs, "
@@ -172,7 +173,8 @@ def run(settings: TrainingSettings) -> int:
     with Influx(settings.connection, settings.schema) as db:
         sensor_ids = list(settings.sensors) or db.sensor_ids(settings.start, settings.stop)
         logger.info("training %d sensors on %s .. %s, interval %s", len(sensor_ids),
-                    settings.start.isoformat(), settings.stop.isoformat(), settings.interval)
+                    config.format_time(settings.start), config.format_time(settings.stop),
+                    config.format_duration(settings.interval))
         for first in range(0, len(sensor_ids), settings.chunk_size):
             chunk = sensor_ids[first:first + settings.chunk_size]
             data = db.read_means(chunk, settings.start, settings.stop, settings.interval)
