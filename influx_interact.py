@@ -200,6 +200,8 @@ def flux_sensors(schema: Schema) -> str:
         f"  |> keep(columns: [{tag}])",
         f"  |> group()",
         f"  |> distinct(column: {tag})",
+        # distinct() puts the values in _value; give them back the tag's name, which callers read.
+        f"  |> rename(columns: {{_value: {tag}}})",
     ]))
 
 
@@ -211,6 +213,8 @@ def flux_means(schema: Schema) -> str:
         "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
         _flux_tag_filters(schema),
         f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
+        # One table per sensor even when other tags vary within it, as InfluxQL's GROUP BY gives.
+        f"  |> group(columns: [{tag}])",
         '  |> aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
         f'  |> keep(columns: ["_time", "_value", {tag}])',
     ]))
@@ -225,6 +229,7 @@ def flux_labels(schema: Schema) -> str:
         _flux_tag_filters(schema),
         f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
         "  |> filter(fn: (r) => r._value == true)",
+        f"  |> group(columns: [{tag}])",
         '  |> aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")',
         f'  |> keep(columns: ["_time", "_value", {tag}])',
     ]))
@@ -442,12 +447,20 @@ class Influx:
         self._flux_client = InfluxDBClient(url=c.url, token=c.token, org=c.org, timeout=int(c.timeout_s * 1000))
 
     def _flux(self, query: str, **params) -> list[dict]:
+        from influxdb_client.client._base import _BaseQueryApi
+        from influxdb_client.domain import Identifier, ModelProperty, ObjectExpression
         from influxdb_client.rest import ApiException
 
         params = flux_params(self.schema, bucket=self.connection.bucket, **params)
+        # influxdb-client sends each parameter as its own ``option name = value``, but the queries read
+        # them as ``params.name``, so send them as one record option named ``params``.
+        record = ObjectExpression("ObjectExpression", [
+            ModelProperty("Property", Identifier("Identifier", key), _BaseQueryApi._parm_to_extern_ast(value))
+            for key, value in params.items() if value is not None
+        ])
         logger.debug("Flux: %s", query)
         try:
-            tables = self._flux_client.query_api().query(query, params=params)
+            tables = self._flux_client.query_api().query(query, params={"params": record})
         except ApiException as e:
             raise self._api_error(e) from None
         except urllib3.exceptions.HTTPError as e:
@@ -470,4 +483,7 @@ class Influx:
 
     def _api_error(self, e) -> InfluxError:
         body = e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else (e.body or e.reason or "")
+        if e.status == 404 and "could not find bucket" in body:
+            # How a Flux query words a missing bucket; writes say 'bucket "x" not found', which _explain knows.
+            return self._explain("bucket not found")
         return self._http_error(e.status or 0, body)

@@ -37,6 +37,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   enabled = true
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
+  auth-enabled = {auth}
 
 [continuous_queries]
   enabled = false
@@ -69,8 +70,9 @@ def ensure_influxd() -> str:
 class LocalInfluxd:
     """Start with ``start()``, stop with ``stop()``; ``url`` is where it answers."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, auth: bool = False):
         self.root = Path(root)
+        self.auth = auth
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -79,7 +81,8 @@ class LocalInfluxd:
         binary = ensure_influxd()
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "influxdb.conf"
-        conf.write_text(CONFIG.format(root=self.root, port=self.port, rpc_port=free_port()))
+        conf.write_text(CONFIG.format(root=self.root, port=self.port, rpc_port=free_port(),
+                                     auth="true" if self.auth else "false"))
         log = open(self.root / "influxd.log", "ab")
         self.process = subprocess.Popen([binary, "-config", str(conf)], stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL)

@@ -1,0 +1,483 @@
+"""The Flux dialect of ``influx_interact.Influx``, against a fake InfluxDB 2.7 HTTP server.
+
+The InfluxQL dialect is tested against a real InfluxDB 1.6 server, which does not answer Flux, and no
+InfluxDB 2.x server can run on this machine. So these tests, and only these, talk to a small
+imitation of InfluxDB 2.7 running in a thread of the test process: ``GET /ping``, ``POST /api/v2/query``
+and ``POST /api/v2/write``. It records what influxdb-client sends (Flux text, the ``extern`` options
+that carry the bind parameters, line protocol, org, bucket, precision) and answers as InfluxDB 2.7
+does: annotated CSV with ``#datatype``/``#group``/``#default`` rows, CRLF line ends and one table per
+sensor; 204 for a write; JSON errors ``{"code": ..., "message": ...}`` for a wrong token (401), an
+unknown bucket (404, worded as 2.7 words it for queries and for writes) and a query that uses an
+identifier its options do not define (400).
+
+What a fake cannot check is Flux semantics: the CSV answers are written by hand to match what
+InfluxDB returns for each pipeline, so these tests pin the pipeline's text and parameters, and
+the parsing of realistic answers, not what a real server computes from them.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import urllib.parse
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+import influx_interact
+from config import Connection, Schema
+from influx_interact import Influx, InfluxError, dialect_for_version, flux_string, line_protocol, records_by_tag
+
+TOKEN = "secret-token"
+ORG = "my-org"
+BUCKET = "sensors"
+ODD_ID = 'Zone 3, "Café"=Süd'  # space, comma, quotes, equals sign, non-ASCII
+SCHEMA = Schema(
+    measurement="READINGS",
+    field="val_num",
+    sensor_tag="uniqueID",
+    where=(("siteRef", 'Campus "Energy" Centre'), ("floor", "3=top")),
+    label_field="anomaly",
+    output_measurement="PREDICT_ANOMALY",
+)
+START = pd.Timestamp("2026-01-05T00:00:00Z")
+STOP = pd.Timestamp("2026-01-06T00:00:00Z")
+INTERVAL = pd.Timedelta(minutes=15)
+
+
+def csv_answer(text: str) -> str:
+    """InfluxDB ends every CSV line with CRLF and each result with an empty line."""
+    return text.strip("\n").replace("\n", "\r\n") + "\r\n\r\n"
+
+
+# What InfluxDB 2.7 answers to each pipeline (columns and groups as its Flux planner leaves them).
+SENSORS_CSV = csv_answer('''
+#datatype,string,long,string
+#group,false,false,false
+#default,_result,,
+,result,table,uniqueID
+,,0,AHU-1 supply
+,,0,"Zone 3, ""Café""=Süd"
+,,0,chiller 2
+''')
+
+MEANS_CSV = csv_answer('''
+#datatype,string,long,dateTime:RFC3339,double,string
+#group,false,false,false,false,true
+#default,_result,,,,
+,result,table,_time,_value,uniqueID
+,,0,2026-01-05T00:00:00Z,20.5,AHU-1 supply
+,,0,2026-01-05T00:15:00Z,21,AHU-1 supply
+,,0,2026-01-05T00:45:00Z,22.25,AHU-1 supply
+,,1,2026-01-05T00:00:00Z,-3.5,"Zone 3, ""Café""=Süd"
+,,1,2026-01-05T00:15:00Z,1e-05,"Zone 3, ""Café""=Süd"
+''')
+
+LABELS_CSV = csv_answer('''
+#datatype,string,long,dateTime:RFC3339,long,string
+#group,false,false,false,false,true
+#default,_result,,,,
+,result,table,_time,_value,uniqueID
+,,0,2026-01-05T00:15:00Z,2,AHU-1 supply
+,,1,2026-01-05T00:00:00Z,1,"Zone 3, ""Café""=Süd"
+,,1,2026-01-05T01:30:00Z,4,"Zone 3, ""Café""=Süd"
+''')
+
+LAST_SCORED_CSV = csv_answer('''
+#datatype,string,long,dateTime:RFC3339,double,string
+#group,false,false,false,false,true
+#default,_result,,,,
+,result,table,_time,_value,uniqueID
+,,0,2026-01-05T23:45:00Z,0.125,AHU-1 supply
+,,1,2026-01-04T06:00:00Z,3.75,"Zone 3, ""Café""=Süd"
+''')
+
+# A query that matches nothing: InfluxDB sends no table at all.
+EMPTY_CSV = "\r\n"
+
+
+# ---------------------------------------------------------------- the fake server
+
+
+_DURATION_UNITS = {"ns": "ns", "us": "us", "ms": "ms", "s": "s", "m": "min", "h": "h", "d": "D", "w": "W"}
+
+
+def extern_value(node: dict):
+    """A Flux AST literal, as influxdb-client sends it in ``extern``, as a Python value."""
+    kind = node["type"]
+    if kind == "StringLiteral":
+        return node["value"]
+    if kind == "DateTimeLiteral":
+        return pd.Timestamp(node["value"])
+    if kind == "DurationLiteral":
+        return sum((pd.Timedelta(v["magnitude"], unit=_DURATION_UNITS[v["unit"]]) for v in node["values"]),
+                   pd.Timedelta(0))
+    if kind == "ArrayExpression":
+        return [extern_value(element) for element in node["elements"]]
+    if kind == "ObjectExpression":
+        return {p["key"].get("name", p["key"].get("value")): extern_value(p["value"]) for p in node["properties"]}
+    raise ValueError(f"unsupported AST node {kind}")
+
+
+def extern_options(extern: dict | None) -> dict:
+    """``option name = value`` statements of the extern file -> {name: value}."""
+    options = {}
+    for statement in (extern or {}).get("body", []):
+        assignment = statement["assignment"]
+        options[assignment["id"]["name"]] = extern_value(assignment["init"])
+    return options
+
+
+def undefined_parameter(query: str, options: dict) -> str | None:
+    """Flux's compile error for the first ``params.x`` the options do not define, like InfluxDB's."""
+    for match in re.finditer(r"\bparams\.(\w+)", query):
+        line = query.count("\n", 0, match.start()) + 1
+        column = match.start() - (query.rfind("\n", 0, match.start()) + 1) + 1
+        if "params" not in options:
+            return f"error @{line}:{column}-{line}:{column + 6}: undefined identifier params"
+        if match.group(1) not in options["params"]:
+            end = column + len(match.group(0))
+            return f"type error @{line}:{column}-{line}:{end}: record is missing label {match.group(1)}"
+    return None
+
+
+class FakeInflux2:
+    """Serves one org (``my-org``) with one bucket (``sensors``) and token ``secret-token``.
+
+    ``answer`` is the CSV the next queries get; ``queries`` and ``writes`` record the requests.
+    """
+
+    def __init__(self):
+        self.answer = EMPTY_CSV
+        self.pings = 0
+        self.queries: list[dict] = []
+        self.writes: list[dict] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.fake = self
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def query(self) -> dict:
+        assert len(self.queries) == 1, f"expected one query, got {len(self.queries)}"
+        return self.queries[0]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("X-Influxdb-Build", "OSS")
+        self.send_header("X-Influxdb-Version", "v2.7.10")
+        if status != 204:
+            self.send_header("Content-Type", content_type or "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if status != 204:
+            self.wfile.write(body)
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        self._send(status, json.dumps({"code": code, "message": message}).encode("utf-8"))
+
+    def do_GET(self) -> None:
+        if urllib.parse.urlsplit(self.path).path == "/ping":
+            self.server.fake.pings += 1
+            self._send(204)
+        else:
+            self._error(404, "not found", "path not found")
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        parts = urllib.parse.urlsplit(self.path)
+        fields = dict(urllib.parse.parse_qsl(parts.query))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Authorization") != f"Token {TOKEN}":
+            self._error(401, "unauthorized", "unauthorized access")
+        elif fields.get("org") != ORG:
+            self._error(404, "not found", f'organization name "{fields.get("org")}" not found')
+        elif parts.path == "/api/v2/query":
+            self._query(fake, fields, json.loads(body))
+        elif parts.path == "/api/v2/write":
+            self._write(fake, fields, body)
+        else:
+            self._error(404, "not found", "path not found")
+
+    def _query(self, fake: FakeInflux2, fields: dict, request: dict) -> None:
+        options = extern_options(request.get("extern"))
+        fake.queries.append({"fields": fields, "text": request["query"], "options": options})
+        undefined = undefined_parameter(request["query"], options)
+        if undefined:
+            self._error(400, "invalid", undefined)
+            return
+        bucket = options.get("params", {}).get("bucket")
+        if bucket != BUCKET:
+            self._error(404, "not found", f'failed to initialize execute state: could not find bucket "{bucket}"')
+            return
+        self._send(200, fake.answer.encode("utf-8"), "text/csv; charset=utf-8")
+
+    def _write(self, fake: FakeInflux2, fields: dict, body: bytes) -> None:
+        fake.writes.append({"fields": fields, "body": body.decode("utf-8")})
+        if fields.get("bucket") != BUCKET:
+            self._error(404, "not found", f'bucket "{fields.get("bucket")}" not found')
+        else:
+            self._send(204)
+
+
+@pytest.fixture
+def fake():
+    server = FakeInflux2()
+    thread = threading.Thread(target=server.server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+    thread.join(timeout=5)
+
+
+def connect(url: str, **changes) -> Influx:
+    settings = dict(url=url, api="auto", token=TOKEN, org=ORG, bucket=BUCKET, timeout_s=5.0)
+    settings.update(changes)
+    return Influx(Connection(**settings), SCHEMA)
+
+
+def string_literals(flux: str) -> set[str]:
+    """Every string literal in a Flux text, unescaped."""
+    found = re.findall(r'"((?:[^"\\]|\\.)*)"', flux)
+    return {re.sub(r"\\(.)", r"\1", text) for text in found}
+
+
+def utc(*stamps: str) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex([pd.Timestamp(s) for s in stamps])
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+@pytest.mark.parametrize("value, literal", [
+    ("val_num", '"val_num"'),
+    ('say "hi"', r'"say \"hi\""'),
+    ("C:\\temp", r'"C:\\temp"'),
+    ("${x}", r'"\${x}"'),
+    ("$5 {x}", '"$5 {x}"'),
+    ('back\\"slash', r'"back\\\"slash"'),
+    ("Zürich °C", '"Zürich °C"'),
+    ("", '""'),
+])
+def test_flux_string_escapes_quotes_backslashes_and_interpolation(value, literal):
+    assert flux_string(value) == literal
+
+
+@pytest.mark.parametrize("version, dialect", [
+    ("v2.7.10", "flux"),
+    ("2.0.4", "flux"),
+    ("v1.8.10", "influxql"),
+    ("1.6.4", "influxql"),
+    ("3.0.1", "influxql"),
+    ("", "influxql"),
+])
+def test_dialect_for_version(version, dialect):
+    assert dialect_for_version(version) == dialect
+
+
+def test_records_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
+    t0 = datetime(2026, 1, 5, 0, 0, tzinfo=timezone.utc)
+    t1 = datetime(2026, 1, 5, 0, 15, tzinfo=timezone.utc)
+    records = [
+        {"result": "_result", "table": 0, "_time": t0, "_value": 1, "uniqueID": "a"},
+        {"result": "_result", "table": 1, "_time": t0, "_value": 2.5, "uniqueID": ODD_ID},
+        {"result": "_result", "table": 0, "_time": t1, "_value": 3, "uniqueID": "a"},
+        {"result": "_result", "table": 2, "_time": t1, "_value": 9.0},  # no sensor tag: not a sensor
+        {"result": "_result", "table": 3, "_time": t1.astimezone(timezone(timedelta(hours=1))), "_value": 7,
+         "uniqueID": "b"},
+    ]
+    out = records_by_tag(records, "uniqueID")
+    assert list(out) == ["a", ODD_ID, "b"]
+    assert out["a"].tolist() == [1.0, 3.0]
+    assert out["a"].dtype == "float64"
+    assert out["a"].name == "a"
+    assert out["a"].index.equals(utc("2026-01-05T00:00Z", "2026-01-05T00:15Z"))
+    assert str(out["a"].index.tz) == "UTC"
+    assert out[ODD_ID].tolist() == [2.5]
+    assert out["b"].index.equals(utc("2026-01-05T00:15Z"))
+    assert str(out["b"].index.tz) == "UTC"
+
+
+def test_records_by_tag_of_nothing_is_empty():
+    assert records_by_tag([], "uniqueID") == {}
+
+
+# ---------------------------------------------------------------- through the fake server
+
+
+def test_auto_detects_flux_from_the_version_header(fake):
+    with connect(fake.url) as db:
+        assert db.dialect == "flux"
+    assert fake.pings == 1
+
+
+def test_sensor_ids_are_sorted_and_exact(fake):
+    fake.answer = SENSORS_CSV
+    with connect(fake.url) as db:
+        ids = db.sensor_ids(START, STOP)
+    assert ids == ["AHU-1 supply", "Zone 3, \"Café\"=Süd", "chiller 2"]
+    query = fake.query
+    assert query["fields"] == {"org": ORG}
+    assert "from(bucket: params.bucket)" in query["text"]
+    assert "range(start: params.start, stop: params.stop)" in query["text"]
+    assert '|> distinct(column: "uniqueID")\n  |> rename(columns: {_value: "uniqueID"})' in query["text"]
+    assert string_literals(query["text"]) == {"siteRef", "floor", "uniqueID"}
+    params = query["options"]["params"]
+    assert params["start"] == START and params["stop"] == STOP
+    assert (params["measurement"], params["field"]) == ("READINGS", "val_num")
+
+
+def test_read_means_returns_float_series_per_sensor_on_interval_starts(fake):
+    fake.answer = MEANS_CSV
+    with connect(fake.url) as db:
+        means = db.read_means(["AHU-1 supply", ODD_ID, "chiller 2"], START, STOP, INTERVAL)
+    assert list(means) == ["AHU-1 supply", ODD_ID]
+    ahu = means["AHU-1 supply"]
+    assert ahu.tolist() == [20.5, 21.0, 22.25]
+    assert ahu.dtype == "float64"
+    assert ahu.index.equals(utc("2026-01-05T00:00Z", "2026-01-05T00:15Z", "2026-01-05T00:45Z"))
+    assert str(ahu.index.tz) == "UTC"
+    assert means[ODD_ID].tolist() == [-3.5, 1e-05]
+    assert means[ODD_ID].name == ODD_ID
+
+
+def test_read_means_sends_the_pipeline_with_every_value_as_a_parameter(fake):
+    fake.answer = MEANS_CSV
+    sensors = ["AHU-1 supply", ODD_ID]
+    with connect(fake.url) as db:
+        db.read_means(sensors, START, STOP, INTERVAL)
+    text, options = fake.query["text"], fake.query["options"]
+    for piece in [
+        "from(bucket: params.bucket)",
+        "|> range(start: params.start, stop: params.stop)",
+        "|> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
+        '|> filter(fn: (r) => r["siteRef"] == params.where0)',
+        '|> filter(fn: (r) => r["floor"] == params.where1)',
+        '|> filter(fn: (r) => contains(value: r["uniqueID"], set: params.sensors))',
+        '|> aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
+    ]:
+        assert piece in text
+    # Only column names are written into the text; every value travels as a parameter.
+    assert string_literals(text) == {"siteRef", "floor", "uniqueID", "_start", "_time", "_value"}
+    assert list(options) == ["params"]
+    assert options["params"] == {
+        "bucket": BUCKET, "measurement": "READINGS", "field": "val_num",
+        "where0": 'Campus "Energy" Centre', "where1": "3=top",
+        "start": START, "stop": STOP, "every": INTERVAL, "sensors": sensors,
+    }
+
+
+def test_labelled_intervals_are_the_starts_of_intervals_with_a_true_label(fake):
+    fake.answer = LABELS_CSV
+    with connect(fake.url) as db:
+        labelled = db.labelled_intervals(["AHU-1 supply", ODD_ID], START, STOP, INTERVAL)
+    assert set(labelled) == {"AHU-1 supply", ODD_ID}
+    assert labelled["AHU-1 supply"].equals(utc("2026-01-05T00:15Z"))
+    assert labelled[ODD_ID].equals(utc("2026-01-05T00:00Z", "2026-01-05T01:30Z"))
+    assert str(labelled[ODD_ID].tz) == "UTC"
+    text, params = fake.query["text"], fake.query["options"]["params"]
+    assert "r._field == params.label" in text
+    assert "|> filter(fn: (r) => r._value == true)" in text
+    assert '|> aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")' in text
+    assert params["label"] == "anomaly"
+    assert params["every"] == INTERVAL
+    assert params["sensors"] == ["AHU-1 supply", ODD_ID]
+
+
+def test_last_scored_is_the_newest_score_time_per_sensor(fake):
+    fake.answer = LAST_SCORED_CSV
+    since = pd.Timestamp("2026-01-01T00:00:00Z")
+    with connect(fake.url) as db:
+        last = db.last_scored(["AHU-1 supply", ODD_ID, "chiller 2"], since)
+    assert last == {"AHU-1 supply": pd.Timestamp("2026-01-05T23:45:00Z"),
+                    ODD_ID: pd.Timestamp("2026-01-04T06:00:00Z")}
+    assert all(str(stamp.tz) == "UTC" for stamp in last.values())
+    text, params = fake.query["text"], fake.query["options"]["params"]
+    assert "|> range(start: params.start)" in text
+    assert "|> last()" in text
+    assert params["measurement"] == "PREDICT_ANOMALY"
+    assert params["start"] == since
+    assert params["sensors"] == ["AHU-1 supply", ODD_ID, "chiller 2"]
+
+
+def test_no_data_gives_empty_results(fake):
+    fake.answer = EMPTY_CSV
+    with connect(fake.url) as db:
+        assert db.sensor_ids(START, STOP) == []
+        assert db.read_means(["AHU-1 supply"], START, STOP, INTERVAL) == {}
+        assert db.labelled_intervals(["AHU-1 supply"], START, STOP, INTERVAL) == {}
+        assert db.last_scored(["AHU-1 supply"], START) == {}
+    assert len(fake.queries) == 4
+
+
+def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, monkeypatch):
+    monkeypatch.setattr(influx_interact, "WRITE_BATCH_LINES", 2)
+    lines = [
+        line_protocol("PREDICT_ANOMALY", {"uniqueID": sensor_id}, {"loss": loss, "anomaly": loss > 1}, time_s)
+        for sensor_id, loss, time_s in [
+            ("AHU-1 supply", 0.25, 1767571200), (ODD_ID, 1.5, 1767571200), (ODD_ID, 0.5, 1767572100),
+        ]
+    ]
+    assert lines[1] == 'PREDICT_ANOMALY,uniqueID=Zone\\ 3\\,\\ "Café"\\=Süd loss=1.5,anomaly=true 1767571200'
+    with connect(fake.url) as db:
+        db.write(lines)
+    assert [w["fields"] for w in fake.writes] == [{"org": ORG, "bucket": BUCKET, "precision": "s"}] * 2
+    assert [w["body"] for w in fake.writes] == ["\n".join(lines[:2]), lines[2]]
+
+
+def test_wrong_token_names_the_url_and_variable_but_not_the_token(fake):
+    with connect(fake.url, token="wrong-secret-42") as db:
+        with pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught:
+            db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+    message = str(caught.value)
+    assert fake.url in message
+    assert "HTTP 401" in message
+    assert "wrong-secret-42" not in message
+    assert len(fake.queries) == 0  # refused before the query was looked at
+
+
+def test_wrong_token_on_write_does_not_leak_the_token(fake):
+    with connect(fake.url, token="wrong-secret-42") as db:
+        with pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught:
+            db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
+    assert "wrong-secret-42" not in str(caught.value)
+
+
+@pytest.mark.parametrize("operation", ["query", "write"])
+def test_unknown_bucket_names_the_bucket_and_variable(fake, operation):
+    with connect(fake.url, bucket="sensorz") as db:
+        with pytest.raises(InfluxError, match="INFLUX_BUCKET") as caught:
+            if operation == "query":
+                db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+            else:
+                db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
+    assert "'sensorz'" in str(caught.value)
+    assert fake.url in str(caught.value)
+
+
+@pytest.mark.parametrize("api", ["auto", "flux"])
+def test_unreachable_server_says_it_cannot_reach_influxdb(api):
+    with socket.socket() as bound:  # bound but not listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        with pytest.raises(InfluxError, match="cannot reach InfluxDB") as caught:
+            with connect(url, api=api) as db:
+                db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+    assert url in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+def test_flux_without_org_says_which_variables_to_set(fake):
+    with pytest.raises(InfluxError, match="INFLUX_ORG"):
+        with connect(fake.url, org=None):
+            pass

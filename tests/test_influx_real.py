@@ -1,0 +1,107 @@
+"""influx_interact.Influx against a real InfluxDB 1.x: the InfluxQL dialect, end to end."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from config import Connection, Schema
+from influx_interact import Influx, InfluxError, line_protocol
+from tools import local_influxd
+
+IDS = ["plain", "with space", "comma,equals=colon:", "quote'double\"", "ümlaut Ωhm 温度", "back\\slash"]
+T0 = pd.Timestamp("2026-02-01T00:00:00Z")
+
+
+def connect(url, database, **schema):
+    return Influx(Connection(url=url, api="auto", database=database), Schema(**schema))
+
+
+@pytest.fixture
+def readings(influxd, database):
+    """Three readings per 15 minutes for an hour for every id; the first interval labelled for two ids."""
+    lines = []
+    for n, sensor_id in enumerate(IDS):
+        for minute in range(0, 60, 5):
+            stamp = T0 + pd.Timedelta(minutes=minute)
+            fields = {"val_num": float(n * 100 + minute)}
+            if minute == 0 and n < 2:
+                fields["manual_anomaly"] = True
+            site = "Campus Energy Centre" if n % 2 == 0 else "Other site"
+            lines.append(line_protocol("READINGS", {"uniqueID": sensor_id, "siteRef": site}, fields,
+                                       int(stamp.timestamp())))
+    local_influxd.write(influxd.url, database, lines)
+    return database
+
+
+def test_every_id_round_trips_through_listing_and_aggregated_reads(influxd, readings):
+    with connect(influxd.url, readings) as db:
+        assert db.dialect == "influxql"
+        assert db.sensor_ids(T0, T0 + pd.Timedelta(hours=1)) == sorted(IDS)
+        means = db.read_means(IDS, T0, T0 + pd.Timedelta(hours=1), pd.Timedelta(minutes=15))
+    assert sorted(means) == sorted(IDS)
+    expected_index = pd.date_range(T0, periods=4, freq="15min")
+    for n, sensor_id in enumerate(IDS):
+        assert means[sensor_id].index.equals(expected_index)
+        assert means[sensor_id].tolist() == [n * 100 + m for m in (5.0, 20.0, 35.0, 50.0)]
+
+
+def test_where_filters_and_sensor_selection(influxd, readings):
+    with connect(influxd.url, readings, where=(("siteRef", "Campus Energy Centre"),)) as db:
+        assert db.sensor_ids(T0, T0 + pd.Timedelta(hours=1)) == sorted(IDS[0::2])
+        means = db.read_means(IDS[:2], T0, T0 + pd.Timedelta(hours=1), pd.Timedelta(minutes=15))
+    assert list(means) == [IDS[0]]
+
+
+def test_labelled_intervals_are_found(influxd, readings):
+    with connect(influxd.url, readings, label_field="manual_anomaly") as db:
+        labelled = db.labelled_intervals(IDS, T0, T0 + pd.Timedelta(hours=1), pd.Timedelta(minutes=15))
+    assert sorted(labelled) == sorted(IDS[:2])
+    assert all(index.tolist() == [T0] for index in labelled.values())
+
+
+def test_written_scores_are_found_by_last_scored(influxd, database):
+    lines = [line_protocol("PREDICT_ANOMALY", {"uniqueID": s}, {"loss": 0.1, "anomaly": False},
+                           int((T0 + pd.Timedelta(minutes=15 * k)).timestamp()))
+             for s in IDS for k in range(3 + IDS.index(s))]
+    with connect(influxd.url, database) as db:
+        db.write(lines)
+        db.write(lines)
+        last = db.last_scored(IDS + ["never scored"], T0 - pd.Timedelta(days=1))
+    assert last == {s: T0 + pd.Timedelta(minutes=15 * (2 + IDS.index(s))) for s in IDS}
+    (series,) = local_influxd.query(influxd.url, 'SELECT count("loss") FROM "PREDICT_ANOMALY"', database)[
+        "results"][0]["series"]
+    assert series["values"][0][1] == len(lines)
+
+
+def test_a_missing_database_is_named(influxd):
+    with connect(influxd.url, "nowhere") as db:
+        with pytest.raises(InfluxError, match="no database or bucket 'nowhere'; check INFLUX_DATABASE"):
+            db.read_means(["x"], T0, T0 + pd.Timedelta(hours=1), pd.Timedelta(minutes=15))
+        with pytest.raises(InfluxError, match="no database or bucket 'nowhere'"):
+            db.write(["m,uniqueID=x v=1 1"])
+
+
+def test_bad_credentials_are_reported_without_the_secret(tmp_path):
+    server = local_influxd.LocalInfluxd(tmp_path / "auth", auth=True).start()
+    try:
+        local_influxd.query(server.url, "CREATE USER admin WITH PASSWORD 'right-pass' WITH ALL PRIVILEGES")
+        good = Connection(url=server.url, api="auto", database="d", username="admin", password="right-pass")
+        with Influx(good, Schema()) as db:
+            db._influxql('CREATE DATABASE "d"')
+            assert db.read_means(["x"], T0, T0 + pd.Timedelta(hours=1), pd.Timedelta(minutes=15)) == {}
+        bad = Connection(url=server.url, api="auto", database="d", username="admin", password="wrong-pass")
+        with Influx(bad, Schema()) as db:
+            with pytest.raises(InfluxError) as error:
+                db.read_means(["x"], T0, T0 + pd.Timedelta(hours=1), pd.Timedelta(minutes=15))
+        message = str(error.value)
+        assert "refused the credentials (HTTP 401)" in message and server.url in message
+        assert "wrong-pass" not in message and "INFLUX_PASSWORD" in message
+    finally:
+        server.stop()
+
+
+def test_an_unreachable_server():
+    url = f"http://127.0.0.1:{local_influxd.free_port()}"
+    with pytest.raises(InfluxError, match=f"cannot reach InfluxDB at {url}"):
+        with connect(url, "d"):
+            pass
