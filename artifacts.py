@@ -61,7 +61,7 @@ def save(directory: Path, model: Any, scaler: Any, metadata: dict[str, Any]) -> 
     their checksums and the format version added.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    previous = _read_json(directory / METADATA) if (directory / METADATA).exists() else {}
+    previous = _previous_metadata(directory / METADATA)
     version = f"{metadata['trained_at'].replace(':', '').replace('-', '')}-{secrets.token_hex(3)}"
     files = {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib"}
     model.save(directory / files["model"])
@@ -77,6 +77,14 @@ def save(directory: Path, model: Any, scaler: Any, metadata: dict[str, Any]) -> 
     _fsync(directory)
     _prune(directory, keep=set(files.values()) | set((previous.get("files") or {}).values()))
     return directory / METADATA
+
+
+def _previous_metadata(path: Path) -> dict[str, Any]:
+    """The committed metadata, or {} when there is none or it is damaged: a retrain must always succeed."""
+    try:
+        return _read_json(path)
+    except ArtifactError:
+        return {}
 
 
 def _prune(directory: Path, keep: set[str]) -> None:

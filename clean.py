@@ -40,8 +40,8 @@ def regularize(series: pd.Series, interval: pd.Timedelta,
         return series.astype("float64")
     binned = series.groupby(series.index.floor(interval)).mean()
     first = (start if start is not None else binned.index[0]).floor(interval)
-    last = stop - interval if stop is not None else binned.index[-1]
-    grid = pd.date_range(first, last.floor(interval), freq=interval, name=series.index.name)
+    last = (stop - pd.Timedelta(1)).floor(interval) if stop is not None else binned.index[-1]
+    grid = pd.date_range(first, last, freq=interval, name=series.index.name)
     return binned.reindex(grid)
 
 

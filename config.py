@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,11 @@ def parse_time(text: str, now: pd.Timestamp, what: str) -> pd.Timestamp:
     if text == "now":
         return now
     if text.startswith("-"):
-        return now - parse_duration(text[1:], what)
+        try:
+            return now - parse_duration(text[1:], what)
+        except ConfigError:
+            raise ConfigError(f"{what}: {text!r} is not a time; use RFC3339 with a zone "
+                              f"(2026-01-31T00:00:00Z), now, or a relative time such as -90d") from None
     try:
         stamp = pd.Timestamp(text)
     except ValueError:
@@ -120,6 +125,8 @@ def _read_json_object(path: Path) -> dict:
         raise ConfigError(f"{path}: file not found; create it with {{}} to use the defaults") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8 JSON") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -130,7 +137,10 @@ def _read_json_object(path: Path) -> dict:
 
 
 def _ratio(path: Path, key: str, value: object) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    try:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < float(value) < math.inf
+    except OverflowError:
+        ok = False
     if not ok:
         raise ConfigError(f"{path}: key {key!r} has ratio {value!r}; a ratio must be a positive number such as 1.5")
     return float(value)
@@ -190,9 +200,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
+def _valid_url(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in url)
+
+
 def connection_from_args(args: argparse.Namespace) -> Connection:
     """Check that the chosen dialect has what it needs; the message lists the variables to set."""
-    if not re.match(r"^https?://[^/\s]+", args.url or ""):
+    if not _valid_url(args.url or ""):
         raise ConfigError(f"--url / INFLUX_URL: {args.url!r} is not an http(s) URL such as http://localhost:8086")
     if args.api == "flux" and not (args.token and args.org and args.bucket):
         raise ConfigError("--api flux needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET (or --token, --org, --bucket)")

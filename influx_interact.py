@@ -16,6 +16,7 @@ import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import urllib3
 
@@ -24,6 +25,8 @@ from config import Connection, Schema
 logger = logging.getLogger(__name__)
 
 WRITE_BATCH_LINES = 5000
+# What InfluxDB unescapes after a backslash in measurements and field keys (tags: only ",= ").
+NAME_UNESCAPED = ',= "'
 
 
 class InfluxError(RuntimeError):
@@ -33,12 +36,12 @@ class InfluxError(RuntimeError):
 # ---------------------------------------------------------------- line protocol
 
 
-def _escape(text: str, specials: str) -> str:
+def _escape(text: str, specials: str, unescaped: str = ",= ") -> str:
     """Backslash-escape ``specials``. Backslashes stay literal, as InfluxDB reads them in names and tags,
-    so one right before a special character or at the end cannot be written unambiguously."""
-    if text.endswith("\\") or any("\\" + char in text for char in specials):
+    so one right before a character the server unescapes there, or at the end, cannot be written."""
+    if text.endswith("\\") or any("\\" + char in text for char in unescaped):
         raise ValueError(f"{text!r} cannot be written as line protocol: a backslash before one of "
-                         f"{specials!r} or at the end is ambiguous")
+                         f"{unescaped!r} or at the end is ambiguous")
     for char in specials:
         text = text.replace(char, "\\" + char)
     return text
@@ -59,7 +62,7 @@ def line_protocol(measurement: str, tags: dict[str, str], fields: dict[str, floa
         tag_text += f",{_escape(key, ',= ')}={_escape(tags[key], ',= ')}"
     parts = []
     for key, value in fields.items():
-        if isinstance(value, bool):
+        if isinstance(value, (bool, np.bool_)):
             text = "true" if value else "false"
         elif isinstance(value, str):
             text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -67,8 +70,10 @@ def line_protocol(measurement: str, tags: dict[str, str], fields: dict[str, floa
             text = repr(float(value))
         else:
             continue
-        parts.append(f"{_escape(key, ',= ')}={text}")
-    return f"{_escape(measurement, ', ')}{tag_text} {','.join(parts)} {time_s}"
+        parts.append(f"{_escape(key, ',= ', unescaped=NAME_UNESCAPED)}={text}")
+    if not parts:
+        raise ValueError(f"point of {measurement!r} at {time_s} has no finite field to write")
+    return f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} {','.join(parts)} {time_s}"
 
 
 # ---------------------------------------------------------------- InfluxQL text
@@ -270,10 +275,7 @@ def records_by_tag(records: Iterable[dict], tag: str) -> dict[str, pd.Series]:
 def redact(url: str) -> str:
     """The URL without any user:password part, safe for logs."""
     parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def dialect_for_version(version: str) -> str:

@@ -1,0 +1,238 @@
+"""config.py: durations, times, --where, the per-sensor files and the connection flags."""
+import argparse
+import re
+
+import pandas as pd
+import pytest
+
+import config
+from config import ConfigError
+
+NOW = pd.Timestamp("2026-03-01T12:00:00Z")
+
+
+# ---------------------------------------------------------------- parse_duration
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("30s", pd.Timedelta(seconds=30)),
+    ("15m", pd.Timedelta(minutes=15)),
+    ("1h", pd.Timedelta(hours=1)),
+    ("7d", pd.Timedelta(days=7)),
+    ("2w", pd.Timedelta(days=14)),
+    (" 15m ", pd.Timedelta(minutes=15)),
+])
+def test_parse_duration(text, expected):
+    assert config.parse_duration(text, "--interval") == expected
+
+
+@pytest.mark.parametrize("text", ["0m", "15", "m", "1.5h", "-1h", "15M", "1h30m", ""])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ConfigError, match=re.escape(f"--interval: {text!r} is not a positive duration")):
+        config.parse_duration(text, "--interval")
+
+
+# ---------------------------------------------------------------- parse_time
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("now", "2026-03-01T12:00:00Z"),
+    ("-90d", "2025-12-01T12:00:00Z"),
+    ("-15m", "2026-03-01T11:45:00Z"),
+    ("2026-01-31T00:00:00Z", "2026-01-31T00:00:00Z"),
+    ("2026-01-31T02:00:00+02:00", "2026-01-31T00:00:00Z"),
+    (" 2026-01-31T00:00:00.5Z ", "2026-01-31T00:00:00.5Z"),
+])
+def test_parse_time(text, expected):
+    stamp = config.parse_time(text, NOW, "--start")
+    assert stamp == pd.Timestamp(expected)
+    assert str(stamp.tz) == "UTC"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("2026-01-31T00:00:00", "'2026-01-31T00:00:00' is not a time; use RFC3339 with a zone"),
+    ("2026-01-31", "'2026-01-31' is not a time"),
+    ("yesterday", "'yesterday' is not a time"),
+    ("", "'' is not a time"),
+    ("-90x", "'-90x' is not a time"),
+    ("-0d", "'-0d' is not a time"),
+])
+def test_parse_time_rejects(text, match):
+    with pytest.raises(ConfigError, match="^--start: " + re.escape(match)):
+        config.parse_time(text, NOW, "--start")
+
+
+# ---------------------------------------------------------------- parse_where
+
+
+@pytest.mark.parametrize("items, expected", [
+    ([], ()),
+    (["siteRef=Campus Energy Centre"], (("siteRef", "Campus Energy Centre"),)),
+    (["a=b=c"], (("a", "b=c"),)),
+    (["a=1", "b=2"], (("a", "1"), ("b", "2"))),
+    (["a="], (("a", ""),)),
+])
+def test_parse_where(items, expected):
+    assert config.parse_where(items) == expected
+
+
+@pytest.mark.parametrize("items, bad", [(["siteRef"], "siteRef"), (["=x"], "=x"), (["a=1", "b"], "b")])
+def test_parse_where_rejects(items, bad):
+    with pytest.raises(ConfigError, match=re.escape(f"--where: {bad!r} is not KEY=VALUE")):
+        config.parse_where(items)
+
+
+# ---------------------------------------------------------------- load_sensor_config
+
+
+def write_files(tmp_path, ratios: str | bytes = "{}", windows: str | bytes = "{}"):
+    paths = tmp_path / "threshold_ratios.json", tmp_path / "time_step_sizes.json"
+    for path, text in zip(paths, (ratios, windows)):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return paths
+
+
+def test_load_sensor_config_defaults(tmp_path):
+    cfg = config.load_sensor_config(*write_files(tmp_path))
+    assert (cfg.ratio("s1"), cfg.window("s1")) == (1.0, 15)
+    assert dict(cfg.ratios) == {} and dict(cfg.windows) == {}
+
+
+def test_load_sensor_config_values_and_default_key(tmp_path):
+    cfg = config.load_sensor_config(*write_files(
+        tmp_path, '{"default": 2, "s1": 1.5, "Température": 3}', '{"default": 10, "s1": 30}'))
+    assert cfg.ratio("s1") == 1.5
+    assert cfg.ratio("Température") == 3.0
+    assert cfg.ratio("other") == 2.0
+    assert cfg.window("s1") == 30
+    assert cfg.window("other") == 10
+    assert "default" not in cfg.ratios and "default" not in cfg.windows
+    assert type(cfg.ratio("other")) is float and type(cfg.ratio("Température")) is float
+    with pytest.raises(TypeError):
+        cfg.ratios["s2"] = 1.0  # read-only once loaded
+
+
+@pytest.mark.parametrize("which, text, message", [
+    ("ratios", '{"s1": 0}', "key 's1' has ratio 0; a ratio must be a positive number"),
+    ("ratios", '{"s1": -1.5}', "key 's1' has ratio -1.5;"),
+    ("ratios", '{"s1": "2"}', "key 's1' has ratio '2';"),
+    ("ratios", '{"s1": true}', "key 's1' has ratio True;"),
+    ("ratios", '{"s1": null}', "key 's1' has ratio None;"),
+    ("ratios", '{"s1": NaN}', "key 's1' has ratio nan;"),
+    ("ratios", '{"s1": Infinity}', "key 's1' has ratio inf;"),
+    ("ratios", '{"default": 0}', "key 'default' has ratio 0;"),
+    ("windows", '{"s1": 1}', "key 's1' has window 1; a window must be a whole number >= 2"),
+    ("windows", '{"s1": 2.5}', "key 's1' has window 2.5;"),
+    ("windows", '{"s1": 15.0}', "key 's1' has window 15.0;"),
+    ("windows", '{"s1": "15"}', "key 's1' has window '15';"),
+    ("windows", '{"s1": true}', "key 's1' has window True;"),
+    ("windows", '{"default": 0}', "key 'default' has window 0;"),
+    ("ratios", '{"s1": 1,}', "not valid JSON at line 1 column 10"),
+    ("windows", '{"s1": 15\n', "not valid JSON at line 2 column 1"),
+    ("ratios", "", "not valid JSON at line 1 column 1"),
+    ("ratios", "[1, 2]", "must be a JSON object mapping sensor id to a number, not list"),
+    ("windows", "15", "must be a JSON object mapping sensor id to a number, not int"),
+    pytest.param("ratios", '{"s1": ' + "1" * 400 + "}", "key 's1' has ratio 111", id="huge-integer-ratio"),
+    pytest.param("ratios", b'{"caf\xe9": 1}', "not UTF-8 text", id="latin-1-file"),
+])
+def test_load_sensor_config_errors_name_file_key_and_value(tmp_path, which, text, message):
+    ratios, windows = write_files(tmp_path, **{which: text})
+    bad = ratios if which == "ratios" else windows
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{bad}: {message}")):
+        config.load_sensor_config(ratios, windows)
+
+
+@pytest.mark.parametrize("missing", ["ratios", "windows"])
+def test_load_sensor_config_missing_file(tmp_path, missing):
+    ratios, windows = write_files(tmp_path)
+    gone = ratios if missing == "ratios" else windows
+    gone.unlink()
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{gone}: file not found; create it with {{}}")):
+        config.load_sensor_config(ratios, windows)
+
+
+def test_load_sensor_config_directory_instead_of_file(tmp_path):
+    ratios, windows = write_files(tmp_path)
+    ratios.unlink()
+    ratios.mkdir()
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{ratios}: cannot be read")):
+        config.load_sensor_config(ratios, windows)
+
+
+# ---------------------------------------------------------------- connection flags
+
+
+@pytest.fixture
+def build_parser(monkeypatch):
+    """Parser factory with no INFLUX_* variable set; tests set the ones they need before building."""
+    for name in ("INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET", "INFLUX_DATABASE",
+                 "INFLUX_USERNAME", "INFLUX_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+
+    def build() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser()
+        config.add_common_arguments(parser)
+        return parser
+
+    return build
+
+
+def connection(build_parser, argv):
+    return config.connection_from_args(build_parser().parse_args(argv))
+
+
+def test_connection_influxql(build_parser):
+    conn = connection(build_parser, ["--url", "http://db.example:8086/", "--database", "sensors",
+                                     "--username", "u", "--password", "s3cret", "--timeout", "2m"])
+    assert conn == config.Connection(url="http://db.example:8086", api="auto", database="sensors",
+                                     username="u", password="s3cret", timeout_s=120.0)
+    assert "s3cret" not in repr(conn)
+
+
+def test_connection_defaults_come_from_environment_at_build_time(build_parser, monkeypatch):
+    monkeypatch.setenv("INFLUX_URL", "https://cloud.example")
+    monkeypatch.setenv("INFLUX_TOKEN", "tok")
+    monkeypatch.setenv("INFLUX_ORG", "org")
+    monkeypatch.setenv("INFLUX_BUCKET", "env-bucket")
+    parser = build_parser()
+    monkeypatch.setenv("INFLUX_BUCKET", "too-late")
+    conn = config.connection_from_args(parser.parse_args(["--api", "flux"]))
+    assert (conn.url, conn.api, conn.token, conn.org, conn.bucket) == ("https://cloud.example", "flux", "tok", "org", "env-bucket")
+    assert "tok" not in repr(conn)
+    flag = config.connection_from_args(parser.parse_args(["--api", "flux", "--bucket", "flag-bucket"]))
+    assert flag.bucket == "flag-bucket"
+
+
+@pytest.mark.parametrize("url", ["localhost:8086", "ftp://db.example", "http://", "", "http:///db", " http://db"])
+def test_connection_rejects_url(build_parser, url):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"--url / INFLUX_URL: {url!r} is not an http(s) URL")):
+        connection(build_parser, ["--url", url, "--database", "sensors"])
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--token", "t", "--org", "o"],
+    ["--token", "t", "--bucket", "b"],
+    ["--org", "o", "--bucket", "b"],
+    ["--token", "", "--org", "o", "--bucket", "b"],
+])
+def test_connection_flux_needs_token_org_and_bucket(build_parser, argv):
+    with pytest.raises(ConfigError, match=re.escape("--api flux needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET")):
+        connection(build_parser, ["--api", "flux", *argv])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--api", "influxql"], "--api influxql needs INFLUX_DATABASE"),
+    ([], "set INFLUX_DATABASE (InfluxDB 1.x/3.x) or INFLUX_BUCKET (2.x)"),
+    (["--database", "d", "--timeout", "0s"], "--timeout: '0s' is not a positive duration"),
+])
+def test_connection_other_errors(build_parser, argv, match):
+    with pytest.raises(ConfigError, match="^" + re.escape(match)):
+        connection(build_parser, argv)
+
+
+def test_connection_rejects_unknown_api(build_parser, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--api", "sql"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'sql'" in capsys.readouterr().err
