@@ -2,9 +2,10 @@
 
 Layout of ``<models-dir>/<safe name>/``::
 
-    model-<version>.keras     the Keras autoencoder
+    model-<version>.keras     the Keras autoencoder: the source of truth
     scaler-<version>.joblib   the StandardScaler fitted on the training values
-    metadata.json             sensor id, window, interval, threshold, ... and the two file names with checksums
+    weights-<version>.npz     the model's weights as plain arrays, for scoring without TensorFlow
+    metadata.json             sensor id, window, interval, threshold, ... and the file names with checksums
 
 New files get a new version in their names, so writing them never touches what the scorer reads;
 metadata.json is then replaced in one ``os.replace``. A crash at any point leaves either the old or the
@@ -22,9 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 
 FORMAT_VERSION = 1
 METADATA = "metadata.json"
+FILES = ("model", "scaler", "weights")
+WEIGHT_NAMES = ("encoder_kernel", "encoder_recurrent_kernel", "encoder_bias", "decoder_kernel",
+                "decoder_recurrent_kernel", "decoder_bias", "output_kernel", "output_bias")
 
 
 class ArtifactError(RuntimeError):
@@ -54,18 +59,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save(directory: Path, model: Any, scaler: Any, metadata: dict[str, Any]) -> Path:
-    """Write a model, its scaler and metadata; return the metadata path once it is committed.
+def save(directory: Path, model: Any, scaler: Any, weights: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
+    """Write a model, its scaler, its weights and metadata; return the metadata path once committed.
 
-    ``model`` is anything with ``save(path)`` (a Keras model). ``metadata`` gets the file names,
-    their checksums and the format version added.
+    ``model`` is anything with ``save(path)`` (a Keras model); ``weights`` holds the arrays named in
+    WEIGHT_NAMES. ``metadata`` gets the file names, their checksums and the format version added.
     """
     directory.mkdir(parents=True, exist_ok=True)
     previous = _previous_metadata(directory / METADATA)
     version = f"{metadata['trained_at'].replace(':', '').replace('-', '')}-{secrets.token_hex(3)}"
-    files = {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib"}
+    files = {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib",
+             "weights": f"weights-{version}.npz"}
     model.save(directory / files["model"])
     joblib.dump(scaler, directory / files["scaler"])
+    with open(directory / files["weights"], "wb") as f:
+        np.savez(f, **{name: np.asarray(weights[name], dtype="float32") for name in WEIGHT_NAMES})
     for name in files.values():
         _fsync(directory / name)
     record = dict(metadata, format_version=FORMAT_VERSION, version=version, files=files,
@@ -125,10 +133,20 @@ def load_metadata(directory: Path) -> dict[str, Any]:
         if not file.exists() or sha256_file(file) != (metadata.get("sha256") or {}).get(key):
             raise ArtifactError(f"{file}: missing or damaged (checksum mismatch); retrain this sensor")
         paths[key] = file
-    if set(paths) != {"model", "scaler"}:
-        raise ArtifactError(f"{path}: names no model and scaler files; retrain this sensor")
+    if set(paths) != set(FILES):
+        raise ArtifactError(f"{path}: does not name the {', '.join(FILES)} files; retrain this sensor")
     return dict(metadata, paths=paths)
 
 
-def load_scaler(path: Path) -> Any:
-    return joblib.load(path)
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a weights file, checked for completeness and consistent shapes."""
+    with np.load(path, allow_pickle=False) as data:
+        weights = {name: data[name] for name in WEIGHT_NAMES if name in data}
+    missing = set(WEIGHT_NAMES) - set(weights)
+    units = weights.get("encoder_recurrent_kernel", np.empty((0, 0))).shape[0]
+    shapes_ok = not missing and all(
+        weights[name].shape[-1] == 4 * units for name in WEIGHT_NAMES[:6]
+    ) and weights["output_kernel"].shape == (units, 1)
+    if not shapes_ok:
+        raise ArtifactError(f"{path}: weights missing or of inconsistent shapes; retrain this sensor")
+    return weights

@@ -5,9 +5,13 @@ the start of each interval, as the database aggregates them.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import StandardScaler
 
 
 def validate_series(series: pd.Series) -> pd.Series:
@@ -119,13 +123,14 @@ def unusable_reason(series: pd.Series, window: int, min_windows: int) -> str | N
 
 def fit_scaler(series: pd.Series) -> StandardScaler:
     """Standardizer fitted on the present values of a training series."""
+    from sklearn.preprocessing import StandardScaler
+
     return StandardScaler().fit(series.dropna().to_numpy().reshape(-1, 1))
 
 
-def scale(series: pd.Series, scaler: StandardScaler) -> pd.Series:
-    """Standardize with a fitted scaler, keeping the index and the NaNs."""
-    scaled = scaler.transform(series.to_numpy(dtype="float64").reshape(-1, 1)).ravel()
-    return pd.Series(scaled, index=series.index, name=series.name)
+def scale(series: pd.Series, mean: float, scale: float) -> pd.Series:
+    """Standardize as the fitted scaler does, ``(x - mean) / scale``, keeping the index and the NaNs."""
+    return (series.astype("float64") - mean) / scale
 
 
 def drop_intervals(series: pd.Series, labelled: pd.DatetimeIndex) -> pd.Series:

@@ -77,10 +77,10 @@ class SensorConfig:
         return self.windows.get(sensor_id, self.default_window)
 
 
-def parse_duration(text: str, what: str) -> pd.Timedelta:
+def parse_duration(text: str, what: str, allow_zero: bool = False) -> pd.Timedelta:
     """``15m``, ``1h``, ``7d``, ``2w`` -> Timedelta; ``what`` names the flag in the error."""
     match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
+    if not match or (int(match.group(1)) == 0 and not allow_zero):
         raise ConfigError(f"{what}: {text!r} is not a positive duration such as 30s, 15m, 1h, 7d or 2w")
     return pd.Timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 

@@ -1,7 +1,12 @@
-"""Scoring with a saved model: load it, compute each window's reconstruction loss, flag it.
+"""Scoring with saved models: load them, compute each window's reconstruction loss, flag it.
 
 A window's score belongs to the time of its last point. The effective threshold is the saved
 threshold times the sensor's ratio; a window is an anomaly when its loss is above it.
+
+Two engines compute the loss. ``numpy`` (the default) runs the autoencoder's forward pass from the
+exported weights, for all sensors of one shape (window, units) at once, without TensorFlow: a cron
+tick over thousands of sensors then costs milliseconds per sensor, not a Keras load each. ``keras``
+loads each Keras model, the source of truth, to check the other against.
 """
 from __future__ import annotations
 
@@ -16,29 +21,44 @@ import pandas as pd
 import artifacts
 import clean
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ENGINES = ("numpy", "keras")
+# Windows computed together at most; bounds the forward pass to a few tens of MB per 32 units.
+WINDOWS_PER_BATCH = 32768
 
 
 @dataclass(frozen=True)
 class SensorModel:
-    """What scoring needs of one sensor's artifacts."""
+    """What scoring needs of one sensor's artifacts; ``weights`` for numpy, ``keras_model`` for keras."""
 
     sensor_id: str
     window: int
     interval: pd.Timedelta
     threshold: float
-    scaler: Any
-    model: Any
+    mean: float
+    scale: float
+    weights: dict[str, np.ndarray] | None = None
+    keras_model: Any = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(window, units): sensors of one shape are computed together."""
+        return self.window, int(self.weights["decoder_recurrent_kernel"].shape[0]) if self.weights else 0
 
 
-def load_sensor_model(directory: Path) -> SensorModel:
+def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
     """Load and verify a sensor's artifacts (raises ``artifacts.ArtifactError`` when unusable)."""
-    import keras
-
     metadata = artifacts.load_metadata(directory)
+    weights = keras_model = None
     try:
-        model = keras.models.load_model(metadata["paths"]["model"], compile=False)
-        scaler = artifacts.load_scaler(metadata["paths"]["scaler"])
+        if engine == "keras":
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            import keras
+
+            keras_model = keras.models.load_model(metadata["paths"]["model"], compile=False)
+        else:
+            weights = artifacts.load_weights(metadata["paths"]["weights"])
+    except artifacts.ArtifactError:
+        raise
     except Exception as e:
         raise artifacts.ArtifactError(f"{directory}: cannot be loaded ({type(e).__name__}: {e}); "
                                       f"retrain this sensor") from None
@@ -47,13 +67,40 @@ def load_sensor_model(directory: Path) -> SensorModel:
         window=int(metadata["window"]),
         interval=pd.Timedelta(seconds=metadata["interval_s"]),
         threshold=float(metadata["threshold"]),
-        scaler=scaler,
-        model=model,
+        mean=float(metadata["scaler"]["mean"]),
+        scale=float(metadata["scaler"]["scale"]),
+        weights=weights,
+        keras_model=keras_model,
     )
 
 
+def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int, first: pd.Timestamp,
+                     last: pd.Timestamp) -> tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]:
+    """The standardized windows of a regular series whose last point lies in [first, last].
+
+    Short gaps are filled first; windows that would span a longer gap are left out.
+
+    Returns
+    -------
+    windows : array, shape [n_windows, window, 1]
+    ends : DatetimeIndex, length n_windows, the time of each window's last point
+    values : array, shape [n_windows], the (gap-filled) reading at each end
+    """
+    filled = clean.fill_short_gaps(series, max_gap_points)
+    windows, ends = clean.windows_without_gaps(clean.scale(filled, sensor.mean, sensor.scale), sensor.window)
+    keep = (ends >= first) & (ends <= last)
+    ends = ends[keep]
+    return windows[keep], ends, filled.reindex(ends).to_numpy()
+
+
+def flags(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, threshold: float) -> pd.DataFrame:
+    """Frame indexed by window end: ``value``, ``loss``, ``threshold`` (effective) and ``anomaly``."""
+    return pd.DataFrame({"value": values, "loss": losses.astype("float64"), "threshold": threshold,
+                         "anomaly": losses > threshold}, index=ends)
+
+
 def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Mean absolute reconstruction error per window.
+    """Mean absolute reconstruction error per window of a Keras model (or any callable model).
 
     Parameters
     ----------
@@ -73,22 +120,87 @@ def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096)
     return np.concatenate(losses)
 
 
-def score(series: pd.Series, sensor: SensorModel, ratio: float, max_gap_points: int,
-          first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
-    """Score every window of a regular series whose last point lies in [first, last].
+def fleet_losses(models: list[SensorModel], windows: list[np.ndarray], engine: str = "numpy") -> list[np.ndarray]:
+    """Loss per window for many sensors at once: ``windows[k]`` [n_k, window, 1] belongs to ``models[k]``.
 
-    Returns a frame indexed by window end with columns ``value`` (the reading at that time), ``loss``,
-    ``threshold`` (effective, after the ratio) and ``anomaly``. Windows that would span a gap longer
-    than ``max_gap_points`` intervals are not scored.
+    Returns a list of arrays, shape [n_k] each.
     """
-    filled = clean.fill_short_gaps(series, max_gap_points)
-    windows, ends = clean.windows_without_gaps(clean.scale(filled, sensor.scaler), sensor.window)
-    keep = (ends >= first) & (ends <= last)
-    windows, ends = windows[keep], ends[keep]
-    losses = reconstruction_loss(sensor.model, windows)
-    threshold = sensor.threshold * ratio
-    return pd.DataFrame(
-        {"value": filled.reindex(ends).to_numpy(), "loss": losses.astype("float64"),
-         "threshold": threshold, "anomaly": losses > threshold},
-        index=ends,
-    )
+    if engine == "keras":
+        return [reconstruction_loss(m.keras_model, w) for m, w in zip(models, windows)]
+    out: list[np.ndarray | None] = [None] * len(models)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, model in enumerate(models):
+        groups.setdefault(model.shape, []).append(k)
+    for members in groups.values():
+        members.sort(key=lambda k: len(windows[k]))
+        for batch in _batches(members, [len(windows[k]) for k in members]):
+            losses = _padded_losses([models[k].weights for k in batch], [windows[k] for k in batch])
+            for row, k in enumerate(batch):
+                out[k] = losses[row, :len(windows[k])]
+    return out
+
+
+def _batches(members: list[int], sizes: list[int]) -> list[list[int]]:
+    """Consecutive runs of members (sorted by size) whose padded size stays within WINDOWS_PER_BATCH."""
+    batches, current = [], []
+    for k, size in zip(members, sizes):
+        if current and (len(current) + 1) * max(size, 1) > WINDOWS_PER_BATCH:
+            batches.append(current)
+            current = []
+        current.append(k)
+    return batches + [current] if current else batches
+
+
+def _padded_losses(weights: list[dict[str, np.ndarray]], windows: list[np.ndarray]) -> np.ndarray:
+    """Losses [n_sensors, max_windows] of sensors sharing a shape, windows zero-padded to the longest."""
+    longest = max(1, max(len(w) for w in windows))
+    x = np.zeros((len(windows), longest, windows[0].shape[1]), dtype="float32")
+    for row, w in enumerate(windows):
+        x[row, :len(w)] = w[:, :, 0]
+    stacked = {key: np.stack([w[key] for w in weights]).astype("float32") for key in weights[0]}
+    return forward_losses(stacked, x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _lstm_step(projected: np.ndarray, h: np.ndarray, c: np.ndarray, recurrent: np.ndarray):
+    """One LSTM step in Keras' gate order (input, forget, cell, output) for [sensors, windows, units]."""
+    z = projected + np.matmul(h, recurrent)
+    i, f, g, o = np.split(z, 4, axis=-1)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c), c
+
+
+def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The autoencoder's forward pass and loss for sensors of one shape, in float32.
+
+    Parameters
+    ----------
+    weights : arrays stacked over sensors: ``encoder_kernel`` [S, 1, 4U], ``encoder_recurrent_kernel``
+        [S, U, 4U], ``encoder_bias`` [S, 4U], the same three for the decoder (kernel [S, U, 4U]),
+        ``output_kernel`` [S, U, 1], ``output_bias`` [S, 1]
+    x : array, shape [S, n_windows, window], standardized
+
+    Returns
+    -------
+    array, shape [S, n_windows]: mean absolute reconstruction error per window
+    """
+    sensors, n_windows, window = x.shape
+    units = weights["encoder_recurrent_kernel"].shape[1]
+    h = np.zeros((sensors, n_windows, units), dtype="float32")
+    c = np.zeros_like(h)
+    for t in range(window):
+        projected = x[:, :, t:t + 1] * weights["encoder_kernel"] + weights["encoder_bias"][:, None, :]
+        h, c = _lstm_step(projected, h, c, weights["encoder_recurrent_kernel"])
+    # RepeatVector: the decoder sees the same input at every step, so its projection is computed once.
+    projected = np.matmul(h, weights["decoder_kernel"]) + weights["decoder_bias"][:, None, :]
+    h = np.zeros_like(h)
+    c = np.zeros_like(h)
+    error = np.zeros((sensors, n_windows), dtype="float32")
+    for t in range(window):
+        h, c = _lstm_step(projected, h, c, weights["decoder_recurrent_kernel"])
+        out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
+        error += np.abs(out - x[:, :, t])
+    return error / window

@@ -70,6 +70,17 @@ def fit_model(model: keras.Model, windows: np.ndarray, epochs: int, batch_size: 
     return FitResult(epochs=len(val), train_loss=float(history.history["loss"][best]), val_loss=float(val[best]))
 
 
+def export_weights(model: keras.Model) -> dict[str, np.ndarray]:
+    """The trained weights by the names artifacts.WEIGHT_NAMES gives them, for the NumPy scorer."""
+    encoder, decoder, dense = (model.get_layer(name) for name in ("encoder", "decoder", "output"))
+    names = ("kernel", "recurrent_kernel", "bias")
+    weights = {f"encoder_{n}": np.asarray(w) for n, w in zip(names, encoder.get_weights())}
+    weights.update({f"decoder_{n}": np.asarray(w) for n, w in zip(names, decoder.get_weights())})
+    kernel, bias = dense.get_weights()
+    weights.update(output_kernel=np.asarray(kernel), output_bias=np.asarray(bias))
+    return weights
+
+
 def loss_threshold(losses: np.ndarray, percentile: float) -> float:
     """The ``percentile`` (0-100) of the training windows' reconstruction losses [n_windows]."""
     return float(np.percentile(losses, percentile))

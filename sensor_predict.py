@@ -42,8 +42,10 @@ class PredictSettings:
     start: pd.Timestamp | None
     stop: pd.Timestamp | None
     max_catchup: pd.Timedelta
+    delay: pd.Timedelta
     first_run: pd.Timedelta
     dry_run: bool
+    engine: str
 
     @property
     def max_gap_points(self) -> int:
@@ -58,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--stop", help="backfill: score windows ending before this time (default now)")
     job.add_argument("--now", help="take this RFC3339 time as the current time (replays and tests)")
     job.add_argument("--max-catchup", default="7d", help="never score further back than this (default 7d)")
+    job.add_argument("--delay", default="2m",
+                     help="score an interval only once it ended this long ago, so late readings count (default 2m)")
     job.add_argument("--first-run", default="1d", help="how far back a sensor's first run scores (default 1d)")
+    job.add_argument("--engine", choices=("numpy", "keras"), default="numpy",
+                     help="numpy: fast forward pass from exported weights (default); keras: load each Keras model")
     job.add_argument("--dry-run", action="store_true", help="print the line protocol that would be written; write nothing")
     return parser
 
@@ -85,8 +91,10 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         start=start,
         stop=stop,
         max_catchup=config.parse_duration(args.max_catchup, "--max-catchup"),
+        delay=config.parse_duration(args.delay, "--delay", allow_zero=True),
         first_run=config.parse_duration(args.first_run, "--first-run"),
         dry_run=args.dry_run,
+        engine=args.engine,
     )
 
 
@@ -96,7 +104,7 @@ def score_range(last_scored: pd.Timestamp | None, settings: PredictSettings) -> 
     if settings.start is not None:
         first, last = settings.start, (settings.stop or settings.now.floor(interval)) - interval
     else:
-        now = settings.now.floor(interval)
+        now = (settings.now - settings.delay).floor(interval)
         first = last_scored + interval if last_scored is not None else now - settings.first_run
         first, last = max(first, now - settings.max_catchup), now - interval
     return (first, last) if first <= last else None
@@ -125,7 +133,7 @@ def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[s
             counts["skipped"] += 1
             continue
         try:
-            model = model_predict.load_sensor_model(directory)
+            model = model_predict.load_sensor_model(directory, settings.engine)
         except artifacts.ArtifactError as e:
             logger.error("sensor %r: failed: %s", sensor_id, e)
             counts["failed"] += 1
@@ -160,31 +168,45 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
     read_start = min(first - (models[s].window - 1) * interval - settings.max_gap for s, (first, _) in due.items())
     read_stop = max(last for _, last in due.values()) + interval
     data = db.read_means(list(due), read_start, read_stop, interval)
-    lines = []
+    prepared = {}
     for sensor_id, (first, last) in due.items():
         try:
             raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
             series = clean.regularize(clean.validate_series(raw), interval, read_start, read_stop)
-            scores = model_predict.score(series, models[sensor_id], settings.sensor_config.ratio(sensor_id),
-                                         settings.max_gap_points, first, last)
-            sensor_lines = score_lines(sensor_id, scores, settings.schema)
+            prepared[sensor_id] = model_predict.windows_to_score(series, models[sensor_id], settings.max_gap_points,
+                                                                 first, last)
         except Exception:
             logger.exception("sensor %r: failed", sensor_id)
             counts["failed"] += 1
             continue
-        if scores.empty:
+        if not len(prepared[sensor_id][1]):
             logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id,
                         config.format_time(first), config.format_time(last))
             counts["no_data"] += 1
+            del prepared[sensor_id]
+    try:
+        losses = model_predict.fleet_losses([models[s] for s in prepared], [w for w, _, _ in prepared.values()],
+                                            settings.engine)
+    except Exception:
+        logger.exception("failed to compute the losses of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared)))
+        counts["failed"] += len(prepared)
+        return []
+    lines = []
+    for (sensor_id, (_, ends, values)), loss in zip(prepared.items(), losses):
+        try:
+            threshold = models[sensor_id].threshold * settings.sensor_config.ratio(sensor_id)
+            scores = model_predict.flags(ends, values, loss, threshold)
+            lines += score_lines(sensor_id, scores, settings.schema)
+        except Exception:
+            logger.exception("sensor %r: failed", sensor_id)
+            counts["failed"] += 1
             continue
-        lines += sensor_lines
         flagged = int(scores["anomaly"].sum())
         counts["scored"] += 1
         counts["windows"] += len(scores)
         counts["anomalies"] += flagged
         logger.info("sensor %r: %d windows %s .. %s, %d anomalies, threshold %.4f", sensor_id, len(scores),
-                    config.format_time(scores.index[0]), config.format_time(scores.index[-1]), flagged,
-                    scores["threshold"].iloc[0])
+                    config.format_time(ends[0]), config.format_time(ends[-1]), flagged, threshold)
     return lines
 
 

@@ -131,7 +131,8 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
     if reason:
         return f"skipped: {reason}"
     scaler = clean.fit_scaler(series)
-    windows, _ = clean.windows_without_gaps(clean.scale(series, scaler), window)
+    mean, scale = float(scaler.mean_[0]), float(scaler.scale_[0])
+    windows, _ = clean.windows_without_gaps(clean.scale(series, mean, scale), window)
     if settings.seed is not None:
         model_trainer.seed_everything(sensor_seed(settings.seed, sensor_id))
     model = model_trainer.build_model(window, settings.units, settings.dropout)
@@ -147,6 +148,7 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
         "max_gap_s": int(settings.max_gap.total_seconds()),
         "percentile": settings.percentile,
         "threshold": threshold,
+        "scaler": {"mean": mean, "scale": scale},
         "training_range": {"start": config.format_time(settings.start), "stop": config.format_time(settings.stop),
                            "first_point": config.format_time(present[0]),
                            "last_point": config.format_time(present[-1])},
@@ -159,7 +161,8 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
         "versions": versions,
         "trained_at": config.format_time(pd.Timestamp.now(tz="UTC")),
     }
-    artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler, metadata)
+    artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler,
+                   model_trainer.export_weights(model), metadata)
     return (f"trained in {time.monotonic() - began:.1f}s: {len(windows)} windows, {fit.epochs} epochs, "
             f"val loss {fit.val_loss:.4f}, threshold {threshold:.4f}")
 

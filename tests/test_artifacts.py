@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
@@ -73,13 +74,22 @@ def scaler(values: list[float]) -> StandardScaler:
     return StandardScaler().fit(np.array(values).reshape(-1, 1))
 
 
+def weights(n: int, units: int = 2) -> dict:
+    """A complete, consistent set of weights whose values carry the version n."""
+    shapes = {"encoder_kernel": (1, 4 * units), "encoder_recurrent_kernel": (units, 4 * units),
+              "encoder_bias": (4 * units,), "decoder_kernel": (units, 4 * units),
+              "decoder_recurrent_kernel": (units, 4 * units), "decoder_bias": (4 * units,),
+              "output_kernel": (units, 1), "output_bias": (1,)}
+    return {name: np.full(shape, float(n), dtype="float32") for name, shape in shapes.items()}
+
+
 def metadata(trained_at: str) -> dict:
     return {"sensor_id": "s1", "window": 15, "threshold": 0.5, "trained_at": trained_at}
 
 
 def save(directory: Path, n: int) -> dict:
     """Save version n (model bytes b'model-n', scaler mean n) and return the committed metadata."""
-    artifacts.save(directory, FakeModel(f"model-{n}".encode()), scaler([n - 1, n + 1]),
+    artifacts.save(directory, FakeModel(f"model-{n}".encode()), scaler([n - 1, n + 1]), weights(n),
                    metadata(f"2026-01-{n:02d}T00:00:00Z"))
     return json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
 
@@ -94,23 +104,29 @@ def listing(directory: Path) -> set[str]:
 
 def test_save_commits_metadata_with_checksums(tmp_path):
     directory = tmp_path / "models" / "s1"
-    path = artifacts.save(directory, FakeModel(b"model-bytes"), scaler([1.0, 3.0, 5.0]), metadata("2026-01-31T00:00:00Z"))
+    path = artifacts.save(directory, FakeModel(b"model-bytes"), scaler([1.0, 3.0, 5.0]), weights(1),
+                          metadata("2026-01-31T00:00:00Z"))
     assert path == directory / "metadata.json"
     text = path.read_text(encoding="utf-8")
     record = json.loads(text)
     assert text == json.dumps(record, indent=2, sort_keys=True) + "\n"
     version = record["version"]
     assert re.fullmatch(r"20260131T000000Z-[0-9a-f]{6}", version)
-    assert record["files"] == {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib"}
+    assert record["files"] == {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib",
+                               "weights": f"weights-{version}.npz"}
     assert record["sha256"]["model"] == hashlib.sha256(b"model-bytes").hexdigest()
     assert record["sha256"]["scaler"] == hashlib.sha256((directory / record["files"]["scaler"]).read_bytes()).hexdigest()
     assert (record["format_version"], record["sensor_id"], record["window"], record["threshold"]) == (1, "s1", 15, 0.5)
     assert listing(directory) == {"metadata.json"} | files_of(record)
 
     loaded = artifacts.load_metadata(directory)
-    assert loaded["paths"] == {"model": directory / record["files"]["model"], "scaler": directory / record["files"]["scaler"]}
+    assert loaded["paths"] == {key: directory / name for key, name in record["files"].items()}
     assert loaded["paths"]["model"].read_bytes() == b"model-bytes"
-    assert artifacts.load_scaler(loaded["paths"]["scaler"]).mean_.tolist() == [3.0]
+    assert joblib.load(loaded["paths"]["scaler"]).mean_.tolist() == [3.0]
+    loaded_weights = artifacts.load_weights(loaded["paths"]["weights"])
+    assert sorted(loaded_weights) == sorted(artifacts.WEIGHT_NAMES)
+    assert loaded_weights["decoder_recurrent_kernel"].shape == (2, 8)
+    assert (loaded_weights["output_bias"] == 1.0).all()
     assert loaded["threshold"] == 0.5
 
 
@@ -121,7 +137,7 @@ def test_save_commits_metadata_with_checksums(tmp_path):
     ("metadata not JSON", "unreadable metadata"),
     ("metadata a list", "metadata is not a JSON object"),
     ("format version 2", "format version 2 is not 1"),
-    ("no files named", "names no model and scaler files"),
+    ("no files named", "does not name the model, scaler, weights files"),
     ("no metadata", "^no model$"),
 ])
 def test_load_metadata_rejects_damage(tmp_path, damage, match):
@@ -169,11 +185,11 @@ def test_failed_save_leaves_previous_version_loadable(tmp_path):
     save(tmp_path, 1)
     second = save(tmp_path, 2)
     with pytest.raises(OSError, match="disk full"):
-        artifacts.save(tmp_path, FailingModel(), scaler([0.0, 1.0]), metadata("2026-01-03T00:00:00Z"))
+        artifacts.save(tmp_path, FailingModel(), scaler([0.0, 1.0]), weights(3), metadata("2026-01-03T00:00:00Z"))
     loaded = artifacts.load_metadata(tmp_path)
     assert loaded["version"] == second["version"]
     assert loaded["paths"]["model"].read_bytes() == b"model-2"
-    assert artifacts.load_scaler(loaded["paths"]["scaler"]).mean_.tolist() == [2.0]
+    assert joblib.load(loaded["paths"]["scaler"]).mean_.tolist() == [2.0]
     # The next good save clears the half-written file.
     fourth = save(tmp_path, 4)
     assert listing(tmp_path) == {"metadata.json"} | files_of(second) | files_of(fourth)

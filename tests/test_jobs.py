@@ -58,7 +58,7 @@ def scoring(influxd, trained, tmp_path):
     models_dir, _ = trained
 
     def predict(*extra, ratios=None, windows=None, env=None):
-        args = ["--models-dir", str(models_dir), *write_config(tmp_path, ratios, windows), *extra]
+        args = ["--models-dir", str(models_dir), "--delay", "0s", *write_config(tmp_path, ratios, windows), *extra]
         return run_job("sensor_predict.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database,
                                                    **(env or {})}, cwd=tmp_path)
 

@@ -1,0 +1,59 @@
+"""The NumPy forward pass gives the same reconstruction loss as Keras, for trained models of several shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import clean
+import model_predict
+from model_predict import SensorModel
+
+model_trainer = pytest.importorskip("model_trainer")
+
+SHAPES = [(5, 4), (15, 16), (15, 32), (30, 8)]
+
+
+def training_windows(window: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(600)
+    values = np.sin(2 * np.pi * t / 96) + rng.normal(0, 0.1, len(t))
+    return clean.make_windows(values, window)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    """Two briefly trained models per shape, with their windows (some with injected spikes)."""
+    model_trainer.seed_everything(3)
+    models, windows = [], []
+    for n, (window, units) in enumerate(SHAPES * 2):
+        keras_model = model_trainer.build_model(window, units, dropout=0.1)
+        train = training_windows(window, n)
+        model_trainer.fit_model(keras_model, train, epochs=2, batch_size=64, validation_split=0.1, patience=1)
+        test = training_windows(window, 100 + n)[: 7 + 13 * n].copy()
+        test[::5, window // 2, 0] += 12.0
+        models.append(SensorModel(f"s{n}", window, pd.Timedelta(minutes=15), 0.1, 0.0, 1.0,
+                                  weights=model_trainer.export_weights(keras_model), keras_model=keras_model))
+        windows.append(test)
+    return models, windows
+
+
+def test_numpy_matches_keras_within_1e_4(fleet):
+    models, windows = fleet
+    numpy_losses = model_predict.fleet_losses(models, windows, engine="numpy")
+    keras_losses = model_predict.fleet_losses(models, windows, engine="keras")
+    for model, got, want in zip(models, numpy_losses, keras_losses):
+        assert got.shape == want.shape == (len(windows[models.index(model)]),)
+        assert np.max(np.abs(got - want)) <= 1e-4, model.shape
+        assert want.max() > 0.3  # the spikes are there, so the comparison covers large losses too
+
+
+def test_small_batches_and_empty_windows_give_the_same_losses(fleet, monkeypatch):
+    models, windows = fleet
+    whole = model_predict.fleet_losses(models, windows)
+    monkeypatch.setattr(model_predict, "WINDOWS_PER_BATCH", 40)
+    windows = [w if k != 2 else w[:0] for k, w in enumerate(windows)]
+    split = model_predict.fleet_losses(models, windows)
+    assert split[2].shape == (0,)
+    for k in (0, 1, 3, 4, 5, 6, 7):
+        np.testing.assert_allclose(split[k], whole[k], rtol=0, atol=1e-6)
