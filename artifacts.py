@@ -15,6 +15,7 @@ the old metadata a moment earlier can still open its files.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -112,8 +113,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_metadata(directory: Path) -> dict[str, Any]:
-    """The committed metadata with absolute paths of its verified files under ``paths``.
+def load_metadata(directory: Path, verify: tuple[str, ...] = FILES) -> dict[str, Any]:
+    """The committed metadata with absolute paths of its files under ``paths``.
+
+    The files named in ``verify`` are checked against their checksums here; a caller that reads a
+    file anyway can check it as it reads (``load_weights``) instead of reading it twice.
 
     Raises
     ------
@@ -130,7 +134,7 @@ def load_metadata(directory: Path) -> dict[str, Any]:
     paths = {}
     for key, name in (metadata.get("files") or {}).items():
         file = directory / name
-        if not file.exists() or sha256_file(file) != (metadata.get("sha256") or {}).get(key):
+        if not file.exists() or key in verify and sha256_file(file) != (metadata.get("sha256") or {}).get(key):
             raise ArtifactError(f"{file}: missing or damaged (checksum mismatch); retrain this sensor")
         paths[key] = file
     if set(paths) != set(FILES):
@@ -138,9 +142,12 @@ def load_metadata(directory: Path) -> dict[str, Any]:
     return dict(metadata, paths=paths)
 
 
-def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a weights file, checked for completeness and consistent shapes."""
-    with np.load(path, allow_pickle=False) as data:
+def load_weights(path: Path, sha256: str) -> dict[str, np.ndarray]:
+    """The arrays of a weights file, checked against its checksum, for completeness and for shapes."""
+    content = path.read_bytes()
+    if hashlib.sha256(content).hexdigest() != sha256:
+        raise ArtifactError(f"{path}: missing or damaged (checksum mismatch); retrain this sensor")
+    with np.load(io.BytesIO(content), allow_pickle=False) as data:
         weights = {name: data[name] for name in WEIGHT_NAMES if name in data}
     missing = set(WEIGHT_NAMES) - set(weights)
     units = weights.get("encoder_recurrent_kernel", np.empty((0, 0))).shape[0]

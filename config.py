@@ -6,6 +6,7 @@ so a person reading a cron mail knows what to fix without opening the code.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -107,6 +108,25 @@ def parse_time(text: str, now: pd.Timestamp, what: str) -> pd.Timestamp:
     return stamp.tz_convert("UTC")
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` (1 <= I <= N) -> (I, N): this host takes the I-th of N disjoint parts of the fleet."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ConfigError(f"--shard: {text!r} is not I/N with 1 <= I <= N, for example --shard 2/4")
+    return int(index), int(count)
+
+
+def in_shard(sensor_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a sensor belongs to a shard, by a hash of its id that is the same on every host and run."""
+    if shard is None:
+        return True
+    index, count = shard
+    digest = hashlib.sha256(sensor_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count == index - 1
+
+
 def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
     """Repeated ``--where KEY=VALUE`` -> ((key, value), ...); values may contain ``=`` and spaces."""
     pairs = []
@@ -183,6 +203,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tag filter, repeatable (for example --where 'siteRef=Campus Energy Centre')")
     schema.add_argument("--sensor", action="append", default=[], metavar="ID",
                         help="sensor id to process, repeatable (default: every sensor found)")
+    schema.add_argument("--shard", metavar="I/N",
+                        help="process only the I-th of N parts of the sensors (stable per sensor id), "
+                             "so N hosts can share a fleet without coordination")
     schema.add_argument("--output-measurement", default="PREDICT_ANOMALY",
                         help="measurement the scores are written to (default PREDICT_ANOMALY)")
 

@@ -47,7 +47,7 @@ class SensorModel:
 
 def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
     """Load and verify a sensor's artifacts (raises ``artifacts.ArtifactError`` when unusable)."""
-    metadata = artifacts.load_metadata(directory)
+    metadata = artifacts.load_metadata(directory, verify=("model",) if engine == "keras" else ())
     weights = keras_model = None
     try:
         if engine == "keras":
@@ -56,7 +56,7 @@ def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
 
             keras_model = keras.models.load_model(metadata["paths"]["model"], compile=False)
         else:
-            weights = artifacts.load_weights(metadata["paths"]["weights"])
+            weights = artifacts.load_weights(metadata["paths"]["weights"], metadata["sha256"]["weights"])
     except artifacts.ArtifactError:
         raise
     except Exception as e:

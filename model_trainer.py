@@ -5,6 +5,7 @@ are unlike what it saw in training. Shapes: windows are ``[n_windows, window, 1]
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -21,6 +22,18 @@ class FitResult:
     val_loss: float
 
 
+def limit_threads(threads: int) -> None:
+    """Size TensorFlow's thread pools; only possible before its first operation in this process."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+
+
+@functools.cache
 def library_versions() -> dict[str, str]:
     """Recorded with each model: a model from other versions may load differently."""
     import pandas

@@ -33,6 +33,7 @@ class PredictSettings:
     connection: Connection
     schema: Schema
     sensors: tuple[str, ...]
+    shard: tuple[int, int] | None
     sensor_config: SensorConfig
     interval: pd.Timedelta
     max_gap: pd.Timedelta
@@ -82,6 +83,7 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         connection=config.connection_from_args(args),
         schema=config.schema_from_args(args),
         sensors=tuple(args.sensor),
+        shard=config.parse_shard(args.shard),
         sensor_config=config.load_sensor_config(args.ratios, args.windows),
         interval=interval,
         max_gap=config.parse_duration(args.max_gap, "--max-gap"),
@@ -215,7 +217,8 @@ def run(settings: PredictSettings) -> int:
     counts = dict.fromkeys(("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies"), 0)
     with Influx(settings.connection, settings.schema) as db:
         now = settings.now.floor(settings.interval)
-        sensor_ids = list(settings.sensors) or db.sensor_ids(now - settings.max_catchup, settings.now)
+        found = list(settings.sensors) or db.sensor_ids(now - settings.max_catchup, settings.now)
+        sensor_ids = [s for s in found if config.in_shard(s, settings.shard)]
         for first in range(0, len(sensor_ids), settings.chunk_size):
             lines = score_chunk(db, sensor_ids[first:first + settings.chunk_size], settings, counts)
             if settings.dry_run:

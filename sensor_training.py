@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ class TrainingSettings:
     connection: Connection
     schema: Schema
     sensors: tuple[str, ...]
+    shard: tuple[int, int] | None
     sensor_config: SensorConfig
     start: pd.Timestamp
     stop: pd.Timestamp
@@ -46,6 +49,8 @@ class TrainingSettings:
     percentile: float
     min_windows: int
     seed: int | None
+    jobs: int
+    dask_scheduler: str | None
 
     @property
     def max_gap_points(self) -> int:
@@ -71,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="percentile of the training losses used as threshold (default 99.5)")
     train.add_argument("--min-windows", type=int, default=200,
                        help="skip sensors with fewer windows without gaps than this (default 200)")
+    train.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                       help="sensors trained in parallel, each in its own process (default: one per core)")
+    train.add_argument("--dask-scheduler", metavar="ADDRESS",
+                       help="train on this Dask cluster (tcp://host:8786) instead; --models-dir must be a path "
+                            "every worker sees")
     train.add_argument("--seed", type=int, help="make the run reproducible: same data, same thresholds")
     return parser
 
@@ -92,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
         connection=config.connection_from_args(args),
         schema=config.schema_from_args(args, label_field=args.label_field),
         sensors=tuple(args.sensor),
+        shard=config.parse_shard(args.shard),
         sensor_config=config.load_sensor_config(args.ratios, args.windows),
         start=start,
         stop=stop,
@@ -108,6 +119,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
         percentile=args.percentile,
         min_windows=config.positive_int("--min-windows", args.min_windows),
         seed=args.seed,
+        jobs=config.positive_int("--jobs", args.jobs),
+        dask_scheduler=args.dask_scheduler,
     )
 
 
@@ -117,8 +130,7 @@ def sensor_seed(seed: int, sensor_id: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, settings: TrainingSettings,
-                 versions: dict[str, str]) -> str:
+def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, settings: TrainingSettings) -> str:
     """Train and save one sensor; return the line to log. Raises on failure, returns 'skipped ...' on purpose."""
     import model_predict
     import model_trainer
@@ -158,7 +170,7 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
                   "batch_size": settings.batch_size, "seed": settings.seed},
         "train_loss": fit.train_loss,
         "val_loss": fit.val_loss,
-        "versions": versions,
+        "versions": model_trainer.library_versions(),
         "trained_at": config.format_time(pd.Timestamp.now(tz="UTC")),
     }
     artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler,
@@ -167,33 +179,72 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
             f"val loss {fit.val_loss:.4f}, threshold {threshold:.4f}")
 
 
-def run(settings: TrainingSettings) -> int:
-    began = time.monotonic()
-    counts = {"trained": 0, "skipped": 0, "failed": 0}
+def guarded_train(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, settings: TrainingSettings,
+                  threads: int) -> tuple[str, str]:
+    """``train_sensor`` inside its error boundary, as run by a worker: (trained|skipped|failed, message)."""
     import model_trainer
 
-    versions = model_trainer.library_versions()
-    with Influx(settings.connection, settings.schema) as db:
-        sensor_ids = list(settings.sensors) or db.sensor_ids(settings.start, settings.stop)
-        logger.info("training %d sensors on %s .. %s, interval %s", len(sensor_ids),
-                    config.format_time(settings.start), config.format_time(settings.stop),
-                    config.format_duration(settings.interval))
-        for first in range(0, len(sensor_ids), settings.chunk_size):
-            chunk = sensor_ids[first:first + settings.chunk_size]
-            data = db.read_means(chunk, settings.start, settings.stop, settings.interval)
-            labels = (db.labelled_intervals(chunk, settings.start, settings.stop, settings.interval)
-                      if settings.schema.label_field else {})
-            for sensor_id in chunk:
-                raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
-                try:
-                    outcome = train_sensor(sensor_id, raw, labels.get(sensor_id, pd.DatetimeIndex([], tz="UTC")),
-                                           settings, versions)
-                except Exception:
-                    logger.exception("sensor %r: failed", sensor_id)
-                    counts["failed"] += 1
-                    continue
-                counts["skipped" if outcome.startswith("skipped") else "trained"] += 1
-                logger.info("sensor %r: %s", sensor_id, outcome)
+    model_trainer.limit_threads(threads)
+    try:
+        outcome = train_sensor(sensor_id, raw, labelled, settings)
+    except Exception:
+        return "failed", traceback.format_exc().rstrip()
+    return ("skipped" if outcome.startswith("skipped") else "trained"), outcome
+
+
+def parallel(settings: TrainingSettings):
+    """Where the sensors of a chunk train: in this process, in local worker processes, or on Dask."""
+    import joblib
+
+    if settings.dask_scheduler:
+        # The Dask backend is registered on first use inside parallel_config; Parallel binds it when made.
+        with joblib.parallel_config(backend="dask"):
+            return joblib.Parallel(n_jobs=-1, return_as="generator")
+    if settings.jobs == 1:
+        return lambda tasks: (function(*args, **kwargs) for function, args, kwargs in tasks)
+    return joblib.Parallel(n_jobs=settings.jobs, return_as="generator")
+
+
+def run(settings: TrainingSettings) -> int:
+    import joblib
+
+    began = time.monotonic()
+    counts = {"trained": 0, "skipped": 0, "failed": 0}
+    # Each worker gets its share of the cores, so N workers do not oversubscribe them.
+    threads = max(1, len(os.sched_getaffinity(0)) // settings.jobs)
+    client = None
+    if settings.dask_scheduler:
+        from dask.distributed import Client
+
+        client = Client(settings.dask_scheduler)
+        logger.info("training on the Dask cluster at %s", settings.dask_scheduler)
+    try:
+        with Influx(settings.connection, settings.schema) as db:
+            found = list(settings.sensors) or db.sensor_ids(settings.start, settings.stop)
+            sensor_ids = [s for s in found if config.in_shard(s, settings.shard)]
+            logger.info("training %d sensors on %s .. %s, interval %s, %s", len(sensor_ids),
+                        config.format_time(settings.start), config.format_time(settings.stop),
+                        config.format_duration(settings.interval),
+                        "on Dask" if client else f"{settings.jobs} jobs x {threads} threads")
+            run_tasks = parallel(settings)
+            for first in range(0, len(sensor_ids), settings.chunk_size):
+                chunk = sensor_ids[first:first + settings.chunk_size]
+                data = db.read_means(chunk, settings.start, settings.stop, settings.interval)
+                labels = (db.labelled_intervals(chunk, settings.start, settings.stop, settings.interval)
+                          if settings.schema.label_field else {})
+                no_data = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
+                tasks = (joblib.delayed(guarded_train)(s, data.get(s, no_data),
+                                                       labels.get(s, pd.DatetimeIndex([], tz="UTC")), settings, threads)
+                         for s in chunk)
+                for sensor_id, (status, message) in zip(chunk, run_tasks(tasks)):
+                    counts[status] += 1
+                    if status == "failed":
+                        logger.error("sensor %r: failed:\n%s", sensor_id, message)
+                    else:
+                        logger.info("sensor %r: %s", sensor_id, message)
+    finally:
+        if client is not None:
+            client.close()
     logger.info("done in %.1fs: %d trained, %d skipped, %d failed", time.monotonic() - began,
                 counts["trained"], counts["skipped"], counts["failed"])
     return 1 if counts["failed"] else 0
@@ -215,4 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the importable module, so worker processes find guarded_train and the settings by name.
+    import sensor_training
+
+    sys.exit(sensor_training.main())

@@ -123,7 +123,7 @@ def test_save_commits_metadata_with_checksums(tmp_path):
     assert loaded["paths"] == {key: directory / name for key, name in record["files"].items()}
     assert loaded["paths"]["model"].read_bytes() == b"model-bytes"
     assert joblib.load(loaded["paths"]["scaler"]).mean_.tolist() == [3.0]
-    loaded_weights = artifacts.load_weights(loaded["paths"]["weights"])
+    loaded_weights = artifacts.load_weights(loaded["paths"]["weights"], record["sha256"]["weights"])
     assert sorted(loaded_weights) == sorted(artifacts.WEIGHT_NAMES)
     assert loaded_weights["decoder_recurrent_kernel"].shape == (2, 8)
     assert (loaded_weights["output_bias"] == 1.0).all()
@@ -200,3 +200,11 @@ def test_save_replaces_damaged_metadata(tmp_path):
     (tmp_path / "metadata.json").write_text('{"format_version": 1,')
     record = save(tmp_path, 2)
     assert artifacts.load_metadata(tmp_path)["version"] == record["version"]
+
+
+def test_load_weights_refuses_a_damaged_file(tmp_path):
+    record = save(tmp_path, 1)
+    path = tmp_path / record["files"]["weights"]
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ArtifactError, match="weights-.*: missing or damaged"):
+        artifacts.load_weights(path, record["sha256"]["weights"])

@@ -236,3 +236,24 @@ def test_connection_rejects_unknown_api(build_parser, capsys):
         build_parser().parse_args(["--api", "sql"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'sql'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, expected", [(None, None), ("1/1", (1, 1)), ("2/4", (2, 4))])
+def test_parse_shard(text, expected):
+    assert config.parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "2", "a/b", "1/0", "-1/2"])
+def test_parse_shard_rejects(text):
+    with pytest.raises(ConfigError, match=re.escape(f"--shard: {text!r} is not I/N")):
+        config.parse_shard(text)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_are_disjoint_and_cover_every_sensor(count):
+    ids = [f"sensor {n}" for n in range(2000)] + ["ümlaut", "a,b=c d", ""]
+    parts = [{s for s in ids if config.in_shard(s, (index, count))} for index in range(1, count + 1)]
+    assert sum(len(p) for p in parts) == len(ids)
+    assert set().union(*parts) == set(ids)
+    if count > 1:
+        assert min(len(p) for p in parts) > 0.8 * len(ids) / count  # roughly even

@@ -220,16 +220,17 @@ def test_training_skips_unusable_sensors_and_trains_the_rest(influxd, database, 
     assert len(list((tmp_path / "models").glob("*/metadata.json"))) == 1
 
 
-def test_labelled_intervals_are_left_out_of_training_and_the_seed_makes_it_reproducible(influxd, database, tmp_path):
+def test_labelled_intervals_are_left_out_and_the_seed_gives_the_same_threshold_in_or_out_of_workers(influxd, database, tmp_path):
     start = NOW - pd.Timedelta(days=4)
     index = pd.date_range(start, NOW, freq="15min", inclusive="left")
     values, anomaly = sensor_data.inject(sensor_data.normal_readings("s1", index, 2), index, "s1", "level_shift",
                                          NOW - pd.Timedelta(days=2), INTERVAL)
     local_influxd.write(influxd.url, database, sensor_data.readings_lines("s1", index, values, labelled=[anomaly]))
     thresholds = []
-    for run in range(2):
-        models = tmp_path / f"models{run}"
+    for jobs in (1, 2):
+        models = tmp_path / f"models{jobs}"
         args = ["--now", NOW.isoformat(), "--start=-4d", "--units", "8", "--epochs", "3", "--seed", "5",
+                "--jobs", str(jobs),
                 "--label-field", "manual_anomaly", "--models-dir", str(models), *write_config(tmp_path)]
         result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}, tmp_path)
         assert result.returncode == 0, result.stderr
@@ -238,3 +239,15 @@ def test_labelled_intervals_are_left_out_of_training_and_the_seed_makes_it_repro
         assert record["labelled_intervals_dropped"] == 12
         thresholds.append(record["threshold"])
     assert thresholds[0] == thresholds[1]
+
+
+def test_two_shards_score_disjoint_parts_that_cover_the_fleet(scoring):
+    predict, scores, _, _ = scoring
+    scored_by = []
+    for shard in ("1/2", "2/2"):
+        result = predict("--now", NOW.isoformat(), "--shard", shard)
+        assert result.returncode == 0, result.stderr
+        scored_by.append({s for s in SENSORS + [QUIET] if f"sensor {s!r}: 96 windows" in result.stderr})
+    assert scored_by[0].isdisjoint(scored_by[1])
+    assert scored_by[0] | scored_by[1] == set(SENSORS + [QUIET])
+    assert all(len(scores(s)) == 96 for s in SENSORS + [QUIET])

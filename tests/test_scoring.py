@@ -16,7 +16,7 @@ H = pd.Timedelta(hours=1)
 
 
 def settings(**overrides) -> sensor_predict.PredictSettings:
-    values = dict(connection=None, schema=None, sensors=(), sensor_config=SensorConfig({}, {}),
+    values = dict(connection=None, schema=None, sensors=(), shard=None, sensor_config=SensorConfig({}, {}),
                   interval=pd.Timedelta(minutes=15), max_gap=H, models_dir=Path("models"), chunk_size=200, now=NOW,
                   start=None, stop=None, max_catchup=pd.Timedelta(days=7), first_run=pd.Timedelta(days=1),
                   dry_run=False, delay=pd.Timedelta(0), engine="numpy")
