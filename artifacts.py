@@ -14,12 +14,16 @@ the old metadata a moment earlier can still open its files.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
 import secrets
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,36 @@ WEIGHT_NAMES = ("encoder_kernel", "encoder_recurrent_kernel", "encoder_bias", "d
 
 class ArtifactError(RuntimeError):
     """A model directory that cannot be used: missing, corrupt or of another format."""
+
+
+EXIT_LOCKED = 75  # EX_TEMPFAIL: the deploy units count it as a skipped run, not a failure
+
+
+class LockedError(RuntimeError):
+    """Another run of the same job holds the lock."""
+
+
+@contextlib.contextmanager
+def job_lock(models_dir: Path, job: str) -> Iterator[Path]:
+    """Hold a per-host lock for one job and models directory; a second run raises LockedError at once.
+
+    The lock file lives in the temporary directory, not the models directory, so scorers can run on
+    a read-only copy of the models; the kernel releases it when the process ends, however it ends.
+    """
+    key = hashlib.sha256(str(models_dir.resolve()).encode("utf-8")).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"sensor-anomaly-{job}-{key}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockedError(f"another {job} run for {models_dir} is still going (pid {holder}, lock {path}); "
+                              f"this run exits without doing anything") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield path
 
 
 def sensor_dir(models_dir: Path, sensor_id: str) -> Path:

@@ -48,6 +48,8 @@ class Connection:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     conn.add_argument("--username", default=env("INFLUX_USERNAME"), help="INFLUX_USERNAME (InfluxQL)")
     conn.add_argument("--password", default=env("INFLUX_PASSWORD"), help="INFLUX_PASSWORD; prefer the variable")
     conn.add_argument("--timeout", default="30s", help="per-request timeout (default 30s)")
+    conn.add_argument("--retries", type=int, default=3, choices=range(0, 11), metavar="N",
+                      help="try a request that failed for a passing reason (no connection, time-out, HTTP 5xx) "
+                           "again up to N times, waiting 1s, 2s, 4s, ... (default 3)")
 
     schema = parser.add_argument_group("input schema")
     schema.add_argument("--measurement", default="READINGS", help="measurement holding the readings (default READINGS)")
@@ -252,6 +257,7 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
         username=args.username or None,
         password=args.password or None,
         timeout_s=parse_duration(args.timeout, "--timeout").total_seconds(),
+        retries=args.retries,
     )
 
 

@@ -12,9 +12,11 @@ import base64
 import json
 import logging
 import math
+import time
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,13 +26,21 @@ from config import Connection, Schema
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 WRITE_BATCH_LINES = 5000
 # What InfluxDB unescapes after a backslash in measurements and field keys (tags: only ",= ").
 NAME_UNESCAPED = ',= "'
 
 
 class InfluxError(RuntimeError):
-    """A database problem: unreachable, refused, missing database, bad query. Never holds a secret."""
+    """A database problem: unreachable, refused, missing database, bad query. Never holds a secret.
+
+    ``transient`` errors (no connection, time-out, HTTP 5xx or 429) may succeed when tried again.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 # ---------------------------------------------------------------- line protocol
@@ -396,23 +406,45 @@ class Influx:
         except ValueError as e:
             raise InfluxError(f"InfluxDB at {self.url} sent a response that is not JSON: {e}") from None
 
+    def _retry(self, operation: Callable[[], T]) -> T:
+        """Run an operation, trying transient failures again with exponential backoff.
+
+        Writes are safe to repeat: the same points land on the same keys.
+        """
+        retries = self.connection.retries
+        for attempt in range(retries + 1):
+            try:
+                return operation()
+            except InfluxError as e:
+                if not e.transient or attempt == retries:
+                    raise
+                delay = self.connection.backoff_s * 2 ** attempt
+                logger.warning("%s; trying again in %gs (%d of %d)", e, delay, attempt + 1, retries)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
     def _request(self, method: str, path: str, fields: dict | None = None, body: bytes | None = None):
         url = self.connection.url + path
         if fields:
             url += "?" + urllib.parse.urlencode(fields)
-        try:
-            response = self._http.request(method, url, body=body)
-        except urllib3.exceptions.HTTPError as e:
-            raise self._unreachable(e) from None
-        if response.status >= 400:
-            raise self._http_error(response.status, response.data.decode("utf-8", "replace"))
-        return response
+
+        def once():
+            try:
+                response = self._http.request(method, url, body=body)
+            except urllib3.exceptions.HTTPError as e:
+                raise self._unreachable(e) from None
+            if response.status >= 400:
+                raise self._http_error(response.status, response.data.decode("utf-8", "replace"))
+            return response
+
+        return self._retry(once)
 
     def _unreachable(self, error: Exception) -> InfluxError:
         reason = getattr(error, "reason", None) or error
         return InfluxError(
             f"cannot reach InfluxDB at {self.url} ({type(reason).__name__}); "
-            f"check INFLUX_URL or --url, the network, and that the server is running"
+            f"check INFLUX_URL or --url, the network, and that the server is running",
+            transient=True,
         )
 
     def _http_error(self, status: int, text: str) -> InfluxError:
@@ -425,7 +457,9 @@ class Influx:
             message = json.loads(text).get("error") or json.loads(text).get("message") or text
         except (ValueError, AttributeError):
             message = text
-        return self._explain(f"HTTP {status}: {message.strip()[:300]}")
+        error = self._explain(f"HTTP {status}: {message.strip()[:300]}")
+        error.transient = status >= 500 or status == 429
+        return error
 
     def _explain(self, message: str) -> InfluxError:
         lowered = message.lower()
@@ -461,27 +495,33 @@ class Influx:
             for key, value in params.items() if value is not None
         ])
         logger.debug("Flux: %s", query)
-        try:
-            tables = self._flux_client.query_api().query(query, params={"params": record})
-        except ApiException as e:
-            raise self._api_error(e) from None
-        except urllib3.exceptions.HTTPError as e:
-            raise self._unreachable(e) from None
-        return [record.values for table in tables for record in table.records]
+
+        def once():
+            try:
+                return self._flux_client.query_api().query(query, params={"params": record})
+            except ApiException as e:
+                raise self._api_error(e) from None
+            except urllib3.exceptions.HTTPError as e:
+                raise self._unreachable(e) from None
+
+        return [row.values for table in self._retry(once) for row in table.records]
 
     def _flux_write(self, batch: Sequence[str]) -> None:
         from influxdb_client import WritePrecision
         from influxdb_client.client.write_api import SYNCHRONOUS
         from influxdb_client.rest import ApiException
 
-        try:
-            with self._flux_client.write_api(write_options=SYNCHRONOUS) as writer:
-                writer.write(bucket=self.connection.bucket, org=self.connection.org, record=list(batch),
-                             write_precision=WritePrecision.S)
-        except ApiException as e:
-            raise self._api_error(e) from None
-        except urllib3.exceptions.HTTPError as e:
-            raise self._unreachable(e) from None
+        def once():
+            try:
+                with self._flux_client.write_api(write_options=SYNCHRONOUS) as writer:
+                    writer.write(bucket=self.connection.bucket, org=self.connection.org, record=list(batch),
+                                 write_precision=WritePrecision.S)
+            except ApiException as e:
+                raise self._api_error(e) from None
+            except urllib3.exceptions.HTTPError as e:
+                raise self._unreachable(e) from None
+
+        self._retry(once)
 
     def _api_error(self, e) -> InfluxError:
         body = e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else (e.body or e.reason or "")

@@ -6,7 +6,8 @@ most --max-catchup back), so a job that missed ticks catches up by itself, and a
 points instead of adding new ones. Only complete intervals are scored.
 
 Exit status: 0 when no sensor failed, 1 when any failed or the database could not be used,
-2 for bad configuration.
+2 for bad configuration, 75 when another scoring run for the same models directory is still going
+(this one does nothing).
 """
 from __future__ import annotations
 
@@ -241,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("configuration: %s", e)
         return 2
     try:
-        return run(settings)
+        with artifacts.job_lock(settings.models_dir, "sensor_predict"):
+            return run(settings)
+    except artifacts.LockedError as e:
+        logger.warning("%s", e)
+        return artifacts.EXIT_LOCKED
     except InfluxError as e:
         logger.error("%s", e)
         return 1

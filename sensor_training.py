@@ -2,7 +2,8 @@
 """Monthly job: fit one LSTM autoencoder per sensor from its InfluxDB history and save it.
 
 Exit status: 0 when every selected sensor trained or was deliberately skipped, 1 when any failed
-or the database could not be used, 2 for bad configuration.
+or the database could not be used, 2 for bad configuration, 75 when another training run for the
+same models directory is still going (this one does nothing).
 """
 from __future__ import annotations
 
@@ -259,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("configuration: %s", e)
         return 2
     try:
-        return run(settings)
+        with artifacts.job_lock(settings.models_dir, "sensor_training"):
+            return run(settings)
+    except artifacts.LockedError as e:
+        logger.warning("%s", e)
+        return artifacts.EXIT_LOCKED
     except InfluxError as e:
         logger.error("%s", e)
         return 1

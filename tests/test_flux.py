@@ -241,7 +241,7 @@ def fake():
 
 
 def connect(url: str, **changes) -> Influx:
-    settings = dict(url=url, api="auto", token=TOKEN, org=ORG, bucket=BUCKET, timeout_s=5.0)
+    settings = dict(url=url, api="auto", token=TOKEN, org=ORG, bucket=BUCKET, timeout_s=5.0, backoff_s=0.01)
     settings.update(changes)
     return Influx(Connection(**settings), SCHEMA)
 

@@ -100,8 +100,10 @@ def test_bad_credentials_are_reported_without_the_secret(tmp_path):
         server.stop()
 
 
-def test_an_unreachable_server():
+def test_an_unreachable_server_is_tried_again_then_reported(caplog):
     url = f"http://127.0.0.1:{local_influxd.free_port()}"
+    connection = Connection(url=url, api="auto", database="d", retries=2, backoff_s=0.01)
     with pytest.raises(InfluxError, match=f"cannot reach InfluxDB at {url}"):
-        with connect(url, "d"):
+        with Influx(connection, Schema()):
             pass
+    assert [r.message.rsplit("(", 1)[-1] for r in caplog.records] == ["1 of 2)", "2 of 2)"]

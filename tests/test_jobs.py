@@ -190,9 +190,11 @@ def test_a_bad_config_stops_the_job_before_it_writes(scoring, tmp_path, ratios, 
 def test_an_unreachable_server_gives_one_clear_line(scoring, tmp_path):
     predict, _, _, _ = scoring
     port = local_influxd.free_port()
-    result = predict("--now", NOW.isoformat(), env={"INFLUX_URL": f"http://user:hunter2@127.0.0.1:{port}"})
+    result = predict("--now", NOW.isoformat(), "--retries", "1",
+                     env={"INFLUX_URL": f"http://user:hunter2@127.0.0.1:{port}"})
     assert result.returncode == 1
     assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
+    assert "trying again in 1s (1 of 1)" in result.stderr
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
@@ -251,3 +253,16 @@ def test_two_shards_score_disjoint_parts_that_cover_the_fleet(scoring):
     assert scored_by[0].isdisjoint(scored_by[1])
     assert scored_by[0] | scored_by[1] == set(SENSORS + [QUIET])
     assert all(len(scores(s)) == 96 for s in SENSORS + [QUIET])
+
+
+def test_a_second_run_refuses_to_start_while_the_first_holds_the_lock(scoring, trained):
+    import artifacts
+
+    predict, scores, _, _ = scoring
+    models_dir, _ = trained
+    with artifacts.job_lock(models_dir, "sensor_predict"):
+        result = predict("--now", NOW.isoformat())
+    assert result.returncode == artifacts.EXIT_LOCKED
+    assert "another sensor_predict run" in result.stderr and "still going" in result.stderr
+    assert scores(QUIET).empty
+    assert predict("--now", NOW.isoformat()).returncode == 0  # the lock goes with its holder

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Benchmark: sensors trained per hour by sensor_training.py, and where the time goes.
+
+Not part of the test suite. Starts a throwaway influxd, writes generated 15-minute readings
+(tools.sensor_data) and runs sensor_training.py as a separate process, as cron does, with the default
+model settings. Sensors per hour come from the job's wall time, from spawn to exit, so Python and
+TensorFlow start-up are included. The job logs one line per sensor with its total time only, so the
+breakdown (data read, clean, build, fit, threshold, save) is measured in this process afterwards, for
+a few sensors, by calling the functions the job calls in the order it calls them.
+
+When ``sensor_training.py --help`` lists ``--jobs``, the job runs with --jobs 1 and then --jobs 2;
+otherwise it runs once with its defaults.
+
+    .venv/bin/python bench/bench_training.py            # full run: 12 sensors x 90 days, default model
+    .venv/bin/python bench/bench_training.py --quick    # about a minute, for development
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import artifacts  # noqa: E402
+import clean  # noqa: E402
+import config  # noqa: E402
+import sensor_training  # noqa: E402
+from influx_interact import Influx  # noqa: E402
+from tools import local_influxd, sensor_data  # noqa: E402
+
+JOB = ROOT / "sensor_training.py"
+# The job trains on [NOW - days, NOW); a fixed time keeps runs comparable.
+NOW = pd.Timestamp("2026-01-15T00:00:00Z")
+INTERVAL = pd.Timedelta(minutes=15)
+DATABASE = "bench"
+TARGET_PER_HOUR = 120
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+TRAINED = re.compile(r"sensor (?P<id>.+?): trained in (?P<s>[\d.]+)s: (?P<windows>\d+) windows, (?P<epochs>\d+) epochs, "
+                     r"val loss (?P<val>[\d.]+), threshold (?P<threshold>[\d.]+)")
+DONE = re.compile(r"done in (?P<s>[\d.]+)s: (?P<trained>\d+) trained, (?P<skipped>\d+) skipped, (?P<failed>\d+) failed")
+
+
+@dataclass
+class JobRun:
+    label: str
+    argv: list[str]
+    returncode: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_tree_rss_mb: float = 0.0
+    log: str = ""
+    sensors: list[dict] = field(default_factory=list)
+    done: dict | None = None
+
+    def figures(self, sensors: int) -> dict:
+        trained = self.done["trained"] if self.done else len(self.sensors)
+        out = {
+            "argv": self.argv, "returncode": self.returncode, "trained": trained,
+            "failed": self.done["failed"] if self.done else None, "wall_s": round(self.wall_s, 2),
+            "sensors_per_hour": round(trained / self.wall_s * 3600, 1) if self.wall_s else 0.0,
+            "cpu_s": round(self.cpu_s, 1), "cpu_per_wall": round(self.cpu_s / self.wall_s, 2) if self.wall_s else 0.0,
+            "peak_rss_mb": round(self.peak_rss_mb, 1), "peak_tree_rss_mb": round(self.peak_tree_rss_mb, 1),
+        }
+        if self.done:
+            # "done in" runs from the start of run(): the rest of the wall time is start-up.
+            out["job_run_s"] = self.done["s"]
+            out["startup_s"] = round(self.wall_s - self.done["s"], 2)
+            out["sensors_per_hour_after_startup"] = round(trained / self.done["s"] * 3600, 1) if self.done["s"] else 0.0
+        if self.sensors:
+            out["per_sensor_logged_s"] = round(statistics.mean(s["s"] for s in self.sensors), 2)
+            out["epochs_mean"] = round(statistics.mean(s["epochs"] for s in self.sensors), 1)
+            out["epochs_max"] = max(s["epochs"] for s in self.sensors)
+            out["val_loss_median"] = statistics.median(s["val"] for s in self.sensors)
+            out["threshold_median"] = statistics.median(s["threshold"] for s in self.sensors)
+        out["all_sensors_trained"] = trained == sensors
+        return out
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of a process and all its descendants, summed (from /proc; racy, so best effort)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def run_job(label: str, argv: list[str], env: dict[str, str], workdir: Path) -> JobRun:
+    """Run the job as its own process; wall time from spawn to exit, peak RSS from os.wait4."""
+    run = JobRun(label, argv)
+    log_path = workdir / f"job-{label.replace(' ', '_').replace('=', '')}.log"
+    peak = [0]
+    finished = threading.Event()
+    began = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, str(JOB), *argv], env=env, cwd=workdir, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def sample() -> None:
+        while not finished.wait(0.25):
+            peak[0] = max(peak[0], tree_rss_bytes(process.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    run.wall_s = time.monotonic() - began
+    finished.set()
+    sampler.join()
+    # Reaped here, so tell Popen, which would otherwise wait for it again.
+    process.returncode = run.returncode = os.waitstatus_to_exitcode(status)
+    run.cpu_s = usage.ru_utime + usage.ru_stime
+    run.peak_rss_mb = usage.ru_maxrss / 1024  # kB on Linux
+    run.peak_tree_rss_mb = peak[0] / 2**20
+    run.log = log_path.read_text(encoding="utf-8", errors="replace")
+    for match in TRAINED.finditer(run.log):
+        run.sensors.append({"id": match["id"], "s": float(match["s"]), "windows": int(match["windows"]),
+                            "epochs": int(match["epochs"]), "val": float(match["val"]),
+                            "threshold": float(match["threshold"])})
+    done = DONE.search(run.log)
+    if done:
+        run.done = {"s": float(done["s"]), **{k: int(done[k]) for k in ("trained", "skipped", "failed")}}
+    return run
+
+
+def job_has_jobs_flag() -> bool:
+    result = subprocess.run([sys.executable, str(JOB), "--help"], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    return re.search(r"--jobs\b", result.stdout) is not None
+
+
+def seed_database(url: str, sensor_ids: list[str], days: int, seed: int) -> int:
+    local_influxd.query(url, f'CREATE DATABASE "{DATABASE}"')
+    index = pd.date_range(NOW - pd.Timedelta(days=days), NOW, freq=INTERVAL, inclusive="left")
+    lines = []
+    for sensor_id in sensor_ids:
+        lines += sensor_data.readings_lines(sensor_id, index, sensor_data.normal_readings(sensor_id, index, seed))
+    local_influxd.write(url, DATABASE, lines)
+    return len(lines)
+
+
+def measure_phases(argv: list[str], url: str, count: int) -> dict:
+    """Each phase of train_sensor() timed in this process, for the first ``count`` sensors.
+
+    The read is one read_means() over every sensor, as the job reads a whole chunk per query; its time
+    is divided by the number of sensors. TensorFlow gets the threads it gets under --jobs 1.
+    """
+    began = time.perf_counter()
+    import model_predict
+    import model_trainer
+
+    import_s = time.perf_counter() - began
+    # What the job does before training with --jobs 1: all cores to TensorFlow's intra-op pool.
+    model_trainer.limit_threads(len(os.sched_getaffinity(0)))
+    settings = sensor_training.settings_from_args(
+        sensor_training.build_parser().parse_args([*argv, "--url", url, "--database", DATABASE]))
+    versions = model_trainer.library_versions()
+    with Influx(settings.connection, settings.schema) as db:
+        t = time.perf_counter()
+        sensor_ids = db.sensor_ids(settings.start, settings.stop)
+        list_s = time.perf_counter() - t
+        t = time.perf_counter()
+        data = db.read_means(sensor_ids, settings.start, settings.stop, settings.interval)
+        read_all_s = time.perf_counter() - t
+    per_sensor = []
+    for sensor_id in sensor_ids[:count]:
+        phase: dict[str, float] = {"read": read_all_s / len(sensor_ids)}
+        t = time.perf_counter()
+        window = settings.sensor_config.window(sensor_id)
+        series = clean.regularize(clean.validate_series(data[sensor_id]), settings.interval, settings.start,
+                                  settings.stop)
+        series = clean.fill_short_gaps(clean.drop_intervals(series, pd.DatetimeIndex([], tz="UTC")),
+                                       settings.max_gap_points)
+        reason = clean.unusable_reason(series, window, settings.min_windows)
+        if reason:
+            raise RuntimeError(f"{sensor_id!r} would be skipped: {reason}")
+        scaler = clean.fit_scaler(series)
+        mean, scale = float(scaler.mean_[0]), float(scaler.scale_[0])
+        windows, _ = clean.windows_without_gaps(clean.scale(series, mean, scale), window)
+        phase["clean"] = time.perf_counter() - t
+        t = time.perf_counter()
+        model = model_trainer.build_model(window, settings.units, settings.dropout)
+        phase["build"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fit = model_trainer.fit_model(model, windows, settings.epochs, settings.batch_size,
+                                      settings.validation_split, settings.patience)
+        phase["fit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        threshold = model_trainer.loss_threshold(model_predict.reconstruction_loss(model, windows), settings.percentile)
+        phase["threshold"] = time.perf_counter() - t
+        t = time.perf_counter()
+        metadata = {"sensor_id": sensor_id, "window": window, "interval_s": int(settings.interval.total_seconds()),
+                    "max_gap_s": int(settings.max_gap.total_seconds()), "percentile": settings.percentile,
+                    "threshold": threshold, "scaler": {"mean": mean, "scale": scale}, "windows": int(len(windows)),
+                    "model": {"units": settings.units, "dropout": settings.dropout, "epochs": fit.epochs,
+                              "batch_size": settings.batch_size, "seed": settings.seed},
+                    "train_loss": fit.train_loss, "val_loss": fit.val_loss, "versions": versions,
+                    "trained_at": config.format_time(pd.Timestamp.now(tz="UTC"))}
+        artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler,
+                       model_trainer.export_weights(model), metadata)
+        phase["save"] = time.perf_counter() - t
+        phase["total"] = sum(phase.values())
+        per_sensor.append({"sensor_id": sensor_id, "windows": int(len(windows)), "epochs": fit.epochs,
+                           "s_per_epoch": phase["fit"] / fit.epochs, "phases_s": phase})
+        print(f"  in-process {sensor_id!r}: " + ", ".join(f"{k} {v:.2f}s" for k, v in phase.items())
+              + f"; {len(windows)} windows, {fit.epochs} epochs", flush=True)
+    names = ("read", "clean", "build", "fit", "threshold", "save", "total")
+    return {
+        "source": f"in-process, first {len(per_sensor)} of {len(sensor_ids)} sensors, after the job runs",
+        "import_tensorflow_s": round(import_s, 2),
+        "list_sensors_s": round(list_s, 3),
+        "read_all_sensors_s": round(read_all_s, 3),
+        "per_sensor_mean_s": {n: round(statistics.mean(p["phases_s"][n] for p in per_sensor), 3) for n in names},
+        "sensors": per_sensor,
+    }
+
+
+def print_report(runs: list[JobRun], phases: dict | None, sensors: int) -> None:
+    print("\njob runs (sensor_training.py as a process; wall time from spawn to exit):")
+    header = (f"{'run':<10} {'rc':>3} {'trained':>7} {'wall s':>8} {'sensors/h':>9} {'startup s':>9} "
+              f"{'s/sensor':>8} {'epochs':>6} {'CPU/wall':>8} {'peak RSS MB':>11} {'tree RSS MB':>11}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        f = run.figures(sensors)
+        print(f"{run.label:<10} {f['returncode']:>3} {f['trained']:>7} {f['wall_s']:>8.1f} {f['sensors_per_hour']:>9.1f} "
+              f"{f.get('startup_s', float('nan')):>9.1f} {f.get('per_sensor_logged_s', float('nan')):>8.1f} "
+              f"{f.get('epochs_mean', float('nan')):>6.1f} {f['cpu_per_wall']:>8.2f} {f['peak_rss_mb']:>11.0f} "
+              f"{f['peak_tree_rss_mb']:>11.0f}")
+    print("  s/sensor: mean of the job's own 'trained in' lines; startup: wall time minus the job's 'done in';\n"
+          "  peak RSS: ru_maxrss from os.wait4 (largest single process: the job or a reaped worker);\n"
+          "  tree RSS: the job and its descendants summed, sampled every 0.25 s")
+    if phases:
+        mean = phases["per_sensor_mean_s"]
+        total = mean["total"] or 1.0
+        print(f"\nwhere the time goes per sensor ({phases['source']}):")
+        for name in ("read", "clean", "build", "fit", "threshold", "save"):
+            print(f"  {name:<10} {mean[name]:8.2f}s {100 * mean[name] / total:5.1f}%")
+        print(f"  {'total':<10} {mean['total']:8.2f}s  -> {3600 / total:.0f} sensors/hour in one process")
+        print(f"  once per process: import TensorFlow {phases['import_tensorflow_s']:.1f}s, "
+              f"list sensors {phases['list_sensors_s']:.2f}s, read all sensors {phases['read_all_sensors_s']:.2f}s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="about a minute: 3 sensors, 14 days, 2 epochs, 1 sensor timed in-process")
+    parser.add_argument("--sensors", type=int, help="sensors (default 12; quick 3)")
+    parser.add_argument("--days", type=int, help="days of readings, all trained on (default 90; quick 14)")
+    parser.add_argument("--epochs", type=int, help="epoch limit passed to the job (default: the job's own; quick 2)")
+    parser.add_argument("--phase-sensors", type=int, help="sensors timed phase by phase in-process (default 2; quick 1)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated readings (default 7)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quick = args.quick
+    sensors = args.sensors or (3 if quick else 12)
+    days = args.days or (14 if quick else 90)
+    epochs = args.epochs or (2 if quick else None)
+    phase_sensors = min(sensors, args.phase_sensors if args.phase_sensors is not None else (1 if quick else 2))
+    has_jobs = job_has_jobs_flag()
+    modes = [("jobs=1", ["--jobs", "1"]), ("jobs=2", ["--jobs", "2"])] if has_jobs else [("default", [])]
+    defaults = sensor_training.build_parser()
+    print(f"bench_training: {sensors} sensors x {days} days of 15m readings, training range "
+          f"{config.format_time(NOW - pd.Timedelta(days=days))} .. {config.format_time(NOW)}; "
+          f"units {defaults.get_default('units')}, epochs <= {epochs or defaults.get_default('epochs')}, "
+          f"patience {defaults.get_default('patience')}, batch {defaults.get_default('batch_size')}, no seed"
+          + ("  [--quick: fewer sensors, days and epochs than the full run]" if quick else ""))
+    print("sensor_training.py --jobs: " + (f"present (default {defaults.get_default('jobs')}), measuring --jobs 1 "
+                                           f"and --jobs 2" if has_jobs
+                                           else "not present, measuring the default (one process, sequential)"))
+    print(f"{os.cpu_count()} CPUs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+    sensor_ids = [f"bench sensor {n + 1:03d}" for n in range(sensors)]
+    runs: list[JobRun] = []
+    phases = None
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        workdir = Path(tmp)
+        server = local_influxd.LocalInfluxd(workdir / "influxd")
+        try:
+            server.start()
+            t = time.perf_counter()
+            points = seed_database(server.url, sensor_ids, days, args.seed)
+            print(f"wrote {points} readings to a throwaway influxd at {server.url} in {time.perf_counter() - t:.1f}s",
+                  flush=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
+            env.update(INFLUX_URL=server.url, INFLUX_DATABASE=DATABASE)
+            common = ["--now", config.format_time(NOW), f"--start=-{days}d"] + (["--epochs", str(epochs)] if epochs else [])
+            for label, extra in modes:
+                job_argv = common + ["--models-dir", str(workdir / f"models-{label}")] + extra
+                print(f"running sensor_training.py {' '.join(job_argv)}", flush=True)
+                run = run_job(label, job_argv, env, workdir)
+                runs.append(run)
+                print(f"  {label}: exit {run.returncode}, {len(run.sensors)} trained in {run.wall_s:.1f}s wall",
+                      flush=True)
+                if run.returncode != 0 or not run.done:
+                    print("  the job did not finish cleanly; the end of its log:\n"
+                          + "\n".join("    " + line for line in run.log.splitlines()[-20:]), flush=True)
+            if phase_sensors:
+                print(f"timing phases in-process for {phase_sensors} sensor(s)", flush=True)
+                phases = measure_phases(common + ["--models-dir", str(workdir / "models-phases")], server.url,
+                                        phase_sensors)
+        finally:
+            server.stop()
+
+    print_report(runs, phases, sensors)
+    for run in runs:
+        rate = run.figures(sensors)["sensors_per_hour"]
+        print(f"target >= {TARGET_PER_HOUR} sensors/hour, {run.label}: {rate:.1f} -> "
+              + ("met" if rate >= TARGET_PER_HOUR else f"not met ({TARGET_PER_HOUR / rate:.1f}x short)" if rate else "no data"))
+    if quick:
+        print("(--quick: fewer days and epochs than the full run, so these rates say nothing about the target)")
+    print(json.dumps({
+        "sensors": sensors, "days": days, "interval": "15m", "epochs_limit": epochs or defaults.get_default("epochs"),
+        "units": defaults.get_default("units"), "quick": quick, "jobs_flag": has_jobs,
+        "jobs_default": defaults.get_default("jobs") if has_jobs else None, "cpus": os.cpu_count(),
+        "runs": {run.label: run.figures(sensors) for run in runs},
+        "wall_s": {run.label: round(run.wall_s, 2) for run in runs},
+        "sensors_per_hour": {run.label: run.figures(sensors)["sensors_per_hour"] for run in runs},
+        "peak_rss_mb": {run.label: round(run.peak_rss_mb, 1) for run in runs},
+        "phases_s": phases["per_sensor_mean_s"] if phases else None,
+        "phases": phases,
+        "phase_source": phases["source"] if phases else None,
+    }, sort_keys=True))
+    return 0 if all(run.returncode == 0 and run.done for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

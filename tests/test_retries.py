@@ -1,0 +1,80 @@
+"""Transient server errors are tried again with backoff; errors that cannot succeed are not.
+
+A real influxd cannot be made to answer 503 on cue, so this uses a small local HTTP server that
+answers like InfluxDB's v1 API with a scripted sequence of statuses.
+"""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+from config import Connection, Schema
+from influx_interact import Influx, InfluxError
+
+
+class Scripted(BaseHTTPRequestHandler):
+    statuses: list[int] = []
+    seen: list[str] = []
+
+    def _answer(self):
+        path = self.path.split("?")[0]
+        self.seen.append(path)
+        status = self.statuses.pop(0) if self.statuses and path != "/ping" else 204
+        body = b'{"error":"try later"}' if status >= 400 else b""
+        self.send_response(status)
+        self.send_header("X-Influxdb-Version", "1.8.10")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    Scripted.seen = []
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def connect(url):
+    return Influx(Connection(url=url, api="auto", database="d", retries=3, backoff_s=0.01), Schema())
+
+
+@pytest.mark.parametrize("statuses, attempts", [([503, 502], 3), ([429], 2), ([500, 500, 500], 4)])
+def test_transient_errors_are_tried_again(server, statuses, attempts, caplog):
+    _, url = server
+    Scripted.statuses = list(statuses)
+    with connect(url) as db:
+        db.write(["m,uniqueID=a v=1 1"])
+    assert Scripted.seen == ["/ping", *["/write"] * attempts]
+    assert len([r for r in caplog.records if "trying again" in r.message]) == attempts - 1
+
+
+def test_transient_errors_give_up_after_the_retries(server):
+    _, url = server
+    Scripted.statuses = [503] * 5
+    with connect(url) as db:
+        with pytest.raises(InfluxError, match="HTTP 503") as error:
+            db.write(["m,uniqueID=a v=1 1"])
+    assert error.value.transient and Scripted.seen.count("/write") == 4
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_errors_that_cannot_succeed_are_not_repeated(server, status):
+    _, url = server
+    Scripted.statuses = [status]
+    with connect(url) as db:
+        with pytest.raises(InfluxError):
+            db.read_means(["a"], pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-02", tz="UTC"),
+                          pd.Timedelta(minutes=15))
+    assert Scripted.seen == ["/ping", "/query"]
