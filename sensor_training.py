@@ -148,11 +148,14 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
     windows, _ = clean.windows_without_gaps(clean.scale(series, mean, scale), window)
     if settings.seed is not None:
         model_trainer.seed_everything(sensor_seed(settings.seed, sensor_id))
+    fitting = time.monotonic()
     model = model_trainer.build_model(window, settings.units, settings.dropout)
     fit = model_trainer.fit_model(model, windows, settings.epochs, settings.batch_size,
                                   settings.validation_split, settings.patience)
+    thresholding = time.monotonic()
     losses = model_predict.reconstruction_loss(model, windows)
     threshold = model_trainer.loss_threshold(losses, settings.percentile)
+    saving = time.monotonic()
     present = series.dropna().index
     metadata = {
         "sensor_id": sensor_id,
@@ -176,8 +179,10 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
     }
     artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler,
                    model_trainer.export_weights(model), metadata)
-    return (f"trained in {time.monotonic() - began:.1f}s: {len(windows)} windows, {fit.epochs} epochs, "
-            f"val loss {fit.val_loss:.4f}, threshold {threshold:.4f}")
+    done = time.monotonic()
+    return (f"trained in {done - began:.1f}s (prepare {fitting - began:.1f}, fit {thresholding - fitting:.1f}, "
+            f"threshold {saving - thresholding:.1f}, save {done - saving:.1f}): {len(windows)} windows, "
+            f"{fit.epochs} epochs, val loss {fit.val_loss:.4f}, threshold {threshold:.4f}")
 
 
 def guarded_train(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, settings: TrainingSettings,
@@ -230,9 +235,12 @@ def run(settings: TrainingSettings) -> int:
             run_tasks = parallel(settings)
             for first in range(0, len(sensor_ids), settings.chunk_size):
                 chunk = sensor_ids[first:first + settings.chunk_size]
+                reading = time.monotonic()
                 data = db.read_means(chunk, settings.start, settings.stop, settings.interval)
                 labels = (db.labelled_intervals(chunk, settings.start, settings.stop, settings.interval)
                           if settings.schema.label_field else {})
+                logger.info("read %d sensors (%d points) in %.1fs", len(chunk), sum(map(len, data.values())),
+                            time.monotonic() - reading)
                 no_data = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
                 tasks = (joblib.delayed(guarded_train)(s, data.get(s, no_data),
                                                        labels.get(s, pd.DatetimeIndex([], tz="UTC")), settings, threads)
