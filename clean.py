@@ -115,6 +115,10 @@ def unusable_reason(series: pd.Series, window: int, min_windows: int) -> str | N
         return "no data in the training range"
     if values.min() == values.max():
         return f"constant value {values.iloc[0]:g} in the training range"
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = float(np.std(values.to_numpy()))
+    if not np.isfinite(spread):
+        return f"readings up to {values.abs().max():g} are too large to standardize"
     _, ends = windows_without_gaps(series, window)
     if len(ends) < min_windows:
         return f"too little data: {len(ends)} windows of {window} without gaps, need {min_windows}"

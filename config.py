@@ -153,6 +153,11 @@ def _read_json_object(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply to read; it must be one object mapping sensor id "
+                          f"to a number") from None
+    except ValueError as e:  # an integer longer than Python converts (4300 digits)
+        raise ConfigError(f"{path}: not usable JSON: {str(e).partition(';')[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a JSON object mapping sensor id to a number, not {type(data).__name__}")
     return data

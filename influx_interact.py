@@ -30,6 +30,9 @@ T = TypeVar("T")
 WRITE_BATCH_LINES = 5000
 # What InfluxDB unescapes after a backslash in measurements and field keys (tags: only ",= ").
 NAME_UNESCAPED = ',= "'
+# 1e300 as an InfluxQL float literal (it has no exponent notation): no reading is that large, but a device's
+# "no value" sentinel such as 1.8e308 can be, and two of them overflow a mean.
+ABSURD_READING = "1" + "0" * 300 + ".0"
 
 
 class InfluxError(RuntimeError):
@@ -123,10 +126,13 @@ def influxql_sensors(schema: Schema) -> str:
 
 
 def influxql_means(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                   interval: pd.Timedelta) -> str:
+                   interval: pd.Timedelta, sane_only: bool = False) -> str:
+    """``sane_only`` leaves out readings beyond +-ABSURD_READING, so that no mean can overflow."""
+    field = influxql_ident(schema.field)
+    sane = f" AND {field} > -{ABSURD_READING} AND {field} < {ABSURD_READING}" if sane_only else ""
     return (
-        f"SELECT mean({influxql_ident(schema.field)}) FROM {influxql_ident(schema.measurement)} "
-        f"WHERE {_influxql_filters(schema, sensor_ids, start, stop)} "
+        f"SELECT mean({field}) FROM {influxql_ident(schema.measurement)} "
+        f"WHERE {_influxql_filters(schema, sensor_ids, start, stop)}{sane} "
         f"GROUP BY time({int(interval.total_seconds())}s), {influxql_ident(schema.sensor_tag)} fill(none)"
     )
 
@@ -149,14 +155,22 @@ def influxql_last_scored(schema: Schema, sensor_ids: Sequence[str], since: pd.Ti
     )
 
 
-def parse_influxql(body: bytes) -> list[dict]:
+def parse_influxql(body: bytes, lost: list[str] | None = None) -> list[dict]:
     """Merge a (possibly chunked) /query response into one list of series, raising on statement errors.
 
-    Each series is ``{"name": str, "tags": dict, "columns": list, "values": list}``.
+    Each series is ``{"name": str, "tags": dict, "columns": list, "values": list}``. Chunks the server
+    could not encode raise, or, when ``lost`` is given, are left out and their errors appended to it.
     """
     merged: dict[tuple, dict] = {}
     for text in body.decode("utf-8").splitlines():
         if not text.strip():
+            continue
+        if text.startswith("json: "):
+            # InfluxDB 1.x sends Go's encoding error in place of a chunk it cannot encode (a mean that
+            # overflowed to +Inf); the other chunks are whole, so a caller that can do without it says so.
+            if lost is None:
+                raise InfluxError(f"could not encode part of its answer: {text.strip()[:300]}")
+            lost.append(text.strip())
             continue
         document = json.loads(text)
         if "error" in document:
@@ -335,7 +349,14 @@ class Influx:
         else:
             series = self._influxql(influxql_sensors(self.schema))
             ids = {row[1] for s in series for row in s["values"]}
-        return sorted(i for i in ids if i is not None)
+        found = sorted(i for i in ids if i is not None)
+        if not found:
+            where = "".join(f", {key}={value!r}" for key, value in self.schema.where)
+            database = self.connection.bucket if self.dialect == "flux" else self._database
+            logger.warning("nothing to do: no sensor (tag %r%s) in measurement %r of %r at %s; check --measurement, "
+                           "--sensor-tag, --where and the database", self.schema.sensor_tag, where,
+                           self.schema.measurement, database, self.url)
+        return found
 
     def read_means(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
                    interval: pd.Timedelta) -> dict[str, pd.Series]:
@@ -344,8 +365,13 @@ class Influx:
             records = self._flux(flux_means(self.schema), start=start, stop=stop, every=interval,
                                  measurement=self.schema.measurement, field=self.schema.field, sensors=list(sensor_ids))
             return records_by_tag(records, self.schema.sensor_tag)
-        query = influxql_means(self.schema, sensor_ids, start, stop, interval)
-        return series_by_tag(self._influxql(query), self.schema.sensor_tag)
+        lost: list[str] = []
+        series = self._influxql(influxql_means(self.schema, sensor_ids, start, stop, interval), lost)
+        if lost:
+            logger.warning("InfluxDB could not send the mean of some intervals (%s): readings near +-1.8e308 "
+                           "overflowed it; reading again without readings beyond +-1e300", lost[0][:200])
+            series = self._influxql(influxql_means(self.schema, sensor_ids, start, stop, interval, sane_only=True))
+        return series_by_tag(series, self.schema.sensor_tag)
 
     def labelled_intervals(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
                            interval: pd.Timedelta) -> dict[str, pd.DatetimeIndex]:
@@ -395,12 +421,12 @@ class Influx:
             return {"Authorization": f"Token {c.token}"}
         return {}
 
-    def _influxql(self, query: str) -> list[dict]:
+    def _influxql(self, query: str, lost: list[str] | None = None) -> list[dict]:
         logger.debug("InfluxQL: %s", query)
         response = self._request("POST", "/query", fields={
             "db": self._database, "q": query, "epoch": "s", "chunked": "true", "chunk_size": "10000"})
         try:
-            return parse_influxql(response.data)
+            return parse_influxql(response.data, lost)
         except InfluxError as e:
             raise self._explain(str(e)) from None
         except ValueError as e:

@@ -24,6 +24,8 @@ import clean
 ENGINES = ("numpy", "keras")
 # Windows computed together at most; bounds the forward pass to a few tens of MB per 32 units.
 WINDOWS_PER_BATCH = 32768
+# Largest standardized reading scored as it is; float32 reaches 3.4e38, so sums over a window stay finite.
+MAX_STANDARDIZED = 1e30
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,10 @@ def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int
     values : array, shape [n_windows], the (gap-filled) reading at each end
     """
     filled = clean.fill_short_gaps(series, max_gap_points)
-    windows, ends = clean.windows_without_gaps(clean.scale(filled, sensor.mean, sensor.scale), sensor.window)
+    # An absurd reading (1e300) would overflow float32 to inf and the loss with it, which line protocol cannot
+    # carry (and 0 * inf is NaN, which no threshold flags); clipped, its windows still score far above any.
+    scaled = clean.scale(filled, sensor.mean, sensor.scale).clip(-MAX_STANDARDIZED, MAX_STANDARDIZED)
+    windows, ends = clean.windows_without_gaps(scaled, sensor.window)
     keep = (ends >= first) & (ends <= last)
     ends = ends[keep]
     return windows[keep], ends, filled.reindex(ends).to_numpy()

@@ -50,7 +50,7 @@ DATABASE = "bench"
 TARGET_PER_HOUR = 120
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-TRAINED = re.compile(r"sensor (?P<id>.+?): trained in (?P<s>[\d.]+)s: (?P<windows>\d+) windows, (?P<epochs>\d+) epochs, "
+TRAINED = re.compile(r"sensor (?P<id>.+?): trained in (?P<s>[\d.]+)s(?: \([^)]*\))?: (?P<windows>\d+) windows, (?P<epochs>\d+) epochs, "
                      r"val loss (?P<val>[\d.]+), threshold (?P<threshold>[\d.]+)")
 DONE = re.compile(r"done in (?P<s>[\d.]+)s: (?P<trained>\d+) trained, (?P<skipped>\d+) skipped, (?P<failed>\d+) failed")
 

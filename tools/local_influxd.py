@@ -68,12 +68,15 @@ def ensure_influxd() -> str:
 
 
 class LocalInfluxd:
-    """Start with ``start()``, stop with ``stop()``; ``url`` is where it answers."""
+    """Start with ``start()``, stop with ``stop()``; ``url`` is where it answers.
 
-    def __init__(self, root: Path, auth: bool = False):
+    Pass the ``port`` of an earlier server on the same ``root`` to restart it where clients expect it.
+    """
+
+    def __init__(self, root: Path, auth: bool = False, port: int | None = None):
         self.root = Path(root)
         self.auth = auth
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 

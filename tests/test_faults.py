@@ -1,0 +1,554 @@
+"""Faults: the database goes away, training is killed, the disk fills, models are damaged.
+
+Each test runs the jobs as processes, as cron does, against a real influxd of its own, injects one
+fault and then checks the database and the models directory: the run that met the fault exits non-zero
+with a clear line, and the next run once the fault is gone leaves every sensor with exactly one score per
+interval (no gap, no duplicate) and a model that loads.
+
+To kill influxd *during* a read or a write at a known request, the job talks to a small HTTP proxy
+(``FaultProxy``) with the real influxd behind it. The proxy forwards every request and, at the N-th one
+of a kind, SIGKILLs the real server, either before forwarding the request or after the server answered
+it, and drops the job's connection; from then on it drops every connection, as a dead server would.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import artifacts
+import model_predict
+from conftest import ROOT, rows, run_job
+from influx_interact import influxql_string
+from tools import local_influxd, sensor_data
+
+NOW = pd.Timestamp("2026-01-15T00:00:00Z")
+INTERVAL = pd.Timedelta(minutes=15)
+FIRST_RUN = pd.Timedelta(hours=6)
+SENSORS = ["AHU-1 supply air temp", 'Boiler,2="hot" loop=ü', "chiller 3"]  # sorted: the jobs' order
+DATABASE = "sensors"
+TRAIN = ["--start", (NOW - pd.Timedelta(days=4)).isoformat(), "--stop", (NOW - pd.Timedelta(days=1)).isoformat(),
+         "--units", "4", "--epochs", "2", "--patience", "1", "--min-windows", "50", "--seed", "1", "--jobs", "1"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def seed(url: str, database: str = DATABASE) -> None:
+    """Five days of readings every 5 minutes: three to train on, then the days the tests score."""
+    local_influxd.query(url, f'CREATE DATABASE "{database}"')
+    index = pd.date_range(NOW - pd.Timedelta(days=4), NOW + pd.Timedelta(days=1), freq="5min", inclusive="left")
+    lines = []
+    for sensor_id in SENSORS:
+        lines += sensor_data.readings_lines(sensor_id, index, sensor_data.normal_readings(sensor_id, index, 1))
+    local_influxd.write(url, database, lines)
+
+
+def config_args(directory: Path) -> list[str]:
+    (directory / "ratios.json").write_text("{}")
+    (directory / "windows.json").write_text(json.dumps({"default": 4}))
+    return ["--ratios", str(directory / "ratios.json"), "--windows", str(directory / "windows.json")]
+
+
+def env(url: str) -> dict[str, str]:
+    return {"INFLUX_URL": url, "INFLUX_DATABASE": DATABASE}
+
+
+def predict(url: str, models_dir: Path, workdir: Path, now: pd.Timestamp, *extra: str) -> subprocess.CompletedProcess:
+    args = ["--models-dir", str(models_dir), "--delay", "0s", "--first-run", "6h", "--now", now.isoformat(),
+            *config_args(workdir), *extra]
+    return run_job("sensor_predict.py", args, env(url), cwd=workdir, timeout=120)
+
+
+def scored(url: str, sensor_id: str) -> pd.DatetimeIndex:
+    """Times of a sensor's scores, read straight from the server; a point without a loss is not a score."""
+    found = rows(url, DATABASE, f'SELECT "loss", "anomaly" FROM "PREDICT_ANOMALY" '
+                                f'WHERE "uniqueID" = {influxql_string(sensor_id)}')
+    if not found:
+        return pd.DatetimeIndex([], tz="UTC")
+    (_, values), = found
+    assert all(loss is not None and anomaly is not None for _, loss, anomaly in values), values
+    return pd.DatetimeIndex(pd.to_datetime([v[0] for v in values], unit="s", utc=True))
+
+
+def grid(first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
+    return pd.date_range(first, last, freq=INTERVAL)
+
+
+def assert_scored(url: str, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
+    """Every interval end in [first, last] scored exactly once, and nothing else."""
+    times = scored(url, sensor_id)
+    expected = grid(first, last)
+    missing, extra = expected.difference(times), times.difference(expected)
+    assert times.equals(expected), f"{sensor_id!r}: {len(missing)} missing {list(missing[:3])}, extra {list(extra[:3])}"
+
+
+def assert_prefix(url: str, sensor_id: str, first: pd.Timestamp) -> pd.Timestamp | None:
+    """A run that failed part way may have scored a sensor up to some time, but never with a hole."""
+    times = scored(url, sensor_id)
+    if times.empty:
+        return None
+    assert times.equals(grid(first, times[-1])), f"{sensor_id!r} has a hole: {list(times)}"
+    return times[-1]
+
+
+def model_state(models_dir: Path) -> dict[str, str]:
+    """Every file under the models directory with its checksum."""
+    return {str(p.relative_to(models_dir)): artifacts.sha256_file(p) for p in sorted(models_dir.rglob("*")) if p.is_file()}
+
+
+def assert_every_model_loads(models_dir: Path) -> dict[str, str]:
+    """Each sensor's committed model passes every checksum and loads; returns the version of each."""
+    versions = {}
+    for sensor_id in SENSORS:
+        directory = artifacts.sensor_dir(models_dir, sensor_id)
+        metadata = artifacts.load_metadata(directory)  # verifies the checksums of all three files
+        model = model_predict.load_sensor_model(directory)
+        assert model.sensor_id == sensor_id and model.window == 4 and model.threshold > 0
+        versions[sensor_id] = metadata["version"]
+    return versions
+
+
+class Influxd:
+    """A test's own influxd that can be stopped, killed and restarted on the same data and port."""
+
+    def __init__(self, root: Path):
+        self.server = local_influxd.LocalInfluxd(root).start()
+        self.url = self.server.url
+
+    def kill(self) -> None:
+        if self.server.process is not None and self.server.process.poll() is None:
+            self.server.process.kill()
+            self.server.process.wait()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def restart(self) -> None:
+        self.kill()
+        self.server = local_influxd.LocalInfluxd(self.server.root, port=self.server.port).start()
+
+
+class FaultProxy:
+    """HTTP proxy to a real influxd that SIGKILLs it at the ``nth`` request ``matching`` (method, path).
+
+    ``when`` is ``before`` (the request never reaches the server) or ``after`` (the server handled it, but
+    its answer never reaches the job). Either way the job's connection is dropped, and so is every later one.
+    """
+
+    def __init__(self, influxd: Influxd, matching, nth: int, when: str):
+        self.influxd, self.matching, self.nth, self.when = influxd, matching, nth, when
+        self.count = 0
+        self.killed = False
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                action = proxy.decide(self.command, self.path)
+                if action == "drop":
+                    self.close_connection = True
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", proxy.influxd.server.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                upstream.close()
+                if action == "kill after":
+                    proxy.influxd.kill()
+                    self.close_connection = True
+                    return
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def decide(self, method: str, path: str) -> str:
+        with self.lock:
+            if self.killed:
+                return "drop"
+            if self.matching(method, path):
+                self.count += 1
+                if self.count == self.nth:
+                    self.killed = True
+                    if self.when == "before":
+                        self.influxd.kill()
+                        return "drop"
+                    return "kill after"
+            return "forward"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def is_read(method: str, path: str) -> bool:
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("q", [""])[0]
+    return query.startswith("SELECT mean(")
+
+
+def is_write(method: str, path: str) -> bool:
+    return path.startswith("/write")
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def trained(influxd, tmp_path_factory):
+    """A models directory with a good model of every sensor, trained once for the module."""
+    workdir = tmp_path_factory.mktemp("faults-trained")
+    database = "faults_training"
+    seed(influxd.url, database)
+    args = [*TRAIN, "--models-dir", str(workdir / "models"), *config_args(workdir)]
+    result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}, workdir)
+    assert result.returncode == 0, result.stderr
+    assert "3 trained, 0 skipped, 0 failed" in result.stderr
+    return workdir / "models"
+
+
+@pytest.fixture
+def models(trained, tmp_path) -> Path:
+    """This test's copy of the trained models."""
+    copy = tmp_path / "models"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+@pytest.fixture
+def server(tmp_path):
+    """This test's own influxd, seeded; stopped at the end however the test left it."""
+    influxd = Influxd(tmp_path / "influxd")
+    seed(influxd.url)
+    yield influxd
+    influxd.stop()
+
+
+@pytest.fixture
+def proxies():
+    made = []
+    yield made
+    for proxy in made:
+        proxy.close()
+
+
+# ---------------------------------------------------------------- the database goes away
+
+
+def test_server_stopped_before_a_run_then_the_next_run_catches_up(server, models, tmp_path):
+    earlier, later = NOW - pd.Timedelta(hours=3), NOW + pd.Timedelta(hours=2)
+    assert predict(server.url, models, tmp_path, earlier).returncode == 0
+    server.stop()
+    result = predict(server.url, models, tmp_path, NOW, "--retries", "1", "--timeout", "2s")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"cannot reach InfluxDB at {server.url}" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    server.restart()
+    for sensor_id in SENSORS:  # the first run's scores survived the stop
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, earlier - INTERVAL)
+    result = predict(server.url, models, tmp_path, later)
+    assert result.returncode == 0, result.stderr
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, later - INTERVAL)
+
+
+def test_training_with_the_server_stopped_changes_no_model(server, models, tmp_path):
+    before = model_state(models)
+    server.stop()
+    result = run_job("sensor_training.py", [*TRAIN, "--models-dir", str(models), "--retries", "0", *config_args(tmp_path)],
+                     env(server.url), tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert f"cannot reach InfluxDB at {server.url}" in result.stderr and "Traceback" not in result.stderr
+    assert model_state(models) == before
+
+
+@pytest.mark.parametrize("kind, matching, when, survivors", [
+    pytest.param("read", is_read, "before", 1, id="killed during the second read"),
+    pytest.param("write", is_write, "before", 1, id="killed before the second write lands"),
+    pytest.param("write", is_write, "after", 2, id="killed after the second write landed, before it was answered"),
+])
+def test_server_killed_during_a_run_then_the_next_run_scores_every_missed_interval(
+        server, models, tmp_path, proxies, kind, matching, when, survivors):
+    """With one sensor per chunk, the job reads and writes once per sensor; the server dies at the second."""
+    earlier, later = NOW - pd.Timedelta(hours=3), NOW + pd.Timedelta(hours=2)
+    assert predict(server.url, models, tmp_path, earlier).returncode == 0
+    proxy = FaultProxy(server, matching, nth=2, when=when)
+    proxies.append(proxy)
+    result = predict(proxy.url, models, tmp_path, NOW, "--chunk-size", "1", "--retries", "1", "--timeout", "5s")
+    assert proxy.killed and server.server.process.poll() is not None
+    assert result.returncode == 1, result.stderr
+    assert f"cannot reach InfluxDB at {proxy.url}" in result.stderr and "Traceback" not in result.stderr
+    server.restart()
+    # What the failed run left: whole sensors before the fault, untouched sensors after it, no holes.
+    reached = [assert_prefix(server.url, s, earlier - FIRST_RUN) for s in SENSORS]
+    assert reached == [NOW - INTERVAL] * survivors + [earlier - INTERVAL] * (len(SENSORS) - survivors)
+    result = predict(server.url, models, tmp_path, later)
+    assert result.returncode == 0, result.stderr
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, later - INTERVAL)
+
+
+def test_server_killed_and_restarted_between_runs_loses_no_acknowledged_score(server, models, tmp_path):
+    earlier = NOW - pd.Timedelta(hours=3)
+    assert predict(server.url, models, tmp_path, earlier).returncode == 0
+    server.restart()  # SIGKILL, then a new influxd on the same data and port
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, earlier - INTERVAL)
+    result = predict(server.url, models, tmp_path, NOW)
+    assert result.returncode == 0, result.stderr
+    assert "0 up to date" in result.stderr
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, NOW - INTERVAL)
+
+
+def test_a_server_that_never_answers_times_out(models, tmp_path):
+    """A listening socket that never accepts: the request times out, is tried once more, and the job ends."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        result = predict(url, models, tmp_path, NOW, "--retries", "1", "--timeout", "1s")
+        took = time.monotonic() - began
+    assert result.returncode == 1
+    assert f"cannot reach InfluxDB at {url} (ReadTimeoutError)" in result.stderr
+    assert "trying again in 1s (1 of 1)" in result.stderr and "Traceback" not in result.stderr
+    assert took < 30
+
+
+# ---------------------------------------------------------------- training is killed, the disk fills
+
+
+# Runs the training job with artifacts._fsync traced: at its N-th call (N from the environment) it says so
+# on stderr and waits to be killed, so the SIGKILL lands at a known step of a save.
+KILL_POINTS = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+import artifacts, sensor_training
+
+fsync, calls, kill_at = artifacts._fsync, [0], int(os.environ["KILL_AT_FSYNC"])
+
+def fsync_then_wait(path):
+    fsync(path)
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.write(2, ("FAULT POINT " + str(calls[0]) + " after fsync of " + str(path) + "\\n").encode())
+        time.sleep(60)
+
+artifacts._fsync = fsync_then_wait
+sys.exit(sensor_training.main(sys.argv[1:]))
+"""
+# A save fsyncs the model, scaler and weights files, the temporary metadata (then os.replace commits it),
+# and the directory (then the old version is pruned): five calls per sensor. Killing after the 2nd or 3rd
+# leaves the same kind of state as after the 1st (new files nothing names), so those are not repeated.
+FSYNCS_PER_SAVE = 5
+SAVE_STEPS = {1: "new model file written", 4: "temporary metadata written, not yet committed",
+              5: "metadata committed, old version not yet pruned"}
+
+
+def train_and_kill(command: list[str], url: str, cwd: Path, when, extra_env: dict[str, str] | None = None) -> str:
+    """Run training as a process and SIGKILL it ``when(line)`` seconds after the first stderr line for
+    which that is not None; return its stderr. Fails when the job ended before it could be killed."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
+    full_env.update(env(url), **(extra_env or {}))
+    process = subprocess.Popen(command, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            delay = when(line)
+            if delay is not None:
+                time.sleep(delay)
+                process.send_signal(signal.SIGKILL)
+                break
+        lines.append(process.stderr.read())
+        process.wait()
+    finally:
+        watchdog.cancel()
+        process.stderr.close()
+    stderr = "".join(lines)
+    assert process.returncode == -signal.SIGKILL, f"the job was not killed (exit {process.returncode}):\n{stderr}"
+    return stderr
+
+
+def test_training_killed_at_random_points_leaves_every_model_loadable(server, models, tmp_path):
+    """SIGKILL at each distinct step of a save (of a sensor picked at random) and once at a random moment
+    of a fit: every sensor's committed model passes its checksums and loads after every kill, and the
+    models score afterwards. A sensor's new model counts only once its metadata is committed."""
+    rng = random.Random(20260115)
+    args = [*TRAIN, "--models-dir", str(models), *config_args(tmp_path)]
+    (tmp_path / "kill_points.py").write_text(KILL_POINTS.format(root=str(ROOT)))
+    versions = assert_every_model_loads(models)
+    for step, name in SAVE_STEPS.items():
+        victim = rng.randrange(len(SENSORS))  # saves of the sensors before it complete
+        fsync_call = victim * FSYNCS_PER_SAVE + step
+        stderr = train_and_kill([sys.executable, str(tmp_path / "kill_points.py"), *args], server.url, tmp_path,
+                                lambda line: 0 if line.startswith("FAULT POINT") else None,
+                                {"KILL_AT_FSYNC": str(fsync_call)})
+        assert f"FAULT POINT {fsync_call} after fsync of {artifacts.sensor_dir(models, SENSORS[victim])}" in stderr
+        uncommitted = list(artifacts.sensor_dir(models, SENSORS[victim]).glob(".metadata.json.*.tmp"))
+        assert bool(uncommitted) == (step == 4), name
+        now = assert_every_model_loads(models)
+        committed = victim + 1 if step == FSYNCS_PER_SAVE else victim
+        for number, sensor_id in enumerate(SENSORS):
+            changed = now[sensor_id] != versions[sensor_id]
+            assert changed == (number < committed), f"killed when {name} for {SENSORS[victim]!r}: {sensor_id!r}"
+        versions = now
+    delay = rng.uniform(0.0, 0.5)
+    train_and_kill([sys.executable, str(ROOT / "sensor_training.py"), *args], server.url, tmp_path,
+                   lambda line: delay if ": trained in " in line else None)
+    assert_every_model_loads(models)
+    result = predict(server.url, models, tmp_path, NOW)
+    assert result.returncode == 0, result.stderr
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, NOW - FIRST_RUN, NOW - INTERVAL)
+
+
+def test_disk_full_during_a_save_keeps_the_previous_model(server, models, tmp_path):
+    """A full disk is simulated with RLIMIT_FSIZE in the job's process: writing any file past 16 KiB fails
+    with EFBIG, which the Keras model file (about 40 KiB) reaches part way through being written."""
+    limit = 16 * 1024
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    before = assert_every_model_loads(models)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
+    full_env.update(env(server.url))
+    result = subprocess.run([sys.executable, str(ROOT / "sensor_training.py"), *TRAIN, "--models-dir", str(models),
+                             *config_args(tmp_path)], env=full_env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, stdin=subprocess.DEVNULL, preexec_fn=limit_file_size)
+    assert result.returncode == 1, result.stderr
+    for sensor_id in SENSORS:
+        assert f"sensor {sensor_id!r}: failed:" in result.stderr
+    assert "File too large" in result.stderr and "0 trained, 0 skipped, 3 failed" in result.stderr
+    assert assert_every_model_loads(models) == before
+    for sensor_id in SENSORS:  # the half-written file is there, and nothing names it
+        directory = artifacts.sensor_dir(models, sensor_id)
+        named = set(json.loads((directory / artifacts.METADATA).read_text())["files"].values())
+        partial = [p for p in directory.glob("model-*.keras") if p.name not in named]
+        assert len(partial) == 1 and partial[0].stat().st_size == limit
+    result = predict(server.url, models, tmp_path, NOW)
+    assert result.returncode == 0, result.stderr
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, NOW - FIRST_RUN, NOW - INTERVAL)
+
+
+def test_a_sensor_whose_model_cannot_be_written_fails_alone(server, models, tmp_path):
+    """Tests run as root, for whom a read-only directory is still writable, so the sensor's model
+    directory is made impossible to create instead: a regular file stands at its path."""
+    blocked = artifacts.sensor_dir(models, SENSORS[1])
+    shutil.rmtree(blocked)
+    blocked.write_text("not a directory")
+    result = run_job("sensor_training.py", [*TRAIN, "--models-dir", str(models), *config_args(tmp_path)],
+                     env(server.url), tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert f"sensor {SENSORS[1]!r}: failed:" in result.stderr and "FileExistsError" in result.stderr
+    assert "2 trained, 0 skipped, 1 failed" in result.stderr
+    for sensor_id in (SENSORS[0], SENSORS[2]):
+        assert f"sensor {sensor_id!r}: trained in" in result.stderr
+        model_predict.load_sensor_model(artifacts.sensor_dir(models, sensor_id))
+    assert blocked.read_text() == "not a directory"
+    result = predict(server.url, models, tmp_path, NOW)
+    assert result.returncode == 0, result.stderr
+    assert f"sensor {SENSORS[1]!r}: skipped: no model" in result.stderr
+    assert_scored(server.url, SENSORS[0], NOW - FIRST_RUN, NOW - INTERVAL)
+    assert scored(server.url, SENSORS[1]).empty
+
+
+def test_a_second_training_run_refuses_to_start(server, models, tmp_path):
+    before = model_state(models)
+    with artifacts.job_lock(models, "sensor_training"):
+        result = run_job("sensor_training.py", [*TRAIN, "--models-dir", str(models), *config_args(tmp_path)],
+                         env(server.url), tmp_path, timeout=120)
+    assert result.returncode == artifacts.EXIT_LOCKED
+    assert "another sensor_training run" in result.stderr and "still going" in result.stderr
+    assert model_state(models) == before
+
+
+# ---------------------------------------------------------------- damaged models
+
+
+def flip_a_byte(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+def damage(directory: Path, how: str) -> None:
+    metadata_path = directory / artifacts.METADATA
+    record = json.loads(metadata_path.read_text())
+    files = {key: directory / name for key, name in record["files"].items()}
+    if how == "weights corrupted":
+        flip_a_byte(files["weights"])
+    elif how == "weights truncated":
+        files["weights"].write_bytes(files["weights"].read_bytes()[:100])
+    elif how == "weights missing":
+        files["weights"].unlink()
+    elif how == "Keras model truncated":
+        files["model"].write_bytes(files["model"].read_bytes()[:1000])
+    elif how == "metadata truncated":
+        metadata_path.write_text(metadata_path.read_text()[:200])
+    elif how == "format version 999":
+        metadata_path.write_text(json.dumps(dict(record, format_version=999)))
+    elif how == "metadata emptied":
+        metadata_path.write_text("")
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how, engine, message", [
+    ("weights corrupted", "numpy", "weights-.*: missing or damaged \\(checksum mismatch\\); retrain this sensor"),
+    ("weights truncated", "numpy", "weights-.*: missing or damaged \\(checksum mismatch\\)"),
+    ("weights missing", "numpy", "weights-.*: missing or damaged"),
+    ("Keras model truncated", "keras", "model-.*: missing or damaged \\(checksum mismatch\\)"),
+    ("metadata truncated", "numpy", "metadata.json: unreadable metadata"),
+    ("metadata emptied", "numpy", "metadata.json: unreadable metadata"),
+    ("format version 999", "numpy", "metadata.json: format version 999 is not 1; retrain this sensor"),
+])
+def test_a_damaged_model_fails_its_sensor_and_the_rest_are_scored(server, models, tmp_path, how, engine, message):
+    damage(artifacts.sensor_dir(models, SENSORS[1]), how)
+    result = predict(server.url, models, tmp_path, NOW, "--engine", engine)
+    assert result.returncode == 1, result.stderr
+    assert re.search(re.escape(f"ERROR sensor_predict: sensor {SENSORS[1]!r}: failed: ") + ".*" + message,
+                     result.stderr), result.stderr
+    assert "2 sensors scored" in result.stderr and "1 failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert scored(server.url, SENSORS[1]).empty
+    for sensor_id in (SENSORS[0], SENSORS[2]):
+        assert_scored(server.url, sensor_id, NOW - FIRST_RUN, NOW - INTERVAL)
