@@ -62,6 +62,7 @@ class Schema:
     where: tuple[tuple[str, str], ...] = ()
     label_field: str | None = None
     output_measurement: str = "PREDICT_ANOMALY"
+    health_measurement: str | None = "JOB_HEALTH"
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                      help="window length per sensor (default time_step_sizes.json beside the scripts)")
     job.add_argument("--chunk-size", type=int, default=200, help="sensors per query and per write (default 200)")
     job.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    job.add_argument("--log-format", default="text", choices=("text", "json"),
+                     help="text: one readable line per event (default); json: one JSON object per line")
+    job.add_argument("--health-measurement", default="JOB_HEALTH",
+                     help="measurement that gets one point per run (job, host, duration, counts, exit status); "
+                          "empty to write none (default JOB_HEALTH)")
 
 
 def _valid_url(url: str) -> bool:
@@ -278,6 +284,7 @@ def schema_from_args(args: argparse.Namespace, label_field: str | None = None) -
         where=parse_where(args.where),
         label_field=label_field,
         output_measurement=args.output_measurement,
+        health_measurement=args.health_measurement or None,
     )
 
 
@@ -287,10 +294,62 @@ def positive_int(flag: str, value: int) -> int:
     return value
 
 
-def configure_logging(level: str) -> None:
-    """Logs go to stderr, one line each with a UTC time, so cron mail and journald read the same."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class _ProgressHandler(logging.StreamHandler):
+    """Writes log lines above a progress bar that stays on the terminal's last line."""
+
+    bar = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream.write("\r\033[K")
+        super().emit(record)
+        self.stream.write(self.bar)
+        self.flush()
+
+
+class Progress:
+    """A progress bar on a terminal; nothing at all under cron, systemd or a pipe."""
+
+    def __init__(self, handler: _ProgressHandler | None):
+        self._handler = handler
+
+    def update(self, done: int, total: int, elapsed_s: float) -> None:
+        if self._handler is None or total == 0:
+            return
+        width = 30
+        filled = width * done // total
+        eta = f", {elapsed_s / done * (total - done) / 60:.0f} min left" if done else ""
+        self._handler.bar = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} sensors{eta}"
+        self._handler.stream.write("\r\033[K" + self._handler.bar)
+        self._handler.flush()
+
+    def close(self) -> None:
+        if self._handler is not None:
+            self._handler.bar = ""
+            self._handler.stream.write("\r\033[K")
+            self._handler.flush()
+
+
+def configure_logging(level: str, log_format: str = "text") -> Progress:
+    """Logs go to stderr, one line each with a UTC time, so cron mail and journald read the same;
+    ``json`` makes them one JSON object per line. A terminal also gets a progress bar."""
     logging.Formatter.converter = time.gmtime
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)sZ %(levelname)s %(name)s: %(message)s")
+    interactive = log_format == "text" and sys.stderr.isatty()
+    handler = _ProgressHandler(sys.stderr) if interactive else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json"
+                         else logging.Formatter("%(asctime)sZ %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    return Progress(handler if interactive else None)
 
 
 def format_duration(delta: pd.Timedelta) -> str:

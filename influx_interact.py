@@ -66,8 +66,9 @@ def check_name(text: str, what: str) -> None:
         raise ValueError(f"{what} {text!r} cannot be written as line protocol (empty or contains a line break)")
 
 
-def line_protocol(measurement: str, tags: dict[str, str], fields: dict[str, float | bool | str], time_s: int) -> str:
-    """One point as a line of line protocol, second precision; non-finite floats are left out."""
+def line_protocol(measurement: str, tags: dict[str, str], fields: dict[str, float | bool | str],
+                  timestamp: int) -> str:
+    """One point as line protocol, ``timestamp`` in the write's precision; non-finite floats are left out."""
     check_name(measurement, "measurement")
     tag_text = ""
     for key in sorted(tags):
@@ -85,8 +86,8 @@ def line_protocol(measurement: str, tags: dict[str, str], fields: dict[str, floa
             continue
         parts.append(f"{_escape(key, ',= ', unescaped=NAME_UNESCAPED)}={text}")
     if not parts:
-        raise ValueError(f"point of {measurement!r} at {time_s} has no finite field to write")
-    return f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} {','.join(parts)} {time_s}"
+        raise ValueError(f"point of {measurement!r} at {timestamp} has no finite field to write")
+    return f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} {','.join(parts)} {timestamp}"
 
 
 # ---------------------------------------------------------------- InfluxQL text
@@ -153,6 +154,43 @@ def influxql_last_scored(schema: Schema, sensor_ids: Sequence[str], since: pd.Ti
         f"WHERE {_influxql_filters(schema, sensor_ids, since, None, with_where=False)} "
         f"GROUP BY {influxql_ident(schema.sensor_tag)}"
     )
+
+
+def influxql_last_reading(schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp) -> str:
+    return (
+        f"SELECT last({influxql_ident(schema.field)}) FROM {influxql_ident(schema.measurement)} "
+        f"WHERE {_influxql_filters(schema, sensor_ids, since, None)} GROUP BY {influxql_ident(schema.sensor_tag)}"
+    )
+
+
+def influxql_anomaly_counts(schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp) -> str:
+    return (
+        f'SELECT count("anomaly") FROM {influxql_ident(schema.output_measurement)} '
+        f'WHERE "anomaly" = true AND {_influxql_filters(schema, sensor_ids, since, None, with_where=False)} '
+        f"GROUP BY {influxql_ident(schema.sensor_tag)}"
+    )
+
+
+def influxql_scores(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp) -> str:
+    return (
+        f'SELECT "loss", "threshold", "anomaly", {influxql_ident(schema.field)} '
+        f"FROM {influxql_ident(schema.output_measurement)} "
+        f"WHERE {_influxql_filters(schema, sensor_ids, start, stop, with_where=False)} "
+        f"GROUP BY {influxql_ident(schema.sensor_tag)}"
+    )
+
+
+def frames_by_tag(series_list: Iterable[dict], tag: str) -> dict[str, pd.DataFrame]:
+    """InfluxQL series of several columns grouped by the sensor tag -> {sensor id: frame by UTC time}."""
+    out = {}
+    for series in series_list:
+        sensor_id = series["tags"].get(tag)
+        if sensor_id is None or not series["values"]:
+            continue
+        frame = pd.DataFrame(series["values"], columns=series["columns"])
+        frame.index = pd.to_datetime(frame.pop("time"), unit="s", utc=True)
+        out[sensor_id] = frame
+    return out
 
 
 def parse_influxql(body: bytes, lost: list[str] | None = None) -> list[dict]:
@@ -276,6 +314,47 @@ def flux_last_scored(schema: Schema) -> str:
     ])
 
 
+def flux_last_reading(schema: Schema) -> str:
+    tag = flux_string(schema.sensor_tag)
+    return "\n".join(filter(None, [
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start)",
+        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
+        _flux_tag_filters(schema),
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
+        f"  |> group(columns: [{tag}])",
+        "  |> last()",
+        f'  |> keep(columns: ["_time", "_value", {tag}])',
+    ]))
+
+
+def flux_anomaly_counts(schema: Schema) -> str:
+    tag = flux_string(schema.sensor_tag)
+    return "\n".join([
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start)",
+        '  |> filter(fn: (r) => r._measurement == params.measurement and r._field == "anomaly")',
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
+        "  |> filter(fn: (r) => r._value == true)",
+        "  |> count()",
+        f'  |> keep(columns: ["_value", {tag}])',
+    ])
+
+
+def flux_scores(schema: Schema) -> str:
+    tag = flux_string(schema.sensor_tag)
+    fields = ", ".join(flux_string(f) for f in ("loss", "threshold", "anomaly", schema.field))
+    return "\n".join([
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start, stop: params.stop)",
+        "  |> filter(fn: (r) => r._measurement == params.measurement)",
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
+        f"  |> filter(fn: (r) => contains(value: r._field, set: [{fields}]))",
+        '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+        f'  |> keep(columns: ["_time", {tag}, {fields}])',
+    ])
+
+
 def records_by_tag(records: Iterable[dict], tag: str) -> dict[str, pd.Series]:
     """Flux records (dicts with _time, _value and the tag) -> {sensor id: values by UTC time}."""
     times: dict[str, list] = defaultdict(list)
@@ -396,14 +475,69 @@ class Influx:
             found = series_by_tag(self._influxql(query), self.schema.sensor_tag)
         return {sensor_id: s.index.max() for sensor_id, s in found.items() if len(s)}
 
-    def write(self, lines: Sequence[str]) -> None:
-        """Write line protocol (second precision) in batches; a failed batch raises, earlier ones stay."""
+    def last_reading(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
+        """Time of each sensor's newest raw reading at or after ``since``: how fresh its data is."""
+        if self.dialect == "flux":
+            found = records_by_tag(self._flux(flux_last_reading(self.schema), start=since,
+                                              measurement=self.schema.measurement, field=self.schema.field,
+                                              sensors=list(sensor_ids)), self.schema.sensor_tag)
+        else:
+            found = series_by_tag(self._influxql(influxql_last_reading(self.schema, sensor_ids, since)),
+                                  self.schema.sensor_tag)
+        return {sensor_id: s.index.max() for sensor_id, s in found.items() if len(s)}
+
+    def anomaly_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
+        """Flagged windows per sensor at or after ``since``; sensors with none are absent."""
+        if self.dialect == "flux":
+            records = self._flux(flux_anomaly_counts(self.schema), start=since,
+                                 measurement=self.schema.output_measurement, sensors=list(sensor_ids))
+            return {r[self.schema.sensor_tag]: int(r["_value"]) for r in records if r.get(self.schema.sensor_tag)}
+        series = self._influxql(influxql_anomaly_counts(self.schema, sensor_ids, since))
+        return {s["tags"][self.schema.sensor_tag]: int(s["values"][0][1]) for s in series if s["values"]}
+
+    def read_scores(self, sensor_ids: Sequence[str], start: pd.Timestamp,
+                    stop: pd.Timestamp) -> dict[str, pd.DataFrame]:
+        """What sensor_predict.py wrote: per sensor a frame by window end with loss, threshold, anomaly and
+        the reading (named like --field)."""
+        if self.dialect == "flux":
+            records = self._flux(flux_scores(self.schema), start=start, stop=stop,
+                                 measurement=self.schema.output_measurement, sensors=list(sensor_ids))
+            frames: dict[str, list[dict]] = defaultdict(list)
+            for r in records:
+                frames[r[self.schema.sensor_tag]].append(r)
+            return {
+                sensor_id: pd.DataFrame(rows).set_index(pd.to_datetime([r["_time"] for r in rows], utc=True))[
+                    ["loss", "threshold", "anomaly", self.schema.field]]
+                for sensor_id, rows in frames.items()
+            }
+        series = self._influxql(influxql_scores(self.schema, sensor_ids, start, stop))
+        return frames_by_tag(series, self.schema.sensor_tag)
+
+    def record_run(self, job: str, host: str, fields: dict[str, float | int | str], time_ns: int) -> None:
+        """One point per job run in the health measurement, for dashboards and a deadman alert; nanosecond
+        time, so runs that end in the same second (shards on one host) each keep their point.
+
+        Best effort: a failure is logged, never raised, since the run's own work is already done.
+        """
+        if not self.schema.health_measurement:
+            return
+        try:
+            self.write([line_protocol(self.schema.health_measurement, {"job": job, "host": host}, fields, time_ns)],
+                       precision="ns")
+        except (InfluxError, ValueError) as e:
+            logger.warning("could not record the run in %s: %s", self.schema.health_measurement, e)
+
+    def write(self, lines: Sequence[str], precision: str = "s") -> None:
+        """Write line protocol in batches; a failed batch raises, earlier ones stay.
+
+        ``precision`` is the unit of the timestamps: ``s`` (scores) or ``ns``.
+        """
         for first in range(0, len(lines), WRITE_BATCH_LINES):
             batch = lines[first:first + WRITE_BATCH_LINES]
             if self.dialect == "flux":
-                self._flux_write(batch)
+                self._flux_write(batch, precision)
             else:
-                self._request("POST", "/write", fields={"db": self._database, "precision": "s"},
+                self._request("POST", "/write", fields={"db": self._database, "precision": precision},
                               body="\n".join(batch).encode("utf-8"))
 
     # ------------------------------------------------------------ v1 HTTP
@@ -532,7 +666,7 @@ class Influx:
 
         return [row.values for table in self._retry(once) for row in table.records]
 
-    def _flux_write(self, batch: Sequence[str]) -> None:
+    def _flux_write(self, batch: Sequence[str], precision: str) -> None:
         from influxdb_client import WritePrecision
         from influxdb_client.client.write_api import SYNCHRONOUS
         from influxdb_client.rest import ApiException
@@ -541,7 +675,7 @@ class Influx:
             try:
                 with self._flux_client.write_api(write_options=SYNCHRONOUS) as writer:
                     writer.write(bucket=self.connection.bucket, org=self.connection.org, record=list(batch),
-                                 write_precision=WritePrecision.S)
+                                 write_precision=WritePrecision.NS if precision == "ns" else WritePrecision.S)
             except ApiException as e:
                 raise self._api_error(e) from None
             except urllib3.exceptions.HTTPError as e:

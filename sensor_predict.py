@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -226,16 +227,25 @@ def run(settings: PredictSettings) -> int:
                 sys.stdout.write("".join(line + "\n" for line in lines))
             elif lines:
                 db.write(lines)
+        status = 1 if counts["failed"] else 0
+        duration = time.monotonic() - began
+        if not settings.dry_run:
+            db.record_run("sensor_predict", socket.gethostname(), {
+                "duration_s": round(duration, 3), "sensors_selected": len(sensor_ids),
+                "sensors_done": counts["scored"] + counts["up_to_date"] + counts["no_data"],
+                "sensors_skipped": counts["skipped"], "sensors_failed": counts["failed"],
+                "windows": counts["windows"], "anomalies": counts["anomalies"], "exit_status": status,
+            }, time.time_ns())
     logger.info("done in %.1fs: %d sensors scored (%d windows, %d anomalies), %d up to date, %d without new data, "
-                "%d skipped, %d failed%s", time.monotonic() - began, counts["scored"], counts["windows"],
+                "%d skipped, %d failed%s", duration, counts["scored"], counts["windows"],
                 counts["anomalies"], counts["up_to_date"], counts["no_data"], counts["skipped"], counts["failed"],
                 " (dry run: nothing written)" if settings.dry_run else "")
-    return 1 if counts["failed"] else 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level)
+    config.configure_logging(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
     except ConfigError as e:

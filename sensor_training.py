@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -211,7 +212,7 @@ def parallel(settings: TrainingSettings):
     return joblib.Parallel(n_jobs=settings.jobs, return_as="generator")
 
 
-def run(settings: TrainingSettings) -> int:
+def run(settings: TrainingSettings, progress: config.Progress) -> int:
     import joblib
 
     began = time.monotonic()
@@ -251,17 +252,26 @@ def run(settings: TrainingSettings) -> int:
                         logger.error("sensor %r: failed:\n%s", sensor_id, message)
                     else:
                         logger.info("sensor %r: %s", sensor_id, message)
+                    progress.update(sum(counts.values()), len(sensor_ids), time.monotonic() - began)
+            progress.close()
+            status = 1 if counts["failed"] else 0
+            duration = time.monotonic() - began
+            db.record_run("sensor_training", socket.gethostname(), {
+                "duration_s": round(duration, 3), "sensors_selected": len(sensor_ids),
+                "sensors_done": counts["trained"], "sensors_skipped": counts["skipped"],
+                "sensors_failed": counts["failed"], "exit_status": status,
+            }, time.time_ns())
     finally:
         if client is not None:
             client.close()
-    logger.info("done in %.1fs: %d trained, %d skipped, %d failed", time.monotonic() - began,
-                counts["trained"], counts["skipped"], counts["failed"])
-    return 1 if counts["failed"] else 0
+    logger.info("done in %.1fs: %d trained, %d skipped, %d failed", duration, counts["trained"], counts["skipped"],
+                counts["failed"])
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level)
+    progress = config.configure_logging(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
     except ConfigError as e:
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with artifacts.job_lock(settings.models_dir, "sensor_training"):
-            return run(settings)
+            return run(settings, progress)
     except artifacts.LockedError as e:
         logger.warning("%s", e)
         return artifacts.EXIT_LOCKED

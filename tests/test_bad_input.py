@@ -25,7 +25,7 @@ import pytest
 
 from config import Connection, Schema
 from conftest import rows, run_job
-from influx_interact import Influx, influxql_string, line_protocol
+from influx_interact import Influx, InfluxError, influxql_string, line_protocol, parse_influxql
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")  # a Thursday: InfluxDB's 7-day shards start here
@@ -313,6 +313,16 @@ def test_one_sensor_overflowing_a_mean_does_not_cost_the_others_in_its_read(flee
     assert all(len(series) == 16 for series in means.values())
     assert means[OVERFLOW][NOW - 3 * H] == pytest.approx(fleet["expected"]["overflow at"])
     assert any("could not send the mean" in record.message for record in caplog.records)
+
+
+def test_an_answer_chunk_the_server_could_not_encode_is_left_out_only_when_the_caller_says_so():
+    error = "json: error calling MarshalJSON for type *query.Result: json: unsupported value: +Inf"
+    good = {"name": "READINGS", "tags": {"uniqueID": "s2"}, "columns": ["time", "mean"], "values": [[0, 5.0]]}
+    body = (error + "\n" + json.dumps({"results": [{"statement_id": 0, "series": [good]}]}) + "\n").encode()
+    lost = []
+    assert parse_influxql(body, lost) == [good] and lost == [error]
+    with pytest.raises(InfluxError, match="could not encode part of its answer: json: error calling"):
+        parse_influxql(body)
 
 
 @pytest.mark.parametrize("sensor_id", [DUPLICATES, SHUFFLED])

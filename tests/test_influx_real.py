@@ -107,3 +107,22 @@ def test_an_unreachable_server_is_tried_again_then_reported(caplog):
         with Influx(connection, Schema()):
             pass
     assert [r.message.rsplit("(", 1)[-1] for r in caplog.records] == ["1 of 2)", "2 of 2)"]
+
+
+def test_freshness_anomaly_counts_and_scores_read_back(influxd, readings):
+    scores = [line_protocol("PREDICT_ANOMALY", {"uniqueID": s},
+                            {"val_num": 1.5 * k, "loss": 0.1 * k, "threshold": 0.25, "anomaly": 0.1 * k > 0.25},
+                            int((T0 + pd.Timedelta(minutes=15 * k)).timestamp()))
+              for s in IDS[:2] for k in range(5)]
+    local_influxd.write(influxd.url, readings, scores)
+    with connect(influxd.url, readings) as db:
+        fresh = db.last_reading(IDS, T0 - pd.Timedelta(days=1))
+        counts = db.anomaly_counts(IDS, T0 - pd.Timedelta(days=1))
+        frames = db.read_scores(IDS, T0, T0 + pd.Timedelta(hours=2))
+    assert fresh == {s: T0 + pd.Timedelta(minutes=55) for s in IDS}
+    assert counts == {IDS[0]: 2, IDS[1]: 2}
+    assert sorted(frames) == sorted(IDS[:2])
+    frame = frames[IDS[1]]
+    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num"]
+    assert frame["anomaly"].tolist() == [False, False, False, True, True]
+    assert frame.index[-1] == T0 + pd.Timedelta(hours=1)

@@ -266,3 +266,19 @@ def test_a_second_run_refuses_to_start_while_the_first_holds_the_lock(scoring, t
     assert "another sensor_predict run" in result.stderr and "still going" in result.stderr
     assert scores(QUIET).empty
     assert predict("--now", NOW.isoformat()).returncode == 0  # the lock goes with its holder
+
+
+def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
+    predict, _, _, database = scoring
+    result = predict("--now", NOW.isoformat(), "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(entries[-1])
+    assert entries[-1]["message"].startswith("done in")
+    assert predict("--now", (NOW + INTERVAL).isoformat()).returncode == 0
+    (tags, values), = rows(influxd.url, database, 'SELECT * FROM "JOB_HEALTH" GROUP BY "job"')
+    assert tags == {"job": "sensor_predict"}
+    frame = pd.DataFrame(values, columns=["time", "anomalies", "duration_s", "exit_status", "host", "sensors_done",
+                                          "sensors_failed", "sensors_selected", "sensors_skipped", "windows"])
+    assert frame["sensors_selected"].tolist() == [4, 4] and frame["windows"].tolist() == [4 * 96, 4]
+    assert frame["exit_status"].tolist() == [0, 0] and (frame["duration_s"] > 0).all()

@@ -104,6 +104,8 @@ def test_scaling_round_trips_and_standardizes(values):
                                atol=1e-9 * present.abs().max())
 
 
+# Counting windows casts the raw readings to float32, which overflows (harmlessly) beyond 3.4e38.
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 @SETTINGS
 @given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=2, max_size=30))
 def test_unusable_reason_accepts_only_what_can_be_standardized(values):
