@@ -59,21 +59,21 @@ def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
             keras_model = keras.models.load_model(metadata["paths"]["model"], compile=False)
         else:
             weights = artifacts.load_weights(metadata["paths"]["weights"], metadata["sha256"]["weights"])
+        return SensorModel(
+            sensor_id=metadata["sensor_id"],
+            window=int(metadata["window"]),
+            interval=pd.Timedelta(seconds=metadata["interval_s"]),
+            threshold=float(metadata["threshold"]),
+            mean=float(metadata["scaler"]["mean"]),
+            scale=float(metadata["scaler"]["scale"]),
+            weights=weights,
+            keras_model=keras_model,
+        )
     except artifacts.ArtifactError:
         raise
-    except Exception as e:
+    except Exception as e:  # a metadata key missing or of the wrong type counts as a damaged model too
         raise artifacts.ArtifactError(f"{directory}: cannot be loaded ({type(e).__name__}: {e}); "
                                       f"retrain this sensor") from None
-    return SensorModel(
-        sensor_id=metadata["sensor_id"],
-        window=int(metadata["window"]),
-        interval=pd.Timedelta(seconds=metadata["interval_s"]),
-        threshold=float(metadata["threshold"]),
-        mean=float(metadata["scaler"]["mean"]),
-        scale=float(metadata["scaler"]["scale"]),
-        weights=weights,
-        keras_model=keras_model,
-    )
 
 
 def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int, first: pd.Timestamp,

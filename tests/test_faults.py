@@ -526,6 +526,8 @@ def damage(directory: Path, how: str) -> None:
         metadata_path.write_text(metadata_path.read_text()[:200])
     elif how == "format version 999":
         metadata_path.write_text(json.dumps(dict(record, format_version=999)))
+    elif how == "metadata without its scaler":
+        metadata_path.write_text(json.dumps({key: value for key, value in record.items() if key != "scaler"}))
     elif how == "metadata emptied":
         metadata_path.write_text("")
     else:
@@ -540,6 +542,7 @@ def damage(directory: Path, how: str) -> None:
     ("metadata truncated", "numpy", "metadata.json: unreadable metadata"),
     ("metadata emptied", "numpy", "metadata.json: unreadable metadata"),
     ("format version 999", "numpy", "metadata.json: format version 999 is not 1; retrain this sensor"),
+    ("metadata without its scaler", "numpy", "cannot be loaded \\(KeyError: 'scaler'\\); retrain this sensor"),
 ])
 def test_a_damaged_model_fails_its_sensor_and_the_rest_are_scored(server, models, tmp_path, how, engine, message):
     damage(artifacts.sensor_dir(models, SENSORS[1]), how)
