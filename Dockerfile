@@ -22,6 +22,8 @@ RUN pip install -r requirements.txt
 # The code stays owned by root: the jobs can write their models and nothing else.
 COPY *.py threshold_ratios.json time_step_sizes.json ./
 COPY deploy/container-schedule.sh ./deploy/
+# The generated demo data (docker-compose.yml's seed service: python -m tools.sensor_data).
+COPY tools/ ./tools/
 
 # models/ is the jobs' default --models-dir (beside the scripts). It must exist, owned by the job
 # user, before VOLUME: a new named volume takes its owner from the image.

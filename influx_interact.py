@@ -163,6 +163,14 @@ def influxql_last_reading(schema: Schema, sensor_ids: Sequence[str], since: pd.T
     )
 
 
+def influxql_group_tags(schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> str:
+    return (
+        f"SELECT last({influxql_ident(schema.field)}) FROM {influxql_ident(schema.measurement)} "
+        f"WHERE {_influxql_filters(schema, sensor_ids, since, None)} "
+        f"GROUP BY {influxql_ident(schema.sensor_tag)}, {influxql_ident(key)}"
+    )
+
+
 def influxql_anomaly_counts(schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp) -> str:
     return (
         f'SELECT count("anomaly") FROM {influxql_ident(schema.output_measurement)} '
@@ -328,6 +336,20 @@ def flux_last_reading(schema: Schema) -> str:
     ]))
 
 
+def flux_group_tags(schema: Schema, key: str) -> str:
+    tag, group = flux_string(schema.sensor_tag), flux_string(key)
+    return "\n".join(filter(None, [
+        "from(bucket: params.bucket)",
+        "  |> range(start: params.start)",
+        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
+        _flux_tag_filters(schema),
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors) and exists r[{group}])",
+        f"  |> group(columns: [{tag}, {group}])",
+        "  |> last()",
+        f"  |> keep(columns: [{tag}, {group}])",
+    ]))
+
+
 def flux_anomaly_counts(schema: Schema) -> str:
     tag = flux_string(schema.sensor_tag)
     return "\n".join([
@@ -485,6 +507,22 @@ class Influx:
             found = series_by_tag(self._influxql(influxql_last_reading(self.schema, sensor_ids, since)),
                                   self.schema.sensor_tag)
         return {sensor_id: s.index.max() for sensor_id, s in found.items() if len(s)}
+
+    def group_tags(self, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> dict[str, str]:
+        """Each sensor's value of tag ``key`` (equipment, site) in its readings since ``since``; with several
+        values, the one of its newest reading. Sensors without the tag are absent."""
+        tag = self.schema.sensor_tag
+        if self.dialect == "flux":
+            records = self._flux(flux_group_tags(self.schema, key), start=since, measurement=self.schema.measurement,
+                                 field=self.schema.field, sensors=list(sensor_ids))
+            return {r[tag]: r[key] for r in records if r.get(tag) is not None and r.get(key)}
+        series = self._influxql(influxql_group_tags(self.schema, sensor_ids, since, key))
+        newest: dict[str, tuple[int, str]] = {}
+        for s in series:
+            sensor_id, value = s["tags"].get(tag), s["tags"].get(key)
+            if sensor_id and value and s["values"] and s["values"][0][0] >= newest.get(sensor_id, (-1, ""))[0]:
+                newest[sensor_id] = (s["values"][0][0], value)
+        return {sensor_id: value for sensor_id, (_, value) in newest.items()}
 
     def anomaly_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
         """Flagged windows per sensor at or after ``since``; sensors with none are absent."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +29,21 @@ from config import ConfigError, Connection, Schema, SensorConfig
 from influx_interact import Influx, InfluxError, line_protocol
 
 logger = logging.getLogger("sensor_predict")
+
+
+@dataclass(frozen=True)
+class AnnounceSettings:
+    """What becomes of events: annotations, incidents, webhook messages (see notify.py)."""
+
+    events_measurement: str | None
+    incident_tag: str | None
+    incidents_measurement: str
+    incident_window: pd.Timedelta
+    notify_url: str | None = field(repr=False)
+    notify_style: str
+    notify_cooldown: pd.Timedelta
+    notify_max_age: pd.Timedelta
+    state_file: Path
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class PredictSettings:
     first_run: pd.Timedelta
     dry_run: bool
     engine: str
+    announce: AnnounceSettings
 
     @property
     def max_gap_points(self) -> int:
@@ -68,6 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--first-run", default="1d", help="how far back a sensor's first run scores (default 1d)")
     job.add_argument("--engine", choices=("numpy", "keras"), default="numpy",
                      help="numpy: fast forward pass from exported weights (default); keras: load each Keras model")
+    events = parser.add_argument_group("events, incidents and notifications")
+    events.add_argument("--events-measurement", default="ANOMALY_EVENTS",
+                        help="one point per anomaly event (run of flagged windows) for graph annotations; "
+                             "empty for none (default ANOMALY_EVENTS)")
+    events.add_argument("--incident-tag", metavar="KEY",
+                        help="group concurrent events of sensors sharing this tag (e.g. equipRef) into incidents")
+    events.add_argument("--incidents-measurement", default="INCIDENTS", help="where incidents go (default INCIDENTS)")
+    events.add_argument("--incident-window", default="1h",
+                        help="events of one group at most this far apart form one incident (default 1h)")
+    events.add_argument("--notify-url", default=os.environ.get("SENSOR_NOTIFY_URL"),
+                        help="SENSOR_NOTIFY_URL: webhook that gets one message per new event or incident; "
+                             "prefer the variable, the URL is a secret")
+    events.add_argument("--notify-style", choices=("json", "slack", "teams"), default="json",
+                        help="message shape: plain JSON, Slack incoming webhook, Teams card (default json)")
+    events.add_argument("--notify-cooldown", default="1h",
+                        help="after a message, nothing more for that sensor or group for this long (default 1h)")
+    events.add_argument("--notify-max-age", default="1d",
+                        help="events that ended longer ago than this (a catch-up) are recorded, not sent (default 1d)")
+    events.add_argument("--state-file", type=Path,
+                        help="memory of ongoing events and sent messages (default .sensor_predict-state.json in "
+                             "--models-dir; one per --shard)")
     job.add_argument("--dry-run", action="store_true", help="print the line protocol that would be written; write nothing")
     return parser
 
@@ -99,6 +137,19 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         first_run=config.parse_duration(args.first_run, "--first-run"),
         dry_run=args.dry_run,
         engine=args.engine,
+        announce=AnnounceSettings(
+            events_measurement=args.events_measurement or None,
+            incident_tag=args.incident_tag or None,
+            incidents_measurement=args.incidents_measurement,
+            incident_window=config.parse_duration(args.incident_window, "--incident-window"),
+            notify_url=args.notify_url or None,
+            notify_style=args.notify_style,
+            notify_cooldown=config.parse_duration(args.notify_cooldown, "--notify-cooldown", allow_zero=True),
+            notify_max_age=config.parse_duration(args.notify_max_age, "--notify-max-age"),
+            state_file=args.state_file or args.models_dir / (
+                ".sensor_predict-state.json" if not args.shard else
+                f".sensor_predict-state-{args.shard.replace('/', 'of')}.json"),
+        ),
     )
 
 
@@ -152,8 +203,9 @@ def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[s
     return models
 
 
-def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int]) -> list[str]:
-    """Score one chunk of sensors with one read; return the lines to write."""
+def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int],
+                scored: dict[str, pd.DataFrame]) -> list[str]:
+    """Score one chunk of sensors with one read; return the lines to write and add each frame to ``scored``."""
     import model_predict
 
     models = load_models(sensor_ids, settings, counts)
@@ -201,6 +253,7 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
             threshold = models[sensor_id].threshold * settings.sensor_config.ratio(sensor_id)
             scores = model_predict.flags(ends, values, loss, threshold)
             lines += score_lines(sensor_id, scores, settings.schema)
+            scored[sensor_id] = scores
         except Exception:
             logger.exception("sensor %r: failed", sensor_id)
             counts["failed"] += 1
@@ -214,20 +267,74 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
     return lines
 
 
+def announce(db: Influx, settings: PredictSettings, scored: dict[str, pd.DataFrame], counts: dict[str, int]) -> None:
+    """Turn this run's flags into events: annotations and incidents in InfluxDB, messages to the webhook.
+
+    The state file remembers ongoing events and what was sent, so an event that lasts several runs stays
+    one event and nothing is sent twice. See notify.py for the rules.
+    """
+    import notify
+
+    a = settings.announce
+    if not (a.events_measurement or a.incident_tag or a.notify_url):
+        return
+    now, interval = settings.now, settings.interval
+    text = a.state_file.read_text(encoding="utf-8") if a.state_file.exists() else None
+    state, problem = notify.load_state(text)
+    if problem:
+        logger.warning("%s: %s; starting with no memory of earlier events", a.state_file, problem)
+    found = [e for sensor_id, scores in scored.items() for e in notify.events(sensor_id, scores, interval)]
+    found, state = notify.resume(found, state, interval, {s: f.index[-1] for s, f in scored.items()})
+    known = found + notify.tracked_events(state, since=now - a.incident_window - interval * 2)
+    known = list({e.key: e for e in known}.values())
+    groups = db.group_tags(list(scored), now - settings.max_catchup, a.incident_tag) if a.incident_tag else {}
+    found_incidents = notify.incidents(known, groups, a.incident_window)
+    lines = notify.annotation_lines(found, settings.schema.sensor_tag, a.events_measurement) \
+        if a.events_measurement else []
+    lines += notify.incident_lines(found_incidents, a.incident_tag, a.incidents_measurement) if a.incident_tag else []
+    db.write(lines)
+    sent = []
+    if a.notify_url:
+        items = found_incidents + [e for e in known if e.sensor_id not in groups]
+        due, state = notify.due_notifications(items, state, a.notify_cooldown, now, a.notify_max_age)
+        context = notify.Context(measurement=settings.schema.output_measurement,
+                                 sensor_tag=settings.schema.sensor_tag, group_tag=a.incident_tag or "group",
+                                 incident_measurement=a.incidents_measurement)
+        for item in due:
+            try:
+                notify.post(a.notify_url, notify.payload(item, a.notify_style, context), settings.connection.timeout_s)
+            except notify.NotifyError as e:
+                logger.error("notification not sent: %s", e)
+                counts["notify_failed"] += 1
+                if e.transient:
+                    break
+            else:
+                sent.append(item)
+    state = notify.mark_sent(state, sent, now)
+    temporary = a.state_file.with_name(a.state_file.name + ".tmp")
+    temporary.write_text(notify.dump_state(state), encoding="utf-8")
+    os.replace(temporary, a.state_file)
+    logger.info("%d events (%d incidents), %d notifications sent", len(found), len(found_incidents), len(sent))
+
+
 def run(settings: PredictSettings) -> int:
     began = time.monotonic()
-    counts = dict.fromkeys(("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies"), 0)
+    counts = dict.fromkeys(("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies",
+                            "notify_failed"), 0)
+    scored: dict[str, pd.DataFrame] = {}
     with Influx(settings.connection, settings.schema) as db:
         now = settings.now.floor(settings.interval)
         found = list(settings.sensors) or db.sensor_ids(now - settings.max_catchup, settings.now)
         sensor_ids = [s for s in found if config.in_shard(s, settings.shard)]
         for first in range(0, len(sensor_ids), settings.chunk_size):
-            lines = score_chunk(db, sensor_ids[first:first + settings.chunk_size], settings, counts)
+            lines = score_chunk(db, sensor_ids[first:first + settings.chunk_size], settings, counts, scored)
             if settings.dry_run:
                 sys.stdout.write("".join(line + "\n" for line in lines))
             elif lines:
                 db.write(lines)
-        status = 1 if counts["failed"] else 0
+        if not settings.dry_run:
+            announce(db, settings, scored, counts)
+        status = 1 if counts["failed"] or counts["notify_failed"] else 0
         duration = time.monotonic() - began
         if not settings.dry_run:
             db.record_run("sensor_predict", socket.gethostname(), {

@@ -126,3 +126,10 @@ def test_freshness_anomaly_counts_and_scores_read_back(influxd, readings):
     assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num"]
     assert frame["anomaly"].tolist() == [False, False, False, True, True]
     assert frame.index[-1] == T0 + pd.Timedelta(hours=1)
+
+
+def test_group_tags_give_each_sensor_its_tag_value(influxd, readings):
+    with connect(influxd.url, readings) as db:
+        groups = db.group_tags(IDS, T0 - pd.Timedelta(days=1), "siteRef")
+        assert db.group_tags(IDS, T0 - pd.Timedelta(days=1), "no such tag") == {}
+    assert groups == {s: "Campus Energy Centre" if n % 2 == 0 else "Other site" for n, s in enumerate(IDS)}

@@ -282,3 +282,52 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
                                           "sensors_failed", "sensors_selected", "sensors_skipped", "windows"])
     assert frame["sensors_selected"].tolist() == [4, 4] and frame["windows"].tolist() == [4 * 96, 4]
     assert frame["exit_status"].tolist() == [0, 0] and (frame["duration_s"] > 0).all()
+
+
+@pytest.fixture
+def webhook():
+    """A local receiver standing in for Slack/Teams (no real one is reachable here): it keeps every body."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-path", received
+    server.shutdown()
+
+
+def test_events_become_annotations_incidents_and_one_message_each(scoring, influxd, webhook, tmp_path):
+    predict, scores, anomalies, database = scoring
+    url, received = webhook
+    args = ["--notify-cooldown", "0s", "--incident-tag", "siteRef", "--state-file", str(tmp_path / "state.json")]
+    first = predict("--now", (NOW - pd.Timedelta(hours=9)).isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
+    assert first.returncode == 0, first.stderr
+    assert "secret-path" not in first.stderr
+    later = predict("--now", NOW.isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
+    assert later.returncode == 0, later.stderr
+    # every sensor shares siteRef, so concurrent events arrive as incidents of that site, never twice
+    assert received and all(body["kind"] == "incident" for body in received)
+    keys = [(body["group"], body["start"], body["severity"]) for body in received]
+    assert len(keys) == len(set(keys))
+    flagged = set().union(*(body["sensors"] for body in received))
+    assert {a.sensor_id for a in anomalies} <= flagged
+    (_, incident_rows), = rows(influxd.url, database, 'SELECT * FROM "INCIDENTS" GROUP BY "siteRef"')
+    assert len(incident_rows) >= 1
+    events = rows(influxd.url, database, 'SELECT "text", "end_ms" FROM "ANOMALY_EVENTS" GROUP BY "uniqueID"')
+    by_sensor = {tags["uniqueID"]: values for tags, values in events}
+    for anomaly in anomalies:
+        starts = [pd.Timestamp(t, unit="s", tz="UTC") for t, _, _ in by_sensor[anomaly.sensor_id]]
+        assert any(anomaly.start <= s < anomaly.stop + WINDOW * INTERVAL for s in starts), anomaly
+    again = predict("--now", NOW.isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
+    assert again.returncode == 0 and len(received) == len(keys)  # nothing new: nothing sent

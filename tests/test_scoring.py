@@ -19,7 +19,7 @@ def settings(**overrides) -> sensor_predict.PredictSettings:
     values = dict(connection=None, schema=None, sensors=(), shard=None, sensor_config=SensorConfig({}, {}),
                   interval=pd.Timedelta(minutes=15), max_gap=H, models_dir=Path("models"), chunk_size=200, now=NOW,
                   start=None, stop=None, max_catchup=pd.Timedelta(days=7), first_run=pd.Timedelta(days=1),
-                  dry_run=False, delay=pd.Timedelta(0), engine="numpy")
+                  dry_run=False, delay=pd.Timedelta(0), engine="numpy", announce=None)
     values.update(overrides)
     return sensor_predict.PredictSettings(**values)
 

@@ -4,15 +4,22 @@ Each sensor follows a daily cycle with noise, at its own level and amplitude; an
 kinds are injected where asked and returned as labelled spans, so a test can check what is flagged.
 
     python -m tools.sensor_data --url http://127.0.0.1:8086 --database demo --sensors 5 --days 30
+
+--database writes through the 1.x API and creates the database first (the demo, the tests). --bucket
+writes to an existing InfluxDB 2.x bucket the way the jobs do, with INFLUX_TOKEN and INFLUX_ORG (or
+--token, --org): the compose stack's seed service.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from config import ConfigError, parse_time
 
 ANOMALY_KINDS = ("spike", "level_shift", "flatline")
 
@@ -84,23 +91,51 @@ def fleet(sensor_ids: list[str], start: pd.Timestamp, stop: pd.Timestamp, sample
     return lines, anomalies
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--database", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--database", help="InfluxDB 1.x database, created if missing")
+    target.add_argument("--bucket", help="existing InfluxDB 2.x bucket (with --org and --token)")
+    parser.add_argument("--org", default=os.environ.get("INFLUX_ORG"), help="INFLUX_ORG (with --bucket)")
+    parser.add_argument("--token", default=os.environ.get("INFLUX_TOKEN"),
+                        help="INFLUX_TOKEN (with --bucket); prefer the variable: flags show in ps")
     parser.add_argument("--sensors", type=int, default=5)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
-    from tools import local_influxd
+    parser.add_argument("--now", help="RFC3339 time the data end at (default: the clock), for reproducible runs")
+    return parser
 
-    stop = pd.Timestamp.now(tz="UTC").floor("5min")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        now = pd.Timestamp.now(tz="UTC") if args.now is None else parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+    except ConfigError as e:
+        parser.error(str(e))
+    stop = now.floor("5min")
     start = stop - pd.Timedelta(days=args.days)
     sensor_ids = [f"AHU-{n + 1} supply air temp" for n in range(args.sensors)]
     lines, anomalies = fleet(sensor_ids, start, stop, pd.Timedelta(minutes=5), args.seed,
                              anomalies_after=stop - pd.Timedelta(days=1))
-    local_influxd.query(args.url, f'CREATE DATABASE "{args.database}"')
-    local_influxd.write(args.url, args.database, lines)
+    if args.bucket:
+        from config import Connection, Schema
+        from influx_interact import Influx, InfluxError
+
+        connection = Connection(url=args.url.rstrip("/"), api="auto", token=args.token, org=args.org,
+                                bucket=args.bucket)
+        try:
+            with Influx(connection, Schema()) as db:
+                db.write(lines)
+        except InfluxError as e:
+            print(f"sensor_data: {e}", file=sys.stderr)
+            return 1
+    else:
+        from tools import local_influxd
+
+        local_influxd.query(args.url, f'CREATE DATABASE "{args.database}"')
+        local_influxd.write(args.url, args.database, lines)
     print(f"wrote {len(lines)} readings of {len(sensor_ids)} sensors, {start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC")
     for a in anomalies:
         print(f"  injected {a.kind:<11} on {a.sensor_id!r} {a.start:%Y-%m-%d %H:%M} .. {a.stop:%H:%M} UTC")

@@ -1,0 +1,590 @@
+"""notify.py: events, their continuation across runs, notification decisions, payloads, annotation and
+incident lines (tables of tiny cases checked by eye), and post() against a local HTTP receiver."""
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import traceback
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import notify
+from notify import Event, Incident
+
+T0 = pd.Timestamp("2026-01-01T00:00:00Z")  # 1767225600
+I = pd.Timedelta("15m")
+NOW = pd.Timestamp("2026-01-02T00:00:00Z")
+HOUR = pd.Timedelta("1h")
+
+
+def t(k: int) -> pd.Timestamp:
+    return T0 + k * I
+
+
+def scores(flags: str, first: int = 0, skip: tuple[int, ...] = (), losses=None, thresholds=None) -> pd.DataFrame:
+    """Windows ending at t(first), t(first + 1), ...; ``x`` flagged, ``.`` not; ``skip`` positions never scored."""
+    keep = [k for k in range(len(flags)) if k not in skip]
+    loss = losses if losses is not None else [2.0 if c == "x" else 0.1 for c in flags]
+    threshold = thresholds if thresholds is not None else [1.0] * len(flags)
+    return pd.DataFrame({"value": [20.0] * len(keep), "loss": [loss[k] for k in keep],
+                         "threshold": [threshold[k] for k in keep], "anomaly": [flags[k] == "x" for k in keep]},
+                        index=pd.DatetimeIndex([t(first + k) for k in keep]))
+
+
+def ev(sensor: str, start: int, end: int, ongoing: bool = False, peak: float = 2.0) -> Event:
+    return Event(sensor, t(start), t(end), end - start + 1, peak, 1.0, ongoing)
+
+
+def spans(found: list[Event]) -> list[tuple]:
+    """(start, end, windows, ongoing, previous_end) in interval numbers, for tables."""
+    k = lambda stamp: None if stamp is None else int((stamp - T0) / I)  # noqa: E731
+    return [(k(e.start), k(e.end), e.windows, e.ongoing, k(e.previous_end)) for e in found]
+
+
+# ---------------------------------------------------------------- events
+
+
+@pytest.mark.parametrize("flags, skip, expected", [
+    pytest.param("", (), [], id="nothing scored"),
+    pytest.param("....", (), [], id="nothing flagged"),
+    pytest.param("xx..", (), [(0, 1, 2, False, None)], id="ended"),
+    pytest.param("..xx", (), [(2, 3, 2, True, None)], id="reaches the last window: ongoing"),
+    pytest.param("xxxx", (), [(0, 3, 4, True, None)], id="all flagged"),
+    pytest.param("x.x", (), [(0, 0, 1, False, None), (2, 2, 1, True, None)], id="one unflagged window splits"),
+    pytest.param("x..x.", (), [(0, 0, 1, False, None), (3, 3, 1, False, None)], id="two single windows"),
+    pytest.param("xxxx", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], id="a window never scored splits"),
+    pytest.param("xx.x", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], id="gap after the run"),
+])
+def test_events(flags, skip, expected):
+    assert spans(notify.events("s", scores(flags, skip=skip), I)) == expected
+
+
+def test_event_peak_loss_and_its_threshold():
+    found = notify.events("s", scores("xxx", losses=[1.5, 3.0, 2.0], thresholds=[1.0, 1.2, 1.1]), I)
+    assert [(e.sensor_id, e.peak_loss, e.threshold) for e in found] == [("s", 3.0, 1.2)]
+
+
+def test_events_sorts_and_reads_missing_flags_as_false():
+    frame = scores("x.x").iloc[::-1].astype({"anomaly": object})
+    frame.iloc[1, frame.columns.get_loc("anomaly")] = None
+    assert spans(notify.events("s", frame, I)) == [(0, 0, 1, False, None), (2, 2, 1, True, None)]
+    assert notify.events("s", frame, I)[0].start.tz is not None
+
+
+@pytest.mark.parametrize("frame, interval, error, match", [
+    pytest.param(scores("x").reset_index(drop=True), I, TypeError, "DatetimeIndex", id="no time index"),
+    pytest.param(scores("x").tz_localize(None), I, ValueError, "time zone", id="naive times"),
+    pytest.param(scores("x").drop(columns="anomaly"), I, ValueError, "anomaly", id="missing column"),
+    pytest.param(pd.concat([scores("x"), scores("x")]), I, ValueError, "twice", id="duplicate window end"),
+    pytest.param(scores("x"), pd.Timedelta(0), ValueError, "interval", id="zero interval"),
+])
+def test_events_rejects(frame, interval, error, match):
+    with pytest.raises(error, match=match):
+        notify.events("s", frame, interval)
+
+
+# ---------------------------------------------------------------- continuation across runs
+
+
+def remembered(start: int, end: int, ongoing: bool = True) -> dict:
+    _, state = notify.resume([ev("s", start, end, ongoing)], notify.new_state(), I)
+    return state
+
+
+@pytest.mark.parametrize("tracked, flags, first, expected, newest", [
+    pytest.param(None, "..xx", 0, [(2, 3, 2, True, None)], (2, 3), id="nothing remembered"),
+    pytest.param((2, 3), "xx..", 4, [(2, 5, 4, False, 3)], (2, 5), id="next run extends the ongoing event"),
+    pytest.param((2, 3), "x...", 4, [(2, 4, 3, False, 3)], (2, 4), id="one more window"),
+    pytest.param((2, 3), ".x..", 4, [(5, 5, 1, False, None)], (5, 5), id="one clear window between: new event"),
+    pytest.param((2, 3), "x", 6, [(6, 6, 1, True, None)], (6, 6), id="intervals never scored between: new event"),
+    pytest.param((2, 3), "x.x", 4, [(2, 4, 3, False, 3), (6, 6, 1, True, None)], (6, 6), id="extended, then another"),
+    pytest.param((2, 5), "xxxx", 0, [(0, 5, 6, True, None)], (0, 5), id="backfill overlapping: one event"),
+])
+def test_resume(tracked, flags, first, expected, newest):
+    state = remembered(*tracked) if tracked else notify.new_state()
+    before = copy.deepcopy(state)
+    found, new = notify.resume(notify.events("s", scores(flags, first=first), I), state, I)
+    assert spans(found) == expected
+    assert state == before
+    assert spans(notify.tracked_events(new))[0][:2] == newest
+
+
+@pytest.mark.parametrize("last_scored, ongoing", [
+    pytest.param(None, True, id="not told what was scored: still ongoing"),
+    pytest.param(7, False, id="scored past its end without continuing it: ended"),
+    pytest.param(3, True, id="scored only up to its end (a backfill): still ongoing"),
+])
+def test_resume_learns_that_a_remembered_event_ended(last_scored, ongoing):
+    scored = None if last_scored is None else {"s": t(last_scored), "quiet": t(last_scored)}
+    found, state = notify.resume(notify.events("s", scores("....", first=4), I), remembered(2, 3), I, scored)
+    assert found == [] and sorted(state["sensors"]) == ["s"]
+    assert spans(notify.tracked_events(state)) == [(2, 3, 2, ongoing, None)]
+
+
+def test_resume_keeps_other_sensors_and_tracked_events_filters_by_end():
+    state = remembered(2, 3)
+    found, state = notify.resume([ev("u", 8, 9)], state, I)
+    assert [e.sensor_id for e in notify.tracked_events(state)] == ["s", "u"]
+    assert [e.sensor_id for e in notify.tracked_events(state, since=t(4))] == ["u"]
+
+
+# ---------------------------------------------------------------- notification decisions
+
+
+def run(found, state, now=NOW, cooldown=HOUR, max_age=None, send_ok=True):
+    """One run as the caller does it: decide, send (or fail), mark, save and load the state again."""
+    due, state = notify.due_notifications(found, state, cooldown, now, max_age)
+    if send_ok:
+        state = notify.mark_sent(state, due, now)
+    loaded, problem = notify.load_state(notify.dump_state(state))
+    assert problem is None
+    return due, loaded
+
+
+def test_a_new_event_is_sent_once_across_runs():
+    due, state = run([ev("a", 0, 1)], notify.new_state())
+    assert due == [ev("a", 0, 1)]
+    assert run([ev("a", 0, 1)], state, now=NOW + 2 * HOUR)[0] == []
+
+
+def test_an_extended_ongoing_event_is_not_sent_again():
+    found, state = notify.resume(notify.events("a", scores("..xx"), I), notify.new_state(), I)
+    due, state = run(found, state)
+    assert spans(due) == [(2, 3, 2, True, None)]
+    found, state = notify.resume(notify.events("a", scores("xxx.", first=4), I), state, I)
+    assert spans(found) == [(2, 6, 5, False, 3)]
+    assert run(found, state, now=NOW + 2 * HOUR)[0] == []
+
+
+def test_cooldown_suppresses_and_the_suppressed_event_is_never_sent_later():
+    _, state = run([ev("a", 0, 1)], notify.new_state())
+    due, state = run([ev("a", 10, 11, ongoing=True)], state, now=NOW + 10 * pd.Timedelta("1m"))
+    assert due == []
+    due, state = run([ev("a", 10, 20)], state, now=NOW + 3 * HOUR)
+    assert due == []
+    assert run([ev("a", 30, 31)], state, now=NOW + 3 * HOUR)[0] == [ev("a", 30, 31)]
+
+
+@pytest.mark.parametrize("cooldown, expected", [
+    pytest.param(pd.Timedelta(0), [ev("a", 0, 0), ev("a", 5, 5)], id="no cooldown: every new event"),
+    pytest.param(HOUR, [ev("a", 5, 5)], id="cooldown: the newest only"),
+])
+def test_several_new_events_of_one_sensor_in_one_run(cooldown, expected):
+    due, state = run([ev("a", 5, 5), ev("a", 0, 0)], notify.new_state(), cooldown=cooldown)
+    assert due == expected
+    assert run([ev("a", 0, 0), ev("a", 5, 5)], state, now=NOW + 3 * HOUR, cooldown=cooldown)[0] == []
+
+
+def test_one_event_passed_twice_is_one_message():
+    due, _ = notify.due_notifications([ev("a", 0, 1, ongoing=True), ev("a", 0, 3)], notify.new_state(),
+                                      pd.Timedelta(0), NOW)
+    assert due == [ev("a", 0, 3)]
+
+
+def test_cooldown_is_per_sensor():
+    _, state = run([ev("a", 0, 1)], notify.new_state())
+    assert run([ev("a", 5, 5), ev("b", 5, 5)], state, now=NOW + pd.Timedelta("1m"))[0] == [ev("b", 5, 5)]
+
+
+def test_a_failed_send_is_tried_again_next_run_from_the_tracked_event():
+    found, state = notify.resume([ev("a", 0, 1)], notify.new_state(), I)
+    due, state = run(found, state, send_ok=False)
+    assert due == [ev("a", 0, 1)]
+    found, state = notify.resume([], state, I)
+    due, state = run(found + notify.tracked_events(state), state, now=NOW + pd.Timedelta("5m"))
+    assert spans(due) == [(0, 1, 2, False, None)]
+    assert run(notify.tracked_events(state), state, now=NOW + 3 * HOUR)[0] == []
+
+
+def test_max_age_records_old_events_without_sending_them():
+    old = Event("a", NOW - pd.Timedelta(days=3), NOW - pd.Timedelta(days=2), 97, 2.0, 1.0, False)
+    due, state = run([old], notify.new_state(), max_age=pd.Timedelta(days=1))
+    assert due == []
+    assert run([old], state, now=NOW + HOUR)[0] == []
+    old_incident, = notify.incidents([replace(old, sensor_id="b")], GROUPS, I)
+    due, state = run([old_incident], state, max_age=pd.Timedelta(days=1))
+    assert due == [] and run([replace(old, sensor_id="b")], state, now=NOW + HOUR)[0] == []
+
+
+def incident(severity: str, sensors=("a",), start: int = 0, end: int = 4) -> Incident:
+    return Incident("B1", t(start), t(end), tuple(sensors), 5, severity, True)
+
+
+def test_an_incident_is_sent_again_only_when_its_severity_rises():
+    due, state = run([incident("minor")], notify.new_state())
+    assert due == [incident("minor")]
+    soon = NOW + pd.Timedelta("5m")
+    due, state = run([incident("critical", ("a", "b", "c"), end=6)], state, now=soon)
+    assert due == [incident("critical", ("a", "b", "c"), end=6)], "escalation is sent whatever the cooldown"
+    assert run([incident("major", ("a", "b"), end=8)], state, now=soon)[0] == []
+    assert run([incident("critical", ("a", "b", "c"), end=9)], state, now=NOW + 3 * HOUR)[0] == []
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["incident sent", "incident suppressed by the cooldown"])
+def test_events_announced_by_an_incident_are_not_announced_again_without_their_group(sent):
+    earlier = NOW - (3 * HOUR if sent else pd.Timedelta("1m"))
+    _, state = run([incident("minor", start=-10, end=-8)], notify.new_state(), now=earlier)
+    found = notify.incidents([ev("a", 0, 2), ev("b", 1, 3)], GROUPS, I)
+    due, state = run(found, state)
+    assert due == (found if sent else [])
+    assert run([ev("a", 0, 2), ev("b", 1, 3), ev("c", 1, 3)], state, now=NOW + 3 * HOUR)[0] == [ev("c", 1, 3)]
+
+
+def test_groups_and_sensors_of_the_same_name_do_not_share_state():
+    _, state = run([incident("minor")], notify.new_state())
+    assert run([ev("B1", 0, 4)], state, now=NOW + pd.Timedelta("1m"))[0] == [ev("B1", 0, 4)]
+
+
+def test_due_notifications_does_not_change_its_input_and_rejects_bad_arguments():
+    state = run([ev("a", 0, 1)], notify.new_state())[1]
+    before = copy.deepcopy(state)
+    notify.due_notifications([ev("a", 5, 6)], state, HOUR, NOW + 3 * HOUR)
+    notify.mark_sent(state, [ev("a", 5, 6)], NOW)
+    assert state == before
+    with pytest.raises(ValueError, match="cooldown"):
+        notify.due_notifications([], state, -HOUR, NOW)
+    with pytest.raises(ValueError, match="time zone"):
+        notify.due_notifications([], state, HOUR, NOW.tz_localize(None))
+    with pytest.raises(TypeError, match="Event or an Incident"):
+        notify.due_notifications(["a"], state, HOUR, NOW)
+
+
+GOOD = {"format": 1, "sensors": {"b": {"decided": "2026-01-01T00:00:00Z", "notified_at": "2026-01-02T00:00:00Z"}},
+        "groups": {}}
+
+
+@pytest.mark.parametrize("text, problem, kept", [
+    pytest.param(None, None, [], id="no file yet"),
+    pytest.param(json.dumps(GOOD), None, ["b"], id="good"),
+    pytest.param("", "empty", [], id="empty"),
+    pytest.param(" \n", "empty", [], id="blank"),
+    pytest.param('{"format": 1, "sensors": {', "not valid JSON at line 1", [], id="truncated"),
+    pytest.param("[]", "not format 1", [], id="a list"),
+    pytest.param('{"format": 2, "sensors": {}}', "not format 1", [], id="another format"),
+    pytest.param(json.dumps({**GOOD, "sensors": {**GOOD["sensors"], "a": {"decided": "yesterday"}}}),
+                 "1 unreadable entry", ["b"], id="one bad time"),
+    pytest.param(json.dumps({**GOOD, "sensors": {**GOOD["sensors"], "a": {"event": {"start": "2026-01-01T00:00:00Z"}},
+                                                "c": []}}),
+                 "2 unreadable entries", ["b"], id="bad event and bad entry"),
+    pytest.param(json.dumps({**GOOD, "groups": {"g": {"severity": "apocalyptic"}}}), "1 unreadable", ["b"],
+                 id="unknown severity"),
+])
+def test_load_state_tolerates_bad_files(text, problem, kept):
+    state, found = notify.load_state(text)
+    assert (found is None) == (problem is None)
+    if problem:
+        assert problem in found
+    assert sorted(state["sensors"]) == kept
+    assert json.loads(notify.dump_state(state))["format"] == 1
+
+
+def test_a_corrupt_state_starts_fresh_and_sends():
+    state, problem = notify.load_state('{"format": 1, "sens')
+    assert problem and notify.due_notifications([ev("a", 0, 1)], state, HOUR, NOW)[0] == [ev("a", 0, 1)]
+
+
+def test_state_round_trips_with_a_non_finite_loss():
+    found, state = notify.resume([Event("a", t(0), t(0), 1, float("nan"), 1.0, True)], notify.new_state(), I)
+    loaded, problem = notify.load_state(notify.dump_state(state))
+    assert problem is None and loaded == state
+    assert np.isnan(notify.tracked_events(loaded)[0].peak_loss)
+
+
+# ---------------------------------------------------------------- payloads
+
+
+EVENT = Event("AHU 2", t(0), t(2), 3, 2.5, 0.5, False)
+INCIDENT = Incident("Boiler 1", t(0), t(3), ("a", "b"), 5, "major", True)
+
+
+def test_message_text():
+    assert notify.message(EVENT) == ("Anomaly on 'AHU 2': 3 windows, 2026-01-01 00:00 to 00:30 UTC, "
+                                     "peak loss 2.5 > threshold 0.5")
+    assert notify.message(INCIDENT, notify.Context(group_tag="equipRef")) == (
+        "Major incident on equipRef 'Boiler 1': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC, ongoing: 'a', 'b'")
+
+
+def test_json_payload():
+    body = notify.payload(EVENT, "json", notify.Context(measurement="SCORES"))
+    assert body == {"kind": "event", "sensor_id": "AHU 2", "sensor_tag": "uniqueID", "start": "2026-01-01T00:00:00Z",
+                    "end": "2026-01-01T00:30:00Z", "windows": 3, "peak_loss": 2.5, "threshold": 0.5, "ongoing": False,
+                    "measurement": "SCORES", "message": notify.message(EVENT), "link": None}
+    body = notify.payload(INCIDENT, "json")
+    assert body["kind"] == "incident" and body["sensors"] == ["a", "b"] and body["severity"] == "major"
+    assert body["count"] == 2 and body["measurement"] == "INCIDENTS"
+    nan_loss = notify.payload(Event("s", t(0), t(0), 1, float("nan"), 1.0, True), "json")
+    assert json.loads(json.dumps(nan_loss, allow_nan=False))["peak_loss"] is None
+
+
+@pytest.mark.parametrize("item", [EVENT, INCIDENT], ids=["event", "incident"])
+def test_slack_payload_shape(item):
+    body = notify.payload(item, "slack", notify.Context(link="https://grafana.example/d/x?a=1&b=2"))
+    assert set(body) == {"text", "blocks"} and body["text"]
+    header, section = body["blocks"]
+    assert header["type"] == "header" and header["text"]["type"] == "plain_text"
+    assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
+    assert "<https://grafana.example/d/x?a=1&amp;b=2|Open dashboard>" in section["text"]["text"]
+    json.dumps(body, allow_nan=False)
+
+
+def test_slack_escapes_markup_and_respects_limits():
+    body = notify.payload(Event("<!channel> & " + "x" * 4000, t(0), t(0), 1, 2.0, 1.0, True), "slack")
+    assert "<!channel>" not in body["text"] + body["blocks"][1]["text"]["text"]
+    assert body["text"].startswith("Anomaly on '&lt;!channel&gt; &amp; xxx")
+    assert len(body["blocks"][0]["text"]["text"]) <= 150 and len(body["blocks"][1]["text"]["text"]) <= 3000
+
+
+@pytest.mark.parametrize("item", [EVENT, INCIDENT], ids=["event", "incident"])
+@pytest.mark.parametrize("link", [None, "https://chronograf.example/sources/1/dashboards/2"])
+def test_teams_payload_is_an_adaptive_card_envelope(item, link):
+    body = notify.payload(item, "teams", notify.Context(link=link))
+    assert body["type"] == "message" and len(body["attachments"]) == 1
+    attachment = body["attachments"][0]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.2"
+    assert [block["type"] for block in card["body"]] == ["TextBlock", "TextBlock", "FactSet"]
+    assert all(set(fact) == {"title", "value"} for fact in card["body"][2]["facts"])
+    expected = [{"type": "Action.OpenUrl", "title": "Open dashboard", "url": link}] if link else []
+    assert card.get("actions", []) == expected
+
+
+def test_payload_rejects_unknown_style_and_items():
+    with pytest.raises(ValueError, match="style 'discord'"):
+        notify.payload(EVENT, "discord")
+    with pytest.raises(TypeError, match="Event or an Incident"):
+        notify.payload({"sensor_id": "a"}, "json")
+
+
+# ---------------------------------------------------------------- annotation and incident lines
+
+
+def test_annotation_lines():
+    assert notify.annotation_lines([EVENT], "uniqueID") == [
+        'ANOMALY_EVENTS,uniqueID=AHU\\ 2 text="anomaly on \'AHU 2\': 3 windows, 2026-01-01 00:00 to 00:30 UTC, '
+        'peak loss 2.5 > threshold 0.5",end_ms=1767227400000.0,windows=3.0,peak_loss=2.5,threshold=0.5,'
+        'ongoing=false 1767225600']
+
+
+def test_annotation_lines_of_a_grown_event_keep_its_key():
+    first, = notify.annotation_lines([ev("s", 0, 1, ongoing=True)], "uniqueID")
+    later, = notify.annotation_lines([ev("s", 0, 5)], "uniqueID")
+    assert first.split(" ")[0] == later.split(" ")[0] and first.rsplit(" ", 1)[1] == later.rsplit(" ", 1)[1]
+    assert first != later
+
+
+CHRONOGRAF_ID = "8ccfbe53-d683-518b-a85d-f85daf860260"
+
+
+def test_chronograf_lines():
+    now = pd.Timestamp("2026-01-01T01:00:00.5Z")
+    assert notify.chronograf_lines([EVENT], "uniqueID", now) == [
+        f'annotations,id={CHRONOGRAF_ID},uniqueID=AHU\\ 2 deleted=false,text="anomaly on \'AHU 2\': 3 windows, '
+        f'2026-01-01 00:00 to 00:30 UTC, peak loss 2.5 > threshold 0.5",start_time=1767225600000000000i,'
+        f'modified_time_ns=1767229200500000000i 1767227400']
+    moved = Event(EVENT.sensor_id, EVENT.start, EVENT.end, 3, 2.5, 0.5, False, previous_end=t(1))
+    assert notify.chronograf_lines([moved], "uniqueID", now)[1] == (
+        f'annotations,id={CHRONOGRAF_ID},uniqueID=AHU\\ 2 deleted=true,text="",start_time=0i,'
+        f'modified_time_ns=1767229200500000000i 1767226500')
+
+
+def test_chronograf_id_depends_on_the_key_only():
+    assert notify.annotation_id(EVENT) == CHRONOGRAF_ID
+    assert notify.annotation_id(Event("AHU 2", t(0), t(9), 10, 9.0, 1.0, True)) == CHRONOGRAF_ID
+    assert notify.annotation_id(Event("AHU 2", t(1), t(2), 2, 2.5, 0.5, False)) != CHRONOGRAF_ID
+
+
+@pytest.mark.parametrize("tag", ["id", "text", "type", "start_time", "deleted"])
+def test_chronograf_lines_refuse_a_sensor_tag_chronograf_reserves(tag):
+    with pytest.raises(ValueError, match="clashes"):
+        notify.chronograf_lines([EVENT], tag, NOW)
+
+
+GROUPS = {"a": "B1", "b": "B1", "c": "B1", "d": "B1", "e": "B1", "x": "B2", "y": ""}
+
+
+def brief(found: list[Incident]) -> list[tuple]:
+    return [(i.group, i.sensors, int((i.start - T0) / I), int((i.end - T0) / I), i.severity) for i in found]
+
+
+@pytest.mark.parametrize("found, window, options, expected", [
+    pytest.param([], I, {}, [], id="no events"),
+    pytest.param([ev("a", 0, 2)], I, {}, [("B1", ("a",), 0, 2, "minor")], id="one sensor: minor"),
+    pytest.param([ev("a", 0, 2), ev("b", 1, 3)], I, {}, [("B1", ("a", "b"), 0, 3, "major")], id="2 of 5: major"),
+    pytest.param([ev("a", 0, 2), ev("b", 1, 3), ev("c", 3, 4)], I, {}, [("B1", ("a", "b", "c"), 0, 4, "critical")],
+                 id="3 of 5: half or more, critical"),
+    pytest.param([ev("a", 0, 2), ev("b", 1, 3)], I, {"critical_count": 2}, [("B1", ("a", "b"), 0, 3, "critical")],
+                 id="critical_count reached"),
+    pytest.param([ev("a", 0, 1), ev("b", 4, 5)], HOUR, {}, [("B1", ("a", "b"), 0, 5, "major")],
+                 id="45 minutes apart, window 1h: together"),
+    pytest.param([ev("a", 0, 1), ev("b", 4, 5)], 2 * I, {},
+                 [("B1", ("a",), 0, 1, "minor"), ("B1", ("b",), 4, 5, "minor")],
+                 id="45 minutes apart, window 30m: apart"),
+    pytest.param([ev("a", 0, 1), ev("b", 3, 4), ev("c", 6, 7)], 2 * I, {}, [("B1", ("a", "b", "c"), 0, 7, "critical")],
+                 id="chained through the middle one"),
+    pytest.param([ev("a", 0, 1), ev("a", 2, 3)], I, {}, [("B1", ("a",), 0, 3, "minor")], id="one sensor twice: minor"),
+    pytest.param([ev("a", 0, 1), ev("a", 0, 3), ev("b", 3, 3)], pd.Timedelta(0), {},
+                 [("B1", ("a", "b"), 0, 3, "major")], id="same key twice: the longer one"),
+    pytest.param([ev("x", 0, 1)], I, {}, [("B2", ("x",), 0, 1, "minor")], id="whole group of one: minor"),
+    pytest.param([ev("y", 0, 1), ev("z", 0, 1)], I, {}, [], id="no group or empty group: left out"),
+    pytest.param([ev("x", 0, 1), ev("a", 0, 1)], I, {}, [("B1", ("a",), 0, 1, "minor"), ("B2", ("x",), 0, 1, "minor")],
+                 id="groups apart, sorted"),
+])
+def test_incidents(found, window, options, expected):
+    assert brief(notify.incidents(found, GROUPS, window, **options)) == expected
+
+
+def test_incident_takes_the_latest_copy_of_an_event():
+    remembered_copy, this_run = ev("a", 0, 1, ongoing=True), ev("a", 0, 3, ongoing=False)
+    found, = notify.incidents([this_run, remembered_copy, ev("b", 2, 2)], GROUPS, I)
+    assert not found.ongoing
+
+
+def test_incident_ongoing_size_and_bad_arguments():
+    found, = notify.incidents([ev("a", 0, 1), ev("b", 1, 2, ongoing=True)], GROUPS, I)
+    assert found.ongoing and found.group_size == 5 and found.count == 2
+    assert found.members == (("a", t(0)), ("b", t(1)))
+    for options, match in [({"window": -I}, "window"), ({"window": I, "critical_share": 0}, "critical_share"),
+                           ({"window": I, "critical_count": 1}, "critical_count")]:
+        with pytest.raises(ValueError, match=match):
+            notify.incidents([], GROUPS, **options)
+
+
+def test_incident_lines():
+    found = Incident("B1", t(0), t(3), ("a", "b"), 5, "major", False)
+    assert notify.incident_lines([found], "equipRef") == [
+        'INCIDENTS,equipRef=B1 text="major incident on equipRef \'B1\': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC: '
+        '\'a\', \'b\'",severity="major",sensors="[\\"a\\", \\"b\\"]",count=2.0,group_size=5.0,'
+        'end_ms=1767228300000.0,ongoing=false 1767225600']
+
+
+# ---------------------------------------------------------------- post
+
+
+SECRET_PATH = "/services/T0001/B0002/s3cretT0ken"
+SECRET_QUERY = "sig=hunter2"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    status = 200
+    answer = b"ok"
+    location = None
+    received: list[tuple[str, dict, bytes]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.received.append((self.path, dict(self.headers), body))
+        self.send_response(self.status)
+        if self.location:
+            self.send_header("Location", self.location)
+        self.send_header("Content-Length", str(len(self.answer)))
+        self.end_headers()
+        self.wfile.write(self.answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def receiver(server, no_proxy):
+    Receiver.status, Receiver.answer, Receiver.location, Receiver.received = 200, b"ok", None, []
+    return server, f"{server}{SECRET_PATH}?{SECRET_QUERY}"
+
+
+def assert_no_secret(error: notify.NotifyError, base: str):
+    shown = "".join(traceback.format_exception(error))
+    assert base in str(error)
+    for secret in ("s3cretT0ken", "B0002", "hunter2", "services"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize("status", [200, 202, 204])
+def test_post_delivers_json(receiver, status):
+    base, url = receiver
+    Receiver.status, Receiver.answer = status, b"" if status == 204 else b"1"
+    body = notify.payload(EVENT, "slack")
+    notify.post(url, body, timeout=5)
+    (path, headers, raw), = Receiver.received
+    assert path == f"{SECRET_PATH}?{SECRET_QUERY}"
+    assert headers["Content-Type"].startswith("application/json") and json.loads(raw) == body
+
+
+@pytest.mark.parametrize("status, answer, transient", [
+    pytest.param(400, b"invalid_payload", False, id="400"),
+    pytest.param(404, b"no_service " + SECRET_PATH.encode(), False, id="404 echoing the path"),
+    pytest.param(429, b"slow down", True, id="429"),
+    pytest.param(500, b"oops", True, id="500"),
+    pytest.param(302, b"", False, id="redirect not followed"),
+    pytest.param(200, b"Microsoft Teams endpoint returned HTTP error 429", True, id="Teams throttling in a 200"),
+])
+def test_post_failures_raise_without_the_secret(receiver, status, answer, transient):
+    base, url = receiver
+    Receiver.status, Receiver.answer = status, answer
+    Receiver.location = f"{base}/elsewhere" if status == 302 else None
+    with pytest.raises(notify.NotifyError) as caught:
+        notify.post(url, {"text": "x"}, timeout=5)
+    assert_no_secret(caught.value, base)
+    assert caught.value.status == (429 if status == 200 else status) and caught.value.transient is transient
+    assert [p for p, _, _ in Receiver.received] == [f"{SECRET_PATH}?{SECRET_QUERY}"]
+
+
+def test_post_connection_refused(no_proxy):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    with pytest.raises(notify.NotifyError, match="cannot reach") as caught:
+        notify.post(f"http://user:pw@127.0.0.1:{port}{SECRET_PATH}?{SECRET_QUERY}", {"text": "x"}, timeout=5)
+    assert_no_secret(caught.value, base)
+    assert "pw" not in str(caught.value) and caught.value.transient
+
+
+def test_post_times_out_on_a_server_that_never_answers(no_proxy):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        base = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(notify.NotifyError, match="timed out") as caught:
+            notify.post(base + SECRET_PATH, {"text": "x"}, timeout=0.3)
+    assert_no_secret(caught.value, base)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://hooks.slack.com/services/T/B/X", "https://hooks.slack.com"),
+    ("https://user:pw@example.com:8443/hook?token=1", "https://example.com:8443"),
+    ("http://[::1]:9000/x", "http://[::1]:9000"),
+    ("ftp://example.com/x", "<invalid URL>"),
+    ("https:///nohost", "<invalid URL>"),
+    ("https://example.com:99999/x", "<invalid URL>"),
+    ("not a url", "<invalid URL>"),
+])
+def test_redact_url(url, shown):
+    assert notify.redact_url(url) == shown
+
+
+def test_post_refuses_an_invalid_url_without_echoing_it():
+    with pytest.raises(notify.NotifyError) as caught:
+        notify.post("ftp://example.com/s3cretT0ken", {}, timeout=1)
+    assert "s3cretT0ken" not in str(caught.value) and caught.value.status is None
