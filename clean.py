@@ -108,6 +108,31 @@ def windows_without_gaps(series: pd.Series, window: int) -> tuple[np.ndarray, pd
     return all_windows[starts], series.index[starts + window - 1]
 
 
+def _run_lengths(hit: np.ndarray) -> np.ndarray:
+    """For each position, how many consecutive ``hit`` positions end there (0 where not hit)."""
+    counts = np.zeros(len(hit), dtype="int64")
+    run = 0
+    for i, h in enumerate(hit):
+        run = run + 1 if h else 0
+        counts[i] = run
+    return counts
+
+
+def flat_run_lengths(series: pd.Series) -> pd.Series:
+    """For each interval, how many intervals in a row up to it hold exactly its value (1: differs from the
+    one before; 0: no reading). A sensor stuck at one value has long runs; noise never repeats exactly."""
+    values = series.to_numpy(dtype="float64")
+    same = np.r_[False, values[1:] == values[:-1]]
+    lengths = _run_lengths(same) + 1
+    lengths[np.isnan(values)] = 0
+    return pd.Series(lengths, index=series.index)
+
+
+def missing_run_lengths(series: pd.Series) -> pd.Series:
+    """For each interval, how many intervals in a row up to it have no reading (0 where there is one)."""
+    return pd.Series(_run_lengths(series.isna().to_numpy()), index=series.index)
+
+
 def unusable_reason(series: pd.Series, window: int, min_windows: int) -> str | None:
     """Why a cleaned series cannot train a model, or None when it can."""
     values = series.dropna()

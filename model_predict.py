@@ -40,6 +40,7 @@ class SensorModel:
     scale: float
     weights: dict[str, np.ndarray] | None = None
     keras_model: Any = None
+    flat_limit: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -68,12 +69,19 @@ def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
             scale=float(metadata["scaler"]["scale"]),
             weights=weights,
             keras_model=keras_model,
+            flat_limit=flat_limit(int(metadata["window"]), metadata.get("longest_flat_run")),
         )
     except artifacts.ArtifactError:
         raise
     except Exception as e:  # a metadata key missing or of the wrong type counts as a damaged model too
         raise artifacts.ArtifactError(f"{directory}: cannot be loaded ({type(e).__name__}: {e}); "
                                       f"retrain this sensor") from None
+
+
+def flat_limit(window: int, longest_flat_run: int | None) -> int | None:
+    """Intervals of one repeated value beyond which a sensor counts as stuck: twice the longest run seen in
+    training, and never less than a window. None for models saved before training measured it."""
+    return None if longest_flat_run is None else max(window, 2 * int(longest_flat_run))
 
 
 def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int, first: pd.Timestamp,
@@ -98,10 +106,42 @@ def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int
     return windows[keep], ends, filled.reindex(ends).to_numpy()
 
 
-def flags(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, threshold: float) -> pd.DataFrame:
-    """Frame indexed by window end: ``value``, ``loss``, ``threshold`` (effective) and ``anomaly``."""
+def flags(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, threshold: float,
+          min_consecutive: int = 1, interval: pd.Timedelta | None = None) -> pd.DataFrame:
+    """Frame indexed by window end: ``value``, ``loss``, ``threshold`` (effective), ``anomaly`` and ``kind``.
+
+    With ``min_consecutive`` K > 1 a window is an anomaly only when it and the K-1 windows ending in the
+    intervals just before it all have a loss above the threshold; a window missing among them (a gap)
+    breaks the run. Scores with kind ``reconstruction`` when flagged, ``none`` otherwise.
+    """
+    above = pd.Series(losses > threshold, index=ends)
+    if min_consecutive > 1 and len(ends):
+        grid = pd.date_range(ends[0], ends[-1], freq=interval)
+        run = above.reindex(grid, fill_value=False).astype(int).rolling(min_consecutive, min_periods=1).sum()
+        above = (run.reindex(ends) >= min_consecutive) & above
+    anomaly = above.to_numpy(dtype=bool)
     return pd.DataFrame({"value": values, "loss": losses.astype("float64"), "threshold": threshold,
-                         "anomaly": losses > threshold}, index=ends)
+                         "anomaly": anomaly, "kind": np.where(anomaly, "reconstruction", "none")}, index=ends)
+
+
+def data_checks(scores: pd.DataFrame, series: pd.Series, threshold: float, flat_limit: int | None,
+                missing_limit: int, first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
+    """Add what a reconstruction error can miss, for times in [first, last]: a sensor stuck at one value
+    for more than ``flat_limit`` intervals (kind ``flatline``, on its scored windows) and a sensor with no
+    reading for more than ``missing_limit`` intervals (kind ``missing``: one point per such interval, with
+    no value and no loss). ``series`` is the regular series as read, before gaps are filled."""
+    scores = scores.copy()
+    if flat_limit is not None and len(scores):
+        stuck = (clean.flat_run_lengths(series) > flat_limit).reindex(scores.index, fill_value=False).to_numpy()
+        scores.loc[stuck, "anomaly"] = True
+        scores.loc[stuck, "kind"] = "flatline"
+    silent = clean.missing_run_lengths(series) > missing_limit
+    silent = silent[silent & (silent.index >= first) & (silent.index <= last)].index.difference(scores.index)
+    if len(silent):
+        missing = pd.DataFrame({"value": np.nan, "loss": np.nan, "threshold": threshold, "anomaly": True,
+                                "kind": "missing"}, index=silent)
+        scores = pd.concat([scores, missing]).sort_index()
+    return scores
 
 
 def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:

@@ -65,11 +65,17 @@ class PredictSettings:
     first_run: pd.Timedelta
     dry_run: bool
     engine: str
+    min_consecutive: int
+    missing_after: pd.Timedelta
     announce: AnnounceSettings
 
     @property
     def max_gap_points(self) -> int:
         return int(self.max_gap / self.interval)
+
+    @property
+    def missing_limit(self) -> int:
+        return int(self.missing_after / self.interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--delay", default="2m",
                      help="score an interval only once it ended this long ago, so late readings count (default 2m)")
     job.add_argument("--first-run", default="1d", help="how far back a sensor's first run scores (default 1d)")
+    job.add_argument("--min-consecutive", type=int, default=1, metavar="K",
+                     help="flag a window only when it and the K-1 before it all exceed the threshold (default 1)")
+    job.add_argument("--missing-after",
+                     help="flag intervals of a sensor with no reading for longer than this (default --max-gap)")
     job.add_argument("--engine", choices=("numpy", "keras"), default="numpy",
                      help="numpy: fast forward pass from exported weights (default); keras: load each Keras model")
     events = parser.add_argument_group("events, incidents and notifications")
@@ -137,6 +147,8 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         first_run=config.parse_duration(args.first_run, "--first-run"),
         dry_run=args.dry_run,
         engine=args.engine,
+        min_consecutive=config.positive_int("--min-consecutive", args.min_consecutive),
+        missing_after=config.parse_duration(args.missing_after or args.max_gap, "--missing-after"),
         announce=AnnounceSettings(
             events_measurement=args.events_measurement or None,
             incident_tag=args.incident_tag or None,
@@ -170,7 +182,8 @@ def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema) -> list[st
     tags = {schema.sensor_tag: sensor_id}
     return [
         line_protocol(schema.output_measurement, tags,
-                      {schema.field: row.value, "loss": row.loss, "threshold": row.threshold, "anomaly": bool(row.anomaly)},
+                      {schema.field: row.value, "loss": row.loss, "threshold": row.threshold,
+                       "anomaly": bool(row.anomaly), "kind": row.kind},
                       int(stamp.timestamp()))
         for stamp, row in zip(scores.index, scores.itertuples(index=False))
     ]
@@ -203,6 +216,12 @@ def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[s
     return models
 
 
+def no_window(sensor_id: str, first: pd.Timestamp, last: pd.Timestamp, counts: dict[str, int]) -> None:
+    logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id, config.format_time(first),
+                config.format_time(last))
+    counts["no_data"] += 1
+
+
 def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int],
                 scored: dict[str, pd.DataFrame]) -> list[str]:
     """Score one chunk of sensors with one read; return the lines to write and add each frame to ``scored``."""
@@ -221,49 +240,68 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
         counts["up_to_date"] += 1
     if not due:
         return []
-    read_start = min(first - (models[s].window - 1) * interval - settings.max_gap for s, (first, _) in due.items())
+    # Earlier intervals give the first due window its readings, its persistence run and its flat-line run.
+    persistence = (settings.min_consecutive - 1) * interval
+    context = {s: max(m.window - 1, m.flat_limit or 0) * interval + persistence + settings.max_gap
+               for s, m in models.items()}
+    read_start = min(first - context[s] for s, (first, _) in due.items())
     read_stop = max(last for _, last in due.values()) + interval
     data = db.read_means(list(due), read_start, read_stop, interval)
+    if not data:
+        # Not one reading for a whole chunk is a wrong --field or --measurement far more often than a chunk
+        # of dead sensors: say so once rather than flag every sensor as missing.
+        logger.warning("no readings at all for %d sensors in %s .. %s; check --measurement and --field",
+                       len(due), config.format_time(read_start), config.format_time(read_stop))
+        for sensor_id, (first, last) in due.items():
+            no_window(sensor_id, first, last, counts)
+        return []
     prepared = {}
     for sensor_id, (first, last) in due.items():
         try:
             raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
             series = clean.regularize(clean.validate_series(raw), interval, read_start, read_stop)
-            prepared[sensor_id] = model_predict.windows_to_score(series, models[sensor_id], settings.max_gap_points,
-                                                                 first, last)
+            windows, ends, values = model_predict.windows_to_score(
+                series, models[sensor_id], settings.max_gap_points, first - persistence, last)
         except Exception:
             logger.exception("sensor %r: failed", sensor_id)
             counts["failed"] += 1
             continue
-        if not len(prepared[sensor_id][1]):
-            logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id,
-                        config.format_time(first), config.format_time(last))
-            counts["no_data"] += 1
-            del prepared[sensor_id]
+        prepared[sensor_id] = (windows, ends, values, series)
     try:
-        losses = model_predict.fleet_losses([models[s] for s in prepared], [w for w, _, _ in prepared.values()],
+        losses = model_predict.fleet_losses([models[s] for s in prepared], [p[0] for p in prepared.values()],
                                             settings.engine)
     except Exception:
         logger.exception("failed to compute the losses of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared)))
         counts["failed"] += len(prepared)
         return []
     lines = []
-    for (sensor_id, (_, ends, values)), loss in zip(prepared.items(), losses):
+    for (sensor_id, (_, ends, values, series)), loss in zip(prepared.items(), losses):
+        first, last = due[sensor_id]
         try:
             threshold = models[sensor_id].threshold * settings.sensor_config.ratio(sensor_id)
-            scores = model_predict.flags(ends, values, loss, threshold)
+            scores = model_predict.flags(ends, values, loss, threshold, settings.min_consecutive, interval)
+            scores = model_predict.data_checks(scores, series, threshold, models[sensor_id].flat_limit,
+                                               settings.missing_limit, first, last)
+            scores = scores[(scores.index >= first) & (scores.index <= last)]
             lines += score_lines(sensor_id, scores, settings.schema)
-            scored[sensor_id] = scores
         except Exception:
             logger.exception("sensor %r: failed", sensor_id)
             counts["failed"] += 1
             continue
+        if scores.empty:
+            no_window(sensor_id, first, last, counts)
+            continue
+        scored[sensor_id] = scores
         flagged = int(scores["anomaly"].sum())
+        windows = int(scores["loss"].notna().sum())
+        kinds = scores.loc[scores["anomaly"], "kind"].value_counts()
         counts["scored"] += 1
-        counts["windows"] += len(scores)
+        counts["windows"] += windows
         counts["anomalies"] += flagged
-        logger.info("sensor %r: %d windows %s .. %s, %d anomalies, threshold %.4f", sensor_id, len(scores),
-                    config.format_time(ends[0]), config.format_time(ends[-1]), flagged, threshold)
+        logger.info("sensor %r: %d windows%s %s .. %s, %d anomalies%s, threshold %.4f", sensor_id, windows,
+                    f" and {len(scores) - windows} intervals without readings" if len(scores) > windows else "",
+                    config.format_time(scores.index[0]), config.format_time(scores.index[-1]), flagged,
+                    " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "", threshold)
     return lines
 
 
@@ -311,9 +349,11 @@ def announce(db: Influx, settings: PredictSettings, scored: dict[str, pd.DataFra
             else:
                 sent.append(item)
     state = notify.mark_sent(state, sent, now)
-    temporary = a.state_file.with_name(a.state_file.name + ".tmp")
-    temporary.write_text(notify.dump_state(state), encoding="utf-8")
-    os.replace(temporary, a.state_file)
+    if scored or text is not None:
+        a.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = a.state_file.with_name(a.state_file.name + ".tmp")
+        temporary.write_text(notify.dump_state(state), encoding="utf-8")
+        os.replace(temporary, a.state_file)
     logger.info("%d events (%d incidents), %d notifications sent", len(found), len(found_incidents), len(sent))
 
 
@@ -333,7 +373,12 @@ def run(settings: PredictSettings) -> int:
             elif lines:
                 db.write(lines)
         if not settings.dry_run:
-            announce(db, settings, scored, counts)
+            try:
+                announce(db, settings, scored, counts)
+            except (OSError, InfluxError):
+                # The scores are written; only their events, incidents or messages are missing.
+                logger.exception("events, incidents and notifications of this run failed")
+                counts["notify_failed"] += 1
         status = 1 if counts["failed"] or counts["notify_failed"] else 0
         duration = time.monotonic() - began
         if not settings.dry_run:

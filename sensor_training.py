@@ -139,8 +139,10 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
 
     began = time.monotonic()
     window = settings.sensor_config.window(sensor_id)
-    series = clean.regularize(clean.validate_series(raw), settings.interval, settings.start, settings.stop)
-    series = clean.fill_short_gaps(clean.drop_intervals(series, labelled), settings.max_gap_points)
+    series = clean.drop_intervals(
+        clean.regularize(clean.validate_series(raw), settings.interval, settings.start, settings.stop), labelled)
+    longest_flat_run = int(clean.flat_run_lengths(series).max()) if len(series) else 0
+    series = clean.fill_short_gaps(series, settings.max_gap_points)
     reason = clean.unusable_reason(series, window, settings.min_windows)
     if reason:
         return f"skipped: {reason}"
@@ -166,6 +168,7 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
         "percentile": settings.percentile,
         "threshold": threshold,
         "scaler": {"mean": mean, "scale": scale},
+        "longest_flat_run": longest_flat_run,
         "training_range": {"start": config.format_time(settings.start), "stop": config.format_time(settings.stop),
                            "first_point": config.format_time(present[0]),
                            "last_point": config.format_time(present[-1])},

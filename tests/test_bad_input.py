@@ -186,6 +186,7 @@ def fleet(influxd, tmp_path_factory):
 
 
 def scores(fleet: dict, sensor_id: str, measurement: str = "PREDICT_ANOMALY") -> pd.DataFrame:
+    """The scored windows (points with a loss; points of kind missing have none)."""
     found = rows(fleet["url"], fleet["database"], f'SELECT "val_num", "loss", "threshold", "anomaly" FROM '
                                                   f'"{measurement}" WHERE "uniqueID" = {influxql_string(sensor_id)}')
     columns = ["val_num", "loss", "threshold", "anomaly"]
@@ -193,7 +194,8 @@ def scores(fleet: dict, sensor_id: str, measurement: str = "PREDICT_ANOMALY") ->
         return pd.DataFrame(columns=columns, index=pd.DatetimeIndex([], tz="UTC"))
     (_, values), = found
     frame = pd.DataFrame([v[1:] for v in values], columns=columns)
-    return frame.set_index(pd.DatetimeIndex(pd.to_datetime([v[0] for v in values], unit="s", utc=True)))
+    frame = frame.set_index(pd.DatetimeIndex(pd.to_datetime([v[0] for v in values], unit="s", utc=True)))
+    return frame[frame["loss"].notna()]
 
 
 def grid(first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
@@ -347,13 +349,20 @@ def test_irregular_sampling_is_scored_except_across_a_long_gap(fleet):
     expected = grid(NOW - FIRST_RUN, LATER - INTERVAL)
     spanning = expected[(expected >= SILENCE[0]) & (expected < SILENCE[1] + 3 * INTERVAL)]
     assert frame.index.equals(expected.difference(spanning))
+    (_, silent), = rows(fleet["url"], fleet["database"], 'SELECT "anomaly", "kind" FROM "PREDICT_ANOMALY" WHERE '
+                        f'"uniqueID" = {influxql_string(IRREGULAR)} AND "kind" = \'missing\'')
+    flagged = pd.to_datetime([t for t, _, _ in silent], unit="s", utc=True)
+    assert len(flagged) and all(anomaly for _, anomaly, _ in silent)
+    assert flagged.min() > SILENCE[0] and flagged.max() < SILENCE[1]  # past --max-gap of silence, until it ends
 
 
 def test_a_sensor_that_disappears_is_scored_up_to_its_last_reading_then_waits(fleet):
     frame = scores(fleet, GONE)
     assert frame.index.equals(grid(NOW - FIRST_RUN, NOW - 6 * H - INTERVAL))
     later = fleet["scoring"][1].stderr
-    assert f"sensor {GONE!r}: no complete window ends in 2026-01-14T18:00:00Z .. 2026-01-15T00:45:00Z" in later
+    # silent for longer than --max-gap (1h, 4 intervals) after its last reading at 17:45: flagged missing
+    assert (f"sensor {GONE!r}: 0 windows and 24 intervals without readings 2026-01-14T19:00:00Z .. "
+            f"2026-01-15T00:45:00Z, 24 anomalies (24 missing)") in later
 
 
 def test_a_sensor_id_with_every_special_character_round_trips(fleet):

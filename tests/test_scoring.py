@@ -19,7 +19,8 @@ def settings(**overrides) -> sensor_predict.PredictSettings:
     values = dict(connection=None, schema=None, sensors=(), shard=None, sensor_config=SensorConfig({}, {}),
                   interval=pd.Timedelta(minutes=15), max_gap=H, models_dir=Path("models"), chunk_size=200, now=NOW,
                   start=None, stop=None, max_catchup=pd.Timedelta(days=7), first_run=pd.Timedelta(days=1),
-                  dry_run=False, delay=pd.Timedelta(0), engine="numpy", announce=None)
+                  dry_run=False, delay=pd.Timedelta(0), engine="numpy", announce=None, min_consecutive=1,
+                  missing_after=H)
     values.update(overrides)
     return sensor_predict.PredictSettings(**values)
 
@@ -75,6 +76,7 @@ def test_flags_mark_losses_above_the_effective_threshold():
     ends = pd.date_range("2026-01-01", periods=3, freq="15min", tz="UTC")
     frame = flags(ends, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.6, 0.61], dtype="float32"), threshold=0.6)
     assert frame["anomaly"].tolist() == [False, False, True]
+    assert frame["kind"].tolist() == ["none", "none", "reconstruction"]
     assert frame["threshold"].tolist() == [0.6, 0.6, 0.6] and frame.index.equals(ends)
 
 
@@ -82,12 +84,13 @@ def test_score_lines_one_point_per_window_in_time_order():
     from config import Schema
 
     index = pd.date_range("2026-01-01", periods=2, freq="15min", tz="UTC")
-    scores = pd.DataFrame({"value": [1.5, 2.5], "loss": [0.1, 0.9], "threshold": [0.5, 0.5], "anomaly": [False, True]},
-                          index=index)
+    scores = pd.DataFrame({"value": [1.5, np.nan], "loss": [0.1, np.nan], "threshold": [0.5, 0.5],
+                           "anomaly": [False, True], "kind": ["none", "missing"]}, index=index)
     lines = sensor_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
-        f"PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false {int(index[0].timestamp())}",
-        f"PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=2.5,loss=0.9,threshold=0.5,anomaly=true {int(index[1].timestamp())}",
+        f'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none" '
+        f"{int(index[0].timestamp())}",
+        f'PREDICT_ANOMALY,uniqueID=AHU\\ 1 threshold=0.5,anomaly=true,kind="missing" {int(index[1].timestamp())}',
     ]
 
 
@@ -96,3 +99,43 @@ def test_model_shapes_and_threshold():
     model = model_trainer.build_model(window=6, units=4, dropout=0.0)
     assert model.input_shape == (None, 6, 1) and model.output_shape == (None, 6, 1)
     assert model_trainer.loss_threshold(np.arange(101, dtype=float), 99.5) == pytest.approx(99.5)
+
+
+T = pd.date_range("2026-01-01", periods=8, freq="15min", tz="UTC")
+Q = pd.Timedelta(minutes=15)
+
+
+@pytest.mark.parametrize("losses, k, expected", [
+    ([1, 1, 0, 1, 1, 1, 0, 1], 1, [1, 1, 0, 1, 1, 1, 0, 1]),
+    ([1, 1, 0, 1, 1, 1, 0, 1], 2, [0, 1, 0, 0, 1, 1, 0, 0]),
+    ([1, 1, 0, 1, 1, 1, 0, 1], 3, [0, 0, 0, 0, 0, 1, 0, 0]),
+    ([0, 0, 0, 0, 0, 0, 0, 0], 2, [0, 0, 0, 0, 0, 0, 0, 0]),
+])
+def test_min_consecutive_needs_k_windows_in_a_row_above_the_threshold(losses, k, expected):
+    frame = flags(T, np.zeros(8), np.array(losses, dtype="float32"), threshold=0.5, min_consecutive=k, interval=Q)
+    assert frame["anomaly"].astype(int).tolist() == expected
+
+
+def test_a_gap_between_windows_breaks_the_run():
+    ends = T[[0, 1, 3, 4]]  # the window ending at T[2] could not be built
+    frame = flags(ends, np.zeros(4), np.ones(4, dtype="float32"), threshold=0.5, min_consecutive=2, interval=Q)
+    assert frame["anomaly"].tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize("values, flat_limit, missing_limit, kinds", [
+    ([1, 2, 3, 4, 5, 6, 7, 8], 2, 1, {}),
+    ([1, 2, 5, 5, 5, 5, 7, 8], 2, 1, {T[4]: "flatline", T[5]: "flatline"}),
+    ([1, 2, 5, 5, 5, 5, 7, 8], None, 1, {}),
+    ([1, 2, np.nan, np.nan, np.nan, 6, 7, 8], 2, 1, {T[3]: "missing", T[4]: "missing"}),
+    ([1, 2, np.nan, np.nan, np.nan, 6, 7, 8], 2, 3, {}),
+])
+def test_data_checks_flag_stuck_and_silent_sensors(values, flat_limit, missing_limit, kinds):
+    from model_predict import data_checks
+
+    series = pd.Series(values, index=T, dtype="float64")
+    present = series.notna().to_numpy()
+    base = flags(T[present], series[present].to_numpy(), np.zeros(present.sum(), dtype="float32"), threshold=0.5)
+    checked = data_checks(base, series, 0.5, flat_limit, missing_limit, T[0], T[-1])
+    assert {t: k for t, k in checked["kind"].items() if k != "none"} == kinds
+    assert (checked["anomaly"] == (checked["kind"] != "none")).all()
+    assert checked.loc[checked["kind"] == "missing", "loss"].isna().all()

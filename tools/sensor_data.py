@@ -75,19 +75,21 @@ def readings_lines(sensor_id: str, index: pd.DatetimeIndex, values: np.ndarray, 
 
 
 def fleet(sensor_ids: list[str], start: pd.Timestamp, stop: pd.Timestamp, sample: pd.Timedelta, seed: int,
-          anomalies_after: pd.Timestamp | None = None) -> tuple[list[str], list[Anomaly]]:
+          anomalies_after: pd.Timestamp | None = None, label: bool = False) -> tuple[list[str], list[Anomaly]]:
     """Readings for every sensor in [start, stop); from ``anomalies_after`` on, each sensor gets one
-    anomaly of a kind taken in turn, spread out so their windows do not overlap."""
+    anomaly of a kind taken in turn, spread out so their windows do not overlap. With ``label``, the
+    readings inside an anomaly carry manual_anomaly=true, as a person labelling them would set."""
     index = pd.date_range(start, stop, freq=sample, inclusive="left")
     lines, anomalies = [], []
     for number, sensor_id in enumerate(sensor_ids):
         values = normal_readings(sensor_id, index, seed)
+        anomaly = None
         if anomalies_after is not None:
             kind = ANOMALY_KINDS[number % len(ANOMALY_KINDS)]
             at = anomalies_after + pd.Timedelta(hours=6 + 4 * (number % 3))
             values, anomaly = inject(values, index, sensor_id, kind, at, sample)
             anomalies.append(anomaly)
-        lines += readings_lines(sensor_id, index, values)
+        lines += readings_lines(sensor_id, index, values, labelled=[anomaly] if label and anomaly else [])
     return lines, anomalies
 
 
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sensors", type=int, default=5)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--label", action="store_true",
+                        help="mark the injected anomalies' readings with manual_anomaly=true (for sensor_evaluate.py)")
     parser.add_argument("--now", help="RFC3339 time the data end at (default: the clock), for reproducible runs")
     return parser
 
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     start = stop - pd.Timedelta(days=args.days)
     sensor_ids = [f"AHU-{n + 1} supply air temp" for n in range(args.sensors)]
     lines, anomalies = fleet(sensor_ids, start, stop, pd.Timedelta(minutes=5), args.seed,
-                             anomalies_after=stop - pd.Timedelta(days=1))
+                             anomalies_after=stop - pd.Timedelta(days=1), label=args.label)
     if args.bucket:
         from config import Connection, Schema
         from influx_interact import Influx, InfluxError
