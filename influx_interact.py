@@ -265,116 +265,67 @@ def flux_params(schema: Schema, **extra) -> dict:
     return params
 
 
+def _flux_query(schema: Schema, *steps: str, stop: bool = True, field: str | None = "r._field == params.field",
+          where: bool = True, sensors: bool = True) -> str:
+    """The shape every query here shares: bucket, range, measurement (and field), the --where tags, the
+    chunk's sensors; then ``steps``, in which ``{tag}`` stands for the quoted sensor tag key."""
+    tag = flux_string(schema.sensor_tag)
+    measurement = "r._measurement == params.measurement" + (f" and {field}" if field else "")
+    lines = [
+        "from(bucket: params.bucket)",
+        f"  |> range(start: params.start{', stop: params.stop' if stop else ''})",
+        f"  |> filter(fn: (r) => {measurement})",
+        _flux_tag_filters(schema) if where else "",
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))" if sensors else "",
+    ]
+    return "\n".join(filter(None, lines + [f"  |> {step.replace('{tag}', tag)}" for step in steps]))
+
+
 def flux_sensors(schema: Schema) -> str:
-    tag = flux_string(schema.sensor_tag)
-    return "\n".join(filter(None, [
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start, stop: params.stop)",
-        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
-        _flux_tag_filters(schema),
-        f"  |> keep(columns: [{tag}])",
-        f"  |> group()",
-        f"  |> distinct(column: {tag})",
-        # distinct() puts the values in _value; give them back the tag's name, which callers read.
-        f"  |> rename(columns: {{_value: {tag}}})",
-    ]))
+    # distinct() puts the values in _value; rename gives them back the tag's name, which callers read.
+    return _flux_query(schema, "keep(columns: [{tag}])", "group()", "distinct(column: {tag})",
+                 "rename(columns: {_value: {tag}})", sensors=False)
 
 
+# group(): one table per sensor even when other tags vary within it, as InfluxQL's GROUP BY gives.
 def flux_means(schema: Schema) -> str:
-    tag = flux_string(schema.sensor_tag)
-    return "\n".join(filter(None, [
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start, stop: params.stop)",
-        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
-        _flux_tag_filters(schema),
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
-        # One table per sensor even when other tags vary within it, as InfluxQL's GROUP BY gives.
-        f"  |> group(columns: [{tag}])",
-        '  |> aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
-        f'  |> keep(columns: ["_time", "_value", {tag}])',
-    ]))
+    return _flux_query(schema, "group(columns: [{tag}])",
+                 'aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
+                 'keep(columns: ["_time", "_value", {tag}])')
 
 
 def flux_labels(schema: Schema) -> str:
-    tag = flux_string(schema.sensor_tag)
-    return "\n".join(filter(None, [
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start, stop: params.stop)",
-        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.label)",
-        _flux_tag_filters(schema),
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
-        "  |> filter(fn: (r) => r._value == true)",
-        f"  |> group(columns: [{tag}])",
-        '  |> aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")',
-        f'  |> keep(columns: ["_time", "_value", {tag}])',
-    ]))
+    return _flux_query(schema, "filter(fn: (r) => r._value == true)", "group(columns: [{tag}])",
+                 'aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")',
+                 'keep(columns: ["_time", "_value", {tag}])', field="r._field == params.label")
 
 
 def flux_last_scored(schema: Schema) -> str:
-    tag = flux_string(schema.sensor_tag)
-    return "\n".join([
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start)",
-        '  |> filter(fn: (r) => r._measurement == params.measurement and r._field == "loss")',
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
-        "  |> last()",
-        f'  |> keep(columns: ["_time", "_value", {tag}])',
-    ])
+    return _flux_query(schema, "last()", 'keep(columns: ["_time", "_value", {tag}])', stop=False,
+                 field='r._field == "loss"', where=False)
 
 
 def flux_last_reading(schema: Schema) -> str:
-    tag = flux_string(schema.sensor_tag)
-    return "\n".join(filter(None, [
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start)",
-        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
-        _flux_tag_filters(schema),
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
-        f"  |> group(columns: [{tag}])",
-        "  |> last()",
-        f'  |> keep(columns: ["_time", "_value", {tag}])',
-    ]))
+    return _flux_query(schema, "group(columns: [{tag}])", "last()", 'keep(columns: ["_time", "_value", {tag}])',
+                 stop=False)
 
 
 def flux_group_tags(schema: Schema, key: str) -> str:
-    tag, group = flux_string(schema.sensor_tag), flux_string(key)
-    return "\n".join(filter(None, [
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start)",
-        "  |> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
-        _flux_tag_filters(schema),
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors) and exists r[{group}])",
-        f"  |> group(columns: [{tag}, {group}])",
-        "  |> last()",
-        f"  |> keep(columns: [{tag}, {group}])",
-    ]))
+    group = flux_string(key)
+    return _flux_query(schema, f"filter(fn: (r) => exists r[{group}])", f"group(columns: [{{tag}}, {group}])", "last()",
+                 f"keep(columns: [{{tag}}, {group}])", stop=False)
 
 
 def flux_anomaly_counts(schema: Schema) -> str:
-    tag = flux_string(schema.sensor_tag)
-    return "\n".join([
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start)",
-        '  |> filter(fn: (r) => r._measurement == params.measurement and r._field == "anomaly")',
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
-        "  |> filter(fn: (r) => r._value == true)",
-        "  |> count()",
-        f'  |> keep(columns: ["_value", {tag}])',
-    ])
+    return _flux_query(schema, "filter(fn: (r) => r._value == true)", "count()", 'keep(columns: ["_value", {tag}])',
+                 stop=False, field='r._field == "anomaly"', where=False)
 
 
 def flux_scores(schema: Schema) -> str:
-    tag = flux_string(schema.sensor_tag)
     fields = ", ".join(flux_string(f) for f in ("loss", "threshold", "anomaly", schema.field))
-    return "\n".join([
-        "from(bucket: params.bucket)",
-        "  |> range(start: params.start, stop: params.stop)",
-        "  |> filter(fn: (r) => r._measurement == params.measurement)",
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
-        f"  |> filter(fn: (r) => contains(value: r._field, set: [{fields}]))",
-        '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
-        f'  |> keep(columns: ["_time", {tag}, {fields}])',
-    ])
+    return _flux_query(schema, f"filter(fn: (r) => contains(value: r._field, set: [{fields}]))",
+                 'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+                 f'keep(columns: ["_time", {{tag}}, {fields}])', field=None, where=False)
 
 
 def records_by_tag(records: Iterable[dict], tag: str) -> dict[str, pd.Series]:
