@@ -130,6 +130,11 @@ def in_shard(sensor_id: str, shard: tuple[int, int] | None) -> bool:
     return int.from_bytes(digest[:8], "big") % count == index - 1
 
 
+def current_time(text: str | None) -> pd.Timestamp:
+    """The job's notion of now: the clock, or the RFC3339 time of ``--now`` (replays and tests)."""
+    return pd.Timestamp.now(tz="UTC") if text is None else parse_time(text, pd.Timestamp(0, tz="UTC"), "--now")
+
+
 def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
     """Repeated ``--where KEY=VALUE`` -> ((key, value), ...); values may contain ``=`` and spaces."""
     pairs = []

@@ -116,10 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_now(text: str | None) -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC") if text is None else config.parse_time(text, pd.Timestamp(0, tz="UTC"), "--now")
-
-
 def label_field(args: argparse.Namespace) -> str | None:
     if args.labels_csv:
         return None
@@ -129,7 +125,7 @@ def label_field(args: argparse.Namespace) -> str | None:
 
 
 def settings_from_args(args: argparse.Namespace) -> EvaluateSettings:
-    now = parse_now(args.now)
+    now = config.current_time(args.now)
     interval = config.parse_duration(args.interval, "--interval")
     start = config.parse_time(args.start, now, "--start").floor(interval)
     stop = config.parse_time(args.stop, now, "--stop").floor(interval)

@@ -98,7 +98,7 @@ def output_paths(output: Path, sensor_ids: Sequence[str]) -> dict[str, Path]:
 
 
 def settings_from_args(args: argparse.Namespace) -> PlotSettings:
-    now = pd.Timestamp.now(tz="UTC") if args.now is None else config.parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+    now = config.current_time(args.now)
     interval = config.parse_duration(args.interval, "--interval")
     start = config.parse_time(args.start, now, "--start").floor(interval)
     stop = config.parse_time(args.stop, now, "--stop")

@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> StatusSettings:
-    now = pd.Timestamp.now(tz="UTC") if args.now is None else config.parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+    now = config.current_time(args.now)
     interval = config.parse_duration(args.interval, "--interval")
     max_gap = config.parse_duration(args.max_gap, "--max-gap")
     lookback = config.parse_duration(args.lookback, "--lookback")

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
-    now = pd.Timestamp.now(tz="UTC") if args.now is None else config.parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+    now = config.current_time(args.now)
     interval = config.parse_duration(args.interval, "--interval")
     start = config.parse_time(args.start, now, "--start").floor(interval)
     stop = config.parse_time(args.stop, now, "--stop").floor(interval)

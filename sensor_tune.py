@@ -150,7 +150,7 @@ def tuning_range(args: argparse.Namespace, now: pd.Timestamp,
 
 
 def settings_from_args(args: argparse.Namespace) -> TuneSettings:
-    now = sensor_evaluate.parse_now(args.now)
+    now = config.current_time(args.now)
     interval = config.parse_duration(args.interval, "--interval")
     start, stop = tuning_range(args, now, interval)
     if args.max_false_alarms is not None and not (math.isfinite(args.max_false_alarms) and args.max_false_alarms >= 0):
