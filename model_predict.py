@@ -249,3 +249,40 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
         error += np.abs(out - x[:, :, t])
     return error / window
+
+
+def robust_scores(series: pd.Series, history: int, min_history: int, z: float, first: pd.Timestamp,
+                  last: pd.Timestamp, period: int) -> pd.DataFrame:
+    """The cold-start detector, for a sensor with no model yet: each reading in [first, last] against the
+    median and MAD of the readings at the same time of day (that interval and its two neighbours) on the
+    days within ``history`` intervals before it, so a daily cycle is not mistaken for an outlier.
+
+    ``period`` is the number of intervals in a day. A reading is scored once ``min_history`` intervals of
+    such days lie behind it. ``loss`` is the robust z-score ``|x - median| / (1.4826 MAD)``, flagged above
+    ``z``. The MAD is floored at 5% of the history's 5-95% range and a thousandth of the median's size, so
+    that a sensor that barely moves, whose MAD is zero, does not turn every small change into an outlier.
+    Frame as ``flags`` gives, with kind ``outlier`` for flagged intervals.
+    """
+    values = series.to_numpy(dtype="float64")
+    days = max(1, history // period)
+    due = np.flatnonzero((series.index >= first) & (series.index <= last) & ~np.isnan(values))
+    due = due[due >= period + 1]
+    offsets = np.array([-k * period + d for k in range(1, days + 1) for d in (-1, 0, 1)])
+    positions = due[:, None] + offsets[None, :]
+    padded = np.r_[values, np.nan]  # positions before the series read the NaN at the end
+    same_time = padded[np.where(positions >= 0, positions, len(values))]
+    enough = (~np.isnan(same_time)).sum(axis=1) >= 3 * max(1, min_history // period)
+    due, same_time = due[enough], same_time[enough]
+    if not len(due):
+        return flags(series.index[:0], np.empty(0), np.empty(0, dtype="float32"), z)
+    context = np.lib.stride_tricks.sliding_window_view(np.r_[np.full(history, np.nan), values], history)[due]
+    with np.errstate(all="ignore"):
+        median = np.nanmedian(same_time, axis=1)
+        mad = np.nanmedian(np.abs(same_time - median[:, None]), axis=1)
+        spread = np.nanpercentile(context, 95, axis=1) - np.nanpercentile(context, 5, axis=1)
+    scale = np.maximum.reduce([1.4826 * mad, 0.05 * np.nan_to_num(spread), 1e-3 * np.abs(median),
+                               np.full(len(due), 1e-12)])
+    losses = np.abs(values[due] - median) / scale
+    scores = flags(series.index[due], values[due], losses, z)
+    scores["kind"] = np.where(scores["anomaly"], "outlier", "none")
+    return scores

@@ -32,6 +32,15 @@ logger = logging.getLogger("sensor_predict")
 
 
 @dataclass(frozen=True)
+class ColdStartSettings:
+    """The robust detector for sensors with no model yet."""
+
+    history: pd.Timedelta
+    min_history: pd.Timedelta
+    z: float
+
+
+@dataclass(frozen=True)
 class AnnounceSettings:
     """What becomes of events: annotations, incidents, webhook messages (see notify.py)."""
 
@@ -67,6 +76,7 @@ class PredictSettings:
     engine: str
     min_consecutive: int
     missing_after: pd.Timedelta
+    cold_start: ColdStartSettings | None
     announce: AnnounceSettings
 
     @property
@@ -95,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="flag intervals of a sensor with no reading for longer than this (default --max-gap)")
     job.add_argument("--engine", choices=("numpy", "keras"), default="numpy",
                      help="numpy: fast forward pass from exported weights (default); keras: load each Keras model")
+    cold = parser.add_argument_group("cold start: sensors with no model yet")
+    cold.add_argument("--no-cold-start", action="store_true",
+                      help="skip sensors with no model instead of scoring them with the robust detector")
+    cold.add_argument("--cold-start-history", default="7d",
+                      help="each reading is compared with the median and MAD of the readings at the same time of "
+                           "day over this much before it (default 7d)")
+    cold.add_argument("--cold-start-min-history", default="2d",
+                      help="days of readings needed before a sensor is scored at all (default 2d)")
+    cold.add_argument("--cold-start-z", type=float, default=6.0,
+                      help="flag readings more than this many robust deviations from the median (default 6)")
     events = parser.add_argument_group("events, incidents and notifications")
     events.add_argument("--events-measurement", default="ANOMALY_EVENTS",
                         help="one point per anomaly event (run of flagged windows) for graph annotations; "
@@ -149,6 +169,11 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         engine=args.engine,
         min_consecutive=config.positive_int("--min-consecutive", args.min_consecutive),
         missing_after=config.parse_duration(args.missing_after or args.max_gap, "--missing-after"),
+        cold_start=None if args.no_cold_start else ColdStartSettings(
+            history=config.parse_duration(args.cold_start_history, "--cold-start-history"),
+            min_history=config.parse_duration(args.cold_start_min_history, "--cold-start-min-history"),
+            z=args.cold_start_z,
+        ),
         announce=AnnounceSettings(
             events_measurement=args.events_measurement or None,
             incident_tag=args.incident_tag or None,
@@ -177,26 +202,30 @@ def score_range(last_scored: pd.Timestamp | None, settings: PredictSettings) -> 
     return (first, last) if first <= last else None
 
 
-def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema) -> list[str]:
+def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
     """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
     tags = {schema.sensor_tag: sensor_id}
     return [
         line_protocol(schema.output_measurement, tags,
                       {schema.field: row.value, "loss": row.loss, "threshold": row.threshold,
-                       "anomaly": bool(row.anomaly), "kind": row.kind},
+                       "anomaly": bool(row.anomaly), "kind": row.kind, "detector": detector},
                       int(stamp.timestamp()))
         for stamp, row in zip(scores.index, scores.itertuples(index=False))
     ]
 
 
-def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int]) -> dict:
-    """Usable models of a chunk by sensor id; logs and counts the sensors that cannot be scored."""
+def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int]) -> tuple[dict, list[str]]:
+    """Usable models of a chunk by sensor id, and the sensors with no model yet for the cold-start detector;
+    logs and counts the sensors that cannot be scored."""
     import model_predict
 
-    models = {}
+    models, cold = {}, []
     for sensor_id in sensor_ids:
         directory = artifacts.sensor_dir(settings.models_dir, sensor_id)
         if not (directory / artifacts.METADATA).exists():
+            if settings.cold_start is not None:
+                cold.append(sensor_id)
+                continue
             logger.info("sensor %r: skipped: no model in %s; run sensor_training.py", sensor_id, directory)
             counts["skipped"] += 1
             continue
@@ -213,7 +242,7 @@ def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[s
             counts["skipped"] += 1
             continue
         models[sensor_id] = model
-    return models
+    return models, cold
 
 
 def no_window(sensor_id: str, first: pd.Timestamp, last: pd.Timestamp, counts: dict[str, int]) -> None:
@@ -227,19 +256,12 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
     """Score one chunk of sensors with one read; return the lines to write and add each frame to ``scored``."""
     import model_predict
 
-    models = load_models(sensor_ids, settings, counts)
-    if not models:
-        return []
-    interval = settings.interval
-    last_scored = {} if settings.start is not None else db.last_scored(
-        list(models), settings.now.floor(interval) - settings.max_catchup - interval)
-    ranges = {s: score_range(last_scored.get(s), settings) for s in models}
-    due = {s: r for s, r in ranges.items() if r is not None}
-    for sensor_id in ranges.keys() - due.keys():
-        logger.info("sensor %r: nothing due: scored up to %s", sensor_id, config.format_time(last_scored[sensor_id]))
-        counts["up_to_date"] += 1
+    models, cold = load_models(sensor_ids, settings, counts)
+    lines = score_cold(db, cold, settings, counts, scored) if cold else []
+    due = due_ranges(db, list(models), settings, counts)
     if not due:
-        return []
+        return lines
+    interval = settings.interval
     # Earlier intervals give the first due window its readings, its persistence run and its flat-line run.
     persistence = (settings.min_consecutive - 1) * interval
     context = {s: max(m.window - 1, m.flat_limit or 0) * interval + persistence + settings.max_gap
@@ -254,7 +276,7 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
                        len(due), config.format_time(read_start), config.format_time(read_stop))
         for sensor_id, (first, last) in due.items():
             no_window(sensor_id, first, last, counts)
-        return []
+        return lines
     prepared = {}
     for sensor_id, (first, last) in due.items():
         try:
@@ -273,8 +295,7 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
     except Exception:
         logger.exception("failed to compute the losses of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared)))
         counts["failed"] += len(prepared)
-        return []
-    lines = []
+        return lines
     for (sensor_id, (_, ends, values, series)), loss in zip(prepared.items(), losses):
         first, last = due[sensor_id]
         try:
@@ -291,17 +312,75 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
         if scores.empty:
             no_window(sensor_id, first, last, counts)
             continue
-        scored[sensor_id] = scores
-        flagged = int(scores["anomaly"].sum())
-        windows = int(scores["loss"].notna().sum())
-        kinds = scores.loc[scores["anomaly"], "kind"].value_counts()
-        counts["scored"] += 1
-        counts["windows"] += windows
-        counts["anomalies"] += flagged
-        logger.info("sensor %r: %d windows%s %s .. %s, %d anomalies%s, threshold %.4f", sensor_id, windows,
-                    f" and {len(scores) - windows} intervals without readings" if len(scores) > windows else "",
-                    config.format_time(scores.index[0]), config.format_time(scores.index[-1]), flagged,
-                    " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "", threshold)
+        record(sensor_id, scores, threshold, scored, counts)
+    return lines
+
+
+def record(sensor_id: str, scores: pd.DataFrame, threshold: float, scored: dict[str, pd.DataFrame],
+           counts: dict[str, int], detector: str = "") -> None:
+    """Keep a sensor's scores for the events, count them, and log its one line."""
+    scored[sensor_id] = scores
+    flagged = int(scores["anomaly"].sum())
+    windows = int(scores["loss"].notna().sum())
+    kinds = scores.loc[scores["anomaly"], "kind"].value_counts()
+    counts["scored"] += 1
+    counts["windows"] += windows
+    counts["anomalies"] += flagged
+    logger.info("sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f", sensor_id, windows,
+                detector or "windows",
+                f" and {len(scores) - windows} intervals without readings" if len(scores) > windows else "",
+                config.format_time(scores.index[0]), config.format_time(scores.index[-1]), flagged,
+                " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "", threshold)
+
+
+def due_ranges(db: Influx, sensor_ids: list[str], settings: PredictSettings,
+               counts: dict[str, int]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """What each sensor has due, from its last score in the output measurement; logs the ones up to date."""
+    if not sensor_ids:
+        return {}
+    interval = settings.interval
+    last_scored = {} if settings.start is not None else db.last_scored(
+        sensor_ids, settings.now.floor(interval) - settings.max_catchup - interval)
+    ranges = {s: score_range(last_scored.get(s), settings) for s in sensor_ids}
+    for sensor_id in [s for s, r in ranges.items() if r is None]:
+        logger.info("sensor %r: nothing due: scored up to %s", sensor_id, config.format_time(last_scored[sensor_id]))
+        counts["up_to_date"] += 1
+    return {s: r for s, r in ranges.items() if r is not None}
+
+
+def score_cold(db: Influx, sensor_ids: list[str], settings: PredictSettings, counts: dict[str, int],
+               scored: dict[str, pd.DataFrame]) -> list[str]:
+    """Sensors with no model yet, scored by the robust detector until training gives them one (see
+    model_predict.robust_scores); one read for all of them, reaching back over their history."""
+    import model_predict
+
+    due = due_ranges(db, sensor_ids, settings, counts)
+    if not due:
+        return []
+    cold, interval = settings.cold_start, settings.interval
+    read_start = min(first for first, _ in due.values()) - cold.history
+    read_stop = max(last for _, last in due.values()) + interval
+    data = db.read_means(list(due), read_start, read_stop, interval)
+    lines = []
+    for sensor_id, (first, last) in due.items():
+        try:
+            raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
+            series = clean.regularize(clean.validate_series(raw), interval, read_start, read_stop)
+            threshold = cold.z * settings.sensor_config.ratio(sensor_id)
+            scores = model_predict.robust_scores(series, int(cold.history / interval),
+                                                 int(cold.min_history / interval), threshold, first, last,
+                                                 period=max(1, round(pd.Timedelta(days=1) / interval)))
+            lines += score_lines(sensor_id, scores, settings.schema, detector="robust")
+        except Exception:
+            logger.exception("sensor %r: failed", sensor_id)
+            counts["failed"] += 1
+            continue
+        if scores.empty:
+            logger.info("sensor %r: no model yet, and less than %s of readings before %s for the cold-start "
+                        "detector", sensor_id, config.format_duration(cold.min_history), config.format_time(last))
+            counts["no_data"] += 1
+            continue
+        record(sensor_id, scores, threshold, scored, counts, detector="readings (no model yet: robust detector)")
     return lines
 
 

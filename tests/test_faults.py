@@ -71,7 +71,7 @@ def env(url: str) -> dict[str, str]:
 
 
 def predict(url: str, models_dir: Path, workdir: Path, now: pd.Timestamp, *extra: str) -> subprocess.CompletedProcess:
-    args = ["--models-dir", str(models_dir), "--delay", "0s", "--first-run", "6h", "--now", now.isoformat(),
+    args = ["--models-dir", str(models_dir), "--delay", "0s", "--first-run", "6h", "--now", now.isoformat(), "--no-cold-start",
             *config_args(workdir), *extra]
     return run_job("sensor_predict.py", args, env(url), cwd=workdir, timeout=120)
 

@@ -331,3 +331,22 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, influ
         assert any(anomaly.start <= s < anomaly.stop + WINDOW * INTERVAL for s in starts), anomaly
     again = predict("--now", NOW.isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert again.returncode == 0 and len(received) == len(keys)  # nothing new: nothing sent
+
+
+def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, influxd):
+    predict, scores, _, database = scoring
+    index = pd.date_range(NOW - pd.Timedelta(days=4), NOW, freq="15min", inclusive="left")
+    values, spike = sensor_data.inject(sensor_data.normal_readings("new sensor", index, 9), index, "new sensor",
+                                       "spike", NOW - pd.Timedelta(hours=5), INTERVAL)
+    local_influxd.write(influxd.url, database, sensor_data.readings_lines("new sensor", index, values))
+    result = predict("--now", NOW.isoformat())
+    assert result.returncode == 0, result.stderr
+    assert "sensor 'new sensor': 96 readings (no model yet: robust detector)" in result.stderr
+    (_, found), = rows(influxd.url, database, 'SELECT "anomaly", "kind", "detector" FROM "PREDICT_ANOMALY" '
+                                             "WHERE \"uniqueID\" = 'new sensor'")
+    flagged = [pd.Timestamp(t, unit="s", tz="UTC") for t, anomaly, _, _ in found if anomaly]
+    assert flagged == [spike.start] and {d for *_, d in found} == {"robust"}
+    assert {k for _, a, k, _ in found if a} == {"outlier"}
+    assert len(scores(QUIET)) == 96 and "detector" not in scores(QUIET).columns  # trained sensors stay on the LSTM
+    skipped = predict("--now", (NOW + INTERVAL).isoformat(), "--no-cold-start")
+    assert "sensor 'new sensor': skipped: no model" in skipped.stderr

@@ -20,7 +20,7 @@ def settings(**overrides) -> sensor_predict.PredictSettings:
                   interval=pd.Timedelta(minutes=15), max_gap=H, models_dir=Path("models"), chunk_size=200, now=NOW,
                   start=None, stop=None, max_catchup=pd.Timedelta(days=7), first_run=pd.Timedelta(days=1),
                   dry_run=False, delay=pd.Timedelta(0), engine="numpy", announce=None, min_consecutive=1,
-                  missing_after=H)
+                  missing_after=H, cold_start=None)
     values.update(overrides)
     return sensor_predict.PredictSettings(**values)
 
@@ -88,9 +88,9 @@ def test_score_lines_one_point_per_window_in_time_order():
                            "anomaly": [False, True], "kind": ["none", "missing"]}, index=index)
     lines = sensor_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
-        f'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none" '
+        f'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",detector="lstm" '
         f"{int(index[0].timestamp())}",
-        f'PREDICT_ANOMALY,uniqueID=AHU\\ 1 threshold=0.5,anomaly=true,kind="missing" {int(index[1].timestamp())}',
+        f'PREDICT_ANOMALY,uniqueID=AHU\\ 1 threshold=0.5,anomaly=true,kind="missing",detector="lstm" {int(index[1].timestamp())}',
     ]
 
 
@@ -139,3 +139,23 @@ def test_data_checks_flag_stuck_and_silent_sensors(values, flat_limit, missing_l
     assert {t: k for t, k in checked["kind"].items() if k != "none"} == kinds
     assert (checked["anomaly"] == (checked["kind"] != "none")).all()
     assert checked.loc[checked["kind"] == "missing", "loss"].isna().all()
+
+
+def test_the_cold_start_detector_follows_the_daily_cycle_and_ignores_tiny_changes_of_a_flat_sensor():
+    from model_predict import robust_scores
+
+    index = pd.date_range("2026-01-01", periods=8 * 96, freq="15min", tz="UTC")  # 8 days, 96 intervals a day
+    steps = np.arange(len(index))
+    cycle = pd.Series(20 + 5 * np.sin(2 * np.pi * steps / 96) + 0.1 * (steps % 3), index=index)
+    cycle.iloc[-40] += 5.0  # half the cycle's swing: ordinary for the day, far off for that time of day
+    last_day = index[-96:]
+    scores = robust_scores(cycle, history=7 * 96, min_history=2 * 96, z=6.0, first=last_day[0],
+                           last=last_day[-1], period=96)
+    assert scores.index.equals(last_day)
+    assert scores.index[scores["anomaly"]].tolist() == [index[-40]]
+    assert scores.loc[index[-40], "kind"] == "outlier"
+    flat = pd.Series(20.0, index=index)
+    flat.iloc[-2:] = 20.01  # a MAD of zero must not make a 0.05% change an outlier
+    assert not robust_scores(flat, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96)["anomaly"].any()
+    young = cycle.where(cycle.index >= index[-130])  # a day and a bit of readings: not enough yet
+    assert robust_scores(young, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).empty

@@ -348,7 +348,8 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
     train = run_job("sensor_training.py", [*common, "--start=-3d", "--units", "8", "--epochs", "2", "--seed", "1",
                                            "--jobs", "1", "--sensor", TRAINED[0], "--sensor", TRAINED[1]], env, tmp_path)
     assert train.returncode == 0, train.stderr
-    predict = run_job("sensor_predict.py", [*common, "--delay", "0s", "--first-run", "2d"], env, tmp_path)
+    predict = run_job("sensor_predict.py", [*common, "--delay", "0s", "--first-run", "2d", "--no-cold-start"], env,
+                      tmp_path)
     assert predict.returncode == 0, predict.stderr
     saved = {}
     for path in (tmp_path / "models").glob("*/metadata.json"):
