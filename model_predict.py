@@ -106,6 +106,16 @@ def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int
     return windows[keep], ends, filled.reindex(ends).to_numpy()
 
 
+def persistent(above: pd.Series, min_consecutive: int, interval: pd.Timedelta | None) -> np.ndarray:
+    """Where a window and the ``min_consecutive`` - 1 windows ending in the intervals just before it are all
+    ``above``; a window missing among them (a gap) breaks the run."""
+    if min_consecutive > 1 and len(above):
+        grid = pd.date_range(above.index[0], above.index[-1], freq=interval)
+        run = above.reindex(grid, fill_value=False).astype(int).rolling(min_consecutive, min_periods=1).sum()
+        above = (run.reindex(above.index) >= min_consecutive) & above
+    return above.to_numpy(dtype=bool)
+
+
 def flags(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, threshold: float,
           min_consecutive: int = 1, interval: pd.Timedelta | None = None) -> pd.DataFrame:
     """Frame indexed by window end: ``value``, ``loss``, ``threshold`` (effective), ``anomaly`` and ``kind``.
@@ -114,14 +124,27 @@ def flags(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, thresh
     intervals just before it all have a loss above the threshold; a window missing among them (a gap)
     breaks the run. Scores with kind ``reconstruction`` when flagged, ``none`` otherwise.
     """
-    above = pd.Series(losses > threshold, index=ends)
-    if min_consecutive > 1 and len(ends):
-        grid = pd.date_range(ends[0], ends[-1], freq=interval)
-        run = above.reindex(grid, fill_value=False).astype(int).rolling(min_consecutive, min_periods=1).sum()
-        above = (run.reindex(ends) >= min_consecutive) & above
-    anomaly = above.to_numpy(dtype=bool)
+    anomaly = persistent(pd.Series(losses > threshold, index=ends), min_consecutive, interval)
     return pd.DataFrame({"value": values, "loss": losses.astype("float64"), "threshold": threshold,
                          "anomaly": anomaly, "kind": np.where(anomaly, "reconstruction", "none")}, index=ends)
+
+
+def dynamic_flags(scores: pd.DataFrame, history: int, min_consecutive: int = 1,
+                  interval: pd.Timedelta | None = None) -> pd.DataFrame:
+    """Replace the fixed threshold of ``flags``' frame by a dynamic one per window (thresholds.py): from the
+    smoothed losses of the ``history`` windows before it, never below the fixed one, which is its floor.
+    Adds ``smoothed_loss``; a window is flagged when its smoothed loss is above its threshold (and, with
+    ``min_consecutive``, the windows before it are too). The frame must reach ``thresholds.history_needed``
+    windows before the first window whose decision counts."""
+    import thresholds
+
+    if scores.empty:
+        return scores.assign(smoothed_loss=pd.Series(dtype="float64"))
+    floor = float(scores["threshold"].iloc[0])
+    dynamic = thresholds.rolling_dynamic_thresholds(scores["loss"], floor, history)
+    anomaly = persistent(dynamic["smoothed"] > dynamic["threshold"], min_consecutive, interval)
+    return scores.assign(threshold=dynamic["threshold"].to_numpy(), smoothed_loss=dynamic["smoothed"].to_numpy(),
+                         anomaly=anomaly, kind=np.where(anomaly, "reconstruction", "none"))
 
 
 def data_checks(scores: pd.DataFrame, series: pd.Series, threshold: float, flat_limit: int | None,

@@ -76,6 +76,7 @@ class PredictSettings:
     engine: str
     min_consecutive: int
     missing_after: pd.Timedelta
+    dynamic_history: int | None
     cold_start: ColdStartSettings | None
     announce: AnnounceSettings
 
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--first-run", default="1d", help="how far back a sensor's first run scores (default 1d)")
     job.add_argument("--min-consecutive", type=int, default=1, metavar="K",
                      help="flag a window only when it and the K-1 before it all exceed the threshold (default 1)")
+    job.add_argument("--threshold", choices=("fixed", "dynamic"), default="fixed",
+                     help="fixed: the model's threshold x ratio (default); dynamic: per window, from the smoothed "
+                          "losses of --dynamic-history before it, never below the fixed one (see README)")
+    job.add_argument("--dynamic-history", default="3d",
+                     help="losses a dynamic threshold is computed from (default 3d; each tick scores that much again)")
     job.add_argument("--missing-after",
                      help="flag intervals of a sensor with no reading for longer than this (default --max-gap)")
     job.add_argument("--engine", choices=("numpy", "keras"), default="numpy",
@@ -168,6 +174,8 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         dry_run=args.dry_run,
         engine=args.engine,
         min_consecutive=config.positive_int("--min-consecutive", args.min_consecutive),
+        dynamic_history=(int(config.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
+                         if args.threshold == "dynamic" else None),
         missing_after=config.parse_duration(args.missing_after or args.max_gap, "--missing-after"),
         cold_start=None if args.no_cold_start else ColdStartSettings(
             history=config.parse_duration(args.cold_start_history, "--cold-start-history"),
@@ -208,7 +216,8 @@ def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: 
     return [
         line_protocol(schema.output_measurement, tags,
                       {schema.field: row.value, "loss": row.loss, "threshold": row.threshold,
-                       "anomaly": bool(row.anomaly), "kind": row.kind, "detector": detector},
+                       "anomaly": bool(row.anomaly), "kind": row.kind, "detector": detector,
+                       **({"smoothed_loss": row.smoothed_loss} if "smoothed_loss" in scores else {})},
                       int(stamp.timestamp()))
         for stamp, row in zip(scores.index, scores.itertuples(index=False))
     ]
@@ -264,6 +273,10 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
     interval = settings.interval
     # Earlier intervals give the first due window its readings, its persistence run and its flat-line run.
     persistence = (settings.min_consecutive - 1) * interval
+    if settings.dynamic_history:
+        import thresholds
+
+        persistence += thresholds.history_needed(settings.dynamic_history) * interval
     context = {s: max(m.window - 1, m.flat_limit or 0) * interval + persistence + settings.max_gap
                for s, m in models.items()}
     read_start = min(first - context[s] for s, (first, _) in due.items())
@@ -301,6 +314,9 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
         try:
             threshold = models[sensor_id].threshold * settings.sensor_config.ratio(sensor_id)
             scores = model_predict.flags(ends, values, loss, threshold, settings.min_consecutive, interval)
+            if settings.dynamic_history:
+                scores = model_predict.dynamic_flags(scores, settings.dynamic_history, settings.min_consecutive,
+                                                     interval)
             scores = model_predict.data_checks(scores, series, threshold, models[sensor_id].flat_limit,
                                                settings.missing_limit, first, last)
             scores = scores[(scores.index >= first) & (scores.index <= last)]

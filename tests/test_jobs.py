@@ -350,3 +350,19 @@ def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_
     assert len(scores(QUIET)) == 96 and "detector" not in scores(QUIET).columns  # trained sensors stay on the LSTM
     skipped = predict("--now", (NOW + INTERVAL).isoformat(), "--no-cold-start")
     assert "sensor 'new sensor': skipped: no model" in skipped.stderr
+
+
+def test_a_dynamic_threshold_never_drops_below_the_fixed_one_and_still_flags_the_anomalies(scoring, trained):
+    predict, scores, anomalies, _ = scoring
+    result = predict("--now", NOW.isoformat(), "--threshold", "dynamic", "--dynamic-history", "2d")
+    assert result.returncode == 0, result.stderr
+    models_dir, _ = trained
+    saved = {json.loads(p.read_text())["sensor_id"]: json.loads(p.read_text())["threshold"]
+             for p in models_dir.glob("*/metadata.json")}
+    for anomaly in anomalies:
+        frame = scores(anomaly.sensor_id)
+        assert len(frame) == 96
+        assert (frame["threshold"] >= saved[anomaly.sensor_id] * (1 - 1e-6)).all()
+        affected = frame[(frame.index >= anomaly.start) & (frame.index < anomaly.stop + WINDOW * INTERVAL)]
+        assert affected["anomaly"].any(), anomaly
+    assert scores(QUIET)["threshold"].nunique() > 1  # it moves with the recent losses

@@ -20,7 +20,7 @@ def settings(**overrides) -> sensor_predict.PredictSettings:
                   interval=pd.Timedelta(minutes=15), max_gap=H, models_dir=Path("models"), chunk_size=200, now=NOW,
                   start=None, stop=None, max_catchup=pd.Timedelta(days=7), first_run=pd.Timedelta(days=1),
                   dry_run=False, delay=pd.Timedelta(0), engine="numpy", announce=None, min_consecutive=1,
-                  missing_after=H, cold_start=None)
+                  missing_after=H, cold_start=None, dynamic_history=None)
     values.update(overrides)
     return sensor_predict.PredictSettings(**values)
 
