@@ -42,7 +42,9 @@ def regularize(series: pd.Series, interval: pd.Timedelta,
     """
     if series.empty and (start is None or stop is None):
         return series.astype("float64")
-    binned = series.groupby(series.index.floor(interval)).mean()
+    floored = series.index.floor(interval)
+    # Data the server aggregated is on the grid already; only off-grid points need averaging.
+    binned = series if floored.equals(series.index) else series.groupby(floored).mean()
     first = (start if start is not None else binned.index[0]).floor(interval)
     last = (stop - pd.Timedelta(1)).floor(interval) if stop is not None else binned.index[-1]
     grid = pd.date_range(first, last, freq=interval, name=series.index.name)
@@ -110,27 +112,25 @@ def windows_without_gaps(series: pd.Series, window: int) -> tuple[np.ndarray, pd
 
 def _run_lengths(hit: np.ndarray) -> np.ndarray:
     """For each position, how many consecutive ``hit`` positions end there (0 where not hit)."""
-    counts = np.zeros(len(hit), dtype="int64")
-    run = 0
-    for i, h in enumerate(hit):
-        run = run + 1 if h else 0
-        counts[i] = run
-    return counts
+    position = np.arange(len(hit))
+    last_miss = np.maximum.accumulate(np.where(hit, -1, position))
+    return np.where(hit, position - last_miss, 0)
 
 
-def flat_run_lengths(series: pd.Series) -> pd.Series:
-    """For each interval, how many intervals in a row up to it hold exactly its value (1: differs from the
-    one before; 0: no reading). A sensor stuck at one value has long runs; noise never repeats exactly."""
-    values = series.to_numpy(dtype="float64")
-    same = np.r_[False, values[1:] == values[:-1]]
-    lengths = _run_lengths(same) + 1
+def flat_run_lengths(values: np.ndarray) -> np.ndarray:
+    """For each interval of a regular series' values [n], how many intervals in a row up to it hold exactly
+    its value (1: differs from the one before; 0: no reading). A sensor stuck at one value has long runs;
+    noise never repeats exactly."""
+    values = np.asarray(values, dtype="float64")
+    lengths = _run_lengths(np.r_[False, values[1:] == values[:-1]]) + 1
     lengths[np.isnan(values)] = 0
-    return pd.Series(lengths, index=series.index)
+    return lengths
 
 
-def missing_run_lengths(series: pd.Series) -> pd.Series:
-    """For each interval, how many intervals in a row up to it have no reading (0 where there is one)."""
-    return pd.Series(_run_lengths(series.isna().to_numpy()), index=series.index)
+def missing_run_lengths(values: np.ndarray) -> np.ndarray:
+    """For each interval of a regular series' values [n], how many intervals in a row up to it have no
+    reading (0 where there is one)."""
+    return _run_lengths(np.isnan(np.asarray(values, dtype="float64")))
 
 
 def unusable_reason(series: pd.Series, window: int, min_windows: int) -> str | None:

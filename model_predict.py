@@ -99,7 +99,8 @@ def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int
     filled = clean.fill_short_gaps(series, max_gap_points)
     # An absurd reading (1e300) would overflow float32 to inf and the loss with it, which line protocol cannot
     # carry (and 0 * inf is NaN, which no threshold flags); clipped, its windows still score far above any.
-    scaled = clean.scale(filled, sensor.mean, sensor.scale).clip(-MAX_STANDARDIZED, MAX_STANDARDIZED)
+    scaled = pd.Series(np.clip((filled.to_numpy(dtype="float64") - sensor.mean) / sensor.scale,
+                               -MAX_STANDARDIZED, MAX_STANDARDIZED), index=filled.index)
     windows, ends = clean.windows_without_gaps(scaled, sensor.window)
     keep = (ends >= first) & (ends <= last)
     ends = ends[keep]
@@ -153,13 +154,16 @@ def data_checks(scores: pd.DataFrame, series: pd.Series, threshold: float, flat_
     for more than ``flat_limit`` intervals (kind ``flatline``, on its scored windows) and a sensor with no
     reading for more than ``missing_limit`` intervals (kind ``missing``: one point per such interval, with
     no value and no loss). ``series`` is the regular series as read, before gaps are filled."""
-    scores = scores.copy()
+    values = series.to_numpy(dtype="float64")
     if flat_limit is not None and len(scores):
-        stuck = (clean.flat_run_lengths(series) > flat_limit).reindex(scores.index, fill_value=False).to_numpy()
-        scores.loc[stuck, "anomaly"] = True
-        scores.loc[stuck, "kind"] = "flatline"
-    silent = clean.missing_run_lengths(series) > missing_limit
-    silent = silent[silent & (silent.index >= first) & (silent.index <= last)].index.difference(scores.index)
+        at = series.index.get_indexer(scores.index)
+        stuck = (at >= 0) & (clean.flat_run_lengths(values)[at] > flat_limit)
+        if stuck.any():
+            scores = scores.copy()
+            scores.loc[stuck, "anomaly"] = True
+            scores.loc[stuck, "kind"] = "flatline"
+    silent = (clean.missing_run_lengths(values) > missing_limit) & (series.index >= first) & (series.index <= last)
+    silent = series.index[silent].difference(scores.index) if silent.any() else series.index[:0]
     if len(silent):
         missing = pd.DataFrame({"value": np.nan, "loss": np.nan, "threshold": threshold, "anomaly": True,
                                 "kind": "missing"}, index=silent)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import artifacts
@@ -29,6 +30,7 @@ from config import ConfigError, Connection, Schema, SensorConfig
 from influx_interact import Influx, InfluxError, line_protocol
 
 logger = logging.getLogger("sensor_predict")
+FLAT_CONTEXT = pd.Timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -277,8 +279,9 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
         import thresholds
 
         persistence += thresholds.history_needed(settings.dynamic_history) * interval
-    context = {s: max(m.window - 1, m.flat_limit or 0) * interval + persistence + settings.max_gap
-               for s, m in models.items()}
+    # A flat-line longer than FLAT_CONTEXT is not looked for: reading that far back every tick would cost more.
+    context = {s: max(m.window - 1, min(m.flat_limit or 0, int(FLAT_CONTEXT / interval))) * interval
+               + persistence + settings.max_gap for s, m in models.items()}
     read_start = min(first - context[s] for s, (first, _) in due.items())
     read_stop = max(last for _, last in due.values()) + interval
     data = db.read_means(list(due), read_start, read_stop, interval)
@@ -336,9 +339,10 @@ def record(sensor_id: str, scores: pd.DataFrame, threshold: float, scored: dict[
            counts: dict[str, int], detector: str = "") -> None:
     """Keep a sensor's scores for the events, count them, and log its one line."""
     scored[sensor_id] = scores
-    flagged = int(scores["anomaly"].sum())
-    windows = int(scores["loss"].notna().sum())
-    kinds = scores.loc[scores["anomaly"], "kind"].value_counts()
+    anomaly = scores["anomaly"].to_numpy(dtype=bool)
+    flagged = int(anomaly.sum())
+    windows = int(np.isfinite(scores["loss"].to_numpy(dtype="float64")).sum())
+    kinds = scores["kind"][anomaly].value_counts() if flagged else {}
     counts["scored"] += 1
     counts["windows"] += windows
     counts["anomalies"] += flagged
@@ -416,7 +420,8 @@ def announce(db: Influx, settings: PredictSettings, scored: dict[str, pd.DataFra
     state, problem = notify.load_state(text)
     if problem:
         logger.warning("%s: %s; starting with no memory of earlier events", a.state_file, problem)
-    found = [e for sensor_id, scores in scored.items() for e in notify.events(sensor_id, scores, interval)]
+    found = [e for sensor_id, scores in scored.items() if scores["anomaly"].any()
+             for e in notify.events(sensor_id, scores, interval)]
     found, state = notify.resume(found, state, interval, {s: f.index[-1] for s, f in scored.items()})
     known = found + notify.tracked_events(state, since=now - a.incident_window - interval * 2)
     known = list({e.key: e for e in known}.values())

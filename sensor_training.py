@@ -141,7 +141,7 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
     window = settings.sensor_config.window(sensor_id)
     series = clean.drop_intervals(
         clean.regularize(clean.validate_series(raw), settings.interval, settings.start, settings.stop), labelled)
-    longest_flat_run = int(clean.flat_run_lengths(series).max()) if len(series) else 0
+    longest_flat_run = int(clean.flat_run_lengths(series.to_numpy()).max()) if len(series) else 0
     series = clean.fill_short_gaps(series, settings.max_gap_points)
     reason = clean.unusable_reason(series, window, settings.min_windows)
     if reason:
