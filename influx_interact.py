@@ -516,17 +516,18 @@ class Influx:
         except (InfluxError, ValueError) as e:
             logger.warning("could not record the run in %s: %s", self.schema.health_measurement, e)
 
-    def write(self, lines: Sequence[str], precision: str = "s") -> None:
+    def write(self, lines: Sequence[str], precision: str = "s", database: str | None = None) -> None:
         """Write line protocol in batches; a failed batch raises, earlier ones stay.
 
-        ``precision`` is the unit of the timestamps: ``s`` (scores) or ``ns``.
+        ``precision`` is the unit of the timestamps: ``s`` (scores) or ``ns``. ``database`` writes to
+        another database (bucket, with Flux) than the configured one, as Chronograf's annotations need.
         """
         for first in range(0, len(lines), WRITE_BATCH_LINES):
             batch = lines[first:first + WRITE_BATCH_LINES]
             if self.dialect == "flux":
-                self._flux_write(batch, precision)
+                self._flux_write(batch, precision, database or self.connection.bucket)
             else:
-                self._request("POST", "/write", fields={"db": self._database, "precision": precision},
+                self._request("POST", "/write", fields={"db": database or self._database, "precision": precision},
                               body="\n".join(batch).encode("utf-8"))
 
     # ------------------------------------------------------------ v1 HTTP
@@ -655,7 +656,7 @@ class Influx:
 
         return [row.values for table in self._retry(once) for row in table.records]
 
-    def _flux_write(self, batch: Sequence[str], precision: str) -> None:
+    def _flux_write(self, batch: Sequence[str], precision: str, bucket: str) -> None:
         from influxdb_client import WritePrecision
         from influxdb_client.client.write_api import SYNCHRONOUS
         from influxdb_client.rest import ApiException
@@ -663,7 +664,7 @@ class Influx:
         def once():
             try:
                 with self._flux_client.write_api(write_options=SYNCHRONOUS) as writer:
-                    writer.write(bucket=self.connection.bucket, org=self.connection.org, record=list(batch),
+                    writer.write(bucket=bucket, org=self.connection.org, record=list(batch),
                                  write_precision=WritePrecision.NS if precision == "ns" else WritePrecision.S)
             except ApiException as e:
                 raise self._api_error(e) from None

@@ -47,6 +47,7 @@ class AnnounceSettings:
     """What becomes of events: annotations, incidents, webhook messages (see notify.py)."""
 
     events_measurement: str | None
+    chronograf_annotations: bool
     incident_tag: str | None
     incidents_measurement: str
     incident_window: pd.Timedelta
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--events-measurement", default="ANOMALY_EVENTS",
                         help="one point per anomaly event (run of flagged windows) for graph annotations; "
                              "empty for none (default ANOMALY_EVENTS)")
+    events.add_argument("--chronograf-annotations", action="store_true",
+                        help="also write events where Chronograf 1.x keeps its annotations (database chronograf, "
+                             "which must exist; on 2.x a bucket chronograf mapped to chronograf/autogen)")
     events.add_argument("--incident-tag", metavar="KEY",
                         help="group concurrent events of sensors sharing this tag (e.g. equipRef) into incidents")
     events.add_argument("--incidents-measurement", default="INCIDENTS", help="where incidents go (default INCIDENTS)")
@@ -186,6 +190,7 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         ),
         announce=AnnounceSettings(
             events_measurement=args.events_measurement or None,
+            chronograf_annotations=args.chronograf_annotations,
             incident_tag=args.incident_tag or None,
             incidents_measurement=args.incidents_measurement,
             incident_window=config.parse_duration(args.incident_window, "--incident-window"),
@@ -413,7 +418,7 @@ def announce(db: Influx, settings: PredictSettings, scored: dict[str, pd.DataFra
     import notify
 
     a = settings.announce
-    if not (a.events_measurement or a.incident_tag or a.notify_url):
+    if not (a.events_measurement or a.incident_tag or a.notify_url or a.chronograf_annotations):
         return
     now, interval = settings.now, settings.interval
     text = a.state_file.read_text(encoding="utf-8") if a.state_file.exists() else None
@@ -431,6 +436,8 @@ def announce(db: Influx, settings: PredictSettings, scored: dict[str, pd.DataFra
         if a.events_measurement else []
     lines += notify.incident_lines(found_incidents, a.incident_tag, a.incidents_measurement) if a.incident_tag else []
     db.write(lines)
+    if a.chronograf_annotations and found:
+        db.write(notify.chronograf_lines(found, settings.schema.sensor_tag, now), database="chronograf")
     sent = []
     if a.notify_url:
         items = found_incidents + [e for e in known if e.sensor_id not in groups]

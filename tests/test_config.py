@@ -257,3 +257,21 @@ def test_shards_are_disjoint_and_cover_every_sensor(count):
     assert set().union(*parts) == set(ids)
     if count > 1:
         assert min(len(p) for p in parts) > 0.8 * len(ids) / count  # roughly even
+
+
+def test_the_progress_bar_draws_on_a_terminal_and_stays_below_log_lines():
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = config._ProgressHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    progress = config.Progress(handler)
+    progress.update(3, 12, elapsed_s=90.0)
+    handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "sensor 'a': trained", None, None))
+    text = stream.getvalue()
+    bar = "[#######.......................] 3/12 sensors, 4 min left"  # 90 s for 3, so 270 s for 9
+    assert text.endswith("\r\x1b[K" + "sensor 'a': trained\n" + bar)
+    progress.close()
+    assert stream.getvalue().endswith("\r\x1b[K")
+    assert config.configure_logging("INFO")._handler is None  # stderr is no terminal under pytest, nor cron

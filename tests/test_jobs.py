@@ -366,3 +366,17 @@ def test_a_dynamic_threshold_never_drops_below_the_fixed_one_and_still_flags_the
         affected = frame[(frame.index >= anomaly.start) & (frame.index < anomaly.stop + WINDOW * INTERVAL)]
         assert affected["anomaly"].any(), anomaly
     assert scores(QUIET)["threshold"].nunique() > 1  # it moves with the recent losses
+
+
+def test_events_can_also_go_where_chronograf_keeps_its_annotations(scoring, influxd, tmp_path):
+    predict, _, anomalies, _ = scoring
+    local_influxd.query(influxd.url, 'CREATE DATABASE "chronograf"')
+    result = predict("--now", NOW.isoformat(), "--chronograf-annotations", "--state-file", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    found = rows(influxd.url, "chronograf", 'SELECT "text", "start_time", "deleted", "uniqueID" FROM "annotations" '
+                                            'WHERE "deleted" = false GROUP BY "id"')
+    assert found
+    by_sensor = {values[0][4] for _, values in found}
+    assert {a.sensor_id for a in anomalies} <= by_sensor
+    for _, ((end, text, start_ns, deleted, _),) in found:
+        assert isinstance(start_ns, int) and start_ns <= end * 10**9 and text and deleted is False
