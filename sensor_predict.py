@@ -484,7 +484,8 @@ def run(settings: PredictSettings) -> int:
                 announce(db, settings, scored, counts)
             except (OSError, InfluxError):
                 # The scores are written; only their events, incidents or messages are missing.
-                logger.exception("events, incidents and notifications of this run failed")
+                logger.exception("events, incidents and notifications of this run failed (the scores are written; "
+                                 "--state-file must be a writable path)")
                 counts["notify_failed"] += 1
         status = 1 if counts["failed"] or counts["notify_failed"] else 0
         duration = time.monotonic() - began
