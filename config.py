@@ -135,6 +135,16 @@ def current_time(text: str | None) -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC") if text is None else parse_time(text, pd.Timestamp(0, tz="UTC"), "--now")
 
 
+def parse_range(start: str, stop: str, now: pd.Timestamp,
+                interval: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``--start``/``--stop`` -> [start, stop), both on the interval grid, start before stop."""
+    first = parse_time(start, now, "--start").floor(interval)
+    last = parse_time(stop, now, "--stop").floor(interval)
+    if first >= last:
+        raise ConfigError(f"--start {start} must be before --stop {stop}")
+    return first, last
+
+
 def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
     """Repeated ``--where KEY=VALUE`` -> ((key, value), ...); values may contain ``=`` and spaces."""
     pairs = []

@@ -127,10 +127,7 @@ def label_field(args: argparse.Namespace) -> str | None:
 def settings_from_args(args: argparse.Namespace) -> EvaluateSettings:
     now = config.current_time(args.now)
     interval = config.parse_duration(args.interval, "--interval")
-    start = config.parse_time(args.start, now, "--start").floor(interval)
-    stop = config.parse_time(args.stop, now, "--stop").floor(interval)
-    if start >= stop:
-        raise ConfigError(f"--start {args.start} must be before --stop {args.stop}")
+    start, stop = config.parse_range(args.start, args.stop, now, interval)
     return EvaluateSettings(
         connection=config.connection_from_args(args),
         schema=config.schema_from_args(args, label_field=label_field(args)),
@@ -163,6 +160,11 @@ def model_facts(models_dir: Path, sensor_id: str, sensor_config: SensorConfig, i
     if interval_s != interval.total_seconds():
         return ModelFacts(window, threshold, f"model interval {interval_s}s differs from --interval")
     return ModelFacts(int(window), threshold)
+
+
+def labels_of_files(paths: Sequence[Path], interval: pd.Timedelta) -> Mapping[str, pd.DatetimeIndex] | None:
+    """Labels of --labels-csv files, read once at start-up; None when labels come from InfluxDB."""
+    return MappingProxyType(label_io.labels_from_csv(paths, interval)) if paths else None
 
 
 def read_labels(db: Influx, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
@@ -343,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     config.configure_logging(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
-        csv_labels = (MappingProxyType(label_io.labels_from_csv(settings.labels_csv, settings.interval))
-                      if settings.labels_csv else None)
+        csv_labels = labels_of_files(settings.labels_csv, settings.interval)
     except (ConfigError, label_io.LabelError) as e:
         logger.error("configuration: %s", e)
         return 2

@@ -90,10 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
     now = config.current_time(args.now)
     interval = config.parse_duration(args.interval, "--interval")
-    start = config.parse_time(args.start, now, "--start").floor(interval)
-    stop = config.parse_time(args.stop, now, "--stop").floor(interval)
-    if start >= stop:
-        raise ConfigError(f"--start {args.start} must be before --stop {args.stop}")
+    start, stop = config.parse_range(args.start, args.stop, now, interval)
     if not 0 < args.percentile <= 100:
         raise ConfigError(f"--percentile: {args.percentile} must be in (0, 100]")
     if not 0 <= args.dropout < 1:

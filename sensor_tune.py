@@ -33,7 +33,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -298,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     config.configure_logging(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
-        csv_labels = (MappingProxyType(label_io.labels_from_csv(settings.labels_csv, settings.interval))
-                      if settings.labels_csv else None)
+        csv_labels = sensor_evaluate.labels_of_files(settings.labels_csv, settings.interval)
     except (ConfigError, label_io.LabelError) as e:
         logger.error("configuration: %s", e)
         return 2
