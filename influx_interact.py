@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import urllib3
 
-from config import Connection, Schema
+from anomaly.settings import Connection, Schema
 
 logger = logging.getLogger(__name__)
 

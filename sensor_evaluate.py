@@ -37,10 +37,11 @@ from types import MappingProxyType
 import pandas as pd
 
 import artifacts
-import config
+from anomaly import logs, settings, times
 import evaluation
 import labels as label_io
-from config import ConfigError, Connection, Schema, SensorConfig
+from anomaly.errors import ConfigError
+from anomaly.settings import Connection, Schema, SensorConfig
 from influx_interact import Influx, InfluxError
 
 logger = logging.getLogger("sensor_evaluate")
@@ -104,7 +105,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     add_label_arguments(parser)
     report = parser.add_argument_group("report")
     report.add_argument("--start", default="-7d", help="start of the range: RFC3339 or relative (default -7d)")
@@ -125,19 +126,19 @@ def label_field(args: argparse.Namespace) -> str | None:
 
 
 def settings_from_args(args: argparse.Namespace) -> EvaluateSettings:
-    now = config.current_time(args.now)
-    interval = config.parse_duration(args.interval, "--interval")
-    start, stop = config.parse_range(args.start, args.stop, now, interval)
+    now = times.current_time(args.now)
+    interval = times.parse_duration(args.interval, "--interval")
+    start, stop = times.parse_range(args.start, args.stop, now, interval)
     return EvaluateSettings(
-        connection=config.connection_from_args(args),
-        schema=config.schema_from_args(args, label_field=label_field(args)),
+        connection=settings.connection_from_args(args),
+        schema=settings.schema_from_args(args, label_field=label_field(args)),
         sensors=tuple(dict.fromkeys(args.sensor)),
-        shard=config.parse_shard(args.shard),
-        sensor_config=config.load_sensor_config(args.ratios, args.windows),
+        shard=settings.parse_shard(args.shard),
+        sensor_config=settings.load_sensor_config(args.ratios, args.windows),
         interval=interval,
-        max_gap=config.parse_duration(args.max_gap, "--max-gap"),
+        max_gap=times.parse_duration(args.max_gap, "--max-gap"),
         models_dir=args.models_dir,
-        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
+        chunk_size=settings.positive_int("--chunk-size", args.chunk_size),
         start=start,
         stop=stop,
         labels_csv=tuple(args.labels_csv),
@@ -179,7 +180,7 @@ def read_labels(db: Influx, sensor_ids: Sequence[str], start: pd.Timestamp, stop
 def select_sensors(db: Influx, requested: Sequence[str], shard: tuple[int, int] | None, start: pd.Timestamp,
                    stop: pd.Timestamp) -> list[str]:
     found = list(requested) or db.sensor_ids(start, stop)
-    return [s for s in found if config.in_shard(s, shard)]
+    return [s for s in found if settings.in_shard(s, shard)]
 
 
 # ---------------------------------------------------------------- pure shaping
@@ -223,7 +224,7 @@ def summary_rows(results: Sequence[SensorResult]) -> list[dict[str, object]]:
 
 
 def render_markdown(rows: Sequence[Mapping[str, object]], start: pd.Timestamp, stop: pd.Timestamp) -> str:
-    head = [f"Evaluation {config.format_time(start)} .. {config.format_time(stop)} "
+    head = [f"Evaluation {times.format_time(start)} .. {times.format_time(stop)} "
             f"(window ends; rates 0-1, – where undefined)", "",
             "| " + " | ".join(h for h, _, _ in MARKDOWN_COLUMNS) + " |",
             "| " + " | ".join("---" if key in ("sensor", "note") else "---:" for _, key, _ in MARKDOWN_COLUMNS) + " |"]
@@ -342,7 +343,7 @@ def run(settings: EvaluateSettings, csv_labels: Mapping[str, pd.DatetimeIndex] |
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level, args.log_format)
+    logs.configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
         csv_labels = labels_of_files(settings.labels_csv, settings.interval)

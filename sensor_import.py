@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-import config
+from anomaly import logs, settings
 import labels
-from config import ConfigError
+from anomaly.errors import ConfigError
 from influx_interact import Influx, InfluxError, line_protocol
 
 logger = logging.getLogger("sensor_import")
@@ -34,7 +34,7 @@ logger = logging.getLogger("sensor_import")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV export, repeatable")
     parser.add_argument("--label-field", default="manual_anomaly",
                         help="boolean field the Anomaly column goes to (default manual_anomaly)")
@@ -54,14 +54,14 @@ def point_lines(rows: list[labels.Row], measurement: str, field: str, sensor_tag
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level, args.log_format)
+    logs.configure(args.log_level, args.log_format)
     began = time.monotonic()
     try:
-        connection = config.connection_from_args(args)
-        schema = config.schema_from_args(args, label_field=args.label_field)
+        connection = settings.connection_from_args(args)
+        schema = settings.schema_from_args(args, label_field=args.label_field)
         if not args.label_field or "\n" in args.label_field:
             raise ConfigError(f"--label-field: {args.label_field!r} must be a non-empty single-line name")
-        batch_size = config.positive_int("--batch-size", args.batch_size)
+        batch_size = settings.positive_int("--batch-size", args.batch_size)
         if args.where:
             raise ConfigError("--where: the CSV files carry no tags but the sensor id; leave --where out")
         per_file = [(path, list(labels.read_csv_rows(path))) for path in args.files]

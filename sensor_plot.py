@@ -37,8 +37,9 @@ import pandas as pd
 
 import artifacts
 import clean
-import config
-from config import ConfigError, Connection, Schema
+from anomaly import logs, settings, times
+from anomaly.errors import ConfigError
+from anomaly.settings import Connection, Schema
 from influx_interact import Influx, InfluxError
 
 logger = logging.getLogger("sensor_plot")
@@ -72,7 +73,7 @@ class PlotSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     # The jobs default to every sensor found; a picture is asked for by name.
     for action in parser._actions:
         if action.dest == "sensor":
@@ -98,23 +99,23 @@ def output_paths(output: Path, sensor_ids: Sequence[str]) -> dict[str, Path]:
 
 
 def settings_from_args(args: argparse.Namespace) -> PlotSettings:
-    now = config.current_time(args.now)
-    interval = config.parse_duration(args.interval, "--interval")
-    start = config.parse_time(args.start, now, "--start").floor(interval)
-    stop = config.parse_time(args.stop, now, "--stop")
+    now = times.current_time(args.now)
+    interval = times.parse_duration(args.interval, "--interval")
+    start = times.parse_time(args.start, now, "--start").floor(interval)
+    stop = times.parse_time(args.stop, now, "--stop")
     if start >= stop:
         raise ConfigError(f"--start {args.start} must be before --stop {args.stop}")
     if args.shard:
         raise ConfigError("--shard: sensor_plot.py draws the sensors named with --sensor; leave --shard out")
     sensors = tuple(dict.fromkeys(args.sensor))
     return PlotSettings(
-        connection=config.connection_from_args(args),
-        schema=config.schema_from_args(args),
+        connection=settings.connection_from_args(args),
+        schema=settings.schema_from_args(args),
         sensors=sensors,
         interval=interval,
-        max_gap=config.parse_duration(args.max_gap, "--max-gap"),
+        max_gap=times.parse_duration(args.max_gap, "--max-gap"),
         models_dir=args.models_dir,
-        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
+        chunk_size=settings.positive_int("--chunk-size", args.chunk_size),
         start=start,
         stop=stop,
         outputs=MappingProxyType(output_paths(args.output, sensors)),
@@ -223,7 +224,7 @@ def draw(sensor_id: str, readings: pd.Series, scores: pd.DataFrame, *, field: st
 
     if readings.notna().any():
         top.plot(_naive(readings.index), readings.to_numpy(dtype="float64"), color=READING_COLOR, linewidth=1.3,
-                 label=f"mean {field} per {config.format_duration(interval)}")
+                 label=f"mean {field} per {times.format_duration(interval)}")
     else:
         top.text(0.5, 0.5, "no readings in this range", transform=top.transAxes, ha="center", va="center",
                  color=NOTE_COLOR, fontsize=11)
@@ -302,7 +303,7 @@ def plot_sensor(sensor_id: str, raw: pd.Series | None, frame: pd.DataFrame | Non
     empty = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
     readings = readings_line(raw if raw is not None else empty, settings.interval, settings.start, settings.stop,
                              settings.max_gap_points)
-    range_text = f"{config.format_time(settings.start)} .. {config.format_time(settings.stop)}"
+    range_text = f"{times.format_time(settings.start)} .. {times.format_time(settings.stop)}"
     if scores.empty and not readings.notna().any():
         logger.error("sensor %r: nothing to draw: no readings in %r and no scores in %r in %s; check the id "
                      "(tag %r) and the range", sensor_id, settings.schema.measurement,
@@ -345,7 +346,7 @@ def run(settings: PlotSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level, args.log_format)
+    logs.configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
     except ConfigError as e:

@@ -25,8 +25,9 @@ import pandas as pd
 
 import artifacts
 import clean
-import config
-from config import ConfigError, Connection, Schema, SensorConfig
+from anomaly import logs, settings, times
+from anomaly.errors import ConfigError
+from anomaly.settings import Connection, Schema, SensorConfig
 from influx_interact import Influx, InfluxError, line_protocol
 
 logger = logging.getLogger("sensor_predict")
@@ -94,7 +95,7 @@ class PredictSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     job = parser.add_argument_group("scoring")
     job.add_argument("--start", help="backfill: score windows ending at or after this time (RFC3339 or -7d)")
     job.add_argument("--stop", help="backfill: score windows ending before this time (default now)")
@@ -153,39 +154,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
-    now = config.current_time(args.now)
-    interval = config.parse_duration(args.interval, "--interval")
-    start = config.parse_time(args.start, now, "--start").floor(interval) if args.start else None
-    stop = config.parse_time(args.stop, now, "--stop").floor(interval) if args.stop else None
+    now = times.current_time(args.now)
+    interval = times.parse_duration(args.interval, "--interval")
+    start = times.parse_time(args.start, now, "--start").floor(interval) if args.start else None
+    stop = times.parse_time(args.stop, now, "--stop").floor(interval) if args.stop else None
     if stop is not None and start is None:
         raise ConfigError("--stop needs --start: together they name the range to backfill")
     if start is not None and start >= (stop or now.floor(interval)):
         raise ConfigError(f"--start {args.start} must be before --stop ({args.stop or 'now'})")
     return PredictSettings(
-        connection=config.connection_from_args(args),
-        schema=config.schema_from_args(args),
+        connection=settings.connection_from_args(args),
+        schema=settings.schema_from_args(args),
         sensors=tuple(args.sensor),
-        shard=config.parse_shard(args.shard),
-        sensor_config=config.load_sensor_config(args.ratios, args.windows),
+        shard=settings.parse_shard(args.shard),
+        sensor_config=settings.load_sensor_config(args.ratios, args.windows),
         interval=interval,
-        max_gap=config.parse_duration(args.max_gap, "--max-gap"),
+        max_gap=times.parse_duration(args.max_gap, "--max-gap"),
         models_dir=args.models_dir,
-        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
+        chunk_size=settings.positive_int("--chunk-size", args.chunk_size),
         now=now,
         start=start,
         stop=stop,
-        max_catchup=config.parse_duration(args.max_catchup, "--max-catchup"),
-        delay=config.parse_duration(args.delay, "--delay", allow_zero=True),
-        first_run=config.parse_duration(args.first_run, "--first-run"),
+        max_catchup=times.parse_duration(args.max_catchup, "--max-catchup"),
+        delay=times.parse_duration(args.delay, "--delay", allow_zero=True),
+        first_run=times.parse_duration(args.first_run, "--first-run"),
         dry_run=args.dry_run,
         engine=args.engine,
-        min_consecutive=config.positive_int("--min-consecutive", args.min_consecutive),
-        dynamic_history=(int(config.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
+        min_consecutive=settings.positive_int("--min-consecutive", args.min_consecutive),
+        dynamic_history=(int(times.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
                          if args.threshold == "dynamic" else None),
-        missing_after=config.parse_duration(args.missing_after or args.max_gap, "--missing-after"),
+        missing_after=times.parse_duration(args.missing_after or args.max_gap, "--missing-after"),
         cold_start=None if args.no_cold_start else ColdStartSettings(
-            history=config.parse_duration(args.cold_start_history, "--cold-start-history"),
-            min_history=config.parse_duration(args.cold_start_min_history, "--cold-start-min-history"),
+            history=times.parse_duration(args.cold_start_history, "--cold-start-history"),
+            min_history=times.parse_duration(args.cold_start_min_history, "--cold-start-min-history"),
             z=args.cold_start_z,
         ),
         announce=AnnounceSettings(
@@ -193,11 +194,11 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
             chronograf_annotations=args.chronograf_annotations,
             incident_tag=args.incident_tag or None,
             incidents_measurement=args.incidents_measurement,
-            incident_window=config.parse_duration(args.incident_window, "--incident-window"),
+            incident_window=times.parse_duration(args.incident_window, "--incident-window"),
             notify_url=args.notify_url or None,
             notify_style=args.notify_style,
-            notify_cooldown=config.parse_duration(args.notify_cooldown, "--notify-cooldown", allow_zero=True),
-            notify_max_age=config.parse_duration(args.notify_max_age, "--notify-max-age"),
+            notify_cooldown=times.parse_duration(args.notify_cooldown, "--notify-cooldown", allow_zero=True),
+            notify_max_age=times.parse_duration(args.notify_max_age, "--notify-max-age"),
             state_file=args.state_file or args.models_dir / (
                 ".sensor_predict-state.json" if not args.shard else
                 f".sensor_predict-state-{args.shard.replace('/', 'of')}.json"),
@@ -262,8 +263,8 @@ def load_models(sensor_ids: list[str], settings: PredictSettings, counts: dict[s
 
 
 def no_window(sensor_id: str, first: pd.Timestamp, last: pd.Timestamp, counts: dict[str, int]) -> None:
-    logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id, config.format_time(first),
-                config.format_time(last))
+    logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id, times.format_time(first),
+                times.format_time(last))
     counts["no_data"] += 1
 
 
@@ -294,7 +295,7 @@ def score_chunk(db: Influx, sensor_ids: list[str], settings: PredictSettings, co
         # Not one reading for a whole chunk is a wrong --field or --measurement far more often than a chunk
         # of dead sensors: say so once rather than flag every sensor as missing.
         logger.warning("no readings at all for %d sensors in %s .. %s; check --measurement and --field",
-                       len(due), config.format_time(read_start), config.format_time(read_stop))
+                       len(due), times.format_time(read_start), times.format_time(read_stop))
         for sensor_id, (first, last) in due.items():
             no_window(sensor_id, first, last, counts)
         return lines
@@ -354,7 +355,7 @@ def record(sensor_id: str, scores: pd.DataFrame, threshold: float, scored: dict[
     logger.info("sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f", sensor_id, windows,
                 detector or "windows",
                 f" and {len(scores) - windows} intervals without readings" if len(scores) > windows else "",
-                config.format_time(scores.index[0]), config.format_time(scores.index[-1]), flagged,
+                times.format_time(scores.index[0]), times.format_time(scores.index[-1]), flagged,
                 " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "", threshold)
 
 
@@ -368,7 +369,7 @@ def due_ranges(db: Influx, sensor_ids: list[str], settings: PredictSettings,
         sensor_ids, settings.now.floor(interval) - settings.max_catchup - interval)
     ranges = {s: score_range(last_scored.get(s), settings) for s in sensor_ids}
     for sensor_id in [s for s, r in ranges.items() if r is None]:
-        logger.info("sensor %r: nothing due: scored up to %s", sensor_id, config.format_time(last_scored[sensor_id]))
+        logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(last_scored[sensor_id]))
         counts["up_to_date"] += 1
     return {s: r for s, r in ranges.items() if r is not None}
 
@@ -402,7 +403,7 @@ def score_cold(db: Influx, sensor_ids: list[str], settings: PredictSettings, cou
             continue
         if scores.empty:
             logger.info("sensor %r: no model yet, and less than %s of readings before %s for the cold-start "
-                        "detector", sensor_id, config.format_duration(cold.min_history), config.format_time(last))
+                        "detector", sensor_id, times.format_duration(cold.min_history), times.format_time(last))
             counts["no_data"] += 1
             continue
         record(sensor_id, scores, threshold, scored, counts, detector="readings (no model yet: robust detector)")
@@ -472,7 +473,7 @@ def run(settings: PredictSettings) -> int:
     with Influx(settings.connection, settings.schema) as db:
         now = settings.now.floor(settings.interval)
         found = list(settings.sensors) or db.sensor_ids(now - settings.max_catchup, settings.now)
-        sensor_ids = [s for s in found if config.in_shard(s, settings.shard)]
+        sensor_ids = [s for s in found if settings.in_shard(s, settings.shard)]
         for first in range(0, len(sensor_ids), settings.chunk_size):
             lines = score_chunk(db, sensor_ids[first:first + settings.chunk_size], settings, counts, scored)
             if settings.dry_run:
@@ -505,7 +506,7 @@ def run(settings: PredictSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level, args.log_format)
+    logs.configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
     except ConfigError as e:

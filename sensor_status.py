@@ -35,8 +35,9 @@ from typing import Any
 import pandas as pd
 
 import artifacts
-import config
-from config import ConfigError, Connection, Schema, SensorConfig
+from anomaly import logs, settings, times
+from anomaly.errors import ConfigError
+from anomaly.settings import Connection, Schema, SensorConfig
 from influx_interact import Influx, InfluxError
 
 logger = logging.getLogger("sensor_status")
@@ -203,7 +204,7 @@ def select_sensors(models: Sequence[ModelInfo], found: Sequence[str], requested:
     else:
         ids = set(found) | (set() if only_found else set(by_id))
     selected: list[tuple[str | None, ModelInfo | None]] = []
-    for sensor_id in sorted(s for s in ids if config.in_shard(s, shard)):
+    for sensor_id in sorted(s for s in ids if settings.in_shard(s, shard)):
         model = by_id.get(sensor_id) or unnamed.pop(artifacts.sensor_dir(Path(), sensor_id).name, None)
         selected.append((sensor_id, model))
     if not requested:
@@ -259,7 +260,7 @@ def summarize(rows: Sequence[Row], now: pd.Timestamp, limits: Limits, lookback: 
            if r.usable is not None and r.usable.trained_at is not None
            and now - r.usable.trained_at > limits.old_model_after]
     return {
-        "now": config.format_time(now),
+        "now": times.format_time(now),
         "lookback": _duration(lookback),
         "sensors": len(rows),
         "status": {word: sum(r.status == word for r in rows) for word in STATUSES},
@@ -272,7 +273,7 @@ def summarize(rows: Sequence[Row], now: pd.Timestamp, limits: Limits, lookback: 
 
 
 def _time(stamp: pd.Timestamp | None) -> str | None:
-    return None if stamp is None else config.format_time(stamp)
+    return None if stamp is None else times.format_time(stamp)
 
 
 def row_json(row: Row) -> dict[str, Any]:
@@ -407,7 +408,7 @@ def render_table(rows: Sequence[Row], now: pd.Timestamp, lookback: pd.Timedelta)
     contents; sensor ids longer than ID_WIDTH cells are cut with an ellipsis (in the table only)."""
     cells = [[header for header, _ in TABLE_COLUMNS]] + [table_cells(r, now, lookback) for r in rows]
     widths = [max(display_width(line[k]) for line in cells) for k in range(len(TABLE_COLUMNS))]
-    lines = [f"sensor status at {config.format_time(now)} (times UTC; data age: of the newest reading; "
+    lines = [f"sensor status at {times.format_time(now)} (times UTC; data age: of the newest reading; "
              f"24h, 7d: anomalies flagged; -: none in the last {_duration(lookback)})"]
     for line in cells:
         text = "  ".join(_pad(cell, width, right) for cell, width, (_, right) in zip(line, widths, TABLE_COLUMNS))
@@ -443,7 +444,7 @@ def render_summary(rows: Sequence[Row], summary: Mapping[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     status = parser.add_argument_group("status")
     status.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     status.add_argument("--now", help="take this RFC3339 time as the current time (replays and tests)")
@@ -461,29 +462,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> StatusSettings:
-    now = config.current_time(args.now)
-    interval = config.parse_duration(args.interval, "--interval")
-    max_gap = config.parse_duration(args.max_gap, "--max-gap")
-    lookback = config.parse_duration(args.lookback, "--lookback")
+    now = times.current_time(args.now)
+    interval = times.parse_duration(args.interval, "--interval")
+    max_gap = times.parse_duration(args.max_gap, "--max-gap")
+    lookback = times.parse_duration(args.lookback, "--lookback")
     limits = Limits(
-        stale_after=config.parse_duration(args.stale_after, "--stale-after") if args.stale_after else max_gap,
-        unscored_after=(config.parse_duration(args.unscored_after, "--unscored-after") if args.unscored_after
+        stale_after=times.parse_duration(args.stale_after, "--stale-after") if args.stale_after else max_gap,
+        unscored_after=(times.parse_duration(args.unscored_after, "--unscored-after") if args.unscored_after
                         else 4 * interval),
-        old_model_after=config.parse_duration(args.old_model_after, "--old-model-after"),
+        old_model_after=times.parse_duration(args.old_model_after, "--old-model-after"),
     )
     if lookback < max(limits.stale_after, limits.unscored_after):
         raise ConfigError(f"--lookback {args.lookback} must be at least --stale-after "
                           f"({_duration(limits.stale_after)}) and --unscored-after "
                           f"({_duration(limits.unscored_after)})")
     return StatusSettings(
-        connection=config.connection_from_args(args),
-        schema=config.schema_from_args(args),
+        connection=settings.connection_from_args(args),
+        schema=settings.schema_from_args(args),
         sensors=tuple(args.sensor),
-        shard=config.parse_shard(args.shard),
-        sensor_config=config.load_sensor_config(args.ratios, args.windows),
+        shard=settings.parse_shard(args.shard),
+        sensor_config=settings.load_sensor_config(args.ratios, args.windows),
         interval=interval,
         models_dir=args.models_dir,
-        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
+        chunk_size=settings.positive_int("--chunk-size", args.chunk_size),
         now=now,
         lookback=lookback,
         limits=limits,
@@ -553,7 +554,7 @@ def run(settings: StatusSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level, args.log_format)
+    logs.configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
     except ConfigError as e:

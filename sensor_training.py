@@ -22,8 +22,9 @@ import pandas as pd
 
 import artifacts
 import clean
-import config
-from config import ConfigError, Connection, Schema, SensorConfig
+from anomaly import logs, settings, times
+from anomaly.errors import ConfigError
+from anomaly.settings import Connection, Schema, SensorConfig
 from influx_interact import Influx, InfluxError
 
 logger = logging.getLogger("sensor_training")
@@ -61,7 +62,7 @@ class TrainingSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     train = parser.add_argument_group("training")
     train.add_argument("--start", default="-90d", help="start of the training range: RFC3339 or relative (default -90d)")
     train.add_argument("--stop", default="now", help="end of the training range (default now)")
@@ -88,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
-    now = config.current_time(args.now)
-    interval = config.parse_duration(args.interval, "--interval")
-    start, stop = config.parse_range(args.start, args.stop, now, interval)
+    now = times.current_time(args.now)
+    interval = times.parse_duration(args.interval, "--interval")
+    start, stop = times.parse_range(args.start, args.stop, now, interval)
     if not 0 < args.percentile <= 100:
         raise ConfigError(f"--percentile: {args.percentile} must be in (0, 100]")
     if not 0 <= args.dropout < 1:
@@ -98,27 +99,27 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
     if not 0 < args.validation_split < 0.5:
         raise ConfigError(f"--validation-split: {args.validation_split} must be in (0, 0.5)")
     return TrainingSettings(
-        connection=config.connection_from_args(args),
-        schema=config.schema_from_args(args, label_field=args.label_field),
+        connection=settings.connection_from_args(args),
+        schema=settings.schema_from_args(args, label_field=args.label_field),
         sensors=tuple(args.sensor),
-        shard=config.parse_shard(args.shard),
-        sensor_config=config.load_sensor_config(args.ratios, args.windows),
+        shard=settings.parse_shard(args.shard),
+        sensor_config=settings.load_sensor_config(args.ratios, args.windows),
         start=start,
         stop=stop,
         interval=interval,
-        max_gap=config.parse_duration(args.max_gap, "--max-gap"),
+        max_gap=times.parse_duration(args.max_gap, "--max-gap"),
         models_dir=args.models_dir,
-        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
-        units=config.positive_int("--units", args.units),
+        chunk_size=settings.positive_int("--chunk-size", args.chunk_size),
+        units=settings.positive_int("--units", args.units),
         dropout=args.dropout,
-        epochs=config.positive_int("--epochs", args.epochs),
-        batch_size=config.positive_int("--batch-size", args.batch_size),
+        epochs=settings.positive_int("--epochs", args.epochs),
+        batch_size=settings.positive_int("--batch-size", args.batch_size),
         validation_split=args.validation_split,
-        patience=config.positive_int("--patience", args.patience),
+        patience=settings.positive_int("--patience", args.patience),
         percentile=args.percentile,
-        min_windows=config.positive_int("--min-windows", args.min_windows),
+        min_windows=settings.positive_int("--min-windows", args.min_windows),
         seed=args.seed,
-        jobs=config.positive_int("--jobs", args.jobs),
+        jobs=settings.positive_int("--jobs", args.jobs),
         dask_scheduler=args.dask_scheduler,
     )
 
@@ -166,9 +167,9 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
         "threshold": threshold,
         "scaler": {"mean": mean, "scale": scale},
         "longest_flat_run": longest_flat_run,
-        "training_range": {"start": config.format_time(settings.start), "stop": config.format_time(settings.stop),
-                           "first_point": config.format_time(present[0]),
-                           "last_point": config.format_time(present[-1])},
+        "training_range": {"start": times.format_time(settings.start), "stop": times.format_time(settings.stop),
+                           "first_point": times.format_time(present[0]),
+                           "last_point": times.format_time(present[-1])},
         "windows": int(len(windows)),
         "labelled_intervals_dropped": int(len(labelled)),
         "model": {"units": settings.units, "dropout": settings.dropout, "epochs": fit.epochs,
@@ -176,7 +177,7 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, set
         "train_loss": fit.train_loss,
         "val_loss": fit.val_loss,
         "versions": model_trainer.library_versions(),
-        "trained_at": config.format_time(pd.Timestamp.now(tz="UTC")),
+        "trained_at": times.format_time(pd.Timestamp.now(tz="UTC")),
     }
     artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler,
                    model_trainer.export_weights(model), metadata)
@@ -212,7 +213,7 @@ def parallel(settings: TrainingSettings):
     return joblib.Parallel(n_jobs=settings.jobs, return_as="generator")
 
 
-def run(settings: TrainingSettings, progress: config.Progress) -> int:
+def run(settings: TrainingSettings, progress: logs.Progress) -> int:
     import joblib
 
     began = time.monotonic()
@@ -228,10 +229,10 @@ def run(settings: TrainingSettings, progress: config.Progress) -> int:
     try:
         with Influx(settings.connection, settings.schema) as db:
             found = list(settings.sensors) or db.sensor_ids(settings.start, settings.stop)
-            sensor_ids = [s for s in found if config.in_shard(s, settings.shard)]
+            sensor_ids = [s for s in found if settings.in_shard(s, settings.shard)]
             logger.info("training %d sensors on %s .. %s, interval %s, %s", len(sensor_ids),
-                        config.format_time(settings.start), config.format_time(settings.stop),
-                        config.format_duration(settings.interval),
+                        times.format_time(settings.start), times.format_time(settings.stop),
+                        times.format_duration(settings.interval),
                         "on Dask" if client else f"{settings.jobs} jobs x {threads} threads")
             run_tasks = parallel(settings)
             for first in range(0, len(sensor_ids), settings.chunk_size):
@@ -271,7 +272,7 @@ def run(settings: TrainingSettings, progress: config.Progress) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    progress = config.configure_logging(args.log_level, args.log_format)
+    progress = logs.configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
     except ConfigError as e:

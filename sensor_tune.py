@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import config
+from anomaly import logs, settings, times
 import evaluation
 import labels as label_io
 import sensor_evaluate
-from config import ConfigError, Connection, Schema, SensorConfig
+from anomaly.errors import ConfigError
+from anomaly.settings import Connection, Schema, SensorConfig
 from influx_interact import Influx, InfluxError
 
 logger = logging.getLogger("sensor_tune")
@@ -83,7 +84,7 @@ class Outcome:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     sensor_evaluate.add_label_arguments(parser)
     tune = parser.add_argument_group("tuning")
     tune.add_argument("--tune-start", "--start", dest="tune_start",
@@ -123,7 +124,7 @@ def tuning_range(args: argparse.Namespace, now: pd.Timestamp,
                  interval: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The tuning range from the flags, as the module docstring says; refuses an overlap unless allowed."""
     def time_of(text: str | None, flag: str) -> pd.Timestamp | None:
-        return None if text is None else config.parse_time(text, now, flag).floor(interval)
+        return None if text is None else times.parse_time(text, now, flag).floor(interval)
 
     eval_start, eval_stop = time_of(args.eval_start, "--eval-start"), time_of(args.eval_stop, "--eval-stop")
     if eval_stop is not None and eval_start is None:
@@ -138,31 +139,31 @@ def tuning_range(args: argparse.Namespace, now: pd.Timestamp,
     if start is None:
         start = stop - (eval_stop - eval_start if eval_start is not None else DEFAULT_TUNING)
     if start >= stop:
-        raise ConfigError(f"the tuning range {config.format_time(start)} .. {config.format_time(stop)} is empty; "
+        raise ConfigError(f"the tuning range {times.format_time(start)} .. {times.format_time(stop)} is empty; "
                           f"check --tune-start and --tune-stop")
     if eval_start is not None and start < eval_stop and eval_start < stop and not args.allow_overlap:
-        raise ConfigError(f"the tuning range {config.format_time(start)} .. {config.format_time(stop)} overlaps the "
-                          f"evaluation range {config.format_time(eval_start)} .. {config.format_time(eval_stop)}: a "
+        raise ConfigError(f"the tuning range {times.format_time(start)} .. {times.format_time(stop)} overlaps the "
+                          f"evaluation range {times.format_time(eval_start)} .. {times.format_time(eval_stop)}: a "
                           f"report over the evaluation range would then flatter the ratio; move one, or pass "
                           f"--allow-overlap")
     return start, stop
 
 
 def settings_from_args(args: argparse.Namespace) -> TuneSettings:
-    now = config.current_time(args.now)
-    interval = config.parse_duration(args.interval, "--interval")
+    now = times.current_time(args.now)
+    interval = times.parse_duration(args.interval, "--interval")
     start, stop = tuning_range(args, now, interval)
     if args.max_false_alarms is not None and not (math.isfinite(args.max_false_alarms) and args.max_false_alarms >= 0):
         raise ConfigError(f"--max-false-alarms: {args.max_false_alarms} must be a number >= 0 (per week)")
     return TuneSettings(
-        connection=config.connection_from_args(args),
-        schema=config.schema_from_args(args, label_field=sensor_evaluate.label_field(args)),
+        connection=settings.connection_from_args(args),
+        schema=settings.schema_from_args(args, label_field=sensor_evaluate.label_field(args)),
         sensors=tuple(dict.fromkeys(args.sensor)),
-        shard=config.parse_shard(args.shard),
-        sensor_config=config.load_sensor_config(args.ratios, args.windows),
+        shard=settings.parse_shard(args.shard),
+        sensor_config=settings.load_sensor_config(args.ratios, args.windows),
         interval=interval,
         models_dir=args.models_dir,
-        chunk_size=config.positive_int("--chunk-size", args.chunk_size),
+        chunk_size=settings.positive_int("--chunk-size", args.chunk_size),
         start=start,
         stop=stop,
         grid=parse_grid(args.ratios_grid),
@@ -251,7 +252,7 @@ def run(settings: TuneSettings, csv_labels: Mapping[str, pd.DatetimeIndex] | Non
     outcomes: list[Outcome] = []
     failed = 0
     interval = settings.interval
-    print(f"tuning range {config.format_time(settings.start)} .. {config.format_time(settings.stop)}, "
+    print(f"tuning range {times.format_time(settings.start)} .. {times.format_time(settings.stop)}, "
           f"{len(settings.grid)} candidate ratios {settings.grid[0]:g} .. {settings.grid[-1]:g}, objective: "
           + ("event F1" if settings.max_false_alarms is None
              else f"event recall with at most {settings.max_false_alarms:g} false alarms per week"))
@@ -294,7 +295,7 @@ def run(settings: TuneSettings, csv_labels: Mapping[str, pd.DatetimeIndex] | Non
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config.configure_logging(args.log_level, args.log_format)
+    logs.configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
         csv_labels = sensor_evaluate.labels_of_files(settings.labels_csv, settings.interval)

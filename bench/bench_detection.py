@@ -44,7 +44,7 @@ for path in (ROOT, ROOT / "bench"):
 
 import bench_model_size  # noqa: E402
 import clean  # noqa: E402
-import config  # noqa: E402
+from anomaly import times  # noqa: E402
 import evaluation  # noqa: E402
 import sensor_training  # noqa: E402
 import thresholds  # noqa: E402
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     index = pd.date_range(NOW - pd.Timedelta(days=days), NOW, freq=interval, inclusive="left")
     holdout_start = NOW - pd.Timedelta(days=holdout_days)
     print(f"bench_detection: {len(KINDS)} kinds ({', '.join(KINDS)}) x {sensors} sensors x {days} days of "
-          f"{config.format_duration(interval)} readings ({train_days} trained on, {holdout_days} held out with "
+          f"{times.format_duration(interval)} readings ({train_days} trained on, {holdout_days} held out with "
           f"{per_kind} spike, {per_kind} level_shift, {per_kind} flatline each)")
     print(f"model: units {defaults_units()}, window {defaults.window}, epochs <= {epochs}, patience {defaults.patience}, "
           f"percentile {defaults.percentile}, ratio {defaults.ratio}, seed {args.seed}; dynamic: history {args.history} "

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import clean  # noqa: E402
-import config  # noqa: E402
+from anomaly import settings, times  # noqa: E402
 import sensor_training  # noqa: E402
 from tools import sensor_data  # noqa: E402
 
@@ -65,12 +65,12 @@ class JobDefaults:
 def job_defaults() -> JobDefaults:
     parser = sensor_training.build_parser()
     get = parser.get_default
-    sensor_config = config.load_sensor_config(get("ratios"), get("windows"))
+    sensor_config = settings.load_sensor_config(get("ratios"), get("windows"))
     return JobDefaults(
         dropout=get("dropout"), epochs=get("epochs"), batch_size=get("batch_size"),
         validation_split=get("validation_split"), patience=get("patience"), percentile=get("percentile"),
-        min_windows=get("min_windows"), interval=config.parse_duration(get("interval"), "--interval"),
-        max_gap=config.parse_duration(get("max_gap"), "--max-gap"),
+        min_windows=get("min_windows"), interval=times.parse_duration(get("interval"), "--interval"),
+        max_gap=times.parse_duration(get("max_gap"), "--max-gap"),
         window=sensor_config.default_window, ratio=sensor_config.default_ratio,
     )
 
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     sensor_ids = [f"AHU-{n + 1} supply air temp" for n in range(sensors)]
     data = [sensor_readings(s, n, index, interval, holdout_start, per_kind, args.seed) for n, s in enumerate(sensor_ids)]
 
-    print(f"bench_model_size: {sensors} sensors x {days} days of {config.format_duration(interval)} readings "
+    print(f"bench_model_size: {sensors} sensors x {days} days of {times.format_duration(interval)} readings "
           f"({days - holdout_days} days trained on, {holdout_days} held out with {3 * per_kind} events per sensor: "
           f"{per_kind} spike, {per_kind} level_shift, {per_kind} flatline)")
     print(f"model: units {' '.join(map(str, args.units))}; window {defaults.window}, dropout {defaults.dropout}, "

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import artifacts  # noqa: E402
 import clean  # noqa: E402
-import config  # noqa: E402
+from anomaly import logs, times  # noqa: E402
 from influx_interact import influxql_ident, influxql_time, line_protocol  # noqa: E402
 from tools import local_influxd, sensor_data  # noqa: E402
 
@@ -167,7 +167,7 @@ def common_args(workdir: Path) -> list[str]:
 def train(url: str, workdir: Path, trained_ids: list[str], epochs: int) -> None:
     """Train the base models with sensor_training.py as a process (units and window at their defaults)."""
     command = [sys.executable, str(ROOT / "sensor_training.py"), *common_args(workdir),
-               "--start", config.format_time(TRAINING_START), "--stop", config.format_time(TRAINING_STOP),
+               "--start", times.format_time(TRAINING_START), "--stop", times.format_time(TRAINING_STOP),
                "--epochs", str(epochs), "--patience", "2", "--seed", "1"]
     for sid in trained_ids:
         command += ["--sensor", sid]
@@ -222,7 +222,7 @@ def derive_models(models_dir: Path, trained_ids: list[str], keras_ids: list[str]
         record = {key: value for key, value in metadata.items()
                   if key not in ("format_version", "version", "files", "sha256", "paths")}
         record.update(sensor_id=sid, scaler={"mean": float(scaler.mean_[0]), "scale": float(scaler.scale_[0])},
-                      trained_at=config.format_time(pd.Timestamp.now(tz="UTC")),
+                      trained_at=times.format_time(pd.Timestamp.now(tz="UTC")),
                       derived_from={"sensor_id": metadata["sensor_id"], "weights": f"x (1 + N(0, {PERTURBATION}))",
                                     "keras_file": "perturbed" if number < len(keras_ids) else "copy of the base's"})
         saved = model if number < len(keras_ids) else CopiedModelFile(metadata["paths"]["model"])
@@ -322,7 +322,7 @@ def tail(path: Path, lines: int = 30) -> str:
 
 def run_scenario(url: str, workdir: Path, scenario: Scenario, extra: list[str]) -> Measurement:
     command = [sys.executable, str(ROOT / "sensor_predict.py"), *common_args(workdir),
-               "--now", config.format_time(NOW), "--delay", "0s", "--engine", scenario.engine,
+               "--now", times.format_time(NOW), "--delay", "0s", "--engine", scenario.engine,
                "--output-measurement", scenario.output, "--log-level", "WARNING", *extra]
     logger.info("running %s: %d sensors x %d windows, --engine %s", scenario.name, len(scenario.sensor_ids),
                 scenario.windows_per_sensor, scenario.engine)
@@ -484,7 +484,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
               f", {numpy_only} more derived the same way for the numpy engine only (Keras file copied from the base)"
               if numpy_only else ""))
     print("data: readings at 15-minute samples; a day of synthetic earlier scores per sensor; job flags: --now "
-          f"{config.format_time(NOW)} --delay 0s --log-level WARNING {' '.join(args.predict_arg)}".rstrip())
+          f"{times.format_time(NOW)} --delay 0s --log-level WARNING {' '.join(args.predict_arg)}".rstrip())
     print("\n".join(target_lines(report["tick"], args.sensors)))
     print(f"benchmark took {time.monotonic() - began:.0f} s in all")
     report["models"] = {"trained": args.trained, "derived": derived, "derived_numpy_only": numpy_only,
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_sizes(parser, args)
-    config.configure_logging("INFO")
+    logs.configure("INFO")
     try:
         if args.workdir:
             if args.workdir.exists() and any(args.workdir.iterdir()):

@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 
 import artifacts  # noqa: E402
 import clean  # noqa: E402
-import config  # noqa: E402
+from anomaly import times  # noqa: E402
 import sensor_training  # noqa: E402
 from influx_interact import Influx  # noqa: E402
 from tools import local_influxd, sensor_data  # noqa: E402
@@ -226,7 +226,7 @@ def measure_phases(argv: list[str], url: str, count: int) -> dict:
                     "model": {"units": settings.units, "dropout": settings.dropout, "epochs": fit.epochs,
                               "batch_size": settings.batch_size, "seed": settings.seed},
                     "train_loss": fit.train_loss, "val_loss": fit.val_loss, "versions": versions,
-                    "trained_at": config.format_time(pd.Timestamp.now(tz="UTC"))}
+                    "trained_at": times.format_time(pd.Timestamp.now(tz="UTC"))}
         artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler,
                        model_trainer.export_weights(model), metadata)
         phase["save"] = time.perf_counter() - t
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [("jobs=1", ["--jobs", "1"]), ("jobs=2", ["--jobs", "2"])] if has_jobs else [("default", [])]
     defaults = sensor_training.build_parser()
     print(f"bench_training: {sensors} sensors x {days} days of 15m readings, training range "
-          f"{config.format_time(NOW - pd.Timedelta(days=days))} .. {config.format_time(NOW)}; "
+          f"{times.format_time(NOW - pd.Timedelta(days=days))} .. {times.format_time(NOW)}; "
           f"units {defaults.get_default('units')}, epochs <= {epochs or defaults.get_default('epochs')}, "
           f"patience {defaults.get_default('patience')}, batch {defaults.get_default('batch_size')}, no seed"
           + ("  [--quick: fewer sensors, days and epochs than the full run]" if quick else ""))
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
             env.update(INFLUX_URL=server.url, INFLUX_DATABASE=DATABASE)
-            common = ["--now", config.format_time(NOW), f"--start=-{days}d"] + (["--epochs", str(epochs)] if epochs else [])
+            common = ["--now", times.format_time(NOW), f"--start=-{days}d"] + (["--epochs", str(epochs)] if epochs else [])
             for label, extra in modes:
                 job_argv = common + ["--models-dir", str(workdir / f"models-{label}")] + extra
                 print(f"running sensor_training.py {' '.join(job_argv)}", flush=True)

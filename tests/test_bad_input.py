@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config import Connection, Schema
+from anomaly.settings import Connection, Schema
 from conftest import rows, run_job
 from influx_interact import Influx, InfluxError, influxql_string, line_protocol, parse_influxql
 from tools import local_influxd, sensor_data

@@ -1,12 +1,12 @@
-"""config.py: durations, times, --where, the per-sensor files and the connection flags."""
+"""settings.py: durations, times, --where, the per-sensor files and the connection flags."""
 import argparse
 import re
 
 import pandas as pd
 import pytest
 
-import config
-from config import ConfigError
+from anomaly import logs, settings, times
+from anomaly.errors import ConfigError
 
 NOW = pd.Timestamp("2026-03-01T12:00:00Z")
 
@@ -23,13 +23,13 @@ NOW = pd.Timestamp("2026-03-01T12:00:00Z")
     (" 15m ", pd.Timedelta(minutes=15)),
 ])
 def test_parse_duration(text, expected):
-    assert config.parse_duration(text, "--interval") == expected
+    assert times.parse_duration(text, "--interval") == expected
 
 
 @pytest.mark.parametrize("text", ["0m", "15", "m", "1.5h", "-1h", "15M", "1h30m", ""])
 def test_parse_duration_rejects(text):
     with pytest.raises(ConfigError, match=re.escape(f"--interval: {text!r} is not a positive duration")):
-        config.parse_duration(text, "--interval")
+        times.parse_duration(text, "--interval")
 
 
 # ---------------------------------------------------------------- parse_time
@@ -44,7 +44,7 @@ def test_parse_duration_rejects(text):
     (" 2026-01-31T00:00:00.5Z ", "2026-01-31T00:00:00.5Z"),
 ])
 def test_parse_time(text, expected):
-    stamp = config.parse_time(text, NOW, "--start")
+    stamp = times.parse_time(text, NOW, "--start")
     assert stamp == pd.Timestamp(expected)
     assert str(stamp.tz) == "UTC"
 
@@ -59,7 +59,7 @@ def test_parse_time(text, expected):
 ])
 def test_parse_time_rejects(text, match):
     with pytest.raises(ConfigError, match="^--start: " + re.escape(match)):
-        config.parse_time(text, NOW, "--start")
+        times.parse_time(text, NOW, "--start")
 
 
 # ---------------------------------------------------------------- parse_where
@@ -73,13 +73,13 @@ def test_parse_time_rejects(text, match):
     (["a="], (("a", ""),)),
 ])
 def test_parse_where(items, expected):
-    assert config.parse_where(items) == expected
+    assert settings.parse_where(items) == expected
 
 
 @pytest.mark.parametrize("items, bad", [(["siteRef"], "siteRef"), (["=x"], "=x"), (["a=1", "b"], "b")])
 def test_parse_where_rejects(items, bad):
     with pytest.raises(ConfigError, match=re.escape(f"--where: {bad!r} is not KEY=VALUE")):
-        config.parse_where(items)
+        settings.parse_where(items)
 
 
 # ---------------------------------------------------------------- load_sensor_config
@@ -93,13 +93,13 @@ def write_files(tmp_path, ratios: str | bytes = "{}", windows: str | bytes = "{}
 
 
 def test_load_sensor_config_defaults(tmp_path):
-    cfg = config.load_sensor_config(*write_files(tmp_path))
+    cfg = settings.load_sensor_config(*write_files(tmp_path))
     assert (cfg.ratio("s1"), cfg.window("s1")) == (1.0, 15)
     assert dict(cfg.ratios) == {} and dict(cfg.windows) == {}
 
 
 def test_load_sensor_config_values_and_default_key(tmp_path):
-    cfg = config.load_sensor_config(*write_files(
+    cfg = settings.load_sensor_config(*write_files(
         tmp_path, '{"default": 2, "s1": 1.5, "Température": 3}', '{"default": 10, "s1": 30}'))
     assert cfg.ratio("s1") == 1.5
     assert cfg.ratio("Température") == 3.0
@@ -139,7 +139,7 @@ def test_load_sensor_config_errors_name_file_key_and_value(tmp_path, which, text
     ratios, windows = write_files(tmp_path, **{which: text})
     bad = ratios if which == "ratios" else windows
     with pytest.raises(ConfigError, match="^" + re.escape(f"{bad}: {message}")):
-        config.load_sensor_config(ratios, windows)
+        settings.load_sensor_config(ratios, windows)
 
 
 @pytest.mark.parametrize("missing", ["ratios", "windows"])
@@ -148,7 +148,7 @@ def test_load_sensor_config_missing_file(tmp_path, missing):
     gone = ratios if missing == "ratios" else windows
     gone.unlink()
     with pytest.raises(ConfigError, match="^" + re.escape(f"{gone}: file not found; create it with {{}}")):
-        config.load_sensor_config(ratios, windows)
+        settings.load_sensor_config(ratios, windows)
 
 
 def test_load_sensor_config_directory_instead_of_file(tmp_path):
@@ -156,7 +156,7 @@ def test_load_sensor_config_directory_instead_of_file(tmp_path):
     ratios.unlink()
     ratios.mkdir()
     with pytest.raises(ConfigError, match="^" + re.escape(f"{ratios}: cannot be read")):
-        config.load_sensor_config(ratios, windows)
+        settings.load_sensor_config(ratios, windows)
 
 
 # ---------------------------------------------------------------- connection flags
@@ -171,20 +171,20 @@ def build_parser(monkeypatch):
 
     def build() -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser()
-        config.add_common_arguments(parser)
+        settings.add_common_arguments(parser)
         return parser
 
     return build
 
 
 def connection(build_parser, argv):
-    return config.connection_from_args(build_parser().parse_args(argv))
+    return settings.connection_from_args(build_parser().parse_args(argv))
 
 
 def test_connection_influxql(build_parser):
     conn = connection(build_parser, ["--url", "http://db.example:8086/", "--database", "sensors",
                                      "--username", "u", "--password", "s3cret", "--timeout", "2m"])
-    assert conn == config.Connection(url="http://db.example:8086", api="auto", database="sensors",
+    assert conn == settings.Connection(url="http://db.example:8086", api="auto", database="sensors",
                                      username="u", password="s3cret", timeout_s=120.0)
     assert "s3cret" not in repr(conn)
 
@@ -196,10 +196,10 @@ def test_connection_defaults_come_from_environment_at_build_time(build_parser, m
     monkeypatch.setenv("INFLUX_BUCKET", "env-bucket")
     parser = build_parser()
     monkeypatch.setenv("INFLUX_BUCKET", "too-late")
-    conn = config.connection_from_args(parser.parse_args(["--api", "flux"]))
+    conn = settings.connection_from_args(parser.parse_args(["--api", "flux"]))
     assert (conn.url, conn.api, conn.token, conn.org, conn.bucket) == ("https://cloud.example", "flux", "tok", "org", "env-bucket")
     assert "tok" not in repr(conn)
-    flag = config.connection_from_args(parser.parse_args(["--api", "flux", "--bucket", "flag-bucket"]))
+    flag = settings.connection_from_args(parser.parse_args(["--api", "flux", "--bucket", "flag-bucket"]))
     assert flag.bucket == "flag-bucket"
 
 
@@ -240,19 +240,19 @@ def test_connection_rejects_unknown_api(build_parser, capsys):
 
 @pytest.mark.parametrize("text, expected", [(None, None), ("1/1", (1, 1)), ("2/4", (2, 4))])
 def test_parse_shard(text, expected):
-    assert config.parse_shard(text) == expected
+    assert settings.parse_shard(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0/4", "5/4", "2", "a/b", "1/0", "-1/2"])
 def test_parse_shard_rejects(text):
     with pytest.raises(ConfigError, match=re.escape(f"--shard: {text!r} is not I/N")):
-        config.parse_shard(text)
+        settings.parse_shard(text)
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
 def test_shards_are_disjoint_and_cover_every_sensor(count):
     ids = [f"sensor {n}" for n in range(2000)] + ["ümlaut", "a,b=c d", ""]
-    parts = [{s for s in ids if config.in_shard(s, (index, count))} for index in range(1, count + 1)]
+    parts = [{s for s in ids if settings.in_shard(s, (index, count))} for index in range(1, count + 1)]
     assert sum(len(p) for p in parts) == len(ids)
     assert set().union(*parts) == set(ids)
     if count > 1:
@@ -264,9 +264,9 @@ def test_the_progress_bar_draws_on_a_terminal_and_stays_below_log_lines():
     import logging
 
     stream = io.StringIO()
-    handler = config._ProgressHandler(stream)
+    handler = logs._ProgressHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    progress = config.Progress(handler)
+    progress = logs.Progress(handler)
     progress.update(3, 12, elapsed_s=90.0)
     handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "sensor 'a': trained", None, None))
     text = stream.getvalue()
@@ -274,4 +274,4 @@ def test_the_progress_bar_draws_on_a_terminal_and_stays_below_log_lines():
     assert text.endswith("\r\x1b[K" + "sensor 'a': trained\n" + bar)
     progress.close()
     assert stream.getvalue().endswith("\r\x1b[K")
-    assert config.configure_logging("INFO")._handler is None  # stderr is no terminal under pytest, nor cron
+    assert logs.configure("INFO")._handler is None  # stderr is no terminal under pytest, nor cron

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 import yaml
 
-import config
+from anomaly import settings
 from conftest import ROOT, rows
 from test_deploy_files import compose, environment, image_files
 from test_flux import BUCKET, ORG, TOKEN, fake  # noqa: F401  (fake is a fixture)
@@ -48,7 +48,7 @@ def defaults():
     import argparse
 
     parser = argparse.ArgumentParser()
-    config.add_common_arguments(parser)
+    settings.add_common_arguments(parser)
     return parser.parse_args([])
 
 
@@ -345,7 +345,7 @@ def test_seed_writes_to_the_compose_bucket_with_the_token_from_the_environment()
     assert env["INFLUX_ORG"] == setup["DOCKER_INFLUXDB_INIT_ORG"]
     assert seed["build"] == services["app"]["build"]
     assert seed["depends_on"]["influxdb"]["condition"] == "service_healthy"
-    assert {"tools/__init__.py", "tools/sensor_data.py", "config.py", "influx_interact.py"} <= image_files()
+    assert {"tools/__init__.py", "tools/sensor_data.py", "settings.py", "influx_interact.py"} <= image_files()
 
 
 def run_seed(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The job scripts live at the repository root, which pytest does not put on sys.path by itself.
 sys.path.insert(0, str(ROOT))
 
-import config  # noqa: E402
+from anomaly import errors, settings  # noqa: E402
 import sensor_predict  # noqa: E402
 import sensor_training  # noqa: E402
 
@@ -95,7 +95,7 @@ def check_job_args(script: str, args: list[str], where: str) -> None:
         pytest.fail(f"{where}: {Path(script).name} rejects {args} (argparse exit {e.code}; see stderr)")
     try:
         module.settings_from_args(parsed)
-    except config.ConfigError as e:
+    except errors.ConfigError as e:
         pytest.fail(f"{where}: {Path(script).name} {args}: {e}")
 
 
@@ -313,10 +313,10 @@ def test_compose_chronograf_and_app_use_what_influxdb_was_set_up_with():
 
 
 def test_compose_app_names_only_variables_the_jobs_read():
-    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "config.py").read_text(encoding="utf-8")))
+    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "settings.py").read_text(encoding="utf-8")))
     influx = {name for name in environment(compose()["services"]["app"]) if name.startswith("INFLUX_")}
     assert {"INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET"} <= influx
-    assert influx <= read, f"config.py reads none of {sorted(influx - read)}"
+    assert influx <= read, f"settings.py reads none of {sorted(influx - read)}"
 
 
 def test_compose_app_is_built_here_and_keeps_models_in_the_image_volume():
@@ -537,8 +537,8 @@ def test_crontab_lines(job_env):
 def test_env_example_documents_what_the_jobs_and_compose_read():
     text = (DEPLOY / "env.example").read_text(encoding="utf-8")
     documented = documented_variables()
-    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "config.py").read_text(encoding="utf-8")))
-    assert read, "found no env(...) in config.py; the test would check nothing"
+    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "settings.py").read_text(encoding="utf-8")))
+    assert read, "found no env(...) in settings.py; the test would check nothing"
     assert read <= documented, f"not in env.example: {sorted(read - documented)}"
     unknown = documented - read - {name for name, _, _ in compose_variables()}
     assert not unknown, f"env.example names variables nothing reads: {sorted(unknown)}"

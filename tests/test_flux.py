@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 import influx_interact
-from config import Connection, Schema
+from anomaly.settings import Connection, Schema
 from influx_interact import Influx, InfluxError, dialect_for_version, flux_string, line_protocol, records_by_tag
 
 TOKEN = "secret-token"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from config import Schema
+from anomaly.settings import Schema
 from influx_interact import flux_anomaly_counts, flux_last_reading, flux_scores
 
 SCHEMA = Schema(where=(("siteRef", 'Campus "East"'),))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from config import Connection, Schema
+from anomaly.settings import Connection, Schema
 from influx_interact import Influx, InfluxError, line_protocol
 from tools import local_influxd
 

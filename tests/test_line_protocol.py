@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import pytest
 
-from config import Schema
+from anomaly.settings import Schema
 from influx_interact import (InfluxError, dialect_for_version, influxql_ident, influxql_means, influxql_string,
                              line_protocol, parse_influxql, redact, series_by_tag)
 

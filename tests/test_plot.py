@@ -17,7 +17,7 @@ import pytest
 
 import artifacts
 import sensor_plot
-from config import ConfigError
+from anomaly.errors import ConfigError
 from conftest import run_job
 from tools import local_influxd, sensor_data
 

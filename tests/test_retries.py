@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from config import Connection, Schema
+from anomaly.settings import Connection, Schema
 from influx_interact import Influx, InfluxError
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import sensor_predict
-from config import SensorConfig
+from anomaly.settings import SensorConfig
 from model_predict import SensorModel, flags, reconstruction_loss, windows_to_score
 
 NOW = pd.Timestamp("2026-01-15T10:07:00Z")
@@ -81,7 +81,7 @@ def test_flags_mark_losses_above_the_effective_threshold():
 
 
 def test_score_lines_one_point_per_window_in_time_order():
-    from config import Schema
+    from anomaly.settings import Schema
 
     index = pd.date_range("2026-01-01", periods=2, freq="15min", tz="UTC")
     scores = pd.DataFrame({"value": [1.5, np.nan], "loss": [0.1, np.nan], "threshold": [0.5, 0.5],

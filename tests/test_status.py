@@ -9,7 +9,7 @@ import pytest
 
 import artifacts
 import sensor_status as st
-from config import SensorConfig
+from anomaly.settings import SensorConfig
 from conftest import rows, run_job
 from tools import local_influxd, sensor_data
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from config import ConfigError, parse_time
+from anomaly.errors import ConfigError
+from anomaly.times import parse_time
 
 ANOMALY_KINDS = ("spike", "level_shift", "flatline")
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     lines, anomalies = fleet(sensor_ids, start, stop, pd.Timedelta(minutes=5), args.seed,
                              anomalies_after=stop - pd.Timedelta(days=1), label=args.label)
     if args.bucket:
-        from config import Connection, Schema
+        from anomaly.settings import Connection, Schema
         from influx_interact import Influx, InfluxError
 
         connection = Connection(url=args.url.rstrip("/"), api="auto", token=args.token, org=args.org,

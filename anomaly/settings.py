@@ -1,19 +1,16 @@
-"""Configuration shared by the jobs: parsed and validated once, then passed down as frozen objects.
+"""Settings every job shares, parsed and validated once at start-up into frozen objects.
 
-Every error is a ``ConfigError`` whose message names the file or flag, the key and the value,
-so a person reading a cron mail knows what to fix without opening the code.
+Every error is a ``ConfigError`` whose message names the file or flag, the key and the value, so a
+person reading a cron mail knows what to fix without opening the code. Nothing below a job's
+settings reads the environment or the flags again.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import logging
 import math
 import os
-import re
-import sys
-import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,17 +19,13 @@ from types import MappingProxyType
 
 import pandas as pd
 
-PROJECT_DIR = Path(__file__).resolve().parent
+from anomaly.errors import ConfigError
+from anomaly.times import current_time, parse_duration
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RATIO = 1.0
 DEFAULT_WINDOW = 15
 APIS = ("auto", "flux", "influxql")
-
-_DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class ConfigError(ValueError):
-    """Bad configuration: the message says where it is and what to do."""
 
 
 @dataclass(frozen=True)
@@ -81,36 +74,6 @@ class SensorConfig:
         return self.windows.get(sensor_id, self.default_window)
 
 
-def parse_duration(text: str, what: str, allow_zero: bool = False) -> pd.Timedelta:
-    """``15m``, ``1h``, ``7d``, ``2w`` -> Timedelta; ``what`` names the flag in the error."""
-    match = _DURATION.match(text.strip())
-    if not match or (int(match.group(1)) == 0 and not allow_zero):
-        raise ConfigError(f"{what}: {text!r} is not a positive duration such as 30s, 15m, 1h, 7d or 2w")
-    return pd.Timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-
-
-def parse_time(text: str, now: pd.Timestamp, what: str) -> pd.Timestamp:
-    """RFC3339 (``2026-01-31T00:00:00Z``), ``now`` or a relative time (``-90d``) -> UTC Timestamp."""
-    text = text.strip()
-    if text == "now":
-        return now
-    if text.startswith("-"):
-        try:
-            return now - parse_duration(text[1:], what)
-        except ConfigError:
-            raise ConfigError(f"{what}: {text!r} is not a time; use RFC3339 with a zone "
-                              f"(2026-01-31T00:00:00Z), now, or a relative time such as -90d") from None
-    try:
-        stamp = pd.Timestamp(text)
-    except ValueError:
-        stamp = None
-    if stamp is None or stamp is pd.NaT or stamp.tzinfo is None:
-        raise ConfigError(
-            f"{what}: {text!r} is not a time; use RFC3339 with a zone (2026-01-31T00:00:00Z), now, or -90d"
-        )
-    return stamp.tz_convert("UTC")
-
-
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``I/N`` (1 <= I <= N) -> (I, N): this host takes the I-th of N disjoint parts of the fleet."""
     if text is None:
@@ -128,21 +91,6 @@ def in_shard(sensor_id: str, shard: tuple[int, int] | None) -> bool:
     index, count = shard
     digest = hashlib.sha256(sensor_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count == index - 1
-
-
-def current_time(text: str | None) -> pd.Timestamp:
-    """The job's notion of now: the clock, or the RFC3339 time of ``--now`` (replays and tests)."""
-    return pd.Timestamp.now(tz="UTC") if text is None else parse_time(text, pd.Timestamp(0, tz="UTC"), "--now")
-
-
-def parse_range(start: str, stop: str, now: pd.Timestamp,
-                interval: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """``--start``/``--stop`` -> [start, stop), both on the interval grid, start before stop."""
-    first = parse_time(start, now, "--start").floor(interval)
-    last = parse_time(stop, now, "--stop").floor(interval)
-    if first >= last:
-        raise ConfigError(f"--start {start} must be before --stop {stop}")
-    return first, last
 
 
 def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
@@ -252,6 +200,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--health-measurement", default="JOB_HEALTH",
                      help="measurement that gets one point per run (job, host, duration, counts, exit status); "
                           "empty to write none (default JOB_HEALTH)")
+    job.add_argument("--now", help="take this RFC3339 time as the current time (replays and tests)")
 
 
 def _valid_url(url: str) -> bool:
@@ -309,73 +258,40 @@ def positive_int(flag: str, value: int) -> int:
     return value
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+@dataclass(frozen=True)
+class Common:
+    """What every job needs: where the data is, which sensors, on which grid, where the models are, and now."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+    connection: Connection
+    schema: Schema
+    sensors: tuple[str, ...]
+    shard: tuple[int, int] | None
+    sensor_config: SensorConfig
+    interval: pd.Timedelta
+    max_gap: pd.Timedelta
+    models_dir: Path
+    chunk_size: int
+    now: pd.Timestamp
 
+    @property
+    def max_gap_points(self) -> int:
+        return int(self.max_gap / self.interval)
 
-class _ProgressHandler(logging.StreamHandler):
-    """Writes log lines above a progress bar that stays on the terminal's last line."""
-
-    bar = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream.write("\r\033[K")
-        super().emit(record)
-        self.stream.write(self.bar)
-        self.flush()
-
-
-class Progress:
-    """A progress bar on a terminal; nothing at all under cron, systemd or a pipe."""
-
-    def __init__(self, handler: _ProgressHandler | None):
-        self._handler = handler
-
-    def update(self, done: int, total: int, elapsed_s: float) -> None:
-        if self._handler is None or total == 0:
-            return
-        width = 30
-        filled = width * done // total
-        eta = f", {elapsed_s / done * (total - done) / 60:.0f} min left" if done else ""
-        self._handler.bar = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} sensors{eta}"
-        self._handler.stream.write("\r\033[K" + self._handler.bar)
-        self._handler.flush()
-
-    def close(self) -> None:
-        if self._handler is not None:
-            self._handler.bar = ""
-            self._handler.stream.write("\r\033[K")
-            self._handler.flush()
+    def selected(self, found: list[str]) -> list[str]:
+        """The sensors this run takes: ``--sensor`` if given, else those found; then only this shard's."""
+        return [s for s in (list(self.sensors) or found) if in_shard(s, self.shard)]
 
 
-def configure_logging(level: str, log_format: str = "text") -> Progress:
-    """Logs go to stderr, one line each with a UTC time, so cron mail and journald read the same;
-    ``json`` makes them one JSON object per line. A terminal also gets a progress bar."""
-    logging.Formatter.converter = time.gmtime
-    interactive = log_format == "text" and sys.stderr.isatty()
-    handler = _ProgressHandler(sys.stderr) if interactive else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json"
-                         else logging.Formatter("%(asctime)sZ %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    return Progress(handler if interactive else None)
-
-
-def format_duration(delta: pd.Timedelta) -> str:
-    """The inverse of parse_duration for logs: 900 s -> ``15m``."""
-    seconds = int(delta.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        if seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
-    return f"{seconds}s"
-
-
-def format_time(stamp: pd.Timestamp) -> str:
-    """UTC RFC3339 for logs and metadata: ``2026-01-15T00:00:00Z``."""
-    return stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+def common_from_args(args: argparse.Namespace, label_field: str | None = None) -> Common:
+    return Common(
+        connection=connection_from_args(args),
+        schema=schema_from_args(args, label_field),
+        sensors=tuple(args.sensor),
+        shard=parse_shard(args.shard),
+        sensor_config=load_sensor_config(args.ratios, args.windows),
+        interval=parse_duration(args.interval, "--interval"),
+        max_gap=parse_duration(args.max_gap, "--max-gap"),
+        models_dir=args.models_dir,
+        chunk_size=positive_int("--chunk-size", args.chunk_size),
+        now=current_time(args.now),
+    )

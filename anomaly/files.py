@@ -1,0 +1,36 @@
+"""Writing files so that a reader sees the old content or the new, never half of either."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or a directory entry to disk (a directory: so a rename survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes, durable: bool = False) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path`` in one step.
+
+    ``durable`` also flushes the file and the directory to disk (model metadata, which must survive
+    a power cut); reports and state files only need the rename. Returns ``path``.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(data, str):
+            temporary.write_text(data, encoding="utf-8")
+        else:
+            temporary.write_bytes(data)
+        if durable:
+            fsync_path(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    if durable:
+        fsync_path(path.parent)
+    return path
