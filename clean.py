@@ -13,6 +13,9 @@ import pandas as pd
 if TYPE_CHECKING:
     from sklearn.preprocessing import StandardScaler
 
+# Largest standardized reading kept as it is; float32 reaches 3.4e38, so sums over a window stay finite.
+MAX_STANDARDIZED = 1e30
+
 
 def validate_series(series: pd.Series) -> pd.Series:
     """Return a sorted, de-duplicated float copy with non-finite values as NaN.
@@ -49,6 +52,11 @@ def regularize(series: pd.Series, interval: pd.Timedelta,
     last = (stop - pd.Timedelta(1)).floor(interval) if stop is not None else binned.index[-1]
     grid = pd.date_range(first, last, freq=interval, name=series.index.name)
     return binned.reindex(grid)
+
+
+def regular(raw: pd.Series, interval: pd.Timedelta, start: pd.Timestamp, stop: pd.Timestamp) -> pd.Series:
+    """Readings as the database gives them -> the validated series on the full grid of [start, stop)."""
+    return regularize(validate_series(raw), interval, start, stop)
 
 
 def fill_short_gaps(series: pd.Series, max_gap_points: int) -> pd.Series:
@@ -157,9 +165,16 @@ def fit_scaler(series: pd.Series) -> StandardScaler:
     return StandardScaler().fit(series.dropna().to_numpy().reshape(-1, 1))
 
 
-def scale(series: pd.Series, mean: float, scale: float) -> pd.Series:
-    """Standardize as the fitted scaler does, ``(x - mean) / scale``, keeping the index and the NaNs."""
-    return (series.astype("float64") - mean) / scale
+def standardize(series: pd.Series, mean: float, scale: float) -> pd.Series:
+    """``(x - mean) / scale``, as the fitted scaler does, keeping the index and the NaNs; the one formula
+    both training and scoring use.
+
+    An absurd reading (1e300) would overflow float32 to inf and the loss with it, which line protocol
+    cannot carry (and 0 * inf is NaN, which no threshold flags); clipped at +-MAX_STANDARDIZED, its windows
+    still score far above any threshold.
+    """
+    values = (series.to_numpy(dtype="float64") - mean) / scale
+    return pd.Series(np.clip(values, -MAX_STANDARDIZED, MAX_STANDARDIZED), index=series.index, name=series.name)
 
 
 def drop_intervals(series: pd.Series, labelled: pd.DatetimeIndex) -> pd.Series:

@@ -1,4 +1,5 @@
-"""The LSTM autoencoder's life cycle before it is saved: build, fit, threshold. Imports TensorFlow.
+"""Fitting: the LSTM autoencoder's life cycle before it is saved, and the training pipeline
+prepare -> fit -> threshold -> save that the training job and the benchmarks call. Imports TensorFlow.
 
 The model reconstructs a standardized window of ``window`` readings; windows it reconstructs badly
 are unlike what it saw in training. Shapes: windows are ``[n_windows, window, 1]``.
@@ -6,13 +7,23 @@ are unlike what it saw in training. Shapes: windows are ``[n_windows, window, 1]
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+import clean
+from anomaly import losses, store, times
+
+if TYPE_CHECKING:
+    import keras
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ def limit_threads(threads: int) -> None:
 @functools.cache
 def library_versions() -> dict[str, str]:
     """Recorded with each model: a model from other versions may load differently."""
+    import keras
     import pandas
     import sklearn
     import tensorflow
@@ -46,6 +58,7 @@ def library_versions() -> dict[str, str]:
 
 def seed_everything(seed: int) -> None:
     """Same seed, same data -> same weights and threshold (deterministic ops, at some cost in speed)."""
+    import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
@@ -57,6 +70,8 @@ def build_model(window: int, units: int, dropout: float) -> keras.Model:
 
     Input and output shape: ``[batch, window, 1]``.
     """
+    import keras
+
     inputs = keras.Input(shape=(window, 1), name="window")
     encoded = keras.layers.LSTM(units, dropout=dropout, name="encoder")(inputs)
     repeated = keras.layers.RepeatVector(window, name="repeat")(encoded)
@@ -75,6 +90,8 @@ def fit_model(model: keras.Model, windows: np.ndarray, epochs: int, batch_size: 
     end, before shuffling), so early stopping judges the model on later data than it learned from.
     The best weights by validation loss are kept.
     """
+    import keras
+
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     history = model.fit(windows, windows, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
                         shuffle=True, callbacks=[stop], verbose=0)
@@ -97,3 +114,111 @@ def export_weights(model: keras.Model) -> dict[str, np.ndarray]:
 def loss_threshold(losses: np.ndarray, percentile: float) -> float:
     """The ``percentile`` (0-100) of the training windows' reconstruction losses [n_windows]."""
     return float(np.percentile(losses, percentile))
+
+
+# ---------------------------------------------------------------- the training pipeline
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How every sensor of a run is trained: the range, the grid, the model and the threshold rule."""
+
+    start: pd.Timestamp
+    stop: pd.Timestamp
+    interval: pd.Timedelta
+    max_gap: pd.Timedelta
+    units: int = 32
+    dropout: float = 0.1
+    epochs: int = 50
+    batch_size: int = 64
+    validation_split: float = 0.1
+    patience: int = 5
+    percentile: float = 99.5
+    min_windows: int = 200
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A sensor's training data: the gap-filled series, its scaler and its standardized windows."""
+
+    series: pd.Series
+    scaler: Any
+    windows: np.ndarray
+    longest_flat_run: int
+
+
+def sensor_seed(seed: int, sensor_id: str) -> int:
+    """A per-sensor seed, so a sensor's model does not depend on which other sensors ran before it."""
+    digest = hashlib.sha256(f"{seed}:{sensor_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def prepare(raw: pd.Series, labelled: pd.DatetimeIndex, window: int, plan: Plan) -> Prepared | str:
+    """Readings as read -> what fitting needs, or the reason the sensor cannot be trained (labelled
+    intervals are left out, short gaps filled; the flat-line length is measured before filling)."""
+    series = clean.drop_intervals(clean.regular(raw, plan.interval, plan.start, plan.stop), labelled)
+    longest_flat_run = int(clean.flat_run_lengths(series.to_numpy()).max()) if len(series) else 0
+    series = clean.fill_short_gaps(series, int(plan.max_gap / plan.interval))
+    reason = clean.unusable_reason(series, window, plan.min_windows)
+    if reason:
+        return reason
+    scaler = clean.fit_scaler(series)
+    scaled = clean.standardize(series, float(scaler.mean_[0]), float(scaler.scale_[0]))
+    windows, _ = clean.windows_without_gaps(scaled, window)
+    return Prepared(series, scaler, windows, longest_flat_run)
+
+
+def fit(sensor_id: str, windows: np.ndarray, plan: Plan) -> tuple[keras.Model, FitResult]:
+    if plan.seed is not None:
+        seed_everything(sensor_seed(plan.seed, sensor_id))
+    model = build_model(windows.shape[1], plan.units, plan.dropout)
+    return model, fit_model(model, windows, plan.epochs, plan.batch_size, plan.validation_split, plan.patience)
+
+
+def metadata_record(sensor_id: str, prepared: Prepared, threshold: float, fit_result: FitResult,
+                    labelled: int, plan: Plan) -> dict[str, Any]:
+    """metadata.json's content (anomaly.metadata.ModelMetadata reads it back); the store adds the files."""
+    present = prepared.series.dropna().index
+    return {
+        "sensor_id": sensor_id,
+        "window": int(prepared.windows.shape[1]),
+        "interval_s": int(plan.interval.total_seconds()),
+        "max_gap_s": int(plan.max_gap.total_seconds()),
+        "percentile": plan.percentile,
+        "threshold": threshold,
+        "scaler": {"mean": float(prepared.scaler.mean_[0]), "scale": float(prepared.scaler.scale_[0])},
+        "longest_flat_run": prepared.longest_flat_run,
+        "training_range": {"start": times.format_time(plan.start), "stop": times.format_time(plan.stop),
+                           "first_point": times.format_time(present[0]),
+                           "last_point": times.format_time(present[-1])},
+        "windows": int(len(prepared.windows)),
+        "labelled_intervals_dropped": labelled,
+        "model": {"units": plan.units, "dropout": plan.dropout, "epochs": fit_result.epochs,
+                  "batch_size": plan.batch_size, "seed": plan.seed},
+        "train_loss": fit_result.train_loss,
+        "val_loss": fit_result.val_loss,
+        "versions": library_versions(),
+        "trained_at": times.format_time(pd.Timestamp.now(tz="UTC")),
+    }
+
+
+def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, window: int, plan: Plan,
+                 models_dir: Path) -> str:
+    """Prepare -> fit -> threshold -> save one sensor; return the line to log. Raises on failure, returns
+    'skipped: ...' when the sensor cannot be trained on purpose."""
+    began = time.monotonic()
+    prepared = prepare(raw, labelled, window, plan)
+    if isinstance(prepared, str):
+        return f"skipped: {prepared}"
+    fitting = time.monotonic()
+    model, fit_result = fit(sensor_id, prepared.windows, plan)
+    thresholding = time.monotonic()
+    threshold = loss_threshold(losses.reconstruction_loss(model, prepared.windows), plan.percentile)
+    saving = time.monotonic()
+    store.save(store.sensor_dir(models_dir, sensor_id), model, prepared.scaler, export_weights(model),
+               metadata_record(sensor_id, prepared, threshold, fit_result, len(labelled), plan))
+    done = time.monotonic()
+    return (f"trained in {done - began:.1f}s (prepare {fitting - began:.1f}, fit {thresholding - fitting:.1f}, "
+            f"threshold {saving - thresholding:.1f}, save {done - saving:.1f}): {len(prepared.windows)} windows, "
+            f"{fit_result.epochs} epochs, val loss {fit_result.val_loss:.4f}, threshold {threshold:.4f}")

@@ -1,4 +1,4 @@
-"""artifacts.py: directory names per sensor id, and the save / load life cycle with a fake model."""
+"""anomaly/store.py: directory names per sensor id, and the save / load life cycle with a fake model."""
 import hashlib
 import json
 import re
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-import artifacts
-from artifacts import ArtifactError
+from anomaly import store as artifacts
+from anomaly.metadata import ArtifactError
 
 # ---------------------------------------------------------------- sensor_dir
 
@@ -84,7 +84,8 @@ def weights(n: int, units: int = 2) -> dict:
 
 
 def metadata(trained_at: str) -> dict:
-    return {"sensor_id": "s1", "window": 15, "threshold": 0.5, "trained_at": trained_at}
+    return {"sensor_id": "s1", "window": 15, "interval_s": 900, "threshold": 0.5,
+            "scaler": {"mean": 3.0, "scale": 1.0}, "trained_at": trained_at}
 
 
 def save(directory: Path, n: int) -> dict:
@@ -119,15 +120,15 @@ def test_save_commits_metadata_with_checksums(tmp_path):
     assert (record["format_version"], record["sensor_id"], record["window"], record["threshold"]) == (1, "s1", 15, 0.5)
     assert listing(directory) == {"metadata.json"} | files_of(record)
 
-    loaded = artifacts.load_metadata(directory)
-    assert loaded["paths"] == {key: directory / name for key, name in record["files"].items()}
-    assert loaded["paths"]["model"].read_bytes() == b"model-bytes"
-    assert joblib.load(loaded["paths"]["scaler"]).mean_.tolist() == [3.0]
-    loaded_weights = artifacts.load_weights(loaded["paths"]["weights"], record["sha256"]["weights"])
+    loaded = artifacts.load(directory)
+    assert loaded.paths == {key: directory / name for key, name in record["files"].items()}
+    assert loaded.paths["model"].read_bytes() == b"model-bytes"
+    assert joblib.load(loaded.paths["scaler"]).mean_.tolist() == [3.0]
+    loaded_weights = artifacts.load_weights(loaded.paths["weights"], record["sha256"]["weights"])
     assert sorted(loaded_weights) == sorted(artifacts.WEIGHT_NAMES)
     assert loaded_weights["decoder_recurrent_kernel"].shape == (2, 8)
     assert (loaded_weights["output_bias"] == 1.0).all()
-    assert loaded["threshold"] == 0.5
+    assert loaded.metadata.threshold == 0.5
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -162,7 +163,7 @@ def test_load_metadata_rejects_damage(tmp_path, damage, match):
     elif damage == "no metadata":
         meta.unlink()
     with pytest.raises(ArtifactError, match=match):
-        artifacts.load_metadata(tmp_path)
+        artifacts.load(tmp_path)
 
 
 def test_three_saves_keep_current_and_previous_only(tmp_path):
@@ -173,9 +174,9 @@ def test_three_saves_keep_current_and_previous_only(tmp_path):
     third = save(tmp_path, 3)
     assert listing(tmp_path) == {"metadata.json"} | files_of(second) | files_of(third)
     assert len({first["version"], second["version"], third["version"]}) == 3
-    loaded = artifacts.load_metadata(tmp_path)
-    assert loaded["version"] == third["version"]
-    assert loaded["paths"]["model"].read_bytes() == b"model-3"
+    loaded = artifacts.load(tmp_path)
+    assert loaded.metadata.record["version"] == third["version"]
+    assert loaded.paths["model"].read_bytes() == b"model-3"
     # A scorer that read the previous metadata a moment ago can still open and verify its files.
     for key, name in second["files"].items():
         assert artifacts.sha256_file(tmp_path / name) == second["sha256"][key]
@@ -186,10 +187,10 @@ def test_failed_save_leaves_previous_version_loadable(tmp_path):
     second = save(tmp_path, 2)
     with pytest.raises(OSError, match="disk full"):
         artifacts.save(tmp_path, FailingModel(), scaler([0.0, 1.0]), weights(3), metadata("2026-01-03T00:00:00Z"))
-    loaded = artifacts.load_metadata(tmp_path)
-    assert loaded["version"] == second["version"]
-    assert loaded["paths"]["model"].read_bytes() == b"model-2"
-    assert joblib.load(loaded["paths"]["scaler"]).mean_.tolist() == [2.0]
+    loaded = artifacts.load(tmp_path)
+    assert loaded.metadata.record["version"] == second["version"]
+    assert loaded.paths["model"].read_bytes() == b"model-2"
+    assert joblib.load(loaded.paths["scaler"]).mean_.tolist() == [2.0]
     # The next good save clears the half-written file.
     fourth = save(tmp_path, 4)
     assert listing(tmp_path) == {"metadata.json"} | files_of(second) | files_of(fourth)
@@ -199,7 +200,7 @@ def test_save_replaces_damaged_metadata(tmp_path):
     save(tmp_path, 1)
     (tmp_path / "metadata.json").write_text('{"format_version": 1,')
     record = save(tmp_path, 2)
-    assert artifacts.load_metadata(tmp_path)["version"] == record["version"]
+    assert artifacts.load(tmp_path).metadata.record["version"] == record["version"]
 
 
 def test_load_weights_refuses_a_damaged_file(tmp_path):

@@ -194,7 +194,7 @@ def test_fit_scaler_ignores_nan_and_scale_keeps_index_and_nan():
     scaler = clean.fit_scaler(raw)
     assert scaler.mean_.tolist() == [3.0]
     assert scaler.scale_.tolist() == pytest.approx([math.sqrt(8 / 3)])
-    scaled = clean.scale(raw, float(scaler.mean_[0]), float(scaler.scale_[0]))
+    scaled = clean.standardize(raw, float(scaler.mean_[0]), float(scaler.scale_[0]))
     assert scaled.name == "s1"
     assert scaled.index.equals(raw.index)
     np.testing.assert_allclose(scaled.to_numpy(), [-1.224744871391589, 0.0, nan, 1.224744871391589])

@@ -1,5 +1,8 @@
-"""settings.py: durations, times, --where, the per-sensor files and the connection flags."""
+"""anomaly.settings and anomaly.times: durations, times, --where, the per-sensor files and the connection flags."""
 import argparse
+import io
+import logging
+import sys
 import re
 
 import pandas as pd
@@ -259,19 +262,34 @@ def test_shards_are_disjoint_and_cover_every_sensor(count):
         assert min(len(p) for p in parts) > 0.8 * len(ids) / count  # roughly even
 
 
-def test_the_progress_bar_draws_on_a_terminal_and_stays_below_log_lines():
-    import io
-    import logging
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
-    stream = io.StringIO()
-    handler = logs._ProgressHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    progress = logs.Progress(handler)
-    progress.update(3, 12, elapsed_s=90.0)
-    handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "sensor 'a': trained", None, None))
+
+def test_the_progress_bar_draws_on_a_terminal_and_stays_below_log_lines(monkeypatch):
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure("INFO")
+    with logs.progress(12) as bar:
+        bar.update(3)
+        bar.refresh()
+        logging.getLogger("x").warning("sensor 'a': trained")
+        bar.update(1)
+        bar.refresh()
     text = stream.getvalue()
-    bar = "[#######.......................] 3/12 sensors, 4 min left"  # 90 s for 3, so 270 s for 9
-    assert text.endswith("\r\x1b[K" + "sensor 'a': trained\n" + bar)
-    progress.close()
-    assert stream.getvalue().endswith("\r\x1b[K")
-    assert logs.configure("INFO")._handler is None  # stderr is no terminal under pytest, nor cron
+    line = text.index("sensor 'a': trained")
+    assert "3/12 [" in text[:line] and "sensors" in text[:line]
+    assert "4/12 [" in text[line:]
+    # The bar is cleared (blanked, carriage return) before the log line, which then stands whole on its own
+    # row; the bar is drawn again below it.
+    row = text[text.rindex("\r", 0, line):text.index("\n", line)]
+    assert "|" not in row and text[:text.rindex("\r", 0, line)].endswith(" ")
+    assert text[line:].index("3/12") < text[line:].index("4/12")
+
+
+def test_no_progress_bar_under_cron_or_a_pipe():
+    stream = io.StringIO()  # no terminal, as under cron, systemd or a pipe
+    with logs.progress(12, stream=stream) as bar:
+        bar.update(3)
+    assert stream.getvalue() == ""

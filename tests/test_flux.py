@@ -1,4 +1,4 @@
-"""The Flux dialect of ``influx_interact.Influx``, against a fake InfluxDB 2.7 HTTP server.
+"""The Flux dialect (anomaly/influx/flux.py), against a fake InfluxDB 2.7 HTTP server.
 
 The InfluxQL dialect is tested against a real InfluxDB 1.6 server, which does not answer Flux, and no
 InfluxDB 2.x server can run on this machine. So these tests, and only these, talk to a small
@@ -16,20 +16,24 @@ the parsing of realistic answers, not what a real server computes from them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
 import threading
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
 
 import influx_interact
+from anomaly.influx.flux import Flux, flux_string, records_by_tag
+from anomaly.influx.influxql import InfluxQL
+from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
-from influx_interact import Influx, InfluxError, dialect_for_version, flux_string, line_protocol, records_by_tag
+from influx_interact import Database, InfluxError, dialect_for_version
 
 TOKEN = "secret-token"
 ORG = "my-org"
@@ -240,10 +244,10 @@ def fake():
     thread.join(timeout=5)
 
 
-def connect(url: str, **changes) -> Influx:
+def connect(url: str, **changes) -> contextlib.AbstractContextManager[Database]:
     settings = dict(url=url, api="auto", token=TOKEN, org=ORG, bucket=BUCKET, timeout_s=5.0, backoff_s=0.01)
     settings.update(changes)
-    return Influx(Connection(**settings), SCHEMA)
+    return influx_interact.connect(Connection(**settings), SCHEMA)
 
 
 def string_literals(flux: str) -> set[str]:
@@ -286,8 +290,8 @@ def test_dialect_for_version(version, dialect):
 
 
 def test_records_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
-    t0 = datetime(2026, 1, 5, 0, 0, tzinfo=timezone.utc)
-    t1 = datetime(2026, 1, 5, 0, 15, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
+    t1 = datetime(2026, 1, 5, 0, 15, tzinfo=UTC)
     records = [
         {"result": "_result", "table": 0, "_time": t0, "_value": 1, "uniqueID": "a"},
         {"result": "_result", "table": 1, "_time": t0, "_value": 2.5, "uniqueID": ODD_ID},
@@ -317,7 +321,7 @@ def test_records_by_tag_of_nothing_is_empty():
 
 def test_auto_detects_flux_from_the_version_header(fake):
     with connect(fake.url) as db:
-        assert db.dialect == "flux"
+        assert db.dialect == "flux" and isinstance(db, Flux)
     assert fake.pings == 1
 
 
@@ -435,10 +439,28 @@ def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, 
     assert [w["body"] for w in fake.writes] == ["\n".join(lines[:2]), lines[2]]
 
 
+def test_record_run_writes_numbers_as_floats_in_nanoseconds(fake):
+    # JOB_HEALTH has held its numbers as floats since its first point: an integer now would be refused.
+    with connect(fake.url) as db:
+        db.record_run("sensor_predict", "host 1", {"duration_s": 12.5, "sensors": 3, "anomalies": 0,
+                                                   "exit_status": 1, "note": "ok"}, 1767571200123456789)
+    assert [w["fields"] for w in fake.writes] == [{"org": ORG, "bucket": BUCKET, "precision": "ns"}]
+    assert [w["body"] for w in fake.writes] == [
+        'JOB_HEALTH,host=host\\ 1,job=sensor_predict '
+        'duration_s=12.5,sensors=3.0,anomalies=0.0,exit_status=1.0,note="ok" 1767571200123456789']
+
+
+@pytest.mark.parametrize("api, dialect", [("flux", Flux), ("influxql", InfluxQL)])
+def test_a_named_dialect_is_used_without_asking_the_server(fake, api, dialect):
+    with connect(fake.url, api=api) as db:
+        assert isinstance(db, dialect) and db.dialect == api
+    assert fake.pings == 0
+
+
 def test_wrong_token_names_the_url_and_variable_but_not_the_token(fake):
-    with connect(fake.url, token="wrong-secret-42") as db:
-        with pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught:
-            db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+    with (connect(fake.url, token="wrong-secret-42") as db,
+          pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught):
+        db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
     message = str(caught.value)
     assert fake.url in message
     assert "HTTP 401" in message
@@ -447,20 +469,19 @@ def test_wrong_token_names_the_url_and_variable_but_not_the_token(fake):
 
 
 def test_wrong_token_on_write_does_not_leak_the_token(fake):
-    with connect(fake.url, token="wrong-secret-42") as db:
-        with pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught:
-            db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
+    with (connect(fake.url, token="wrong-secret-42") as db,
+          pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught):
+        db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
     assert "wrong-secret-42" not in str(caught.value)
 
 
 @pytest.mark.parametrize("operation", ["query", "write"])
 def test_unknown_bucket_names_the_bucket_and_variable(fake, operation):
-    with connect(fake.url, bucket="sensorz") as db:
-        with pytest.raises(InfluxError, match="INFLUX_BUCKET") as caught:
-            if operation == "query":
-                db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
-            else:
-                db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
+    with connect(fake.url, bucket="sensorz") as db, pytest.raises(InfluxError, match="INFLUX_BUCKET") as caught:
+        if operation == "query":
+            db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+        else:
+            db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
     assert "'sensorz'" in str(caught.value)
     assert fake.url in str(caught.value)
 
@@ -470,14 +491,12 @@ def test_unreachable_server_says_it_cannot_reach_influxdb(api):
     with socket.socket() as bound:  # bound but not listening: connections are refused
         bound.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{bound.getsockname()[1]}"
-        with pytest.raises(InfluxError, match="cannot reach InfluxDB") as caught:
-            with connect(url, api=api) as db:
-                db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+        with pytest.raises(InfluxError, match="cannot reach InfluxDB") as caught, connect(url, api=api) as db:
+            db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
     assert url in str(caught.value)
     assert TOKEN not in str(caught.value)
 
 
 def test_flux_without_org_says_which_variables_to_set(fake):
-    with pytest.raises(InfluxError, match="INFLUX_ORG"):
-        with connect(fake.url, org=None):
-            pass
+    with pytest.raises(InfluxError, match="INFLUX_ORG"), connect(fake.url, org=None):
+        pass

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from anomaly.influx.flux import flux_anomaly_counts, flux_last_reading, flux_scores
 from anomaly.settings import Schema
-from influx_interact import flux_anomaly_counts, flux_last_reading, flux_scores
 
 SCHEMA = Schema(where=(("siteRef", 'Campus "East"'),))
 

@@ -1,14 +1,16 @@
-"""The pure text functions of influx_interact.py: line protocol, InfluxQL text and response parsing."""
+"""The pure text functions of the InfluxDB layer: line protocol, InfluxQL text and response parsing."""
 import json
 import math
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from anomaly.influx.influxql import influxql_ident, influxql_means, influxql_string, parse_influxql, series_by_tag
+from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Schema
-from influx_interact import (InfluxError, dialect_for_version, influxql_ident, influxql_means, influxql_string,
-                             line_protocol, parse_influxql, redact, series_by_tag)
+from influx_interact import InfluxError, dialect_for_version, redact
 
 # ---------------------------------------------------------------- line protocol
 
@@ -29,13 +31,35 @@ from influx_interact import (InfluxError, dialect_for_version, influxql_ident, i
     pytest.param("m", {}, {"s": "a\\,b c"}, r'm s="a\\,b c" 1700000000', id="string field backslash comma"),
     pytest.param("m", {}, {"a b,c=d": 1.0}, r"m a\ b\,c\=d=1.0 1700000000", id="field key escaped"),
     pytest.param("m", {}, {"yes": True, "no": False}, "m yes=true,no=false 1700000000", id="booleans"),
-    pytest.param("m", {}, {"v": 3}, "m v=3.0 1700000000", id="int written as float"),
+    pytest.param("m", {}, {"v": 3}, "m v=3i 1700000000", id="int written as integer"),
+    pytest.param("m", {}, {"v": 3.0}, "m v=3.0 1700000000", id="float with no fraction stays float"),
+    pytest.param("m", {}, {"v": np.float64(2.5), "w": np.int64(4)}, "m v=2.5,w=4.0 1700000000",
+                 id="numpy numbers written as float"),
+    pytest.param("m", {}, {"a": -7, "b": 2**63 - 1, "c": -2**63}, f"m a=-7i,b={2**63 - 1}i,c={-2**63}i 1700000000",
+                 id="integers to the int64 limits"),
+    pytest.param("m", {}, {"ok": np.bool_(True), "n": 1}, "m ok=true,n=1i 1700000000", id="numpy bool beside int"),
     pytest.param("m", {}, {"a": math.nan, "b": -0.5, "c": math.inf, "d": -math.inf}, "m b=-0.5 1700000000",
                  id="non-finite dropped"),
     pytest.param("m", {}, {"v": 1e300}, "m v=1e+300 1700000000", id="large float"),
 ])
 def test_line_protocol(measurement, tags, fields, expected):
     assert line_protocol(measurement, tags, fields, 1700000000) == expected
+
+
+@pytest.mark.parametrize("value", [2**63, -2**63 - 1])
+def test_line_protocol_rejects_integers_beyond_64_bits(value):
+    with pytest.raises(ValueError, match=f"field 'v': {value} is outside InfluxDB's integer range"):
+        line_protocol("m", {}, {"v": value}, 1)
+
+
+def test_integer_fields_give_the_bytes_notify_patched_in_by_hand():
+    # notify.chronograf_lines appended ``,start_time=<n>i,modified_time_ns=<n>i`` to a line made without
+    # them; passing the ints, last and in that order, must give the same bytes, or Chronograf's points change.
+    line = line_protocol("annotations", {"id": "5d1c", "uniqueID": "AHU 1"},
+                         {"deleted": False, "text": "loss 2.4", "start_time": 1700000000000000000,
+                          "modified_time_ns": 1700000900000000000}, 1700000900)
+    assert line == ('annotations,id=5d1c,uniqueID=AHU\\ 1 deleted=false,text="loss 2.4",'
+                    "start_time=1700000000000000000i,modified_time_ns=1700000900000000000i 1700000900")
 
 
 @pytest.mark.parametrize("measurement, tags, expected", [
@@ -166,7 +190,8 @@ def test_parse_influxql_empty(body):
 
 
 @pytest.mark.parametrize("body, match", [
-    (lines({"results": [{"statement_id": 0, "error": "database not found: sensors"}]}), "^database not found: sensors$"),
+    (lines({"results": [{"statement_id": 0, "error": "database not found: sensors"}]}),
+     "^database not found: sensors$"),
     (lines({"error": "error parsing query: found EOF"}), "^error parsing query: found EOF$"),
     (lines({"results": [{"statement_id": 0, "series": [series_doc("s1", [[0, 1.0]], partial=True)], "partial": True}]},
            {"results": [{"statement_id": 0, "error": "max-select-point limit exceeded"}]}),
@@ -183,7 +208,8 @@ def test_parse_influxql_not_json_is_a_value_error():
 
 
 def test_series_by_tag():
-    found = series_by_tag(parse_influxql(CHUNKED) + [
+    found = series_by_tag([
+        *parse_influxql(CHUNKED),
         {"name": "READINGS", "tags": {}, "columns": ["time", "mean"], "values": [[0, 9.0]]},
         {"name": "READINGS", "tags": {"uniqueID": "s3"}, "columns": ["time", "mean"], "values": []},
     ], "uniqueID")

@@ -1,4 +1,4 @@
-"""notify.py: events, their continuation across runs, notification decisions, payloads, annotation and
+"""anomaly.alerts: events, their continuation across runs, notification decisions, payloads, annotation and
 incident lines (tables of tiny cases checked by eye), and post() against a local HTTP receiver."""
 from __future__ import annotations
 
@@ -9,16 +9,23 @@ import threading
 import traceback
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import notify
-from notify import Event, Incident
+from anomaly.alerts.annotations import annotation_id, annotation_lines, chronograf_lines
+from anomaly.alerts.delivery import due_notifications, mark_sent
+from anomaly.alerts.events import Event, events
+from anomaly.alerts.incidents import Incident, incident_lines, incidents
+from anomaly.alerts.payloads import Context, message, payload
+from anomaly.alerts.resume import resume, tracked_events
+from anomaly.alerts.state import dump_state, load_state, new_state
+from anomaly.alerts.webhook import NotifyError, post, redact_url
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")  # 1767225600
-I = pd.Timedelta("15m")
+I = pd.Timedelta("15m")  # noqa: E741 - one interval; a short name keeps the tables below readable
 NOW = pd.Timestamp("2026-01-02T00:00:00Z")
 HOUR = pd.Timedelta("1h")
 
@@ -62,19 +69,19 @@ def spans(found: list[Event]) -> list[tuple]:
     pytest.param("xx.x", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], id="gap after the run"),
 ])
 def test_events(flags, skip, expected):
-    assert spans(notify.events("s", scores(flags, skip=skip), I)) == expected
+    assert spans(events("s", scores(flags, skip=skip), I)) == expected
 
 
 def test_event_peak_loss_and_its_threshold():
-    found = notify.events("s", scores("xxx", losses=[1.5, 3.0, 2.0], thresholds=[1.0, 1.2, 1.1]), I)
+    found = events("s", scores("xxx", losses=[1.5, 3.0, 2.0], thresholds=[1.0, 1.2, 1.1]), I)
     assert [(e.sensor_id, e.peak_loss, e.threshold) for e in found] == [("s", 3.0, 1.2)]
 
 
 def test_events_sorts_and_reads_missing_flags_as_false():
     frame = scores("x.x").iloc[::-1].astype({"anomaly": object})
     frame.iloc[1, frame.columns.get_loc("anomaly")] = None
-    assert spans(notify.events("s", frame, I)) == [(0, 0, 1, False, None), (2, 2, 1, True, None)]
-    assert notify.events("s", frame, I)[0].start.tz is not None
+    assert spans(events("s", frame, I)) == [(0, 0, 1, False, None), (2, 2, 1, True, None)]
+    assert events("s", frame, I)[0].start.tz is not None
 
 
 @pytest.mark.parametrize("frame, interval, error, match", [
@@ -86,14 +93,14 @@ def test_events_sorts_and_reads_missing_flags_as_false():
 ])
 def test_events_rejects(frame, interval, error, match):
     with pytest.raises(error, match=match):
-        notify.events("s", frame, interval)
+        events("s", frame, interval)
 
 
 # ---------------------------------------------------------------- continuation across runs
 
 
 def remembered(start: int, end: int, ongoing: bool = True) -> dict:
-    _, state = notify.resume([ev("s", start, end, ongoing)], notify.new_state(), I)
+    _, state = resume([ev("s", start, end, ongoing)], new_state(), I)
     return state
 
 
@@ -107,12 +114,12 @@ def remembered(start: int, end: int, ongoing: bool = True) -> dict:
     pytest.param((2, 5), "xxxx", 0, [(0, 5, 6, True, None)], (0, 5), id="backfill overlapping: one event"),
 ])
 def test_resume(tracked, flags, first, expected, newest):
-    state = remembered(*tracked) if tracked else notify.new_state()
+    state = remembered(*tracked) if tracked else new_state()
     before = copy.deepcopy(state)
-    found, new = notify.resume(notify.events("s", scores(flags, first=first), I), state, I)
+    found, new = resume(events("s", scores(flags, first=first), I), state, I)
     assert spans(found) == expected
     assert state == before
-    assert spans(notify.tracked_events(new))[0][:2] == newest
+    assert spans(tracked_events(new))[0][:2] == newest
 
 
 @pytest.mark.parametrize("last_scored, ongoing", [
@@ -122,16 +129,16 @@ def test_resume(tracked, flags, first, expected, newest):
 ])
 def test_resume_learns_that_a_remembered_event_ended(last_scored, ongoing):
     scored = None if last_scored is None else {"s": t(last_scored), "quiet": t(last_scored)}
-    found, state = notify.resume(notify.events("s", scores("....", first=4), I), remembered(2, 3), I, scored)
+    found, state = resume(events("s", scores("....", first=4), I), remembered(2, 3), I, scored)
     assert found == [] and sorted(state["sensors"]) == ["s"]
-    assert spans(notify.tracked_events(state)) == [(2, 3, 2, ongoing, None)]
+    assert spans(tracked_events(state)) == [(2, 3, 2, ongoing, None)]
 
 
 def test_resume_keeps_other_sensors_and_tracked_events_filters_by_end():
     state = remembered(2, 3)
-    found, state = notify.resume([ev("u", 8, 9)], state, I)
-    assert [e.sensor_id for e in notify.tracked_events(state)] == ["s", "u"]
-    assert [e.sensor_id for e in notify.tracked_events(state, since=t(4))] == ["u"]
+    _, state = resume([ev("u", 8, 9)], state, I)
+    assert [e.sensor_id for e in tracked_events(state)] == ["s", "u"]
+    assert [e.sensor_id for e in tracked_events(state, since=t(4))] == ["u"]
 
 
 # ---------------------------------------------------------------- notification decisions
@@ -139,31 +146,31 @@ def test_resume_keeps_other_sensors_and_tracked_events_filters_by_end():
 
 def run(found, state, now=NOW, cooldown=HOUR, max_age=None, send_ok=True):
     """One run as the caller does it: decide, send (or fail), mark, save and load the state again."""
-    due, state = notify.due_notifications(found, state, cooldown, now, max_age)
+    due, state = due_notifications(found, state, cooldown, now, max_age)
     if send_ok:
-        state = notify.mark_sent(state, due, now)
-    loaded, problem = notify.load_state(notify.dump_state(state))
+        state = mark_sent(state, due, now)
+    loaded, problem = load_state(dump_state(state))
     assert problem is None
     return due, loaded
 
 
 def test_a_new_event_is_sent_once_across_runs():
-    due, state = run([ev("a", 0, 1)], notify.new_state())
+    due, state = run([ev("a", 0, 1)], new_state())
     assert due == [ev("a", 0, 1)]
     assert run([ev("a", 0, 1)], state, now=NOW + 2 * HOUR)[0] == []
 
 
 def test_an_extended_ongoing_event_is_not_sent_again():
-    found, state = notify.resume(notify.events("a", scores("..xx"), I), notify.new_state(), I)
+    found, state = resume(events("a", scores("..xx"), I), new_state(), I)
     due, state = run(found, state)
     assert spans(due) == [(2, 3, 2, True, None)]
-    found, state = notify.resume(notify.events("a", scores("xxx.", first=4), I), state, I)
+    found, state = resume(events("a", scores("xxx.", first=4), I), state, I)
     assert spans(found) == [(2, 6, 5, False, 3)]
     assert run(found, state, now=NOW + 2 * HOUR)[0] == []
 
 
 def test_cooldown_suppresses_and_the_suppressed_event_is_never_sent_later():
-    _, state = run([ev("a", 0, 1)], notify.new_state())
+    _, state = run([ev("a", 0, 1)], new_state())
     due, state = run([ev("a", 10, 11, ongoing=True)], state, now=NOW + 10 * pd.Timedelta("1m"))
     assert due == []
     due, state = run([ev("a", 10, 20)], state, now=NOW + 3 * HOUR)
@@ -176,38 +183,38 @@ def test_cooldown_suppresses_and_the_suppressed_event_is_never_sent_later():
     pytest.param(HOUR, [ev("a", 5, 5)], id="cooldown: the newest only"),
 ])
 def test_several_new_events_of_one_sensor_in_one_run(cooldown, expected):
-    due, state = run([ev("a", 5, 5), ev("a", 0, 0)], notify.new_state(), cooldown=cooldown)
+    due, state = run([ev("a", 5, 5), ev("a", 0, 0)], new_state(), cooldown=cooldown)
     assert due == expected
     assert run([ev("a", 0, 0), ev("a", 5, 5)], state, now=NOW + 3 * HOUR, cooldown=cooldown)[0] == []
 
 
 def test_one_event_passed_twice_is_one_message():
-    due, _ = notify.due_notifications([ev("a", 0, 1, ongoing=True), ev("a", 0, 3)], notify.new_state(),
-                                      pd.Timedelta(0), NOW)
+    due, _ = due_notifications([ev("a", 0, 1, ongoing=True), ev("a", 0, 3)], new_state(),
+                               pd.Timedelta(0), NOW)
     assert due == [ev("a", 0, 3)]
 
 
 def test_cooldown_is_per_sensor():
-    _, state = run([ev("a", 0, 1)], notify.new_state())
+    _, state = run([ev("a", 0, 1)], new_state())
     assert run([ev("a", 5, 5), ev("b", 5, 5)], state, now=NOW + pd.Timedelta("1m"))[0] == [ev("b", 5, 5)]
 
 
 def test_a_failed_send_is_tried_again_next_run_from_the_tracked_event():
-    found, state = notify.resume([ev("a", 0, 1)], notify.new_state(), I)
+    found, state = resume([ev("a", 0, 1)], new_state(), I)
     due, state = run(found, state, send_ok=False)
     assert due == [ev("a", 0, 1)]
-    found, state = notify.resume([], state, I)
-    due, state = run(found + notify.tracked_events(state), state, now=NOW + pd.Timedelta("5m"))
+    found, state = resume([], state, I)
+    due, state = run(found + tracked_events(state), state, now=NOW + pd.Timedelta("5m"))
     assert spans(due) == [(0, 1, 2, False, None)]
-    assert run(notify.tracked_events(state), state, now=NOW + 3 * HOUR)[0] == []
+    assert run(tracked_events(state), state, now=NOW + 3 * HOUR)[0] == []
 
 
 def test_max_age_records_old_events_without_sending_them():
     old = Event("a", NOW - pd.Timedelta(days=3), NOW - pd.Timedelta(days=2), 97, 2.0, 1.0, False)
-    due, state = run([old], notify.new_state(), max_age=pd.Timedelta(days=1))
+    due, state = run([old], new_state(), max_age=pd.Timedelta(days=1))
     assert due == []
     assert run([old], state, now=NOW + HOUR)[0] == []
-    old_incident, = notify.incidents([replace(old, sensor_id="b")], GROUPS, I)
+    old_incident, = incidents([replace(old, sensor_id="b")], GROUPS, I)
     due, state = run([old_incident], state, max_age=pd.Timedelta(days=1))
     assert due == [] and run([replace(old, sensor_id="b")], state, now=NOW + HOUR)[0] == []
 
@@ -217,7 +224,7 @@ def incident(severity: str, sensors=("a",), start: int = 0, end: int = 4) -> Inc
 
 
 def test_an_incident_is_sent_again_only_when_its_severity_rises():
-    due, state = run([incident("minor")], notify.new_state())
+    due, state = run([incident("minor")], new_state())
     assert due == [incident("minor")]
     soon = NOW + pd.Timedelta("5m")
     due, state = run([incident("critical", ("a", "b", "c"), end=6)], state, now=soon)
@@ -229,30 +236,30 @@ def test_an_incident_is_sent_again_only_when_its_severity_rises():
 @pytest.mark.parametrize("sent", [True, False], ids=["incident sent", "incident suppressed by the cooldown"])
 def test_events_announced_by_an_incident_are_not_announced_again_without_their_group(sent):
     earlier = NOW - (3 * HOUR if sent else pd.Timedelta("1m"))
-    _, state = run([incident("minor", start=-10, end=-8)], notify.new_state(), now=earlier)
-    found = notify.incidents([ev("a", 0, 2), ev("b", 1, 3)], GROUPS, I)
+    _, state = run([incident("minor", start=-10, end=-8)], new_state(), now=earlier)
+    found = incidents([ev("a", 0, 2), ev("b", 1, 3)], GROUPS, I)
     due, state = run(found, state)
     assert due == (found if sent else [])
     assert run([ev("a", 0, 2), ev("b", 1, 3), ev("c", 1, 3)], state, now=NOW + 3 * HOUR)[0] == [ev("c", 1, 3)]
 
 
 def test_groups_and_sensors_of_the_same_name_do_not_share_state():
-    _, state = run([incident("minor")], notify.new_state())
+    _, state = run([incident("minor")], new_state())
     assert run([ev("B1", 0, 4)], state, now=NOW + pd.Timedelta("1m"))[0] == [ev("B1", 0, 4)]
 
 
 def test_due_notifications_does_not_change_its_input_and_rejects_bad_arguments():
-    state = run([ev("a", 0, 1)], notify.new_state())[1]
+    state = run([ev("a", 0, 1)], new_state())[1]
     before = copy.deepcopy(state)
-    notify.due_notifications([ev("a", 5, 6)], state, HOUR, NOW + 3 * HOUR)
-    notify.mark_sent(state, [ev("a", 5, 6)], NOW)
+    due_notifications([ev("a", 5, 6)], state, HOUR, NOW + 3 * HOUR)
+    mark_sent(state, [ev("a", 5, 6)], NOW)
     assert state == before
     with pytest.raises(ValueError, match="cooldown"):
-        notify.due_notifications([], state, -HOUR, NOW)
+        due_notifications([], state, -HOUR, NOW)
     with pytest.raises(ValueError, match="time zone"):
-        notify.due_notifications([], state, HOUR, NOW.tz_localize(None))
+        due_notifications([], state, HOUR, NOW.tz_localize(None))
     with pytest.raises(TypeError, match="Event or an Incident"):
-        notify.due_notifications(["a"], state, HOUR, NOW)
+        due_notifications(["a"], state, HOUR, NOW)
 
 
 GOOD = {"format": 1, "sensors": {"b": {"decided": "2026-01-01T00:00:00Z", "notified_at": "2026-01-02T00:00:00Z"}},
@@ -276,24 +283,24 @@ GOOD = {"format": 1, "sensors": {"b": {"decided": "2026-01-01T00:00:00Z", "notif
                  id="unknown severity"),
 ])
 def test_load_state_tolerates_bad_files(text, problem, kept):
-    state, found = notify.load_state(text)
+    state, found = load_state(text)
     assert (found is None) == (problem is None)
     if problem:
         assert problem in found
     assert sorted(state["sensors"]) == kept
-    assert json.loads(notify.dump_state(state))["format"] == 1
+    assert json.loads(dump_state(state))["format"] == 1
 
 
 def test_a_corrupt_state_starts_fresh_and_sends():
-    state, problem = notify.load_state('{"format": 1, "sens')
-    assert problem and notify.due_notifications([ev("a", 0, 1)], state, HOUR, NOW)[0] == [ev("a", 0, 1)]
+    state, problem = load_state('{"format": 1, "sens')
+    assert problem and due_notifications([ev("a", 0, 1)], state, HOUR, NOW)[0] == [ev("a", 0, 1)]
 
 
 def test_state_round_trips_with_a_non_finite_loss():
-    found, state = notify.resume([Event("a", t(0), t(0), 1, float("nan"), 1.0, True)], notify.new_state(), I)
-    loaded, problem = notify.load_state(notify.dump_state(state))
+    _, state = resume([Event("a", t(0), t(0), 1, float("nan"), 1.0, True)], new_state(), I)
+    loaded, problem = load_state(dump_state(state))
     assert problem is None and loaded == state
-    assert np.isnan(notify.tracked_events(loaded)[0].peak_loss)
+    assert np.isnan(tracked_events(loaded)[0].peak_loss)
 
 
 # ---------------------------------------------------------------- payloads
@@ -304,27 +311,27 @@ INCIDENT = Incident("Boiler 1", t(0), t(3), ("a", "b"), 5, "major", True)
 
 
 def test_message_text():
-    assert notify.message(EVENT) == ("Anomaly on 'AHU 2': 3 windows, 2026-01-01 00:00 to 00:30 UTC, "
-                                     "peak loss 2.5 > threshold 0.5")
-    assert notify.message(INCIDENT, notify.Context(group_tag="equipRef")) == (
+    assert message(EVENT) == ("Anomaly on 'AHU 2': 3 windows, 2026-01-01 00:00 to 00:30 UTC, "
+                              "peak loss 2.5 > threshold 0.5")
+    assert message(INCIDENT, Context(group_tag="equipRef")) == (
         "Major incident on equipRef 'Boiler 1': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC, ongoing: 'a', 'b'")
 
 
 def test_json_payload():
-    body = notify.payload(EVENT, "json", notify.Context(measurement="SCORES"))
+    body = payload(EVENT, "json", Context(measurement="SCORES"))
     assert body == {"kind": "event", "sensor_id": "AHU 2", "sensor_tag": "uniqueID", "start": "2026-01-01T00:00:00Z",
                     "end": "2026-01-01T00:30:00Z", "windows": 3, "peak_loss": 2.5, "threshold": 0.5, "ongoing": False,
-                    "measurement": "SCORES", "message": notify.message(EVENT), "link": None}
-    body = notify.payload(INCIDENT, "json")
+                    "measurement": "SCORES", "message": message(EVENT), "link": None}
+    body = payload(INCIDENT, "json")
     assert body["kind"] == "incident" and body["sensors"] == ["a", "b"] and body["severity"] == "major"
     assert body["count"] == 2 and body["measurement"] == "INCIDENTS"
-    nan_loss = notify.payload(Event("s", t(0), t(0), 1, float("nan"), 1.0, True), "json")
+    nan_loss = payload(Event("s", t(0), t(0), 1, float("nan"), 1.0, True), "json")
     assert json.loads(json.dumps(nan_loss, allow_nan=False))["peak_loss"] is None
 
 
 @pytest.mark.parametrize("item", [EVENT, INCIDENT], ids=["event", "incident"])
 def test_slack_payload_shape(item):
-    body = notify.payload(item, "slack", notify.Context(link="https://grafana.example/d/x?a=1&b=2"))
+    body = payload(item, "slack", Context(link="https://grafana.example/d/x?a=1&b=2"))
     assert set(body) == {"text", "blocks"} and body["text"]
     header, section = body["blocks"]
     assert header["type"] == "header" and header["text"]["type"] == "plain_text"
@@ -334,7 +341,7 @@ def test_slack_payload_shape(item):
 
 
 def test_slack_escapes_markup_and_respects_limits():
-    body = notify.payload(Event("<!channel> & " + "x" * 4000, t(0), t(0), 1, 2.0, 1.0, True), "slack")
+    body = payload(Event("<!channel> & " + "x" * 4000, t(0), t(0), 1, 2.0, 1.0, True), "slack")
     assert "<!channel>" not in body["text"] + body["blocks"][1]["text"]["text"]
     assert body["text"].startswith("Anomaly on '&lt;!channel&gt; &amp; xxx")
     assert len(body["blocks"][0]["text"]["text"]) <= 150 and len(body["blocks"][1]["text"]["text"]) <= 3000
@@ -343,7 +350,7 @@ def test_slack_escapes_markup_and_respects_limits():
 @pytest.mark.parametrize("item", [EVENT, INCIDENT], ids=["event", "incident"])
 @pytest.mark.parametrize("link", [None, "https://chronograf.example/sources/1/dashboards/2"])
 def test_teams_payload_is_an_adaptive_card_envelope(item, link):
-    body = notify.payload(item, "teams", notify.Context(link=link))
+    body = payload(item, "teams", Context(link=link))
     assert body["type"] == "message" and len(body["attachments"]) == 1
     attachment = body["attachments"][0]
     assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
@@ -357,24 +364,24 @@ def test_teams_payload_is_an_adaptive_card_envelope(item, link):
 
 def test_payload_rejects_unknown_style_and_items():
     with pytest.raises(ValueError, match="style 'discord'"):
-        notify.payload(EVENT, "discord")
+        payload(EVENT, "discord")
     with pytest.raises(TypeError, match="Event or an Incident"):
-        notify.payload({"sensor_id": "a"}, "json")
+        payload({"sensor_id": "a"}, "json")
 
 
 # ---------------------------------------------------------------- annotation and incident lines
 
 
 def test_annotation_lines():
-    assert notify.annotation_lines([EVENT], "uniqueID") == [
+    assert annotation_lines([EVENT], "uniqueID") == [
         'ANOMALY_EVENTS,uniqueID=AHU\\ 2 text="anomaly on \'AHU 2\': 3 windows, 2026-01-01 00:00 to 00:30 UTC, '
         'peak loss 2.5 > threshold 0.5",end_ms=1767227400000.0,windows=3.0,peak_loss=2.5,threshold=0.5,'
         'ongoing=false 1767225600']
 
 
 def test_annotation_lines_of_a_grown_event_keep_its_key():
-    first, = notify.annotation_lines([ev("s", 0, 1, ongoing=True)], "uniqueID")
-    later, = notify.annotation_lines([ev("s", 0, 5)], "uniqueID")
+    first, = annotation_lines([ev("s", 0, 1, ongoing=True)], "uniqueID")
+    later, = annotation_lines([ev("s", 0, 5)], "uniqueID")
     assert first.split(" ")[0] == later.split(" ")[0] and first.rsplit(" ", 1)[1] == later.rsplit(" ", 1)[1]
     assert first != later
 
@@ -384,26 +391,26 @@ CHRONOGRAF_ID = "8ccfbe53-d683-518b-a85d-f85daf860260"
 
 def test_chronograf_lines():
     now = pd.Timestamp("2026-01-01T01:00:00.5Z")
-    assert notify.chronograf_lines([EVENT], "uniqueID", now) == [
+    assert chronograf_lines([EVENT], "uniqueID", now) == [
         f'annotations,id={CHRONOGRAF_ID},uniqueID=AHU\\ 2 deleted=false,text="anomaly on \'AHU 2\': 3 windows, '
         f'2026-01-01 00:00 to 00:30 UTC, peak loss 2.5 > threshold 0.5",start_time=1767225600000000000i,'
         f'modified_time_ns=1767229200500000000i 1767227400']
     moved = Event(EVENT.sensor_id, EVENT.start, EVENT.end, 3, 2.5, 0.5, False, previous_end=t(1))
-    assert notify.chronograf_lines([moved], "uniqueID", now)[1] == (
+    assert chronograf_lines([moved], "uniqueID", now)[1] == (
         f'annotations,id={CHRONOGRAF_ID},uniqueID=AHU\\ 2 deleted=true,text="",start_time=0i,'
         f'modified_time_ns=1767229200500000000i 1767226500')
 
 
 def test_chronograf_id_depends_on_the_key_only():
-    assert notify.annotation_id(EVENT) == CHRONOGRAF_ID
-    assert notify.annotation_id(Event("AHU 2", t(0), t(9), 10, 9.0, 1.0, True)) == CHRONOGRAF_ID
-    assert notify.annotation_id(Event("AHU 2", t(1), t(2), 2, 2.5, 0.5, False)) != CHRONOGRAF_ID
+    assert annotation_id(EVENT) == CHRONOGRAF_ID
+    assert annotation_id(Event("AHU 2", t(0), t(9), 10, 9.0, 1.0, True)) == CHRONOGRAF_ID
+    assert annotation_id(Event("AHU 2", t(1), t(2), 2, 2.5, 0.5, False)) != CHRONOGRAF_ID
 
 
 @pytest.mark.parametrize("tag", ["id", "text", "type", "start_time", "deleted"])
 def test_chronograf_lines_refuse_a_sensor_tag_chronograf_reserves(tag):
     with pytest.raises(ValueError, match="clashes"):
-        notify.chronograf_lines([EVENT], tag, NOW)
+        chronograf_lines([EVENT], tag, NOW)
 
 
 GROUPS = {"a": "B1", "b": "B1", "c": "B1", "d": "B1", "e": "B1", "x": "B2", "y": ""}
@@ -437,28 +444,28 @@ def brief(found: list[Incident]) -> list[tuple]:
                  id="groups apart, sorted"),
 ])
 def test_incidents(found, window, options, expected):
-    assert brief(notify.incidents(found, GROUPS, window, **options)) == expected
+    assert brief(incidents(found, GROUPS, window, **options)) == expected
 
 
 def test_incident_takes_the_latest_copy_of_an_event():
     remembered_copy, this_run = ev("a", 0, 1, ongoing=True), ev("a", 0, 3, ongoing=False)
-    found, = notify.incidents([this_run, remembered_copy, ev("b", 2, 2)], GROUPS, I)
+    found, = incidents([this_run, remembered_copy, ev("b", 2, 2)], GROUPS, I)
     assert not found.ongoing
 
 
 def test_incident_ongoing_size_and_bad_arguments():
-    found, = notify.incidents([ev("a", 0, 1), ev("b", 1, 2, ongoing=True)], GROUPS, I)
+    found, = incidents([ev("a", 0, 1), ev("b", 1, 2, ongoing=True)], GROUPS, I)
     assert found.ongoing and found.group_size == 5 and found.count == 2
     assert found.members == (("a", t(0)), ("b", t(1)))
     for options, match in [({"window": -I}, "window"), ({"window": I, "critical_share": 0}, "critical_share"),
                            ({"window": I, "critical_count": 1}, "critical_count")]:
         with pytest.raises(ValueError, match=match):
-            notify.incidents([], GROUPS, **options)
+            incidents([], GROUPS, **options)
 
 
 def test_incident_lines():
     found = Incident("B1", t(0), t(3), ("a", "b"), 5, "major", False)
-    assert notify.incident_lines([found], "equipRef") == [
+    assert incident_lines([found], "equipRef") == [
         'INCIDENTS,equipRef=B1 text="major incident on equipRef \'B1\': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC: '
         '\'a\', \'b\'",severity="major",sensors="[\\"a\\", \\"b\\"]",count=2.0,group_size=5.0,'
         'end_ms=1767228300000.0,ongoing=false 1767225600']
@@ -475,7 +482,7 @@ class Receiver(BaseHTTPRequestHandler):
     status = 200
     answer = b"ok"
     location = None
-    received: list[tuple[str, dict, bytes]] = []
+    received: ClassVar[list[tuple[str, dict, bytes]]] = []
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -513,7 +520,7 @@ def receiver(server, no_proxy):
     return server, f"{server}{SECRET_PATH}?{SECRET_QUERY}"
 
 
-def assert_no_secret(error: notify.NotifyError, base: str):
+def assert_no_secret(error: NotifyError, base: str):
     shown = "".join(traceback.format_exception(error))
     assert base in str(error)
     for secret in ("s3cretT0ken", "B0002", "hunter2", "services"):
@@ -522,10 +529,10 @@ def assert_no_secret(error: notify.NotifyError, base: str):
 
 @pytest.mark.parametrize("status", [200, 202, 204])
 def test_post_delivers_json(receiver, status):
-    base, url = receiver
+    _, url = receiver
     Receiver.status, Receiver.answer = status, b"" if status == 204 else b"1"
-    body = notify.payload(EVENT, "slack")
-    notify.post(url, body, timeout=5)
+    body = payload(EVENT, "slack")
+    post(url, body, timeout=5)
     (path, headers, raw), = Receiver.received
     assert path == f"{SECRET_PATH}?{SECRET_QUERY}"
     assert headers["Content-Type"].startswith("application/json") and json.loads(raw) == body
@@ -543,8 +550,8 @@ def test_post_failures_raise_without_the_secret(receiver, status, answer, transi
     base, url = receiver
     Receiver.status, Receiver.answer = status, answer
     Receiver.location = f"{base}/elsewhere" if status == 302 else None
-    with pytest.raises(notify.NotifyError) as caught:
-        notify.post(url, {"text": "x"}, timeout=5)
+    with pytest.raises(NotifyError) as caught:
+        post(url, {"text": "x"}, timeout=5)
     assert_no_secret(caught.value, base)
     assert caught.value.status == (429 if status == 200 else status) and caught.value.transient is transient
     assert [p for p, _, _ in Receiver.received] == [f"{SECRET_PATH}?{SECRET_QUERY}"]
@@ -555,8 +562,8 @@ def test_post_connection_refused(no_proxy):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
-    with pytest.raises(notify.NotifyError, match="cannot reach") as caught:
-        notify.post(f"http://user:pw@127.0.0.1:{port}{SECRET_PATH}?{SECRET_QUERY}", {"text": "x"}, timeout=5)
+    with pytest.raises(NotifyError, match="cannot reach") as caught:
+        post(f"http://user:pw@127.0.0.1:{port}{SECRET_PATH}?{SECRET_QUERY}", {"text": "x"}, timeout=5)
     assert_no_secret(caught.value, base)
     assert "pw" not in str(caught.value) and caught.value.transient
 
@@ -566,8 +573,8 @@ def test_post_times_out_on_a_server_that_never_answers(no_proxy):
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         base = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        with pytest.raises(notify.NotifyError, match="timed out") as caught:
-            notify.post(base + SECRET_PATH, {"text": "x"}, timeout=0.3)
+        with pytest.raises(NotifyError, match="timed out") as caught:
+            post(base + SECRET_PATH, {"text": "x"}, timeout=0.3)
     assert_no_secret(caught.value, base)
 
 
@@ -581,10 +588,10 @@ def test_post_times_out_on_a_server_that_never_answers(no_proxy):
     ("not a url", "<invalid URL>"),
 ])
 def test_redact_url(url, shown):
-    assert notify.redact_url(url) == shown
+    assert redact_url(url) == shown
 
 
 def test_post_refuses_an_invalid_url_without_echoing_it():
-    with pytest.raises(notify.NotifyError) as caught:
-        notify.post("ftp://example.com/s3cretT0ken", {}, timeout=1)
+    with pytest.raises(NotifyError) as caught:
+        post("ftp://example.com/s3cretT0ken", {}, timeout=1)
     assert "s3cretT0ken" not in str(caught.value) and caught.value.status is None

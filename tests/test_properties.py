@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import clean
-from anomaly import settings
+from anomaly import settings as project_settings
 from anomaly.errors import ConfigError
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
@@ -94,7 +94,7 @@ def test_scaling_round_trips_and_standardizes(values):
         return  # constant (or nearly): training skips such a sensor before it scales
     scaler = clean.fit_scaler(raw)
     mean, scale = float(scaler.mean_[0]), float(scaler.scale_[0])
-    scaled = clean.scale(raw, mean, scale)
+    scaled = clean.standardize(raw, mean, scale)
     assert scaled.index.equals(raw.index) and scaled.name == "s1"
     assert scaled.isna().equals(raw.isna())
     np.testing.assert_allclose(scaled.to_numpy(), scaler.transform(raw.to_numpy().reshape(-1, 1)).ravel(), rtol=1e-9,
@@ -114,7 +114,7 @@ def test_unusable_reason_accepts_only_what_can_be_standardized(values):
     if clean.unusable_reason(raw, window=2, min_windows=1) is None:
         scaler = clean.fit_scaler(raw)
         assert math.isfinite(scaler.mean_[0]) and math.isfinite(scaler.scale_[0]) and scaler.scale_[0] > 0
-        assert np.isfinite(clean.scale(raw, scaler.mean_[0], scaler.scale_[0])).all()
+        assert np.isfinite(clean.standardize(raw, scaler.mean_[0], scaler.scale_[0])).all()
 
 
 # ---------------------------------------------------------------- the JSON config parser
@@ -153,7 +153,7 @@ def test_config_parser_raises_only_config_errors(config_dir, text):
     for path in (ratios, windows):
         path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
     try:
-        parsed = settings.load_sensor_config(ratios, windows)
+        parsed = project_settings.load_sensor_config(ratios, windows)
     except ConfigError as e:
         assert str(e).startswith(f"{ratios}: ") or str(e).startswith(f"{windows}: ")
         return
@@ -170,10 +170,10 @@ def test_config_parser_keeps_every_valid_entry(config_dir, ratios, windows):
     ratios_path, windows_path = config_dir / "valid-ratios.json", config_dir / "valid-windows.json"
     ratios_path.write_text(json.dumps(ratios), encoding="utf-8")
     windows_path.write_text(json.dumps(windows), encoding="utf-8")
-    parsed = settings.load_sensor_config(ratios_path, windows_path)
+    parsed = project_settings.load_sensor_config(ratios_path, windows_path)
     for key, value in ratios.items():
         assert parsed.ratio(key) == float(value)
     for key, value in windows.items():
         assert parsed.window(key) == value
-    assert parsed.ratio("\x00 not listed") == float(ratios.get("default", settings.DEFAULT_RATIO))
-    assert parsed.window("\x00 not listed") == windows.get("default", settings.DEFAULT_WINDOW)
+    assert parsed.ratio("\x00 not listed") == float(ratios.get("default", project_settings.DEFAULT_RATIO))
+    assert parsed.window("\x00 not listed") == windows.get("default", project_settings.DEFAULT_WINDOW)

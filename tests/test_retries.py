@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pandas as pd
 import pytest
 
+import influx_interact
 from anomaly.settings import Connection, Schema
-from influx_interact import Influx, InfluxError
+from influx_interact import InfluxError
 
 
 class Scripted(BaseHTTPRequestHandler):
-    statuses: list[int] = []
-    seen: list[str] = []
+    statuses: ClassVar[list[int]] = []
+    seen: ClassVar[list[str]] = []
+    requests: ClassVar[list[tuple[str, bytes]]] = []
 
     def _answer(self):
         path = self.path.split("?")[0]
         self.seen.append(path)
+        self.requests.append((self.path, self.rfile.read(int(self.headers.get("Content-Length") or 0))))
         status = self.statuses.pop(0) if self.statuses and path != "/ping" else 204
         body = b'{"error":"try later"}' if status >= 400 else b""
         self.send_response(status)
@@ -42,12 +46,14 @@ def server():
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     Scripted.seen = []
+    Scripted.requests = []
     yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
 
 
 def connect(url):
-    return Influx(Connection(url=url, api="auto", database="d", retries=3, backoff_s=0.01), Schema())
+    return influx_interact.connect(Connection(url=url, api="auto", database="d", retries=3, backoff_s=0.01),
+                                   Schema())
 
 
 @pytest.mark.parametrize("statuses, attempts", [([503, 502], 3), ([429], 2), ([500, 500, 500], 4)])
@@ -63,9 +69,8 @@ def test_transient_errors_are_tried_again(server, statuses, attempts, caplog):
 def test_transient_errors_give_up_after_the_retries(server):
     _, url = server
     Scripted.statuses = [503] * 5
-    with connect(url) as db:
-        with pytest.raises(InfluxError, match="HTTP 503") as error:
-            db.write(["m,uniqueID=a v=1 1"])
+    with connect(url) as db, pytest.raises(InfluxError, match="HTTP 503") as error:
+        db.write(["m,uniqueID=a v=1 1"])
     assert error.value.transient and Scripted.seen.count("/write") == 4
 
 
@@ -73,8 +78,18 @@ def test_transient_errors_give_up_after_the_retries(server):
 def test_errors_that_cannot_succeed_are_not_repeated(server, status):
     _, url = server
     Scripted.statuses = [status]
-    with connect(url) as db:
-        with pytest.raises(InfluxError):
-            db.read_means(["a"], pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-02", tz="UTC"),
-                          pd.Timedelta(minutes=15))
+    with connect(url) as db, pytest.raises(InfluxError):
+        db.read_means(["a"], pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-02", tz="UTC"),
+                      pd.Timedelta(minutes=15))
     assert Scripted.seen == ["/ping", "/query"]
+
+
+def test_record_run_writes_numbers_as_floats_in_nanoseconds(server):
+    # JOB_HEALTH has held its numbers as floats since its first point: an integer now would be refused.
+    _, url = server
+    with connect(url) as db:
+        db.record_run("sensor_training", "host-1", {"duration_s": 0.25, "sensors": 12, "exit_status": 0},
+                      1767571200000000001)
+    assert Scripted.requests[-1] == (
+        "/write?db=d&precision=ns",
+        b"JOB_HEALTH,host=host-1,job=sensor_training duration_s=0.25,sensors=12.0,exit_status=0.0 1767571200000000001")

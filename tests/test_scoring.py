@@ -7,22 +7,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import model_predict
 import sensor_predict
-from anomaly.settings import SensorConfig
-from model_predict import SensorModel, flags, reconstruction_loss, windows_to_score
+from anomaly import detect
+from anomaly.losses import reconstruction_loss
+from anomaly.metadata import ModelMetadata
+from model_predict import SensorModel, windows_to_score
 
 NOW = pd.Timestamp("2026-01-15T10:07:00Z")
 H = pd.Timedelta(hours=1)
 
 
-def settings(**overrides) -> sensor_predict.PredictSettings:
-    values = dict(connection=None, schema=None, sensors=(), shard=None, sensor_config=SensorConfig({}, {}),
-                  interval=pd.Timedelta(minutes=15), max_gap=H, models_dir=Path("models"), chunk_size=200, now=NOW,
-                  start=None, stop=None, max_catchup=pd.Timedelta(days=7), first_run=pd.Timedelta(days=1),
-                  dry_run=False, delay=pd.Timedelta(0), engine="numpy", announce=None, min_consecutive=1,
-                  missing_after=H, cold_start=None, dynamic_history=None)
+def settings(**overrides) -> model_predict.Schedule:
+    values = dict(interval=pd.Timedelta(minutes=15), now=NOW, start=None, stop=None,
+                  max_catchup=pd.Timedelta(days=7), first_run=pd.Timedelta(days=1), delay=pd.Timedelta(0))
     values.update(overrides)
-    return sensor_predict.PredictSettings(**values)
+    return model_predict.Schedule(**values)
+
+
+def flags(ends, values, losses, threshold, min_consecutive=1, interval=None) -> pd.DataFrame:
+    """The scores frame of the one decision step with a fixed threshold and persistence only."""
+    return detect.decide(ends, values, losses, detect.Rules(threshold, min_consecutive),
+                         detect.Context(interval or pd.Timedelta(minutes=15)))
 
 
 FLOOR = pd.Timestamp("2026-01-15T10:00:00Z")
@@ -40,7 +46,7 @@ FLOOR = pd.Timestamp("2026-01-15T10:00:00Z")
                  id="backfill ignores what is scored"),
 ])
 def test_score_range(last_scored, overrides, expected):
-    assert sensor_predict.score_range(last_scored, settings(**overrides)) == expected
+    assert model_predict.score_range(last_scored, settings(**overrides)) == expected
 
 
 class Identity:
@@ -62,7 +68,8 @@ def test_reconstruction_loss_is_the_mean_absolute_error_per_window():
 def test_windows_to_score_fills_short_gaps_standardizes_and_keeps_the_range():
     index = pd.date_range("2026-01-01", periods=8, freq="15min", tz="UTC")
     series = pd.Series([1.0, 2.0, np.nan, 4.0, np.nan, np.nan, np.nan, 8.0], index=index)
-    model = SensorModel("s", window=3, interval=pd.Timedelta(minutes=15), threshold=0.4, mean=1.0, scale=2.0)
+    model = SensorModel(ModelMetadata("s", window=3, interval=pd.Timedelta(minutes=15), threshold=0.4, mean=1.0,
+                                      scale=2.0))
     windows, ends, values = windows_to_score(series, model, max_gap_points=1, first=index[0], last=index[-1])
     # the one-point gap is filled (3.0); the three-point gap is not, so only windows ending at 2, 3 are whole
     assert ends.tolist() == [index[2], index[3]]
@@ -130,19 +137,18 @@ def test_a_gap_between_windows_breaks_the_run():
     ([1, 2, np.nan, np.nan, np.nan, 6, 7, 8], 2, 3, {}),
 ])
 def test_data_checks_flag_stuck_and_silent_sensors(values, flat_limit, missing_limit, kinds):
-    from model_predict import data_checks
-
     series = pd.Series(values, index=T, dtype="float64")
     present = series.notna().to_numpy()
-    base = flags(T[present], series[present].to_numpy(), np.zeros(present.sum(), dtype="float32"), threshold=0.5)
-    checked = data_checks(base, series, 0.5, flat_limit, missing_limit, T[0], T[-1])
+    checked = detect.decide(T[present], series[present].to_numpy(), np.zeros(present.sum(), dtype="float32"),
+                            detect.Rules(0.5, flat_limit=flat_limit, missing_limit=missing_limit),
+                            detect.Context(Q, series, T[0], T[-1]))
     assert {t: k for t, k in checked["kind"].items() if k != "none"} == kinds
     assert (checked["anomaly"] == (checked["kind"] != "none")).all()
     assert checked.loc[checked["kind"] == "missing", "loss"].isna().all()
 
 
 def test_the_cold_start_detector_follows_the_daily_cycle_and_ignores_tiny_changes_of_a_flat_sensor():
-    from model_predict import robust_scores
+    from anomaly.cold_start import robust_scores
 
     index = pd.date_range("2026-01-01", periods=8 * 96, freq="15min", tz="UTC")  # 8 days, 96 intervals a day
     steps = np.arange(len(index))

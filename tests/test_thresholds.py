@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import thresholds
-from thresholds import dynamic_threshold, history_needed, rolling_dynamic_flags, rolling_dynamic_thresholds, smooth
+from anomaly import thresholds
+from anomaly.thresholds import dynamic_threshold, history_needed, rolling_dynamic_flags, rolling_dynamic_thresholds, smooth
 
 TILE = [0.1, 0.2, 0.3, 0.2]
 TIGHT = 0.2 + 2.5 * math.sqrt(0.005)

@@ -14,61 +14,25 @@ the old metadata a moment earlier can still open its files.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import secrets
-import tempfile
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 
-FORMAT_VERSION = 1
+from anomaly import files
+from anomaly.metadata import FORMAT_VERSION, ArtifactError, ModelMetadata
+
 METADATA = "metadata.json"
 FILES = ("model", "scaler", "weights")
 WEIGHT_NAMES = ("encoder_kernel", "encoder_recurrent_kernel", "encoder_bias", "decoder_kernel",
                 "decoder_recurrent_kernel", "decoder_bias", "output_kernel", "output_bias")
-
-
-class ArtifactError(RuntimeError):
-    """A model directory that cannot be used: missing, corrupt or of another format."""
-
-
-EXIT_LOCKED = 75  # EX_TEMPFAIL: the deploy units count it as a skipped run, not a failure
-
-
-class LockedError(RuntimeError):
-    """Another run of the same job holds the lock."""
-
-
-@contextlib.contextmanager
-def job_lock(models_dir: Path, job: str) -> Iterator[Path]:
-    """Hold a per-host lock for one job and models directory; a second run raises LockedError at once.
-
-    The lock file lives in the temporary directory, not the models directory, so scorers can run on
-    a read-only copy of the models; the kernel releases it when the process ends, however it ends.
-    """
-    key = hashlib.sha256(str(models_dir.resolve()).encode("utf-8")).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"sensor-anomaly-{job}-{key}.lock"
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise LockedError(f"another {job} run for {models_dir} is still going (pid {holder}, lock {path}); "
-                              f"this run exits without doing anything") from None
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield path
 
 
 def sensor_dir(models_dir: Path, sensor_id: str) -> Path:
@@ -86,14 +50,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(directory: Path, model: Any, scaler: Any, weights: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
     """Write a model, its scaler, its weights and metadata; return the metadata path once committed.
 
@@ -103,22 +59,18 @@ def save(directory: Path, model: Any, scaler: Any, weights: dict[str, np.ndarray
     directory.mkdir(parents=True, exist_ok=True)
     previous = _previous_metadata(directory / METADATA)
     version = f"{metadata['trained_at'].replace(':', '').replace('-', '')}-{secrets.token_hex(3)}"
-    files = {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib",
+    names = {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib",
              "weights": f"weights-{version}.npz"}
-    model.save(directory / files["model"])
-    joblib.dump(scaler, directory / files["scaler"])
-    with open(directory / files["weights"], "wb") as f:
+    model.save(directory / names["model"])
+    joblib.dump(scaler, directory / names["scaler"])
+    with open(directory / names["weights"], "wb") as f:
         np.savez(f, **{name: np.asarray(weights[name], dtype="float32") for name in WEIGHT_NAMES})
-    for name in files.values():
-        _fsync(directory / name)
-    record = dict(metadata, format_version=FORMAT_VERSION, version=version, files=files,
-                  sha256={key: sha256_file(directory / name) for key, name in files.items()})
-    temporary = directory / f".{METADATA}.{version}.tmp"
-    temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    _fsync(temporary)
-    os.replace(temporary, directory / METADATA)
-    _fsync(directory)
-    _prune(directory, keep=set(files.values()) | set((previous.get("files") or {}).values()))
+    for name in names.values():
+        files.fsync_path(directory / name)
+    record = dict(metadata, format_version=FORMAT_VERSION, version=version, files=names,
+                  sha256={key: sha256_file(directory / name) for key, name in names.items()})
+    files.write_atomic(directory / METADATA, json.dumps(record, indent=2, sort_keys=True) + "\n", durable=True)
+    _prune(directory, keep=set(names.values()) | set((previous.get("files") or {}).values()))
     return directory / METADATA
 
 
@@ -147,8 +99,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_metadata(directory: Path, verify: tuple[str, ...] = FILES) -> dict[str, Any]:
-    """The committed metadata with absolute paths of its files under ``paths``.
+@dataclass(frozen=True)
+class SavedModel:
+    """A committed model: its checked metadata, and the absolute path and checksum of each file."""
+
+    metadata: ModelMetadata
+    paths: dict[str, Path]
+    sha256: dict[str, str]
+
+
+def load(directory: Path, verify: tuple[str, ...] = FILES) -> SavedModel:
+    """The committed model of a directory.
 
     The files named in ``verify`` are checked against their checksums here; a caller that reads a
     file anyway can check it as it reads (``load_weights``) instead of reading it twice.
@@ -156,24 +117,32 @@ def load_metadata(directory: Path, verify: tuple[str, ...] = FILES) -> dict[str,
     Raises
     ------
     ArtifactError
-        When there is no model, the format is unknown, or a file is missing or fails its checksum.
+        When there is no model, the format is unknown, a field the scorer needs is bad, or a file is
+        missing or fails its checksum.
     """
     path = directory / METADATA
     if not path.exists():
         raise ArtifactError("no model")
-    metadata = _read_json(path)
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format version {metadata.get('format_version')!r} is not "
+    record = _read_json(path)
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format version {record.get('format_version')!r} is not "
                             f"{FORMAT_VERSION}; retrain this sensor")
+    try:
+        metadata = ModelMetadata.from_record(record)
+    except ArtifactError as e:
+        raise ArtifactError(f"{directory}: {e}", e.sensor_id) from None
+    checksums = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
     paths = {}
-    for key, name in (metadata.get("files") or {}).items():
+    for key, name in (record.get("files") or {}).items():
         file = directory / name
-        if not file.exists() or key in verify and sha256_file(file) != (metadata.get("sha256") or {}).get(key):
-            raise ArtifactError(f"{file}: missing or damaged (checksum mismatch); retrain this sensor")
+        if not file.exists() or key in verify and sha256_file(file) != checksums.get(key):
+            raise ArtifactError(f"{file}: missing or damaged (checksum mismatch); retrain this sensor",
+                                metadata.sensor_id)
         paths[key] = file
     if set(paths) != set(FILES):
-        raise ArtifactError(f"{path}: does not name the {', '.join(FILES)} files; retrain this sensor")
-    return dict(metadata, paths=paths)
+        raise ArtifactError(f"{path}: does not name the {', '.join(FILES)} files; retrain this sensor",
+                            metadata.sensor_id)
+    return SavedModel(metadata, paths, {key: str(checksums.get(key)) for key in FILES})
 
 
 def load_weights(path: Path, sha256: str) -> dict[str, np.ndarray]:

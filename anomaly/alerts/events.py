@@ -1,0 +1,85 @@
+"""Events: runs of consecutive flagged windows of one sensor, the unit that is annotated and announced.
+
+Pure: a scores frame in, Event objects out. See docs/alerts.md for what makes two windows one event.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from anomaly.runs import runs
+
+
+@dataclass(frozen=True)
+class Event:
+    """A run of consecutive flagged windows of one sensor; times are window ends (UTC)."""
+
+    sensor_id: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    windows: int
+    peak_loss: float
+    threshold: float  # effective threshold of the window with the peak loss
+    ongoing: bool
+    # Set by resume() when this run moved the end of a remembered event: where its annotation was.
+    previous_end: pd.Timestamp | None = None
+
+    @property
+    def key(self) -> tuple[str, pd.Timestamp]:
+        return self.sensor_id, self.start
+
+
+def check_interval(interval: pd.Timedelta) -> pd.Timedelta:
+    interval = pd.Timedelta(interval)
+    if interval <= pd.Timedelta(0):
+        raise ValueError(f"interval must be positive, not {interval}")
+    return interval
+
+
+def _validate_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(scores, pd.DataFrame):
+        raise TypeError(f"scores must be a DataFrame, not {type(scores).__name__}")
+    if not isinstance(scores.index, pd.DatetimeIndex):
+        raise TypeError(f"scores must be indexed by window end times (DatetimeIndex), "
+                        f"not {type(scores.index).__name__}")
+    if scores.index.tz is None and len(scores):
+        raise ValueError("scores' window end times have no time zone; give them in UTC")
+    missing = [c for c in ("loss", "threshold", "anomaly") if c not in scores.columns]
+    if missing:
+        raise ValueError(f"scores lack the column(s) {', '.join(missing)}")
+    if scores.index.has_duplicates:
+        raise ValueError("scores hold the same window end twice")
+    frame = scores[["loss", "threshold"]].astype("float64")
+    frame["anomaly"] = scores["anomaly"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    frame.index = scores.index.tz_localize("UTC") if scores.index.tz is None else scores.index.tz_convert("UTC")
+    return frame.sort_index()
+
+
+def events(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list[Event]:
+    """Runs of consecutive flagged windows of one sensor, oldest first.
+
+    Parameters
+    ----------
+    scores : frame indexed by window end (tz-aware, on the ``interval`` grid), columns ``loss``,
+        ``threshold``, ``anomaly`` (model_predict.flags(); extra columns are ignored, a missing
+        ``anomaly`` value counts as False)
+    interval : the scoring interval; an unflagged window or an interval never scored between two
+        flagged windows makes them two events
+
+    Returns
+    -------
+    list of Event; ``ongoing`` on the one that ends at the last scored window
+    """
+    interval = check_interval(interval)
+    frame = _validate_scores(scores)
+    losses, limits, ends = frame["loss"].to_numpy(), frame["threshold"].to_numpy(), pd.DatetimeIndex(frame.index)
+    found = []
+    for first, last in runs(frame["anomaly"].to_numpy(), ends, interval):
+        part = losses[first:last + 1]
+        peak = first + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
+        found.append(Event(sensor_id=sensor_id, start=ends[first], end=ends[last], windows=last - first + 1,
+                           peak_loss=float(losses[peak]), threshold=float(limits[peak]),
+                           ongoing=last == len(ends) - 1))
+    return found

@@ -1,0 +1,101 @@
+"""Events across runs: a run scores only windows not scored before, so an event that goes on is seen in
+pieces; joining each piece to the event remembered in the state keeps one start, one key, one annotation
+and one message for it. Pure: state in, new state out."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import pandas as pd
+
+from anomaly.alerts.events import Event, check_interval
+from anomaly.alerts.state import copy_state, event_from_dict, event_to_dict
+
+
+def _peak_key(event: Event) -> float:
+    return event.peak_loss if math.isfinite(event.peak_loss) else -math.inf
+
+
+def _merge(members: list[Event], tracked: Event | None, interval: pd.Timedelta) -> Event:
+    """One event from overlapping or adjacent ones of a sensor; ``tracked`` (if among them) is the remembered one."""
+    start = min(e.start for e in members)
+    end = max(e.end for e in members)
+    peak = max(members, key=_peak_key)
+    # The newest information about the end wins: this run's event over the remembered one at the same end.
+    last = max(members, key=lambda e: (e.end, e is not tracked))
+    moved = tracked is not None and any(e is tracked for e in members) and tracked.end != end
+    return Event(sensor_id=members[0].sensor_id, start=start, end=end, windows=int((end - start) // interval) + 1,
+                 peak_loss=peak.peak_loss, threshold=peak.threshold, ongoing=last.ongoing,
+                 previous_end=tracked.end if moved and tracked is not None else None)
+
+
+def _clusters(candidates: list[Event], interval: pd.Timedelta) -> list[list[Event]]:
+    """Events of one sensor that overlap or follow within one interval, chained, oldest first."""
+    clusters: list[list[Event]] = []
+    for event in sorted(candidates, key=lambda e: (e.start, e.end)):
+        if clusters and event.start <= max(e.end for e in clusters[-1]) + interval:
+            clusters[-1].append(event)
+        else:
+            clusters.append([event])
+    return clusters
+
+
+def resume(found: Sequence[Event], state: Mapping, interval: pd.Timedelta,
+           scored: Mapping[str, pd.Timestamp] | None = None) -> tuple[list[Event], dict]:
+    """Join this run's events to the events remembered in ``state``; remember each sensor's newest event.
+
+    An event is the continuation of the remembered one of its sensor when its first window is at most
+    one interval after the remembered end, or when the two overlap (a backfill); the result keeps the
+    remembered start, spans both, and has ``previous_end`` = the remembered end when the end moved.
+    Call it once per run, before the rest.
+
+    Parameters
+    ----------
+    scored : sensor id -> last window end scored in this run, for every sensor scored (flagged or not);
+        a remembered ongoing event that this run scored past without continuing it is then remembered
+        as ended. Without it, such an event stays ``ongoing`` in the state until a later event replaces it.
+
+    Returns
+    -------
+    (events, state): the events in the order of their sensors' first appearance, oldest first per sensor;
+    the new state (the given one is not changed)
+    """
+    interval = check_interval(interval)
+    scored = scored or {}
+    new = copy_state(state)
+    by_sensor: dict[str, list[Event]] = {}
+    for event in found:
+        by_sensor.setdefault(event.sensor_id, []).append(event)
+    out = []
+    for sensor_id in dict.fromkeys([*by_sensor, *scored]):
+        own, entry = by_sensor.get(sensor_id, []), new["sensors"].get(sensor_id, {})
+        tracked = event_from_dict(sensor_id, entry["event"]) if "event" in entry else None
+        joined, alone = [], None
+        for members in _clusters(own + ([tracked] if tracked else []), interval):
+            if tracked is not None and all(e is tracked for e in members):
+                ended = tracked.ongoing and sensor_id in scored and scored[sensor_id] > tracked.end
+                alone = replace(tracked, ongoing=False) if ended else tracked
+                continue
+            joined.append(members[0] if len(members) == 1 else _merge(members, tracked, interval))
+        out += joined
+        if joined or alone:
+            newest = max(joined + ([alone] if alone else []), key=lambda e: (e.start, e.end))
+            new["sensors"][sensor_id] = {**entry, "event": event_to_dict(newest)}
+    return out, new
+
+
+def tracked_events(state: Mapping, since: pd.Timestamp | None = None) -> list[Event]:
+    """The newest event remembered for each sensor, ending at or after ``since``, by sensor id.
+
+    Pass them along to ``incidents`` (so an incident spanning runs stays one) and to ``due_notifications``
+    (so a message whose send failed is tried again next run).
+    """
+    out = []
+    for sensor_id in sorted(state.get("sensors", {})):
+        entry = state["sensors"][sensor_id]
+        if "event" in entry:
+            event = event_from_dict(sensor_id, entry["event"])
+            if since is None or event.end >= since:
+                out.append(event)
+    return out

@@ -1,0 +1,55 @@
+"""The cold-start detector: scores a sensor that has no model yet from its own recent readings.
+
+Until training gives a sensor its autoencoder, each reading is compared with what the sensor read at
+the same time of day on the days before, so a new sensor is watched from its second day on.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from anomaly import detect
+
+
+def robust_losses(series: pd.Series, history: int, min_history: int, first: pd.Timestamp, last: pd.Timestamp,
+                  period: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``series`` of the readings in [first, last] that can be scored, and their robust
+    z-scores ``|x - median| / scale`` against the readings at the same time of day (see robust_scores)."""
+    values = series.to_numpy(dtype="float64")
+    days = max(1, history // period)
+    due = np.flatnonzero((series.index >= first) & (series.index <= last) & ~np.isnan(values))
+    due = due[due >= period + 1]
+    offsets = np.array([-k * period + d for k in range(1, days + 1) for d in (-1, 0, 1)])
+    positions = due[:, None] + offsets[None, :]
+    padded = np.r_[values, np.nan]  # positions before the series read the NaN at the end
+    same_time = padded[np.where(positions >= 0, positions, len(values))]
+    enough = (~np.isnan(same_time)).sum(axis=1) >= 3 * max(1, min_history // period)
+    due, same_time = due[enough], same_time[enough]
+    if not len(due):
+        return due, np.empty(0)
+    before = np.lib.stride_tricks.sliding_window_view(np.r_[np.full(history, np.nan), values], history)[due]
+    with np.errstate(all="ignore"):
+        median = np.nanmedian(same_time, axis=1)
+        mad = np.nanmedian(np.abs(same_time - median[:, None]), axis=1)
+        spread = np.nanpercentile(before, 95, axis=1) - np.nanpercentile(before, 5, axis=1)
+    scale = np.maximum.reduce([1.4826 * mad, 0.05 * np.nan_to_num(spread), 1e-3 * np.abs(median),
+                               np.full(len(due), 1e-12)])
+    return due, np.abs(values[due] - median) / scale
+
+
+def robust_scores(series: pd.Series, history: int, min_history: int, z: float, first: pd.Timestamp,
+                  last: pd.Timestamp, period: int) -> pd.DataFrame:
+    """The cold-start detector, for a sensor with no model yet: each reading in [first, last] against the
+    median and MAD of the readings at the same time of day (that interval and its two neighbours) on the
+    days within ``history`` intervals before it, so a daily cycle is not mistaken for an outlier.
+
+    ``period`` is the number of intervals in a day. A reading is scored once ``min_history`` intervals of
+    such days lie behind it. ``loss`` is the robust z-score ``|x - median| / (1.4826 MAD)``, flagged above
+    ``z``. The MAD is floored at 5% of the history's 5-95% range and a thousandth of the median's size, so
+    that a sensor that barely moves, whose MAD is zero, does not turn every small change into an outlier.
+    Frame as ``detect.decide`` gives, with kind ``outlier`` for flagged intervals.
+    """
+    due, losses = robust_losses(series, history, min_history, first, last, period)
+    values = series.to_numpy(dtype="float64")[due]
+    return detect.decide(series.index[due], values, losses, detect.Rules(threshold=z, kind="outlier"),
+                         detect.Context(interval=pd.Timedelta(days=1) / period))

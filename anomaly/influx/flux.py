@@ -1,0 +1,274 @@
+"""The Flux dialect: InfluxDB 2.x and Cloud (and 1.8+ with Flux enabled) through influxdb-client.
+
+Every value goes into a query as a bind parameter (``params.name``); only column names are written
+into the text, as Flux has no dynamic column access. The query text is made by pure functions, so it
+can be tested alone; ``Flux`` sends it. influxdb-client is imported only when a Flux database is used.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import urllib3
+
+from anomaly.settings import Connection, Schema
+from influx_interact import Database, InfluxError
+
+if TYPE_CHECKING:
+    from influxdb_client import InfluxDBClient
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- query text
+
+
+def flux_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+    return f'"{escaped}"'
+
+
+def _flux_tag_filters(schema: Schema) -> str:
+    """Tag keys go in as literals (Flux has no dynamic column access); their values are parameters."""
+    return "\n".join(f"  |> filter(fn: (r) => r[{flux_string(key)}] == params.where{i})"
+                     for i, (key, _) in enumerate(schema.where))
+
+
+def flux_params(schema: Schema, **extra: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {f"where{i}": value for i, (_, value) in enumerate(schema.where)}
+    params.update(extra)
+    return params
+
+
+def _flux_query(schema: Schema, *steps: str, stop: bool = True, field: str | None = "r._field == params.field",
+                where: bool = True, sensors: bool = True) -> str:
+    """The shape every query here shares: bucket, range, measurement (and field), the --where tags, the
+    chunk's sensors; then ``steps``, in which ``{tag}`` stands for the quoted sensor tag key."""
+    tag = flux_string(schema.sensor_tag)
+    measurement = "r._measurement == params.measurement" + (f" and {field}" if field else "")
+    lines = [
+        "from(bucket: params.bucket)",
+        f"  |> range(start: params.start{', stop: params.stop' if stop else ''})",
+        f"  |> filter(fn: (r) => {measurement})",
+        _flux_tag_filters(schema) if where else "",
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))" if sensors else "",
+    ]
+    return "\n".join(filter(None, lines + [f"  |> {step.replace('{tag}', tag)}" for step in steps]))
+
+
+def flux_sensors(schema: Schema) -> str:
+    # distinct() puts the values in _value; rename gives them back the tag's name, which callers read.
+    return _flux_query(schema, "keep(columns: [{tag}])", "group()", "distinct(column: {tag})",
+                       "rename(columns: {_value: {tag}})", sensors=False)
+
+
+# group(): one table per sensor even when other tags vary within it, as InfluxQL's GROUP BY gives.
+def flux_means(schema: Schema) -> str:
+    return _flux_query(schema, "group(columns: [{tag}])",
+                       'aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
+                       'keep(columns: ["_time", "_value", {tag}])')
+
+
+def flux_labels(schema: Schema) -> str:
+    return _flux_query(schema, "filter(fn: (r) => r._value == true)", "group(columns: [{tag}])",
+                       'aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")',
+                       'keep(columns: ["_time", "_value", {tag}])', field="r._field == params.label")
+
+
+def flux_last_scored(schema: Schema) -> str:
+    return _flux_query(schema, "last()", 'keep(columns: ["_time", "_value", {tag}])', stop=False,
+                       field='r._field == "loss"', where=False)
+
+
+def flux_last_reading(schema: Schema) -> str:
+    return _flux_query(schema, "group(columns: [{tag}])", "last()", 'keep(columns: ["_time", "_value", {tag}])',
+                       stop=False)
+
+
+def flux_group_tags(schema: Schema, key: str) -> str:
+    group = flux_string(key)
+    return _flux_query(schema, f"filter(fn: (r) => exists r[{group}])", f"group(columns: [{{tag}}, {group}])",
+                       "last()", f"keep(columns: [{{tag}}, {group}])", stop=False)
+
+
+def flux_anomaly_counts(schema: Schema) -> str:
+    return _flux_query(schema, "filter(fn: (r) => r._value == true)", "count()", 'keep(columns: ["_value", {tag}])',
+                       stop=False, field='r._field == "anomaly"', where=False)
+
+
+def flux_scores(schema: Schema) -> str:
+    fields = ", ".join(flux_string(f) for f in ("loss", "threshold", "anomaly", schema.field))
+    return _flux_query(schema, f"filter(fn: (r) => contains(value: r._field, set: [{fields}]))",
+                       'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+                       f'keep(columns: ["_time", {{tag}}, {fields}])', field=None, where=False)
+
+
+# ---------------------------------------------------------------- answers
+
+
+def records_by_tag(records: Iterable[dict], tag: str) -> dict[str, pd.Series]:
+    """Flux records (dicts with _time, _value and the tag) -> {sensor id: values by UTC time}."""
+    times: dict[str, list] = defaultdict(list)
+    values: dict[str, list] = defaultdict(list)
+    for record in records:
+        sensor_id = record.get(tag)
+        if sensor_id is None:
+            continue
+        times[sensor_id].append(record["_time"])
+        values[sensor_id].append(record["_value"])
+    return {
+        sensor_id: pd.Series(values[sensor_id], index=pd.to_datetime(times[sensor_id], utc=True),
+                             dtype="float64", name=sensor_id)
+        for sensor_id in times
+    }
+
+
+def record_frames_by_tag(records: Iterable[dict], tag: str, columns: list[str]) -> dict[str, pd.DataFrame]:
+    """Pivoted Flux records (dicts with _time, the tag and ``columns``) -> {sensor id: ``columns`` by UTC time}."""
+    rows_by_tag: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        rows_by_tag[record[tag]].append(record)
+    return {
+        sensor_id: pd.DataFrame(rows).set_index(pd.to_datetime([r["_time"] for r in rows], utc=True))[columns]
+        for sensor_id, rows in rows_by_tag.items()
+    }
+
+
+# ---------------------------------------------------------------- the client
+
+
+class Flux(Database):
+    """Flux queries and line-protocol writes through influxdb-client, to the configured org and bucket."""
+
+    dialect = "flux"
+    store_setting = "INFLUX_BUCKET or --bucket"
+
+    def __init__(self, connection: Connection, schema: Schema):
+        super().__init__(connection, schema)
+        self._client: InfluxDBClient | None = None
+
+    @property
+    def _store(self) -> str:
+        return self.connection.bucket or ""
+
+    def open(self) -> None:
+        from influxdb_client import InfluxDBClient
+
+        c = self.connection
+        if not (c.token and c.org and c.bucket):
+            raise InfluxError(
+                f"InfluxDB at {self.url} speaks Flux, which needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET; "
+                f"set them, or use --api influxql with INFLUX_DATABASE"
+            )
+        self._client = InfluxDBClient(url=c.url, token=c.token, org=c.org, timeout=int(c.timeout_s * 1000))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        super().close()
+
+    def _tag_values(self, start: pd.Timestamp, stop: pd.Timestamp) -> set[str | None]:
+        records = self._flux(flux_sensors(self.schema), start=start, stop=stop,
+                             measurement=self.schema.measurement, field=self.schema.field)
+        return {r.get(self.schema.sensor_tag) for r in records}
+
+    def read_means(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
+                   interval: pd.Timedelta) -> dict[str, pd.Series]:
+        records = self._flux(flux_means(self.schema), start=start, stop=stop, every=interval,
+                             measurement=self.schema.measurement, field=self.schema.field, sensors=list(sensor_ids))
+        return records_by_tag(records, self.schema.sensor_tag)
+
+    def _label_counts(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
+                      interval: pd.Timedelta) -> dict[str, pd.Series]:
+        records = self._flux(flux_labels(self.schema), start=start, stop=stop, every=interval,
+                             measurement=self.schema.measurement, label=self.schema.label_field,
+                             sensors=list(sensor_ids))
+        return records_by_tag(records, self.schema.sensor_tag)
+
+    def _last_scores(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
+        records = self._flux(flux_last_scored(self.schema), start=since, measurement=self.schema.output_measurement,
+                             sensors=list(sensor_ids))
+        return records_by_tag(records, self.schema.sensor_tag)
+
+    def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
+        records = self._flux(flux_last_reading(self.schema), start=since, measurement=self.schema.measurement,
+                             field=self.schema.field, sensors=list(sensor_ids))
+        return records_by_tag(records, self.schema.sensor_tag)
+
+    def group_tags(self, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> dict[str, str]:
+        tag = self.schema.sensor_tag
+        records = self._flux(flux_group_tags(self.schema, key), start=since, measurement=self.schema.measurement,
+                             field=self.schema.field, sensors=list(sensor_ids))
+        return {r[tag]: r[key] for r in records if r.get(tag) is not None and r.get(key)}
+
+    def anomaly_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
+        tag = self.schema.sensor_tag
+        records = self._flux(flux_anomaly_counts(self.schema), start=since,
+                             measurement=self.schema.output_measurement, sensors=list(sensor_ids))
+        return {r[tag]: int(r["_value"]) for r in records if r.get(tag)}
+
+    def read_scores(self, sensor_ids: Sequence[str], start: pd.Timestamp,
+                    stop: pd.Timestamp) -> dict[str, pd.DataFrame]:
+        records = self._flux(flux_scores(self.schema), start=start, stop=stop,
+                             measurement=self.schema.output_measurement, sensors=list(sensor_ids))
+        columns = ["loss", "threshold", "anomaly", self.schema.field]
+        return record_frames_by_tag(records, self.schema.sensor_tag, columns)
+
+    def _write_batch(self, batch: Sequence[str], precision: str, database: str) -> None:
+        from influxdb_client import WritePrecision
+        from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.rest import ApiException
+
+        client = self._opened_client()
+
+        def once() -> None:
+            try:
+                with client.write_api(write_options=SYNCHRONOUS) as writer:
+                    writer.write(bucket=database, org=self.connection.org, record=list(batch),
+                                 write_precision=WritePrecision.NS if precision == "ns" else WritePrecision.S)
+            except ApiException as e:
+                raise self._api_error(e) from None
+            except urllib3.exceptions.HTTPError as e:
+                raise self._unreachable(e) from None
+
+        self._retry(once)
+
+    def _flux(self, query: str, **params: Any) -> list[dict]:
+        from influxdb_client.client._base import _BaseQueryApi
+        from influxdb_client.domain import Identifier, ModelProperty, ObjectExpression
+        from influxdb_client.rest import ApiException
+
+        client = self._opened_client()
+        params = flux_params(self.schema, bucket=self.connection.bucket, **params)
+        # influxdb-client sends each parameter as its own ``option name = value``, but the queries read
+        # them as ``params.name``, so send them as one record option named ``params``.
+        record = ObjectExpression("ObjectExpression", [
+            ModelProperty("Property", Identifier("Identifier", key), _BaseQueryApi._parm_to_extern_ast(value))
+            for key, value in params.items() if value is not None
+        ])
+        logger.debug("Flux: %s", query)
+
+        def once() -> Any:
+            try:
+                return client.query_api().query(query, params={"params": record})
+            except ApiException as e:
+                raise self._api_error(e) from None
+            except urllib3.exceptions.HTTPError as e:
+                raise self._unreachable(e) from None
+
+        return [row.values for table in self._retry(once) for row in table.records]
+
+    def _opened_client(self) -> InfluxDBClient:
+        if self._client is None:
+            raise RuntimeError("Flux database used before open(); get it from influx_interact.connect")
+        return self._client
+
+    def _api_error(self, e: Any) -> InfluxError:
+        body = e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else (e.body or e.reason or "")
+        if e.status == 404 and "could not find bucket" in body:
+            # How a Flux query words a missing bucket; writes say 'bucket "x" not found', which _explain knows.
+            return self._explain("bucket not found")
+        return self._http_error(e.status or 0, body)

@@ -1,0 +1,70 @@
+"""InfluxDB line protocol: one point as one line of text, escaped as the server reads it.
+
+Pure text, no I/O. Field values keep their InfluxDB type: ``bool`` -> boolean, ``str`` -> string,
+``int`` -> integer (``5i``), any other number (NumPy's too) -> float. A field's type is fixed by the
+first point written to it, so a caller that once wrote a number as a float must keep passing a float.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+# What InfluxDB unescapes after a backslash in measurements and field keys (tags: only ",= ").
+NAME_UNESCAPED = ',= "'
+# The range of InfluxDB's integer fields (int64); the server refuses a whole batch for one value beyond it.
+INT_MIN, INT_MAX = -2**63, 2**63 - 1
+
+
+def _escape(text: str, specials: str, unescaped: str = ",= ") -> str:
+    """Backslash-escape ``specials``. Backslashes stay literal, as InfluxDB reads them in names and tags,
+    so one right before a character the server unescapes there, or at the end, cannot be written."""
+    if text.endswith("\\") or any("\\" + char in text for char in unescaped):
+        raise ValueError(f"{text!r} cannot be written as line protocol: a backslash before one of "
+                         f"{unescaped!r} or at the end is ambiguous")
+    for char in specials:
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def check_name(text: str, what: str) -> None:
+    """Line protocol has no escape for newlines, and tag values cannot be empty."""
+    if not text or "\n" in text or "\r" in text:
+        raise ValueError(f"{what} {text!r} cannot be written as line protocol (empty or contains a line break)")
+
+
+def _field_value(key: str, value: float | int | bool | str) -> str | None:
+    """A field value as line protocol text; None for a non-finite float, which is left out."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise ValueError(f"field {key!r}: {value} is outside InfluxDB's integer range (64 bits)")
+        return f"{value}i"
+    if math.isfinite(value):
+        return repr(float(value))
+    return None
+
+
+def line_protocol(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str],
+                  timestamp: int) -> str:
+    """One point as line protocol, ``timestamp`` in the write's precision; non-finite floats are left out.
+
+    Tags are sorted by key (the order InfluxDB stores them in); fields keep the order they are given in.
+    """
+    check_name(measurement, "measurement")
+    tag_text = ""
+    for key in sorted(tags):
+        check_name(tags[key], f"tag {key}")
+        tag_text += f",{_escape(key, ',= ')}={_escape(tags[key], ',= ')}"
+    parts = []
+    for key, value in fields.items():
+        text = _field_value(key, value)
+        if text is not None:
+            parts.append(f"{_escape(key, ',= ', unescaped=NAME_UNESCAPED)}={text}")
+    if not parts:
+        raise ValueError(f"point of {measurement!r} at {timestamp} has no finite field to write")
+    return f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} {','.join(parts)} {timestamp}"

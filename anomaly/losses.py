@@ -1,0 +1,136 @@
+"""A window's reconstruction loss: the mean absolute error of the autoencoder's reconstruction.
+
+Two engines compute it. ``numpy`` (the scorer's default) runs the autoencoder's forward pass from the
+exported weights, for all sensors of one shape (window, units) at once, without TensorFlow: a cron
+tick over thousands of sensors then costs milliseconds per sensor, not a Keras load each. ``keras``
+calls the Keras model itself, the source of truth, which training uses and the other is checked against.
+Shapes: windows are ``[n_windows, window, 1]``, standardized.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+ENGINES = ("numpy", "keras")
+# Windows computed together at most; bounds the forward pass to a few tens of MB per 32 units.
+WINDOWS_PER_BATCH = 32768
+
+
+class Scorable(Protocol):
+    """What the loss needs of a sensor's model: its exported weights, or its Keras model."""
+
+    weights: dict[str, np.ndarray] | None
+    keras_model: Any
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+
+def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Mean absolute reconstruction error per window of a Keras model (or any callable model).
+
+    Parameters
+    ----------
+    windows : array, shape [n_windows, window, 1], standardized
+
+    Returns
+    -------
+    array, shape [n_windows]
+    """
+    if len(windows) == 0:
+        return np.empty(0, dtype="float32")
+    # Calling the model directly, not predict(): no tf.function is traced anew for every model loaded.
+    losses = [
+        np.mean(np.abs(np.asarray(model(batch, training=False)) - batch), axis=(1, 2))
+        for batch in np.array_split(windows, max(1, -(-len(windows) // batch_size)))
+    ]
+    return np.concatenate(losses)
+
+
+def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str = "numpy") -> list[np.ndarray]:
+    """Loss per window for many sensors at once: ``windows[k]`` [n_k, window, 1] belongs to ``models[k]``.
+
+    Returns a list of arrays, shape [n_k] each.
+    """
+    if engine == "keras":
+        return [reconstruction_loss(m.keras_model, w) for m, w in zip(models, windows)]
+    out: list[np.ndarray | None] = [None] * len(models)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, model in enumerate(models):
+        groups.setdefault(model.shape, []).append(k)
+    for members in groups.values():
+        members.sort(key=lambda k: len(windows[k]))
+        for batch in _batches(members, [len(windows[k]) for k in members]):
+            losses = _padded_losses([models[k].weights for k in batch], [windows[k] for k in batch])
+            for row, k in enumerate(batch):
+                out[k] = losses[row, :len(windows[k])]
+    return out
+
+
+def _batches(members: list[int], sizes: list[int]) -> list[list[int]]:
+    """Consecutive runs of members (sorted by size) whose padded size stays within WINDOWS_PER_BATCH."""
+    batches, current = [], []
+    for k, size in zip(members, sizes):
+        if current and (len(current) + 1) * max(size, 1) > WINDOWS_PER_BATCH:
+            batches.append(current)
+            current = []
+        current.append(k)
+    return batches + [current] if current else batches
+
+
+def _padded_losses(weights: list[dict[str, np.ndarray]], windows: list[np.ndarray]) -> np.ndarray:
+    """Losses [n_sensors, max_windows] of sensors sharing a shape, windows zero-padded to the longest."""
+    longest = max(1, max(len(w) for w in windows))
+    x = np.zeros((len(windows), longest, windows[0].shape[1]), dtype="float32")
+    for row, w in enumerate(windows):
+        x[row, :len(w)] = w[:, :, 0]
+    stacked = {key: np.stack([w[key] for w in weights]).astype("float32") for key in weights[0]}
+    return forward_losses(stacked, x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _lstm_step(projected: np.ndarray, h: np.ndarray, c: np.ndarray, recurrent: np.ndarray):
+    """One LSTM step in Keras' gate order (input, forget, cell, output) for [sensors, windows, units]."""
+    z = projected + np.matmul(h, recurrent)
+    i, f, g, o = np.split(z, 4, axis=-1)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c), c
+
+
+def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The autoencoder's forward pass and loss for sensors of one shape, in float32.
+
+    Parameters
+    ----------
+    weights : arrays stacked over sensors: ``encoder_kernel`` [S, 1, 4U], ``encoder_recurrent_kernel``
+        [S, U, 4U], ``encoder_bias`` [S, 4U], the same three for the decoder (kernel [S, U, 4U]),
+        ``output_kernel`` [S, U, 1], ``output_bias`` [S, 1]
+    x : array, shape [S, n_windows, window], standardized
+
+    Returns
+    -------
+    array, shape [S, n_windows]: mean absolute reconstruction error per window
+    """
+    sensors, n_windows, window = x.shape
+    units = weights["encoder_recurrent_kernel"].shape[1]
+    h = np.zeros((sensors, n_windows, units), dtype="float32")
+    c = np.zeros_like(h)
+    for t in range(window):
+        projected = x[:, :, t:t + 1] * weights["encoder_kernel"] + weights["encoder_bias"][:, None, :]
+        h, c = _lstm_step(projected, h, c, weights["encoder_recurrent_kernel"])
+    # RepeatVector: the decoder sees the same input at every step, so its projection is computed once.
+    projected = np.matmul(h, weights["decoder_kernel"]) + weights["decoder_bias"][:, None, :]
+    h = np.zeros_like(h)
+    c = np.zeros_like(h)
+    error = np.zeros((sensors, n_windows), dtype="float32")
+    for t in range(window):
+        h, c = _lstm_step(projected, h, c, weights["decoder_recurrent_kernel"])
+        out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
+        error += np.abs(out - x[:, :, t])
+    return error / window
+
+
