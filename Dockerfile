@@ -21,6 +21,7 @@ RUN pip install -r requirements.txt
 
 # The code stays owned by root: the jobs can write their models and nothing else.
 COPY *.py threshold_ratios.json time_step_sizes.json ./
+COPY anomaly/ ./anomaly/
 COPY deploy/container-schedule.sh ./deploy/
 # The generated demo data (docker-compose.yml's seed service: python -m tools.sensor_data).
 COPY tools/ ./tools/

@@ -3,6 +3,7 @@
 A series here is a ``pd.Series`` of float readings indexed by a UTC ``DatetimeIndex`` holding
 the start of each interval, as the database aggregates them.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -36,8 +37,9 @@ def validate_series(series: pd.Series) -> pd.Series:
     return values.sort_index()
 
 
-def regularize(series: pd.Series, interval: pd.Timedelta,
-               start: pd.Timestamp | None = None, stop: pd.Timestamp | None = None) -> pd.Series:
+def regularize(
+    series: pd.Series, interval: pd.Timedelta, start: pd.Timestamp | None = None, stop: pd.Timestamp | None = None
+) -> pd.Series:
     """Put the series on the full grid of interval starts from ``start`` (or its first point) up to,
     not including, ``stop`` (or past its last point); intervals with no reading become NaN.
 

@@ -7,6 +7,7 @@ server (mean per interval, bucket time = interval start), fetch a whole chunk of
 raise ``InfluxError`` with a message a person can act on. This module holds what they share: the
 operations every caller uses, retries, batched writes, the job-health point and the error messages.
 """
+
 from __future__ import annotations
 
 import abc
@@ -74,10 +75,10 @@ def _opened(connection: Connection, schema: Schema) -> Database:
     from anomaly.influx.influxql import InfluxQL
 
     dialects: dict[str, type[Database]] = {Flux.dialect: Flux, InfluxQL.dialect: InfluxQL}
+    # ``auto`` starts as InfluxQL to ask: every version answers /ping on the v1 API, which InfluxQL speaks.
     db = dialects.get(connection.api, InfluxQL)(connection, schema)
     try:
         if connection.api == "auto":
-            # Every version answers /ping on the v1 API, which the InfluxQL object speaks.
             dialect = dialect_for_version(db.server_version())
             logger.debug("InfluxDB at %s speaks %s", db.url, dialect)
             if dialect != db.dialect:
@@ -142,9 +143,15 @@ class Database(abc.ABC):
         found = sorted(i for i in self._tag_values(start, stop) if i is not None)
         if not found:
             where = "".join(f", {key}={value!r}" for key, value in self.schema.where)
-            logger.warning("nothing to do: no sensor (tag %r%s) in measurement %r of %r at %s; check --measurement, "
-                           "--sensor-tag, --where and the database", self.schema.sensor_tag, where,
-                           self.schema.measurement, self._store, self.url)
+            logger.warning(
+                "nothing to do: no sensor (tag %r%s) in measurement %r of %r at %s; check --measurement, "
+                "--sensor-tag, --where and the database",
+                self.schema.sensor_tag,
+                where,
+                self.schema.measurement,
+                self._store,
+                self.url,
+            )
         return found
 
     @abc.abstractmethod
@@ -152,19 +159,22 @@ class Database(abc.ABC):
         """The sensor tag's values in the readings measurement (matching --where)."""
 
     @abc.abstractmethod
-    def read_means(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                   interval: pd.Timedelta) -> dict[str, pd.Series]:
+    def read_means(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+    ) -> dict[str, pd.Series]:
         """Mean reading per interval for each sensor, indexed by interval start; sensors with none are absent."""
 
-    def labelled_intervals(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                           interval: pd.Timedelta) -> dict[str, pd.DatetimeIndex]:
+    def labelled_intervals(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+    ) -> dict[str, pd.DatetimeIndex]:
         """Starts of the intervals that hold at least one point whose label field is true."""
         counts = self._label_counts(sensor_ids, start, stop, interval)
         return {sensor_id: cast(pd.DatetimeIndex, c.index[c > 0]) for sensor_id, c in counts.items()}
 
     @abc.abstractmethod
-    def _label_counts(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                      interval: pd.Timedelta) -> dict[str, pd.Series]:
+    def _label_counts(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+    ) -> dict[str, pd.Series]:
         """Points whose label field is true, per sensor and interval (indexed by interval start)."""
 
     def last_scored(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
@@ -193,8 +203,9 @@ class Database(abc.ABC):
         """Flagged windows per sensor at or after ``since``; sensors with none are absent."""
 
     @abc.abstractmethod
-    def read_scores(self, sensor_ids: Sequence[str], start: pd.Timestamp,
-                    stop: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    def read_scores(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp
+    ) -> dict[str, pd.DataFrame]:
         """What sensor_predict.py wrote: per sensor a frame by window end with loss, threshold, anomaly and
         the reading (named like --field)."""
 
@@ -210,8 +221,10 @@ class Database(abc.ABC):
             return
         values = {key: _as_float(value) for key, value in fields.items()}
         try:
-            self.write([line_protocol(self.schema.health_measurement, {"job": job, "host": host}, values, time_ns)],
-                       precision="ns")
+            self.write(
+                [line_protocol(self.schema.health_measurement, {"job": job, "host": host}, values, time_ns)],
+                precision="ns",
+            )
         except (InfluxError, ValueError) as e:
             logger.warning("could not record the run in %s: %s", self.schema.health_measurement, e)
 
@@ -222,7 +235,7 @@ class Database(abc.ABC):
         another database (bucket, with Flux) than the configured one, as Chronograf's annotations need.
         """
         for first in range(0, len(lines), WRITE_BATCH_LINES):
-            self._write_batch(lines[first:first + WRITE_BATCH_LINES], precision, database or self._store)
+            self._write_batch(lines[first : first + WRITE_BATCH_LINES], precision, database or self._store)
 
     @abc.abstractmethod
     def _write_batch(self, batch: Sequence[str], precision: str, database: str) -> None:
@@ -242,7 +255,7 @@ class Database(abc.ABC):
             except InfluxError as e:
                 if not e.transient or attempt == retries:
                     raise
-                delay = self.connection.backoff_s * 2 ** attempt
+                delay = self.connection.backoff_s * 2**attempt
                 logger.warning("%s; trying again in %gs (%d of %d)", e, delay, attempt + 1, retries)
                 time.sleep(delay)
         raise AssertionError("unreachable")
@@ -256,8 +269,9 @@ class Database(abc.ABC):
             return {"Authorization": f"Token {c.token}"}
         return {}
 
-    def _request(self, method: str, path: str, fields: dict[str, str] | None = None,
-                 body: bytes | None = None) -> urllib3.BaseHTTPResponse:
+    def _request(
+        self, method: str, path: str, fields: dict[str, str] | None = None, body: bytes | None = None
+    ) -> urllib3.BaseHTTPResponse:
         """One request to the v1 HTTP API, tried again while it fails for a passing reason."""
         url = self.connection.url + path
         if fields:
@@ -299,6 +313,7 @@ class Database(abc.ABC):
     def _explain(self, message: str) -> InfluxError:
         lowered = message.lower()
         if "database not found" in lowered or ("bucket" in lowered and "not found" in lowered):
-            return InfluxError(f"InfluxDB at {self.url} has no database or bucket {self._store!r}; "
-                               f"check {self.store_setting}")
+            return InfluxError(
+                f"InfluxDB at {self.url} has no database or bucket {self._store!r}; check {self.store_setting}"
+            )
         return InfluxError(f"InfluxDB at {self.url} failed: {message}")

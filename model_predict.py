@@ -5,6 +5,7 @@ the reading and writing, this module the rest: ``score_range`` (what is due), ``
 ``prepare`` (regular series, standardized windows without long gaps), ``anomaly.losses.fleet_losses``
 and ``decide`` (anomaly.detect). A window's score belongs to the time of its last point.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,6 @@ import pandas as pd
 import clean
 from anomaly import detect, store, thresholds
 from anomaly.metadata import ArtifactError, ModelMetadata
-
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,18 @@ def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
         try:
             keras_model = keras.models.load_model(saved.paths["model"], compile=False)
         except Exception as e:
-            raise ArtifactError(f"{directory}: cannot be loaded ({type(e).__name__}: {e}); retrain this sensor",
-                                saved.metadata.sensor_id) from None
+            raise ArtifactError(
+                f"{directory}: cannot be loaded ({type(e).__name__}: {e}); retrain this sensor",
+                saved.metadata.sensor_id,
+            ) from None
     else:
         weights = store.load_weights(saved.paths["weights"], saved.sha256["weights"])
     return SensorModel(saved.metadata, weights, keras_model)
 
 
-def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int, first: pd.Timestamp,
-                     last: pd.Timestamp) -> tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]:
+def windows_to_score(
+    series: pd.Series, sensor: SensorModel, max_gap_points: int, first: pd.Timestamp, last: pd.Timestamp
+) -> tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]:
     """The standardized windows of a regular series whose last point lies in [first, last].
 
     Short gaps are filled first; windows that would span a longer gap are left out.
@@ -78,12 +81,12 @@ def windows_to_score(series: pd.Series, sensor: SensorModel, max_gap_points: int
     values : array, shape [n_windows], the (gap-filled) reading at each end
     """
     filled = clean.fill_short_gaps(series, max_gap_points)
-    windows, ends = clean.windows_without_gaps(clean.standardize(filled, sensor.metadata.mean, sensor.metadata.scale), sensor.window)
+    windows, ends = clean.windows_without_gaps(
+        clean.standardize(filled, sensor.metadata.mean, sensor.metadata.scale), sensor.window
+    )
     keep = (ends >= first) & (ends <= last)
     ends = ends[keep]
     return windows[keep], ends, filled.reindex(ends).to_numpy()
-
-
 
 
 # ---------------------------------------------------------------- the scoring pipeline
@@ -128,9 +131,13 @@ FLAT_CONTEXT = pd.Timedelta(days=2)
 
 
 def rules_for(model: SensorModel, ratio: float, policy: Policy) -> detect.Rules:
-    return detect.Rules(threshold=model.threshold * ratio, min_consecutive=policy.min_consecutive,
-                        dynamic_history=policy.dynamic_history, flat_limit=model.flat_limit,
-                        missing_limit=policy.missing_limit)
+    return detect.Rules(
+        threshold=model.threshold * ratio,
+        min_consecutive=policy.min_consecutive,
+        dynamic_history=policy.dynamic_history,
+        flat_limit=model.flat_limit,
+        missing_limit=policy.missing_limit,
+    )
 
 
 def lead(model: SensorModel, policy: Policy, interval: pd.Timedelta) -> tuple[pd.Timedelta, pd.Timedelta]:
@@ -154,16 +161,29 @@ class Prepared:
     series: pd.Series
 
 
-def prepare(raw: pd.Series, model: SensorModel, interval: pd.Timedelta, read: tuple[pd.Timestamp, pd.Timestamp],
-            max_gap_points: int, first: pd.Timestamp, last: pd.Timestamp) -> Prepared:
+def prepare(
+    raw: pd.Series,
+    model: SensorModel,
+    interval: pd.Timedelta,
+    read: tuple[pd.Timestamp, pd.Timestamp],
+    max_gap_points: int,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+) -> Prepared:
     """Readings as read over ``read`` -> the regular series and its windows ending in [first, last]."""
     series = clean.regular(raw, interval, *read)
     windows, ends, values = windows_to_score(series, model, max_gap_points, first, last)
     return Prepared(windows, ends, values, series)
 
 
-def decide(prepared: Prepared, losses: np.ndarray, rules: detect.Rules, interval: pd.Timedelta,
-           first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
+def decide(
+    prepared: Prepared,
+    losses: np.ndarray,
+    rules: detect.Rules,
+    interval: pd.Timedelta,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+) -> pd.DataFrame:
     """The sensor's scores frame for the window ends in [first, last] (detect.decide)."""
     context = detect.Context(interval=interval, series=prepared.series, first=first, last=last)
     scores = detect.decide(prepared.ends, prepared.values, losses, rules, context)

@@ -4,6 +4,7 @@ prepare -> fit -> threshold -> save that the training job and the benchmarks cal
 The model reconstructs a standardized window of ``window`` readings; windows it reconstructs badly
 are unlike what it saw in training. Shapes: windows are ``[n_windows, window, 1]``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,8 +53,13 @@ def library_versions() -> dict[str, str]:
     import sklearn
     import tensorflow
 
-    return {"keras": keras.__version__, "numpy": np.__version__, "pandas": pandas.__version__,
-            "scikit-learn": sklearn.__version__, "tensorflow": tensorflow.__version__}
+    return {
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+        "scikit-learn": sklearn.__version__,
+        "tensorflow": tensorflow.__version__,
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -82,8 +88,9 @@ def build_model(window: int, units: int, dropout: float) -> keras.Model:
     return model
 
 
-def fit_model(model: keras.Model, windows: np.ndarray, epochs: int, batch_size: int,
-              validation_split: float, patience: int) -> FitResult:
+def fit_model(
+    model: keras.Model, windows: np.ndarray, epochs: int, batch_size: int, validation_split: float, patience: int
+) -> FitResult:
     """Fit the model to reproduce ``windows`` [n_windows, window, 1].
 
     The validation windows are the last ``validation_split`` of the series (Keras takes them from the
@@ -93,8 +100,16 @@ def fit_model(model: keras.Model, windows: np.ndarray, epochs: int, batch_size: 
     import keras
 
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    history = model.fit(windows, windows, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
-                        shuffle=True, callbacks=[stop], verbose=0)
+    history = model.fit(
+        windows,
+        windows,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_split=validation_split,
+        shuffle=True,
+        callbacks=[stop],
+        verbose=0,
+    )
     val = history.history["val_loss"]
     best = int(np.argmin(val))
     return FitResult(epochs=len(val), train_loss=float(history.history["loss"][best]), val_loss=float(val[best]))
@@ -176,8 +191,9 @@ def fit(sensor_id: str, windows: np.ndarray, plan: Plan) -> tuple[keras.Model, F
     return model, fit_model(model, windows, plan.epochs, plan.batch_size, plan.validation_split, plan.patience)
 
 
-def metadata_record(sensor_id: str, prepared: Prepared, threshold: float, fit_result: FitResult,
-                    labelled: int, plan: Plan) -> dict[str, Any]:
+def metadata_record(
+    sensor_id: str, prepared: Prepared, threshold: float, fit_result: FitResult, labelled: int, plan: Plan
+) -> dict[str, Any]:
     """metadata.json's content (anomaly.metadata.ModelMetadata reads it back); the store adds the files."""
     present = prepared.series.dropna().index
     return {
@@ -189,13 +205,21 @@ def metadata_record(sensor_id: str, prepared: Prepared, threshold: float, fit_re
         "threshold": threshold,
         "scaler": {"mean": float(prepared.scaler.mean_[0]), "scale": float(prepared.scaler.scale_[0])},
         "longest_flat_run": prepared.longest_flat_run,
-        "training_range": {"start": times.format_time(plan.start), "stop": times.format_time(plan.stop),
-                           "first_point": times.format_time(present[0]),
-                           "last_point": times.format_time(present[-1])},
-        "windows": int(len(prepared.windows)),
+        "training_range": {
+            "start": times.format_time(plan.start),
+            "stop": times.format_time(plan.stop),
+            "first_point": times.format_time(present[0]),
+            "last_point": times.format_time(present[-1]),
+        },
+        "windows": len(prepared.windows),
         "labelled_intervals_dropped": labelled,
-        "model": {"units": plan.units, "dropout": plan.dropout, "epochs": fit_result.epochs,
-                  "batch_size": plan.batch_size, "seed": plan.seed},
+        "model": {
+            "units": plan.units,
+            "dropout": plan.dropout,
+            "epochs": fit_result.epochs,
+            "batch_size": plan.batch_size,
+            "seed": plan.seed,
+        },
         "train_loss": fit_result.train_loss,
         "val_loss": fit_result.val_loss,
         "versions": library_versions(),
@@ -203,8 +227,9 @@ def metadata_record(sensor_id: str, prepared: Prepared, threshold: float, fit_re
     }
 
 
-def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, window: int, plan: Plan,
-                 models_dir: Path) -> str:
+def train_sensor(
+    sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, window: int, plan: Plan, models_dir: Path
+) -> str:
     """Prepare -> fit -> threshold -> save one sensor; return the line to log. Raises on failure, returns
     'skipped: ...' when the sensor cannot be trained on purpose."""
     began = time.monotonic()
@@ -216,9 +241,16 @@ def train_sensor(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, win
     thresholding = time.monotonic()
     threshold = loss_threshold(losses.reconstruction_loss(model, prepared.windows), plan.percentile)
     saving = time.monotonic()
-    store.save(store.sensor_dir(models_dir, sensor_id), model, prepared.scaler, export_weights(model),
-               metadata_record(sensor_id, prepared, threshold, fit_result, len(labelled), plan))
+    store.save(
+        store.sensor_dir(models_dir, sensor_id),
+        model,
+        prepared.scaler,
+        export_weights(model),
+        metadata_record(sensor_id, prepared, threshold, fit_result, len(labelled), plan),
+    )
     done = time.monotonic()
-    return (f"trained in {done - began:.1f}s (prepare {fitting - began:.1f}, fit {thresholding - fitting:.1f}, "
-            f"threshold {saving - thresholding:.1f}, save {done - saving:.1f}): {len(prepared.windows)} windows, "
-            f"{fit_result.epochs} epochs, val loss {fit_result.val_loss:.4f}, threshold {threshold:.4f}")
+    return (
+        f"trained in {done - began:.1f}s (prepare {fitting - began:.1f}, fit {thresholding - fitting:.1f}, "
+        f"threshold {saving - thresholding:.1f}, save {done - saving:.1f}): {len(prepared.windows)} windows, "
+        f"{fit_result.epochs} epochs, val loss {fit_result.val_loss:.4f}, threshold {threshold:.4f}"
+    )

@@ -3,7 +3,7 @@
 
     .venv/bin/python sensor_import.py export-2026-01.csv export-2026-02.csv --label-field manual_anomaly
 
-Each row (``Datetime (UTC)``, ``Value``, ``ID``, ``Anomaly``; see labels.py) becomes one point in
+Each row (``Datetime (UTC)``, ``Value``, ``ID``, ``Anomaly``; see anomaly/labels.py) becomes one point in
 --measurement, tagged --sensor-tag=ID, with --field=Value (left out when the cell is empty) and
 --label-field=true/false from Anomaly. False is written too, so importing a corrected file again clears
 a label: points are keyed by sensor and time and are overwritten, never duplicated. Times are written
@@ -16,33 +16,59 @@ Connection flags and variables are the jobs' (INFLUX_URL, INFLUX_DATABASE, ...).
 everything was written, 1 when the database failed (batches before the failure stay written), 2 for bad
 configuration or a malformed file.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from anomaly import logs, settings
-import labels
-from anomaly.errors import ConfigError
-from influx_interact import Influx, InfluxError, line_protocol
+from anomaly import labels, runner, settings
+from anomaly.errors import EXIT_OK, ConfigError
+from anomaly.influx.line_protocol import line_protocol
+from anomaly.settings import Common
+from influx_interact import Database
 
 logger = logging.getLogger("sensor_import")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_common_arguments(parser)
+@dataclass(frozen=True)
+class ImportSettings:
+    common: Common
+    label_field: str
+    batch_size: int
+    files: tuple[tuple[Path, tuple[labels.Row, ...]], ...]  # every file's rows, read and checked at start-up
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV export, repeatable")
-    parser.add_argument("--label-field", default="manual_anomaly",
-                        help="boolean field the Anomaly column goes to (default manual_anomaly)")
+    parser.add_argument(
+        "--label-field",
+        default="manual_anomaly",
+        help="boolean field the Anomaly column goes to (default manual_anomaly)",
+    )
     parser.add_argument("--batch-size", type=int, default=5000, help="lines per write (default 5000)")
-    return parser
 
 
-def point_lines(rows: list[labels.Row], measurement: str, field: str, sensor_tag: str, label_field: str) -> list[str]:
+def settings_from_args(args: argparse.Namespace) -> ImportSettings:
+    """The settings, and every file read and checked: a malformed row is bad configuration (LabelError)."""
+    common = settings.common_from_args(args, label_field=args.label_field)
+    if not args.label_field or "\n" in args.label_field:
+        raise ConfigError(f"--label-field: {args.label_field!r} must be a non-empty single-line name")
+    batch_size = settings.positive_int("--batch-size", args.batch_size)
+    if args.where:
+        raise ConfigError("--where: the CSV files carry no tags but the sensor id; leave --where out")
+    rows = tuple((path, tuple(labels.read_csv_rows(path))) for path in args.files)
+    return ImportSettings(common=common, label_field=args.label_field, batch_size=batch_size, files=rows)
+
+
+def point_lines(
+    rows: Sequence[labels.Row], measurement: str, field: str, sensor_tag: str, label_field: str
+) -> list[str]:
     """Line protocol (nanosecond times) for checked rows."""
     lines = []
     for row in rows:
@@ -52,38 +78,27 @@ def point_lines(rows: list[labels.Row], measurement: str, field: str, sensor_tag
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logs.configure(args.log_level, args.log_format)
+def run(settings: ImportSettings, db: Database) -> runner.Outcome:
     began = time.monotonic()
-    try:
-        connection = settings.connection_from_args(args)
-        schema = settings.schema_from_args(args, label_field=args.label_field)
-        if not args.label_field or "\n" in args.label_field:
-            raise ConfigError(f"--label-field: {args.label_field!r} must be a non-empty single-line name")
-        batch_size = settings.positive_int("--batch-size", args.batch_size)
-        if args.where:
-            raise ConfigError("--where: the CSV files carry no tags but the sensor id; leave --where out")
-        per_file = [(path, list(labels.read_csv_rows(path))) for path in args.files]
-    except (ConfigError, labels.LabelError) as e:
-        logger.error("configuration: %s", e)
-        return 2
-    try:
-        with Influx(connection, schema) as db:
-            for path, rows in per_file:
-                lines = point_lines(rows, schema.measurement, schema.field, schema.sensor_tag, args.label_field)
-                for first in range(0, len(lines), batch_size):
-                    db.write(lines[first:first + batch_size], precision="ns")
-                sensors = len({r.sensor_id for r in rows})
-                logger.info("%s: %d rows of %d sensors written, %d labelled", path, len(rows), sensors,
-                            sum(r.anomaly for r in rows))
-    except InfluxError as e:
-        logger.error("%s", e)
-        return 1
-    logger.info("done in %.1fs: %d files, %d rows", time.monotonic() - began, len(per_file),
-                sum(len(rows) for _, rows in per_file))
-    return 0
+    schema = settings.common.schema
+    for path, rows in settings.files:
+        lines = point_lines(rows, schema.measurement, schema.field, schema.sensor_tag, settings.label_field)
+        for first in range(0, len(lines), settings.batch_size):
+            db.write(lines[first : first + settings.batch_size], precision="ns")
+        sensors = len({r.sensor_id for r in rows})
+        logger.info(
+            "%s: %d rows of %d sensors written, %d labelled", path, len(rows), sensors, sum(r.anomaly for r in rows)
+        )
+    logger.info(
+        "done in %.1fs: %d files, %d rows",
+        time.monotonic() - began,
+        len(settings.files),
+        sum(len(rows) for _, rows in settings.files),
+    )
+    return runner.Outcome(EXIT_OK)
 
+
+JOB = runner.Job("sensor_import", __doc__, add_arguments, settings_from_args, run)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(runner.main(JOB))

@@ -9,6 +9,7 @@ Exit status: 0 when no sensor failed, 1 when any failed or the database could no
 2 for bad configuration, 75 when another scoring run for the same models directory is still going
 (this one does nothing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,8 @@ import pandas as pd
 
 import clean
 import model_predict
-from anomaly import alerts, cold_start, losses, runner, settings, store, times
+from anomaly import cold_start, losses, runner, settings, store, times
+from anomaly.alerts import announce as alerts
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.metadata import ArtifactError
 from anomaly.settings import Common, Schema
@@ -60,31 +62,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--start", help="backfill: score windows ending at or after this time (RFC3339 or -7d)")
     job.add_argument("--stop", help="backfill: score windows ending before this time (default now)")
     job.add_argument("--max-catchup", default="7d", help="never score further back than this (default 7d)")
-    job.add_argument("--delay", default="2m",
-                     help="score an interval only once it ended this long ago, so late readings count (default 2m)")
+    job.add_argument(
+        "--delay",
+        default="2m",
+        help="score an interval only once it ended this long ago, so late readings count (default 2m)",
+    )
     job.add_argument("--first-run", default="1d", help="how far back a sensor's first run scores (default 1d)")
-    job.add_argument("--min-consecutive", type=int, default=1, metavar="K",
-                     help="flag a window only when it and the K-1 before it all exceed the threshold (default 1)")
-    job.add_argument("--threshold", choices=("fixed", "dynamic"), default="fixed",
-                     help="fixed: the model's threshold x ratio (default); dynamic: per window, from the smoothed "
-                          "losses of --dynamic-history before it, never below the fixed one (see README)")
-    job.add_argument("--dynamic-history", default="3d",
-                     help="losses a dynamic threshold is computed from (default 3d; each tick scores that much again)")
-    job.add_argument("--missing-after",
-                     help="flag intervals of a sensor with no reading for longer than this (default --max-gap)")
-    job.add_argument("--engine", choices=losses.ENGINES, default="numpy",
-                     help="numpy: fast forward pass from exported weights (default); keras: load each Keras model")
-    job.add_argument("--dry-run", action="store_true", help="print the line protocol that would be written; write nothing")
+    job.add_argument(
+        "--min-consecutive",
+        type=int,
+        default=1,
+        metavar="K",
+        help="flag a window only when it and the K-1 before it all exceed the threshold (default 1)",
+    )
+    job.add_argument(
+        "--threshold",
+        choices=("fixed", "dynamic"),
+        default="fixed",
+        help="fixed: the model's threshold x ratio (default); dynamic: per window, from the smoothed "
+        "losses of --dynamic-history before it, never below the fixed one (see README)",
+    )
+    job.add_argument(
+        "--dynamic-history",
+        default="3d",
+        help="losses a dynamic threshold is computed from (default 3d; each tick scores that much again)",
+    )
+    job.add_argument(
+        "--missing-after", help="flag intervals of a sensor with no reading for longer than this (default --max-gap)"
+    )
+    job.add_argument(
+        "--engine",
+        choices=losses.ENGINES,
+        default="numpy",
+        help="numpy: fast forward pass from exported weights (default); keras: load each Keras model",
+    )
+    job.add_argument(
+        "--dry-run", action="store_true", help="print the line protocol that would be written; write nothing"
+    )
     cold = parser.add_argument_group("cold start: sensors with no model yet")
-    cold.add_argument("--no-cold-start", action="store_true",
-                      help="skip sensors with no model instead of scoring them with the robust detector")
-    cold.add_argument("--cold-start-history", default="7d",
-                      help="each reading is compared with the median and MAD of the readings at the same time of "
-                           "day over this much before it (default 7d)")
-    cold.add_argument("--cold-start-min-history", default="2d",
-                      help="days of readings needed before a sensor is scored at all (default 2d)")
-    cold.add_argument("--cold-start-z", type=float, default=6.0,
-                      help="flag readings more than this many robust deviations from the median (default 6)")
+    cold.add_argument(
+        "--no-cold-start",
+        action="store_true",
+        help="skip sensors with no model instead of scoring them with the robust detector",
+    )
+    cold.add_argument(
+        "--cold-start-history",
+        default="7d",
+        help="each reading is compared with the median and MAD of the readings at the same time of "
+        "day over this much before it (default 7d)",
+    )
+    cold.add_argument(
+        "--cold-start-min-history",
+        default="2d",
+        help="days of readings needed before a sensor is scored at all (default 2d)",
+    )
+    cold.add_argument(
+        "--cold-start-z",
+        type=float,
+        default=6.0,
+        help="flag readings more than this many robust deviations from the median (default 6)",
+    )
     alerts.add_arguments(parser)
 
 
@@ -96,10 +133,15 @@ def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
         raise settings.ConfigError("--stop needs --start: together they name the range to backfill")
     if start is not None and start >= (stop or now.floor(interval)):
         raise settings.ConfigError(f"--start {args.start} must be before --stop ({args.stop or 'now'})")
-    return Schedule(interval=interval, now=now, start=start, stop=stop,
-                    delay=times.parse_duration(args.delay, "--delay", allow_zero=True),
-                    first_run=times.parse_duration(args.first_run, "--first-run"),
-                    max_catchup=times.parse_duration(args.max_catchup, "--max-catchup"))
+    return Schedule(
+        interval=interval,
+        now=now,
+        start=start,
+        stop=stop,
+        delay=times.parse_duration(args.delay, "--delay", allow_zero=True),
+        first_run=times.parse_duration(args.first_run, "--first-run"),
+        max_catchup=times.parse_duration(args.max_catchup, "--max-catchup"),
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
@@ -110,13 +152,18 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         schedule=schedule_from_args(args, common),
         policy=Policy(
             min_consecutive=settings.positive_int("--min-consecutive", args.min_consecutive),
-            dynamic_history=(int(times.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
-                             if args.threshold == "dynamic" else None),
+            dynamic_history=(
+                int(times.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
+                if args.threshold == "dynamic"
+                else None
+            ),
             missing_limit=int(times.parse_duration(args.missing_after or args.max_gap, "--missing-after") / interval),
         ),
         engine=args.engine,
         dry_run=args.dry_run,
-        cold_start=None if args.no_cold_start else ColdStartSettings(
+        cold_start=None
+        if args.no_cold_start
+        else ColdStartSettings(
             history=times.parse_duration(args.cold_start_history, "--cold-start-history"),
             min_history=times.parse_duration(args.cold_start_min_history, "--cold-start-min-history"),
             z=args.cold_start_z,
@@ -129,11 +176,20 @@ def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: 
     """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
     tags = {schema.sensor_tag: sensor_id}
     return [
-        line_protocol(schema.output_measurement, tags,
-                      {schema.field: row.value, "loss": row.loss, "threshold": row.threshold,
-                       "anomaly": bool(row.anomaly), "kind": row.kind, "detector": detector,
-                       **({"smoothed_loss": row.smoothed_loss} if "smoothed_loss" in scores else {})},
-                      int(stamp.timestamp()))
+        line_protocol(
+            schema.output_measurement,
+            tags,
+            {
+                schema.field: row.value,
+                "loss": row.loss,
+                "threshold": row.threshold,
+                "anomaly": bool(row.anomaly),
+                "kind": row.kind,
+                "detector": detector,
+                **({"smoothed_loss": row.smoothed_loss} if "smoothed_loss" in scores else {}),
+            },
+            int(stamp.timestamp()),
+        )
         for stamp, row in zip(scores.index, scores.itertuples(index=False))
     ]
 
@@ -184,8 +240,13 @@ class Run:
         if not sensor_ids:
             return {}
         schedule = self.settings.schedule
-        last_scored = {} if schedule.start is not None else self.db.last_scored(
-            sensor_ids, schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval)
+        last_scored = (
+            {}
+            if schedule.start is not None
+            else self.db.last_scored(
+                sensor_ids, schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval
+            )
+        )
         ranges = {s: model_predict.score_range(last_scored.get(s), schedule) for s in sensor_ids}
         for sensor_id in [s for s, r in ranges.items() if r is None]:
             logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(last_scored[sensor_id]))
@@ -193,12 +254,17 @@ class Run:
         return {s: r for s, r in ranges.items() if r is not None}
 
     def no_window(self, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
-        logger.info("sensor %r: no complete window ends in %s .. %s", sensor_id, times.format_time(first),
-                    times.format_time(last))
+        logger.info(
+            "sensor %r: no complete window ends in %s .. %s",
+            sensor_id,
+            times.format_time(first),
+            times.format_time(last),
+        )
         self.counts["no_data"] += 1
 
-    def read(self, due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
-             before: dict[str, pd.Timedelta]) -> tuple[dict[str, pd.Series], tuple[pd.Timestamp, pd.Timestamp]]:
+    def read(
+        self, due: dict[str, tuple[pd.Timestamp, pd.Timestamp]], before: dict[str, pd.Timedelta]
+    ) -> tuple[dict[str, pd.Series], tuple[pd.Timestamp, pd.Timestamp]]:
         """One read for a chunk: from the earliest reading any due sensor needs to the end of the latest."""
         start = min(first - before[s] for s, (first, _) in due.items())
         stop = max(last for _, last in due.values()) + self.common.interval
@@ -213,13 +279,18 @@ class Run:
             return lines
         policy, interval = self.settings.policy, self.common.interval
         leads = {s: model_predict.lead(models[s], policy, interval) for s in due}
-        data, read = self.read(due, {s: decided + readings + self.common.max_gap
-                                     for s, (decided, readings) in leads.items()})
+        data, read = self.read(
+            due, {s: decided + readings + self.common.max_gap for s, (decided, readings) in leads.items()}
+        )
         if not data:
             # Not one reading for a whole chunk is a wrong --field or --measurement far more often than a chunk
             # of dead sensors: say so once rather than flag every sensor as missing.
-            logger.warning("no readings at all for %d sensors in %s .. %s; check --measurement and --field",
-                           len(due), times.format_time(read[0]), times.format_time(read[1]))
+            logger.warning(
+                "no readings at all for %d sensors in %s .. %s; check --measurement and --field",
+                len(due),
+                times.format_time(read[0]),
+                times.format_time(read[1]),
+            )
             for sensor_id, (first, last) in due.items():
                 self.no_window(sensor_id, first, last)
             return lines
@@ -227,16 +298,24 @@ class Run:
         for sensor_id, (first, last) in due.items():
             try:
                 prepared[sensor_id] = model_predict.prepare(
-                    data.get(sensor_id, no_readings()), models[sensor_id], interval, read,
-                    self.common.max_gap_points, first - leads[sensor_id][0], last)
+                    data.get(sensor_id, no_readings()),
+                    models[sensor_id],
+                    interval,
+                    read,
+                    self.common.max_gap_points,
+                    first - leads[sensor_id][0],
+                    last,
+                )
             except Exception:
                 self.fail(sensor_id)
         try:
-            found = losses.fleet_losses([models[s] for s in prepared], [p.windows for p in prepared.values()],
-                                        self.settings.engine)
+            found = losses.fleet_losses(
+                [models[s] for s in prepared], [p.windows for p in prepared.values()], self.settings.engine
+            )
         except Exception:
-            logger.exception("failed to compute the losses of %d sensors: %s", len(prepared),
-                             ", ".join(map(repr, prepared)))
+            logger.exception(
+                "failed to compute the losses of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared))
+            )
             self.counts["failed"] += len(prepared)
             return lines
         for (sensor_id, p), loss in zip(prepared.items(), found):
@@ -245,8 +324,14 @@ class Run:
             lines += self.decide(sensor_id, scoring, due[sensor_id], rules.threshold)
         return lines
 
-    def decide(self, sensor_id: str, scoring: Callable[[], pd.DataFrame], due: tuple[pd.Timestamp, pd.Timestamp], threshold: float,
-               detector: str = "lstm") -> list[str]:
+    def decide(
+        self,
+        sensor_id: str,
+        scoring: Callable[[], pd.DataFrame],
+        due: tuple[pd.Timestamp, pd.Timestamp],
+        threshold: float,
+        detector: str = "lstm",
+    ) -> list[str]:
         """A sensor's scores and their lines inside its error boundary; logs its one line."""
         try:
             scores = scoring()
@@ -258,13 +343,20 @@ class Run:
             if detector == "lstm":
                 self.no_window(sensor_id, *due)
             else:
-                logger.info("sensor %r: no model yet, and less than %s of readings before %s for the cold-start "
-                            "detector", sensor_id, times.format_duration(self.settings.cold_start.min_history),
-                            times.format_time(due[1]))
+                logger.info(
+                    "sensor %r: no model yet, and less than %s of readings before %s for the cold-start detector",
+                    sensor_id,
+                    times.format_duration(self.settings.cold_start.min_history),
+                    times.format_time(due[1]),
+                )
                 self.counts["no_data"] += 1
             return lines
-        self.record(sensor_id, scores, threshold,
-                    "windows" if detector == "lstm" else "readings (no model yet: robust detector)")
+        self.record(
+            sensor_id,
+            scores,
+            threshold,
+            "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
+        )
         return lines
 
     def score_cold(self, sensor_ids: list[str]) -> list[str]:
@@ -278,8 +370,9 @@ class Run:
         lines = []
         for sensor_id, (first, last) in due.items():
             threshold = cold.z * self.common.sensor_config.ratio(sensor_id)
-            scoring = functools.partial(cold_scores, data.get(sensor_id, no_readings()), interval, read, cold,
-                                        threshold, first, last)
+            scoring = functools.partial(
+                cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, threshold, first, last
+            )
             lines += self.decide(sensor_id, scoring, (first, last), threshold, detector="robust")
         return lines
 
@@ -293,17 +386,38 @@ class Run:
         self.counts["scored"] += 1
         self.counts["windows"] += windows
         self.counts["anomalies"] += flagged
-        logger.info("sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f", sensor_id, windows, what,
-                    f" and {len(scores) - windows} intervals without readings" if len(scores) > windows else "",
-                    times.format_time(scores.index[0]), times.format_time(scores.index[-1]), flagged,
-                    " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "", threshold)
+        logger.info(
+            "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f",
+            sensor_id,
+            windows,
+            what,
+            f" and {len(scores) - windows} intervals without readings" if len(scores) > windows else "",
+            times.format_time(scores.index[0]),
+            times.format_time(scores.index[-1]),
+            flagged,
+            " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "",
+            threshold,
+        )
 
 
-def cold_scores(raw: pd.Series, interval: pd.Timedelta, read: tuple[pd.Timestamp, pd.Timestamp],
-                cold: ColdStartSettings, threshold: float, first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
-    return cold_start.robust_scores(clean.regular(raw, interval, *read), int(cold.history / interval),
-                                    int(cold.min_history / interval), threshold, first, last,
-                                    period=max(1, round(pd.Timedelta(days=1) / interval)))
+def cold_scores(
+    raw: pd.Series,
+    interval: pd.Timedelta,
+    read: tuple[pd.Timestamp, pd.Timestamp],
+    cold: ColdStartSettings,
+    threshold: float,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+) -> pd.DataFrame:
+    return cold_start.robust_scores(
+        clean.regular(raw, interval, *read),
+        int(cold.history / interval),
+        int(cold.min_history / interval),
+        threshold,
+        first,
+        last,
+        period=max(1, round(pd.Timedelta(days=1) / interval)),
+    )
 
 
 def no_readings() -> pd.Series:
@@ -315,10 +429,11 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
     common = settings.common
     job = Run(settings, db)
     now = common.now.floor(common.interval)
-    sensor_ids = common.selected([] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup,
-                                                                         common.now))
+    sensor_ids = common.selected(
+        [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)
+    )
     for first in range(0, len(sensor_ids), common.chunk_size):
-        lines = job.score_chunk(sensor_ids[first:first + common.chunk_size])
+        lines = job.score_chunk(sensor_ids[first : first + common.chunk_size])
         if settings.dry_run:
             sys.stdout.write("".join(line + "\n" for line in lines))
         elif lines:
@@ -329,19 +444,38 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             alerts.announce(db, settings.alerts, common, settings.schedule.max_catchup, job.scored, counts)
         except (OSError, InfluxError):
             # The scores are written; only their events, incidents or messages are missing.
-            logger.exception("events, incidents and notifications of this run failed (the scores are written; "
-                             "--state-file must be a writable path)")
+            logger.exception(
+                "events, incidents and notifications of this run failed (the scores are written; "
+                "--state-file must be a writable path)"
+            )
             counts["notify_failed"] += 1
     status = 1 if counts["failed"] or counts["notify_failed"] else 0
-    logger.info("done in %.1fs: %d sensors scored (%d windows, %d anomalies), %d up to date, %d without new data, "
-                "%d skipped, %d failed%s", time.monotonic() - began, counts["scored"], counts["windows"], counts["anomalies"],
-                counts["up_to_date"], counts["no_data"], counts["skipped"], counts["failed"],
-                " (dry run: nothing written)" if settings.dry_run else "")
-    return runner.Outcome(status, None if settings.dry_run else {
-        "sensors_selected": len(sensor_ids),
-        "sensors_done": counts["scored"] + counts["up_to_date"] + counts["no_data"],
-        "sensors_skipped": counts["skipped"], "sensors_failed": counts["failed"],
-        "windows": counts["windows"], "anomalies": counts["anomalies"]})
+    logger.info(
+        "done in %.1fs: %d sensors scored (%d windows, %d anomalies), %d up to date, %d without new data, "
+        "%d skipped, %d failed%s",
+        time.monotonic() - began,
+        counts["scored"],
+        counts["windows"],
+        counts["anomalies"],
+        counts["up_to_date"],
+        counts["no_data"],
+        counts["skipped"],
+        counts["failed"],
+        " (dry run: nothing written)" if settings.dry_run else "",
+    )
+    return runner.Outcome(
+        status,
+        None
+        if settings.dry_run
+        else {
+            "sensors_selected": len(sensor_ids),
+            "sensors_done": counts["scored"] + counts["up_to_date"] + counts["no_data"],
+            "sensors_skipped": counts["skipped"],
+            "sensors_failed": counts["failed"],
+            "windows": counts["windows"],
+            "anomalies": counts["anomalies"],
+        },
+    )
 
 
 JOB = runner.Job("sensor_predict", __doc__, add_arguments, settings_from_args, run, lock=True)

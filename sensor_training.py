@@ -5,6 +5,7 @@ Exit status: 0 when every selected sensor trained or was deliberately skipped, 1
 or the database could not be used, 2 for bad configuration, 75 when another training run for the
 same models directory is still going (this one does nothing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
 import pandas as pd
 
 from anomaly import logs, runner, settings, times
@@ -36,25 +38,45 @@ class TrainingSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     train = parser.add_argument_group("training")
-    train.add_argument("--start", default="-90d", help="start of the training range: RFC3339 or relative (default -90d)")
+    train.add_argument(
+        "--start", default="-90d", help="start of the training range: RFC3339 or relative (default -90d)"
+    )
     train.add_argument("--stop", default="now", help="end of the training range (default now)")
     train.add_argument("--label-field", help="boolean field marking manual anomalies; their intervals are left out")
     train.add_argument("--units", type=int, default=32, help="LSTM units in encoder and decoder (default 32)")
     train.add_argument("--dropout", type=float, default=0.1, help="input dropout of both LSTMs (default 0.1)")
     train.add_argument("--epochs", type=int, default=50, help="maximum epochs (default 50)")
     train.add_argument("--batch-size", type=int, default=64, help="windows per batch (default 64)")
-    train.add_argument("--validation-split", type=float, default=0.1,
-                       help="share of the newest windows held out for early stopping (default 0.1)")
+    train.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.1,
+        help="share of the newest windows held out for early stopping (default 0.1)",
+    )
     train.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping (default 5)")
-    train.add_argument("--percentile", type=float, default=99.5,
-                       help="percentile of the training losses used as threshold (default 99.5)")
-    train.add_argument("--min-windows", type=int, default=200,
-                       help="skip sensors with fewer windows without gaps than this (default 200)")
-    train.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
-                       help="sensors trained in parallel, each in its own process (default: one per core)")
-    train.add_argument("--dask-scheduler", metavar="ADDRESS",
-                       help="train on this Dask cluster (tcp://host:8786) instead; --models-dir must be a path "
-                            "every worker sees")
+    train.add_argument(
+        "--percentile",
+        type=float,
+        default=99.5,
+        help="percentile of the training losses used as threshold (default 99.5)",
+    )
+    train.add_argument(
+        "--min-windows",
+        type=int,
+        default=200,
+        help="skip sensors with fewer windows without gaps than this (default 200)",
+    )
+    train.add_argument(
+        "--jobs",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="sensors trained in parallel, each in its own process (default: one per core)",
+    )
+    train.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="train on this Dask cluster (tcp://host:8786) instead; --models-dir must be a path every worker sees",
+    )
     train.add_argument("--seed", type=int, help="make the run reproducible: same data, same thresholds")
 
 
@@ -70,19 +92,29 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
     positive = settings.positive_int
     return TrainingSettings(
         common=common,
-        plan=Plan(start=start, stop=stop, interval=common.interval, max_gap=common.max_gap,
-                  units=positive("--units", args.units), dropout=args.dropout,
-                  epochs=positive("--epochs", args.epochs), batch_size=positive("--batch-size", args.batch_size),
-                  validation_split=args.validation_split, patience=positive("--patience", args.patience),
-                  percentile=args.percentile, min_windows=positive("--min-windows", args.min_windows),
-                  seed=args.seed),
+        plan=Plan(
+            start=start,
+            stop=stop,
+            interval=common.interval,
+            max_gap=common.max_gap,
+            units=positive("--units", args.units),
+            dropout=args.dropout,
+            epochs=positive("--epochs", args.epochs),
+            batch_size=positive("--batch-size", args.batch_size),
+            validation_split=args.validation_split,
+            patience=positive("--patience", args.patience),
+            percentile=args.percentile,
+            min_windows=positive("--min-windows", args.min_windows),
+            seed=args.seed,
+        ),
         jobs=positive("--jobs", args.jobs),
         dask_scheduler=args.dask_scheduler,
     )
 
 
-def guarded_train(sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, window: int, plan: Plan,
-                  models_dir: Path, threads: int) -> tuple[str, str]:
+def guarded_train(
+    sensor_id: str, raw: pd.Series, labelled: pd.DatetimeIndex, window: int, plan: Plan, models_dir: Path, threads: int
+) -> tuple[str, str]:
     """``model_trainer.train_sensor`` inside its error boundary, as run by a worker: (status, message)."""
     import model_trainer
 
@@ -115,12 +147,22 @@ def train_chunk(db: Database, chunk: list[str], settings: TrainingSettings, thre
     reading = time.monotonic()
     data = db.read_means(chunk, plan.start, plan.stop, plan.interval)
     labels = db.labelled_intervals(chunk, plan.start, plan.stop, plan.interval) if common.schema.label_field else {}
-    logger.info("read %d sensors (%d points) in %.1fs", len(chunk), sum(map(len, data.values())),
-                time.monotonic() - reading)
+    logger.info(
+        "read %d sensors (%d points) in %.1fs", len(chunk), sum(map(len, data.values())), time.monotonic() - reading
+    )
     none = pd.DatetimeIndex([], tz="UTC")
-    tasks = (joblib.delayed(guarded_train)(s, data.get(s, pd.Series(dtype="float64", index=none)), labels.get(s, none),
-                                           common.sensor_config.window(s), plan, common.models_dir, threads)
-             for s in chunk)
+    tasks = (
+        joblib.delayed(guarded_train)(
+            s,
+            data.get(s, pd.Series(dtype="float64", index=none)),
+            labels.get(s, none),
+            common.sensor_config.window(s),
+            plan,
+            common.models_dir,
+            threads,
+        )
+        for s in chunk
+    )
     for sensor_id, (status, message) in zip(chunk, run_tasks(tasks)):
         yield sensor_id, status, message
 
@@ -139,14 +181,20 @@ def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
         logger.info("training on the Dask cluster at %s", settings.dask_scheduler)
     try:
         sensor_ids = common.selected([] if common.sensors else db.sensor_ids(plan.start, plan.stop))
-        logger.info("training %d sensors on %s .. %s, interval %s, %s", len(sensor_ids),
-                    times.format_time(plan.start), times.format_time(plan.stop), times.format_duration(plan.interval),
-                    "on Dask" if client else f"{settings.jobs} jobs x {threads} threads")
+        logger.info(
+            "training %d sensors on %s .. %s, interval %s, %s",
+            len(sensor_ids),
+            times.format_time(plan.start),
+            times.format_time(plan.stop),
+            times.format_duration(plan.interval),
+            "on Dask" if client else f"{settings.jobs} jobs x {threads} threads",
+        )
         run_tasks = parallel(settings)
         with logs.progress(len(sensor_ids)) as bar:
             for first in range(0, len(sensor_ids), common.chunk_size):
-                for sensor_id, status, message in train_chunk(db, sensor_ids[first:first + common.chunk_size],
-                                                              settings, threads, run_tasks):
+                for sensor_id, status, message in train_chunk(
+                    db, sensor_ids[first : first + common.chunk_size], settings, threads, run_tasks
+                ):
                     counts[status] += 1
                     if status == "failed":
                         logger.error("sensor %r: failed:\n%s", sensor_id, message)
@@ -157,10 +205,22 @@ def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
         if client is not None:
             client.close()
     status = 1 if counts["failed"] else 0
-    logger.info("done in %.1fs: %d trained, %d skipped, %d failed", time.monotonic() - began, counts["trained"],
-                counts["skipped"], counts["failed"])
-    return runner.Outcome(status, {"sensors_selected": len(sensor_ids), "sensors_done": counts["trained"],
-                                   "sensors_skipped": counts["skipped"], "sensors_failed": counts["failed"]})
+    logger.info(
+        "done in %.1fs: %d trained, %d skipped, %d failed",
+        time.monotonic() - began,
+        counts["trained"],
+        counts["skipped"],
+        counts["failed"],
+    )
+    return runner.Outcome(
+        status,
+        {
+            "sensors_selected": len(sensor_ids),
+            "sensors_done": counts["trained"],
+            "sensors_skipped": counts["skipped"],
+            "sensors_failed": counts["failed"],
+        },
+    )
 
 
 JOB = runner.Job("sensor_training", __doc__, add_arguments, settings_from_args, run, lock=True)

@@ -3,6 +3,7 @@
 Until training gives a sensor its autoencoder, each reading is compared with what the sensor read at
 the same time of day on the days before, so a new sensor is watched from its second day on.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ import pandas as pd
 from anomaly import detect
 
 
-def robust_losses(series: pd.Series, history: int, min_history: int, first: pd.Timestamp, last: pd.Timestamp,
-                  period: int) -> tuple[np.ndarray, np.ndarray]:
+def robust_losses(
+    series: pd.Series, history: int, min_history: int, first: pd.Timestamp, last: pd.Timestamp, period: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions in ``series`` of the readings in [first, last] that can be scored, and their robust
     z-scores ``|x - median| / scale`` against the readings at the same time of day (see robust_scores)."""
     values = series.to_numpy(dtype="float64")
@@ -32,13 +34,15 @@ def robust_losses(series: pd.Series, history: int, min_history: int, first: pd.T
         median = np.nanmedian(same_time, axis=1)
         mad = np.nanmedian(np.abs(same_time - median[:, None]), axis=1)
         spread = np.nanpercentile(before, 95, axis=1) - np.nanpercentile(before, 5, axis=1)
-    scale = np.maximum.reduce([1.4826 * mad, 0.05 * np.nan_to_num(spread), 1e-3 * np.abs(median),
-                               np.full(len(due), 1e-12)])
+    scale = np.maximum.reduce(
+        [1.4826 * mad, 0.05 * np.nan_to_num(spread), 1e-3 * np.abs(median), np.full(len(due), 1e-12)]
+    )
     return due, np.abs(values[due] - median) / scale
 
 
-def robust_scores(series: pd.Series, history: int, min_history: int, z: float, first: pd.Timestamp,
-                  last: pd.Timestamp, period: int) -> pd.DataFrame:
+def robust_scores(
+    series: pd.Series, history: int, min_history: int, z: float, first: pd.Timestamp, last: pd.Timestamp, period: int
+) -> pd.DataFrame:
     """The cold-start detector, for a sensor with no model yet: each reading in [first, last] against the
     median and MAD of the readings at the same time of day (that interval and its two neighbours) on the
     days within ``history`` intervals before it, so a daily cycle is not mistaken for an outlier.
@@ -51,5 +55,10 @@ def robust_scores(series: pd.Series, history: int, min_history: int, z: float, f
     """
     due, losses = robust_losses(series, history, min_history, first, last, period)
     values = series.to_numpy(dtype="float64")[due]
-    return detect.decide(series.index[due], values, losses, detect.Rules(threshold=z, kind="outlier"),
-                         detect.Context(interval=pd.Timedelta(days=1) / period))
+    return detect.decide(
+        series.index[due],
+        values,
+        losses,
+        detect.Rules(threshold=z, kind="outlier"),
+        detect.Context(interval=pd.Timedelta(days=1) / period),
+    )

@@ -11,6 +11,7 @@ from the recent smoothed losses), persistence (K windows in a row), flat-line (s
 training saw) and missing (no reading for longer than --missing-after). The cold-start detector is the
 same fixed threshold applied to a robust z-score instead of a reconstruction loss (cold_start.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -53,8 +54,16 @@ class Rules:
 def scores_frame(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, threshold: float) -> pd.DataFrame:
     """The frame detectors work on, nothing flagged yet. The losses keep their dtype until ``decide`` is done,
     so a float32 loss is compared with the threshold in float32, as the engines compute it."""
-    return pd.DataFrame({"value": values, "loss": np.asarray(losses), "threshold": threshold,
-                         "anomaly": np.zeros(len(ends), dtype=bool), "kind": "none"}, index=ends)
+    return pd.DataFrame(
+        {
+            "value": values,
+            "loss": np.asarray(losses),
+            "threshold": threshold,
+            "anomaly": np.zeros(len(ends), dtype=bool),
+            "kind": "none",
+        },
+        index=ends,
+    )
 
 
 def _flag(scores: pd.DataFrame, anomaly: np.ndarray, kind: str) -> pd.DataFrame:
@@ -63,8 +72,10 @@ def _flag(scores: pd.DataFrame, anomaly: np.ndarray, kind: str) -> pd.DataFrame:
 
 def fixed_threshold(threshold: float, kind: str) -> Detector:
     """A window is an anomaly when its loss is above ``threshold``."""
+
     def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
         return _flag(scores.assign(threshold=threshold), scores["loss"].to_numpy() > threshold, kind)
+
     return detect
 
 
@@ -73,14 +84,19 @@ def dynamic_threshold(history: int, kind: str) -> Detector:
     the ``history`` windows before it, never below the fixed one, which is its floor. Adds
     ``smoothed_loss``; a window is flagged when its smoothed loss is above its threshold. The frame must
     reach ``thresholds.history_needed`` windows before the first window whose decision counts."""
+
     def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
         if scores.empty:
             return scores.assign(smoothed_loss=pd.Series(dtype="float64"))
         floor = float(scores["threshold"].iloc[0])
         dynamic = thresholds.rolling_dynamic_thresholds(scores["loss"].astype("float64"), floor, history)
         anomaly = (dynamic["smoothed"] > dynamic["threshold"]).to_numpy()
-        return _flag(scores.assign(threshold=dynamic["threshold"].to_numpy(),
-                                   smoothed_loss=dynamic["smoothed"].to_numpy()), anomaly, kind)
+        return _flag(
+            scores.assign(threshold=dynamic["threshold"].to_numpy(), smoothed_loss=dynamic["smoothed"].to_numpy()),
+            anomaly,
+            kind,
+        )
+
     return detect
 
 
@@ -96,15 +112,18 @@ def persistent(above: pd.Series, min_consecutive: int, interval: pd.Timedelta | 
 
 def persistence(min_consecutive: int) -> Detector:
     """Keep a flag only when the K-1 windows ending in the intervals just before it are flagged too."""
+
     def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
         anomaly = persistent(scores["anomaly"], min_consecutive, context.interval)
         return scores.assign(anomaly=anomaly, kind=np.where(anomaly, scores["kind"], "none"))
+
     return detect
 
 
 def flatline(limit: int) -> Detector:
     """A sensor stuck at one value for more than ``limit`` intervals: its scored windows are flagged
     ``flatline``, whatever their loss."""
+
     def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
         if context.series is None or scores.empty:
             return scores
@@ -112,33 +131,44 @@ def flatline(limit: int) -> Detector:
         stuck = (at >= 0) & (clean.flat_run_lengths(context.series.to_numpy(dtype="float64"))[at] > limit)
         if not stuck.any():
             return scores
-        return scores.assign(anomaly=scores["anomaly"].to_numpy() | stuck,
-                             kind=np.where(stuck, "flatline", scores["kind"]))
+        return scores.assign(
+            anomaly=scores["anomaly"].to_numpy() | stuck, kind=np.where(stuck, "flatline", scores["kind"])
+        )
+
     return detect
 
 
 def missing(limit: int, threshold: float) -> Detector:
     """A sensor with no reading for more than ``limit`` intervals, in [first, last]: one point per such
     interval with kind ``missing``, no value and no loss, and the fixed ``threshold``."""
+
     def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
         series = context.series
         if series is None:
             return scores
-        silent = ((clean.missing_run_lengths(series.to_numpy(dtype="float64")) > limit)
-                  & (series.index >= context.first) & (series.index <= context.last))
+        silent = (
+            (clean.missing_run_lengths(series.to_numpy(dtype="float64")) > limit)
+            & (series.index >= context.first)
+            & (series.index <= context.last)
+        )
         silent = series.index[silent].difference(scores.index) if silent.any() else series.index[:0]
         if not len(silent):
             return scores
-        rows = pd.DataFrame({"value": np.nan, "loss": np.nan, "threshold": threshold, "anomaly": True,
-                             "kind": "missing"}, index=silent)
+        rows = pd.DataFrame(
+            {"value": np.nan, "loss": np.nan, "threshold": threshold, "anomaly": True, "kind": "missing"}, index=silent
+        )
         return pd.concat([scores, rows]).sort_index() if len(scores) else rows
+
     return detect
 
 
 def detectors(rules: Rules) -> Sequence[Detector]:
     """The detectors ``rules`` ask for, in the order they apply."""
-    chain = [dynamic_threshold(rules.dynamic_history, rules.kind) if rules.dynamic_history
-             else fixed_threshold(rules.threshold, rules.kind)]
+    chain = [
+        dynamic_threshold(rules.dynamic_history, rules.kind)
+        if rules.dynamic_history
+        else fixed_threshold(rules.threshold, rules.kind)
+    ]
     if rules.min_consecutive > 1:
         chain.append(persistence(rules.min_consecutive))
     if rules.flat_limit is not None:
@@ -148,8 +178,9 @@ def detectors(rules: Rules) -> Sequence[Detector]:
     return chain
 
 
-def decide(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, rules: Rules,
-           context: Context) -> pd.DataFrame:
+def decide(
+    ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, rules: Rules, context: Context
+) -> pd.DataFrame:
     """The scores frame of one sensor with every rule applied (see the module docstring)."""
     scores = scores_frame(ends, values, losses, rules.threshold)
     for detect in detectors(rules):

@@ -4,6 +4,7 @@
 2 bad configuration; 75 (EX_TEMPFAIL) another run of the same job still holds its lock, which the
 deploy units count as a skipped run, not a failure.
 """
+
 from __future__ import annotations
 
 EXIT_OK = 0

@@ -34,6 +34,7 @@ window). An F1 is NaN only when its recall is NaN; when recall is defined and pr
 flagged) or both are 0, F1 is 0: flagging nothing detects nothing. False alarms per week is 0 when windows
 were scored and nothing was flagged.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,6 +43,9 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
+
+from anomaly import detect
+from anomaly.runs import runs
 
 WEEK = pd.Timedelta(days=7)
 
@@ -53,25 +57,25 @@ class Metrics:
     Counts are whole numbers; rates are in [0, 1] or NaN; delays are in minutes or NaN.
     """
 
-    windows: int                 # scored windows
-    positive_windows: int        # scored windows covering a labelled interval
+    windows: int  # scored windows
+    positive_windows: int  # scored windows covering a labelled interval
     flagged_windows: int
-    true_positive_windows: int   # flagged and positive
+    true_positive_windows: int  # flagged and positive
     precision: float
     recall: float
     f1: float
-    events: int                  # labelled events with at least one scored window in their detection span
-    events_unscored: int         # labelled events with none (left out of event recall)
+    events: int  # labelled events with at least one scored window in their detection span
+    events_unscored: int  # labelled events with none (left out of event recall)
     events_detected: int
     event_recall: float
     flag_runs: int
-    detecting_runs: int          # flag runs touching a detection span
+    detecting_runs: int  # flag runs touching a detection span
     event_precision: float
     event_f1: float
     mean_delay_min: float
     max_delay_min: float
-    false_alarms: int            # flag runs touching no detection span
-    weeks: float                 # scored time span in weeks
+    false_alarms: int  # flag runs touching no detection span
+    weeks: float  # scored time span in weeks
     false_alarms_per_week: float
 
 
@@ -90,15 +94,25 @@ def validate_bool_series(series: pd.Series, name: str) -> pd.Series:
     if not isinstance(series, pd.Series) or not isinstance(series.index, pd.DatetimeIndex):
         raise TypeError(f"{name} must be a pandas Series with a DatetimeIndex, not {type(series).__name__}")
     out = series.copy()
-    if out.index.tz is None:
-        out.index = out.index.tz_localize("UTC")
+    index = pd.DatetimeIndex(out.index)
+    if index.tz is None:
+        out.index = index.tz_localize("UTC")
     out = out.sort_index()
     if out.index.has_duplicates:
         raise ValueError(f"{name} has duplicate times, e.g. {out.index[out.index.duplicated()][0]}")
     values = out.to_numpy(dtype=object)
-    known = np.array([v is None or v is True or v is False or v is np.True_ or v is np.False_
-                      or (isinstance(v, (int, float, np.number)) and (v in (0, 1) or v != v)) for v in values],
-                     dtype=bool)
+    known = np.array(
+        [
+            v is None
+            or v is True
+            or v is False
+            or v is np.True_
+            or v is np.False_
+            or (isinstance(v, (int, float, np.number)) and (v in (0, 1) or v != v))
+            for v in values
+        ],
+        dtype=bool,
+    )
     if not known.all():
         raise ValueError(f"{name} must hold booleans, found {values[~known][0]!r}")
     return out.fillna(False).astype(bool)
@@ -114,19 +128,6 @@ def _check_window(window: int, interval: pd.Timedelta) -> None:
 # ---------------------------------------------------------------- events and runs
 
 
-def _runs(mask: np.ndarray, index: pd.DatetimeIndex, interval: pd.Timedelta | None) -> list[tuple[int, int]]:
-    """(first, last) positions of runs of True that are adjacent in ``index`` and, with ``interval``,
-    exactly one interval apart."""
-    positions = np.flatnonzero(mask)
-    if positions.size == 0:
-        return []
-    breaks = np.diff(positions) != 1
-    if interval is not None:
-        breaks |= (index[positions[1:]] - index[positions[:-1]]) != interval
-    cuts = np.flatnonzero(breaks) + 1
-    return [(int(run[0]), int(run[-1])) for run in np.split(positions, cuts)]
-
-
 def label_events(labels: pd.Series, interval: pd.Timedelta | None = None) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """Runs of consecutive labelled intervals -> [(start, end), ...], both interval starts, inclusive.
 
@@ -140,12 +141,13 @@ def label_events(labels: pd.Series, interval: pd.Timedelta | None = None) -> lis
      (Timestamp('2026-01-01 01:00:00+0000', tz='UTC'), Timestamp('2026-01-01 01:00:00+0000', tz='UTC'))]
     """
     labels = validate_bool_series(labels, "labels")
-    return [(labels.index[a], labels.index[b])
-            for a, b in _runs(labels.to_numpy(), labels.index, interval)]
+    index = pd.DatetimeIndex(labels.index)
+    return [(index[a], index[b]) for a, b in runs(labels.to_numpy(), index, interval)]
 
 
-def labels_on_grid(labelled: Iterable[pd.Timestamp], start: pd.Timestamp, stop: pd.Timestamp,
-                   interval: pd.Timedelta) -> pd.Series:
+def labels_on_grid(
+    labelled: Iterable[pd.Timestamp], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+) -> pd.Series:
     """Boolean series on the interval grid of [start, stop) (start floored to the interval), True at the
     starts in ``labelled`` (floored to the interval; those outside the range are ignored)."""
     index = pd.date_range(start.floor(interval), stop, freq=interval, inclusive="left")
@@ -155,8 +157,9 @@ def labels_on_grid(labelled: Iterable[pd.Timestamp], start: pd.Timestamp, stop: 
     return pd.Series(index.isin(marked.floor(interval)), index=index, dtype=bool)
 
 
-def detection_spans(events: Sequence[tuple[pd.Timestamp, pd.Timestamp]], window: int,
-                    interval: pd.Timedelta) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+def detection_spans(
+    events: Sequence[tuple[pd.Timestamp, pd.Timestamp]], window: int, interval: pd.Timedelta
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """[(start, end + (window-1)*interval), ...]: the window ends that see each event (inclusive)."""
     return [(start, end + (window - 1) * interval) for start, end in events]
 
@@ -190,7 +193,7 @@ def evaluate(flags: pd.Series, labels: pd.Series, window: int, interval: pd.Time
     _check_window(window, interval)
     flags = validate_bool_series(flags, "flags")
     events = label_events(labels, interval)
-    ends = flags.index
+    ends = pd.DatetimeIndex(flags.index)
     flagged = flags.to_numpy()
     positive = np.zeros(len(ends), dtype=bool)
     scored_events = detected = 0
@@ -205,24 +208,35 @@ def evaluate(flags: pd.Series, labels: pd.Series, window: int, interval: pd.Time
         if len(hits):
             detected += 1
             delays.append((hits[0] - start) / pd.Timedelta(minutes=1))
-    runs = _runs(flagged, ends, interval)
-    detecting = sum(bool(positive[a:b + 1].any()) for a, b in runs)
+    flag_runs = runs(flagged, ends, interval)
+    detecting = sum(bool(positive[a : b + 1].any()) for a, b in flag_runs)
     true_positive = int((flagged & positive).sum())
     precision = _ratio(true_positive, int(flagged.sum()))
     recall = _ratio(true_positive, int(positive.sum()))
     event_recall = _ratio(detected, scored_events)
-    event_precision = _ratio(detecting, len(runs))
+    event_precision = _ratio(detecting, len(flag_runs))
     weeks = ((ends[-1] - ends[0]) + interval) / WEEK if len(ends) else math.nan
-    false_alarms = len(runs) - detecting
+    false_alarms = len(flag_runs) - detecting
     return Metrics(
-        windows=len(ends), positive_windows=int(positive.sum()), flagged_windows=int(flagged.sum()),
-        true_positive_windows=true_positive, precision=precision, recall=recall, f1=_f1(precision, recall),
-        events=scored_events, events_unscored=len(events) - scored_events, events_detected=detected,
-        event_recall=event_recall, flag_runs=len(runs), detecting_runs=detecting, event_precision=event_precision,
+        windows=len(ends),
+        positive_windows=int(positive.sum()),
+        flagged_windows=int(flagged.sum()),
+        true_positive_windows=true_positive,
+        precision=precision,
+        recall=recall,
+        f1=_f1(precision, recall),
+        events=scored_events,
+        events_unscored=len(events) - scored_events,
+        events_detected=detected,
+        event_recall=event_recall,
+        flag_runs=len(flag_runs),
+        detecting_runs=detecting,
+        event_precision=event_precision,
         event_f1=_f1(event_precision, event_recall),
         mean_delay_min=float(np.mean(delays)) if delays else math.nan,
         max_delay_min=float(np.max(delays)) if delays else math.nan,
-        false_alarms=false_alarms, weeks=weeks,
+        false_alarms=false_alarms,
+        weeks=weeks,
         false_alarms_per_week=false_alarms / weeks if len(ends) else math.nan,
     )
 
@@ -230,9 +244,21 @@ def evaluate(flags: pd.Series, labels: pd.Series, window: int, interval: pd.Time
 def combine(parts: Sequence[Metrics]) -> Metrics:
     """Fleet metrics: counts and weeks summed over sensors, rates recomputed from the sums (micro-average),
     mean delay over all detected events, max delay the largest."""
-    total = {name: sum(getattr(m, name) for m in parts)
-             for name in ("windows", "positive_windows", "flagged_windows", "true_positive_windows", "events",
-                          "events_unscored", "events_detected", "flag_runs", "detecting_runs", "false_alarms")}
+    total = {
+        name: sum(getattr(m, name) for m in parts)
+        for name in (
+            "windows",
+            "positive_windows",
+            "flagged_windows",
+            "true_positive_windows",
+            "events",
+            "events_unscored",
+            "events_detected",
+            "flag_runs",
+            "detecting_runs",
+            "false_alarms",
+        )
+    }
     weeks = sum(m.weeks for m in parts if m.windows)
     delay_sum = sum(m.mean_delay_min * m.events_detected for m in parts if m.events_detected)
     delay_max = max((m.max_delay_min for m in parts if m.events_detected), default=math.nan)
@@ -242,12 +268,21 @@ def combine(parts: Sequence[Metrics]) -> Metrics:
     event_precision = _ratio(total["detecting_runs"], total["flag_runs"])
     return Metrics(
         **{k: total[k] for k in ("windows", "positive_windows", "flagged_windows", "true_positive_windows")},
-        precision=precision, recall=recall, f1=_f1(precision, recall),
-        events=total["events"], events_unscored=total["events_unscored"], events_detected=total["events_detected"],
-        event_recall=event_recall, flag_runs=total["flag_runs"], detecting_runs=total["detecting_runs"],
-        event_precision=event_precision, event_f1=_f1(event_precision, event_recall),
+        precision=precision,
+        recall=recall,
+        f1=_f1(precision, recall),
+        events=total["events"],
+        events_unscored=total["events_unscored"],
+        events_detected=total["events_detected"],
+        event_recall=event_recall,
+        flag_runs=total["flag_runs"],
+        detecting_runs=total["detecting_runs"],
+        event_precision=event_precision,
+        event_f1=_f1(event_precision, event_recall),
         mean_delay_min=delay_sum / total["events_detected"] if total["events_detected"] else math.nan,
-        max_delay_min=delay_max, false_alarms=total["false_alarms"], weeks=weeks,
+        max_delay_min=delay_max,
+        false_alarms=total["false_alarms"],
+        weeks=weeks,
         false_alarms_per_week=total["false_alarms"] / weeks if total["windows"] else math.nan,
     )
 
@@ -255,18 +290,38 @@ def combine(parts: Sequence[Metrics]) -> Metrics:
 # ---------------------------------------------------------------- ratios
 
 
-def flags_for_ratio(loss: pd.Series, threshold: float, ratio: float) -> pd.Series:
-    """``loss > threshold * ratio`` by window end, as sensor_predict.py decides; a NaN loss is not flagged."""
+def flags_for_ratio(loss: pd.Series, threshold: float, ratio: float, interval: pd.Timedelta) -> pd.Series:
+    """``loss > threshold * ratio`` by window end, decided by ``detect.decide`` as sensor_predict.py decides
+    (so tuning can never disagree with scoring); a NaN loss is not flagged.
+
+    ``loss``: float Series by window end (a DatetimeIndex on the ``interval`` grid); returns a boolean
+    Series on the same index.
+    """
     if not (isinstance(threshold, (int, float, np.floating)) and math.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"threshold must be a finite number >= 0, not {threshold!r}")
     if not (isinstance(ratio, (int, float, np.floating)) and math.isfinite(ratio) and ratio > 0):
         raise ValueError(f"ratio must be a positive number, not {ratio!r}")
-    values = pd.to_numeric(loss, errors="coerce").astype("float64")
-    return pd.Series(values.to_numpy() > threshold * ratio, index=loss.index, dtype=bool)
+    losses = pd.to_numeric(loss, errors="coerce").to_numpy(dtype="float64")
+    readings = np.full(len(losses), np.nan)  # not known here, and no detector of a fixed threshold reads them
+    decided = detect.decide(
+        pd.DatetimeIndex(loss.index),
+        readings,
+        losses,
+        detect.Rules(threshold=threshold * ratio),
+        detect.Context(interval=interval),
+    )
+    return pd.Series(decided["anomaly"].to_numpy(dtype=bool), index=loss.index, dtype=bool)
 
 
-def tune_ratio(loss: pd.Series, threshold: float, labels: pd.Series, window: int, interval: pd.Timedelta,
-               ratios: Iterable[float], max_false_alarms: float | None = None) -> tuple[float, pd.DataFrame]:
+def tune_ratio(
+    loss: pd.Series,
+    threshold: float,
+    labels: pd.Series,
+    window: int,
+    interval: pd.Timedelta,
+    ratios: Iterable[float],
+    max_false_alarms: float | None = None,
+) -> tuple[float, pd.DataFrame]:
     """Evaluate every candidate ratio and pick one.
 
     Objective: without ``max_false_alarms``, the highest event F1; with it, the highest event recall among
@@ -289,7 +344,7 @@ def tune_ratio(loss: pd.Series, threshold: float, labels: pd.Series, window: int
         raise ValueError("no candidate ratio to try")
     rows = []
     for ratio in candidates:
-        metrics = evaluate(flags_for_ratio(loss, threshold, ratio), labels, window, interval)
+        metrics = evaluate(flags_for_ratio(loss, threshold, ratio, interval), labels, window, interval)
         rows.append({"ratio": ratio, **asdict(metrics)})
     table = pd.DataFrame(rows)
     if table["events"].iloc[0] == 0:

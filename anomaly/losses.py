@@ -6,6 +6,7 @@ tick over thousands of sensors then costs milliseconds per sensor, not a Keras l
 calls the Keras model itself, the source of truth, which training uses and the other is checked against.
 Shapes: windows are ``[n_windows, window, 1]``, standardized.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -55,28 +56,29 @@ def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str 
     """
     if engine == "keras":
         return [reconstruction_loss(m.keras_model, w) for m, w in zip(models, windows)]
-    out: list[np.ndarray | None] = [None] * len(models)
+    out = [np.empty(0, dtype="float32")] * len(models)
     groups: dict[tuple[int, int], list[int]] = {}
     for k, model in enumerate(models):
         groups.setdefault(model.shape, []).append(k)
     for members in groups.values():
         members.sort(key=lambda k: len(windows[k]))
         for batch in _batches(members, [len(windows[k]) for k in members]):
-            losses = _padded_losses([models[k].weights for k in batch], [windows[k] for k in batch])
+            losses = _padded_losses([models[k].weights or {} for k in batch], [windows[k] for k in batch])
             for row, k in enumerate(batch):
-                out[k] = losses[row, :len(windows[k])]
+                out[k] = losses[row, : len(windows[k])]
     return out
 
 
 def _batches(members: list[int], sizes: list[int]) -> list[list[int]]:
     """Consecutive runs of members (sorted by size) whose padded size stays within WINDOWS_PER_BATCH."""
-    batches, current = [], []
+    batches: list[list[int]] = []
+    current: list[int] = []
     for k, size in zip(members, sizes):
         if current and (len(current) + 1) * max(size, 1) > WINDOWS_PER_BATCH:
             batches.append(current)
             current = []
         current.append(k)
-    return batches + [current] if current else batches
+    return [*batches, current] if current else batches
 
 
 def _padded_losses(weights: list[dict[str, np.ndarray]], windows: list[np.ndarray]) -> np.ndarray:
@@ -84,7 +86,7 @@ def _padded_losses(weights: list[dict[str, np.ndarray]], windows: list[np.ndarra
     longest = max(1, max(len(w) for w in windows))
     x = np.zeros((len(windows), longest, windows[0].shape[1]), dtype="float32")
     for row, w in enumerate(windows):
-        x[row, :len(w)] = w[:, :, 0]
+        x[row, : len(w)] = w[:, :, 0]
     stacked = {key: np.stack([w[key] for w in weights]).astype("float32") for key in weights[0]}
     return forward_losses(stacked, x)
 
@@ -120,7 +122,7 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     h = np.zeros((sensors, n_windows, units), dtype="float32")
     c = np.zeros_like(h)
     for t in range(window):
-        projected = x[:, :, t:t + 1] * weights["encoder_kernel"] + weights["encoder_bias"][:, None, :]
+        projected = x[:, :, t : t + 1] * weights["encoder_kernel"] + weights["encoder_bias"][:, None, :]
         h, c = _lstm_step(projected, h, c, weights["encoder_recurrent_kernel"])
     # RepeatVector: the decoder sees the same input at every step, so its projection is computed once.
     projected = np.matmul(h, weights["decoder_kernel"]) + weights["decoder_bias"][:, None, :]
@@ -132,5 +134,3 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
         error += np.abs(out - x[:, :, t])
     return error / window
-
-

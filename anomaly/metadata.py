@@ -4,6 +4,7 @@ The scorer, the status table, evaluation and tuning all read a model through ``M
 they agree on which fields a usable model must have and on when a model no longer fits the
 configuration (another window or interval).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,12 @@ def _stamp(value: object) -> pd.Timestamp | None:
     return None if stamp is pd.NaT or stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def section(record: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of metadata.json, or {} when it is missing or not an object."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def flat_limit(window: int, longest_flat_run: int | None) -> int | None:
     """Intervals of one repeated value beyond which a sensor counts as stuck: twice the longest run seen in
     training, and never less than a window. None for models saved before training measured it."""
@@ -66,32 +73,39 @@ class ModelMetadata:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ModelMetadata:
         """Validate the fields the scorer needs; a bad one raises ArtifactError naming it and its value."""
-        scaler = record.get("scaler")
+        scaler = section(record, "scaler")
         flat = record.get("longest_flat_run")
         checks = [
             ("sensor_id", isinstance(record.get("sensor_id"), str)),
             ("window", _whole(record.get("window"), 2)),
             ("interval_s", _whole(record.get("interval_s"), 1)),
             ("threshold", _number(record.get("threshold")) and record["threshold"] >= 0),
-            ("scaler", isinstance(scaler, dict) and _number(scaler.get("mean")) and _number(scaler.get("scale"))
-             and scaler["scale"] > 0),
+            ("scaler", _number(scaler.get("mean")) and _number(scaler.get("scale")) and scaler["scale"] > 0),
             ("longest_flat_run", flat is None or _whole(flat, 0)),
         ]
         for key, good in checks:
             if not good:
                 sensor_id = record.get("sensor_id") if isinstance(record.get("sensor_id"), str) else None
                 raise ArtifactError(f"metadata.json has {key} {record.get(key)!r}; retrain this sensor", sensor_id)
-        return cls(sensor_id=record["sensor_id"], window=record["window"],
-                   interval=pd.Timedelta(seconds=record["interval_s"]), threshold=float(record["threshold"]),
-                   mean=float(scaler["mean"]), scale=float(scaler["scale"]), longest_flat_run=flat,
-                   record=dict(record))
+        return cls(
+            sensor_id=record["sensor_id"],
+            window=record["window"],
+            interval=pd.Timedelta(seconds=record["interval_s"]),
+            threshold=float(record["threshold"]),
+            mean=float(scaler["mean"]),
+            scale=float(scaler["scale"]),
+            longest_flat_run=flat,
+            record=dict(record),
+        )
 
     def mismatch(self, window: int, interval: pd.Timedelta) -> str | None:
         """Why this model cannot score with the configured window and interval, or None when it can."""
         if self.window == window and self.interval == interval:
             return None
-        return (f"model has window {self.window} and interval {self.interval}, config wants window {window} and "
-                f"interval {interval}; retrain it")
+        return (
+            f"model has window {self.window} and interval {self.interval}, config wants window {window} and "
+            f"interval {interval}; retrain it"
+        )
 
     @property
     def flat_limit(self) -> int | None:
@@ -103,6 +117,5 @@ class ModelMetadata:
 
     @property
     def training_range(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-        training = self.record.get("training_range")
-        training = training if isinstance(training, dict) else {}
+        training = section(self.record, "training_range")
         return _stamp(training.get("start")), _stamp(training.get("stop"))

@@ -4,6 +4,7 @@ database, run it, write its health point, and map what went wrong to an exit sta
 A job is a small module that gives a ``Job``: its name, its flags on top of the common ones, how its
 settings are made from them, and its run. Nothing else in a job repeats this.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 class HasCommon(Protocol):
-    common: Common
+    """A job's settings: whatever it holds, its ``common`` part is what the runner needs."""
+
+    @property
+    def common(self) -> Common: ...
 
 
 S = TypeVar("S", bound=HasCommon)
@@ -55,8 +59,9 @@ class Job(Generic[S]):
     lock: bool = False
 
     def parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(description=self.description,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(
+            description=self.description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         add_common_arguments(parser)
         self.add_arguments(parser)
         return parser
@@ -77,8 +82,10 @@ def job_lock(models_dir: Path, job: str) -> Iterator[Path]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise LockedError(f"another {job} run for {models_dir} is still going (pid {holder}, lock {path}); "
-                              f"this run exits without doing anything") from None
+            raise LockedError(
+                f"another {job} run for {models_dir} is still going (pid {holder}, lock {path}); "
+                f"this run exits without doing anything"
+            ) from None
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()
@@ -101,9 +108,16 @@ def main(job: Job[Any], argv: list[str] | None = None) -> int:
             with connect(common.connection, common.schema) as db:
                 outcome = job.run(settings, db)
                 if outcome.health is not None:
-                    db.record_run(job.name, socket.gethostname(), {
-                        "duration_s": round(time.monotonic() - began, 3), **outcome.health,
-                        "exit_status": outcome.status}, time.time_ns())
+                    db.record_run(
+                        job.name,
+                        socket.gethostname(),
+                        {
+                            "duration_s": round(time.monotonic() - began, 3),
+                            **outcome.health,
+                            "exit_status": outcome.status,
+                        },
+                        time.time_ns(),
+                    )
             return outcome.status
     except LockedError as e:
         logging.getLogger(job.name).warning("%s", e)

@@ -1,12 +1,14 @@
 """Runs of consecutive flagged entries: the one splitter behind events, label events and plot spans."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 
-def runs(mask: np.ndarray, index: pd.DatetimeIndex | None = None,
-         interval: pd.Timedelta | None = None) -> list[tuple[int, int]]:
+def runs(
+    mask: np.ndarray, index: pd.DatetimeIndex | None = None, interval: pd.Timedelta | None = None
+) -> list[tuple[int, int]]:
     """(first, last) positions, inclusive, of each run of True in ``mask``.
 
     Entries are one run when they are next to each other in ``mask`` and, given ``index`` (sorted times of

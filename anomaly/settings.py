@@ -4,6 +4,7 @@ Every error is a ``ConfigError`` whose message names the file or flag, the key a
 person reading a cron mail knows what to fix without opening the code. Nothing below a job's
 settings reads the environment or the flags again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,7 +100,9 @@ def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--where: {item!r} is not KEY=VALUE (for example --where 'siteRef=Campus Energy Centre')")
+            raise ConfigError(
+                f"--where: {item!r} is not KEY=VALUE (for example --where 'siteRef=Campus Energy Centre')"
+            )
         pairs.append((key, value))
     return tuple(pairs)
 
@@ -118,8 +121,9 @@ def _read_json_object(path: Path) -> dict:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: JSON nested too deeply to read; it must be one object mapping sensor id "
-                          f"to a number") from None
+        raise ConfigError(
+            f"{path}: JSON nested too deeply to read; it must be one object mapping sensor id to a number"
+        ) from None
     except ValueError as e:  # an integer longer than Python converts (4300 digits)
         raise ConfigError(f"{path}: not usable JSON: {str(e).partition(';')[0]}") from None
     if not isinstance(data, dict):
@@ -132,7 +136,7 @@ def _ratio(path: Path, key: str, value: object) -> float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < float(value) < math.inf
     except OverflowError:
         ok = False
-    if not ok:
+    if not ok or not isinstance(value, (int, float)):
         raise ConfigError(f"{path}: key {key!r} has ratio {value!r}; a ratio must be a positive number such as 1.5")
     return float(value)
 
@@ -158,55 +162,101 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     conn = parser.add_argument_group("connection (flags override the environment variables)")
     conn.add_argument("--url", default=env("INFLUX_URL", "http://localhost:8086"), help="INFLUX_URL")
     conn.add_argument("--api", choices=APIS, default="auto", help="query dialect; auto asks the server (default)")
-    conn.add_argument("--token", default=env("INFLUX_TOKEN"), help="INFLUX_TOKEN; prefer the variable: flags show in ps")
+    conn.add_argument(
+        "--token", default=env("INFLUX_TOKEN"), help="INFLUX_TOKEN; prefer the variable: flags show in ps"
+    )
     conn.add_argument("--org", default=env("INFLUX_ORG"), help="INFLUX_ORG (Flux)")
     conn.add_argument("--bucket", default=env("INFLUX_BUCKET"), help="INFLUX_BUCKET (Flux)")
     conn.add_argument("--database", default=env("INFLUX_DATABASE"), help="INFLUX_DATABASE (InfluxQL)")
     conn.add_argument("--username", default=env("INFLUX_USERNAME"), help="INFLUX_USERNAME (InfluxQL)")
     conn.add_argument("--password", default=env("INFLUX_PASSWORD"), help="INFLUX_PASSWORD; prefer the variable")
     conn.add_argument("--timeout", default="30s", help="per-request timeout (default 30s)")
-    conn.add_argument("--retries", type=int, default=3, choices=range(0, 11), metavar="N",
-                      help="try a request that failed for a passing reason (no connection, time-out, HTTP 5xx) "
-                           "again up to N times, waiting 1s, 2s, 4s, ... (default 3)")
+    conn.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        choices=range(0, 11),
+        metavar="N",
+        help="try a request that failed for a passing reason (no connection, time-out, HTTP 5xx) "
+        "again up to N times, waiting 1s, 2s, 4s, ... (default 3)",
+    )
 
     schema = parser.add_argument_group("input schema")
     schema.add_argument("--measurement", default="READINGS", help="measurement holding the readings (default READINGS)")
     schema.add_argument("--field", default="val_num", help="numeric field with the reading (default val_num)")
     schema.add_argument("--sensor-tag", default="uniqueID", help="tag whose value is the sensor id (default uniqueID)")
-    schema.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                        help="tag filter, repeatable (for example --where 'siteRef=Campus Energy Centre')")
-    schema.add_argument("--sensor", action="append", default=[], metavar="ID",
-                        help="sensor id to process, repeatable (default: every sensor found)")
-    schema.add_argument("--shard", metavar="I/N",
-                        help="process only the I-th of N parts of the sensors (stable per sensor id), "
-                             "so N hosts can share a fleet without coordination")
-    schema.add_argument("--output-measurement", default="PREDICT_ANOMALY",
-                        help="measurement the scores are written to (default PREDICT_ANOMALY)")
+    schema.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tag filter, repeatable (for example --where 'siteRef=Campus Energy Centre')",
+    )
+    schema.add_argument(
+        "--sensor",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="sensor id to process, repeatable (default: every sensor found)",
+    )
+    schema.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="process only the I-th of N parts of the sensors (stable per sensor id), "
+        "so N hosts can share a fleet without coordination",
+    )
+    schema.add_argument(
+        "--output-measurement",
+        default="PREDICT_ANOMALY",
+        help="measurement the scores are written to (default PREDICT_ANOMALY)",
+    )
 
     job = parser.add_argument_group("job")
     job.add_argument("--interval", default="15m", help="aggregation interval: mean per interval (default 15m)")
-    job.add_argument("--max-gap", default="1h",
-                     help="fill gaps up to this long by interpolation; no window spans a longer one (default 1h)")
-    job.add_argument("--models-dir", type=Path, default=PROJECT_DIR / "models",
-                     help="where models are kept (default models/ beside the scripts)")
-    job.add_argument("--ratios", type=Path, default=PROJECT_DIR / "threshold_ratios.json",
-                     help="threshold ratios per sensor (default threshold_ratios.json beside the scripts)")
-    job.add_argument("--windows", type=Path, default=PROJECT_DIR / "time_step_sizes.json",
-                     help="window length per sensor (default time_step_sizes.json beside the scripts)")
+    job.add_argument(
+        "--max-gap",
+        default="1h",
+        help="fill gaps up to this long by interpolation; no window spans a longer one (default 1h)",
+    )
+    job.add_argument(
+        "--models-dir",
+        type=Path,
+        default=PROJECT_DIR / "models",
+        help="where models are kept (default models/ beside the scripts)",
+    )
+    job.add_argument(
+        "--ratios",
+        type=Path,
+        default=PROJECT_DIR / "threshold_ratios.json",
+        help="threshold ratios per sensor (default threshold_ratios.json beside the scripts)",
+    )
+    job.add_argument(
+        "--windows",
+        type=Path,
+        default=PROJECT_DIR / "time_step_sizes.json",
+        help="window length per sensor (default time_step_sizes.json beside the scripts)",
+    )
     job.add_argument("--chunk-size", type=int, default=200, help="sensors per query and per write (default 200)")
     job.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    job.add_argument("--log-format", default="text", choices=("text", "json"),
-                     help="text: one readable line per event (default); json: one JSON object per line")
-    job.add_argument("--health-measurement", default="JOB_HEALTH",
-                     help="measurement that gets one point per run (job, host, duration, counts, exit status); "
-                          "empty to write none (default JOB_HEALTH)")
+    job.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text: one readable line per event (default); json: one JSON object per line",
+    )
+    job.add_argument(
+        "--health-measurement",
+        default="JOB_HEALTH",
+        help="measurement that gets one point per run (job, host, duration, counts, exit status); "
+        "empty to write none (default JOB_HEALTH)",
+    )
     job.add_argument("--now", help="take this RFC3339 time as the current time (replays and tests)")
 
 
 def _valid_url(url: str) -> bool:
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port
+        _ = parts.port  # raises ValueError for a port that is not a number in range
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in url)
@@ -221,7 +271,9 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
     if args.api == "influxql" and not (args.database or args.bucket):
         raise ConfigError("--api influxql needs INFLUX_DATABASE (or --database)")
     if args.api == "auto" and not (args.database or args.bucket):
-        raise ConfigError("set INFLUX_DATABASE (InfluxDB 1.x/3.x) or INFLUX_BUCKET (2.x), or the --database/--bucket flags")
+        raise ConfigError(
+            "set INFLUX_DATABASE (InfluxDB 1.x/3.x) or INFLUX_BUCKET (2.x), or the --database/--bucket flags"
+        )
     return Connection(
         url=args.url.rstrip("/"),
         api=args.api,
@@ -237,8 +289,12 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
 
 
 def schema_from_args(args: argparse.Namespace, label_field: str | None = None) -> Schema:
-    for flag, value in (("--measurement", args.measurement), ("--field", args.field),
-                        ("--sensor-tag", args.sensor_tag), ("--output-measurement", args.output_measurement)):
+    for flag, value in (
+        ("--measurement", args.measurement),
+        ("--field", args.field),
+        ("--sensor-tag", args.sensor_tag),
+        ("--output-measurement", args.output_measurement),
+    ):
         if not value or "\n" in value:
             raise ConfigError(f"{flag}: {value!r} must be a non-empty single-line name")
     return Schema(

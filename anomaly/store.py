@@ -12,6 +12,7 @@ metadata.json is then replaced in one ``os.replace``. A crash at any point leave
 new metadata.json, each naming complete files. The previous version is kept so that a scorer which read
 the old metadata a moment earlier can still open its files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,12 +28,20 @@ import joblib
 import numpy as np
 
 from anomaly import files
-from anomaly.metadata import FORMAT_VERSION, ArtifactError, ModelMetadata
+from anomaly.metadata import FORMAT_VERSION, ArtifactError, ModelMetadata, section
 
 METADATA = "metadata.json"
 FILES = ("model", "scaler", "weights")
-WEIGHT_NAMES = ("encoder_kernel", "encoder_recurrent_kernel", "encoder_bias", "decoder_kernel",
-                "decoder_recurrent_kernel", "decoder_bias", "output_kernel", "output_bias")
+WEIGHT_NAMES = (
+    "encoder_kernel",
+    "encoder_recurrent_kernel",
+    "encoder_bias",
+    "decoder_kernel",
+    "decoder_recurrent_kernel",
+    "decoder_bias",
+    "output_kernel",
+    "output_bias",
+)
 
 
 def sensor_dir(models_dir: Path, sensor_id: str) -> Path:
@@ -59,16 +68,25 @@ def save(directory: Path, model: Any, scaler: Any, weights: dict[str, np.ndarray
     directory.mkdir(parents=True, exist_ok=True)
     previous = _previous_metadata(directory / METADATA)
     version = f"{metadata['trained_at'].replace(':', '').replace('-', '')}-{secrets.token_hex(3)}"
-    names = {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib",
-             "weights": f"weights-{version}.npz"}
+    names = {
+        "model": f"model-{version}.keras",
+        "scaler": f"scaler-{version}.joblib",
+        "weights": f"weights-{version}.npz",
+    }
     model.save(directory / names["model"])
     joblib.dump(scaler, directory / names["scaler"])
     with open(directory / names["weights"], "wb") as f:
-        np.savez(f, **{name: np.asarray(weights[name], dtype="float32") for name in WEIGHT_NAMES})
+        arrays: dict[str, Any] = {name: np.asarray(weights[name], dtype="float32") for name in WEIGHT_NAMES}
+        np.savez(f, **arrays)
     for name in names.values():
         files.fsync_path(directory / name)
-    record = dict(metadata, format_version=FORMAT_VERSION, version=version, files=names,
-                  sha256={key: sha256_file(directory / name) for key, name in names.items()})
+    record = dict(
+        metadata,
+        format_version=FORMAT_VERSION,
+        version=version,
+        files=names,
+        sha256={key: sha256_file(directory / name) for key, name in names.items()},
+    )
     files.write_atomic(directory / METADATA, json.dumps(record, indent=2, sort_keys=True) + "\n", durable=True)
     _prune(directory, keep=set(names.values()) | set((previous.get("files") or {}).values()))
     return directory / METADATA
@@ -125,23 +143,26 @@ def load(directory: Path, verify: tuple[str, ...] = FILES) -> SavedModel:
         raise ArtifactError("no model")
     record = _read_json(path)
     if record.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format version {record.get('format_version')!r} is not "
-                            f"{FORMAT_VERSION}; retrain this sensor")
+        raise ArtifactError(
+            f"{path}: format version {record.get('format_version')!r} is not {FORMAT_VERSION}; retrain this sensor"
+        )
     try:
         metadata = ModelMetadata.from_record(record)
     except ArtifactError as e:
         raise ArtifactError(f"{directory}: {e}", e.sensor_id) from None
-    checksums = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
+    checksums = section(record, "sha256")
     paths = {}
-    for key, name in (record.get("files") or {}).items():
+    for key, name in section(record, "files").items():
         file = directory / name
-        if not file.exists() or key in verify and sha256_file(file) != checksums.get(key):
-            raise ArtifactError(f"{file}: missing or damaged (checksum mismatch); retrain this sensor",
-                                metadata.sensor_id)
+        if not file.exists() or (key in verify and sha256_file(file) != checksums.get(key)):
+            raise ArtifactError(
+                f"{file}: missing or damaged (checksum mismatch); retrain this sensor", metadata.sensor_id
+            )
         paths[key] = file
     if set(paths) != set(FILES):
-        raise ArtifactError(f"{path}: does not name the {', '.join(FILES)} files; retrain this sensor",
-                            metadata.sensor_id)
+        raise ArtifactError(
+            f"{path}: does not name the {', '.join(FILES)} files; retrain this sensor", metadata.sensor_id
+        )
     return SavedModel(metadata, paths, {key: str(checksums.get(key)) for key in FILES})
 
 
@@ -154,9 +175,11 @@ def load_weights(path: Path, sha256: str) -> dict[str, np.ndarray]:
         weights = {name: data[name] for name in WEIGHT_NAMES if name in data}
     missing = set(WEIGHT_NAMES) - set(weights)
     units = weights.get("encoder_recurrent_kernel", np.empty((0, 0))).shape[0]
-    shapes_ok = not missing and all(
-        weights[name].shape[-1] == 4 * units for name in WEIGHT_NAMES[:6]
-    ) and weights["output_kernel"].shape == (units, 1)
+    shapes_ok = (
+        not missing
+        and all(weights[name].shape[-1] == 4 * units for name in WEIGHT_NAMES[:6])
+        and weights["output_kernel"].shape == (units, 1)
+    )
     if not shapes_ok:
         raise ArtifactError(f"{path}: weights missing or of inconsistent shapes; retrain this sensor")
     return weights

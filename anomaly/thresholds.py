@@ -42,6 +42,7 @@ A window's decision compares its own *smoothed* loss with the threshold computed
 losses of the ``history`` windows before it, so it depends on its own loss and the
 ``history_needed(history, smoothing)`` losses before it, never on later ones.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,8 +102,13 @@ def smooth(losses: np.ndarray, smoothing: float = SMOOTHING) -> np.ndarray:
     return np.convolve(values, weights)[:n] / np.convolve(np.ones(n), weights)[:n]
 
 
-def dynamic_threshold(losses: np.ndarray, floor: float, smoothing: float = SMOOTHING,
-                      z_range: Sequence[float] = Z_RANGE, fence: float = FENCE) -> float:
+def dynamic_threshold(
+    losses: np.ndarray,
+    floor: float,
+    smoothing: float = SMOOTHING,
+    z_range: Sequence[float] = Z_RANGE,
+    fence: float = FENCE,
+) -> float:
     """The threshold for the next window's smoothed loss, from the losses of the windows before it.
 
     Parameters
@@ -123,13 +129,18 @@ def dynamic_threshold(losses: np.ndarray, floor: float, smoothing: float = SMOOT
     _check_fence(fence)
     if values.size < 2:
         return float(floor)
-    return float(_thresholds(smooth(values, smoothing)[None, :], float(floor), z, fence,
-                             smoothing_span(smoothing))[0])
+    return float(_thresholds(smooth(values, smoothing)[None, :], float(floor), z, fence, smoothing_span(smoothing))[0])
 
 
-def rolling_dynamic_thresholds(losses: pd.Series, floor: float, history: int, smoothing: float = SMOOTHING,
-                               z_range: Sequence[float] = Z_RANGE, fence: float = FENCE,
-                               min_history: int | None = None) -> pd.DataFrame:
+def rolling_dynamic_thresholds(
+    losses: pd.Series,
+    floor: float,
+    history: int,
+    smoothing: float = SMOOTHING,
+    z_range: Sequence[float] = Z_RANGE,
+    fence: float = FENCE,
+    min_history: int | None = None,
+) -> pd.DataFrame:
     """Each window's dynamic threshold from the ``history`` windows before it, and its decision.
 
     Causal: entry i depends on losses[i - history_needed(history, smoothing) .. i] only. Windows are taken
@@ -157,8 +168,11 @@ def rolling_dynamic_thresholds(losses: pd.Series, floor: float, history: int, sm
     if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 2:
         raise ValueError(f"history must be a whole number of windows >= 2, not {history!r}")
     min_history = history if min_history is None else min_history
-    if isinstance(min_history, bool) or not isinstance(min_history, (int, np.integer)) \
-            or not 2 <= min_history <= history:
+    if (
+        isinstance(min_history, bool)
+        or not isinstance(min_history, (int, np.integer))
+        or not 2 <= min_history <= history
+    ):
         raise ValueError(f"min_history must be a whole number in [2, history={history}], not {min_history!r}")
     smoothed = smooth(values, smoothing)
     span = smoothing_span(smoothing)
@@ -170,26 +184,34 @@ def rolling_dynamic_thresholds(losses: pd.Series, floor: float, history: int, sm
         threshold[i] = _thresholds(smoothed[None, :i], float(floor), z, fence, span, max(0, i - history))[0]
     if values.size > history + lead:
         full = np.lib.stride_tricks.sliding_window_view(smoothed[:-1], history + lead)
-        threshold[history + lead:] = _thresholds(full, float(floor), z, fence, span, lead)
-    return pd.DataFrame({"smoothed": smoothed, "threshold": threshold, "anomaly": smoothed > threshold},
-                        index=losses.index)
+        threshold[history + lead :] = _thresholds(full, float(floor), z, fence, span, lead)
+    return pd.DataFrame(
+        {"smoothed": smoothed, "threshold": threshold, "anomaly": smoothed > threshold}, index=losses.index
+    )
 
 
-def rolling_dynamic_flags(losses: pd.Series, floor: float, history: int, smoothing: float = SMOOTHING,
-                          z_range: Sequence[float] = Z_RANGE, fence: float = FENCE,
-                          min_history: int | None = None) -> pd.Series:
+def rolling_dynamic_flags(
+    losses: pd.Series,
+    floor: float,
+    history: int,
+    smoothing: float = SMOOTHING,
+    z_range: Sequence[float] = Z_RANGE,
+    fence: float = FENCE,
+    min_history: int | None = None,
+) -> pd.Series:
     """Boolean Series by window end: the ``anomaly`` column of ``rolling_dynamic_thresholds``."""
     return rolling_dynamic_thresholds(losses, floor, history, smoothing, z_range, fence, min_history)["anomaly"]
 
 
-def _thresholds(histories: np.ndarray, floor: float, z: np.ndarray, fence: float, span: int,
-                lead: int = 0) -> np.ndarray:
+def _thresholds(
+    histories: np.ndarray, floor: float, z: np.ndarray, fence: float, span: int, lead: int = 0
+) -> np.ndarray:
     """max(eps, floor) for each row of smoothed histories [m, lead + h], h >= 2; the first ``lead`` columns
     come before the history and only serve to recognise the echo of a fenced loss. See the module docstring."""
     out = np.empty(len(histories))
     rows = max(1, _CELLS_PER_BATCH // (len(z) * histories.shape[1]))
     for start in range(0, len(histories), rows):
-        out[start:start + rows] = _eps(histories[start:start + rows], z, fence, span, lead)
+        out[start : start + rows] = _eps(histories[start : start + rows], z, fence, span, lead)
     return np.maximum(out, floor)
 
 
@@ -212,8 +234,8 @@ def _eps(e: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int) -> np
     n = kept.sum(axis=1)
     mean = np.where(kept, e, 0.0).sum(axis=1) / n
     std = np.sqrt(np.where(kept, (e - mean[:, None]) ** 2, 0.0).sum(axis=1) / n)
-    eps = mean[:, None] + z[None, :] * std[:, None]                        # [m, Z]
-    above = kept[:, None, :] & (e[:, None, :] > eps[:, :, None])          # [m, Z, h]
+    eps = mean[:, None] + z[None, :] * std[:, None]  # [m, Z]
+    above = kept[:, None, :] & (e[:, None, :] > eps[:, :, None])  # [m, Z, h]
     below = kept[:, None, :] & ~above
     n_above = above.sum(axis=2)
     n_below = np.maximum(n[:, None] - n_above, 1)
@@ -222,13 +244,16 @@ def _eps(e: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int) -> np
     # Runs of losses above eps, in time order over the kept losses: a fenced loss neither starts nor breaks one.
     position = np.where(kept, np.arange(h)[None, :], -1)
     previous = np.concatenate([np.full((m, 1), -1), np.maximum.accumulate(position, axis=1)[:, :-1]], axis=1)
-    previous_above = np.take_along_axis(above, np.broadcast_to(np.maximum(previous, 0)[:, None, :], above.shape),
-                                        axis=2) & (previous >= 0)[:, None, :]
+    previous_above = (
+        np.take_along_axis(above, np.broadcast_to(np.maximum(previous, 0)[:, None, :], above.shape), axis=2)
+        & (previous >= 0)[:, None, :]
+    )
     sequences = (above & ~previous_above).sum(axis=2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        drop = (np.where(mean[:, None] > 0, (mean[:, None] - mean_below) / mean[:, None], 0.0)
-                + np.where(std[:, None] > 0, (std[:, None] - std_below) / std[:, None], 0.0))
-        score = drop / (n_above + sequences ** 2)
+        drop = np.where(mean[:, None] > 0, (mean[:, None] - mean_below) / mean[:, None], 0.0) + np.where(
+            std[:, None] > 0, (std[:, None] - std_below) / std[:, None], 0.0
+        )
+        score = drop / (n_above + sequences**2)
     eligible = (n_above >= 1) & (2 * n_above < n[:, None])
     score = np.where(eligible, score, -np.inf)
     # Ties go to the larger z: argmax over the candidates in reverse order.
@@ -238,17 +263,20 @@ def _eps(e: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int) -> np
 
 
 def _check_smoothing(smoothing: float) -> None:
-    if not isinstance(smoothing, (int, float, np.floating)) or isinstance(smoothing, bool) \
-            or not 0 < smoothing <= 1:
+    if not isinstance(smoothing, (int, float, np.floating)) or isinstance(smoothing, bool) or not 0 < smoothing <= 1:
         raise ValueError(f"smoothing must be a number in (0, 1] (1: no smoothing), not {smoothing!r}")
 
 
 def _check_floor(floor: float) -> None:
     # A floor of 0 would leave flat errors to std and MAD of 0: every change an outlier.
-    if not isinstance(floor, (int, float, np.floating)) or isinstance(floor, bool) \
-            or not (math.isfinite(floor) and floor > 0):
-        raise ValueError(f"floor must be a positive finite number (the model's threshold times the ratio), "
-                         f"not {floor!r}")
+    if (
+        not isinstance(floor, (int, float, np.floating))
+        or isinstance(floor, bool)
+        or not (math.isfinite(floor) and floor > 0)
+    ):
+        raise ValueError(
+            f"floor must be a positive finite number (the model's threshold times the ratio), not {floor!r}"
+        )
 
 
 def _check_fence(fence: float) -> None:

@@ -2,6 +2,7 @@
 
 One parser and one formatter for each, so a value logged can always be pasted back into a flag.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,10 +23,12 @@ def parse_duration(text: str, what: str, allow_zero: bool = False) -> pd.Timedel
     return pd.Timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
-def format_duration(delta: pd.Timedelta) -> str:
-    """The inverse of parse_duration for logs: 900 s -> ``15m``."""
+def format_duration(delta: pd.Timedelta, largest: str = "w") -> str:
+    """The inverse of parse_duration for logs: 900 s -> ``15m``. ``largest`` is the largest unit used:
+    ``d`` writes 35 days as ``35d`` rather than ``5w``, as a flag's default is written."""
     seconds = int(delta.total_seconds())
-    for unit in ("w", "d", "h", "m"):
+    units = ("w", "d", "h", "m")
+    for unit in units[units.index(largest) :]:
         if seconds % _UNIT_SECONDS[unit] == 0:
             return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
     return f"{seconds}s"
@@ -40,8 +43,10 @@ def parse_time(text: str, now: pd.Timestamp, what: str) -> pd.Timestamp:
         try:
             return now - parse_duration(text[1:], what)
         except ConfigError:
-            raise ConfigError(f"{what}: {text!r} is not a time; use RFC3339 with a zone "
-                              f"(2026-01-31T00:00:00Z), now, or a relative time such as -90d") from None
+            raise ConfigError(
+                f"{what}: {text!r} is not a time; use RFC3339 with a zone "
+                f"(2026-01-31T00:00:00Z), now, or a relative time such as -90d"
+            ) from None
     try:
         stamp = pd.Timestamp(text)
     except ValueError:
@@ -63,8 +68,7 @@ def current_time(text: str | None) -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC") if text is None else parse_time(text, pd.Timestamp(0, tz="UTC"), "--now")
 
 
-def parse_range(start: str, stop: str, now: pd.Timestamp,
-                interval: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
+def parse_range(start: str, stop: str, now: pd.Timestamp, interval: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
     """``--start``/``--stop`` -> [start, stop), both on the interval grid, start before stop."""
     first = parse_time(start, now, "--start").floor(interval)
     last = parse_time(stop, now, "--stop").floor(interval)

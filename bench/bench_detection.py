@@ -10,15 +10,20 @@ generated 15-minute sensors (tools.sensor_data.normal_readings as the base):
 - ``flat``: a held set point, a constant level with tiny noise (0.01).
 
 Each sensor trains the default model on the readings before the held-out stretch, with the job's own
-defaults (sensor_training.build_parser(); window and ratio from time_step_sizes.json and
-threshold_ratios.json) and its threshold (the --percentile of the training windows' losses). The
-held-out stretch gets one spike, level shift or flatline a day (tools.sensor_data.inject, sizes relative to
-the sensor's spread) and is scored as sensor_predict.py scores it (NumPy engine). The flags of every method
-are evaluated against the injected spans with evaluation.evaluate (labels = the intervals of each event):
+defaults (parsed by sensor_training.py's own parser; window and ratio from time_step_sizes.json and
+threshold_ratios.json) and its threshold (the --percentile of the training windows' losses), through the
+training job's pipeline (model_trainer, by tools.in_memory). The held-out stretch gets one spike, level
+shift or flatline a day (tools.sensor_data.inject, sizes relative to the sensor's spread) and is scored by
+the scorer's pipeline (model_predict.prepare, anomaly.losses with the NumPy engine, model_predict.decide).
+The flags of every method are evaluated against the injected spans with anomaly.evaluation.evaluate
+(labels = the intervals of each event):
 
-- ``percentile K=1/2/3``: loss > threshold × ratio, with --min-consecutive K (model_predict.flags);
-- ``dynamic K=1``: thresholds.rolling_dynamic_flags, the history being the ``--history`` windows before
-  each one (from the end of the training stretch on), floor = threshold × ratio.
+- ``percentile K=1/2/3``: loss > threshold × ratio, with --min-consecutive K (detect.Rules min_consecutive);
+- ``dynamic K=1``: the dynamic threshold (detect.Rules dynamic_history), the history being the ``--history``
+  windows before each one (from the end of the training stretch on), floor = threshold × ratio.
+
+The data checks of the scorer (flat-line, missing) are not among the methods: the figures compare the
+reconstruction threshold alone.
 
     .venv/bin/python bench/bench_detection.py            # full run, a few minutes
     .venv/bin/python bench/bench_detection.py --quick    # about 20 s, for development
@@ -28,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -38,22 +42,18 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-for path in (ROOT, ROOT / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import bench_model_size  # noqa: E402
-import clean  # noqa: E402
-from anomaly import times  # noqa: E402
-import evaluation  # noqa: E402
-import sensor_training  # noqa: E402
-import thresholds  # noqa: E402
-from tools import sensor_data  # noqa: E402
+import model_predict  # noqa: E402
+from anomaly import detect, evaluation, losses, thresholds, times  # noqa: E402
+from model_trainer import Plan  # noqa: E402
+from tools import in_memory, sensor_data  # noqa: E402
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
 KINDS = ("daily", "noisy", "drift", "flat")
 PERSISTENCE = (1, 2, 3)
-METHODS = tuple(f"percentile K={k}" for k in PERSISTENCE) + ("dynamic K=1",)
+METHODS = (*(f"percentile K={k}" for k in PERSISTENCE), "dynamic K=1")
 COLUMNS = (("event_recall", "ev recall", ".2f"), ("false_alarms_per_week", "FA/week", ".2f"),
            ("event_precision", "ev prec", ".2f"), ("event_f1", "ev F1", ".2f"), ("f1", "point F1", ".2f"),
            ("mean_delay_min", "delay min", ".0f"))
@@ -76,17 +76,10 @@ def base_readings(kind: str, sensor_id: str, index: pd.DatetimeIndex, seed: int)
 
 def readings(kind: str, sensor_id: str, sensor_number: int, index: pd.DatetimeIndex, interval: pd.Timedelta,
              holdout_start: pd.Timestamp, per_kind: int, seed: int) -> tuple[pd.Series, list[sensor_data.Anomaly]]:
-    """Readings with anomalies in the held-out stretch, each injected into the clean readings (its size
-    relative to their spread) and copied over, as bench_model_size.py does."""
-    values = base_readings(kind, sensor_id, index, seed)
-    out = values.copy()
-    anomalies = []
-    for anomaly_kind, at in bench_model_size.event_times(sensor_number, holdout_start, per_kind, seed):
-        injected, anomaly = sensor_data.inject(values, index, sensor_id, anomaly_kind, at, interval)
-        span = (index >= anomaly.start) & (index < anomaly.stop)
-        out[span] = injected[span]
-        anomalies.append(anomaly)
-    return pd.Series(out, index=index, name=sensor_id), anomalies
+    """Readings with anomalies in the held-out stretch, one a day (tools.sensor_data.event_times), each
+    injected into the clean readings (its size relative to their spread) and copied over."""
+    return sensor_data.with_anomalies(base_readings(kind, sensor_id, index, seed), index, sensor_id,
+                                      sensor_data.event_times(sensor_number, holdout_start, per_kind, seed), interval)
 
 
 def labels_for(anomalies: list[sensor_data.Anomaly], start: pd.Timestamp, stop: pd.Timestamp,
@@ -96,64 +89,40 @@ def labels_for(anomalies: list[sensor_data.Anomaly], start: pd.Timestamp, stop: 
     return evaluation.labels_on_grid(marked, start, stop, interval)
 
 
+def method_rules(threshold: float, history: int) -> dict[str, detect.Rules]:
+    """The methods compared, as the scorer's rules: --min-consecutive K, or --threshold dynamic."""
+    rules = {f"percentile K={k}": detect.Rules(threshold, min_consecutive=k) for k in PERSISTENCE}
+    rules["dynamic K=1"] = detect.Rules(threshold, dynamic_history=history)
+    return rules
+
+
 def run_sensor(kind: str, sensor_id: str, series: pd.Series, anomalies: list[sensor_data.Anomaly],
-               holdout_start: pd.Timestamp, epochs: int, history: int, seed: int,
-               defaults: bench_model_size.JobDefaults) -> dict:
+               holdout_start: pd.Timestamp, history: int, plan: Plan, defaults: in_memory.JobDefaults) -> dict:
     """Train as the job does, score the held-out stretch (and the history before it), flag with every method."""
-    import model_predict
-    import model_trainer
-
-    window, interval = defaults.window, defaults.interval
-    max_gap_points = int(defaults.max_gap / interval)
-    train = clean.fill_short_gaps(
-        clean.regularize(clean.validate_series(series[series.index < holdout_start]), interval,
-                         series.index[0], holdout_start), max_gap_points)
-    reason = clean.unusable_reason(train, window, defaults.min_windows)
-    if reason:
-        raise ValueError(f"{sensor_id}: {reason}; use more --days")
-    scaler = clean.fit_scaler(train)
-    mean, scale = float(scaler.mean_[0]), float(scaler.scale_[0])
-    windows, _ = clean.windows_without_gaps(clean.scale(train, mean, scale), window)
-    model_trainer.seed_everything(sensor_training.sensor_seed(seed, sensor_id))
-    began = time.perf_counter()
-    model = model_trainer.build_model(window, defaults_units(), defaults.dropout)
-    fit = model_trainer.fit_model(model, windows, epochs, defaults.batch_size, defaults.validation_split,
-                                  defaults.patience)
-    threshold = model_trainer.loss_threshold(model_predict.reconstruction_loss(model, windows), defaults.percentile)
-    train_s = time.perf_counter() - began
-
-    full = clean.regularize(clean.validate_series(series), interval, series.index[0], series.index[-1] + interval)
-    sensor = model_predict.SensorModel(sensor_id=sensor_id, window=window, interval=interval, threshold=threshold,
-                                       mean=mean, scale=scale, weights=model_trainer.export_weights(model))
+    window, interval = defaults.window, plan.interval
+    trained = in_memory.train(sensor_id, series[series.index < holdout_start], window, plan)
     # The windows before the held-out stretch are the dynamic threshold's history and the persistence runs' start.
-    first = holdout_start - thresholds.history_needed(history) * interval
-    scored, ends, values = model_predict.windows_to_score(full, sensor, max_gap_points, first, full.index[-1])
-    losses = model_predict.fleet_losses([sensor], [scored])[0]
-    effective = threshold * defaults.ratio
-    held_out = ends >= holdout_start
-    flags = {f"percentile K={k}": model_predict.flags(ends, values, losses, effective, k, interval)["anomaly"]
-             for k in PERSISTENCE}
-    dynamic = thresholds.rolling_dynamic_thresholds(pd.Series(losses.astype("float64"), index=ends), effective,
-                                                    history)
-    flags["dynamic K=1"] = dynamic["anomaly"]
+    first, last = holdout_start - thresholds.history_needed(history) * interval, series.index[-1]
+    prepared = in_memory.scoring_windows(series, trained.model, plan, first)
+    loss = losses.fleet_losses([trained.model], [prepared.windows])[0]
+    effective = trained.model.threshold * defaults.ratio
+    scores = {method: model_predict.decide(prepared, loss, rules, interval, first, last)
+              for method, rules in method_rules(effective, history).items()}
+    held_out = prepared.ends >= holdout_start
     labels_start = holdout_start - (window - 1) * interval
-    labels = labels_for(anomalies, labels_start, full.index[-1] + interval, interval)
-    by_kind = {a: labels_for([x for x in anomalies if x.kind == a], labels_start, full.index[-1] + interval, interval)
+    labels = labels_for(anomalies, labels_start, last + interval, interval)
+    by_kind = {a: labels_for([x for x in anomalies if x.kind == a], labels_start, last + interval, interval)
                for a in sensor_data.ANOMALY_KINDS}
     metrics, recall_by_kind = {}, {}
-    for method, flagged in flags.items():
-        flagged = flagged[held_out]
+    for method, frame in scores.items():
+        flagged = frame["anomaly"][held_out]
         metrics[method] = evaluation.evaluate(flagged, labels, window, interval)
         recall_by_kind[method] = {a: evaluation.evaluate(flagged, lab, window, interval) for a, lab in by_kind.items()}
-    dynamic_held = dynamic[held_out]
-    return {"kind": kind, "sensor_id": sensor_id, "train_s": train_s, "epochs": fit.epochs, "threshold": threshold,
-            "floor": effective, "metrics": metrics, "by_anomaly": recall_by_kind,
-            "dynamic_above_floor": float(np.mean(dynamic_held["threshold"] > effective)),
-            "dynamic_threshold_median": float(np.median(dynamic_held["threshold"]))}
-
-
-def defaults_units() -> int:
-    return sensor_training.build_parser().get_default("units")
+    dynamic_held = scores["dynamic K=1"]["threshold"][held_out]
+    return {"kind": kind, "sensor_id": sensor_id, "train_s": trained.train_s, "epochs": trained.fit.epochs,
+            "threshold": trained.model.threshold, "floor": effective, "metrics": metrics, "by_anomaly": recall_by_kind,
+            "dynamic_above_floor": float(np.mean(dynamic_held > effective)),
+            "dynamic_threshold_median": float(np.median(dynamic_held))}
 
 
 def combined(rows: list[dict], method: str) -> dict:
@@ -194,7 +163,8 @@ def verdict(kind: str, table: dict[str, dict]) -> str:
     f1 = better("event_f1", True)
     parts = [f"event F1 {cell(p['event_f1'], '.2f')} (percentile) vs {cell(d['event_f1'], '.2f')} (dynamic)",
              f"recall {cell(p['event_recall'], '.2f')} vs {cell(d['event_recall'], '.2f')}",
-             f"false alarms/week {cell(p['false_alarms_per_week'], '.2f')} vs {cell(d['false_alarms_per_week'], '.2f')}",
+             f"false alarms/week {cell(p['false_alarms_per_week'], '.2f')} vs "
+             f"{cell(d['false_alarms_per_week'], '.2f')}",
              f"mean delay {cell(p['mean_delay_min'], '.0f')} vs {cell(d['mean_delay_min'], '.0f')} min"]
     head = "no winner" if f1 == "tie" else f"{f1} wins"
     notes = []
@@ -210,69 +180,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="about 20 s: 1 sensor per kind, 21 days (7 held out), 1 event of each kind, 3 epochs")
     parser.add_argument("--sensors", type=int, help="sensors per kind (default 3; quick 1)")
-    parser.add_argument("--days", type=int, help="days of readings, the held-out stretch included (default 60; quick 21)")
-    parser.add_argument("--holdout-days", type=int, help="newest days scored, not trained on (default 14; quick 7)")
-    parser.add_argument("--per-kind", type=int, help="events of each anomaly kind per sensor (default 3; quick 1)")
-    parser.add_argument("--epochs", type=int, help="epoch limit (default: the job's default; quick 3)")
+    in_memory.add_arguments(parser)
     parser.add_argument("--history", type=int, default=672,
                         help="windows of history for the dynamic threshold (default 672: 7 days of 15 minutes)")
-    parser.add_argument("--seed", type=int, default=1, help="data and model seed (default 1)")
     parser.add_argument("--threads", type=int, help="TensorFlow intra-op threads (default: every core)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    defaults = bench_model_size.job_defaults()
-    quick = args.quick
-    sensors = args.sensors or (1 if quick else 3)
-    days = args.days or (21 if quick else 60)
-    holdout_days = args.holdout_days or (7 if quick else 14)
-    per_kind = args.per_kind or (1 if quick else 3)
-    epochs = args.epochs or (3 if quick else defaults.epochs)
-    interval = defaults.interval
-    if 3 * per_kind + 1 >= holdout_days:
-        print(f"--holdout-days {holdout_days} is too short for {3 * per_kind} events, one a day from the second day",
-              file=sys.stderr)
-        return 2
-    train_days = days - holdout_days
+def history_problem(args: argparse.Namespace, defaults: in_memory.JobDefaults) -> str | None:
+    """Why the readings before the held-out stretch are too few for --history, or None."""
+    train_days = args.days - args.holdout_days
+    interval = defaults.plan.interval
     needed = thresholds.history_needed(args.history) * interval + defaults.window * interval
     if pd.Timedelta(days=train_days) <= needed:
-        print(f"--history {args.history} needs more than {needed} of readings before the held-out stretch; "
-              f"there are {train_days} days", file=sys.stderr)
-        return 2
+        return (f"--history {args.history} needs more than {needed} of readings before the held-out stretch; "
+                f"there are {train_days} days")
+    return None
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    began = time.perf_counter()
-    import model_trainer
 
-    threads = args.threads or len(os.sched_getaffinity(0))
-    model_trainer.limit_threads(threads)
-    index = pd.date_range(NOW - pd.Timedelta(days=days), NOW, freq=interval, inclusive="left")
-    holdout_start = NOW - pd.Timedelta(days=holdout_days)
-    print(f"bench_detection: {len(KINDS)} kinds ({', '.join(KINDS)}) x {sensors} sensors x {days} days of "
-          f"{times.format_duration(interval)} readings ({train_days} trained on, {holdout_days} held out with "
-          f"{per_kind} spike, {per_kind} level_shift, {per_kind} flatline each)")
-    print(f"model: units {defaults_units()}, window {defaults.window}, epochs <= {epochs}, patience {defaults.patience}, "
-          f"percentile {defaults.percentile}, ratio {defaults.ratio}, seed {args.seed}; dynamic: history {args.history} "
-          f"windows, smoothing {thresholds.SMOOTHING}, fence {thresholds.FENCE}, z {thresholds.Z_RANGE[0]}.."
-          f"{thresholds.Z_RANGE[-1]}" + ("  [--quick]" if quick else ""), flush=True)
-    bench_model_size.warm_up(model_trainer, defaults.window, defaults)
+def print_header(args: argparse.Namespace, plan: Plan, defaults: in_memory.JobDefaults) -> None:
+    per_kind = args.per_kind
+    print(f"bench_detection: {len(KINDS)} kinds ({', '.join(KINDS)}) x {args.sensors} sensors x {args.days} days of "
+          f"{times.format_duration(plan.interval)} readings ({args.days - args.holdout_days} trained on, "
+          f"{args.holdout_days} held out with {per_kind} spike, {per_kind} level_shift, {per_kind} flatline each)")
+    print(f"model: units {plan.units}, window {defaults.window}, epochs <= {plan.epochs}, patience {plan.patience}, "
+          f"percentile {plan.percentile}, ratio {defaults.ratio}, seed {args.seed}; dynamic: history "
+          f"{args.history} windows, smoothing {thresholds.SMOOTHING}, fence {thresholds.FENCE}, z "
+          f"{thresholds.Z_RANGE[0]}..{thresholds.Z_RANGE[-1]}" + ("  [--quick]" if args.quick else ""), flush=True)
 
+
+def run_all(args: argparse.Namespace, plan: Plan, defaults: in_memory.JobDefaults) -> list[dict]:
+    """Every sensor of every kind; one line each as it ends."""
+    index = pd.date_range(plan.start, NOW, freq=plan.interval, inclusive="left")
     rows: list[dict] = []
     for kind in KINDS:
-        for n in range(sensors):
+        for n in range(args.sensors):
             sensor_id = f"{kind}-{n + 1}"
-            series, anomalies = readings(kind, sensor_id, n, index, interval, holdout_start, per_kind, args.seed)
-            row = run_sensor(kind, sensor_id, series, anomalies, holdout_start, epochs, args.history, args.seed,
-                             defaults)
+            series, anomalies = readings(kind, sensor_id, n, index, plan.interval, plan.stop, args.per_kind,
+                                         args.seed)
+            row = run_sensor(kind, sensor_id, series, anomalies, plan.stop, args.history, plan, defaults)
             rows.append(row)
             summary = ", ".join(f"{m}: {row['metrics'][m].events_detected}/{row['metrics'][m].events} events, "
                                 f"{row['metrics'][m].false_alarms} FA" for m in ("percentile K=1", "dynamic K=1"))
             print(f"  {sensor_id}: {row['train_s']:.1f}s, {row['epochs']} epochs, floor {row['floor']:.4f}, dynamic "
                   f"threshold median {row['dynamic_threshold_median']:.4f} (above the floor "
                   f"{100 * row['dynamic_above_floor']:.0f}% of windows); {summary}", flush=True)
+    return rows
 
+
+def print_report(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """The tables per kind and for all, the verdicts and persistence line; returns the tables."""
     tables = {kind: {m: combined([r for r in rows if r["kind"] == kind], m) for m in METHODS} for kind in KINDS}
     tables["all"] = {m: combined(rows, m) for m in METHODS}
     for kind, table in tables.items():
@@ -287,14 +244,29 @@ def main(argv: list[str] | None = None) -> int:
         f"K={k}: recall {cell(tables['all'][f'percentile K={k}']['event_recall'], '.2f')}, "
         f"FA/week {cell(tables['all'][f'percentile K={k}']['false_alarms_per_week'], '.2f')}, "
         f"delay {cell(tables['all'][f'percentile K={k}']['mean_delay_min'], '.0f')} min" for k in PERSISTENCE))
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    defaults = in_memory.job_defaults()
+    problem = in_memory.resolve_sizes(args, defaults, sensors=(1, 3)) or history_problem(args, defaults)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    began = time.perf_counter()
+    plan, threads = in_memory.start(args, defaults, NOW)
+    print_header(args, plan, defaults)
+    in_memory.warm_up(plan, defaults.window)
+    tables = print_report(run_all(args, plan, defaults))
     elapsed = time.perf_counter() - began
     print(f"total {elapsed:.0f}s")
     print(json.dumps({
-        "config": {"kinds": list(KINDS), "sensors_per_kind": sensors, "days": days, "holdout_days": holdout_days,
-                   "events_per_kind": per_kind, "epochs": epochs, "history": args.history,
-                   "smoothing": thresholds.SMOOTHING, "fence": thresholds.FENCE,
-                   "percentile": defaults.percentile, "ratio": defaults.ratio, "window": defaults.window,
-                   "seed": args.seed, "threads": threads, "quick": quick},
+        "config": {"kinds": list(KINDS), "sensors_per_kind": args.sensors, "days": args.days,
+                   "holdout_days": args.holdout_days, "events_per_kind": args.per_kind, "epochs": plan.epochs,
+                   "history": args.history, "smoothing": thresholds.SMOOTHING, "fence": thresholds.FENCE,
+                   "percentile": plan.percentile, "ratio": defaults.ratio, "window": defaults.window,
+                   "seed": args.seed, "threads": threads, "quick": args.quick},
         "elapsed_s": round(elapsed, 1),
         "results": {kind: {m: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in f.items()}
                            for m, f in table.items()} for kind, table in tables.items()},

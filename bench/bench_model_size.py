@@ -4,10 +4,12 @@
 Not part of the test suite. Runs in one process, with no InfluxDB. Each sensor gets generated
 15-minute readings (tools.sensor_data.normal_readings). A model is trained on the first part with each
 units value, using the same seed and the job's own defaults for epochs, patience, batch size, dropout,
-validation split and percentile (taken from sensor_training.build_parser()), and the default window
-and ratio from time_step_sizes.json and threshold_ratios.json. The threshold is computed the way the
-job computes it. The held-out stretch then gets spikes, level shifts and flatlines at known times
-(tools.sensor_data.inject) and is scored the way sensor_predict.py scores it.
+validation split and percentile (parsed by sensor_training.py's own parser), and the default window
+and ratio from time_step_sizes.json and threshold_ratios.json. It is trained and its threshold computed
+by the training job's pipeline (model_trainer, through tools.in_memory), kept in memory. The held-out
+stretch then gets spikes, level shifts and flatlines at known times (tools.sensor_data.inject) and is
+scored by the scorer's pipeline (model_predict.prepare, anomaly.losses, model_predict.decide), the
+flags from the Keras engine's losses, checked against the NumPy engine's.
 
 Definitions (w = window, i = interval, an event spans [start, stop)):
 - event recall: an event is detected when any flagged window ends in [start, stop + w*i)
@@ -25,7 +27,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,76 +37,23 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import clean  # noqa: E402
-from anomaly import settings, times  # noqa: E402
-import sensor_training  # noqa: E402
-from tools import sensor_data  # noqa: E402
+import model_predict  # noqa: E402
+import model_trainer  # noqa: E402
+from anomaly import detect, losses, runs, times  # noqa: E402
+from model_trainer import Plan  # noqa: E402
+from tools import in_memory, sensor_data  # noqa: E402
 
 # Training ends here; the readings run from NOW - days up to NOW.
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
 UNITS = (16, 32, 64, 128)
 
 
-@dataclass(frozen=True)
-class JobDefaults:
-    """The model settings sensor_training.py uses when no flag is given."""
-
-    dropout: float
-    epochs: int
-    batch_size: int
-    validation_split: float
-    patience: int
-    percentile: float
-    min_windows: int
-    interval: pd.Timedelta
-    max_gap: pd.Timedelta
-    window: int
-    ratio: float
-
-
-def job_defaults() -> JobDefaults:
-    parser = sensor_training.build_parser()
-    get = parser.get_default
-    sensor_config = settings.load_sensor_config(get("ratios"), get("windows"))
-    return JobDefaults(
-        dropout=get("dropout"), epochs=get("epochs"), batch_size=get("batch_size"),
-        validation_split=get("validation_split"), patience=get("patience"), percentile=get("percentile"),
-        min_windows=get("min_windows"), interval=times.parse_duration(get("interval"), "--interval"),
-        max_gap=times.parse_duration(get("max_gap"), "--max-gap"),
-        window=sensor_config.default_window, ratio=sensor_config.default_ratio,
-    )
-
-
-def event_times(sensor_number: int, holdout_start: pd.Timestamp, per_kind: int, seed: int
-                ) -> list[tuple[str, pd.Timestamp]]:
-    """One event per held-out day from the second day on, kinds shuffled, at an hour between 01:00 and
-    16:45. The longest event (4 h) plus one window (3 h 45 min) then ends before the next day's event."""
-    rng = np.random.default_rng([seed, sensor_number])
-    kinds = [kind for kind in sensor_data.ANOMALY_KINDS for _ in range(per_kind)]
-    rng.shuffle(kinds)
-    out = []
-    for day, kind in enumerate(kinds, start=1):
-        minutes = int(rng.integers(4, 68)) * 15
-        out.append((kind, holdout_start + pd.Timedelta(days=day, minutes=minutes)))
-    return out
-
-
 def sensor_readings(sensor_id: str, sensor_number: int, index: pd.DatetimeIndex, interval: pd.Timedelta,
-                    holdout_start: pd.Timestamp, per_kind: int, seed: int) -> tuple[pd.Series, list[sensor_data.Anomaly]]:
-    """Readings with anomalies in the held-out stretch only.
-
-    Each anomaly is injected into the clean readings and copied over, so every anomaly's size is
-    relative to the spread of the clean readings, not inflated by the anomalies injected before it.
-    """
-    values = sensor_data.normal_readings(sensor_id, index, seed)
-    out = values.copy()
-    anomalies = []
-    for kind, at in event_times(sensor_number, holdout_start, per_kind, seed):
-        injected, anomaly = sensor_data.inject(values, index, sensor_id, kind, at, interval)
-        span = (index >= anomaly.start) & (index < anomaly.stop)
-        out[span] = injected[span]
-        anomalies.append(anomaly)
-    return pd.Series(out, index=index, name=sensor_id), anomalies
+                    holdout_start: pd.Timestamp, per_kind: int,
+                    seed: int) -> tuple[pd.Series, list[sensor_data.Anomaly]]:
+    """Readings with anomalies in the held-out stretch only, one a day (tools.sensor_data.event_times)."""
+    return sensor_data.with_anomalies(sensor_data.normal_readings(sensor_id, index, seed), index, sensor_id,
+                                      sensor_data.event_times(sensor_number, holdout_start, per_kind, seed), interval)
 
 
 def window_labels(ends: pd.DatetimeIndex, anomalies: list[sensor_data.Anomaly], window: int,
@@ -121,53 +70,24 @@ def window_labels(ends: pd.DatetimeIndex, anomalies: list[sensor_data.Anomaly], 
 
 def false_alarm_runs(flagged: np.ndarray, near: np.ndarray) -> int:
     """Runs of consecutive flagged windows outside every event zone: what an operator sees as alerts."""
-    alarm = (flagged & ~near).astype(int)
-    return int(np.sum(np.diff(np.concatenate([[0], alarm])) == 1))
-
-
-def warm_up(model_trainer, window: int, defaults: JobDefaults) -> None:
-    """One tiny fit first, so library start-up is not charged to the first units value measured."""
-    rng = np.random.default_rng(0)
-    windows = rng.normal(size=(256, window, 1)).astype("float32")
-    model = model_trainer.build_model(window, 8, defaults.dropout)
-    model_trainer.fit_model(model, windows, 1, defaults.batch_size, defaults.validation_split, defaults.patience)
+    return len(runs.runs(flagged & ~near))
 
 
 def run_sensor(sensor_id: str, series: pd.Series, anomalies: list[sensor_data.Anomaly], holdout_start: pd.Timestamp,
-               units: int, epochs: int, seed: int, defaults: JobDefaults) -> dict:
+               plan: Plan, defaults: in_memory.JobDefaults) -> dict:
     """Train on the readings before ``holdout_start`` as the job does, then score the rest as the scorer does."""
-    import model_predict
-    import model_trainer
-
-    window, interval = defaults.window, defaults.interval
-    max_gap_points = int(defaults.max_gap / interval)
-    train = clean.fill_short_gaps(
-        clean.regularize(clean.validate_series(series[series.index < holdout_start]), interval,
-                         series.index[0], holdout_start), max_gap_points)
-    reason = clean.unusable_reason(train, window, defaults.min_windows)
-    if reason:
-        raise ValueError(f"{sensor_id}: {reason}; use more --days")
-    scaler = clean.fit_scaler(train)
-    mean, scale = float(scaler.mean_[0]), float(scaler.scale_[0])
-    windows, _ = clean.windows_without_gaps(clean.scale(train, mean, scale), window)
-
-    model_trainer.seed_everything(sensor_training.sensor_seed(seed, sensor_id))
-    began = time.perf_counter()
-    model = model_trainer.build_model(window, units, defaults.dropout)
-    fit = model_trainer.fit_model(model, windows, epochs, defaults.batch_size, defaults.validation_split,
-                                  defaults.patience)
-    fitted = time.perf_counter()
-    threshold = model_trainer.loss_threshold(model_predict.reconstruction_loss(model, windows), defaults.percentile)
-    train_s = time.perf_counter() - began
-
-    full = clean.regularize(clean.validate_series(series), interval, series.index[0], series.index[-1] + interval)
-    sensor = model_predict.SensorModel(sensor_id=sensor_id, window=window, interval=interval, threshold=threshold,
-                                       mean=mean, scale=scale, weights=model_trainer.export_weights(model))
-    scored, ends, _ = model_predict.windows_to_score(full, sensor, max_gap_points, holdout_start, full.index[-1])
-    losses = model_predict.reconstruction_loss(model, scored)
+    window, interval = defaults.window, plan.interval
+    trained = in_memory.train(sensor_id, series[series.index < holdout_start], window, plan)
+    model, threshold = trained.model, trained.model.threshold
+    prepared = in_memory.scoring_windows(series, model, plan, holdout_start)
+    ends = prepared.ends
+    numpy_losses, keras_losses = (losses.fleet_losses([model], [prepared.windows], engine)[0]
+                                  for engine in ("numpy", "keras"))
     # The scorer's default engine is the NumPy forward pass; it must agree with Keras.
-    engine_diff = float(np.max(np.abs(model_predict.fleet_losses([sensor], [scored])[0] - losses)))
-    flagged = losses > threshold * defaults.ratio
+    engine_diff = float(np.max(np.abs(numpy_losses - keras_losses)))
+    scores = model_predict.decide(prepared, keras_losses, detect.Rules(threshold * defaults.ratio), interval,
+                                  holdout_start, series.index[-1])
+    flagged = scores["anomaly"].to_numpy(dtype=bool)
 
     positive, near, zones = window_labels(ends, anomalies, window, interval)
     detected = {kind: [0, 0] for kind in sensor_data.ANOMALY_KINDS}
@@ -175,11 +95,12 @@ def run_sensor(sensor_id: str, series: pd.Series, anomalies: list[sensor_data.An
         detected[a.kind][1] += 1
         detected[a.kind][0] += int(flagged[zone].any())
     return {
-        "units": units, "sensor_id": sensor_id, "train_s": train_s, "fit_s": fitted - began,
-        "epochs": fit.epochs, "val_loss": fit.val_loss, "threshold": threshold, "engine_diff": engine_diff,
-        "detected": detected, "tp": int(np.sum(flagged & positive)), "fp": int(np.sum(flagged & ~positive)),
-        "fn": int(np.sum(~flagged & positive)), "quiet_windows": int(np.sum(~near)),
-        "false_alarms": int(np.sum(flagged & ~near)), "false_alarm_runs": false_alarm_runs(flagged, near),
+        "units": plan.units, "sensor_id": sensor_id, "train_s": trained.train_s, "fit_s": trained.fit_s,
+        "epochs": trained.fit.epochs, "val_loss": trained.fit.val_loss, "threshold": threshold,
+        "engine_diff": engine_diff, "detected": detected, "tp": int(np.sum(flagged & positive)),
+        "fp": int(np.sum(flagged & ~positive)), "fn": int(np.sum(~flagged & positive)),
+        "quiet_windows": int(np.sum(~near)), "false_alarms": int(np.sum(flagged & ~near)),
+        "false_alarm_runs": false_alarm_runs(flagged, near),
         "scored_days": len(ends) * interval / pd.Timedelta(days=1),
     }
 
@@ -203,7 +124,8 @@ def summarize(rows: list[dict]) -> dict:
         "event_recall_by_kind": {kind: d[0] / d[1] if d[1] else 0.0 for kind, d in detected.items()},
         "events": total,
         "false_alarm_rate": sum(r["false_alarms"] for r in rows) / quiet if quiet else 0.0,
-        "false_alarm_runs_per_sensor_day": sum(r["false_alarm_runs"] for r in rows) / sum(r["scored_days"] for r in rows),
+        "false_alarm_runs_per_sensor_day": (sum(r["false_alarm_runs"] for r in rows)
+                                            / sum(r["scored_days"] for r in rows)),
         "window_precision": precision,
         "window_recall": recall,
         "window_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
@@ -231,67 +153,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="about a minute: 2 sensors, 21 days (7 held out), 1 event of each kind, 3 epochs")
     parser.add_argument("--sensors", type=int, help="sensors (default 4; quick 2)")
-    parser.add_argument("--days", type=int, help="days of readings, the held-out stretch included (default 60; quick 21)")
-    parser.add_argument("--holdout-days", type=int, help="newest days scored, not trained on (default 14; quick 7)")
-    parser.add_argument("--per-kind", type=int,
-                        help="events of each kind per sensor, one per held-out day (default 3; quick 1)")
-    parser.add_argument("--epochs", type=int, help="epoch limit (default: the job's default; quick 3)")
+    in_memory.add_arguments(parser)
     parser.add_argument("--units", type=int, nargs="+", default=list(UNITS), help="units values (default 16 32 64 128)")
-    parser.add_argument("--seed", type=int, default=1, help="data and model seed (default 1)")
     parser.add_argument("--threads", type=int,
                         help="TensorFlow intra-op threads, set as the job sets them (default: every core, as with "
                              "--jobs 1; 1 is what each worker gets when --jobs equals the core count)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    defaults = job_defaults()
-    quick = args.quick
-    sensors = args.sensors or (2 if quick else 4)
-    days = args.days or (21 if quick else 60)
-    holdout_days = args.holdout_days or (7 if quick else 14)
-    per_kind = args.per_kind or (1 if quick else 3)
-    epochs = args.epochs or (3 if quick else defaults.epochs)
-    if 3 * per_kind + 1 >= holdout_days:
-        print(f"--holdout-days {holdout_days} is too short for {3 * per_kind} events, one a day from the second day",
-              file=sys.stderr)
-        return 2
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    began = time.perf_counter()
-    import model_trainer
-
-    threads = args.threads or len(os.sched_getaffinity(0))
-    model_trainer.limit_threads(threads)
-    interval = defaults.interval
-    index = pd.date_range(NOW - pd.Timedelta(days=days), NOW, freq=interval, inclusive="left")
-    holdout_start = NOW - pd.Timedelta(days=holdout_days)
-    sensor_ids = [f"AHU-{n + 1} supply air temp" for n in range(sensors)]
-    data = [sensor_readings(s, n, index, interval, holdout_start, per_kind, args.seed) for n, s in enumerate(sensor_ids)]
-
-    print(f"bench_model_size: {sensors} sensors x {days} days of {times.format_duration(interval)} readings "
-          f"({days - holdout_days} days trained on, {holdout_days} held out with {3 * per_kind} events per sensor: "
-          f"{per_kind} spike, {per_kind} level_shift, {per_kind} flatline)")
-    print(f"model: units {' '.join(map(str, args.units))}; window {defaults.window}, dropout {defaults.dropout}, "
-          f"epochs <= {epochs}, patience {defaults.patience}, batch {defaults.batch_size}, "
-          f"validation split {defaults.validation_split}, percentile {defaults.percentile}, ratio {defaults.ratio}, "
-          f"seed {args.seed} (deterministic ops); {threads} TensorFlow thread(s); {len(args.units) * sensors} fits"
-          + ("  [--quick: fewer sensors, days and epochs than the full run]" if quick else ""))
+def print_header(args: argparse.Namespace, plan: Plan, defaults: in_memory.JobDefaults, threads: int) -> None:
+    print(f"bench_model_size: {args.sensors} sensors x {args.days} days of {times.format_duration(plan.interval)} "
+          f"readings ({args.days - args.holdout_days} days trained on, {args.holdout_days} held out with "
+          f"{3 * args.per_kind} events per sensor: {args.per_kind} spike, {args.per_kind} level_shift, "
+          f"{args.per_kind} flatline)")
+    print(f"model: units {' '.join(map(str, args.units))}; window {defaults.window}, dropout {plan.dropout}, "
+          f"epochs <= {plan.epochs}, patience {plan.patience}, batch {plan.batch_size}, "
+          f"validation split {plan.validation_split}, percentile {plan.percentile}, ratio {defaults.ratio}, "
+          f"seed {args.seed} (deterministic ops); {threads} TensorFlow thread(s); {len(args.units) * args.sensors} fits"
+          + ("  [--quick: fewer sensors, days and epochs than the full run]" if args.quick else ""))
     print(f"libraries: {', '.join(f'{k} {v}' for k, v in sorted(model_trainer.library_versions().items()))}; "
           f"{os.cpu_count()} CPUs", flush=True)
 
-    warm_up(model_trainer, defaults.window, defaults)
+
+def run_all(args: argparse.Namespace, plan: Plan, defaults: in_memory.JobDefaults) -> dict[int, list[dict]]:
+    """Every sensor with every units value; one line each as it ends."""
+    index = pd.date_range(plan.start, NOW, freq=plan.interval, inclusive="left")
+    sensor_ids = [f"AHU-{n + 1} supply air temp" for n in range(args.sensors)]
+    data = [sensor_readings(s, n, index, plan.interval, plan.stop, args.per_kind, args.seed)
+            for n, s in enumerate(sensor_ids)]
     rows: dict[int, list[dict]] = {units: [] for units in args.units}
     # Sensors outer, units inner: a drift in the machine's load then touches every units value alike.
     for sensor_id, (series, anomalies) in zip(sensor_ids, data):
         for units in args.units:
-            row = run_sensor(sensor_id, series, anomalies, holdout_start, units, epochs, args.seed, defaults)
+            row = run_sensor(sensor_id, series, anomalies, plan.stop, replace(plan, units=units), defaults)
             rows[units].append(row)
             print(f"  {sensor_id!r} units {units:>3}: {row['train_s']:6.1f}s, {row['epochs']:>2} epochs, "
                   f"val loss {row['val_loss']:.4f}, threshold {row['threshold']:.4f}, "
                   f"events {sum(d[0] for d in row['detected'].values())}/{len(anomalies)}, "
                   f"false alarms {row['false_alarms']}/{row['quiet_windows']}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    defaults = in_memory.job_defaults()
+    problem = in_memory.resolve_sizes(args, defaults, sensors=(2, 4))
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    began = time.perf_counter()
+    plan, threads = in_memory.start(args, defaults, NOW)
+    print_header(args, plan, defaults, threads)
+    in_memory.warm_up(plan, defaults.window)
+    rows = run_all(args, plan, defaults)
 
     summaries = [summarize(rows[units]) for units in args.units]
     print()
@@ -300,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{sum(s['events'] for s in summaries[:1])} events per units value; FA rate = flagged share of windows "
           f"away from every event; FA/day = runs of such flags per sensor-day; total {elapsed:.0f}s")
     print(json.dumps({
-        "config": {"sensors": sensors, "days": days, "holdout_days": holdout_days, "events_per_kind": per_kind,
-                   "epochs": epochs, "patience": defaults.patience, "batch_size": defaults.batch_size,
-                   "dropout": defaults.dropout, "validation_split": defaults.validation_split,
-                   "percentile": defaults.percentile, "window": defaults.window, "ratio": defaults.ratio,
-                   "seed": args.seed, "threads": threads, "quick": quick},
+        "config": {"sensors": args.sensors, "days": args.days, "holdout_days": args.holdout_days,
+                   "events_per_kind": args.per_kind, "epochs": plan.epochs, "patience": plan.patience,
+                   "batch_size": plan.batch_size, "dropout": plan.dropout, "validation_split": plan.validation_split,
+                   "percentile": plan.percentile, "window": defaults.window, "ratio": defaults.ratio,
+                   "seed": args.seed, "threads": threads, "quick": args.quick},
         "elapsed_s": round(elapsed, 1),
         "results": summaries,
     }, sort_keys=True))

@@ -4,9 +4,10 @@
 Not part of the test suite. Starts a throwaway influxd, writes generated 15-minute readings
 (tools.sensor_data) and runs sensor_training.py as a separate process, as cron does, with the default
 model settings. Sensors per hour come from the job's wall time, from spawn to exit, so Python and
-TensorFlow start-up are included. The job logs one line per sensor with its total time only, so the
-breakdown (data read, clean, build, fit, threshold, save) is measured in this process afterwards, for
-a few sensors, by calling the functions the job calls in the order it calls them.
+TensorFlow start-up are included. The job logs one line per sensor with its total time and four phases, so the
+finer breakdown (data read, clean, build, fit, threshold, save) is measured in this process afterwards,
+for a few sensors, by calling the steps of model_trainer's pipeline in the order train_sensor() calls
+them (fit split into building and fitting the model).
 
 When ``sensor_training.py --help`` lists ``--jobs``, the job runs with --jobs 1 and then --jobs 2;
 otherwise it runs once with its defaults.
@@ -24,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import artifacts  # noqa: E402
-import clean  # noqa: E402
-from anomaly import times  # noqa: E402
+import model_trainer  # noqa: E402
 import sensor_training  # noqa: E402
-from influx_interact import Influx  # noqa: E402
-from tools import local_influxd, sensor_data  # noqa: E402
+from anomaly import losses, store, times  # noqa: E402
+from influx_interact import connect  # noqa: E402
+from tools import local_influxd, measure, sensor_data  # noqa: E402
 
 JOB = ROOT / "sensor_training.py"
 # The job trains on [NOW - days, NOW); a fixed time keeps runs comparable.
@@ -48,10 +47,10 @@ NOW = pd.Timestamp("2026-01-15T00:00:00Z")
 INTERVAL = pd.Timedelta(minutes=15)
 DATABASE = "bench"
 TARGET_PER_HOUR = 120
-PAGE = os.sysconf("SC_PAGE_SIZE")
+NO_LABELS = pd.DatetimeIndex([], tz="UTC")
 
-TRAINED = re.compile(r"sensor (?P<id>.+?): trained in (?P<s>[\d.]+)s(?: \([^)]*\))?: (?P<windows>\d+) windows, (?P<epochs>\d+) epochs, "
-                     r"val loss (?P<val>[\d.]+), threshold (?P<threshold>[\d.]+)")
+TRAINED = re.compile(r"sensor (?P<id>.+?): trained in (?P<s>[\d.]+)s(?: \([^)]*\))?: (?P<windows>\d+) windows, "
+                     r"(?P<epochs>\d+) epochs, val loss (?P<val>[\d.]+), threshold (?P<threshold>[\d.]+)")
 DONE = re.compile(r"done in (?P<s>[\d.]+)s: (?P<trained>\d+) trained, (?P<skipped>\d+) skipped, (?P<failed>\d+) failed")
 
 
@@ -91,66 +90,37 @@ class JobRun:
         out["all_sensors_trained"] = trained == sensors
         return out
 
-
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of a process and all its descendants, summed (from /proc; racy, so best effort)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    def read_log(self, text: str) -> None:
+        """The job's own lines: one per trained sensor, and its summary."""
+        self.log = text
+        for match in TRAINED.finditer(text):
+            self.sensors.append({"id": match["id"], "s": float(match["s"]), "windows": int(match["windows"]),
+                                 "epochs": int(match["epochs"]), "val": float(match["val"]),
+                                 "threshold": float(match["threshold"])})
+        done = DONE.search(text)
+        if done:
+            self.done = {"s": float(done["s"]), **{k: int(done[k]) for k in ("trained", "skipped", "failed")}}
 
 
 def run_job(label: str, argv: list[str], env: dict[str, str], workdir: Path) -> JobRun:
     """Run the job as its own process; wall time from spawn to exit, peak RSS from os.wait4."""
     run = JobRun(label, argv)
     log_path = workdir / f"job-{label.replace(' ', '_').replace('=', '')}.log"
-    peak = [0]
-    finished = threading.Event()
     began = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, str(JOB), *argv], env=env, cwd=workdir, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def sample() -> None:
-        while not finished.wait(0.25):
-            peak[0] = max(peak[0], tree_rss_bytes(process.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = measure.TreeRssSampler(process.pid, period_s=0.25, include_root=True)
     sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
     run.wall_s = time.monotonic() - began
-    finished.set()
-    sampler.join()
+    peak = sampler.stop()
     # Reaped here, so tell Popen, which would otherwise wait for it again.
     process.returncode = run.returncode = os.waitstatus_to_exitcode(status)
     run.cpu_s = usage.ru_utime + usage.ru_stime
     run.peak_rss_mb = usage.ru_maxrss / 1024  # kB on Linux
-    run.peak_tree_rss_mb = peak[0] / 2**20
-    run.log = log_path.read_text(encoding="utf-8", errors="replace")
-    for match in TRAINED.finditer(run.log):
-        run.sensors.append({"id": match["id"], "s": float(match["s"]), "windows": int(match["windows"]),
-                            "epochs": int(match["epochs"]), "val": float(match["val"]),
-                            "threshold": float(match["threshold"])})
-    done = DONE.search(run.log)
-    if done:
-        run.done = {"s": float(done["s"]), **{k: int(done[k]) for k in ("trained", "skipped", "failed")}}
+    run.peak_tree_rss_mb = peak / 2**20
+    run.read_log(log_path.read_text(encoding="utf-8", errors="replace"))
     return run
 
 
@@ -162,85 +132,86 @@ def job_has_jobs_flag() -> bool:
 
 def seed_database(url: str, sensor_ids: list[str], days: int, seed: int) -> int:
     local_influxd.query(url, f'CREATE DATABASE "{DATABASE}"')
-    index = pd.date_range(NOW - pd.Timedelta(days=days), NOW, freq=INTERVAL, inclusive="left")
-    lines = []
-    for sensor_id in sensor_ids:
-        lines += sensor_data.readings_lines(sensor_id, index, sensor_data.normal_readings(sensor_id, index, seed))
+    lines, _ = sensor_data.fleet(sensor_ids, NOW - pd.Timedelta(days=days), NOW, INTERVAL, seed)
     local_influxd.write(url, DATABASE, lines)
     return len(lines)
 
 
+def read_all(settings: sensor_training.TrainingSettings) -> tuple[dict[str, pd.Series], dict[str, float]]:
+    """Every sensor's readings in one read_means(), as the job reads a whole chunk per query, and the times."""
+    common, plan = settings.common, settings.plan
+    with connect(common.connection, common.schema) as db:
+        t = time.perf_counter()
+        sensor_ids = db.sensor_ids(plan.start, plan.stop)
+        list_s = time.perf_counter() - t
+        t = time.perf_counter()
+        data = db.read_means(sensor_ids, plan.start, plan.stop, plan.interval)
+        read_all_s = time.perf_counter() - t
+    return {s: data[s] for s in sensor_ids}, {"list": list_s, "read_all": read_all_s}
+
+
+def train_phases(sensor_id: str, raw: pd.Series, settings: sensor_training.TrainingSettings) -> tuple[dict, int, int]:
+    """model_trainer's pipeline for one sensor, each step timed: (seconds by phase, windows, epochs).
+
+    ``model_trainer.fit`` is build_model then fit_model (after seeding, which this benchmark never asks for);
+    they are called one by one here so that building and fitting are timed apart.
+    """
+    plan, window = settings.plan, settings.common.sensor_config.window(sensor_id)
+    phase: dict[str, float] = {}
+    t = time.perf_counter()
+    prepared = model_trainer.prepare(raw, NO_LABELS, window, plan)
+    if isinstance(prepared, str):
+        raise RuntimeError(f"{sensor_id!r} would be skipped: {prepared}")
+    phase["clean"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = model_trainer.build_model(window, plan.units, plan.dropout)
+    phase["build"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fit = model_trainer.fit_model(model, prepared.windows, plan.epochs, plan.batch_size, plan.validation_split,
+                                  plan.patience)
+    phase["fit"] = time.perf_counter() - t
+    t = time.perf_counter()
+    threshold = model_trainer.loss_threshold(losses.reconstruction_loss(model, prepared.windows), plan.percentile)
+    phase["threshold"] = time.perf_counter() - t
+    t = time.perf_counter()
+    store.save(store.sensor_dir(settings.common.models_dir, sensor_id), model, prepared.scaler,
+               model_trainer.export_weights(model),
+               model_trainer.metadata_record(sensor_id, prepared, threshold, fit, len(NO_LABELS), plan))
+    phase["save"] = time.perf_counter() - t
+    return phase, len(prepared.windows), fit.epochs
+
+
 def measure_phases(argv: list[str], url: str, count: int) -> dict:
-    """Each phase of train_sensor() timed in this process, for the first ``count`` sensors.
+    """Each phase of model_trainer.train_sensor() timed in this process, for the first ``count`` sensors.
 
     The read is one read_means() over every sensor, as the job reads a whole chunk per query; its time
     is divided by the number of sensors. TensorFlow gets the threads it gets under --jobs 1.
     """
     began = time.perf_counter()
-    import model_predict
-    import model_trainer
+    import keras  # noqa: F401  (the import the job pays once per process, timed on its own)
 
     import_s = time.perf_counter() - began
     # What the job does before training with --jobs 1: all cores to TensorFlow's intra-op pool.
     model_trainer.limit_threads(len(os.sched_getaffinity(0)))
-    settings = sensor_training.settings_from_args(
-        sensor_training.build_parser().parse_args([*argv, "--url", url, "--database", DATABASE]))
-    versions = model_trainer.library_versions()
-    with Influx(settings.connection, settings.schema) as db:
-        t = time.perf_counter()
-        sensor_ids = db.sensor_ids(settings.start, settings.stop)
-        list_s = time.perf_counter() - t
-        t = time.perf_counter()
-        data = db.read_means(sensor_ids, settings.start, settings.stop, settings.interval)
-        read_all_s = time.perf_counter() - t
+    job = sensor_training.JOB
+    settings = job.settings(job.parser().parse_args([*argv, "--url", url, "--database", DATABASE]))
+    model_trainer.library_versions()
+    data, took = read_all(settings)
     per_sensor = []
-    for sensor_id in sensor_ids[:count]:
-        phase: dict[str, float] = {"read": read_all_s / len(sensor_ids)}
-        t = time.perf_counter()
-        window = settings.sensor_config.window(sensor_id)
-        series = clean.regularize(clean.validate_series(data[sensor_id]), settings.interval, settings.start,
-                                  settings.stop)
-        series = clean.fill_short_gaps(clean.drop_intervals(series, pd.DatetimeIndex([], tz="UTC")),
-                                       settings.max_gap_points)
-        reason = clean.unusable_reason(series, window, settings.min_windows)
-        if reason:
-            raise RuntimeError(f"{sensor_id!r} would be skipped: {reason}")
-        scaler = clean.fit_scaler(series)
-        mean, scale = float(scaler.mean_[0]), float(scaler.scale_[0])
-        windows, _ = clean.windows_without_gaps(clean.scale(series, mean, scale), window)
-        phase["clean"] = time.perf_counter() - t
-        t = time.perf_counter()
-        model = model_trainer.build_model(window, settings.units, settings.dropout)
-        phase["build"] = time.perf_counter() - t
-        t = time.perf_counter()
-        fit = model_trainer.fit_model(model, windows, settings.epochs, settings.batch_size,
-                                      settings.validation_split, settings.patience)
-        phase["fit"] = time.perf_counter() - t
-        t = time.perf_counter()
-        threshold = model_trainer.loss_threshold(model_predict.reconstruction_loss(model, windows), settings.percentile)
-        phase["threshold"] = time.perf_counter() - t
-        t = time.perf_counter()
-        metadata = {"sensor_id": sensor_id, "window": window, "interval_s": int(settings.interval.total_seconds()),
-                    "max_gap_s": int(settings.max_gap.total_seconds()), "percentile": settings.percentile,
-                    "threshold": threshold, "scaler": {"mean": mean, "scale": scale}, "windows": int(len(windows)),
-                    "model": {"units": settings.units, "dropout": settings.dropout, "epochs": fit.epochs,
-                              "batch_size": settings.batch_size, "seed": settings.seed},
-                    "train_loss": fit.train_loss, "val_loss": fit.val_loss, "versions": versions,
-                    "trained_at": times.format_time(pd.Timestamp.now(tz="UTC"))}
-        artifacts.save(artifacts.sensor_dir(settings.models_dir, sensor_id), model, scaler,
-                       model_trainer.export_weights(model), metadata)
-        phase["save"] = time.perf_counter() - t
+    for sensor_id in list(data)[:count]:
+        phase, windows, epochs = train_phases(sensor_id, data[sensor_id], settings)
+        phase = {"read": took["read_all"] / len(data), **phase}
         phase["total"] = sum(phase.values())
-        per_sensor.append({"sensor_id": sensor_id, "windows": int(len(windows)), "epochs": fit.epochs,
-                           "s_per_epoch": phase["fit"] / fit.epochs, "phases_s": phase})
+        per_sensor.append({"sensor_id": sensor_id, "windows": windows, "epochs": epochs,
+                           "s_per_epoch": phase["fit"] / epochs, "phases_s": phase})
         print(f"  in-process {sensor_id!r}: " + ", ".join(f"{k} {v:.2f}s" for k, v in phase.items())
-              + f"; {len(windows)} windows, {fit.epochs} epochs", flush=True)
+              + f"; {windows} windows, {epochs} epochs", flush=True)
     names = ("read", "clean", "build", "fit", "threshold", "save", "total")
     return {
-        "source": f"in-process, first {len(per_sensor)} of {len(sensor_ids)} sensors, after the job runs",
+        "source": f"in-process, first {len(per_sensor)} of {len(data)} sensors, after the job runs",
         "import_tensorflow_s": round(import_s, 2),
-        "list_sensors_s": round(list_s, 3),
-        "read_all_sensors_s": round(read_all_s, 3),
+        "list_sensors_s": round(took["list"], 3),
+        "read_all_sensors_s": round(took["read_all"], 3),
         "per_sensor_mean_s": {n: round(statistics.mean(p["phases_s"][n] for p in per_sensor), 3) for n in names},
         "sensors": per_sensor,
     }
@@ -254,8 +225,9 @@ def print_report(runs: list[JobRun], phases: dict | None, sensors: int) -> None:
     print("-" * len(header))
     for run in runs:
         f = run.figures(sensors)
-        print(f"{run.label:<10} {f['returncode']:>3} {f['trained']:>7} {f['wall_s']:>8.1f} {f['sensors_per_hour']:>9.1f} "
-              f"{f.get('startup_s', float('nan')):>9.1f} {f.get('per_sensor_logged_s', float('nan')):>8.1f} "
+        print(f"{run.label:<10} {f['returncode']:>3} {f['trained']:>7} {f['wall_s']:>8.1f} "
+              f"{f['sensors_per_hour']:>9.1f} {f.get('startup_s', float('nan')):>9.1f} "
+              f"{f.get('per_sensor_logged_s', float('nan')):>8.1f} "
               f"{f.get('epochs_mean', float('nan')):>6.1f} {f['cpu_per_wall']:>8.2f} {f['peak_rss_mb']:>11.0f} "
               f"{f['peak_tree_rss_mb']:>11.0f}")
     print("  s/sensor: mean of the job's own 'trained in' lines; startup: wall time minus the job's 'done in';\n"
@@ -279,74 +251,96 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sensors", type=int, help="sensors (default 12; quick 3)")
     parser.add_argument("--days", type=int, help="days of readings, all trained on (default 90; quick 14)")
     parser.add_argument("--epochs", type=int, help="epoch limit passed to the job (default: the job's own; quick 2)")
-    parser.add_argument("--phase-sensors", type=int, help="sensors timed phase by phase in-process (default 2; quick 1)")
+    parser.add_argument("--phase-sensors", type=int,
+                        help="sensors timed phase by phase in-process (default 2; quick 1)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated readings (default 7)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def resolve_sizes(args: argparse.Namespace) -> None:
+    """Fill in the sizes --quick or the full run gives (epochs None: the job's own)."""
     quick = args.quick
-    sensors = args.sensors or (3 if quick else 12)
-    days = args.days or (14 if quick else 90)
-    epochs = args.epochs or (2 if quick else None)
-    phase_sensors = min(sensors, args.phase_sensors if args.phase_sensors is not None else (1 if quick else 2))
-    has_jobs = job_has_jobs_flag()
-    modes = [("jobs=1", ["--jobs", "1"]), ("jobs=2", ["--jobs", "2"])] if has_jobs else [("default", [])]
-    defaults = sensor_training.build_parser()
-    print(f"bench_training: {sensors} sensors x {days} days of 15m readings, training range "
-          f"{times.format_time(NOW - pd.Timedelta(days=days))} .. {times.format_time(NOW)}; "
-          f"units {defaults.get_default('units')}, epochs <= {epochs or defaults.get_default('epochs')}, "
+    args.sensors = args.sensors or (3 if quick else 12)
+    args.days = args.days or (14 if quick else 90)
+    args.epochs = args.epochs or (2 if quick else None)
+    phase_sensors = args.phase_sensors if args.phase_sensors is not None else (1 if quick else 2)
+    args.phase_sensors = min(args.sensors, phase_sensors)
+
+
+def print_header(args: argparse.Namespace, defaults: argparse.ArgumentParser, has_jobs: bool) -> None:
+    print(f"bench_training: {args.sensors} sensors x {args.days} days of 15m readings, training range "
+          f"{times.format_time(NOW - pd.Timedelta(days=args.days))} .. {times.format_time(NOW)}; "
+          f"units {defaults.get_default('units')}, epochs <= {args.epochs or defaults.get_default('epochs')}, "
           f"patience {defaults.get_default('patience')}, batch {defaults.get_default('batch_size')}, no seed"
-          + ("  [--quick: fewer sensors, days and epochs than the full run]" if quick else ""))
+          + ("  [--quick: fewer sensors, days and epochs than the full run]" if args.quick else ""))
     print("sensor_training.py --jobs: " + (f"present (default {defaults.get_default('jobs')}), measuring --jobs 1 "
                                            f"and --jobs 2" if has_jobs
                                            else "not present, measuring the default (one process, sequential)"))
     print(f"{os.cpu_count()} CPUs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
-    sensor_ids = [f"bench sensor {n + 1:03d}" for n in range(sensors)]
+
+def run_all(args: argparse.Namespace, modes: list[tuple[str, list[str]]],
+            workdir: Path) -> tuple[list[JobRun], dict | None]:
+    """Seed a throwaway influxd, run the job once per mode, then time the phases in-process."""
+    sensor_ids = [f"bench sensor {n + 1:03d}" for n in range(args.sensors)]
     runs: list[JobRun] = []
     phases = None
+    server = local_influxd.LocalInfluxd(workdir / "influxd")
+    try:
+        server.start()
+        t = time.perf_counter()
+        points = seed_database(server.url, sensor_ids, args.days, args.seed)
+        print(f"wrote {points} readings to a throwaway influxd at {server.url} in {time.perf_counter() - t:.1f}s",
+              flush=True)
+        env = measure.job_env(server.url, DATABASE)
+        common = ["--now", times.format_time(NOW), f"--start=-{args.days}d",
+                  *(["--epochs", str(args.epochs)] if args.epochs else [])]
+        for label, extra in modes:
+            job_argv = [*common, "--models-dir", str(workdir / f"models-{label}"), *extra]
+            print(f"running sensor_training.py {' '.join(job_argv)}", flush=True)
+            run = run_job(label, job_argv, env, workdir)
+            runs.append(run)
+            print(f"  {label}: exit {run.returncode}, {len(run.sensors)} trained in {run.wall_s:.1f}s wall", flush=True)
+            if run.returncode != 0 or not run.done:
+                print("  the job did not finish cleanly; the end of its log:\n"
+                      + "\n".join("    " + line for line in run.log.splitlines()[-20:]), flush=True)
+        if args.phase_sensors:
+            print(f"timing phases in-process for {args.phase_sensors} sensor(s)", flush=True)
+            phases = measure_phases([*common, "--models-dir", str(workdir / "models-phases")], server.url,
+                                    args.phase_sensors)
+    finally:
+        server.stop()
+    return runs, phases
+
+
+def target_line(run: JobRun, sensors: int) -> str:
+    rate = run.figures(sensors)["sensors_per_hour"]
+    verdict = ("met" if rate >= TARGET_PER_HOUR else f"not met ({TARGET_PER_HOUR / rate:.1f}x short)" if rate
+               else "no data")
+    return f"target >= {TARGET_PER_HOUR} sensors/hour, {run.label}: {rate:.1f} -> {verdict}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    resolve_sizes(args)
+    sensors, epochs = args.sensors, args.epochs
+    has_jobs = job_has_jobs_flag()
+    modes = [("jobs=1", ["--jobs", "1"]), ("jobs=2", ["--jobs", "2"])] if has_jobs else [("default", [])]
+    defaults = sensor_training.JOB.parser()
+    print_header(args, defaults, has_jobs)
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-        workdir = Path(tmp)
-        server = local_influxd.LocalInfluxd(workdir / "influxd")
-        try:
-            server.start()
-            t = time.perf_counter()
-            points = seed_database(server.url, sensor_ids, days, args.seed)
-            print(f"wrote {points} readings to a throwaway influxd at {server.url} in {time.perf_counter() - t:.1f}s",
-                  flush=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
-            env.update(INFLUX_URL=server.url, INFLUX_DATABASE=DATABASE)
-            common = ["--now", times.format_time(NOW), f"--start=-{days}d"] + (["--epochs", str(epochs)] if epochs else [])
-            for label, extra in modes:
-                job_argv = common + ["--models-dir", str(workdir / f"models-{label}")] + extra
-                print(f"running sensor_training.py {' '.join(job_argv)}", flush=True)
-                run = run_job(label, job_argv, env, workdir)
-                runs.append(run)
-                print(f"  {label}: exit {run.returncode}, {len(run.sensors)} trained in {run.wall_s:.1f}s wall",
-                      flush=True)
-                if run.returncode != 0 or not run.done:
-                    print("  the job did not finish cleanly; the end of its log:\n"
-                          + "\n".join("    " + line for line in run.log.splitlines()[-20:]), flush=True)
-            if phase_sensors:
-                print(f"timing phases in-process for {phase_sensors} sensor(s)", flush=True)
-                phases = measure_phases(common + ["--models-dir", str(workdir / "models-phases")], server.url,
-                                        phase_sensors)
-        finally:
-            server.stop()
+        runs, phases = run_all(args, modes, Path(tmp))
 
     print_report(runs, phases, sensors)
     for run in runs:
-        rate = run.figures(sensors)["sensors_per_hour"]
-        print(f"target >= {TARGET_PER_HOUR} sensors/hour, {run.label}: {rate:.1f} -> "
-              + ("met" if rate >= TARGET_PER_HOUR else f"not met ({TARGET_PER_HOUR / rate:.1f}x short)" if rate else "no data"))
-    if quick:
+        print(target_line(run, sensors))
+    if args.quick:
         print("(--quick: fewer days and epochs than the full run, so these rates say nothing about the target)")
     print(json.dumps({
-        "sensors": sensors, "days": days, "interval": "15m", "epochs_limit": epochs or defaults.get_default("epochs"),
-        "units": defaults.get_default("units"), "quick": quick, "jobs_flag": has_jobs,
-        "jobs_default": defaults.get_default("jobs") if has_jobs else None, "cpus": os.cpu_count(),
+        "sensors": sensors, "days": args.days, "interval": "15m",
+        "epochs_limit": epochs or defaults.get_default("epochs"), "units": defaults.get_default("units"),
+        "quick": args.quick, "jobs_flag": has_jobs, "jobs_default": defaults.get_default("jobs") if has_jobs else None,
+        "cpus": os.cpu_count(),
         "runs": {run.label: run.figures(sensors) for run in runs},
         "wall_s": {run.label: round(run.wall_s, 2) for run in runs},
         "sensors_per_hour": {run.label: run.figures(sensors)["sensors_per_hour"] for run in runs},

@@ -1,4 +1,5 @@
 """Shared fixtures: a real InfluxDB 1.x server on a free loopback port, and the jobs run as processes."""
+
 from __future__ import annotations
 
 import itertools
@@ -32,12 +33,21 @@ def database(influxd):
     return name
 
 
-def run_job(script: str, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_job(
+    script: str, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run a job the way cron does: a fresh process, settings from the environment, no terminal."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
     full_env.update(env)
-    return subprocess.run([sys.executable, str(ROOT / script), *args], env=full_env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def rows(url: str, database: str, query: str) -> list[tuple[dict, list]]:

@@ -1,4 +1,5 @@
 """anomaly/store.py: directory names per sensor id, and the save / load life cycle with a fake model."""
+
 import hashlib
 import json
 import re
@@ -26,20 +27,23 @@ def test_sensor_dir_is_deterministic(tmp_path):
     assert artifacts.sensor_dir(tmp_path, "Température") == artifacts.sensor_dir(tmp_path, "Température")
 
 
-@pytest.mark.parametrize("sensor_id, readable", [
-    ("s1", "s1"),
-    ("../../etc", "etc"),
-    ("", "sensor"),
-    (".", "sensor"),
-    ("..", "sensor"),
-    ("/", "sensor"),
-    (".hidden", "hidden"),
-    ("Température", "Temp_rature"),
-    ("日本語", "sensor"),
-    ("a\nb", "a_b"),
-    ("x" * 1000, "x" * 48),
-    ("Campus Energy Centre/AHU-1:SAT", "Campus_Energy_Centre_AHU-1_SAT"),
-])
+@pytest.mark.parametrize(
+    "sensor_id, readable",
+    [
+        ("s1", "s1"),
+        ("../../etc", "etc"),
+        ("", "sensor"),
+        (".", "sensor"),
+        ("..", "sensor"),
+        ("/", "sensor"),
+        (".hidden", "hidden"),
+        ("Température", "Temp_rature"),
+        ("日本語", "sensor"),
+        ("a\nb", "a_b"),
+        ("x" * 1000, "x" * 48),
+        ("Campus Energy Centre/AHU-1:SAT", "Campus_Energy_Centre_AHU-1_SAT"),
+    ],
+)
 def test_sensor_dir_is_safe(tmp_path, sensor_id, readable):
     path = artifacts.sensor_dir(tmp_path, sensor_id)
     digest = hashlib.sha256(sensor_id.encode("utf-8")).hexdigest()[:12]
@@ -76,22 +80,39 @@ def scaler(values: list[float]) -> StandardScaler:
 
 def weights(n: int, units: int = 2) -> dict:
     """A complete, consistent set of weights whose values carry the version n."""
-    shapes = {"encoder_kernel": (1, 4 * units), "encoder_recurrent_kernel": (units, 4 * units),
-              "encoder_bias": (4 * units,), "decoder_kernel": (units, 4 * units),
-              "decoder_recurrent_kernel": (units, 4 * units), "decoder_bias": (4 * units,),
-              "output_kernel": (units, 1), "output_bias": (1,)}
+    shapes = {
+        "encoder_kernel": (1, 4 * units),
+        "encoder_recurrent_kernel": (units, 4 * units),
+        "encoder_bias": (4 * units,),
+        "decoder_kernel": (units, 4 * units),
+        "decoder_recurrent_kernel": (units, 4 * units),
+        "decoder_bias": (4 * units,),
+        "output_kernel": (units, 1),
+        "output_bias": (1,),
+    }
     return {name: np.full(shape, float(n), dtype="float32") for name, shape in shapes.items()}
 
 
 def metadata(trained_at: str) -> dict:
-    return {"sensor_id": "s1", "window": 15, "interval_s": 900, "threshold": 0.5,
-            "scaler": {"mean": 3.0, "scale": 1.0}, "trained_at": trained_at}
+    return {
+        "sensor_id": "s1",
+        "window": 15,
+        "interval_s": 900,
+        "threshold": 0.5,
+        "scaler": {"mean": 3.0, "scale": 1.0},
+        "trained_at": trained_at,
+    }
 
 
 def save(directory: Path, n: int) -> dict:
     """Save version n (model bytes b'model-n', scaler mean n) and return the committed metadata."""
-    artifacts.save(directory, FakeModel(f"model-{n}".encode()), scaler([n - 1, n + 1]), weights(n),
-                   metadata(f"2026-01-{n:02d}T00:00:00Z"))
+    artifacts.save(
+        directory,
+        FakeModel(f"model-{n}".encode()),
+        scaler([n - 1, n + 1]),
+        weights(n),
+        metadata(f"2026-01-{n:02d}T00:00:00Z"),
+    )
     return json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
 
 
@@ -105,18 +126,24 @@ def listing(directory: Path) -> set[str]:
 
 def test_save_commits_metadata_with_checksums(tmp_path):
     directory = tmp_path / "models" / "s1"
-    path = artifacts.save(directory, FakeModel(b"model-bytes"), scaler([1.0, 3.0, 5.0]), weights(1),
-                          metadata("2026-01-31T00:00:00Z"))
+    path = artifacts.save(
+        directory, FakeModel(b"model-bytes"), scaler([1.0, 3.0, 5.0]), weights(1), metadata("2026-01-31T00:00:00Z")
+    )
     assert path == directory / "metadata.json"
     text = path.read_text(encoding="utf-8")
     record = json.loads(text)
     assert text == json.dumps(record, indent=2, sort_keys=True) + "\n"
     version = record["version"]
     assert re.fullmatch(r"20260131T000000Z-[0-9a-f]{6}", version)
-    assert record["files"] == {"model": f"model-{version}.keras", "scaler": f"scaler-{version}.joblib",
-                               "weights": f"weights-{version}.npz"}
+    assert record["files"] == {
+        "model": f"model-{version}.keras",
+        "scaler": f"scaler-{version}.joblib",
+        "weights": f"weights-{version}.npz",
+    }
     assert record["sha256"]["model"] == hashlib.sha256(b"model-bytes").hexdigest()
-    assert record["sha256"]["scaler"] == hashlib.sha256((directory / record["files"]["scaler"]).read_bytes()).hexdigest()
+    assert (
+        record["sha256"]["scaler"] == hashlib.sha256((directory / record["files"]["scaler"]).read_bytes()).hexdigest()
+    )
     assert (record["format_version"], record["sensor_id"], record["window"], record["threshold"]) == (1, "s1", 15, 0.5)
     assert listing(directory) == {"metadata.json"} | files_of(record)
 
@@ -131,16 +158,19 @@ def test_save_commits_metadata_with_checksums(tmp_path):
     assert loaded.metadata.threshold == 0.5
 
 
-@pytest.mark.parametrize("damage, match", [
-    ("append to model", "model-.*: missing or damaged"),
-    ("truncate scaler", "scaler-.*: missing or damaged"),
-    ("delete model", "model-.*: missing or damaged"),
-    ("metadata not JSON", "unreadable metadata"),
-    ("metadata a list", "metadata is not a JSON object"),
-    ("format version 2", "format version 2 is not 1"),
-    ("no files named", "does not name the model, scaler, weights files"),
-    ("no metadata", "^no model$"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        ("append to model", "model-.*: missing or damaged"),
+        ("truncate scaler", "scaler-.*: missing or damaged"),
+        ("delete model", "model-.*: missing or damaged"),
+        ("metadata not JSON", "unreadable metadata"),
+        ("metadata a list", "metadata is not a JSON object"),
+        ("format version 2", "format version 2 is not 1"),
+        ("no files named", "does not name the model, scaler, weights files"),
+        ("no metadata", "^no model$"),
+    ],
+)
 def test_load_metadata_rejects_damage(tmp_path, damage, match):
     record = save(tmp_path, 1)
     model, scaler_file = (tmp_path / record["files"][k] for k in ("model", "scaler"))
@@ -207,5 +237,5 @@ def test_load_weights_refuses_a_damaged_file(tmp_path):
     record = save(tmp_path, 1)
     path = tmp_path / record["files"]["weights"]
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ArtifactError, match="weights-.*: missing or damaged"):
+    with pytest.raises(ArtifactError, match=r"weights-.*: missing or damaged"):
         artifacts.load_weights(path, record["sha256"]["weights"])

@@ -11,6 +11,7 @@ string, boolean or integer written to a field that is a float in that shard (7 d
 value ending in a backslash. In a batch, the refused lines are dropped and the rest are written. InfluxDB
 1.6 still lists the sensor of a refused point, so a sensor may exist with no readings at all.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,12 @@ import urllib.error
 import numpy as np
 import pandas as pd
 import pytest
-
-from anomaly.settings import Connection, Schema
 from conftest import rows, run_job
-from influx_interact import Influx, InfluxError, influxql_string, line_protocol, parse_influxql
+
+from anomaly.influx.influxql import influxql_string, parse_influxql
+from anomaly.influx.line_protocol import line_protocol
+from anomaly.settings import Connection, Schema
+from influx_interact import InfluxError, connect
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")  # a Thursday: InfluxDB's 7-day shards start here
@@ -35,8 +38,26 @@ H = pd.Timedelta(hours=1)
 D = pd.Timedelta(days=1)
 FIRST_RUN = 12 * H
 LATER = NOW + H  # the second scoring run
-TRAIN = ["--start", (NOW - 4 * D).isoformat(), "--stop", (NOW - D).isoformat(), "--units", "4", "--epochs", "2",
-         "--patience", "1", "--min-windows", "50", "--seed", "1", "--jobs", "1", "--chunk-size", "1"]
+TRAIN = [
+    "--start",
+    (NOW - 4 * D).isoformat(),
+    "--stop",
+    (NOW - D).isoformat(),
+    "--units",
+    "4",
+    "--epochs",
+    "2",
+    "--patience",
+    "1",
+    "--min-windows",
+    "50",
+    "--seed",
+    "1",
+    "--jobs",
+    "1",
+    "--chunk-size",
+    "1",
+]
 
 GOOD = "good"
 HUGE = "huge readings in training"
@@ -67,8 +88,10 @@ def readings(sensor_id: str, times: pd.DatetimeIndex) -> np.ndarray:
 
 
 def lines(sensor_id: str, times, values, site: str = "Campus") -> list[str]:
-    return [line_protocol("READINGS", {"uniqueID": sensor_id, "siteRef": site}, {"val_num": float(v)},
-                          int(t.timestamp())) for t, v in zip(times, values)]
+    return [
+        line_protocol("READINGS", {"uniqueID": sensor_id, "siteRef": site}, {"val_num": float(v)}, int(t.timestamp()))
+        for t, v in zip(times, values)
+    ]
 
 
 def raw(tag_text: str, field_text: str, stamp: pd.Timestamp) -> str:
@@ -135,14 +158,23 @@ def seed_fleet(url: str, database: str) -> dict:
     jittered = jittered[(jittered < SILENCE[0]) | (jittered >= SILENCE[1])]
     local_influxd.write(url, database, lines(IRREGULAR, jittered, readings(IRREGULAR, jittered)))
 
-    for sensor_id, part in ((MID_RANGE, times[times >= NOW - 2 * D]), (NEW, times[times >= NOW - 6 * H]),
-                            (GONE, times[times < NOW - 6 * H])):
+    for sensor_id, part in (
+        (MID_RANGE, times[times >= NOW - 2 * D]),
+        (NEW, times[times >= NOW - 6 * H]),
+        (GONE, times[times < NOW - 6 * H]),
+    ):
         local_influxd.write(url, database, lines(sensor_id, part, readings(sensor_id, part)))
 
     # NaN and infinities cannot be written: the server drops those lines and keeps the rest of the batch.
     values = readings(NAN_INF, times)
-    batch = [raw("NaN\\ and\\ Inf\\ in\\ a\\ batch", ("NaN", "+Inf", "-Inf", "1e309")[(n // 7) % 4] if n % 7 == 3
-                 else repr(float(v)), t) for n, (t, v) in enumerate(zip(times, values))]
+    batch = [
+        raw(
+            "NaN\\ and\\ Inf\\ in\\ a\\ batch",
+            ("NaN", "+Inf", "-Inf", "1e309")[(n // 7) % 4] if n % 7 == 3 else repr(float(v)),
+            t,
+        )
+        for n, (t, v) in enumerate(zip(times, values))
+    ]
     expected["NaN and Inf error"] = refused(url, database, batch)
 
     # Strings and booleans into a float field are refused; in a shard of their own they are kept (and the
@@ -152,10 +184,13 @@ def seed_fleet(url: str, database: str) -> dict:
     local_influxd.write(url, database, [raw("strings", '"21.5"', NOW - 30 * D), raw("booleans", "false", NOW - 60 * D)])
 
     # An id with a backslash before a space is possible in the database, but line protocol cannot write it back.
-    local_influxd.write(url, database, [raw("back\\\\\\ slash", repr(float(v)), t)
-                                        for t, v in zip(times, readings("back slash", times))])
-    (_, ids), = rows(url, database, 'SHOW TAG VALUES FROM "READINGS" WITH KEY = "uniqueID"')
-    expected["unwritable"], = [sensor_id for _, sensor_id in ids if sensor_id.startswith("back")]
+    local_influxd.write(
+        url,
+        database,
+        [raw("back\\\\\\ slash", repr(float(v)), t) for t, v in zip(times, readings("back slash", times))],
+    )
+    ((_, ids),) = rows(url, database, 'SHOW TAG VALUES FROM "READINGS" WITH KEY = "uniqueID"')
+    (expected["unwritable"],) = [sensor_id for _, sensor_id in ids if sensor_id.startswith("back")]
     return expected
 
 
@@ -177,23 +212,48 @@ def fleet(influxd, tmp_path_factory):
 
     def predict(now: pd.Timestamp, *extra: str, directory=workdir, **config):
         # --no-cold-start: here a sensor without a model must stay unscored (test_jobs covers cold start)
-        args = ["--models-dir", str(models), "--delay", "0s", "--first-run", "12h", "--chunk-size", "1", "--no-cold-start",
-                "--now", now.isoformat(), *config_args(directory, **config), *extra]
+        args = [
+            "--models-dir",
+            str(models),
+            "--delay",
+            "0s",
+            "--first-run",
+            "12h",
+            "--chunk-size",
+            "1",
+            "--no-cold-start",
+            "--now",
+            now.isoformat(),
+            *config_args(directory, **config),
+            *extra,
+        ]
         return run_job("sensor_predict.py", args, env, directory, timeout=300)
 
     scoring = [predict(NOW), predict(LATER)]
-    return {"url": influxd.url, "database": database, "env": env, "models": models, "training": training,
-            "scoring": scoring, "predict": predict, "expected": expected}
+    return {
+        "url": influxd.url,
+        "database": database,
+        "env": env,
+        "models": models,
+        "training": training,
+        "scoring": scoring,
+        "predict": predict,
+        "expected": expected,
+    }
 
 
 def scores(fleet: dict, sensor_id: str, measurement: str = "PREDICT_ANOMALY") -> pd.DataFrame:
     """The scored windows (points with a loss; points of kind missing have none)."""
-    found = rows(fleet["url"], fleet["database"], f'SELECT "val_num", "loss", "threshold", "anomaly" FROM '
-                                                  f'"{measurement}" WHERE "uniqueID" = {influxql_string(sensor_id)}')
+    found = rows(
+        fleet["url"],
+        fleet["database"],
+        f'SELECT "val_num", "loss", "threshold", "anomaly" FROM '
+        f'"{measurement}" WHERE "uniqueID" = {influxql_string(sensor_id)}',
+    )
     columns = ["val_num", "loss", "threshold", "anomaly"]
     if not found:
         return pd.DataFrame(columns=columns, index=pd.DatetimeIndex([], tz="UTC"))
-    (_, values), = found
+    ((_, values),) = found
     frame = pd.DataFrame([v[1:] for v in values], columns=columns)
     frame = frame.set_index(pd.DatetimeIndex(pd.to_datetime([v[0] for v in values], unit="s", utc=True)))
     return frame[frame["loss"].notna()]
@@ -206,21 +266,26 @@ def grid(first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
 # ---------------------------------------------------------------- what the server refuses
 
 
-@pytest.mark.parametrize("line, error", [
-    ("val_num=NaN", "invalid number"),
-    ("val_num=+Inf", "invalid boolean"),
-    ("val_num=-Inf", "invalid number"),
-    ("val_num=1e309", "invalid float"),
-    ('val_num="12.5"', "field type conflict"),
-    ("val_num=true", "field type conflict"),
-    ("val_num=5i", "field type conflict"),
-])
+@pytest.mark.parametrize(
+    "line, error",
+    [
+        ("val_num=NaN", "invalid number"),
+        ("val_num=+Inf", "invalid boolean"),
+        ("val_num=-Inf", "invalid number"),
+        ("val_num=1e309", "invalid float"),
+        ('val_num="12.5"', "field type conflict"),
+        ("val_num=true", "field type conflict"),
+        ("val_num=5i", "field type conflict"),
+    ],
+)
 def test_what_the_server_refuses(influxd, database, line, error):
     """A float field refuses values line protocol cannot carry, and other types in the same shard."""
     local_influxd.write(influxd.url, database, [raw("s1", "1.5", NOW)])
-    text = refused(influxd.url, database, [raw("s1", line.split("=", 1)[1], NOW + FIVE), raw("s1", "2.5", NOW + 2 * FIVE)])
+    text = refused(
+        influxd.url, database, [raw("s1", line.split("=", 1)[1], NOW + FIVE), raw("s1", "2.5", NOW + 2 * FIVE)]
+    )
     assert error in text
-    (_, values), = rows(influxd.url, database, 'SELECT "val_num" FROM "READINGS"')
+    ((_, values),) = rows(influxd.url, database, 'SELECT "val_num" FROM "READINGS"')
     assert values == [[int(NOW.timestamp()), 1.5], [int((NOW + 2 * FIVE).timestamp()), 2.5]]  # the rest is kept
 
 
@@ -234,14 +299,17 @@ def test_the_server_refuses_a_tag_ending_in_a_backslash(influxd, database):
 TRAINED = [GOOD, ABSURD, OVERFLOW, NAN_INF, DUPLICATES, SHUFFLED, FUTURE, IRREGULAR, MID_RANGE, GONE, SPECIAL]
 
 
-@pytest.mark.parametrize("sensor_id, outcome", [
-    *[(sensor_id, "trained in") for sensor_id in TRAINED],
-    (HUGE, "skipped: readings up to 3.33333e+299 are too large to standardize"),
-    (STRINGS, "skipped: no data in the training range"),
-    (BOOLEANS, "skipped: no data in the training range"),
-    (FUTURE_ONLY, "skipped: no data in the training range"),
-    (NEW, "skipped: no data in the training range"),
-])
+@pytest.mark.parametrize(
+    "sensor_id, outcome",
+    [
+        *[(sensor_id, "trained in") for sensor_id in TRAINED],
+        (HUGE, "skipped: readings up to 3.33333e+299 are too large to standardize"),
+        (STRINGS, "skipped: no data in the training range"),
+        (BOOLEANS, "skipped: no data in the training range"),
+        (FUTURE_ONLY, "skipped: no data in the training range"),
+        (NEW, "skipped: no data in the training range"),
+    ],
+)
 def test_training_outcome_per_sensor(fleet, sensor_id, outcome):
     training = fleet["training"]
     assert f"sensor {sensor_id!r}: {outcome}" in training.stderr, training.stderr
@@ -257,9 +325,9 @@ def test_training_handles_every_bad_input_and_trains_the_rest(fleet):
 
 
 def test_a_sensor_that_appears_mid_range_trains_on_what_it_has(fleet):
-    import artifacts
+    from anomaly import store
 
-    record = artifacts.load_metadata(artifacts.sensor_dir(fleet["models"], MID_RANGE))
+    record = store.load(store.sensor_dir(fleet["models"], MID_RANGE)).metadata.record
     assert record["training_range"]["first_point"] == "2026-01-13T00:00:00Z"
     assert record["windows"] == 96 - 3  # its one day in the training range
 
@@ -310,7 +378,7 @@ def test_a_mean_that_overflows_is_read_again_without_the_absurd_readings(fleet):
 
 def test_one_sensor_overflowing_a_mean_does_not_cost_the_others_in_its_read(fleet, caplog):
     connection = Connection(url=fleet["url"], api="auto", database=fleet["database"])
-    with caplog.at_level(logging.WARNING), Influx(connection, Schema()) as db:
+    with caplog.at_level(logging.WARNING), connect(connection, Schema()) as db:
         means = db.read_means([GOOD, OVERFLOW, ABSURD], NOW - 4 * H, NOW, INTERVAL)
     assert sorted(means) == sorted([GOOD, OVERFLOW, ABSURD])
     assert all(len(series) == 16 for series in means.values())
@@ -338,8 +406,11 @@ def test_duplicate_and_out_of_order_timestamps_score_the_interval_means(fleet, s
 def test_future_timestamps_are_never_scored_ahead_of_time(fleet):
     future = scores(fleet, FUTURE)
     assert future.index.max() == LATER - INTERVAL
-    found = rows(fleet["url"], fleet["database"],
-                 f"SELECT count(\"loss\") FROM \"PREDICT_ANOMALY\" WHERE time >= {int(LATER.timestamp())}s")
+    found = rows(
+        fleet["url"],
+        fleet["database"],
+        f'SELECT count("loss") FROM "PREDICT_ANOMALY" WHERE time >= {int(LATER.timestamp())}s',
+    )
     assert found == []
 
 
@@ -350,8 +421,12 @@ def test_irregular_sampling_is_scored_except_across_a_long_gap(fleet):
     expected = grid(NOW - FIRST_RUN, LATER - INTERVAL)
     spanning = expected[(expected >= SILENCE[0]) & (expected < SILENCE[1] + 3 * INTERVAL)]
     assert frame.index.equals(expected.difference(spanning))
-    (_, silent), = rows(fleet["url"], fleet["database"], 'SELECT "anomaly", "kind" FROM "PREDICT_ANOMALY" WHERE '
-                        f'"uniqueID" = {influxql_string(IRREGULAR)} AND "kind" = \'missing\'')
+    ((_, silent),) = rows(
+        fleet["url"],
+        fleet["database"],
+        'SELECT "anomaly", "kind" FROM "PREDICT_ANOMALY" WHERE '
+        f'"uniqueID" = {influxql_string(IRREGULAR)} AND "kind" = \'missing\'',
+    )
     flagged = pd.to_datetime([t for t, _, _ in silent], unit="s", utc=True)
     assert len(flagged) and all(anomaly for _, anomaly, _ in silent)
     assert flagged.min() > SILENCE[0] and flagged.max() < SILENCE[1]  # past --max-gap of silence, until it ends
@@ -362,14 +437,16 @@ def test_a_sensor_that_disappears_is_scored_up_to_its_last_reading_then_waits(fl
     assert frame.index.equals(grid(NOW - FIRST_RUN, NOW - 6 * H - INTERVAL))
     later = fleet["scoring"][1].stderr
     # silent for longer than --max-gap (1h, 4 intervals) after its last reading at 17:45: flagged missing
-    assert (f"sensor {GONE!r}: 0 windows and 24 intervals without readings 2026-01-14T19:00:00Z .. "
-            f"2026-01-15T00:45:00Z, 24 anomalies (24 missing)") in later
+    assert (
+        f"sensor {GONE!r}: 0 windows and 24 intervals without readings 2026-01-14T19:00:00Z .. "
+        f"2026-01-15T00:45:00Z, 24 anomalies (24 missing)"
+    ) in later
 
 
 def test_a_sensor_id_with_every_special_character_round_trips(fleet):
     assert f"sensor {SPECIAL!r}: 48 windows" in fleet["scoring"][0].stderr
     found = rows(fleet["url"], fleet["database"], 'SHOW TAG VALUES FROM "PREDICT_ANOMALY" WITH KEY = "uniqueID"')
-    (_, ids), = found
+    ((_, ids),) = found
     assert SPECIAL in [sensor_id for _, sensor_id in ids]
 
 
@@ -379,19 +456,27 @@ def test_a_sensor_id_with_every_special_character_round_trips(fleet):
 def test_an_empty_database_is_nothing_to_do(influxd, database, tmp_path):
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
     for script, extra in (("sensor_training.py", TRAIN), ("sensor_predict.py", [])):
-        result = run_job(script, [*extra, "--models-dir", str(tmp_path / "models"), *config_args(tmp_path)],
-                         env, tmp_path)
+        result = run_job(
+            script, [*extra, "--models-dir", str(tmp_path / "models"), *config_args(tmp_path)], env, tmp_path
+        )
         assert result.returncode == 0, result.stderr
-        assert (f"nothing to do: no sensor (tag 'uniqueID') in measurement 'READINGS' of '{database}'"
-                in result.stderr), result.stderr
+        assert (
+            f"nothing to do: no sensor (tag 'uniqueID') in measurement 'READINGS' of '{database}'" in result.stderr
+        ), result.stderr
     assert not (tmp_path / "models").exists()
 
 
 def test_a_missing_measurement_is_nothing_to_do(fleet, tmp_path):
-    for script, extra, models in (("sensor_training.py", TRAIN, tmp_path / "models"),
-                                  ("sensor_predict.py", [], fleet["models"])):
-        result = run_job(script, [*extra, "--measurement", "NO_SUCH", "--models-dir", str(models),
-                                  *config_args(tmp_path)], fleet["env"], tmp_path)
+    for script, extra, models in (
+        ("sensor_training.py", TRAIN, tmp_path / "models"),
+        ("sensor_predict.py", [], fleet["models"]),
+    ):
+        result = run_job(
+            script,
+            [*extra, "--measurement", "NO_SUCH", "--models-dir", str(models), *config_args(tmp_path)],
+            fleet["env"],
+            tmp_path,
+        )
         assert result.returncode == 0, result.stderr
         assert "nothing to do: no sensor (tag 'uniqueID') in measurement 'NO_SUCH'" in result.stderr
 
@@ -402,8 +487,12 @@ def test_a_missing_field_leaves_each_sensor_without_data(fleet, tmp_path):
     assert f"sensor {GOOD!r}: no complete window ends in" in result.stderr
     assert "0 sensors scored" in result.stderr
     models = tmp_path / "models"
-    result = run_job("sensor_training.py", [*TRAIN, "--field", "no_such", "--sensor", GOOD, "--models-dir", str(models),
-                                            *config_args(tmp_path)], fleet["env"], tmp_path)
+    result = run_job(
+        "sensor_training.py",
+        [*TRAIN, "--field", "no_such", "--sensor", GOOD, "--models-dir", str(models), *config_args(tmp_path)],
+        fleet["env"],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert f"sensor {GOOD!r}: skipped: no data in the training range" in result.stderr
     assert not models.exists()
@@ -412,17 +501,26 @@ def test_a_missing_field_leaves_each_sensor_without_data(fleet, tmp_path):
 # ---------------------------------------------------------------- configuration files
 
 
-@pytest.mark.parametrize("which, text, message", [
-    pytest.param("ratios", "", "not valid JSON at line 1 column 1", id="empty"),
-    pytest.param("ratios", "good: 1.5\n", "not valid JSON at line 1 column 1", id="not JSON"),
-    pytest.param("ratios", '["good"]', "must be a JSON object mapping sensor id to a number, not list", id="a list"),
-    pytest.param("ratios", '{"good": "1.5"}', "key 'good' has ratio '1.5'", id="ratio a string"),
-    pytest.param("windows", '{"good": 4.5}', "key 'good' has window 4.5", id="window a fraction"),
-    pytest.param("windows", '{"good": null}', "key 'good' has window None", id="window null"),
-    pytest.param("ratios", "[" * 100_000, "JSON nested too deeply to read", id="nested 100000 deep"),
-    pytest.param("ratios", '{"good": ' + "9" * 5000 + "}", "not usable JSON: Exceeds the limit (4300 digits)",
-                 id="a 5000-digit number"),
-])
+@pytest.mark.parametrize(
+    "which, text, message",
+    [
+        pytest.param("ratios", "", "not valid JSON at line 1 column 1", id="empty"),
+        pytest.param("ratios", "good: 1.5\n", "not valid JSON at line 1 column 1", id="not JSON"),
+        pytest.param(
+            "ratios", '["good"]', "must be a JSON object mapping sensor id to a number, not list", id="a list"
+        ),
+        pytest.param("ratios", '{"good": "1.5"}', "key 'good' has ratio '1.5'", id="ratio a string"),
+        pytest.param("windows", '{"good": 4.5}', "key 'good' has window 4.5", id="window a fraction"),
+        pytest.param("windows", '{"good": null}', "key 'good' has window None", id="window null"),
+        pytest.param("ratios", "[" * 100_000, "JSON nested too deeply to read", id="nested 100000 deep"),
+        pytest.param(
+            "ratios",
+            '{"good": ' + "9" * 5000 + "}",
+            "not usable JSON: Exceeds the limit (4300 digits)",
+            id="a 5000-digit number",
+        ),
+    ],
+)
 def test_a_broken_config_file_stops_the_job_before_it_reads(fleet, tmp_path, which, text, message):
     files = {"ratios": "{}", "windows": '{"default": 4}', which: text}
     result = fleet["predict"](NOW, "--output-measurement", "BROKEN_CONFIG", directory=tmp_path, **files)
@@ -432,20 +530,33 @@ def test_a_broken_config_file_stops_the_job_before_it_reads(fleet, tmp_path, whi
     assert rows(fleet["url"], fleet["database"], 'SELECT count("loss") FROM "BROKEN_CONFIG"') == []
 
 
-@pytest.mark.parametrize("measurement, ratios, windows, ratio", [
-    pytest.param("UNKNOWN_SENSORS", '{"default": 2, "no such sensor": 3, "neither this": 0.5}',
-                 '{"default": 4, "no such sensor": 99}', 2.0, id="unknown sensors"),
-    pytest.param("HUGE_CONFIG", json.dumps({**{f"sensor {n}": 1 + n % 7 for n in range(100_000)}, GOOD: 1.5}),
-                 json.dumps({"default": 4, **{f"sensor {n}": 2 + n % 7 for n in range(100_000)}}), 1.5,
-                 id="100000 keys"),
-])
+@pytest.mark.parametrize(
+    "measurement, ratios, windows, ratio",
+    [
+        pytest.param(
+            "UNKNOWN_SENSORS",
+            '{"default": 2, "no such sensor": 3, "neither this": 0.5}',
+            '{"default": 4, "no such sensor": 99}',
+            2.0,
+            id="unknown sensors",
+        ),
+        pytest.param(
+            "HUGE_CONFIG",
+            json.dumps({**{f"sensor {n}": 1 + n % 7 for n in range(100_000)}, GOOD: 1.5}),
+            json.dumps({"default": 4, **{f"sensor {n}": 2 + n % 7 for n in range(100_000)}}),
+            1.5,
+            id="100000 keys",
+        ),
+    ],
+)
 def test_a_config_naming_unknown_sensors_is_used_for_the_rest(fleet, tmp_path, measurement, ratios, windows, ratio):
-    import artifacts
+    from anomaly import store
 
-    result = fleet["predict"](NOW, "--sensor", GOOD, "--output-measurement", measurement, directory=tmp_path,
-                              ratios=ratios, windows=windows)
+    result = fleet["predict"](
+        NOW, "--sensor", GOOD, "--output-measurement", measurement, directory=tmp_path, ratios=ratios, windows=windows
+    )
     assert result.returncode == 0, result.stderr
     frame = scores(fleet, GOOD, measurement)
     assert frame.index.equals(grid(NOW - FIRST_RUN, NOW - INTERVAL))
-    saved = artifacts.load_metadata(artifacts.sensor_dir(fleet["models"], GOOD))["threshold"]
+    saved = store.load(store.sensor_dir(fleet["models"], GOOD)).metadata.threshold
     assert frame["threshold"].tolist() == pytest.approx([ratio * saved] * 48)

@@ -1,4 +1,5 @@
 """The detection benchmark runs end to end at a tiny size and ends with its JSON line (no figure is judged)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,25 @@ from conftest import ROOT
 
 def test_bench_detection_runs_and_reports_every_kind_and_method(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_detection.py"), "--quick", "--days", "10", "--holdout-days", "5",
-         "--epochs", "1", "--history", "96"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_detection.py"),
+            "--quick",
+            "--days",
+            "10",
+            "--holdout-days",
+            "5",
+            "--epochs",
+            "1",
+            "--history",
+            "96",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(report["results"]) == {"daily", "noisy", "drift", "flat", "all"}

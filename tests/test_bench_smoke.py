@@ -1,4 +1,5 @@
 """The scoring benchmark runs end to end at a tiny size and ends with its JSON line (no timing is judged)."""
+
 from __future__ import annotations
 
 import json
@@ -12,22 +13,46 @@ SENSORS, BIG = 6, 10
 
 def test_bench_predict_runs_and_reports_every_scenario(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_predict.py"), "--quick", "--sensors", str(SENSORS),
-         "--big", str(BIG), "--epochs", "1", "--workdir", str(tmp_path / "bench")],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_predict.py"),
+            "--quick",
+            "--sensors",
+            str(SENSORS),
+            "--big",
+            str(BIG),
+            "--epochs",
+            "1",
+            "--workdir",
+            str(tmp_path / "bench"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("scenario"), result.stdout
     report = json.loads(lines[-1])
 
-    expected = {"tick": (SENSORS, SENSORS), "tick_keras": (SENSORS, SENSORS), "catchup": (SENSORS, SENSORS * 96),
-                "tick_big": (BIG, BIG)}
+    expected = {
+        "tick": (SENSORS, SENSORS),
+        "tick_keras": (SENSORS, SENSORS),
+        "catchup": (SENSORS, SENSORS * 96),
+        "tick_big": (BIG, BIG),
+    }
     for name, (sensors, windows) in expected.items():
         figures = report[name]
         assert (figures["sensors"], figures["windows"]) == (sensors, windows), name
         assert figures["wall_s"] > 0 and figures["peak_rss_mb"] > 0, name
     assert report["tick"]["keras_ratio"] > 0
     assert report["tick_keras"]["engine"] == "keras" and report["tick"]["engine"] == "numpy"
-    assert report["models"] == {"trained": 4, "derived": SENSORS - 4, "derived_numpy_only": BIG - SENSORS,
-                                "perturbation": 0.01}
+    assert report["models"] == {
+        "trained": 4,
+        "derived": SENSORS - 4,
+        "derived_numpy_only": BIG - SENSORS,
+        "perturbation": 0.01,
+    }
     assert report["max_loss_difference"] <= 1e-3

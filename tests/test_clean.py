@@ -2,6 +2,7 @@
 
 Times are written as minutes after T0 (2026-01-01T00:00Z); the interval is 15 minutes.
 """
+
 import math
 
 import numpy as np
@@ -42,19 +43,26 @@ def assert_series(result: pd.Series, minutes: list[float], values: list[float]) 
 # ---------------------------------------------------------------- validate_series
 
 
-@pytest.mark.parametrize("values, minutes, expected_minutes, expected", [
-    pytest.param([3.0, 1.0, 2.0], [120, 0, 60], [0, 60, 120], [1.0, 2.0, 3.0], id="sorted"),
-    pytest.param([1.0, 2.0, 9.0], [0, 60, 0], [0, 60], [9.0, 2.0], id="duplicate keeps last"),
-    pytest.param([1.0, math.inf, -math.inf], [0, 15, 30], [0, 15, 30], [1.0, nan, nan], id="inf to NaN"),
-    pytest.param(["1.5", "x", None, 4], [0, 15, 30, 45], [0, 15, 30, 45], [1.5, nan, nan, 4.0], id="strings coerced"),
-    pytest.param([], [], [], [], id="empty"),
-])
+@pytest.mark.parametrize(
+    "values, minutes, expected_minutes, expected",
+    [
+        pytest.param([3.0, 1.0, 2.0], [120, 0, 60], [0, 60, 120], [1.0, 2.0, 3.0], id="sorted"),
+        pytest.param([1.0, 2.0, 9.0], [0, 60, 0], [0, 60], [9.0, 2.0], id="duplicate keeps last"),
+        pytest.param([1.0, math.inf, -math.inf], [0, 15, 30], [0, 15, 30], [1.0, nan, nan], id="inf to NaN"),
+        pytest.param(
+            ["1.5", "x", None, 4], [0, 15, 30, 45], [0, 15, 30, 45], [1.5, nan, nan, 4.0], id="strings coerced"
+        ),
+        pytest.param([], [], [], [], id="empty"),
+    ],
+)
 def test_validate_series(values, minutes, expected_minutes, expected):
     assert_series(clean.validate_series(series(values, minutes)), expected_minutes, expected)
 
 
 def test_validate_series_converts_zone_to_utc():
-    local = pd.Series([1.0, 2.0], index=pd.DatetimeIndex(["2026-01-01T02:00", "2026-01-01T01:00"]).tz_localize("Europe/Oslo"))
+    local = pd.Series(
+        [1.0, 2.0], index=pd.DatetimeIndex(["2026-01-01T02:00", "2026-01-01T01:00"]).tz_localize("Europe/Oslo")
+    )
     assert_series(clean.validate_series(local), [0, 60], [2.0, 1.0])
 
 
@@ -65,12 +73,18 @@ def test_validate_series_leaves_input_alone():
     assert raw.iloc[1] == math.inf
 
 
-@pytest.mark.parametrize("raw, match", [
-    pytest.param(pd.Series([1.0, 2.0], index=pd.DatetimeIndex(["2026-01-01T00:00", "2026-01-01T00:15"])),
-                 "timezone-aware", id="naive"),
-    pytest.param(pd.Series([1.0, 2.0]), "DatetimeIndex, not RangeIndex", id="range index"),
-    pytest.param(pd.Series([1.0], index=["2026-01-01T00:00Z"]), "DatetimeIndex, not Index", id="string index"),
-])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        pytest.param(
+            pd.Series([1.0, 2.0], index=pd.DatetimeIndex(["2026-01-01T00:00", "2026-01-01T00:15"])),
+            "timezone-aware",
+            id="naive",
+        ),
+        pytest.param(pd.Series([1.0, 2.0]), "DatetimeIndex, not RangeIndex", id="range index"),
+        pytest.param(pd.Series([1.0], index=["2026-01-01T00:00Z"]), "DatetimeIndex, not Index", id="string index"),
+    ],
+)
 def test_validate_series_rejects_index(raw, match):
     with pytest.raises(TypeError, match=match):
         clean.validate_series(raw)
@@ -79,17 +93,29 @@ def test_validate_series_rejects_index(raw, match):
 # ---------------------------------------------------------------- regularize
 
 
-@pytest.mark.parametrize("values, minutes, start, stop, expected_minutes, expected", [
-    pytest.param([1.0, 3.0], [0, 30], None, None, [0, 15, 30], [1.0, nan, 3.0], id="grid filled with NaN"),
-    pytest.param([1.0, 2.0, 6.0, 8.0], [0, 5, 10, 20], None, None, [0, 15], [3.0, 8.0], id="off-grid averaged"),
-    pytest.param([1.0, 3.0], [0, 30], -15, 60, [-15, 0, 15, 30, 45], [nan, 1.0, nan, 3.0, nan], id="start and stop widen"),
-    pytest.param([7.0, 1.0, 2.0, 9.0], [-30, 0, 45, 60], 0, 60, [0, 15, 30, 45], [1.0, nan, nan, 2.0],
-                 id="points outside start and stop dropped"),
-    pytest.param([], [], 0, 45, [0, 15, 30], [nan, nan, nan], id="empty with bounds"),
-    pytest.param([], [], None, None, [], [], id="empty without bounds"),
-    pytest.param([1.0, 2.0, 3.0], [0, 15, 30], None, 45, [0, 15, 30], [1.0, 2.0, 3.0], id="stop excluded"),
-    pytest.param([1.0, 2.0, 3.0], [0, 15, 30], 0, 40, [0, 15, 30], [1.0, 2.0, 3.0], id="stop off the grid"),
-])
+@pytest.mark.parametrize(
+    "values, minutes, start, stop, expected_minutes, expected",
+    [
+        pytest.param([1.0, 3.0], [0, 30], None, None, [0, 15, 30], [1.0, nan, 3.0], id="grid filled with NaN"),
+        pytest.param([1.0, 2.0, 6.0, 8.0], [0, 5, 10, 20], None, None, [0, 15], [3.0, 8.0], id="off-grid averaged"),
+        pytest.param(
+            [1.0, 3.0], [0, 30], -15, 60, [-15, 0, 15, 30, 45], [nan, 1.0, nan, 3.0, nan], id="start and stop widen"
+        ),
+        pytest.param(
+            [7.0, 1.0, 2.0, 9.0],
+            [-30, 0, 45, 60],
+            0,
+            60,
+            [0, 15, 30, 45],
+            [1.0, nan, nan, 2.0],
+            id="points outside start and stop dropped",
+        ),
+        pytest.param([], [], 0, 45, [0, 15, 30], [nan, nan, nan], id="empty with bounds"),
+        pytest.param([], [], None, None, [], [], id="empty without bounds"),
+        pytest.param([1.0, 2.0, 3.0], [0, 15, 30], None, 45, [0, 15, 30], [1.0, 2.0, 3.0], id="stop excluded"),
+        pytest.param([1.0, 2.0, 3.0], [0, 15, 30], 0, 40, [0, 15, 30], [1.0, 2.0, 3.0], id="stop off the grid"),
+    ],
+)
 def test_regularize(values, minutes, start, stop, expected_minutes, expected):
     bound = lambda m: None if m is None else T0 + pd.Timedelta(minutes=m)  # noqa: E731
     result = clean.regularize(series(values, minutes), INTERVAL, bound(start), bound(stop))
@@ -99,16 +125,19 @@ def test_regularize(values, minutes, start, stop, expected_minutes, expected):
 # ---------------------------------------------------------------- fill_short_gaps
 
 
-@pytest.mark.parametrize("limit, values, expected", [
-    pytest.param(1, [1, nan, 3], [1, 2, 3], id="one NaN filled"),
-    pytest.param(2, [0, nan, nan, 3], [0, 1, 2, 3], id="run equal to limit filled"),
-    pytest.param(1, [0, nan, nan, 3], [0, nan, nan, 3], id="run longer than limit kept"),
-    pytest.param(1, [0, nan, 2, nan, nan, 5], [0, 1, 2, nan, nan, 5], id="short filled, long kept"),
-    pytest.param(5, [nan, nan, 1, nan, 3, nan], [nan, nan, 1, 2, 3, nan], id="leading and trailing kept"),
-    pytest.param(0, [1, nan, 3], [1, nan, 3], id="limit 0 fills nothing"),
-    pytest.param(3, [1, 2], [1, 2], id="nothing missing"),
-    pytest.param(3, [nan, nan], [nan, nan], id="all missing"),
-])
+@pytest.mark.parametrize(
+    "limit, values, expected",
+    [
+        pytest.param(1, [1, nan, 3], [1, 2, 3], id="one NaN filled"),
+        pytest.param(2, [0, nan, nan, 3], [0, 1, 2, 3], id="run equal to limit filled"),
+        pytest.param(1, [0, nan, nan, 3], [0, nan, nan, 3], id="run longer than limit kept"),
+        pytest.param(1, [0, nan, 2, nan, nan, 5], [0, 1, 2, nan, nan, 5], id="short filled, long kept"),
+        pytest.param(5, [nan, nan, 1, nan, 3, nan], [nan, nan, 1, 2, 3, nan], id="leading and trailing kept"),
+        pytest.param(0, [1, nan, 3], [1, nan, 3], id="limit 0 fills nothing"),
+        pytest.param(3, [1, 2], [1, 2], id="nothing missing"),
+        pytest.param(3, [nan, nan], [nan, nan], id="all missing"),
+    ],
+)
 def test_fill_short_gaps(limit, values, expected):
     raw = series(values)
     result = clean.fill_short_gaps(raw, limit)
@@ -119,11 +148,14 @@ def test_fill_short_gaps(limit, values, expected):
 # ---------------------------------------------------------------- make_windows
 
 
-@pytest.mark.parametrize("values, window, expected", [
-    pytest.param([1, 2, 3, 4], 2, [[1, 2], [2, 3], [3, 4]], id="window 2"),
-    pytest.param([1, 2, 3, 4], 4, [[1, 2, 3, 4]], id="window equals length"),
-    pytest.param([1, 2, 3], 1, [[1], [2], [3]], id="window 1"),
-])
+@pytest.mark.parametrize(
+    "values, window, expected",
+    [
+        pytest.param([1, 2, 3, 4], 2, [[1, 2], [2, 3], [3, 4]], id="window 2"),
+        pytest.param([1, 2, 3, 4], 4, [[1, 2, 3, 4]], id="window equals length"),
+        pytest.param([1, 2, 3], 1, [[1], [2], [3]], id="window 1"),
+    ],
+)
 def test_make_windows(values, window, expected):
     windows = clean.make_windows(np.array(values), window)
     assert windows.shape == (len(values) - window + 1, window, 1)
@@ -131,12 +163,15 @@ def test_make_windows(values, window, expected):
     assert windows[:, :, 0].tolist() == expected
 
 
-@pytest.mark.parametrize("values, window, match", [
-    pytest.param([1, 2], 3, "need at least 3 values to build one window of 3, got 2", id="too short"),
-    pytest.param([], 1, "need at least 1 values", id="empty"),
-    pytest.param([1, 2, 3], 0, "window of 0", id="window 0"),
-    pytest.param([[1, 2], [3, 4]], 2, r"one-dimensional, got shape \(2, 2\)", id="two-dimensional"),
-])
+@pytest.mark.parametrize(
+    "values, window, match",
+    [
+        pytest.param([1, 2], 3, "need at least 3 values to build one window of 3, got 2", id="too short"),
+        pytest.param([], 1, "need at least 1 values", id="empty"),
+        pytest.param([1, 2, 3], 0, "window of 0", id="window 0"),
+        pytest.param([[1, 2], [3, 4]], 2, r"one-dimensional, got shape \(2, 2\)", id="two-dimensional"),
+    ],
+)
 def test_make_windows_rejects(values, window, match):
     with pytest.raises(ValueError, match=match):
         clean.make_windows(np.array(values), window)
@@ -145,13 +180,16 @@ def test_make_windows_rejects(values, window, match):
 # ---------------------------------------------------------------- windows_without_gaps
 
 
-@pytest.mark.parametrize("values, window, expected, end_minutes", [
-    pytest.param([1, 2, nan, 4, 5, 6], 2, [[1, 2], [4, 5], [5, 6]], [15, 60, 75], id="window 2 skips the NaN"),
-    pytest.param([1, 2, nan, 4, 5, 6], 3, [[4, 5, 6]], [75], id="window 3"),
-    pytest.param([1, 2, nan, 4, 5, 6], 4, [], [], id="no stretch long enough"),
-    pytest.param([1, 2], 3, [], [], id="shorter than window"),
-    pytest.param([1, 2, 3], 3, [[1, 2, 3]], [30], id="exactly one"),
-])
+@pytest.mark.parametrize(
+    "values, window, expected, end_minutes",
+    [
+        pytest.param([1, 2, nan, 4, 5, 6], 2, [[1, 2], [4, 5], [5, 6]], [15, 60, 75], id="window 2 skips the NaN"),
+        pytest.param([1, 2, nan, 4, 5, 6], 3, [[4, 5, 6]], [75], id="window 3"),
+        pytest.param([1, 2, nan, 4, 5, 6], 4, [], [], id="no stretch long enough"),
+        pytest.param([1, 2], 3, [], [], id="shorter than window"),
+        pytest.param([1, 2, 3], 3, [[1, 2, 3]], [30], id="exactly one"),
+    ],
+)
 def test_windows_without_gaps(values, window, expected, end_minutes):
     windows, ends = clean.windows_without_gaps(series(values), window)
     assert windows.shape == (len(expected), window, 1)
@@ -165,23 +203,28 @@ def test_windows_without_gaps_never_cross_a_gap(values, window):
     raw = series([nan if v is None else v for v in values])
     windows, ends = clean.windows_without_gaps(raw, window)
     present = raw.notna().to_numpy()
-    full_ends = [i for i in range(window - 1, len(raw)) if present[i - window + 1:i + 1].all()]
+    full_ends = [i for i in range(window - 1, len(raw)) if present[i - window + 1 : i + 1].all()]
     assert not np.isnan(windows).any()
     assert list(ends) == [raw.index[i] for i in full_ends]
     for window_values, i in zip(windows[:, :, 0], full_ends):
-        np.testing.assert_array_equal(window_values, raw.to_numpy()[i - window + 1:i + 1].astype("float32"))
+        np.testing.assert_array_equal(window_values, raw.to_numpy()[i - window + 1 : i + 1].astype("float32"))
 
 
 # ---------------------------------------------------------------- unusable_reason
 
 
-@pytest.mark.parametrize("values, window, min_windows, expected", [
-    pytest.param([], 2, 1, "no data in the training range", id="empty"),
-    pytest.param([nan, nan], 2, 1, "no data in the training range", id="all NaN"),
-    pytest.param([5, 5, nan, 5], 2, 1, "constant value 5 in the training range", id="constant"),
-    pytest.param([1, 2, nan, 3, 4], 2, 3, "too little data: 2 windows of 2 without gaps, need 3", id="too few windows"),
-    pytest.param([1, 2, nan, 3, 4], 2, 2, None, id="ok"),
-])
+@pytest.mark.parametrize(
+    "values, window, min_windows, expected",
+    [
+        pytest.param([], 2, 1, "no data in the training range", id="empty"),
+        pytest.param([nan, nan], 2, 1, "no data in the training range", id="all NaN"),
+        pytest.param([5, 5, nan, 5], 2, 1, "constant value 5 in the training range", id="constant"),
+        pytest.param(
+            [1, 2, nan, 3, 4], 2, 3, "too little data: 2 windows of 2 without gaps, need 3", id="too few windows"
+        ),
+        pytest.param([1, 2, nan, 3, 4], 2, 2, None, id="ok"),
+    ],
+)
 def test_unusable_reason(values, window, min_windows, expected):
     assert clean.unusable_reason(series(values), window, min_windows) == expected
 
@@ -202,11 +245,14 @@ def test_fit_scaler_ignores_nan_and_scale_keeps_index_and_nan():
     np.testing.assert_allclose(back, [1, 3, nan, 5])
 
 
-@pytest.mark.parametrize("labelled, expected", [
-    pytest.param([15, 45], [1, nan, 3], id="labelled interval blanked, unknown ignored"),
-    pytest.param([], [1, 2, 3], id="nothing labelled"),
-    pytest.param([0, 15, 30], [nan, nan, nan], id="all labelled"),
-])
+@pytest.mark.parametrize(
+    "labelled, expected",
+    [
+        pytest.param([15, 45], [1, nan, 3], id="labelled interval blanked, unknown ignored"),
+        pytest.param([], [1, 2, 3], id="nothing labelled"),
+        pytest.param([0, 15, 30], [nan, nan, nan], id="all labelled"),
+    ],
+)
 def test_drop_intervals(labelled, expected):
     raw = series([1, 2, 3])
     assert_series(clean.drop_intervals(raw, at(labelled)), [0, 15, 30], expected)

@@ -1,9 +1,10 @@
 """anomaly.settings and anomaly.times: durations, times, --where, the per-sensor files and the connection flags."""
+
 import argparse
 import io
 import logging
-import sys
 import re
+import sys
 
 import pandas as pd
 import pytest
@@ -17,14 +18,17 @@ NOW = pd.Timestamp("2026-03-01T12:00:00Z")
 # ---------------------------------------------------------------- parse_duration
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("30s", pd.Timedelta(seconds=30)),
-    ("15m", pd.Timedelta(minutes=15)),
-    ("1h", pd.Timedelta(hours=1)),
-    ("7d", pd.Timedelta(days=7)),
-    ("2w", pd.Timedelta(days=14)),
-    (" 15m ", pd.Timedelta(minutes=15)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("30s", pd.Timedelta(seconds=30)),
+        ("15m", pd.Timedelta(minutes=15)),
+        ("1h", pd.Timedelta(hours=1)),
+        ("7d", pd.Timedelta(days=7)),
+        ("2w", pd.Timedelta(days=14)),
+        (" 15m ", pd.Timedelta(minutes=15)),
+    ],
+)
 def test_parse_duration(text, expected):
     assert times.parse_duration(text, "--interval") == expected
 
@@ -38,28 +42,34 @@ def test_parse_duration_rejects(text):
 # ---------------------------------------------------------------- parse_time
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("now", "2026-03-01T12:00:00Z"),
-    ("-90d", "2025-12-01T12:00:00Z"),
-    ("-15m", "2026-03-01T11:45:00Z"),
-    ("2026-01-31T00:00:00Z", "2026-01-31T00:00:00Z"),
-    ("2026-01-31T02:00:00+02:00", "2026-01-31T00:00:00Z"),
-    (" 2026-01-31T00:00:00.5Z ", "2026-01-31T00:00:00.5Z"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("now", "2026-03-01T12:00:00Z"),
+        ("-90d", "2025-12-01T12:00:00Z"),
+        ("-15m", "2026-03-01T11:45:00Z"),
+        ("2026-01-31T00:00:00Z", "2026-01-31T00:00:00Z"),
+        ("2026-01-31T02:00:00+02:00", "2026-01-31T00:00:00Z"),
+        (" 2026-01-31T00:00:00.5Z ", "2026-01-31T00:00:00.5Z"),
+    ],
+)
 def test_parse_time(text, expected):
     stamp = times.parse_time(text, NOW, "--start")
     assert stamp == pd.Timestamp(expected)
     assert str(stamp.tz) == "UTC"
 
 
-@pytest.mark.parametrize("text, match", [
-    ("2026-01-31T00:00:00", "'2026-01-31T00:00:00' is not a time; use RFC3339 with a zone"),
-    ("2026-01-31", "'2026-01-31' is not a time"),
-    ("yesterday", "'yesterday' is not a time"),
-    ("", "'' is not a time"),
-    ("-90x", "'-90x' is not a time"),
-    ("-0d", "'-0d' is not a time"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("2026-01-31T00:00:00", "'2026-01-31T00:00:00' is not a time; use RFC3339 with a zone"),
+        ("2026-01-31", "'2026-01-31' is not a time"),
+        ("yesterday", "'yesterday' is not a time"),
+        ("", "'' is not a time"),
+        ("-90x", "'-90x' is not a time"),
+        ("-0d", "'-0d' is not a time"),
+    ],
+)
 def test_parse_time_rejects(text, match):
     with pytest.raises(ConfigError, match="^--start: " + re.escape(match)):
         times.parse_time(text, NOW, "--start")
@@ -68,13 +78,16 @@ def test_parse_time_rejects(text, match):
 # ---------------------------------------------------------------- parse_where
 
 
-@pytest.mark.parametrize("items, expected", [
-    ([], ()),
-    (["siteRef=Campus Energy Centre"], (("siteRef", "Campus Energy Centre"),)),
-    (["a=b=c"], (("a", "b=c"),)),
-    (["a=1", "b=2"], (("a", "1"), ("b", "2"))),
-    (["a="], (("a", ""),)),
-])
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        ([], ()),
+        (["siteRef=Campus Energy Centre"], (("siteRef", "Campus Energy Centre"),)),
+        (["a=b=c"], (("a", "b=c"),)),
+        (["a=1", "b=2"], (("a", "1"), ("b", "2"))),
+        (["a="], (("a", ""),)),
+    ],
+)
 def test_parse_where(items, expected):
     assert settings.parse_where(items) == expected
 
@@ -102,8 +115,9 @@ def test_load_sensor_config_defaults(tmp_path):
 
 
 def test_load_sensor_config_values_and_default_key(tmp_path):
-    cfg = settings.load_sensor_config(*write_files(
-        tmp_path, '{"default": 2, "s1": 1.5, "Température": 3}', '{"default": 10, "s1": 30}'))
+    cfg = settings.load_sensor_config(
+        *write_files(tmp_path, '{"default": 2, "s1": 1.5, "Température": 3}', '{"default": 10, "s1": 30}')
+    )
     assert cfg.ratio("s1") == 1.5
     assert cfg.ratio("Température") == 3.0
     assert cfg.ratio("other") == 2.0
@@ -115,29 +129,32 @@ def test_load_sensor_config_values_and_default_key(tmp_path):
         cfg.ratios["s2"] = 1.0  # read-only once loaded
 
 
-@pytest.mark.parametrize("which, text, message", [
-    ("ratios", '{"s1": 0}', "key 's1' has ratio 0; a ratio must be a positive number"),
-    ("ratios", '{"s1": -1.5}', "key 's1' has ratio -1.5;"),
-    ("ratios", '{"s1": "2"}', "key 's1' has ratio '2';"),
-    ("ratios", '{"s1": true}', "key 's1' has ratio True;"),
-    ("ratios", '{"s1": null}', "key 's1' has ratio None;"),
-    ("ratios", '{"s1": NaN}', "key 's1' has ratio nan;"),
-    ("ratios", '{"s1": Infinity}', "key 's1' has ratio inf;"),
-    ("ratios", '{"default": 0}', "key 'default' has ratio 0;"),
-    ("windows", '{"s1": 1}', "key 's1' has window 1; a window must be a whole number >= 2"),
-    ("windows", '{"s1": 2.5}', "key 's1' has window 2.5;"),
-    ("windows", '{"s1": 15.0}', "key 's1' has window 15.0;"),
-    ("windows", '{"s1": "15"}', "key 's1' has window '15';"),
-    ("windows", '{"s1": true}', "key 's1' has window True;"),
-    ("windows", '{"default": 0}', "key 'default' has window 0;"),
-    ("ratios", '{"s1": 1,}', "not valid JSON at line 1 column 10"),
-    ("windows", '{"s1": 15\n', "not valid JSON at line 2 column 1"),
-    ("ratios", "", "not valid JSON at line 1 column 1"),
-    ("ratios", "[1, 2]", "must be a JSON object mapping sensor id to a number, not list"),
-    ("windows", "15", "must be a JSON object mapping sensor id to a number, not int"),
-    pytest.param("ratios", '{"s1": ' + "1" * 400 + "}", "key 's1' has ratio 111", id="huge-integer-ratio"),
-    pytest.param("ratios", b'{"caf\xe9": 1}', "not UTF-8 text", id="latin-1-file"),
-])
+@pytest.mark.parametrize(
+    "which, text, message",
+    [
+        ("ratios", '{"s1": 0}', "key 's1' has ratio 0; a ratio must be a positive number"),
+        ("ratios", '{"s1": -1.5}', "key 's1' has ratio -1.5;"),
+        ("ratios", '{"s1": "2"}', "key 's1' has ratio '2';"),
+        ("ratios", '{"s1": true}', "key 's1' has ratio True;"),
+        ("ratios", '{"s1": null}', "key 's1' has ratio None;"),
+        ("ratios", '{"s1": NaN}', "key 's1' has ratio nan;"),
+        ("ratios", '{"s1": Infinity}', "key 's1' has ratio inf;"),
+        ("ratios", '{"default": 0}', "key 'default' has ratio 0;"),
+        ("windows", '{"s1": 1}', "key 's1' has window 1; a window must be a whole number >= 2"),
+        ("windows", '{"s1": 2.5}', "key 's1' has window 2.5;"),
+        ("windows", '{"s1": 15.0}', "key 's1' has window 15.0;"),
+        ("windows", '{"s1": "15"}', "key 's1' has window '15';"),
+        ("windows", '{"s1": true}', "key 's1' has window True;"),
+        ("windows", '{"default": 0}', "key 'default' has window 0;"),
+        ("ratios", '{"s1": 1,}', "not valid JSON at line 1 column 10"),
+        ("windows", '{"s1": 15\n', "not valid JSON at line 2 column 1"),
+        ("ratios", "", "not valid JSON at line 1 column 1"),
+        ("ratios", "[1, 2]", "must be a JSON object mapping sensor id to a number, not list"),
+        ("windows", "15", "must be a JSON object mapping sensor id to a number, not int"),
+        pytest.param("ratios", '{"s1": ' + "1" * 400 + "}", "key 's1' has ratio 111", id="huge-integer-ratio"),
+        pytest.param("ratios", b'{"caf\xe9": 1}', "not UTF-8 text", id="latin-1-file"),
+    ],
+)
 def test_load_sensor_config_errors_name_file_key_and_value(tmp_path, which, text, message):
     ratios, windows = write_files(tmp_path, **{which: text})
     bad = ratios if which == "ratios" else windows
@@ -168,8 +185,15 @@ def test_load_sensor_config_directory_instead_of_file(tmp_path):
 @pytest.fixture
 def build_parser(monkeypatch):
     """Parser factory with no INFLUX_* variable set; tests set the ones they need before building."""
-    for name in ("INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET", "INFLUX_DATABASE",
-                 "INFLUX_USERNAME", "INFLUX_PASSWORD"):
+    for name in (
+        "INFLUX_URL",
+        "INFLUX_TOKEN",
+        "INFLUX_ORG",
+        "INFLUX_BUCKET",
+        "INFLUX_DATABASE",
+        "INFLUX_USERNAME",
+        "INFLUX_PASSWORD",
+    ):
         monkeypatch.delenv(name, raising=False)
 
     def build() -> argparse.ArgumentParser:
@@ -185,10 +209,24 @@ def connection(build_parser, argv):
 
 
 def test_connection_influxql(build_parser):
-    conn = connection(build_parser, ["--url", "http://db.example:8086/", "--database", "sensors",
-                                     "--username", "u", "--password", "s3cret", "--timeout", "2m"])
-    assert conn == settings.Connection(url="http://db.example:8086", api="auto", database="sensors",
-                                     username="u", password="s3cret", timeout_s=120.0)
+    conn = connection(
+        build_parser,
+        [
+            "--url",
+            "http://db.example:8086/",
+            "--database",
+            "sensors",
+            "--username",
+            "u",
+            "--password",
+            "s3cret",
+            "--timeout",
+            "2m",
+        ],
+    )
+    assert conn == settings.Connection(
+        url="http://db.example:8086", api="auto", database="sensors", username="u", password="s3cret", timeout_s=120.0
+    )
     assert "s3cret" not in repr(conn)
 
 
@@ -200,7 +238,13 @@ def test_connection_defaults_come_from_environment_at_build_time(build_parser, m
     parser = build_parser()
     monkeypatch.setenv("INFLUX_BUCKET", "too-late")
     conn = settings.connection_from_args(parser.parse_args(["--api", "flux"]))
-    assert (conn.url, conn.api, conn.token, conn.org, conn.bucket) == ("https://cloud.example", "flux", "tok", "org", "env-bucket")
+    assert (conn.url, conn.api, conn.token, conn.org, conn.bucket) == (
+        "https://cloud.example",
+        "flux",
+        "tok",
+        "org",
+        "env-bucket",
+    )
     assert "tok" not in repr(conn)
     flag = settings.connection_from_args(parser.parse_args(["--api", "flux", "--bucket", "flag-bucket"]))
     assert flag.bucket == "flag-bucket"
@@ -212,23 +256,29 @@ def test_connection_rejects_url(build_parser, url):
         connection(build_parser, ["--url", url, "--database", "sensors"])
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["--token", "t", "--org", "o"],
-    ["--token", "t", "--bucket", "b"],
-    ["--org", "o", "--bucket", "b"],
-    ["--token", "", "--org", "o", "--bucket", "b"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--token", "t", "--org", "o"],
+        ["--token", "t", "--bucket", "b"],
+        ["--org", "o", "--bucket", "b"],
+        ["--token", "", "--org", "o", "--bucket", "b"],
+    ],
+)
 def test_connection_flux_needs_token_org_and_bucket(build_parser, argv):
     with pytest.raises(ConfigError, match=re.escape("--api flux needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET")):
         connection(build_parser, ["--api", "flux", *argv])
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--api", "influxql"], "--api influxql needs INFLUX_DATABASE"),
-    ([], "set INFLUX_DATABASE (InfluxDB 1.x/3.x) or INFLUX_BUCKET (2.x)"),
-    (["--database", "d", "--timeout", "0s"], "--timeout: '0s' is not a positive duration"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--api", "influxql"], "--api influxql needs INFLUX_DATABASE"),
+        ([], "set INFLUX_DATABASE (InfluxDB 1.x/3.x) or INFLUX_BUCKET (2.x)"),
+        (["--database", "d", "--timeout", "0s"], "--timeout: '0s' is not a positive duration"),
+    ],
+)
 def test_connection_other_errors(build_parser, argv, match):
     with pytest.raises(ConfigError, match="^" + re.escape(match)):
         connection(build_parser, argv)
@@ -283,8 +333,8 @@ def test_the_progress_bar_draws_on_a_terminal_and_stays_below_log_lines(monkeypa
     assert "4/12 [" in text[line:]
     # The bar is cleared (blanked, carriage return) before the log line, which then stands whole on its own
     # row; the bar is drawn again below it.
-    row = text[text.rindex("\r", 0, line):text.index("\n", line)]
-    assert "|" not in row and text[:text.rindex("\r", 0, line)].endswith(" ")
+    row = text[text.rindex("\r", 0, line) : text.index("\n", line)]
+    assert "|" not in row and text[: text.rindex("\r", 0, line)].endswith(" ")
     assert text[line:].index("3/12") < text[line:].index("4/12")
 
 

@@ -12,6 +12,7 @@ source takes the token from variables compose sets, and its dashboards path is t
 every file compose mounts exists. The seed's generator does run: through the InfluxDB 2.x client
 against the imitation of InfluxDB 2.7 in test_flux.py, and through the 1.x API against a real influxd.
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,24 +24,40 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 import yaml
-
-from anomaly import settings
 from conftest import ROOT, rows
 from test_deploy_files import compose, environment, image_files
 from test_flux import BUCKET, ORG, TOKEN, fake  # noqa: F401  (fake is a fixture)
+
+from anomaly import settings
 from tools import sensor_data
 
 CHRONOGRAF = ROOT / "deploy" / "chronograf" / "sensor-anomaly.dashboard"
 GRAFANA = ROOT / "deploy" / "grafana" / "provisioning"
 GRAFANA_DASHBOARD = GRAFANA / "dashboards" / "sensor-anomaly.json"
 JOB_HEALTH = "JOB_HEALTH"
-JOB_HEALTH_FIELDS = {"duration_s", "sensors_selected", "sensors_done", "sensors_skipped", "sensors_failed",
-                     "anomalies", "exit_status"}
+JOB_HEALTH_FIELDS = {
+    "duration_s",
+    "sensors_selected",
+    "sensors_done",
+    "sensors_skipped",
+    "sensors_failed",
+    "anomalies",
+    "exit_status",
+}
 JOB_HEALTH_TAGS = {"job", "host"}
 SCORE_FIELDS = {"loss", "threshold", "anomaly"}
 CHRONOGRAF_BUILTINS = {":dashboardTime:", ":upperDashboardTime:", ":interval:"}
-CHRONOGRAF_CELL_TYPES = {"line", "line-stacked", "line-stepplot", "line-plus-single-stat", "bar", "single-stat",
-                         "gauge", "table", "note"}
+CHRONOGRAF_CELL_TYPES = {
+    "line",
+    "line-stacked",
+    "line-stepplot",
+    "line-plus-single-stat",
+    "bar",
+    "single-stat",
+    "gauge",
+    "table",
+    "note",
+}
 
 
 def defaults():
@@ -81,9 +98,8 @@ def balanced(text: str) -> bool:
             quote = char
         elif char in "([{":
             stack.append(char)
-        elif char in pairs:
-            if not stack or stack.pop() != pairs[char]:
-                return False
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            return False
     return not stack and quote is None
 
 
@@ -116,7 +132,7 @@ def test_chronograf_dashboard_has_the_shape_chronograf_loads():
     assert len(ids) == len(set(ids)) >= 5
     for cell in dashboard["cells"]:
         assert cell["type"] in CHRONOGRAF_CELL_TYPES, cell["type"]
-        assert all(isinstance(cell[k], int) for k in "xywh") and 0 <= cell["x"] and cell["x"] + cell["w"] <= 12
+        assert all(isinstance(cell[k], int) for k in "xywh") and cell["x"] >= 0 and cell["x"] + cell["w"] <= 12
         assert set(cell["axes"]) <= {"x", "y", "y2"}
         assert all(axis["scale"] in ("linear", "log") for axis in cell["axes"].values())
         for color in cell["colors"]:
@@ -136,9 +152,13 @@ def test_chronograf_template_variables_are_defined_and_used():
     (sensor,) = dashboard["templates"]
     schema = defaults()
     assert sensor["type"] == "tagValues" and sensor["tempVar"] == ":sensor:"
-    assert sensor["query"] == {"influxql": "SHOW TAG VALUES ON :database: FROM :measurement: WITH KEY=:tagKey:",
-                               "db": bucket(), "measurement": schema.measurement, "tagKey": schema.sensor_tag,
-                               "fieldKey": ""}
+    assert sensor["query"] == {
+        "influxql": "SHOW TAG VALUES ON :database: FROM :measurement: WITH KEY=:tagKey:",
+        "db": bucket(),
+        "measurement": schema.measurement,
+        "tagKey": schema.sensor_tag,
+        "fieldKey": "",
+    }
 
 
 def test_chronograf_queries_read_the_compose_bucket_in_the_dashboard_time_range():
@@ -154,16 +174,22 @@ def test_chronograf_cells_show_flags_loss_and_job_health():
     out, field, tag = schema.output_measurement, schema.field, schema.sensor_tag
     cells = {cell["name"]: [q["query"] for q in cell["queries"]] for cell in chronograf()["cells"]}
     per_sensor = f'"{tag}" = :sensor:'
-    readings = [name for name, qs in cells.items()
-                if any(f'mean("{field}")' in q and f'"{schema.measurement}"' in q and per_sensor in q for q in qs)
-                and any(f'"{out}"' in q and '"anomaly" = true' in q and f'SELECT "{field}"' in q for q in qs)]
+    readings = [
+        name
+        for name, qs in cells.items()
+        if any(f'mean("{field}")' in q and f'"{schema.measurement}"' in q and per_sensor in q for q in qs)
+        and any(f'"{out}"' in q and '"anomaly" = true' in q and f'SELECT "{field}"' in q for q in qs)
+    ]
     assert len(readings) == 1, "no cell draws a sensor's readings with its flagged windows"
-    loss = [name for name, qs in cells.items()
-            if any({"loss", "threshold"} <= identifiers(q) and f'"{out}"' in q and per_sensor in q for q in qs)]
+    loss = [
+        name
+        for name, qs in cells.items()
+        if any({"loss", "threshold"} <= identifiers(q) and f'"{out}"' in q and per_sensor in q for q in qs)
+    ]
     assert len(loss) == 1, "no cell draws a sensor's loss against its threshold"
     health = [q for qs in cells.values() for q in qs if f'"{JOB_HEALTH}"' in q]
     named = set().union(*map(identifiers, health))
-    assert JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS <= named, sorted(JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS - named)
+    assert named >= JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS, sorted(JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS - named)
     assert identifiers(" ".join(q for qs in cells.values() for q in qs)) >= SCORE_FIELDS | {field}
 
 
@@ -194,11 +220,15 @@ def test_grafana_dashboard_panels_use_the_provisioned_data_source():
     assert [p["id"] for p in dashboard["panels"]] == list(range(1, len(dashboard["panels"]) + 1))
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         assert panel["datasource"]["uid"] == uid and panel["targets"], panel["title"]
         assert all(t["datasource"]["uid"] == uid and t["refId"] for t in panel["targets"])
-    no_overlap([(p["title"], p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"], p["gridPos"]["h"])
-                for p in dashboard["panels"]])
+    no_overlap(
+        [
+            (p["title"], p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"], p["gridPos"]["h"])
+            for p in dashboard["panels"]
+        ]
+    )
     variables = dashboard["templating"]["list"]
     assert all(v["datasource"]["uid"] == uid for v in variables)
 
@@ -234,18 +264,24 @@ def test_grafana_panels_show_flags_loss_and_job_health():
     dashboard = grafana_dashboard()
     panels = {p["title"]: [t["query"] for t in p["targets"]] for p in dashboard["panels"]}
     per_sensor = f'r.{tag} == "${{sensor}}"'
-    readings = [title for title, qs in panels.items()
-                if any(f'r._measurement == "{schema.measurement}"' in q and field in flux_fields(q) and per_sensor in q
-                       for q in qs)
-                and any(f'"{out}"' in q and {field, "anomaly"} <= flux_fields(q) and "r.anomaly == true" in q
-                        for q in qs)]
+    readings = [
+        title
+        for title, qs in panels.items()
+        if any(
+            f'r._measurement == "{schema.measurement}"' in q and field in flux_fields(q) and per_sensor in q for q in qs
+        )
+        and any(f'"{out}"' in q and {field, "anomaly"} <= flux_fields(q) and "r.anomaly == true" in q for q in qs)
+    ]
     assert len(readings) == 1, "no panel draws a sensor's readings with its flagged windows"
-    loss = [title for title, qs in panels.items()
-            if any(f'"{out}"' in q and {"loss", "threshold"} <= flux_fields(q) and per_sensor in q for q in qs)]
+    loss = [
+        title
+        for title, qs in panels.items()
+        if any(f'"{out}"' in q and {"loss", "threshold"} <= flux_fields(q) and per_sensor in q for q in qs)
+    ]
     assert len(loss) == 1, "no panel draws a sensor's loss against its threshold"
     health = [q for qs in panels.values() for q in qs if f'r._measurement == "{JOB_HEALTH}"' in q]
     named = set().union(*map(flux_fields, health))
-    assert JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS <= named, sorted(JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS - named)
+    assert named >= JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS, sorted(JOB_HEALTH_FIELDS | JOB_HEALTH_TAGS - named)
     (annotation,) = [a for a in dashboard["annotations"]["list"] if "target" in a]
     assert annotation["enable"] and annotation["datasource"]["uid"] == datasource()["uid"]
     query = annotation["target"]["query"]
@@ -260,9 +296,11 @@ def test_grafana_data_source_takes_its_secrets_from_variables_compose_sets():
     grafana = environment(services["grafana"])
     assert source["type"] == "influxdb" and source["jsonData"]["version"] == "Flux"
     assert source["url"] == app["INFLUX_URL"]
-    expected = {"token": ("INFLUX_TOKEN", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"),
-                "organization": ("INFLUX_ORG", "DOCKER_INFLUXDB_INIT_ORG"),
-                "defaultBucket": ("INFLUX_BUCKET", "DOCKER_INFLUXDB_INIT_BUCKET")}
+    expected = {
+        "token": ("INFLUX_TOKEN", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"),
+        "organization": ("INFLUX_ORG", "DOCKER_INFLUXDB_INIT_ORG"),
+        "defaultBucket": ("INFLUX_BUCKET", "DOCKER_INFLUXDB_INIT_BUCKET"),
+    }
     values = {**source["jsonData"], **source["secureJsonData"]}
     for key, (variable, setup_key) in expected.items():
         assert values[key] == f"${variable}", f"{key} must come from ${variable}, not be written in the file"
@@ -345,24 +383,33 @@ def test_seed_writes_to_the_compose_bucket_with_the_token_from_the_environment()
     assert env["INFLUX_ORG"] == setup["DOCKER_INFLUXDB_INIT_ORG"]
     assert seed["build"] == services["app"]["build"]
     assert seed["depends_on"]["influxdb"]["condition"] == "service_healthy"
-    assert {"tools/__init__.py", "tools/sensor_data.py", "settings.py", "influx_interact.py"} <= image_files()
+    assert {"tools/__init__.py", "tools/sensor_data.py", "anomaly/settings.py", "influx_interact.py"} <= image_files()
 
 
 def run_seed(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.sensor_data", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.sensor_data", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def test_seed_writes_through_the_2x_client(fake):
+def test_seed_writes_through_the_2x_client(fake):  # noqa: F811  (the fixture imported from test_flux)
     env = {"PATH": "/usr/bin:/bin", "INFLUX_TOKEN": TOKEN, "INFLUX_ORG": ORG}
     now = "2026-11-25T00:00:00Z"
     result = run_seed(["--url", fake.url, "--bucket", BUCKET, "--sensors", "2", "--days", "1", "--now", now], env)
     assert result.returncode == 0, result.stderr
     assert fake.writes and {tuple(sorted(w["fields"].items())) for w in fake.writes} == {
-        (("bucket", BUCKET), ("org", ORG), ("precision", "s"))}
+        (("bucket", BUCKET), ("org", ORG), ("precision", "s"))
+    }
     lines = [line for w in fake.writes for line in w["body"].splitlines()]
-    assert len(lines) == 2 * 288 and all(line.startswith("READINGS,siteRef=") and ",uniqueID=AHU-" in line
-                                         for line in lines)
+    assert len(lines) == 2 * 288 and all(
+        line.startswith("READINGS,siteRef=") and ",uniqueID=AHU-" in line for line in lines
+    )
     stamps = {int(line.rsplit(" ", 1)[1]) for line in lines}
     assert max(stamps) == pd.Timestamp(now).timestamp() - 300 and "injected flatline" not in result.stdout
     wrong = run_seed(["--url", fake.url, "--bucket", BUCKET, "--days", "1"], dict(env, INFLUX_TOKEN="wrong-42"))
@@ -371,21 +418,57 @@ def test_seed_writes_through_the_2x_client(fake):
 
 
 def test_seed_still_writes_a_1x_database_for_the_demo(influxd, tmp_path):
-    result = run_seed(["--url", influxd.url, "--database", "seeded", "--sensors", "1", "--days", "1",
-                       "--now", "2026-11-25T00:00:00Z"], {"PATH": "/usr/bin:/bin"})
+    result = run_seed(
+        [
+            "--url",
+            influxd.url,
+            "--database",
+            "seeded",
+            "--sensors",
+            "1",
+            "--days",
+            "1",
+            "--now",
+            "2026-11-25T00:00:00Z",
+        ],
+        {"PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     ((_, values),) = rows(influxd.url, "seeded", 'SELECT count("val_num") FROM "READINGS"')
     assert values[0][1] == 288
 
 
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    """Calls of ``name`` or ``something.name`` in a module."""
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "attr", None) == name or getattr(node.func, "id", None) == name)
+    ]
+
+
+def _dict_keys(node: ast.AST) -> set[str]:
+    """The literal keys of every dict display in an expression (``**`` unpacking has none)."""
+    return {
+        key.value for d in ast.walk(node) if isinstance(d, ast.Dict) for key in d.keys if isinstance(key, ast.Constant)
+    }
+
+
 def recorded_runs() -> dict[str, set[str]]:
-    """{job tag value: field names} from every ``record_run("job", host, {...}, time)`` call in the jobs."""
+    """{job tag value: field names} of the JOB_HEALTH point of every job that writes one: the keys of the
+    health dict its module returns in ``runner.Outcome(status, {...})``, named by its ``runner.Job("job", ...)``,
+    plus the keys the runner's ``record_run(job, host, {...}, time)`` call adds."""
+    runner_tree = ast.parse((ROOT / "anomaly" / "runner.py").read_text(encoding="utf-8"))
+    (record,) = _calls(runner_tree, "record_run")
+    added = _dict_keys(record.args[2])
     found: dict[str, set[str]] = {}
     for path in ROOT.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "record_run":
-                job, _, fields = node.args[:3]
-                found.setdefault(job.value, set()).update(key.value for key in fields.keys)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        health = set().union(*(_dict_keys(call.args[1]) for call in _calls(tree, "Outcome") if len(call.args) > 1))
+        for job in _calls(tree, "Job"):
+            if health:
+                found.setdefault(job.args[0].value, set()).update(health | added)
     return found
 
 
@@ -394,11 +477,16 @@ def test_the_dashboards_show_what_the_jobs_record_in_job_health():
     assert set(runs) == {"sensor_training", "sensor_predict"}
     assert defaults().health_measurement == JOB_HEALTH
     # The brief's fields, every one written by the scoring job (training has no anomalies to count).
-    assert JOB_HEALTH_FIELDS <= runs["sensor_predict"] and JOB_HEALTH_FIELDS - {"anomalies"} <= runs["sensor_training"]
+    assert runs["sensor_predict"] >= JOB_HEALTH_FIELDS
+    assert JOB_HEALTH_FIELDS - {"anomalies"} <= runs["sensor_training"]
     written = set().union(*runs.values())
     assert '{"job": job, "host": host}' in (ROOT / "influx_interact.py").read_text(encoding="utf-8")
-    chronograf_names = {n for _, q in chronograf_queries(chronograf()) if f'"{JOB_HEALTH}"' in q for n in identifiers(q)}
-    grafana_names = {n for _, q in grafana_queries(grafana_dashboard()) if f'"{JOB_HEALTH}"' in q for n in flux_fields(q)}
+    chronograf_names = {
+        n for _, q in chronograf_queries(chronograf()) if f'"{JOB_HEALTH}"' in q for n in identifiers(q)
+    }
+    grafana_names = {
+        n for _, q in grafana_queries(grafana_dashboard()) if f'"{JOB_HEALTH}"' in q for n in flux_fields(q)
+    }
     for names in (chronograf_names, grafana_names):
         unknown = names - written - JOB_HEALTH_TAGS - {JOB_HEALTH, bucket(), "autogen", "_time", "_value"}
         assert not unknown, f"the dashboards read {sorted(unknown)}, which no job writes"

@@ -1,12 +1,13 @@
 """Training on a Dask cluster (a dask.distributed LocalCluster here) through joblib's Dask backend."""
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, run_job
+
 from tools import local_influxd, sensor_data
 
 distributed = pytest.importorskip("dask.distributed")
@@ -21,13 +22,29 @@ def test_training_runs_on_a_dask_cluster(influxd, database, tmp_path):
     local_influxd.write(influxd.url, database, lines)
     (tmp_path / "ratios.json").write_text("{}")
     (tmp_path / "windows.json").write_text("{}")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  env={"PYTHONPATH": str(ROOT)}) as cluster:
-        args = ["--now", NOW.isoformat(), "--start=-3d", "--units", "8", "--epochs", "2", "--seed", "1",
-                "--dask-scheduler", cluster.scheduler_address, "--models-dir", str(tmp_path / "models"),
-                "--ratios", str(tmp_path / "ratios.json"), "--windows", str(tmp_path / "windows.json")]
-        result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database},
-                         tmp_path)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"PYTHONPATH": str(ROOT)}
+    ) as cluster:
+        args = [
+            "--now",
+            NOW.isoformat(),
+            "--start=-3d",
+            "--units",
+            "8",
+            "--epochs",
+            "2",
+            "--seed",
+            "1",
+            "--dask-scheduler",
+            cluster.scheduler_address,
+            "--models-dir",
+            str(tmp_path / "models"),
+            "--ratios",
+            str(tmp_path / "ratios.json"),
+            "--windows",
+            str(tmp_path / "windows.json"),
+        ]
+        result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}, tmp_path)
         with distributed.Client(cluster) as client:
             tasks_run = sum(client.run(lambda dask_worker: len(dask_worker.state.log)).values())
     assert result.returncode == 0, result.stderr

@@ -8,8 +8,10 @@ crontab's fields; and every flag on a job's command line goes through that job's
 parser. deploy/container-schedule.sh is the one file that runs for real, with a stand-in for
 Python, to check the order of the jobs, that they never overlap and that a stop signal is obeyed.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # The job scripts live at the repository root, which pytest does not put on sys.path by itself.
 sys.path.insert(0, str(ROOT))
 
-from anomaly import errors, settings  # noqa: E402
 import sensor_predict  # noqa: E402
 import sensor_training  # noqa: E402
+from anomaly import errors  # noqa: E402
 
 DEPLOY = ROOT / "deploy"
 SCHEDULER = DEPLOY / "container-schedule.sh"
@@ -49,7 +51,7 @@ def job_invocation(tokens: list[str]) -> tuple[str, list[str]] | None:
     for i, token in enumerate(tokens):
         if Path(token).name in JOBS:
             args = []
-            for arg in tokens[i + 1:]:
+            for arg in tokens[i + 1 :]:
                 if arg in SHELL_OPERATORS:
                     break
                 args.append(arg)
@@ -90,11 +92,11 @@ def check_job_args(script: str, args: list[str], where: str) -> None:
     """Fail unless the job's parser accepts the arguments and its settings accept the values."""
     module = JOBS[Path(script).name]
     try:
-        parsed = module.build_parser().parse_args(args)
+        parsed = module.JOB.parser().parse_args(args)
     except SystemExit as e:
         pytest.fail(f"{where}: {Path(script).name} rejects {args} (argparse exit {e.code}; see stderr)")
     try:
-        module.settings_from_args(parsed)
+        module.JOB.settings(parsed)
     except errors.ConfigError as e:
         pytest.fail(f"{where}: {Path(script).name} {args}: {e}")
 
@@ -117,8 +119,9 @@ def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
             continue
         key, sep, value = line.partition("=")
         assert current is not None, f"{path.name}:{number}: {line!r} comes before any [Section]"
-        assert sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key.strip()), \
+        assert sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key.strip()), (
             f"{path.name}:{number}: {line!r} is not Key=value"
+        )
         current.setdefault(key.strip(), []).append(value.strip())
     assert not pending, f"{path.name}: ends inside a continued line"
     return sections
@@ -136,9 +139,9 @@ def split_flock(words: list[str]) -> tuple[list[str], str, list[str]]:
     options, i = [], 1
     while words[i].startswith("-"):
         takes_value = words[i] in ("-E", "--conflict-exit-code", "-w", "--timeout")
-        options += words[i:i + 1 + takes_value]
+        options += words[i : i + 1 + takes_value]
         i += 1 + takes_value
-    return options, words[i], words[i + 1:]
+    return options, words[i], words[i + 1 :]
 
 
 def compose() -> dict:
@@ -185,7 +188,9 @@ def compose_variables() -> list[tuple[str, str | None, str | None]]:
             continue
         line = line.replace("$$", "")
         found += [(m["name"], m["op"], m["arg"]) for m in _INTERPOLATION.finditer(line)]
-        assert "$" not in _INTERPOLATION.sub("", line), f"docker-compose.yml: use ${{NAME:-default}}, not $NAME: {line!r}"
+        assert "$" not in _INTERPOLATION.sub("", line), (
+            f"docker-compose.yml: use ${{NAME:-default}}, not $NAME: {line!r}"
+        )
     return found
 
 
@@ -238,8 +243,10 @@ def dockerignore() -> list[tuple[bool, re.Pattern]]:
             continue
         negated = line.startswith("!")
         pattern = line.lstrip("!").strip().lstrip("/").removeprefix("./").rstrip("/")
-        regex = "".join(".*" if part == "**" else "[^/]*" if part == "*" else "[^/]" if part == "?"
-                        else re.escape(part) for part in re.split(r"(\*\*|\*|\?)", pattern))
+        regex = "".join(
+            ".*" if part == "**" else "[^/]*" if part == "*" else "[^/]" if part == "?" else re.escape(part)
+            for part in re.split(r"(\*\*|\*|\?)", pattern)
+        )
         rules.append((negated, re.compile(regex.replace(".*/", "(?:.*/)?"))))
     return rules
 
@@ -313,10 +320,10 @@ def test_compose_chronograf_and_app_use_what_influxdb_was_set_up_with():
 
 
 def test_compose_app_names_only_variables_the_jobs_read():
-    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "settings.py").read_text(encoding="utf-8")))
+    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "anomaly" / "settings.py").read_text(encoding="utf-8")))
     influx = {name for name in environment(compose()["services"]["app"]) if name.startswith("INFLUX_")}
     assert {"INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET"} <= influx
-    assert influx <= read, f"settings.py reads none of {sorted(influx - read)}"
+    assert influx <= read, f"anomaly/settings.py reads none of {sorted(influx - read)}"
 
 
 def test_compose_app_is_built_here_and_keeps_models_in_the_image_volume():
@@ -374,8 +381,9 @@ def test_dockerfile_base_user_and_requirements():
     user = [a for k, a in instructions if k == "USER"]
     assert user and user[-1].split(":")[0] not in ("root", "0"), f"last USER is {user}"
     runs = [(i, a) for i, (k, a) in enumerate(instructions) if k == "RUN"]
-    assert any(re.search(rf"useradd\b[^&;|]*\s{re.escape(user[-1])}(\s|$)", a) for _, a in runs), \
+    assert any(re.search(rf"useradd\b[^&;|]*\s{re.escape(user[-1])}(\s|$)", a) for _, a in runs), (
         f"no RUN useradd creates user {user[-1]!r}"
+    )
     pip = [i for i, a in runs if re.search(r"pip install\b.*-r requirements\.txt", a)]
     copied = [i for i, (k, a) in enumerate(instructions) if k == "COPY" and "requirements.txt" in a.split()]
     assert pip and copied and copied[0] < pip[0], "requirements.txt must be copied, then pip install -r it"
@@ -397,7 +405,7 @@ def image_files() -> set[str]:
     found = set()
     for sources, _ in copies():
         for source in sources:
-            for match in ([ROOT] if source == "." else ROOT.glob(source)):
+            for match in [ROOT] if source == "." else ROOT.glob(source):
                 for path in [match] if match.is_file() else match.rglob("*"):
                     relative = path.relative_to(ROOT).as_posix()
                     if path.is_file() and not ignored(relative):
@@ -407,9 +415,11 @@ def image_files() -> set[str]:
 
 def test_image_holds_every_module_the_config_defaults_and_the_scheduler():
     files = image_files()
-    modules = {p.name for p in ROOT.glob("*.py")}
+    modules = {p.name for p in ROOT.glob("*.py")} | {
+        p.relative_to(ROOT).as_posix() for p in ROOT.glob("anomaly/**/*.py")
+    }
     assert modules <= files, f"not copied: {sorted(modules - files)}"
-    defaults = sensor_predict.build_parser().parse_args([])
+    defaults = sensor_predict.JOB.parser().parse_args([])
     for path in (defaults.ratios, defaults.windows):
         assert path.relative_to(ROOT).as_posix() in files
     command = [exec_form_or_words(a) for k, a in dockerfile() if k == "CMD"][-1]
@@ -420,25 +430,29 @@ def test_dockerfile_models_volume_is_the_jobs_default_models_dir():
     instructions = dockerfile()
     workdir = [a for k, a in instructions if k == "WORKDIR"][-1]
     volumes = {p for k, a in instructions if k == "VOLUME" for p in exec_form_or_words(a)}
-    default = sensor_training.build_parser().parse_args([]).models_dir
+    default = sensor_training.JOB.parser().parse_args([]).models_dir
     assert f"{workdir}/{default.relative_to(ROOT).as_posix()}" in volumes
     user = [a for k, a in instructions if k == "USER"][-1]
-    assert any(k == "RUN" and f"chown {user}:{user} {workdir}/models" in a for k, a in instructions), \
+    assert any(k == "RUN" and f"chown {user}:{user} {workdir}/models" in a for k, a in instructions), (
         "the models directory must belong to the job user before VOLUME"
+    )
 
 
-@pytest.mark.parametrize("path, excluded", [
-    (".venv/bin/python", True),
-    (".git/HEAD", True),
-    (".env", True),
-    ("models/a-0123456789ab/metadata.json", True),
-    ("tests/__pycache__/test_deploy_files.cpython-311.pyc", True),
-    (".pytest_cache/README.md", True),
-    (".hypothesis/examples/x", True),
-    ("sensor_predict.py", False),
-    ("deploy/container-schedule.sh", False),
-    ("requirements.txt", False),
-])
+@pytest.mark.parametrize(
+    "path, excluded",
+    [
+        (".venv/bin/python", True),
+        (".git/HEAD", True),
+        (".env", True),
+        ("models/a-0123456789ab/metadata.json", True),
+        ("tests/__pycache__/test_deploy_files.cpython-311.pyc", True),
+        (".pytest_cache/README.md", True),
+        (".hypothesis/examples/x", True),
+        ("sensor_predict.py", False),
+        ("deploy/container-schedule.sh", False),
+        ("requirements.txt", False),
+    ],
+)
 def test_dockerignore(path, excluded):
     assert ignored(path) is excluded
 
@@ -470,10 +484,13 @@ def test_service_unit(unit_name, job_env):
     check_job_args(script, args, path.name)
 
 
-@pytest.mark.parametrize("unit_name, on_calendar", [
-    ("sensor-training", {"monthly", "*-*-01 00:00:00"}),
-    ("sensor-predict", {"*:0/5", "*:00/5", "*-*-* *:00/5:00"}),
-])
+@pytest.mark.parametrize(
+    "unit_name, on_calendar",
+    [
+        ("sensor-training", {"monthly", "*-*-01 00:00:00"}),
+        ("sensor-predict", {"*:0/5", "*:00/5", "*-*-* *:00/5:00"}),
+    ],
+)
 def test_timer_unit(unit_name, on_calendar):
     path = DEPLOY / f"{unit_name}.timer"
     unit = read_unit(path)
@@ -537,8 +554,8 @@ def test_crontab_lines(job_env):
 def test_env_example_documents_what_the_jobs_and_compose_read():
     text = (DEPLOY / "env.example").read_text(encoding="utf-8")
     documented = documented_variables()
-    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "settings.py").read_text(encoding="utf-8")))
-    assert read, "found no env(...) in settings.py; the test would check nothing"
+    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "anomaly" / "settings.py").read_text(encoding="utf-8")))
+    assert read, "found no env(...) in anomaly/settings.py; the test would check nothing"
     assert read <= documented, f"not in env.example: {sorted(read - documented)}"
     unknown = documented - read - {name for name, _, _ in compose_variables()}
     assert not unknown, f"env.example names variables nothing reads: {sorted(unknown)}"
@@ -594,9 +611,12 @@ def start_scheduler(tmp_path: Path, stamp: str | None, models: bool, **env: str)
     log.touch()
     process = subprocess.Popen(
         ["sh", str(SCHEDULER)],
-        env=dict(os.environ, PYTHON=str(fake), MODELS_DIR=str(models_dir), PREDICT_EVERY_S="1",
-                 FAKE_LOG=str(log), **env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(
+            os.environ, PYTHON=str(fake), MODELS_DIR=str(models_dir), PREDICT_EVERY_S="1", FAKE_LOG=str(log), **env
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     return process, log, models_dir
 
@@ -627,17 +647,24 @@ def this_month() -> str:
     return time.strftime("%Y-%m", time.gmtime())
 
 
-@pytest.mark.parametrize("models, stamp, trains, ticks", [
-    (False, None, True, 2),         # first start; the second tick must not train again
-    (False, "current", True, 1),    # no model although trained this month: the last run found no data
-    (True, "2000-01", True, 1),     # a month went by (also while the container was down)
-    (True, "current", False, 1),    # trained this month already
-    (True, None, False, 1),         # models from before the scheduler count as this month's
-])
+@pytest.mark.parametrize(
+    "models, stamp, trains, ticks",
+    [
+        (False, None, True, 2),  # first start; the second tick must not train again
+        (False, "current", True, 1),  # no model although trained this month: the last run found no data
+        (True, "2000-01", True, 1),  # a month went by (also while the container was down)
+        (True, "current", False, 1),  # trained this month already
+        (True, None, False, 1),  # models from before the scheduler count as this month's
+    ],
+)
 def test_scheduler_trains_when_due_then_predicts_on_every_tick(tmp_path, models, stamp, trains, ticks):
     process, log, models_dir = start_scheduler(
-        tmp_path, this_month() if stamp == "current" else stamp, models,
-        TRAINING_ARGS="--start=-30d  --sensor a*", PREDICT_ARGS="--dry-run")
+        tmp_path,
+        this_month() if stamp == "current" else stamp,
+        models,
+        TRAINING_ARGS="--start=-30d  --sensor a*",
+        PREDICT_ARGS="--dry-run",
+    )
     try:
         lines = wait_for(log, "end sensor_predict.py", ticks, process)
     finally:
@@ -646,7 +673,7 @@ def test_scheduler_trains_when_due_then_predicts_on_every_tick(tmp_path, models,
     predict = f"start sensor_predict.py --models-dir={models_dir} --dry-run"
     # a* reaching the job unexpanded shows the flags are split but not globbed (artifacts.py is at hand).
     training = f"start sensor_training.py --models-dir={models_dir} --start=-30d --sensor a*"
-    assert starts[:trains + ticks] == [training] * trains + [predict] * ticks
+    assert starts[: trains + ticks] == [training] * trains + [predict] * ticks
     assert training not in starts[1:], "trained twice"
     # Every job ends before the next starts.
     for first, second in zip(lines[::2], lines[1::2]):
@@ -672,8 +699,6 @@ def test_scheduler_stops_a_running_job_on_sigterm(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # only if the scheduler left its job behind
-        except ProcessLookupError:
-            pass
     assert "stopping" in out

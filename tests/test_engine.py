@@ -1,4 +1,5 @@
 """The NumPy forward pass gives the same reconstruction loss as Keras, for trained models of several shapes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,8 @@ import pandas as pd
 import pytest
 
 import clean
-import model_predict
+from anomaly import losses
+from anomaly.metadata import ModelMetadata
 from model_predict import SensorModel
 
 model_trainer = pytest.importorskip("model_trainer")
@@ -32,16 +34,21 @@ def fleet():
         model_trainer.fit_model(keras_model, train, epochs=2, batch_size=64, validation_split=0.1, patience=1)
         test = training_windows(window, 100 + n)[: 7 + 13 * n].copy()
         test[::5, window // 2, 0] += 12.0
-        models.append(SensorModel(f"s{n}", window, pd.Timedelta(minutes=15), 0.1, 0.0, 1.0,
-                                  weights=model_trainer.export_weights(keras_model), keras_model=keras_model))
+        models.append(
+            SensorModel(
+                ModelMetadata(f"s{n}", window, pd.Timedelta(minutes=15), 0.1, 0.0, 1.0),
+                weights=model_trainer.export_weights(keras_model),
+                keras_model=keras_model,
+            )
+        )
         windows.append(test)
     return models, windows
 
 
 def test_numpy_matches_keras_within_1e_4(fleet):
     models, windows = fleet
-    numpy_losses = model_predict.fleet_losses(models, windows, engine="numpy")
-    keras_losses = model_predict.fleet_losses(models, windows, engine="keras")
+    numpy_losses = losses.fleet_losses(models, windows, engine="numpy")
+    keras_losses = losses.fleet_losses(models, windows, engine="keras")
     for model, got, want in zip(models, numpy_losses, keras_losses):
         assert got.shape == want.shape == (len(windows[models.index(model)]),)
         assert np.max(np.abs(got - want)) <= 1e-4, model.shape
@@ -50,10 +57,10 @@ def test_numpy_matches_keras_within_1e_4(fleet):
 
 def test_small_batches_and_empty_windows_give_the_same_losses(fleet, monkeypatch):
     models, windows = fleet
-    whole = model_predict.fleet_losses(models, windows)
-    monkeypatch.setattr(model_predict, "WINDOWS_PER_BATCH", 40)
+    whole = losses.fleet_losses(models, windows)
+    monkeypatch.setattr(losses, "WINDOWS_PER_BATCH", 40)
     windows = [w if k != 2 else w[:0] for k, w in enumerate(windows)]
-    split = model_predict.fleet_losses(models, windows)
+    split = losses.fleet_losses(models, windows)
     assert split[2].shape == (0,)
     for k in (0, 1, 3, 4, 5, 6, 7):
         np.testing.assert_allclose(split[k], whole[k], rtol=0, atol=1e-6)

@@ -10,6 +10,7 @@ To kill influxd *during* a read or a write at a known request, the job talks to 
 of a kind, SIGKILLs the real server, either before forwarding the request or after the server answered
 it, and drops the job's connection; from then on it drops every connection, as a dead server would.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -31,11 +32,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-import artifacts
-import model_predict
 from conftest import ROOT, rows, run_job
-from influx_interact import influxql_string
+
+import model_predict
+from anomaly import errors, runner
+from anomaly import store as artifacts
+from anomaly.influx.influxql import influxql_string
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
@@ -43,8 +45,24 @@ INTERVAL = pd.Timedelta(minutes=15)
 FIRST_RUN = pd.Timedelta(hours=6)
 SENSORS = ["AHU-1 supply air temp", 'Boiler,2="hot" loop=ü', "chiller 3"]  # sorted: the jobs' order
 DATABASE = "sensors"
-TRAIN = ["--start", (NOW - pd.Timedelta(days=4)).isoformat(), "--stop", (NOW - pd.Timedelta(days=1)).isoformat(),
-         "--units", "4", "--epochs", "2", "--patience", "1", "--min-windows", "50", "--seed", "1", "--jobs", "1"]
+TRAIN = [
+    "--start",
+    (NOW - pd.Timedelta(days=4)).isoformat(),
+    "--stop",
+    (NOW - pd.Timedelta(days=1)).isoformat(),
+    "--units",
+    "4",
+    "--epochs",
+    "2",
+    "--patience",
+    "1",
+    "--min-windows",
+    "50",
+    "--seed",
+    "1",
+    "--jobs",
+    "1",
+]
 
 
 # ---------------------------------------------------------------- helpers
@@ -71,18 +89,32 @@ def env(url: str) -> dict[str, str]:
 
 
 def predict(url: str, models_dir: Path, workdir: Path, now: pd.Timestamp, *extra: str) -> subprocess.CompletedProcess:
-    args = ["--models-dir", str(models_dir), "--delay", "0s", "--first-run", "6h", "--now", now.isoformat(), "--no-cold-start",
-            *config_args(workdir), *extra]
+    args = [
+        "--models-dir",
+        str(models_dir),
+        "--delay",
+        "0s",
+        "--first-run",
+        "6h",
+        "--now",
+        now.isoformat(),
+        "--no-cold-start",
+        *config_args(workdir),
+        *extra,
+    ]
     return run_job("sensor_predict.py", args, env(url), cwd=workdir, timeout=120)
 
 
 def scored(url: str, sensor_id: str) -> pd.DatetimeIndex:
     """Times of a sensor's scores, read straight from the server; a point without a loss is not a score."""
-    found = rows(url, DATABASE, f'SELECT "loss", "anomaly" FROM "PREDICT_ANOMALY" '
-                                f'WHERE "uniqueID" = {influxql_string(sensor_id)}')
+    found = rows(
+        url,
+        DATABASE,
+        f'SELECT "loss", "anomaly" FROM "PREDICT_ANOMALY" WHERE "uniqueID" = {influxql_string(sensor_id)}',
+    )
     if not found:
         return pd.DatetimeIndex([], tz="UTC")
-    (_, values), = found
+    ((_, values),) = found
     assert all(loss is not None and anomaly is not None for _, loss, anomaly in values), values
     return pd.DatetimeIndex(pd.to_datetime([v[0] for v in values], unit="s", utc=True))
 
@@ -110,7 +142,9 @@ def assert_prefix(url: str, sensor_id: str, first: pd.Timestamp) -> pd.Timestamp
 
 def model_state(models_dir: Path) -> dict[str, str]:
     """Every file under the models directory with its checksum."""
-    return {str(p.relative_to(models_dir)): artifacts.sha256_file(p) for p in sorted(models_dir.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(models_dir)): artifacts.sha256_file(p) for p in sorted(models_dir.rglob("*")) if p.is_file()
+    }
 
 
 def assert_every_model_loads(models_dir: Path) -> dict[str, str]:
@@ -118,10 +152,10 @@ def assert_every_model_loads(models_dir: Path) -> dict[str, str]:
     versions = {}
     for sensor_id in SENSORS:
         directory = artifacts.sensor_dir(models_dir, sensor_id)
-        metadata = artifacts.load_metadata(directory)  # verifies the checksums of all three files
+        saved = artifacts.load(directory)  # verifies the checksums of all three files
         model = model_predict.load_sensor_model(directory)
-        assert model.sensor_id == sensor_id and model.window == 4 and model.threshold > 0
-        versions[sensor_id] = metadata["version"]
+        assert model.metadata.sensor_id == sensor_id and model.window == 4 and model.threshold > 0
+        versions[sensor_id] = saved.metadata.record["version"]
     return versions
 
 
@@ -287,20 +321,29 @@ def test_server_stopped_before_a_run_then_the_next_run_catches_up(server, models
 def test_training_with_the_server_stopped_changes_no_model(server, models, tmp_path):
     before = model_state(models)
     server.stop()
-    result = run_job("sensor_training.py", [*TRAIN, "--models-dir", str(models), "--retries", "0", *config_args(tmp_path)],
-                     env(server.url), tmp_path, timeout=120)
+    result = run_job(
+        "sensor_training.py",
+        [*TRAIN, "--models-dir", str(models), "--retries", "0", *config_args(tmp_path)],
+        env(server.url),
+        tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert f"cannot reach InfluxDB at {server.url}" in result.stderr and "Traceback" not in result.stderr
     assert model_state(models) == before
 
 
-@pytest.mark.parametrize("kind, matching, when, survivors", [
-    pytest.param("read", is_read, "before", 1, id="killed during the second read"),
-    pytest.param("write", is_write, "before", 1, id="killed before the second write lands"),
-    pytest.param("write", is_write, "after", 2, id="killed after the second write landed, before it was answered"),
-])
+@pytest.mark.parametrize(
+    "kind, matching, when, survivors",
+    [
+        pytest.param("read", is_read, "before", 1, id="killed during the second read"),
+        pytest.param("write", is_write, "before", 1, id="killed before the second write lands"),
+        pytest.param("write", is_write, "after", 2, id="killed after the second write landed, before it was answered"),
+    ],
+)
 def test_server_killed_during_a_run_then_the_next_run_scores_every_missed_interval(
-        server, models, tmp_path, proxies, kind, matching, when, survivors):
+    server, models, tmp_path, proxies, kind, matching, when, survivors
+):
     """With one sensor per chunk, the job reads and writes once per sensor; the server dies at the second."""
     earlier, later = NOW - pd.Timedelta(hours=3), NOW + pd.Timedelta(hours=2)
     assert predict(server.url, models, tmp_path, earlier).returncode == 0
@@ -351,14 +394,15 @@ def test_a_server_that_never_answers_times_out(models, tmp_path):
 # ---------------------------------------------------------------- training is killed, the disk fills
 
 
-# Runs the training job with artifacts._fsync traced: at its N-th call (N from the environment) it says so
+# Runs the training job with anomaly.files.fsync_path traced: at its N-th call (N from the environment) it says so
 # on stderr and waits to be killed, so the SIGKILL lands at a known step of a save.
 KILL_POINTS = """
 import os, sys, time
 sys.path.insert(0, {root!r})
-import artifacts, sensor_training
+import sensor_training
+from anomaly import files, runner
 
-fsync, calls, kill_at = artifacts._fsync, [0], int(os.environ["KILL_AT_FSYNC"])
+fsync, calls, kill_at = files.fsync_path, [0], int(os.environ["KILL_AT_FSYNC"])
 
 def fsync_then_wait(path):
     fsync(path)
@@ -367,15 +411,18 @@ def fsync_then_wait(path):
         os.write(2, ("FAULT POINT " + str(calls[0]) + " after fsync of " + str(path) + "\\n").encode())
         time.sleep(60)
 
-artifacts._fsync = fsync_then_wait
-sys.exit(sensor_training.main(sys.argv[1:]))
+files.fsync_path = fsync_then_wait
+sys.exit(runner.main(sensor_training.JOB, sys.argv[1:]))
 """
 # A save fsyncs the model, scaler and weights files, the temporary metadata (then os.replace commits it),
 # and the directory (then the old version is pruned): five calls per sensor. Killing after the 2nd or 3rd
 # leaves the same kind of state as after the 1st (new files nothing names), so those are not repeated.
 FSYNCS_PER_SAVE = 5
-SAVE_STEPS = {1: "new model file written", 4: "temporary metadata written, not yet committed",
-              5: "metadata committed, old version not yet pruned"}
+SAVE_STEPS = {
+    1: "new model file written",
+    4: "temporary metadata written, not yet committed",
+    5: "metadata committed, old version not yet pruned",
+}
 
 
 def train_and_kill(command: list[str], url: str, cwd: Path, when, extra_env: dict[str, str] | None = None) -> str:
@@ -383,8 +430,16 @@ def train_and_kill(command: list[str], url: str, cwd: Path, when, extra_env: dic
     which that is not None; return its stderr. Fails when the job ended before it could be killed."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
     full_env.update(env(url), **(extra_env or {}))
-    process = subprocess.Popen(command, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
+    process = subprocess.Popen(
+        command,
+        env=full_env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        errors="replace",
+    )
     watchdog = threading.Timer(120, process.kill)
     watchdog.start()
     lines = []
@@ -417,9 +472,13 @@ def test_training_killed_at_random_points_leaves_every_model_loadable(server, mo
     for step, name in SAVE_STEPS.items():
         victim = rng.randrange(len(SENSORS))  # saves of the sensors before it complete
         fsync_call = victim * FSYNCS_PER_SAVE + step
-        stderr = train_and_kill([sys.executable, str(tmp_path / "kill_points.py"), *args], server.url, tmp_path,
-                                lambda line: 0 if line.startswith("FAULT POINT") else None,
-                                {"KILL_AT_FSYNC": str(fsync_call)})
+        stderr = train_and_kill(
+            [sys.executable, str(tmp_path / "kill_points.py"), *args],
+            server.url,
+            tmp_path,
+            lambda line: 0 if line.startswith("FAULT POINT") else None,
+            {"KILL_AT_FSYNC": str(fsync_call)},
+        )
         assert f"FAULT POINT {fsync_call} after fsync of {artifacts.sensor_dir(models, SENSORS[victim])}" in stderr
         uncommitted = list(artifacts.sensor_dir(models, SENSORS[victim]).glob(".metadata.json.*.tmp"))
         assert bool(uncommitted) == (step == 4), name
@@ -430,8 +489,12 @@ def test_training_killed_at_random_points_leaves_every_model_loadable(server, mo
             assert changed == (number < committed), f"killed when {name} for {SENSORS[victim]!r}: {sensor_id!r}"
         versions = now
     delay = rng.uniform(0.0, 0.5)
-    train_and_kill([sys.executable, str(ROOT / "sensor_training.py"), *args], server.url, tmp_path,
-                   lambda line: delay if ": trained in " in line else None)
+    train_and_kill(
+        [sys.executable, str(ROOT / "sensor_training.py"), *args],
+        server.url,
+        tmp_path,
+        lambda line: delay if ": trained in " in line else None,
+    )
     assert_every_model_loads(models)
     result = predict(server.url, models, tmp_path, NOW)
     assert result.returncode == 0, result.stderr
@@ -450,9 +513,16 @@ def test_disk_full_during_a_save_keeps_the_previous_model(server, models, tmp_pa
     before = assert_every_model_loads(models)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
     full_env.update(env(server.url))
-    result = subprocess.run([sys.executable, str(ROOT / "sensor_training.py"), *TRAIN, "--models-dir", str(models),
-                             *config_args(tmp_path)], env=full_env, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, stdin=subprocess.DEVNULL, preexec_fn=limit_file_size)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "sensor_training.py"), *TRAIN, "--models-dir", str(models), *config_args(tmp_path)],
+        env=full_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=limit_file_size,
+    )
     assert result.returncode == 1, result.stderr
     for sensor_id in SENSORS:
         assert f"sensor {sensor_id!r}: failed:" in result.stderr
@@ -475,8 +545,13 @@ def test_a_sensor_whose_model_cannot_be_written_fails_alone(server, models, tmp_
     blocked = artifacts.sensor_dir(models, SENSORS[1])
     shutil.rmtree(blocked)
     blocked.write_text("not a directory")
-    result = run_job("sensor_training.py", [*TRAIN, "--models-dir", str(models), *config_args(tmp_path)],
-                     env(server.url), tmp_path, timeout=300)
+    result = run_job(
+        "sensor_training.py",
+        [*TRAIN, "--models-dir", str(models), *config_args(tmp_path)],
+        env(server.url),
+        tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr
     assert f"sensor {SENSORS[1]!r}: failed:" in result.stderr and "FileExistsError" in result.stderr
     assert "2 trained, 0 skipped, 1 failed" in result.stderr
@@ -493,10 +568,15 @@ def test_a_sensor_whose_model_cannot_be_written_fails_alone(server, models, tmp_
 
 def test_a_second_training_run_refuses_to_start(server, models, tmp_path):
     before = model_state(models)
-    with artifacts.job_lock(models, "sensor_training"):
-        result = run_job("sensor_training.py", [*TRAIN, "--models-dir", str(models), *config_args(tmp_path)],
-                         env(server.url), tmp_path, timeout=120)
-    assert result.returncode == artifacts.EXIT_LOCKED
+    with runner.job_lock(models, "sensor_training"):
+        result = run_job(
+            "sensor_training.py",
+            [*TRAIN, "--models-dir", str(models), *config_args(tmp_path)],
+            env(server.url),
+            tmp_path,
+            timeout=120,
+        )
+    assert result.returncode == errors.EXIT_LOCKED
     assert "another sensor_training run" in result.stderr and "still going" in result.stderr
     assert model_state(models) == before
 
@@ -534,22 +614,26 @@ def damage(directory: Path, how: str) -> None:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how, engine, message", [
-    ("weights corrupted", "numpy", "weights-.*: missing or damaged \\(checksum mismatch\\); retrain this sensor"),
-    ("weights truncated", "numpy", "weights-.*: missing or damaged \\(checksum mismatch\\)"),
-    ("weights missing", "numpy", "weights-.*: missing or damaged"),
-    ("Keras model truncated", "keras", "model-.*: missing or damaged \\(checksum mismatch\\)"),
-    ("metadata truncated", "numpy", "metadata.json: unreadable metadata"),
-    ("metadata emptied", "numpy", "metadata.json: unreadable metadata"),
-    ("format version 999", "numpy", "metadata.json: format version 999 is not 1; retrain this sensor"),
-    ("metadata without its scaler", "numpy", "cannot be loaded \\(KeyError: 'scaler'\\); retrain this sensor"),
-])
+@pytest.mark.parametrize(
+    "how, engine, message",
+    [
+        ("weights corrupted", "numpy", "weights-.*: missing or damaged \\(checksum mismatch\\); retrain this sensor"),
+        ("weights truncated", "numpy", "weights-.*: missing or damaged \\(checksum mismatch\\)"),
+        ("weights missing", "numpy", "weights-.*: missing or damaged"),
+        ("Keras model truncated", "keras", "model-.*: missing or damaged \\(checksum mismatch\\)"),
+        ("metadata truncated", "numpy", "metadata.json: unreadable metadata"),
+        ("metadata emptied", "numpy", "metadata.json: unreadable metadata"),
+        ("format version 999", "numpy", "metadata.json: format version 999 is not 1; retrain this sensor"),
+        ("metadata without its scaler", "numpy", "metadata.json has scaler None; retrain this sensor"),
+    ],
+)
 def test_a_damaged_model_fails_its_sensor_and_the_rest_are_scored(server, models, tmp_path, how, engine, message):
     damage(artifacts.sensor_dir(models, SENSORS[1]), how)
     result = predict(server.url, models, tmp_path, NOW, "--engine", engine)
     assert result.returncode == 1, result.stderr
-    assert re.search(re.escape(f"ERROR sensor_predict: sensor {SENSORS[1]!r}: failed: ") + ".*" + message,
-                     result.stderr), result.stderr
+    assert re.search(
+        re.escape(f"ERROR sensor_predict: sensor {SENSORS[1]!r}: failed: ") + ".*" + message, result.stderr
+    ), result.stderr
     assert "2 sensors scored" in result.stderr and "1 failed" in result.stderr
     assert "Traceback" not in result.stderr
     assert scored(server.url, SENSORS[1]).empty

@@ -14,6 +14,7 @@ What a fake cannot check is Flux semantics: the CSV answers are written by hand 
 InfluxDB returns for each pipeline, so these tests pin the pipeline's text and parameters, and
 the parsing of realistic answers, not what a real server computes from them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,7 +59,7 @@ def csv_answer(text: str) -> str:
 
 
 # What InfluxDB 2.7 answers to each pipeline (columns and groups as its Flux planner leaves them).
-SENSORS_CSV = csv_answer('''
+SENSORS_CSV = csv_answer("""
 #datatype,string,long,string
 #group,false,false,false
 #default,_result,,
@@ -66,9 +67,9 @@ SENSORS_CSV = csv_answer('''
 ,,0,AHU-1 supply
 ,,0,"Zone 3, ""Café""=Süd"
 ,,0,chiller 2
-''')
+""")
 
-MEANS_CSV = csv_answer('''
+MEANS_CSV = csv_answer("""
 #datatype,string,long,dateTime:RFC3339,double,string
 #group,false,false,false,false,true
 #default,_result,,,,
@@ -78,9 +79,9 @@ MEANS_CSV = csv_answer('''
 ,,0,2026-01-05T00:45:00Z,22.25,AHU-1 supply
 ,,1,2026-01-05T00:00:00Z,-3.5,"Zone 3, ""Café""=Süd"
 ,,1,2026-01-05T00:15:00Z,1e-05,"Zone 3, ""Café""=Süd"
-''')
+""")
 
-LABELS_CSV = csv_answer('''
+LABELS_CSV = csv_answer("""
 #datatype,string,long,dateTime:RFC3339,long,string
 #group,false,false,false,false,true
 #default,_result,,,,
@@ -88,16 +89,16 @@ LABELS_CSV = csv_answer('''
 ,,0,2026-01-05T00:15:00Z,2,AHU-1 supply
 ,,1,2026-01-05T00:00:00Z,1,"Zone 3, ""Café""=Süd"
 ,,1,2026-01-05T01:30:00Z,4,"Zone 3, ""Café""=Süd"
-''')
+""")
 
-LAST_SCORED_CSV = csv_answer('''
+LAST_SCORED_CSV = csv_answer("""
 #datatype,string,long,dateTime:RFC3339,double,string
 #group,false,false,false,false,true
 #default,_result,,,,
 ,result,table,_time,_value,uniqueID
 ,,0,2026-01-05T23:45:00Z,0.125,AHU-1 supply
 ,,1,2026-01-04T06:00:00Z,3.75,"Zone 3, ""Café""=Süd"
-''')
+""")
 
 # A query that matches nothing: InfluxDB sends no table at all.
 EMPTY_CSV = "\r\n"
@@ -117,8 +118,9 @@ def extern_value(node: dict):
     if kind == "DateTimeLiteral":
         return pd.Timestamp(node["value"])
     if kind == "DurationLiteral":
-        return sum((pd.Timedelta(v["magnitude"], unit=_DURATION_UNITS[v["unit"]]) for v in node["values"]),
-                   pd.Timedelta(0))
+        return sum(
+            (pd.Timedelta(v["magnitude"], unit=_DURATION_UNITS[v["unit"]]) for v in node["values"]), pd.Timedelta(0)
+        )
     if kind == "ArrayExpression":
         return [extern_value(element) for element in node["elements"]]
     if kind == "ObjectExpression":
@@ -263,28 +265,34 @@ def utc(*stamps: str) -> pd.DatetimeIndex:
 # ---------------------------------------------------------------- pure parts
 
 
-@pytest.mark.parametrize("value, literal", [
-    ("val_num", '"val_num"'),
-    ('say "hi"', r'"say \"hi\""'),
-    ("C:\\temp", r'"C:\\temp"'),
-    ("${x}", r'"\${x}"'),
-    ("$5 {x}", '"$5 {x}"'),
-    ('back\\"slash', r'"back\\\"slash"'),
-    ("Zürich °C", '"Zürich °C"'),
-    ("", '""'),
-])
+@pytest.mark.parametrize(
+    "value, literal",
+    [
+        ("val_num", '"val_num"'),
+        ('say "hi"', r'"say \"hi\""'),
+        ("C:\\temp", r'"C:\\temp"'),
+        ("${x}", r'"\${x}"'),
+        ("$5 {x}", '"$5 {x}"'),
+        ('back\\"slash', r'"back\\\"slash"'),
+        ("Zürich °C", '"Zürich °C"'),
+        ("", '""'),
+    ],
+)
 def test_flux_string_escapes_quotes_backslashes_and_interpolation(value, literal):
     assert flux_string(value) == literal
 
 
-@pytest.mark.parametrize("version, dialect", [
-    ("v2.7.10", "flux"),
-    ("2.0.4", "flux"),
-    ("v1.8.10", "influxql"),
-    ("1.6.4", "influxql"),
-    ("3.0.1", "influxql"),
-    ("", "influxql"),
-])
+@pytest.mark.parametrize(
+    "version, dialect",
+    [
+        ("v2.7.10", "flux"),
+        ("2.0.4", "flux"),
+        ("v1.8.10", "influxql"),
+        ("1.6.4", "influxql"),
+        ("3.0.1", "influxql"),
+        ("", "influxql"),
+    ],
+)
 def test_dialect_for_version(version, dialect):
     assert dialect_for_version(version) == dialect
 
@@ -297,8 +305,13 @@ def test_records_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
         {"result": "_result", "table": 1, "_time": t0, "_value": 2.5, "uniqueID": ODD_ID},
         {"result": "_result", "table": 0, "_time": t1, "_value": 3, "uniqueID": "a"},
         {"result": "_result", "table": 2, "_time": t1, "_value": 9.0},  # no sensor tag: not a sensor
-        {"result": "_result", "table": 3, "_time": t1.astimezone(timezone(timedelta(hours=1))), "_value": 7,
-         "uniqueID": "b"},
+        {
+            "result": "_result",
+            "table": 3,
+            "_time": t1.astimezone(timezone(timedelta(hours=1))),
+            "_value": 7,
+            "uniqueID": "b",
+        },
     ]
     out = records_by_tag(records, "uniqueID")
     assert list(out) == ["a", ODD_ID, "b"]
@@ -329,7 +342,7 @@ def test_sensor_ids_are_sorted_and_exact(fake):
     fake.answer = SENSORS_CSV
     with connect(fake.url) as db:
         ids = db.sensor_ids(START, STOP)
-    assert ids == ["AHU-1 supply", "Zone 3, \"Café\"=Süd", "chiller 2"]
+    assert ids == ["AHU-1 supply", 'Zone 3, "Café"=Süd', "chiller 2"]
     query = fake.query
     assert query["fields"] == {"org": ORG}
     assert "from(bucket: params.bucket)" in query["text"]
@@ -375,9 +388,15 @@ def test_read_means_sends_the_pipeline_with_every_value_as_a_parameter(fake):
     assert string_literals(text) == {"siteRef", "floor", "uniqueID", "_start", "_time", "_value"}
     assert list(options) == ["params"]
     assert options["params"] == {
-        "bucket": BUCKET, "measurement": "READINGS", "field": "val_num",
-        "where0": 'Campus "Energy" Centre', "where1": "3=top",
-        "start": START, "stop": STOP, "every": INTERVAL, "sensors": sensors,
+        "bucket": BUCKET,
+        "measurement": "READINGS",
+        "field": "val_num",
+        "where0": 'Campus "Energy" Centre',
+        "where1": "3=top",
+        "start": START,
+        "stop": STOP,
+        "every": INTERVAL,
+        "sensors": sensors,
     }
 
 
@@ -403,8 +422,7 @@ def test_last_scored_is_the_newest_score_time_per_sensor(fake):
     since = pd.Timestamp("2026-01-01T00:00:00Z")
     with connect(fake.url) as db:
         last = db.last_scored(["AHU-1 supply", ODD_ID, "chiller 2"], since)
-    assert last == {"AHU-1 supply": pd.Timestamp("2026-01-05T23:45:00Z"),
-                    ODD_ID: pd.Timestamp("2026-01-04T06:00:00Z")}
+    assert last == {"AHU-1 supply": pd.Timestamp("2026-01-05T23:45:00Z"), ODD_ID: pd.Timestamp("2026-01-04T06:00:00Z")}
     assert all(str(stamp.tz) == "UTC" for stamp in last.values())
     text, params = fake.query["text"], fake.query["options"]["params"]
     assert "|> range(start: params.start)" in text
@@ -429,7 +447,9 @@ def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, 
     lines = [
         line_protocol("PREDICT_ANOMALY", {"uniqueID": sensor_id}, {"loss": loss, "anomaly": loss > 1}, time_s)
         for sensor_id, loss, time_s in [
-            ("AHU-1 supply", 0.25, 1767571200), (ODD_ID, 1.5, 1767571200), (ODD_ID, 0.5, 1767572100),
+            ("AHU-1 supply", 0.25, 1767571200),
+            (ODD_ID, 1.5, 1767571200),
+            (ODD_ID, 0.5, 1767572100),
         ]
     ]
     assert lines[1] == 'PREDICT_ANOMALY,uniqueID=Zone\\ 3\\,\\ "Café"\\=Süd loss=1.5,anomaly=true 1767571200'
@@ -442,12 +462,17 @@ def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, 
 def test_record_run_writes_numbers_as_floats_in_nanoseconds(fake):
     # JOB_HEALTH has held its numbers as floats since its first point: an integer now would be refused.
     with connect(fake.url) as db:
-        db.record_run("sensor_predict", "host 1", {"duration_s": 12.5, "sensors": 3, "anomalies": 0,
-                                                   "exit_status": 1, "note": "ok"}, 1767571200123456789)
+        db.record_run(
+            "sensor_predict",
+            "host 1",
+            {"duration_s": 12.5, "sensors": 3, "anomalies": 0, "exit_status": 1, "note": "ok"},
+            1767571200123456789,
+        )
     assert [w["fields"] for w in fake.writes] == [{"org": ORG, "bucket": BUCKET, "precision": "ns"}]
     assert [w["body"] for w in fake.writes] == [
-        'JOB_HEALTH,host=host\\ 1,job=sensor_predict '
-        'duration_s=12.5,sensors=3.0,anomalies=0.0,exit_status=1.0,note="ok" 1767571200123456789']
+        "JOB_HEALTH,host=host\\ 1,job=sensor_predict "
+        'duration_s=12.5,sensors=3.0,anomalies=0.0,exit_status=1.0,note="ok" 1767571200123456789'
+    ]
 
 
 @pytest.mark.parametrize("api, dialect", [("flux", Flux), ("influxql", InfluxQL)])
@@ -458,8 +483,7 @@ def test_a_named_dialect_is_used_without_asking_the_server(fake, api, dialect):
 
 
 def test_wrong_token_names_the_url_and_variable_but_not_the_token(fake):
-    with (connect(fake.url, token="wrong-secret-42") as db,
-          pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught):
+    with connect(fake.url, token="wrong-secret-42") as db, pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught:
         db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
     message = str(caught.value)
     assert fake.url in message
@@ -469,8 +493,7 @@ def test_wrong_token_names_the_url_and_variable_but_not_the_token(fake):
 
 
 def test_wrong_token_on_write_does_not_leak_the_token(fake):
-    with (connect(fake.url, token="wrong-secret-42") as db,
-          pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught):
+    with connect(fake.url, token="wrong-secret-42") as db, pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught:
         db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
     assert "wrong-secret-42" not in str(caught.value)
 

@@ -1,4 +1,5 @@
 """The InfluxQL dialect (anomaly/influx/influxql.py) against a real InfluxDB 1.x, end to end."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -30,8 +31,9 @@ def readings(influxd, database):
             if minute == 0 and n < 2:
                 fields["manual_anomaly"] = True
             site = "Campus Energy Centre" if n % 2 == 0 else "Other site"
-            lines.append(line_protocol("READINGS", {"uniqueID": sensor_id, "siteRef": site}, fields,
-                                       int(stamp.timestamp())))
+            lines.append(
+                line_protocol("READINGS", {"uniqueID": sensor_id, "siteRef": site}, fields, int(stamp.timestamp()))
+            )
     local_influxd.write(influxd.url, database, lines)
     return database
 
@@ -63,16 +65,24 @@ def test_labelled_intervals_are_found(influxd, readings):
 
 
 def test_written_scores_are_found_by_last_scored(influxd, database):
-    lines = [line_protocol("PREDICT_ANOMALY", {"uniqueID": s}, {"loss": 0.1, "anomaly": False},
-                           int((T0 + pd.Timedelta(minutes=15 * k)).timestamp()))
-             for s in IDS for k in range(3 + IDS.index(s))]
+    lines = [
+        line_protocol(
+            "PREDICT_ANOMALY",
+            {"uniqueID": s},
+            {"loss": 0.1, "anomaly": False},
+            int((T0 + pd.Timedelta(minutes=15 * k)).timestamp()),
+        )
+        for s in IDS
+        for k in range(3 + IDS.index(s))
+    ]
     with connect(influxd.url, database) as db:
         db.write(lines)
         db.write(lines)
         last = db.last_scored([*IDS, "never scored"], T0 - pd.Timedelta(days=1))
     assert last == {s: T0 + pd.Timedelta(minutes=15 * (2 + IDS.index(s))) for s in IDS}
-    (series,) = local_influxd.query(influxd.url, 'SELECT count("loss") FROM "PREDICT_ANOMALY"', database)[
-        "results"][0]["series"]
+    (series,) = local_influxd.query(influxd.url, 'SELECT count("loss") FROM "PREDICT_ANOMALY"', database)["results"][0][
+        "series"
+    ]
     assert series["values"][0][1] == len(lines)
 
 
@@ -124,17 +134,25 @@ def test_bad_credentials_are_reported_without_the_secret(tmp_path):
 def test_an_unreachable_server_is_tried_again_then_reported(caplog):
     url = f"http://127.0.0.1:{local_influxd.free_port()}"
     connection = Connection(url=url, api="auto", database="d", retries=2, backoff_s=0.01)
-    with (pytest.raises(InfluxError, match=f"cannot reach InfluxDB at {url}"),
-          influx_interact.connect(connection, Schema())):
+    with (
+        pytest.raises(InfluxError, match=f"cannot reach InfluxDB at {url}"),
+        influx_interact.connect(connection, Schema()),
+    ):
         pass
     assert [r.message.rsplit("(", 1)[-1] for r in caplog.records] == ["1 of 2)", "2 of 2)"]
 
 
 def test_freshness_anomaly_counts_and_scores_read_back(influxd, readings):
-    scores = [line_protocol("PREDICT_ANOMALY", {"uniqueID": s},
-                            {"val_num": 1.5 * k, "loss": 0.1 * k, "threshold": 0.25, "anomaly": 0.1 * k > 0.25},
-                            int((T0 + pd.Timedelta(minutes=15 * k)).timestamp()))
-              for s in IDS[:2] for k in range(5)]
+    scores = [
+        line_protocol(
+            "PREDICT_ANOMALY",
+            {"uniqueID": s},
+            {"val_num": 1.5 * k, "loss": 0.1 * k, "threshold": 0.25, "anomaly": 0.1 * k > 0.25},
+            int((T0 + pd.Timedelta(minutes=15 * k)).timestamp()),
+        )
+        for s in IDS[:2]
+        for k in range(5)
+    ]
     local_influxd.write(influxd.url, readings, scores)
     with connect(influxd.url, readings) as db:
         fresh = db.last_reading(IDS, T0 - pd.Timedelta(days=1))

@@ -4,14 +4,15 @@ The data are generated (tools/sensor_data.py) around a fixed NOW: two weeks of n
 on, then a day in which three sensors get a spike, a level shift and a flat-line, and a fourth stays
 normal. Sensor ids carry the characters line protocol and InfluxQL must escape.
 """
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 import pytest
+from conftest import rows, run_job
 
-from conftest import ROOT, rows, run_job
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
@@ -19,14 +20,28 @@ INTERVAL = pd.Timedelta(minutes=15)
 WINDOW = 15
 SENSORS = ["AHU-1 supply air temp", 'Boiler,2="hot" loop=ü', "chiller:3 'return' C:\\temp"]
 QUIET = "quiet sensor"
-TRAIN = ["--start", (NOW - pd.Timedelta(days=15)).isoformat(), "--stop", (NOW - pd.Timedelta(days=1)).isoformat(),
-         "--units", "16", "--epochs", "20", "--patience", "3", "--seed", "1"]
+TRAIN = [
+    "--start",
+    (NOW - pd.Timedelta(days=15)).isoformat(),
+    "--stop",
+    (NOW - pd.Timedelta(days=1)).isoformat(),
+    "--units",
+    "16",
+    "--epochs",
+    "20",
+    "--patience",
+    "3",
+    "--seed",
+    "1",
+]
 
 
 def seed_database(url: str, database: str) -> list[sensor_data.Anomaly]:
     local_influxd.query(url, f'CREATE DATABASE "{database}"')
     start, stop, sample = NOW - pd.Timedelta(days=15), NOW + pd.Timedelta(days=1), pd.Timedelta(minutes=5)
-    lines, anomalies = sensor_data.fleet(SENSORS, start, stop, sample, seed=3, anomalies_after=NOW - pd.Timedelta(days=1))
+    lines, anomalies = sensor_data.fleet(
+        SENSORS, start, stop, sample, seed=3, anomalies_after=NOW - pd.Timedelta(days=1)
+    )
     quiet, _ = sensor_data.fleet([QUIET], start, stop, sample, seed=3)
     local_influxd.write(url, database, lines + quiet)
     return anomalies
@@ -44,7 +59,7 @@ def trained(influxd, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("trained")
     seed_database(influxd.url, "training")
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": "training"}
-    args = TRAIN + ["--models-dir", str(workdir / "models")] + write_config(workdir)
+    args = [*TRAIN, "--models-dir", str(workdir / "models"), *write_config(workdir)]
     result = run_job("sensor_training.py", args, env, cwd=workdir)
     assert result.returncode == 0, result.stderr
     return workdir / "models", result
@@ -59,16 +74,22 @@ def scoring(influxd, trained, tmp_path):
 
     def predict(*extra, ratios=None, windows=None, env=None):
         args = ["--models-dir", str(models_dir), "--delay", "0s", *write_config(tmp_path, ratios, windows), *extra]
-        return run_job("sensor_predict.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database,
-                                                   **(env or {})}, cwd=tmp_path)
+        return run_job(
+            "sensor_predict.py",
+            args,
+            {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database, **(env or {})},
+            cwd=tmp_path,
+        )
 
     def scores(sensor_id):
-        query = (f'SELECT "loss", "threshold", "anomaly", "val_num" FROM "PREDICT_ANOMALY" '
-                 f"WHERE \"uniqueID\" = {_influxql_string(sensor_id)}")
+        query = (
+            f'SELECT "loss", "threshold", "anomaly", "val_num" FROM "PREDICT_ANOMALY" '
+            f'WHERE "uniqueID" = {_influxql_string(sensor_id)}'
+        )
         found = rows(influxd.url, database, query)
         if not found:
             return pd.DataFrame(columns=["loss", "threshold", "anomaly", "val_num"])
-        (_, values), = found
+        ((_, values),) = found
         frame = pd.DataFrame(values, columns=["time", "loss", "threshold", "anomaly", "val_num"])
         return frame.set_index(pd.to_datetime(frame.pop("time"), unit="s", utc=True))
 
@@ -76,7 +97,7 @@ def scoring(influxd, trained, tmp_path):
 
 
 def _influxql_string(text):
-    from influx_interact import influxql_string
+    from anomaly.influx.influxql import influxql_string
 
     return influxql_string(text)
 
@@ -87,7 +108,7 @@ def test_training_saves_a_model_per_sensor_with_its_metadata(trained):
     for path in models_dir.glob("*/metadata.json"):
         record = json.loads(path.read_text())
         metadata[record["sensor_id"]] = record
-    assert sorted(metadata) == sorted(SENSORS + [QUIET])
+    assert sorted(metadata) == sorted([*SENSORS, QUIET])
     record = metadata[SENSORS[1]]
     assert record["window"] == WINDOW and record["interval_s"] == 900 and record["percentile"] == 99.5
     assert record["threshold"] > 0 and record["windows"] > 1200
@@ -113,14 +134,14 @@ def test_first_run_scores_the_last_day_and_flags_the_injected_anomalies(scoring)
 
 
 def test_a_rerun_adds_nothing_and_a_missed_schedule_is_caught_up(scoring, influxd):
-    predict, scores, _, database = scoring
+    predict, scores, _, _database = scoring
     assert predict("--now", NOW.isoformat()).returncode == 0
     again = predict("--now", (NOW + pd.Timedelta(minutes=5)).isoformat())
     assert again.returncode == 0 and "4 up to date" in again.stderr
     assert len(scores(QUIET)) == 96
     later = predict("--now", (NOW + pd.Timedelta(hours=6, minutes=3)).isoformat())
     assert later.returncode == 0, later.stderr
-    for sensor_id in SENSORS + [QUIET]:
+    for sensor_id in [*SENSORS, QUIET]:
         frame = scores(sensor_id)
         expected = pd.date_range(NOW - pd.Timedelta(days=1), NOW + pd.Timedelta(hours=6) - INTERVAL, freq=INTERVAL)
         assert frame.index.equals(expected), sensor_id
@@ -159,7 +180,7 @@ def test_dry_run_prints_line_protocol_and_writes_nothing(scoring):
     lines = result.stdout.splitlines()
     assert len(lines) == 4 * 96
     assert all(line.startswith("PREDICT_ANOMALY,uniqueID=") for line in lines)
-    assert any("uniqueID=Boiler\\,2\\=\"hot\"\\ loop\\=ü " in line for line in lines)
+    assert any('uniqueID=Boiler\\,2\\="hot"\\ loop\\=ü ' in line for line in lines)
     assert scores(QUIET).empty
 
 
@@ -171,11 +192,14 @@ def test_a_sensor_whose_window_changed_is_skipped_and_the_rest_scored(scoring):
     assert scores(QUIET).empty and len(scores(SENSORS[0])) == 96
 
 
-@pytest.mark.parametrize("ratios, message", [
-    ('{"quiet sensor": -1}', "key 'quiet sensor' has ratio -1"),
-    ('{"quiet sensor": 1,', "not valid JSON at line 1"),
-    ('["quiet sensor"]', "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "ratios, message",
+    [
+        ('{"quiet sensor": -1}', "key 'quiet sensor' has ratio -1"),
+        ('{"quiet sensor": 1,', "not valid JSON at line 1"),
+        ('["quiet sensor"]', "must be a JSON object"),
+    ],
+)
 def test_a_bad_config_stops_the_job_before_it_writes(scoring, tmp_path, ratios, message):
     predict, scores, _, _ = scoring
     bad = tmp_path / "bad-ratios.json"
@@ -190,8 +214,9 @@ def test_a_bad_config_stops_the_job_before_it_writes(scoring, tmp_path, ratios, 
 def test_an_unreachable_server_gives_one_clear_line(scoring, tmp_path):
     predict, _, _, _ = scoring
     port = local_influxd.free_port()
-    result = predict("--now", NOW.isoformat(), "--retries", "1",
-                     env={"INFLUX_URL": f"http://user:hunter2@127.0.0.1:{port}"})
+    result = predict(
+        "--now", NOW.isoformat(), "--retries", "1", env={"INFLUX_URL": f"http://user:hunter2@127.0.0.1:{port}"}
+    )
     assert result.returncode == 1
     assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
     assert "trying again in 1s (1 of 1)" in result.stderr
@@ -212,8 +237,20 @@ def test_training_skips_unusable_sensors_and_trains_the_rest(influxd, database, 
     lines += sensor_data.readings_lines("flat", index, [21.5] * len(index))
     lines += sensor_data.readings_lines("sparse", index[::8], sensor_data.normal_readings("sparse", index[::8], 1))
     local_influxd.write(influxd.url, database, lines)
-    args = ["--now", NOW.isoformat(), "--start=-3d", "--units", "8", "--epochs", "2", "--seed", "1",
-            "--models-dir", str(tmp_path / "models"), *write_config(tmp_path)]
+    args = [
+        "--now",
+        NOW.isoformat(),
+        "--start=-3d",
+        "--units",
+        "8",
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+        "--models-dir",
+        str(tmp_path / "models"),
+        *write_config(tmp_path),
+    ]
     result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "sensor 'flat': skipped: constant value 21.5" in result.stderr
@@ -222,18 +259,36 @@ def test_training_skips_unusable_sensors_and_trains_the_rest(influxd, database, 
     assert len(list((tmp_path / "models").glob("*/metadata.json"))) == 1
 
 
-def test_labelled_intervals_are_left_out_and_the_seed_gives_the_same_threshold_in_or_out_of_workers(influxd, database, tmp_path):
+def test_labelled_intervals_are_left_out_and_the_seed_gives_the_same_threshold_in_or_out_of_workers(
+    influxd, database, tmp_path
+):
     start = NOW - pd.Timedelta(days=4)
     index = pd.date_range(start, NOW, freq="15min", inclusive="left")
-    values, anomaly = sensor_data.inject(sensor_data.normal_readings("s1", index, 2), index, "s1", "level_shift",
-                                         NOW - pd.Timedelta(days=2), INTERVAL)
+    values, anomaly = sensor_data.inject(
+        sensor_data.normal_readings("s1", index, 2), index, "s1", "level_shift", NOW - pd.Timedelta(days=2), INTERVAL
+    )
     local_influxd.write(influxd.url, database, sensor_data.readings_lines("s1", index, values, labelled=[anomaly]))
     thresholds = []
     for jobs in (1, 2):
         models = tmp_path / f"models{jobs}"
-        args = ["--now", NOW.isoformat(), "--start=-4d", "--units", "8", "--epochs", "3", "--seed", "5",
-                "--jobs", str(jobs),
-                "--label-field", "manual_anomaly", "--models-dir", str(models), *write_config(tmp_path)]
+        args = [
+            "--now",
+            NOW.isoformat(),
+            "--start=-4d",
+            "--units",
+            "8",
+            "--epochs",
+            "3",
+            "--seed",
+            "5",
+            "--jobs",
+            str(jobs),
+            "--label-field",
+            "manual_anomaly",
+            "--models-dir",
+            str(models),
+            *write_config(tmp_path),
+        ]
         result = run_job("sensor_training.py", args, {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}, tmp_path)
         assert result.returncode == 0, result.stderr
         (path,) = models.glob("*/metadata.json")
@@ -249,20 +304,20 @@ def test_two_shards_score_disjoint_parts_that_cover_the_fleet(scoring):
     for shard in ("1/2", "2/2"):
         result = predict("--now", NOW.isoformat(), "--shard", shard)
         assert result.returncode == 0, result.stderr
-        scored_by.append({s for s in SENSORS + [QUIET] if f"sensor {s!r}: 96 windows" in result.stderr})
+        scored_by.append({s for s in [*SENSORS, QUIET] if f"sensor {s!r}: 96 windows" in result.stderr})
     assert scored_by[0].isdisjoint(scored_by[1])
-    assert scored_by[0] | scored_by[1] == set(SENSORS + [QUIET])
-    assert all(len(scores(s)) == 96 for s in SENSORS + [QUIET])
+    assert scored_by[0] | scored_by[1] == set([*SENSORS, QUIET])
+    assert all(len(scores(s)) == 96 for s in [*SENSORS, QUIET])
 
 
 def test_a_second_run_refuses_to_start_while_the_first_holds_the_lock(scoring, trained):
-    import artifacts
+    from anomaly import errors, runner
 
     predict, scores, _, _ = scoring
     models_dir, _ = trained
-    with artifacts.job_lock(models_dir, "sensor_predict"):
+    with runner.job_lock(models_dir, "sensor_predict"):
         result = predict("--now", NOW.isoformat())
-    assert result.returncode == artifacts.EXIT_LOCKED
+    assert result.returncode == errors.EXIT_LOCKED
     assert "another sensor_predict run" in result.stderr and "still going" in result.stderr
     assert scores(QUIET).empty
     assert predict("--now", NOW.isoformat()).returncode == 0  # the lock goes with its holder
@@ -276,10 +331,23 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
     assert {"time", "level", "logger", "message"} <= set(entries[-1])
     assert entries[-1]["message"].startswith("done in")
     assert predict("--now", (NOW + INTERVAL).isoformat()).returncode == 0
-    (tags, values), = rows(influxd.url, database, 'SELECT * FROM "JOB_HEALTH" GROUP BY "job"')
+    ((tags, values),) = rows(influxd.url, database, 'SELECT * FROM "JOB_HEALTH" GROUP BY "job"')
     assert tags == {"job": "sensor_predict"}
-    frame = pd.DataFrame(values, columns=["time", "anomalies", "duration_s", "exit_status", "host", "sensors_done",
-                                          "sensors_failed", "sensors_selected", "sensors_skipped", "windows"])
+    frame = pd.DataFrame(
+        values,
+        columns=[
+            "time",
+            "anomalies",
+            "duration_s",
+            "exit_status",
+            "host",
+            "sensors_done",
+            "sensors_failed",
+            "sensors_selected",
+            "sensors_skipped",
+            "windows",
+        ],
+    )
     assert frame["sensors_selected"].tolist() == [4, 4] and frame["windows"].tolist() == [4 * 96, 4]
     assert frame["exit_status"].tolist() == [0, 0] and (frame["duration_s"] > 0).all()
 
@@ -308,7 +376,7 @@ def webhook():
 
 
 def test_events_become_annotations_incidents_and_one_message_each(scoring, influxd, webhook, tmp_path):
-    predict, scores, anomalies, database = scoring
+    predict, _scores, anomalies, database = scoring
     url, received = webhook
     args = ["--notify-cooldown", "0s", "--incident-tag", "siteRef", "--state-file", str(tmp_path / "state.json")]
     first = predict("--now", (NOW - pd.Timedelta(hours=9)).isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
@@ -322,7 +390,7 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, influ
     assert len(keys) == len(set(keys))
     flagged = set().union(*(body["sensors"] for body in received))
     assert {a.sensor_id for a in anomalies} <= flagged
-    (_, incident_rows), = rows(influxd.url, database, 'SELECT * FROM "INCIDENTS" GROUP BY "siteRef"')
+    ((_, incident_rows),) = rows(influxd.url, database, 'SELECT * FROM "INCIDENTS" GROUP BY "siteRef"')
     assert len(incident_rows) >= 1
     events = rows(influxd.url, database, 'SELECT "text", "end_ms" FROM "ANOMALY_EVENTS" GROUP BY "uniqueID"')
     by_sensor = {tags["uniqueID"]: values for tags, values in events}
@@ -336,14 +404,23 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, influ
 def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, influxd):
     predict, scores, _, database = scoring
     index = pd.date_range(NOW - pd.Timedelta(days=4), NOW, freq="15min", inclusive="left")
-    values, spike = sensor_data.inject(sensor_data.normal_readings("new sensor", index, 9), index, "new sensor",
-                                       "spike", NOW - pd.Timedelta(hours=5), INTERVAL)
+    values, spike = sensor_data.inject(
+        sensor_data.normal_readings("new sensor", index, 9),
+        index,
+        "new sensor",
+        "spike",
+        NOW - pd.Timedelta(hours=5),
+        INTERVAL,
+    )
     local_influxd.write(influxd.url, database, sensor_data.readings_lines("new sensor", index, values))
     result = predict("--now", NOW.isoformat())
     assert result.returncode == 0, result.stderr
     assert "sensor 'new sensor': 96 readings (no model yet: robust detector)" in result.stderr
-    (_, found), = rows(influxd.url, database, 'SELECT "anomaly", "kind", "detector" FROM "PREDICT_ANOMALY" '
-                                             "WHERE \"uniqueID\" = 'new sensor'")
+    ((_, found),) = rows(
+        influxd.url,
+        database,
+        'SELECT "anomaly", "kind", "detector" FROM "PREDICT_ANOMALY" WHERE "uniqueID" = \'new sensor\'',
+    )
     flagged = [pd.Timestamp(t, unit="s", tz="UTC") for t, anomaly, _, _ in found if anomaly]
     assert flagged == [spike.start] and {d for *_, d in found} == {"robust"}
     assert {k for _, a, k, _ in found if a} == {"outlier"}
@@ -357,8 +434,10 @@ def test_a_dynamic_threshold_never_drops_below_the_fixed_one_and_still_flags_the
     result = predict("--now", NOW.isoformat(), "--threshold", "dynamic", "--dynamic-history", "2d")
     assert result.returncode == 0, result.stderr
     models_dir, _ = trained
-    saved = {json.loads(p.read_text())["sensor_id"]: json.loads(p.read_text())["threshold"]
-             for p in models_dir.glob("*/metadata.json")}
+    saved = {
+        json.loads(p.read_text())["sensor_id"]: json.loads(p.read_text())["threshold"]
+        for p in models_dir.glob("*/metadata.json")
+    }
     for anomaly in anomalies:
         frame = scores(anomaly.sensor_id)
         assert len(frame) == 96
@@ -373,8 +452,11 @@ def test_events_can_also_go_where_chronograf_keeps_its_annotations(scoring, infl
     local_influxd.query(influxd.url, 'CREATE DATABASE "chronograf"')
     result = predict("--now", NOW.isoformat(), "--chronograf-annotations", "--state-file", str(tmp_path / "s.json"))
     assert result.returncode == 0, result.stderr
-    found = rows(influxd.url, "chronograf", 'SELECT "text", "start_time", "deleted", "uniqueID" FROM "annotations" '
-                                            'WHERE "deleted" = false GROUP BY "id"')
+    found = rows(
+        influxd.url,
+        "chronograf",
+        'SELECT "text", "start_time", "deleted", "uniqueID" FROM "annotations" WHERE "deleted" = false GROUP BY "id"',
+    )
     assert found
     by_sensor = {values[0][4] for _, values in found}
     assert {a.sensor_id for a in anomalies} <= by_sensor

@@ -1,5 +1,6 @@
 """anomaly.alerts: events, their continuation across runs, notification decisions, payloads, annotation and
 incident lines (tables of tiny cases checked by eye), and post() against a local HTTP receiver."""
+
 from __future__ import annotations
 
 import copy
@@ -39,9 +40,15 @@ def scores(flags: str, first: int = 0, skip: tuple[int, ...] = (), losses=None, 
     keep = [k for k in range(len(flags)) if k not in skip]
     loss = losses if losses is not None else [2.0 if c == "x" else 0.1 for c in flags]
     threshold = thresholds if thresholds is not None else [1.0] * len(flags)
-    return pd.DataFrame({"value": [20.0] * len(keep), "loss": [loss[k] for k in keep],
-                         "threshold": [threshold[k] for k in keep], "anomaly": [flags[k] == "x" for k in keep]},
-                        index=pd.DatetimeIndex([t(first + k) for k in keep]))
+    return pd.DataFrame(
+        {
+            "value": [20.0] * len(keep),
+            "loss": [loss[k] for k in keep],
+            "threshold": [threshold[k] for k in keep],
+            "anomaly": [flags[k] == "x" for k in keep],
+        },
+        index=pd.DatetimeIndex([t(first + k) for k in keep]),
+    )
 
 
 def ev(sensor: str, start: int, end: int, ongoing: bool = False, peak: float = 2.0) -> Event:
@@ -57,17 +64,20 @@ def spans(found: list[Event]) -> list[tuple]:
 # ---------------------------------------------------------------- events
 
 
-@pytest.mark.parametrize("flags, skip, expected", [
-    pytest.param("", (), [], id="nothing scored"),
-    pytest.param("....", (), [], id="nothing flagged"),
-    pytest.param("xx..", (), [(0, 1, 2, False, None)], id="ended"),
-    pytest.param("..xx", (), [(2, 3, 2, True, None)], id="reaches the last window: ongoing"),
-    pytest.param("xxxx", (), [(0, 3, 4, True, None)], id="all flagged"),
-    pytest.param("x.x", (), [(0, 0, 1, False, None), (2, 2, 1, True, None)], id="one unflagged window splits"),
-    pytest.param("x..x.", (), [(0, 0, 1, False, None), (3, 3, 1, False, None)], id="two single windows"),
-    pytest.param("xxxx", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], id="a window never scored splits"),
-    pytest.param("xx.x", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], id="gap after the run"),
-])
+@pytest.mark.parametrize(
+    "flags, skip, expected",
+    [
+        pytest.param("", (), [], id="nothing scored"),
+        pytest.param("....", (), [], id="nothing flagged"),
+        pytest.param("xx..", (), [(0, 1, 2, False, None)], id="ended"),
+        pytest.param("..xx", (), [(2, 3, 2, True, None)], id="reaches the last window: ongoing"),
+        pytest.param("xxxx", (), [(0, 3, 4, True, None)], id="all flagged"),
+        pytest.param("x.x", (), [(0, 0, 1, False, None), (2, 2, 1, True, None)], id="one unflagged window splits"),
+        pytest.param("x..x.", (), [(0, 0, 1, False, None), (3, 3, 1, False, None)], id="two single windows"),
+        pytest.param("xxxx", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], id="a window never scored splits"),
+        pytest.param("xx.x", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], id="gap after the run"),
+    ],
+)
 def test_events(flags, skip, expected):
     assert spans(events("s", scores(flags, skip=skip), I)) == expected
 
@@ -84,13 +94,16 @@ def test_events_sorts_and_reads_missing_flags_as_false():
     assert events("s", frame, I)[0].start.tz is not None
 
 
-@pytest.mark.parametrize("frame, interval, error, match", [
-    pytest.param(scores("x").reset_index(drop=True), I, TypeError, "DatetimeIndex", id="no time index"),
-    pytest.param(scores("x").tz_localize(None), I, ValueError, "time zone", id="naive times"),
-    pytest.param(scores("x").drop(columns="anomaly"), I, ValueError, "anomaly", id="missing column"),
-    pytest.param(pd.concat([scores("x"), scores("x")]), I, ValueError, "twice", id="duplicate window end"),
-    pytest.param(scores("x"), pd.Timedelta(0), ValueError, "interval", id="zero interval"),
-])
+@pytest.mark.parametrize(
+    "frame, interval, error, match",
+    [
+        pytest.param(scores("x").reset_index(drop=True), I, TypeError, "DatetimeIndex", id="no time index"),
+        pytest.param(scores("x").tz_localize(None), I, ValueError, "time zone", id="naive times"),
+        pytest.param(scores("x").drop(columns="anomaly"), I, ValueError, "anomaly", id="missing column"),
+        pytest.param(pd.concat([scores("x"), scores("x")]), I, ValueError, "twice", id="duplicate window end"),
+        pytest.param(scores("x"), pd.Timedelta(0), ValueError, "interval", id="zero interval"),
+    ],
+)
 def test_events_rejects(frame, interval, error, match):
     with pytest.raises(error, match=match):
         events("s", frame, interval)
@@ -104,15 +117,20 @@ def remembered(start: int, end: int, ongoing: bool = True) -> dict:
     return state
 
 
-@pytest.mark.parametrize("tracked, flags, first, expected, newest", [
-    pytest.param(None, "..xx", 0, [(2, 3, 2, True, None)], (2, 3), id="nothing remembered"),
-    pytest.param((2, 3), "xx..", 4, [(2, 5, 4, False, 3)], (2, 5), id="next run extends the ongoing event"),
-    pytest.param((2, 3), "x...", 4, [(2, 4, 3, False, 3)], (2, 4), id="one more window"),
-    pytest.param((2, 3), ".x..", 4, [(5, 5, 1, False, None)], (5, 5), id="one clear window between: new event"),
-    pytest.param((2, 3), "x", 6, [(6, 6, 1, True, None)], (6, 6), id="intervals never scored between: new event"),
-    pytest.param((2, 3), "x.x", 4, [(2, 4, 3, False, 3), (6, 6, 1, True, None)], (6, 6), id="extended, then another"),
-    pytest.param((2, 5), "xxxx", 0, [(0, 5, 6, True, None)], (0, 5), id="backfill overlapping: one event"),
-])
+@pytest.mark.parametrize(
+    "tracked, flags, first, expected, newest",
+    [
+        pytest.param(None, "..xx", 0, [(2, 3, 2, True, None)], (2, 3), id="nothing remembered"),
+        pytest.param((2, 3), "xx..", 4, [(2, 5, 4, False, 3)], (2, 5), id="next run extends the ongoing event"),
+        pytest.param((2, 3), "x...", 4, [(2, 4, 3, False, 3)], (2, 4), id="one more window"),
+        pytest.param((2, 3), ".x..", 4, [(5, 5, 1, False, None)], (5, 5), id="one clear window between: new event"),
+        pytest.param((2, 3), "x", 6, [(6, 6, 1, True, None)], (6, 6), id="intervals never scored between: new event"),
+        pytest.param(
+            (2, 3), "x.x", 4, [(2, 4, 3, False, 3), (6, 6, 1, True, None)], (6, 6), id="extended, then another"
+        ),
+        pytest.param((2, 5), "xxxx", 0, [(0, 5, 6, True, None)], (0, 5), id="backfill overlapping: one event"),
+    ],
+)
 def test_resume(tracked, flags, first, expected, newest):
     state = remembered(*tracked) if tracked else new_state()
     before = copy.deepcopy(state)
@@ -122,11 +140,14 @@ def test_resume(tracked, flags, first, expected, newest):
     assert spans(tracked_events(new))[0][:2] == newest
 
 
-@pytest.mark.parametrize("last_scored, ongoing", [
-    pytest.param(None, True, id="not told what was scored: still ongoing"),
-    pytest.param(7, False, id="scored past its end without continuing it: ended"),
-    pytest.param(3, True, id="scored only up to its end (a backfill): still ongoing"),
-])
+@pytest.mark.parametrize(
+    "last_scored, ongoing",
+    [
+        pytest.param(None, True, id="not told what was scored: still ongoing"),
+        pytest.param(7, False, id="scored past its end without continuing it: ended"),
+        pytest.param(3, True, id="scored only up to its end (a backfill): still ongoing"),
+    ],
+)
 def test_resume_learns_that_a_remembered_event_ended(last_scored, ongoing):
     scored = None if last_scored is None else {"s": t(last_scored), "quiet": t(last_scored)}
     found, state = resume(events("s", scores("....", first=4), I), remembered(2, 3), I, scored)
@@ -178,10 +199,13 @@ def test_cooldown_suppresses_and_the_suppressed_event_is_never_sent_later():
     assert run([ev("a", 30, 31)], state, now=NOW + 3 * HOUR)[0] == [ev("a", 30, 31)]
 
 
-@pytest.mark.parametrize("cooldown, expected", [
-    pytest.param(pd.Timedelta(0), [ev("a", 0, 0), ev("a", 5, 5)], id="no cooldown: every new event"),
-    pytest.param(HOUR, [ev("a", 5, 5)], id="cooldown: the newest only"),
-])
+@pytest.mark.parametrize(
+    "cooldown, expected",
+    [
+        pytest.param(pd.Timedelta(0), [ev("a", 0, 0), ev("a", 5, 5)], id="no cooldown: every new event"),
+        pytest.param(HOUR, [ev("a", 5, 5)], id="cooldown: the newest only"),
+    ],
+)
 def test_several_new_events_of_one_sensor_in_one_run(cooldown, expected):
     due, state = run([ev("a", 5, 5), ev("a", 0, 0)], new_state(), cooldown=cooldown)
     assert due == expected
@@ -189,8 +213,7 @@ def test_several_new_events_of_one_sensor_in_one_run(cooldown, expected):
 
 
 def test_one_event_passed_twice_is_one_message():
-    due, _ = due_notifications([ev("a", 0, 1, ongoing=True), ev("a", 0, 3)], new_state(),
-                               pd.Timedelta(0), NOW)
+    due, _ = due_notifications([ev("a", 0, 1, ongoing=True), ev("a", 0, 3)], new_state(), pd.Timedelta(0), NOW)
     assert due == [ev("a", 0, 3)]
 
 
@@ -214,7 +237,7 @@ def test_max_age_records_old_events_without_sending_them():
     due, state = run([old], new_state(), max_age=pd.Timedelta(days=1))
     assert due == []
     assert run([old], state, now=NOW + HOUR)[0] == []
-    old_incident, = incidents([replace(old, sensor_id="b")], GROUPS, I)
+    (old_incident,) = incidents([replace(old, sensor_id="b")], GROUPS, I)
     due, state = run([old_incident], state, max_age=pd.Timedelta(days=1))
     assert due == [] and run([replace(old, sensor_id="b")], state, now=NOW + HOUR)[0] == []
 
@@ -262,26 +285,45 @@ def test_due_notifications_does_not_change_its_input_and_rejects_bad_arguments()
         due_notifications(["a"], state, HOUR, NOW)
 
 
-GOOD = {"format": 1, "sensors": {"b": {"decided": "2026-01-01T00:00:00Z", "notified_at": "2026-01-02T00:00:00Z"}},
-        "groups": {}}
+GOOD = {
+    "format": 1,
+    "sensors": {"b": {"decided": "2026-01-01T00:00:00Z", "notified_at": "2026-01-02T00:00:00Z"}},
+    "groups": {},
+}
 
 
-@pytest.mark.parametrize("text, problem, kept", [
-    pytest.param(None, None, [], id="no file yet"),
-    pytest.param(json.dumps(GOOD), None, ["b"], id="good"),
-    pytest.param("", "empty", [], id="empty"),
-    pytest.param(" \n", "empty", [], id="blank"),
-    pytest.param('{"format": 1, "sensors": {', "not valid JSON at line 1", [], id="truncated"),
-    pytest.param("[]", "not format 1", [], id="a list"),
-    pytest.param('{"format": 2, "sensors": {}}', "not format 1", [], id="another format"),
-    pytest.param(json.dumps({**GOOD, "sensors": {**GOOD["sensors"], "a": {"decided": "yesterday"}}}),
-                 "1 unreadable entry", ["b"], id="one bad time"),
-    pytest.param(json.dumps({**GOOD, "sensors": {**GOOD["sensors"], "a": {"event": {"start": "2026-01-01T00:00:00Z"}},
-                                                "c": []}}),
-                 "2 unreadable entries", ["b"], id="bad event and bad entry"),
-    pytest.param(json.dumps({**GOOD, "groups": {"g": {"severity": "apocalyptic"}}}), "1 unreadable", ["b"],
-                 id="unknown severity"),
-])
+@pytest.mark.parametrize(
+    "text, problem, kept",
+    [
+        pytest.param(None, None, [], id="no file yet"),
+        pytest.param(json.dumps(GOOD), None, ["b"], id="good"),
+        pytest.param("", "empty", [], id="empty"),
+        pytest.param(" \n", "empty", [], id="blank"),
+        pytest.param('{"format": 1, "sensors": {', "not valid JSON at line 1", [], id="truncated"),
+        pytest.param("[]", "not format 1", [], id="a list"),
+        pytest.param('{"format": 2, "sensors": {}}', "not format 1", [], id="another format"),
+        pytest.param(
+            json.dumps({**GOOD, "sensors": {**GOOD["sensors"], "a": {"decided": "yesterday"}}}),
+            "1 unreadable entry",
+            ["b"],
+            id="one bad time",
+        ),
+        pytest.param(
+            json.dumps(
+                {**GOOD, "sensors": {**GOOD["sensors"], "a": {"event": {"start": "2026-01-01T00:00:00Z"}}, "c": []}}
+            ),
+            "2 unreadable entries",
+            ["b"],
+            id="bad event and bad entry",
+        ),
+        pytest.param(
+            json.dumps({**GOOD, "groups": {"g": {"severity": "apocalyptic"}}}),
+            "1 unreadable",
+            ["b"],
+            id="unknown severity",
+        ),
+    ],
+)
 def test_load_state_tolerates_bad_files(text, problem, kept):
     state, found = load_state(text)
     assert (found is None) == (problem is None)
@@ -311,17 +353,30 @@ INCIDENT = Incident("Boiler 1", t(0), t(3), ("a", "b"), 5, "major", True)
 
 
 def test_message_text():
-    assert message(EVENT) == ("Anomaly on 'AHU 2': 3 windows, 2026-01-01 00:00 to 00:30 UTC, "
-                              "peak loss 2.5 > threshold 0.5")
+    assert message(EVENT) == (
+        "Anomaly on 'AHU 2': 3 windows, 2026-01-01 00:00 to 00:30 UTC, peak loss 2.5 > threshold 0.5"
+    )
     assert message(INCIDENT, Context(group_tag="equipRef")) == (
-        "Major incident on equipRef 'Boiler 1': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC, ongoing: 'a', 'b'")
+        "Major incident on equipRef 'Boiler 1': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC, ongoing: 'a', 'b'"
+    )
 
 
 def test_json_payload():
     body = payload(EVENT, "json", Context(measurement="SCORES"))
-    assert body == {"kind": "event", "sensor_id": "AHU 2", "sensor_tag": "uniqueID", "start": "2026-01-01T00:00:00Z",
-                    "end": "2026-01-01T00:30:00Z", "windows": 3, "peak_loss": 2.5, "threshold": 0.5, "ongoing": False,
-                    "measurement": "SCORES", "message": message(EVENT), "link": None}
+    assert body == {
+        "kind": "event",
+        "sensor_id": "AHU 2",
+        "sensor_tag": "uniqueID",
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-01T00:30:00Z",
+        "windows": 3,
+        "peak_loss": 2.5,
+        "threshold": 0.5,
+        "ongoing": False,
+        "measurement": "SCORES",
+        "message": message(EVENT),
+        "link": None,
+    }
     body = payload(INCIDENT, "json")
     assert body["kind"] == "incident" and body["sensors"] == ["a", "b"] and body["severity"] == "major"
     assert body["count"] == 2 and body["measurement"] == "INCIDENTS"
@@ -374,14 +429,15 @@ def test_payload_rejects_unknown_style_and_items():
 
 def test_annotation_lines():
     assert annotation_lines([EVENT], "uniqueID") == [
-        'ANOMALY_EVENTS,uniqueID=AHU\\ 2 text="anomaly on \'AHU 2\': 3 windows, 2026-01-01 00:00 to 00:30 UTC, '
+        "ANOMALY_EVENTS,uniqueID=AHU\\ 2 text=\"anomaly on 'AHU 2': 3 windows, 2026-01-01 00:00 to 00:30 UTC, "
         'peak loss 2.5 > threshold 0.5",end_ms=1767227400000.0,windows=3.0,peak_loss=2.5,threshold=0.5,'
-        'ongoing=false 1767225600']
+        "ongoing=false 1767225600"
+    ]
 
 
 def test_annotation_lines_of_a_grown_event_keep_its_key():
-    first, = annotation_lines([ev("s", 0, 1, ongoing=True)], "uniqueID")
-    later, = annotation_lines([ev("s", 0, 5)], "uniqueID")
+    (first,) = annotation_lines([ev("s", 0, 1, ongoing=True)], "uniqueID")
+    (later,) = annotation_lines([ev("s", 0, 5)], "uniqueID")
     assert first.split(" ")[0] == later.split(" ")[0] and first.rsplit(" ", 1)[1] == later.rsplit(" ", 1)[1]
     assert first != later
 
@@ -392,13 +448,15 @@ CHRONOGRAF_ID = "8ccfbe53-d683-518b-a85d-f85daf860260"
 def test_chronograf_lines():
     now = pd.Timestamp("2026-01-01T01:00:00.5Z")
     assert chronograf_lines([EVENT], "uniqueID", now) == [
-        f'annotations,id={CHRONOGRAF_ID},uniqueID=AHU\\ 2 deleted=false,text="anomaly on \'AHU 2\': 3 windows, '
+        f"annotations,id={CHRONOGRAF_ID},uniqueID=AHU\\ 2 deleted=false,text=\"anomaly on 'AHU 2': 3 windows, "
         f'2026-01-01 00:00 to 00:30 UTC, peak loss 2.5 > threshold 0.5",start_time=1767225600000000000i,'
-        f'modified_time_ns=1767229200500000000i 1767227400']
+        f"modified_time_ns=1767229200500000000i 1767227400"
+    ]
     moved = Event(EVENT.sensor_id, EVENT.start, EVENT.end, 3, 2.5, 0.5, False, previous_end=t(1))
     assert chronograf_lines([moved], "uniqueID", now)[1] == (
         f'annotations,id={CHRONOGRAF_ID},uniqueID=AHU\\ 2 deleted=true,text="",start_time=0i,'
-        f'modified_time_ns=1767229200500000000i 1767226500')
+        f"modified_time_ns=1767229200500000000i 1767226500"
+    )
 
 
 def test_chronograf_id_depends_on_the_key_only():
@@ -420,45 +478,87 @@ def brief(found: list[Incident]) -> list[tuple]:
     return [(i.group, i.sensors, int((i.start - T0) / I), int((i.end - T0) / I), i.severity) for i in found]
 
 
-@pytest.mark.parametrize("found, window, options, expected", [
-    pytest.param([], I, {}, [], id="no events"),
-    pytest.param([ev("a", 0, 2)], I, {}, [("B1", ("a",), 0, 2, "minor")], id="one sensor: minor"),
-    pytest.param([ev("a", 0, 2), ev("b", 1, 3)], I, {}, [("B1", ("a", "b"), 0, 3, "major")], id="2 of 5: major"),
-    pytest.param([ev("a", 0, 2), ev("b", 1, 3), ev("c", 3, 4)], I, {}, [("B1", ("a", "b", "c"), 0, 4, "critical")],
-                 id="3 of 5: half or more, critical"),
-    pytest.param([ev("a", 0, 2), ev("b", 1, 3)], I, {"critical_count": 2}, [("B1", ("a", "b"), 0, 3, "critical")],
-                 id="critical_count reached"),
-    pytest.param([ev("a", 0, 1), ev("b", 4, 5)], HOUR, {}, [("B1", ("a", "b"), 0, 5, "major")],
-                 id="45 minutes apart, window 1h: together"),
-    pytest.param([ev("a", 0, 1), ev("b", 4, 5)], 2 * I, {},
-                 [("B1", ("a",), 0, 1, "minor"), ("B1", ("b",), 4, 5, "minor")],
-                 id="45 minutes apart, window 30m: apart"),
-    pytest.param([ev("a", 0, 1), ev("b", 3, 4), ev("c", 6, 7)], 2 * I, {}, [("B1", ("a", "b", "c"), 0, 7, "critical")],
-                 id="chained through the middle one"),
-    pytest.param([ev("a", 0, 1), ev("a", 2, 3)], I, {}, [("B1", ("a",), 0, 3, "minor")], id="one sensor twice: minor"),
-    pytest.param([ev("a", 0, 1), ev("a", 0, 3), ev("b", 3, 3)], pd.Timedelta(0), {},
-                 [("B1", ("a", "b"), 0, 3, "major")], id="same key twice: the longer one"),
-    pytest.param([ev("x", 0, 1)], I, {}, [("B2", ("x",), 0, 1, "minor")], id="whole group of one: minor"),
-    pytest.param([ev("y", 0, 1), ev("z", 0, 1)], I, {}, [], id="no group or empty group: left out"),
-    pytest.param([ev("x", 0, 1), ev("a", 0, 1)], I, {}, [("B1", ("a",), 0, 1, "minor"), ("B2", ("x",), 0, 1, "minor")],
-                 id="groups apart, sorted"),
-])
+@pytest.mark.parametrize(
+    "found, window, options, expected",
+    [
+        pytest.param([], I, {}, [], id="no events"),
+        pytest.param([ev("a", 0, 2)], I, {}, [("B1", ("a",), 0, 2, "minor")], id="one sensor: minor"),
+        pytest.param([ev("a", 0, 2), ev("b", 1, 3)], I, {}, [("B1", ("a", "b"), 0, 3, "major")], id="2 of 5: major"),
+        pytest.param(
+            [ev("a", 0, 2), ev("b", 1, 3), ev("c", 3, 4)],
+            I,
+            {},
+            [("B1", ("a", "b", "c"), 0, 4, "critical")],
+            id="3 of 5: half or more, critical",
+        ),
+        pytest.param(
+            [ev("a", 0, 2), ev("b", 1, 3)],
+            I,
+            {"critical_count": 2},
+            [("B1", ("a", "b"), 0, 3, "critical")],
+            id="critical_count reached",
+        ),
+        pytest.param(
+            [ev("a", 0, 1), ev("b", 4, 5)],
+            HOUR,
+            {},
+            [("B1", ("a", "b"), 0, 5, "major")],
+            id="45 minutes apart, window 1h: together",
+        ),
+        pytest.param(
+            [ev("a", 0, 1), ev("b", 4, 5)],
+            2 * I,
+            {},
+            [("B1", ("a",), 0, 1, "minor"), ("B1", ("b",), 4, 5, "minor")],
+            id="45 minutes apart, window 30m: apart",
+        ),
+        pytest.param(
+            [ev("a", 0, 1), ev("b", 3, 4), ev("c", 6, 7)],
+            2 * I,
+            {},
+            [("B1", ("a", "b", "c"), 0, 7, "critical")],
+            id="chained through the middle one",
+        ),
+        pytest.param(
+            [ev("a", 0, 1), ev("a", 2, 3)], I, {}, [("B1", ("a",), 0, 3, "minor")], id="one sensor twice: minor"
+        ),
+        pytest.param(
+            [ev("a", 0, 1), ev("a", 0, 3), ev("b", 3, 3)],
+            pd.Timedelta(0),
+            {},
+            [("B1", ("a", "b"), 0, 3, "major")],
+            id="same key twice: the longer one",
+        ),
+        pytest.param([ev("x", 0, 1)], I, {}, [("B2", ("x",), 0, 1, "minor")], id="whole group of one: minor"),
+        pytest.param([ev("y", 0, 1), ev("z", 0, 1)], I, {}, [], id="no group or empty group: left out"),
+        pytest.param(
+            [ev("x", 0, 1), ev("a", 0, 1)],
+            I,
+            {},
+            [("B1", ("a",), 0, 1, "minor"), ("B2", ("x",), 0, 1, "minor")],
+            id="groups apart, sorted",
+        ),
+    ],
+)
 def test_incidents(found, window, options, expected):
     assert brief(incidents(found, GROUPS, window, **options)) == expected
 
 
 def test_incident_takes_the_latest_copy_of_an_event():
     remembered_copy, this_run = ev("a", 0, 1, ongoing=True), ev("a", 0, 3, ongoing=False)
-    found, = incidents([this_run, remembered_copy, ev("b", 2, 2)], GROUPS, I)
+    (found,) = incidents([this_run, remembered_copy, ev("b", 2, 2)], GROUPS, I)
     assert not found.ongoing
 
 
 def test_incident_ongoing_size_and_bad_arguments():
-    found, = incidents([ev("a", 0, 1), ev("b", 1, 2, ongoing=True)], GROUPS, I)
+    (found,) = incidents([ev("a", 0, 1), ev("b", 1, 2, ongoing=True)], GROUPS, I)
     assert found.ongoing and found.group_size == 5 and found.count == 2
     assert found.members == (("a", t(0)), ("b", t(1)))
-    for options, match in [({"window": -I}, "window"), ({"window": I, "critical_share": 0}, "critical_share"),
-                           ({"window": I, "critical_count": 1}, "critical_count")]:
+    for options, match in [
+        ({"window": -I}, "window"),
+        ({"window": I, "critical_share": 0}, "critical_share"),
+        ({"window": I, "critical_count": 1}, "critical_count"),
+    ]:
         with pytest.raises(ValueError, match=match):
             incidents([], GROUPS, **options)
 
@@ -466,9 +566,10 @@ def test_incident_ongoing_size_and_bad_arguments():
 def test_incident_lines():
     found = Incident("B1", t(0), t(3), ("a", "b"), 5, "major", False)
     assert incident_lines([found], "equipRef") == [
-        'INCIDENTS,equipRef=B1 text="major incident on equipRef \'B1\': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC: '
+        "INCIDENTS,equipRef=B1 text=\"major incident on equipRef 'B1': 2 of 5 sensors, 2026-01-01 00:00 to 00:45 UTC: "
         '\'a\', \'b\'",severity="major",sensors="[\\"a\\", \\"b\\"]",count=2.0,group_size=5.0,'
-        'end_ms=1767228300000.0,ongoing=false 1767225600']
+        "end_ms=1767228300000.0,ongoing=false 1767225600"
+    ]
 
 
 # ---------------------------------------------------------------- post
@@ -533,19 +634,22 @@ def test_post_delivers_json(receiver, status):
     Receiver.status, Receiver.answer = status, b"" if status == 204 else b"1"
     body = payload(EVENT, "slack")
     post(url, body, timeout=5)
-    (path, headers, raw), = Receiver.received
+    ((path, headers, raw),) = Receiver.received
     assert path == f"{SECRET_PATH}?{SECRET_QUERY}"
     assert headers["Content-Type"].startswith("application/json") and json.loads(raw) == body
 
 
-@pytest.mark.parametrize("status, answer, transient", [
-    pytest.param(400, b"invalid_payload", False, id="400"),
-    pytest.param(404, b"no_service " + SECRET_PATH.encode(), False, id="404 echoing the path"),
-    pytest.param(429, b"slow down", True, id="429"),
-    pytest.param(500, b"oops", True, id="500"),
-    pytest.param(302, b"", False, id="redirect not followed"),
-    pytest.param(200, b"Microsoft Teams endpoint returned HTTP error 429", True, id="Teams throttling in a 200"),
-])
+@pytest.mark.parametrize(
+    "status, answer, transient",
+    [
+        pytest.param(400, b"invalid_payload", False, id="400"),
+        pytest.param(404, b"no_service " + SECRET_PATH.encode(), False, id="404 echoing the path"),
+        pytest.param(429, b"slow down", True, id="429"),
+        pytest.param(500, b"oops", True, id="500"),
+        pytest.param(302, b"", False, id="redirect not followed"),
+        pytest.param(200, b"Microsoft Teams endpoint returned HTTP error 429", True, id="Teams throttling in a 200"),
+    ],
+)
 def test_post_failures_raise_without_the_secret(receiver, status, answer, transient):
     base, url = receiver
     Receiver.status, Receiver.answer = status, answer
@@ -578,15 +682,18 @@ def test_post_times_out_on_a_server_that_never_answers(no_proxy):
     assert_no_secret(caught.value, base)
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("https://hooks.slack.com/services/T/B/X", "https://hooks.slack.com"),
-    ("https://user:pw@example.com:8443/hook?token=1", "https://example.com:8443"),
-    ("http://[::1]:9000/x", "http://[::1]:9000"),
-    ("ftp://example.com/x", "<invalid URL>"),
-    ("https:///nohost", "<invalid URL>"),
-    ("https://example.com:99999/x", "<invalid URL>"),
-    ("not a url", "<invalid URL>"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://hooks.slack.com/services/T/B/X", "https://hooks.slack.com"),
+        ("https://user:pw@example.com:8443/hook?token=1", "https://example.com:8443"),
+        ("http://[::1]:9000/x", "http://[::1]:9000"),
+        ("ftp://example.com/x", "<invalid URL>"),
+        ("https:///nohost", "<invalid URL>"),
+        ("https://example.com:99999/x", "<invalid URL>"),
+        ("not a url", "<invalid URL>"),
+    ],
+)
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
 

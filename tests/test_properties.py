@@ -4,6 +4,7 @@ These complement the tables in test_clean.py and test_config.py (whose own prope
 windows_without_gaps and fill_short_gaps) with hypothesis-generated input, including the junk a
 sensor or a person can produce: strings, booleans, infinities, huge numbers, broken or deeply nested JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ T0 = pd.Timestamp("2026-01-01T00:00:00Z")
 INTERVAL = pd.Timedelta(minutes=15)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-junk = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**20, 10**20), st.booleans(),
-                 st.none(), st.text(max_size=5), st.sampled_from(["1.5", "-2e3", "nan", "inf", " 7 "]))
+junk = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**20), 10**20),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.sampled_from(["1.5", "-2e3", "nan", "inf", " 7 "]),
+)
 
 
 # ---------------------------------------------------------------- validate_series and regularize
@@ -73,7 +80,7 @@ def test_make_windows_shape_and_content(values, window):
         windows = clean.make_windows(array, window)
         assert windows.shape == (len(values) - window + 1, window, 1) and windows.dtype == np.float32
         for start in range(len(windows)):
-            np.testing.assert_array_equal(windows[start, :, 0], array[start:start + window].astype("float32"))
+            np.testing.assert_array_equal(windows[start, :, 0], array[start : start + window].astype("float32"))
         windows[...] = 0  # a copy: the caller may change it without touching the series
         assert array.tolist() == values
     else:
@@ -87,8 +94,11 @@ def test_make_windows_shape_and_content(values, window):
 @SETTINGS
 @given(values=st.lists(st.one_of(st.none(), st.floats(-1e9, 1e9)), min_size=2, max_size=50))
 def test_scaling_round_trips_and_standardizes(values):
-    raw = pd.Series([math.nan if v is None else v for v in values],
-                    index=pd.date_range(T0, periods=len(values), freq=INTERVAL), name="s1")
+    raw = pd.Series(
+        [math.nan if v is None else v for v in values],
+        index=pd.date_range(T0, periods=len(values), freq=INTERVAL),
+        name="s1",
+    )
     present = raw.dropna()
     if present.nunique() < 2 or present.std(ddof=0) < 1e-6 * max(1.0, present.abs().max()):
         return  # constant (or nearly): training skips such a sensor before it scales
@@ -97,11 +107,13 @@ def test_scaling_round_trips_and_standardizes(values):
     scaled = clean.standardize(raw, mean, scale)
     assert scaled.index.equals(raw.index) and scaled.name == "s1"
     assert scaled.isna().equals(raw.isna())
-    np.testing.assert_allclose(scaled.to_numpy(), scaler.transform(raw.to_numpy().reshape(-1, 1)).ravel(), rtol=1e-9,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        scaled.to_numpy(), scaler.transform(raw.to_numpy().reshape(-1, 1)).ravel(), rtol=1e-9, atol=1e-12
+    )
     assert abs(scaled.mean()) < 1e-6 and abs(scaled.std(ddof=0) - 1) < 1e-6
-    np.testing.assert_allclose(scaled.to_numpy() * scale + mean, raw.to_numpy(), rtol=1e-9,
-                               atol=1e-9 * present.abs().max())
+    np.testing.assert_allclose(
+        scaled.to_numpy() * scale + mean, raw.to_numpy(), rtol=1e-9, atol=1e-9 * present.abs().max()
+    )
 
 
 # Counting windows casts the raw readings to float32, which overflows (harmlessly) beyond 3.4e38.
@@ -121,17 +133,25 @@ def test_unusable_reason_accepts_only_what_can_be_standardized(values):
 
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True),
-              st.text(max_size=8)),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**30), 10**30),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=8),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 json_texts = st.one_of(
     st.text(max_size=200),
     json_values.map(json.dumps),
     st.dictionaries(st.text(max_size=10), json_values, max_size=8).map(json.dumps),
-    st.tuples(st.dictionaries(st.text(max_size=10), json_values, min_size=1, max_size=8).map(json.dumps),
-              st.integers(0, 200)).map(lambda pair: pair[0][:pair[1]]),  # truncated
+    st.tuples(
+        st.dictionaries(st.text(max_size=10), json_values, min_size=1, max_size=8).map(json.dumps), st.integers(0, 200)
+    ).map(lambda pair: pair[0][: pair[1]]),  # truncated
     st.tuples(st.sampled_from(["[", '{"a": ', '{"a": [']), st.integers(1, 200_000)).map(lambda p: p[0] * p[1]),
     st.integers(1, 6000).map(lambda digits: '{"s1": ' + "7" * digits + "}"),
     st.binary(max_size=100),
@@ -164,8 +184,10 @@ def test_config_parser_raises_only_config_errors(config_dir, text):
 
 
 @SETTINGS
-@given(ratios=st.dictionaries(st.text(max_size=12), st.floats(1e-300, 1e300) | st.integers(1, 10**6), max_size=20),
-       windows=st.dictionaries(st.text(max_size=12), st.integers(2, 10**6), max_size=20))
+@given(
+    ratios=st.dictionaries(st.text(max_size=12), st.floats(1e-300, 1e300) | st.integers(1, 10**6), max_size=20),
+    windows=st.dictionaries(st.text(max_size=12), st.integers(2, 10**6), max_size=20),
+)
 def test_config_parser_keeps_every_valid_entry(config_dir, ratios, windows):
     ratios_path, windows_path = config_dir / "valid-ratios.json", config_dir / "valid-windows.json"
     ratios_path.write_text(json.dumps(ratios), encoding="utf-8")

@@ -3,6 +3,7 @@
 A real influxd cannot be made to answer 503 on cue, so this uses a small local HTTP server that
 answers like InfluxDB's v1 API with a scripted sequence of statuses.
 """
+
 from __future__ import annotations
 
 import threading
@@ -52,8 +53,7 @@ def server():
 
 
 def connect(url):
-    return influx_interact.connect(Connection(url=url, api="auto", database="d", retries=3, backoff_s=0.01),
-                                   Schema())
+    return influx_interact.connect(Connection(url=url, api="auto", database="d", retries=3, backoff_s=0.01), Schema())
 
 
 @pytest.mark.parametrize("statuses, attempts", [([503, 502], 3), ([429], 2), ([500, 500, 500], 4)])
@@ -79,8 +79,9 @@ def test_errors_that_cannot_succeed_are_not_repeated(server, status):
     _, url = server
     Scripted.statuses = [status]
     with connect(url) as db, pytest.raises(InfluxError):
-        db.read_means(["a"], pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-02", tz="UTC"),
-                      pd.Timedelta(minutes=15))
+        db.read_means(
+            ["a"], pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-02", tz="UTC"), pd.Timedelta(minutes=15)
+        )
     assert Scripted.seen == ["/ping", "/query"]
 
 
@@ -88,8 +89,10 @@ def test_record_run_writes_numbers_as_floats_in_nanoseconds(server):
     # JOB_HEALTH has held its numbers as floats since its first point: an integer now would be refused.
     _, url = server
     with connect(url) as db:
-        db.record_run("sensor_training", "host-1", {"duration_s": 0.25, "sensors": 12, "exit_status": 0},
-                      1767571200000000001)
+        db.record_run(
+            "sensor_training", "host-1", {"duration_s": 0.25, "sensors": 12, "exit_status": 0}, 1767571200000000001
+        )
     assert Scripted.requests[-1] == (
         "/write?db=d&precision=ns",
-        b"JOB_HEALTH,host=host-1,job=sensor_training duration_s=0.25,sensors=12.0,exit_status=0.0 1767571200000000001")
+        b"JOB_HEALTH,host=host-1,job=sensor_training duration_s=0.25,sensors=12.0,exit_status=0.0 1767571200000000001",
+    )

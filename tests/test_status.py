@@ -1,4 +1,6 @@
-"""sensor_status.py: small tables for the pure shaping, then the script run as a process after both jobs."""
+"""sensor_status.py: small tables for the pure shaping (anomaly/status.py, anomaly/table.py), then the script run
+as a process after both jobs."""
+
 from __future__ import annotations
 
 import json
@@ -6,31 +8,39 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-import artifacts
-import sensor_status as st
-from anomaly.settings import SensorConfig
 from conftest import rows, run_job
+
+from anomaly import status as st
+from anomaly import store, table
+from anomaly.metadata import FORMAT_VERSION
+from anomaly.settings import SensorConfig
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
 INTERVAL = pd.Timedelta(minutes=15)
-LIMITS = st.Limits(stale_after=pd.Timedelta(hours=1), unscored_after=pd.Timedelta(hours=1),
-                   old_model_after=pd.Timedelta(days=35))
+LIMITS = st.Limits(
+    stale_after=pd.Timedelta(hours=1), unscored_after=pd.Timedelta(hours=1), old_model_after=pd.Timedelta(days=35)
+)
 LOOKBACK = pd.Timedelta(days=7)
 CONFIG = SensorConfig({"b": 2.0}, {"c": 20})
 
 
 def metadata(sensor_id: str, **changes) -> dict:
-    record = {"sensor_id": sensor_id, "window": 15, "interval_s": 900, "threshold": 0.125,
-              "scaler": {"mean": 20.5, "scale": 3.0}, "trained_at": "2026-01-03T00:00:00Z",
-              "training_range": {"start": "2025-10-16T00:00:00Z", "stop": "2026-01-03T00:00:00Z"}}
+    record = {
+        "sensor_id": sensor_id,
+        "window": 15,
+        "interval_s": 900,
+        "threshold": 0.125,
+        "scaler": {"mean": 20.5, "scale": 3.0},
+        "trained_at": "2026-01-03T00:00:00Z",
+        "training_range": {"start": "2025-10-16T00:00:00Z", "stop": "2026-01-03T00:00:00Z"},
+    }
     record.update(changes)
     return {k: v for k, v in record.items() if v is not ...}
 
 
 def model(sensor_id: str, **changes) -> st.ModelInfo:
-    return st.model_info(artifacts.sensor_dir(Path(), sensor_id).name, metadata(sensor_id, **changes))
+    return st.model_info(store.sensor_dir(Path(), sensor_id).name, metadata(sensor_id, **changes))
 
 
 def damaged(directory: str, sensor_id: str | None = None) -> st.ModelInfo:
@@ -45,45 +55,53 @@ def test_model_info_reads_what_the_status_shows():
     assert info.problem is None and info.sensor_id == "a"
     assert (info.window, info.interval, info.threshold) == (15, INTERVAL, 0.125)
     assert info.trained_at == pd.Timestamp("2026-01-03T00:00:00Z")
-    assert (info.training_start, info.training_stop) == (pd.Timestamp("2025-10-16T00:00:00Z"),
-                                                         pd.Timestamp("2026-01-03T00:00:00Z"))
+    assert (info.training_start, info.training_stop) == (
+        pd.Timestamp("2025-10-16T00:00:00Z"),
+        pd.Timestamp("2026-01-03T00:00:00Z"),
+    )
 
 
-@pytest.mark.parametrize("changes, problem", [
-    ({"window": ...}, "window None"),
-    ({"window": "15"}, "window '15'"),
-    ({"window": True}, "window True"),
-    ({"interval_s": 0}, "interval_s 0"),
-    ({"threshold": float("nan")}, "threshold nan"),
-    ({"threshold": None}, "threshold None"),
-    ({"scaler": {"mean": 1.0}}, "scaler {'mean': 1.0}"),
-])
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"window": ...}, "window None"),
+        ({"window": "15"}, "window '15'"),
+        ({"window": True}, "window True"),
+        ({"interval_s": 0}, "interval_s 0"),
+        ({"threshold": float("nan")}, "threshold nan"),
+        ({"threshold": None}, "threshold None"),
+        ({"scaler": {"mean": 1.0}}, "scaler {'mean': 1.0}"),
+    ],
+)
 def test_model_info_calls_a_field_the_scorer_needs_damaged_and_names_it(changes, problem):
     info = model("a", **changes)
     assert info.sensor_id == "a" and info.window is None
     assert f"metadata.json has {problem}" in info.problem
 
 
-@pytest.mark.parametrize("changes, age, training", [
-    ({"trained_at": "2026-01-03 00:00"}, "-", "2025-10-16..2026-01-03"),  # no zone
-    ({"trained_at": "yesterday"}, "-", "2025-10-16..2026-01-03"),
-    ({"trained_at": ...}, "-", "2025-10-16..2026-01-03"),
-    ({"training_range": {"start": "2025-10-16T00:00:00Z"}}, "12d", "2025-10-16..?"),
-    ({"training_range": ...}, "12d", "?..?"),
-])
+@pytest.mark.parametrize(
+    "changes, age, training",
+    [
+        ({"trained_at": "2026-01-03 00:00"}, "-", "2025-10-16..2026-01-03"),  # no zone
+        ({"trained_at": "yesterday"}, "-", "2025-10-16..2026-01-03"),
+        ({"trained_at": ...}, "-", "2025-10-16..2026-01-03"),
+        ({"training_range": {"start": "2025-10-16T00:00:00Z"}}, "12d", "2025-10-16..?"),
+        ({"training_range": ...}, "12d", "?..?"),
+    ],
+)
 def test_model_info_leaves_out_unreadable_fields_that_are_only_shown(changes, age, training):
     info = model("a", **changes)
     assert info.problem is None and info.window == 15
     (row,) = st.build_rows([("a", info)], CONFIG, INTERVAL, NOW, LIMITS, {}, {}, {}, {})
-    cells = st.table_cells(row, NOW, LOOKBACK)
+    cells = table.table_cells(row, NOW, LOOKBACK)
     assert (cells[2], cells[7]) == (age, training)
 
 
 def test_model_info_without_a_sensor_id_or_in_another_sensors_directory_names_no_sensor():
     assert st.model_info("x-1", metadata(...)).sensor_id is None
-    moved = st.model_info(artifacts.sensor_dir(Path(), "b").name, metadata("a"))
+    moved = st.model_info(store.sensor_dir(Path(), "b").name, metadata("a"))
     assert moved.sensor_id is None
-    assert "names sensor 'a'" in moved.problem and artifacts.sensor_dir(Path(), "a").name in moved.problem
+    assert "names sensor 'a'" in moved.problem and store.sensor_dir(Path(), "a").name in moved.problem
 
 
 # ---------------------------------------------------------------- status rules
@@ -92,19 +110,22 @@ OLD = NOW - pd.Timedelta(hours=1, seconds=1)
 RECENT = NOW - pd.Timedelta(hours=1)
 
 
-@pytest.mark.parametrize("info, changed, reading, scored, word", [
-    (model("a"), False, RECENT, RECENT, st.OK),
-    (model("a"), False, NOW + pd.Timedelta(days=1), NOW, st.OK),  # a reading from the future is not stale
-    (model("a"), False, OLD, RECENT, st.STALE),
-    (model("a"), False, None, RECENT, st.STALE),
-    (model("a"), False, RECENT, OLD, st.UNSCORED),
-    (model("a"), False, RECENT, None, st.UNSCORED),
-    (model("a"), False, OLD, None, st.STALE),  # stale data explains the missing scores
-    (model("a"), True, OLD, None, st.WINDOW_CHANGED),  # the scorer skips it whatever its data
-    (None, False, RECENT, RECENT, st.NO_MODEL),
-    (None, False, None, None, st.NO_MODEL),
-    (damaged("d", "a"), False, RECENT, RECENT, st.DAMAGED),
-])
+@pytest.mark.parametrize(
+    "info, changed, reading, scored, word",
+    [
+        (model("a"), False, RECENT, RECENT, st.OK),
+        (model("a"), False, NOW + pd.Timedelta(days=1), NOW, st.OK),  # a reading from the future is not stale
+        (model("a"), False, OLD, RECENT, st.STALE),
+        (model("a"), False, None, RECENT, st.STALE),
+        (model("a"), False, RECENT, OLD, st.UNSCORED),
+        (model("a"), False, RECENT, None, st.UNSCORED),
+        (model("a"), False, OLD, None, st.STALE),  # stale data explains the missing scores
+        (model("a"), True, OLD, None, st.WINDOW_CHANGED),  # the scorer skips it whatever its data
+        (None, False, RECENT, RECENT, st.NO_MODEL),
+        (None, False, None, None, st.NO_MODEL),
+        (damaged("d", "a"), False, RECENT, RECENT, st.DAMAGED),
+    ],
+)
 def test_status_word_is_the_first_that_applies(info, changed, reading, scored, word):
     assert st.sensor_status(info, changed, reading, scored, NOW, LIMITS) == word
 
@@ -123,7 +144,7 @@ def test_sensors_are_those_with_a_model_and_those_found_sorted():
 
 
 def test_a_damaged_model_is_matched_to_its_sensor_by_directory_or_listed_by_directory():
-    named = damaged(artifacts.sensor_dir(Path(), "c").name)
+    named = damaged(store.sensor_dir(Path(), "c").name)
     stray = damaged("zz-000000000000")
     selected = st.select_sensors([stray, named, model("a")], ["a", "c"], [], None)
     assert _ids(selected) == [("a", model("a").directory), ("c", named.directory), (None, stray.directory)]
@@ -157,13 +178,25 @@ def _rows(selected, scored=None, readings=None, day=None, week=None, interval=IN
 
 
 def test_rows_join_models_configuration_and_query_results():
-    selected = [("a", model("a")), ("b", model("b")), ("c", model("c")), ("d", None),
-                ("e", damaged("e-x", "e")), (None, damaged("zz"))]
+    selected = [
+        ("a", model("a")),
+        ("b", model("b")),
+        ("c", model("c")),
+        ("d", None),
+        ("e", damaged("e-x", "e")),
+        (None, damaged("zz")),
+    ]
     fresh = NOW - INTERVAL
     everyone = {s: fresh for s in "abcde"}
     result = _rows(selected, everyone, everyone, {"b": 3}, {"b": 5, "a": 1})
     assert [(r.sensor_id, r.status) for r in result] == [
-        ("a", st.OK), ("b", st.OK), ("c", st.WINDOW_CHANGED), ("d", st.NO_MODEL), ("e", st.DAMAGED), (None, st.DAMAGED)]
+        ("a", st.OK),
+        ("b", st.OK),
+        ("c", st.WINDOW_CHANGED),
+        ("d", st.NO_MODEL),
+        ("e", st.DAMAGED),
+        (None, st.DAMAGED),
+    ]
     a, b, c = result[:3]
     assert (a.ratio, a.effective_threshold, a.anomalies_24h, a.anomalies_7d) == (1.0, 0.125, 0, 1)
     assert (b.ratio, b.effective_threshold, b.anomalies_24h, b.anomalies_7d) == (2.0, 0.25, 3, 5)
@@ -174,22 +207,37 @@ def test_rows_join_models_configuration_and_query_results():
 def test_a_model_of_another_interval_counts_as_a_changed_window():
     (row,) = _rows([("a", model("a"))], {"a": NOW}, {"a": NOW}, interval=pd.Timedelta(minutes=5))
     assert row.status == st.WINDOW_CHANGED
-    assert st.table_cells(row, NOW, LOOKBACK)[3] == "15x15m->15x5m"
+    assert table.table_cells(row, NOW, LOOKBACK)[3] == "15x15m->15x5m"
 
 
 def test_summary_counts_statuses_old_models_and_anomalous_sensors():
-    selected = [("a", model("a", trained_at="2025-12-11T00:00:00Z")),  # exactly 35 days: not older
-                ("b", model("b", trained_at="2025-12-10T23:59:59Z")),
-                ("c", None), ("d", damaged("d-x", "d", ))]
+    selected = [
+        ("a", model("a", trained_at="2025-12-11T00:00:00Z")),  # exactly 35 days: not older
+        ("b", model("b", trained_at="2025-12-10T23:59:59Z")),
+        ("c", None),
+        (
+            "d",
+            damaged(
+                "d-x",
+                "d",
+            ),
+        ),
+    ]
     result = _rows(selected, {"a": NOW, "b": NOW}, {"a": NOW}, {"a": 2, "c": 1}, {"a": 4, "c": 1, "b": 7})
     summary = st.summarize(result, NOW, LIMITS, LOOKBACK)
-    assert summary["status"] == {st.OK: 1, st.STALE: 1, st.UNSCORED: 0, st.NO_MODEL: 1, st.DAMAGED: 1,
-                                 st.WINDOW_CHANGED: 0}
+    assert summary["status"] == {
+        st.OK: 1,
+        st.STALE: 1,
+        st.UNSCORED: 0,
+        st.NO_MODEL: 1,
+        st.DAMAGED: 1,
+        st.WINDOW_CHANGED: 0,
+    }
     assert summary["old_models"] == ["b"] and summary["old_model_after"] == "35d"
     assert summary["anomalous_24h"] == ["a", "c"]
     assert (summary["sensors"], summary["anomalies_24h"], summary["anomalies_7d"]) == (4, 3, 12)
     assert summary["now"] == "2026-01-15T00:00:00Z" and summary["lookback"] == "7d"
-    text = st.render_summary(result, summary)
+    text = table.render_summary(result, summary)
     assert text.splitlines()[:3] == [
         "4 sensors: ok 1, stale data 1, not scored recently 0, no model 1, damaged model 1, window changed 0",
         "models older than 35d: 1: 'b'",
@@ -201,31 +249,44 @@ def test_summary_counts_statuses_old_models_and_anomalous_sensors():
 def test_summary_names_at_most_ten_sensors():
     selected = [(f"s{k:02}", None) for k in range(12)]
     result = _rows(selected, day={f"s{k:02}": 1 for k in range(12)})
-    text = st.render_summary(result, st.summarize(result, NOW, LIMITS, LOOKBACK))
+    text = table.render_summary(result, st.summarize(result, NOW, LIMITS, LOOKBACK))
     assert "'s09' and 2 more" in text and "s10" not in text
 
 
 # ---------------------------------------------------------------- text and JSON
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (0, "0s"), (59, "59s"), (60, "1m"), (3599, "59m"), (3600, "1h"), (86399, "23h"), (86400, "1d"),
-    (12.5 * 86400, "12d"), (-300, "-5m"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0s"),
+        (59, "59s"),
+        (60, "1m"),
+        (3599, "59m"),
+        (3600, "1h"),
+        (86399, "23h"),
+        (86400, "1d"),
+        (12.5 * 86400, "12d"),
+        (-300, "-5m"),
+    ],
+)
 def test_format_age(seconds, text):
-    assert st.format_age(pd.Timedelta(seconds=seconds)) == text
+    assert table.format_age(pd.Timedelta(seconds=seconds)) == text
 
 
-@pytest.mark.parametrize("text, width, cut", [
-    ("short", 10, "short"),
-    ("exactly-10", 10, "exactly-10"),
-    ("eleven-char", 10, "eleven-ch…"),
-    ("日本語のセンサー", 7, "日本語…"),  # wide characters take two cells
-    ("日本語のセンサー", 8, "日本語…"),
-])
+@pytest.mark.parametrize(
+    "text, width, cut",
+    [
+        ("short", 10, "short"),
+        ("exactly-10", 10, "exactly-10"),
+        ("eleven-char", 10, "eleven-ch…"),
+        ("日本語のセンサー", 7, "日本語…"),  # wide characters take two cells
+        ("日本語のセンサー", 8, "日本語…"),
+    ],
+)
 def test_truncate_counts_display_cells(text, width, cut):
-    assert st.truncate(text, width) == cut
-    assert st.display_width(cut) <= width
+    assert table.truncate(text, width) == cut
+    assert table.display_width(cut) <= width
 
 
 LONG = 'Boiler,2="hot" loop=ü with\ta very long name indeed'
@@ -237,24 +298,37 @@ def _table_rows():
 
 
 def test_the_table_is_aligned_fits_160_columns_and_cuts_long_ids():
-    text = st.render_table(_table_rows(), NOW, LOOKBACK)
+    text = table.render_table(_table_rows(), NOW, LOOKBACK)
     title, header, a, c, long, stray = text.splitlines()
     assert "2026-01-15T00:00:00Z" in title
     assert max(map(len, text.splitlines()[1:])) <= 160
-    assert a.split() == ["a", "ok", "12d", "15", "1", "0.125", "0.125", "2025-10-16..2026-01-03", "2026-01-14",
-                         "23:45", "5m", "2", "9"]
+    assert a.split() == [
+        "a",
+        "ok",
+        "12d",
+        "15",
+        "1",
+        "0.125",
+        "0.125",
+        "2025-10-16..2026-01-03",
+        "2026-01-14",
+        "23:45",
+        "5m",
+        "2",
+        "9",
+    ]
     assert "15->20" in c and "window changed" in c and c.split()[-3:] == ["1h", "0", "0"]
     shown = long.split("  ")[0]
-    assert shown.startswith('Boiler,2="hot" loop=ü with\\') and shown.endswith("…") and len(shown) == st.ID_WIDTH
+    assert shown.startswith('Boiler,2="hot" loop=ü with\\') and shown.endswith("…") and len(shown) == table.ID_WIDTH
     assert "no model" in long and ">7d" in long and LONG not in text
     assert stray.split() == ["(zz-000000000000)", "damaged", "model"] + ["-"] * 10
     body = (a, c, long, stray)
     for column in ("status", "training range", "last scored"):  # left-aligned: all cells start together
         at = header.index(column)
-        assert all(line[at - 2:at] == "  " and line[at] != " " for line in body), column
+        assert all(line[at - 2 : at] == "  " and line[at] != " " for line in body), column
     for column in ("window", "threshold", "24h", "7d"):  # right-aligned: all cells end together
         end = header.index(column) + len(column)
-        assert all(line[end - 1] != " " and line[end:end + 2] in ("  ", "") for line in body), column
+        assert all(line[end - 1] != " " and line[end : end + 2] in ("  ", "") for line in body), column
 
 
 def test_json_is_sorted_and_indented_with_rfc3339_times():
@@ -263,12 +337,25 @@ def test_json_is_sorted_and_indented_with_rfc3339_times():
     document = json.loads(text)
     assert text == json.dumps(document, sort_keys=True, indent=2) + "\n"
     a, c, long, stray = document["sensors"]
-    assert a == {"sensor_id": "a", "status": "ok", "directory": model("a").directory, "problem": None,
-                 "trained_at": "2026-01-03T00:00:00Z", "window": 15, "interval": "15m", "configured_window": 15,
-                 "configured_interval": "15m", "ratio": 1.0, "threshold": 0.125, "effective_threshold": 0.125,
-                 "training_range": {"start": "2025-10-16T00:00:00Z", "stop": "2026-01-03T00:00:00Z"},
-                 "last_scored": "2026-01-14T23:45:00Z", "last_reading": "2026-01-14T23:55:00Z",
-                 "anomalies_24h": 2, "anomalies_7d": 9}
+    assert a == {
+        "sensor_id": "a",
+        "status": "ok",
+        "directory": model("a").directory,
+        "problem": None,
+        "trained_at": "2026-01-03T00:00:00Z",
+        "window": 15,
+        "interval": "15m",
+        "configured_window": 15,
+        "configured_interval": "15m",
+        "ratio": 1.0,
+        "threshold": 0.125,
+        "effective_threshold": 0.125,
+        "training_range": {"start": "2025-10-16T00:00:00Z", "stop": "2026-01-03T00:00:00Z"},
+        "last_scored": "2026-01-14T23:45:00Z",
+        "last_reading": "2026-01-14T23:55:00Z",
+        "anomalies_24h": 2,
+        "anomalies_7d": 9,
+    }
     assert (c["window"], c["configured_window"], c["status"]) == (15, 20, "window changed")
     assert long["sensor_id"] == LONG and long["window"] is None and long["last_reading"] is None
     assert (stray["sensor_id"], stray["problem"], stray["directory"]) == (None, "broken", "zz-000000000000")
@@ -280,24 +367,25 @@ def test_json_is_sorted_and_indented_with_rfc3339_times():
 
 
 def _write_model(models_dir: Path, sensor_id: str, **changes) -> Path:
-    directory = artifacts.sensor_dir(models_dir, sensor_id)
+    directory = store.sensor_dir(models_dir, sensor_id)
     directory.mkdir(parents=True)
-    files = {key: f"{key}-1.bin" for key in artifacts.FILES}
+    files = {key: f"{key}-1.bin" for key in store.FILES}
     for name in files.values():
         (directory / name).write_bytes(b"x")
-    record = dict(metadata(sensor_id), format_version=artifacts.FORMAT_VERSION, files=files,
-                  sha256=dict.fromkeys(files, "0" * 64))
+    record = dict(
+        metadata(sensor_id), format_version=FORMAT_VERSION, files=files, sha256=dict.fromkeys(files, "0" * 64)
+    )
     record.update(changes)
-    (directory / artifacts.METADATA).write_text(json.dumps(record))
+    (directory / store.METADATA).write_text(json.dumps(record))
     return directory
 
 
 def test_read_models_lists_usable_and_damaged_models_and_skips_the_rest(tmp_path):
     good = _write_model(tmp_path, "good")  # checksums are not verified: the status reads no model file
-    (_write_model(tmp_path, "truncated") / artifacts.METADATA).write_text('{"sensor_id": "trunc')
+    (_write_model(tmp_path, "truncated") / store.METADATA).write_text('{"sensor_id": "trunc')
     (_write_model(tmp_path, "no weights") / "weights-1.bin").unlink()
     _write_model(tmp_path, "future format", format_version=999)
-    (_write_model(tmp_path, "uncommitted") / artifacts.METADATA).unlink()
+    (_write_model(tmp_path, "uncommitted") / store.METADATA).unlink()
     (tmp_path / "README").write_text("not a model")
     found = {m.directory: m for m in st.read_models(tmp_path)}
     assert len(found) == 4
@@ -313,16 +401,21 @@ def test_read_models_lists_usable_and_damaged_models_and_skips_the_rest(tmp_path
 
 
 def test_bad_configuration_exits_2(tmp_path):
-    result = run_job("sensor_status.py", ["--models-dir", str(tmp_path), "--lookback", "30m"],
-                     {"INFLUX_DATABASE": "x"}, tmp_path)
+    result = run_job(
+        "sensor_status.py", ["--models-dir", str(tmp_path), "--lookback", "30m"], {"INFLUX_DATABASE": "x"}, tmp_path
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert "--lookback 30m must be at least --stale-after (1h)" in result.stderr
 
 
 def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
     port = local_influxd.free_port()
-    result = run_job("sensor_status.py", ["--retries", "0", "--models-dir", str(tmp_path)],
-                     {"INFLUX_URL": f"http://127.0.0.1:{port}", "INFLUX_DATABASE": "x"}, tmp_path)
+    result = run_job(
+        "sensor_status.py",
+        ["--retries", "0", "--models-dir", str(tmp_path)],
+        {"INFLUX_URL": f"http://127.0.0.1:{port}", "INFLUX_DATABASE": "x"},
+        tmp_path,
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
 
@@ -338,18 +431,46 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
     index = pd.date_range(NOW - pd.Timedelta(days=3), NOW, freq="15min", inclusive="left")
     lines = []
-    for number, sensor_id in enumerate(TRAINED + [UNTRAINED]):
+    for number, sensor_id in enumerate([*TRAINED, UNTRAINED]):
         lines += sensor_data.readings_lines(sensor_id, index, sensor_data.normal_readings(sensor_id, index, number))
     local_influxd.write(influxd.url, database, lines)
     (tmp_path / "ratios.json").write_text(json.dumps({TRAINED[0]: 0.01}))  # flags nearly every window
     (tmp_path / "windows.json").write_text("{}")
-    common = ["--models-dir", str(tmp_path / "models"), "--ratios", str(tmp_path / "ratios.json"),
-              "--windows", str(tmp_path / "windows.json"), "--now", NOW.isoformat()]
-    train = run_job("sensor_training.py", [*common, "--start=-3d", "--units", "8", "--epochs", "2", "--seed", "1",
-                                           "--jobs", "1", "--sensor", TRAINED[0], "--sensor", TRAINED[1]], env, tmp_path)
+    common = [
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--ratios",
+        str(tmp_path / "ratios.json"),
+        "--windows",
+        str(tmp_path / "windows.json"),
+        "--now",
+        NOW.isoformat(),
+    ]
+    train = run_job(
+        "sensor_training.py",
+        [
+            *common,
+            "--start=-3d",
+            "--units",
+            "8",
+            "--epochs",
+            "2",
+            "--seed",
+            "1",
+            "--jobs",
+            "1",
+            "--sensor",
+            TRAINED[0],
+            "--sensor",
+            TRAINED[1],
+        ],
+        env,
+        tmp_path,
+    )
     assert train.returncode == 0, train.stderr
-    predict = run_job("sensor_predict.py", [*common, "--delay", "0s", "--first-run", "2d", "--no-cold-start"], env,
-                      tmp_path)
+    predict = run_job(
+        "sensor_predict.py", [*common, "--delay", "0s", "--first-run", "2d", "--no-cold-start"], env, tmp_path
+    )
     assert predict.returncode == 0, predict.stderr
     saved = {}
     for path in (tmp_path / "models").glob("*/metadata.json"):
@@ -370,9 +491,11 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
 
     document = json.loads(status("--json"))
     by_id = {s["sensor_id"]: s for s in document["sensors"]}
-    assert list(by_id) == sorted(TRAINED + [UNTRAINED]) + [None]
-    scores = {tags["uniqueID"]: values for tags, values in
-              rows(influxd.url, database, 'SELECT "anomaly" FROM "PREDICT_ANOMALY" GROUP BY "uniqueID"')}
+    assert list(by_id) == [*sorted([*TRAINED, UNTRAINED]), None]
+    scores = {
+        tags["uniqueID"]: values
+        for tags, values in rows(influxd.url, database, 'SELECT "anomaly" FROM "PREDICT_ANOMALY" GROUP BY "uniqueID"')
+    }
     for sensor_id in TRAINED:
         row, record = by_id[sensor_id], saved[sensor_id]
         assert (row["window"], row["interval"], row["threshold"]) == (record["window"], "15m", record["threshold"])
@@ -392,23 +515,39 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
     assert untrained["last_reading"] == "2026-01-14T23:45:00Z"
     assert by_id[None]["status"] == "damaged model" and by_id[None]["directory"] == stray.name
     summary = document["summary"]
-    assert summary["status"] == {"ok": 1, "stale data": 0, "not scored recently": 0, "no model": 1,
-                                 "damaged model": 1, "window changed": 1}
+    assert summary["status"] == {
+        "ok": 1,
+        "stale data": 0,
+        "not scored recently": 0,
+        "no model": 1,
+        "damaged model": 1,
+        "window changed": 1,
+    }
     assert summary["anomalous_24h"] == [s for s in TRAINED if by_id[s]["anomalies_24h"]]
 
-    table = status().splitlines()
-    line = next(x for x in table if x.startswith(TRAINED[0]))
-    age = st.format_age(NOW - pd.Timestamp(first["trained_at"]))  # training stamps the clock's time, not --now
-    assert line.split()[4:12] == ["ok", age, "15", "0.01", f"{first['threshold']:.4g}",
-                                  f"{first['effective_threshold']:.4g}", "2026-01-12..2026-01-15", "2026-01-14"]
+    text = status().splitlines()
+    line = next(x for x in text if x.startswith(TRAINED[0]))
+    age = table.format_age(NOW - pd.Timestamp(first["trained_at"]))  # training stamps the clock's time, not --now
+    assert line.split()[4:12] == [
+        "ok",
+        age,
+        "15",
+        "0.01",
+        f"{first['threshold']:.4g}",
+        f"{first['effective_threshold']:.4g}",
+        "2026-01-12..2026-01-15",
+        "2026-01-14",
+    ]
     assert line.split()[-2:] == [str(first["anomalies_24h"]), str(first["anomalies_7d"])]
-    assert "15->20" in next(x for x in table if x.startswith(TRAINED[1]))
-    assert any(x.startswith(UNTRAINED[:20]) and "…" in x and "no model" in x for x in table)
-    assert not any(UNTRAINED in x for x in table)
-    assert "4 sensors: ok 1, stale data 0, not scored recently 0, no model 1, damaged model 1, window changed 1" in table
+    assert "15->20" in next(x for x in text if x.startswith(TRAINED[1]))
+    assert any(x.startswith(UNTRAINED[:20]) and "…" in x and "no model" in x for x in text)
+    assert not any(UNTRAINED in x for x in text)
+    summary_line = "4 sensors: ok 1, stale data 0, not scored recently 0, no model 1, damaged model 1, window changed 1"
+    assert summary_line in text
 
-    later = json.loads(status("--json", "--now", (NOW + pd.Timedelta(minutes=40)).isoformat(),
-                              "--unscored-after", "30m"))
+    later = json.loads(
+        status("--json", "--now", (NOW + pd.Timedelta(minutes=40)).isoformat(), "--unscored-after", "30m")
+    )
     assert by_id_status(later)[TRAINED[0]] == "not scored recently"
     much_later = json.loads(status("--json", "--now", (NOW + pd.Timedelta(hours=2)).isoformat()))
     assert by_id_status(much_later)[TRAINED[0]] == "stale data"

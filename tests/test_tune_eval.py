@@ -4,6 +4,7 @@ One sensor gets six injected anomalies, labelled with manual_anomaly as a person
 tuning range (NOW-8d .. NOW-4d), three in the evaluation range (NOW-4d .. NOW). A second sensor has no
 labels. Both are trained (tiny) on the 12 clean days before, then scored over both ranges by backfill.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,15 +12,20 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import run_job
+
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-02-01T00:00:00Z")
 SAMPLE = pd.Timedelta(minutes=5)
 LABELLED = "AHU-7 supply air temp"
 UNLABELLED = "quiet sensor"
-TUNE = ["--tune-start", (NOW - pd.Timedelta(days=8)).isoformat(), "--tune-stop", (NOW - pd.Timedelta(days=4)).isoformat()]
+TUNE = [
+    "--tune-start",
+    (NOW - pd.Timedelta(days=8)).isoformat(),
+    "--tune-stop",
+    (NOW - pd.Timedelta(days=4)).isoformat(),
+]
 EVAL = ["--start", (NOW - pd.Timedelta(days=4)).isoformat(), "--stop", NOW.isoformat()]
 INJECTED = [(8, "level_shift"), (7, "spike"), (6, "level_shift"), (4, "level_shift"), (3, "spike"), (2, "flatline")]
 
@@ -47,18 +53,57 @@ def scored(influxd, tmp_path_factory):
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": "tune_eval"}
     (workdir / "windows.json").write_text('{"default": 8}')
     (workdir / "ratios.json").write_text('{"default": 1}')
-    common = ["--models-dir", str(workdir / "models"), "--windows", str(workdir / "windows.json"),
-              "--health-measurement", ""]
-    training = run_job("sensor_training.py", [*common, "--ratios", str(workdir / "ratios.json"),
-                                              "--start", (NOW - pd.Timedelta(days=20)).isoformat(),
-                                              "--stop", (NOW - pd.Timedelta(days=8)).isoformat(),
-                                              "--units", "8", "--epochs", "3", "--seed", "1", "--jobs", "1"],
-                       env, cwd=workdir)
+    common = [
+        "--models-dir",
+        str(workdir / "models"),
+        "--windows",
+        str(workdir / "windows.json"),
+        "--health-measurement",
+        "",
+    ]
+    training = run_job(
+        "sensor_training.py",
+        [
+            *common,
+            "--ratios",
+            str(workdir / "ratios.json"),
+            "--start",
+            (NOW - pd.Timedelta(days=20)).isoformat(),
+            "--stop",
+            (NOW - pd.Timedelta(days=8)).isoformat(),
+            "--units",
+            "8",
+            "--epochs",
+            "3",
+            "--seed",
+            "1",
+            "--jobs",
+            "1",
+        ],
+        env,
+        cwd=workdir,
+    )
     assert training.returncode == 0, training.stderr
-    scoring = run_job("sensor_predict.py", [*common, "--ratios", str(workdir / "ratios.json"), "--now", NOW.isoformat(),
-                                            "--start", (NOW - pd.Timedelta(days=8)).isoformat(),
-                                            "--stop", NOW.isoformat(), "--delay", "0s", "--events-measurement", ""],
-                      env, cwd=workdir)
+    scoring = run_job(
+        "sensor_predict.py",
+        [
+            *common,
+            "--ratios",
+            str(workdir / "ratios.json"),
+            "--now",
+            NOW.isoformat(),
+            "--start",
+            (NOW - pd.Timedelta(days=8)).isoformat(),
+            "--stop",
+            NOW.isoformat(),
+            "--delay",
+            "0s",
+            "--events-measurement",
+            "",
+        ],
+        env,
+        cwd=workdir,
+    )
     assert scoring.returncode == 0, scoring.stderr
 
     def tool(script, *args, ratios=None):
@@ -66,15 +111,16 @@ def scored(influxd, tmp_path_factory):
         if ratios is not None:
             ratios_path = workdir / f"ratios-{abs(hash(json.dumps(ratios)))}.json"
             ratios_path.write_text(json.dumps(ratios, indent=2) + "\n")
-        result = run_job(script, [*common, "--ratios", str(ratios_path), "--now", NOW.isoformat(), *args],
-                         env, cwd=workdir)
+        result = run_job(
+            script, [*common, "--ratios", str(ratios_path), "--now", NOW.isoformat(), *args], env, cwd=workdir
+        )
         return result, ratios_path
 
     return tool, anomalies, workdir
 
 
 def tuned_ratio(stdout: str, sensor: str) -> float:
-    line, = [text for text in stdout.splitlines() if text.startswith(sensor + ":")]
+    (line,) = [text for text in stdout.splitlines() if text.startswith(sensor + ":")]
     return float(line.split(" -> ")[1].split(";")[0].split()[0])
 
 
@@ -107,8 +153,7 @@ def test_a_ratio_that_misses_everything_is_lowered_and_written_keeping_other_key
 
 def test_a_false_alarm_budget_is_respected(scored):
     tool, _, _ = scored
-    result, _ = tool("sensor_tune.py", *TUNE, "--max-false-alarms", "0", "--sensor", LABELLED,
-                     ratios={"default": 0.3})
+    result, _ = tool("sensor_tune.py", *TUNE, "--max-false-alarms", "0", "--sensor", LABELLED, ratios={"default": 0.3})
     assert result.returncode == 0, result.stderr
     line = next(t for t in result.stdout.splitlines() if t.startswith(LABELLED))
     assert "false alarms/week" in line and line.split("false alarms/week ")[1].split(",")[0].endswith("-> 0.0"), line
@@ -116,8 +161,16 @@ def test_a_false_alarm_budget_is_respected(scored):
 
 def test_tuning_refuses_to_overlap_the_evaluation_range_unless_told(scored):
     tool, _, _ = scored
-    overlap = ["--tune-start", (NOW - pd.Timedelta(days=5)).isoformat(), "--tune-stop", NOW.isoformat(),
-               "--eval-start", (NOW - pd.Timedelta(days=4)).isoformat(), "--eval-stop", NOW.isoformat()]
+    overlap = [
+        "--tune-start",
+        (NOW - pd.Timedelta(days=5)).isoformat(),
+        "--tune-stop",
+        NOW.isoformat(),
+        "--eval-start",
+        (NOW - pd.Timedelta(days=4)).isoformat(),
+        "--eval-stop",
+        NOW.isoformat(),
+    ]
     refused, _ = tool("sensor_tune.py", *overlap)
     assert refused.returncode == 2 and "overlaps the evaluation range" in refused.stderr
     allowed, _ = tool("sensor_tune.py", *overlap, "--allow-overlap")
@@ -127,7 +180,7 @@ def test_tuning_refuses_to_overlap_the_evaluation_range_unless_told(scored):
 
 
 def test_the_evaluation_report_has_a_row_per_sensor_a_fleet_row_and_pictures(scored):
-    tool, anomalies, workdir = scored
+    tool, _, workdir = scored
     out = workdir / "report"
     result, _ = tool("sensor_evaluate.py", *EVAL, "--output", str(out))
     assert result.returncode == 0, result.stderr
@@ -172,23 +225,29 @@ def test_labels_from_csv_give_the_same_events_and_a_bad_row_names_its_line(score
 
 def test_import_writes_values_and_labels_and_refuses_a_malformed_file(influxd, database, tmp_path):
     good = tmp_path / "export.csv"
-    good.write_text("Datetime (UTC),Value,ID,Anomaly\n"
-                    "2026-01-14 06:00:00,21.5,AHU 1,FALSE\n"
-                    "2026-01-14 06:05:00,27.9,AHU 1,TRUE\n"
-                    "2026-01-14 06:20:00,,AHU 1,true\n"
-                    "2026-01-14 06:00:00,3,\"Boiler, 2\",FALSE\n")
+    good.write_text(
+        "Datetime (UTC),Value,ID,Anomaly\n"
+        "2026-01-14 06:00:00,21.5,AHU 1,FALSE\n"
+        "2026-01-14 06:05:00,27.9,AHU 1,TRUE\n"
+        "2026-01-14 06:20:00,,AHU 1,true\n"
+        '2026-01-14 06:00:00,3,"Boiler, 2",FALSE\n'
+    )
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
     result = run_job("sensor_import.py", [str(good), "--batch-size", "2"], env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    answer = local_influxd.query(influxd.url, 'SELECT "val_num", "manual_anomaly" FROM "READINGS" '
-                                              'GROUP BY "uniqueID"', database)["results"][0]["series"]
+    answer = local_influxd.query(
+        influxd.url, 'SELECT "val_num", "manual_anomaly" FROM "READINGS" GROUP BY "uniqueID"', database
+    )["results"][0]["series"]
     got = {s["tags"]["uniqueID"]: [row[1:] for row in s["values"]] for s in answer}
     assert got == {"AHU 1": [[21.5, False], [27.9, True], [None, True]], "Boiler, 2": [[3, False]]}
 
     bad = tmp_path / "bad.csv"
-    bad.write_text("Datetime (UTC),Value,ID,Anomaly\n2026-01-15 06:00:00,1,AHU 1,FALSE\n2026-01-15 06:05:00,abc,AHU 1,FALSE\n")
+    bad.write_text(
+        "Datetime (UTC),Value,ID,Anomaly\n2026-01-15 06:00:00,1,AHU 1,FALSE\n2026-01-15 06:05:00,abc,AHU 1,FALSE\n"
+    )
     refused = run_job("sensor_import.py", [str(bad)], env, cwd=tmp_path)
     assert refused.returncode == 2 and f"{bad}: line 3: Value 'abc' is not a finite number" in refused.stderr
-    count = local_influxd.query(influxd.url, 'SELECT count("val_num") FROM "READINGS" WHERE time >= \'2026-01-15T00:00:00Z\'',
-                                database)["results"][0]
+    count = local_influxd.query(
+        influxd.url, 'SELECT count("val_num") FROM "READINGS" WHERE time >= \'2026-01-15T00:00:00Z\'', database
+    )["results"][0]
     assert "series" not in count  # nothing of the bad file was written

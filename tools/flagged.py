@@ -7,21 +7,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import pandas as pd
 
+from anomaly.runs import runs
 from tools import local_influxd
 
 
 def events(flags: pd.DataFrame, interval: pd.Timedelta) -> pd.DataFrame:
-    """Group flagged rows (index: time, columns loss, threshold) into runs with no missing interval between."""
-    if flags.empty:
-        return pd.DataFrame(columns=["start", "end", "windows", "peak_loss", "threshold"])
-    run = (flags.index.to_series().diff() != interval).cumsum()
-    grouped = flags.groupby(run.to_numpy())
+    """Group flagged rows (index: time, sorted; columns loss, threshold) into runs with no missing interval
+    between."""
+    spans = runs(np.ones(len(flags), dtype=bool), pd.DatetimeIndex(flags.index), interval)
     return pd.DataFrame({
-        "start": grouped.apply(lambda g: g.index[0]), "end": grouped.apply(lambda g: g.index[-1]),
-        "windows": grouped.size(), "peak_loss": grouped["loss"].max(), "threshold": grouped["threshold"].max(),
-    }).reset_index(drop=True)
+        "start": [flags.index[first] for first, _ in spans], "end": [flags.index[last] for _, last in spans],
+        "windows": [last - first + 1 for first, last in spans],
+        "peak_loss": [flags["loss"].iloc[first:last + 1].max() for first, last in spans],
+        "threshold": [flags["threshold"].iloc[first:last + 1].max() for first, last in spans],
+    }, columns=["start", "end", "windows", "peak_loss", "threshold"])
 
 
 def main(argv: list[str] | None = None) -> int:

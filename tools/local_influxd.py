@@ -59,8 +59,8 @@ def ensure_influxd() -> str:
         raise RuntimeError("influxd is not on PATH and apt-get is not available; install InfluxDB 1.x")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "influxdb"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "influxdb"], check=True, env=env)
     found = shutil.which("influxd") or ("/usr/bin/influxd" if Path("/usr/bin/influxd").exists() else None)
     if not found:
         raise RuntimeError("installed the influxdb package but influxd is still not on PATH")
@@ -86,9 +86,10 @@ class LocalInfluxd:
         conf = self.root / "influxdb.conf"
         conf.write_text(CONFIG.format(root=self.root, port=self.port, rpc_port=free_port(),
                                      auth="true" if self.auth else "false"))
-        log = open(self.root / "influxd.log", "ab")
-        self.process = subprocess.Popen([binary, "-config", str(conf)], stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL)
+        # The server keeps its own copy of the log's descriptor; ours is closed once it has started.
+        with open(self.root / "influxd.log", "ab") as log:
+            self.process = subprocess.Popen([binary, "-config", str(conf)], stdout=log, stderr=log,
+                                            stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -60,10 +60,41 @@ def inject(values: np.ndarray, index: pd.DatetimeIndex, sensor_id: str, kind: st
     return values, Anomaly(sensor_id, kind, at, at + lengths[kind])
 
 
+def event_times(sensor_number: int, start: pd.Timestamp, per_kind: int, seed: int) -> list[tuple[str, pd.Timestamp]]:
+    """``per_kind`` events of each kind, one a day from the day after ``start`` on, kinds shuffled, at an hour
+    between 01:00 and 16:45. The longest event (4 h) plus one window (3 h 45 min) then ends before the next
+    day's event. Deterministic per (sensor number, seed)."""
+    rng = np.random.default_rng([seed, sensor_number])
+    kinds = [kind for kind in ANOMALY_KINDS for _ in range(per_kind)]
+    rng.shuffle(kinds)
+    out = []
+    for day, kind in enumerate(kinds, start=1):
+        minutes = int(rng.integers(4, 68)) * 15
+        out.append((kind, start + pd.Timedelta(days=day, minutes=minutes)))
+    return out
+
+
+def with_anomalies(values: np.ndarray, index: pd.DatetimeIndex, sensor_id: str,
+                   events: list[tuple[str, pd.Timestamp]], sample: pd.Timedelta) -> tuple[pd.Series, list[Anomaly]]:
+    """The readings with each of ``events`` (kind, start) in them, and their spans.
+
+    Each anomaly is injected into the clean ``values`` and copied over, so its size is relative to the
+    spread of the clean readings, not inflated by the anomalies injected before it.
+    """
+    out = np.array(values, dtype="float64")
+    anomalies = []
+    for kind, at in events:
+        injected, anomaly = inject(values, index, sensor_id, kind, at, sample)
+        span = (index >= anomaly.start) & (index < anomaly.stop)
+        out[span] = injected[span]
+        anomalies.append(anomaly)
+    return pd.Series(out, index=index, name=sensor_id), anomalies
+
+
 def readings_lines(sensor_id: str, index: pd.DatetimeIndex, values: np.ndarray, measurement: str = "READINGS",
                    site: str = "Campus Energy Centre", labelled: list[Anomaly] = ()) -> list[str]:
     """Line protocol for the readings, with manual_anomaly=true on points inside a labelled span."""
-    from influx_interact import line_protocol
+    from anomaly.influx.line_protocol import line_protocol
 
     lines = []
     for stamp, value in zip(index, values):
@@ -116,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        now = pd.Timestamp.now(tz="UTC") if args.now is None else parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+        now = (pd.Timestamp.now(tz="UTC") if args.now is None
+               else parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now"))
     except ConfigError as e:
         parser.error(str(e))
     stop = now.floor("5min")
@@ -126,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                              anomalies_after=stop - pd.Timedelta(days=1), label=args.label)
     if args.bucket:
         from anomaly.settings import Connection, Schema
-        from influx_interact import Influx, InfluxError
+        from influx_interact import InfluxError, connect
 
         connection = Connection(url=args.url.rstrip("/"), api="auto", token=args.token, org=args.org,
                                 bucket=args.bucket)
         try:
-            with Influx(connection, Schema()) as db:
+            with connect(connection, Schema()) as db:
                 db.write(lines)
         except InfluxError as e:
             print(f"sensor_data: {e}", file=sys.stderr)
@@ -141,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
         local_influxd.query(args.url, f'CREATE DATABASE "{args.database}"')
         local_influxd.write(args.url, args.database, lines)
-    print(f"wrote {len(lines)} readings of {len(sensor_ids)} sensors, {start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC")
+    print(f"wrote {len(lines)} readings of {len(sensor_ids)} sensors, "
+          f"{start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC")
     for a in anomalies:
         print(f"  injected {a.kind:<11} on {a.sensor_id!r} {a.start:%Y-%m-%d %H:%M} .. {a.stop:%H:%M} UTC")
     return 0

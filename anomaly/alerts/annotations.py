@@ -1,6 +1,7 @@
 """Events drawn on graphs: one point per event for Grafana annotation queries, and optionally the points
 Chronograf 1.x reads as its own annotations. Pure line protocol (second timestamps: write with precision
 ``s``); where each tool reads them, and why Chronograf's fields must be integers, is in docs/alerts.md."""
+
 from __future__ import annotations
 
 import uuid
@@ -16,8 +17,9 @@ from anomaly.times import format_time
 CHRONOGRAF_DATABASE = "chronograf"
 CHRONOGRAF_MEASUREMENT = "annotations"
 # Keys Chronograf refuses as annotation tags (chronograf.go annotationTagsBlacklist), plus the fields it writes.
-CHRONOGRAF_RESERVED = frozenset({"deleted", "start_time", "startTime", "end_time", "endTime", "modified_time_ns",
-                                 "text", "type", "id", "color"})
+CHRONOGRAF_RESERVED = frozenset(
+    {"deleted", "start_time", "startTime", "end_time", "endTime", "modified_time_ns", "text", "type", "id", "color"}
+)
 # Fixed forever: Chronograf annotation ids are derived from it, and a new namespace would duplicate every annotation.
 _ANNOTATION_NAMESPACE = uuid.UUID("5b0f3f5e-2d0c-4c6e-9a57-3f1c8a9d2e41")
 
@@ -29,11 +31,19 @@ def annotation_lines(found: Iterable[Event], sensor_tag: str, measurement: str =
     Rewriting an event (it grew, or a rerun) replaces its point: measurement, sensor tag and time are its key.
     """
     return [
-        line_protocol(measurement, {sensor_tag: e.sensor_id},
-                      {"text": event_text(e), "end_ms": float(int(e.end.timestamp()) * 1000),
-                       "windows": float(e.windows), "peak_loss": float(e.peak_loss), "threshold": float(e.threshold),
-                       "ongoing": e.ongoing},
-                      int(e.start.timestamp()))
+        line_protocol(
+            measurement,
+            {sensor_tag: e.sensor_id},
+            {
+                "text": event_text(e),
+                "end_ms": float(int(e.end.timestamp()) * 1000),
+                "windows": float(e.windows),
+                "peak_loss": float(e.peak_loss),
+                "threshold": float(e.threshold),
+                "ongoing": e.ongoing,
+            },
+            int(e.start.timestamp()),
+        )
         for e in found
     ]
 
@@ -57,12 +67,13 @@ def chronograf_lines(found: Iterable[Event], sensor_tag: str, now: pd.Timestamp)
     lines = []
     for e in found:
         tags = {"id": annotation_id(e), sensor_tag: e.sensor_id}
-        lines.append(line_protocol(CHRONOGRAF_MEASUREMENT, tags,
-                                   {"deleted": False, "text": event_text(e), "start_time": int(e.start.value),
-                                    "modified_time_ns": modified},
-                                   int(e.end.timestamp())))
+        versions: list[tuple[dict[str, bool | str | int], pd.Timestamp]] = [
+            ({"deleted": False, "text": event_text(e), "start_time": int(e.start.value)}, e.end)
+        ]
         if e.previous_end is not None and e.previous_end != e.end:
-            lines.append(line_protocol(CHRONOGRAF_MEASUREMENT, tags,
-                                       {"deleted": True, "text": "", "start_time": 0, "modified_time_ns": modified},
-                                       int(e.previous_end.timestamp())))
+            versions.append(({"deleted": True, "text": "", "start_time": 0}, e.previous_end))
+        lines += [
+            line_protocol(CHRONOGRAF_MEASUREMENT, tags, {**fields, "modified_time_ns": modified}, int(at.timestamp()))
+            for fields, at in versions
+        ]
     return lines

@@ -1,15 +1,16 @@
 """After scoring: a run's flags become events, annotations and incidents in InfluxDB and messages to a
 webhook. The one place in the alerts that touches the database, the state file and the network; what it
 calls is pure. The rules are in docs/alerts.md."""
+
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -25,19 +26,14 @@ from anomaly.files import write_atomic
 from anomaly.settings import Common
 from anomaly.times import parse_duration
 
+if TYPE_CHECKING:
+    from influx_interact import Database
+
 logger = logging.getLogger(__name__)
 
 
-class Database(Protocol):
-    """What announcing needs of the database (influx_interact's Database has it)."""
-
-    def write(self, lines: Sequence[str], precision: str = "s", database: str | None = None) -> None: ...
-
-    def group_tags(self, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> dict[str, str]: ...
-
-
 @dataclass(frozen=True)
-class AnnounceSettings:
+class AlertSettings:
     """What becomes of events: annotations, incidents, webhook messages (see docs/alerts.md)."""
 
     events_measurement: str | None
@@ -59,34 +55,62 @@ class AnnounceSettings:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The scoring job's flags for events, incidents and notifications."""
     group = parser.add_argument_group("events, incidents and notifications")
-    group.add_argument("--events-measurement", default="ANOMALY_EVENTS",
-                       help="one point per anomaly event (run of flagged windows) for graph annotations; "
-                            "empty for none (default ANOMALY_EVENTS)")
-    group.add_argument("--chronograf-annotations", action="store_true",
-                       help="also write events where Chronograf 1.x keeps its annotations (database chronograf, "
-                            "which must exist; on 2.x a bucket chronograf mapped to chronograf/autogen)")
-    group.add_argument("--incident-tag", metavar="KEY",
-                       help="group concurrent events of sensors sharing this tag (e.g. equipRef) into incidents")
+    group.add_argument(
+        "--events-measurement",
+        default="ANOMALY_EVENTS",
+        help="one point per anomaly event (run of flagged windows) for graph annotations; "
+        "empty for none (default ANOMALY_EVENTS)",
+    )
+    group.add_argument(
+        "--chronograf-annotations",
+        action="store_true",
+        help="also write events where Chronograf 1.x keeps its annotations (database chronograf, "
+        "which must exist; on 2.x a bucket chronograf mapped to chronograf/autogen)",
+    )
+    group.add_argument(
+        "--incident-tag",
+        metavar="KEY",
+        help="group concurrent events of sensors sharing this tag (e.g. equipRef) into incidents",
+    )
     group.add_argument("--incidents-measurement", default="INCIDENTS", help="where incidents go (default INCIDENTS)")
-    group.add_argument("--incident-window", default="1h",
-                       help="events of one group at most this far apart form one incident (default 1h)")
-    group.add_argument("--notify-url", default=os.environ.get("SENSOR_NOTIFY_URL"),
-                       help="SENSOR_NOTIFY_URL: webhook that gets one message per new event or incident; "
-                            "prefer the variable, the URL is a secret")
-    group.add_argument("--notify-style", choices=STYLES, default="json",
-                       help="message shape: plain JSON, Slack incoming webhook, Teams card (default json)")
-    group.add_argument("--notify-cooldown", default="1h",
-                       help="after a message, nothing more for that sensor or group for this long (default 1h)")
-    group.add_argument("--notify-max-age", default="1d",
-                       help="events that ended longer ago than this (a catch-up) are recorded, not sent (default 1d)")
-    group.add_argument("--state-file", type=Path,
-                       help="memory of ongoing events and sent messages (default .sensor_predict-state.json in "
-                            "--models-dir; one per --shard)")
+    group.add_argument(
+        "--incident-window",
+        default="1h",
+        help="events of one group at most this far apart form one incident (default 1h)",
+    )
+    group.add_argument(
+        "--notify-url",
+        default=os.environ.get("SENSOR_NOTIFY_URL"),
+        help="SENSOR_NOTIFY_URL: webhook that gets one message per new event or incident; "
+        "prefer the variable, the URL is a secret",
+    )
+    group.add_argument(
+        "--notify-style",
+        choices=STYLES,
+        default="json",
+        help="message shape: plain JSON, Slack incoming webhook, Teams card (default json)",
+    )
+    group.add_argument(
+        "--notify-cooldown",
+        default="1h",
+        help="after a message, nothing more for that sensor or group for this long (default 1h)",
+    )
+    group.add_argument(
+        "--notify-max-age",
+        default="1d",
+        help="events that ended longer ago than this (a catch-up) are recorded, not sent (default 1d)",
+    )
+    group.add_argument(
+        "--state-file",
+        type=Path,
+        help="memory of ongoing events and sent messages (default .sensor_predict-state.json in "
+        "--models-dir; one per --shard)",
+    )
 
 
-def settings_from_args(args: argparse.Namespace, models_dir: Path) -> AnnounceSettings:
+def settings_from_args(args: argparse.Namespace, models_dir: Path) -> AlertSettings:
     """Validate the flags of ``add_arguments``; ``args.shard`` names the default state file."""
-    return AnnounceSettings(
+    return AlertSettings(
         events_measurement=args.events_measurement or None,
         chronograf_annotations=args.chronograf_annotations,
         incident_tag=args.incident_tag or None,
@@ -96,14 +120,19 @@ def settings_from_args(args: argparse.Namespace, models_dir: Path) -> AnnounceSe
         notify_style=args.notify_style,
         notify_cooldown=parse_duration(args.notify_cooldown, "--notify-cooldown", allow_zero=True),
         notify_max_age=parse_duration(args.notify_max_age, "--notify-max-age"),
-        state_file=args.state_file or models_dir / (
-            ".sensor_predict-state.json" if not args.shard else
-            f".sensor_predict-state-{args.shard.replace('/', 'of')}.json"),
+        state_file=args.state_file
+        or models_dir
+        / (
+            ".sensor_predict-state.json"
+            if not args.shard
+            else f".sensor_predict-state-{args.shard.replace('/', 'of')}.json"
+        ),
     )
 
 
-def _write_lines(db: Database, settings: AnnounceSettings, common: Common, found: list[Event],
-                 found_incidents: list[Incident]) -> None:
+def _write_lines(
+    db: Database, settings: AlertSettings, common: Common, found: list[Event], found_incidents: list[Incident]
+) -> None:
     sensor_tag = common.schema.sensor_tag
     lines = annotation_lines(found, sensor_tag, settings.events_measurement) if settings.events_measurement else []
     if settings.incident_tag:
@@ -113,11 +142,14 @@ def _write_lines(db: Database, settings: AnnounceSettings, common: Common, found
         db.write(chronograf_lines(found, sensor_tag, common.now), database=CHRONOGRAF_DATABASE)
 
 
-def _send(url: str, due: list[Item], settings: AnnounceSettings, common: Common,
-          counts: dict[str, int]) -> list[Item]:
+def _send(url: str, due: list[Item], settings: AlertSettings, common: Common, counts: dict[str, int]) -> list[Item]:
     """Post each due item; the ones that went through. A host that may be back later stops the rest."""
-    context = Context(measurement=common.schema.output_measurement, sensor_tag=common.schema.sensor_tag,
-                      group_tag=settings.incident_tag or "group", incident_measurement=settings.incidents_measurement)
+    context = Context(
+        measurement=common.schema.output_measurement,
+        sensor_tag=common.schema.sensor_tag,
+        group_tag=settings.incident_tag or "group",
+        incident_measurement=settings.incidents_measurement,
+    )
     sent = []
     for item in due:
         try:
@@ -132,8 +164,14 @@ def _send(url: str, due: list[Item], settings: AnnounceSettings, common: Common,
     return sent
 
 
-def announce(db: Database, settings: AnnounceSettings, common: Common, max_catchup: pd.Timedelta,
-             scored: Mapping[str, pd.DataFrame], counts: dict[str, int]) -> None:
+def announce(
+    db: Database,
+    settings: AlertSettings,
+    common: Common,
+    max_catchup: pd.Timedelta,
+    scored: Mapping[str, pd.DataFrame],
+    counts: dict[str, int],
+) -> None:
     """Turn this run's flags into events: annotations and incidents in InfluxDB, messages to the webhook.
 
     ``scored``: sensor id -> the run's scores frame (index window ends; columns ``loss``, ``threshold``,
@@ -149,8 +187,12 @@ def announce(db: Database, settings: AnnounceSettings, common: Common, max_catch
     state, problem = load_state(text)
     if problem:
         logger.warning("%s: %s; starting with no memory of earlier events", settings.state_file, problem)
-    found = [e for sensor_id, scores in scored.items() if scores["anomaly"].any()
-             for e in events(sensor_id, scores, interval)]
+    found = [
+        e
+        for sensor_id, scores in scored.items()
+        if scores["anomaly"].any()
+        for e in events(sensor_id, scores, interval)
+    ]
     found, state = resume(found, state, interval, {s: f.index[-1] for s, f in scored.items()})
     known = found + tracked_events(state, since=now - settings.incident_window - interval * 2)
     known = list({e.key: e for e in known}.values())

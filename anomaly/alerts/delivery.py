@@ -1,6 +1,7 @@
 """Which events and incidents to send now: each at most once, not more often than the cooldown, not when
 they are old news. Pure: items and state in, items to send and the new state out; the caller sends them
 and records what went through with ``mark_sent``. The rules are in docs/alerts.md."""
+
 from __future__ import annotations
 
 import math
@@ -51,13 +52,20 @@ def _by_subject(items: Iterable[Item]) -> dict[tuple[str, str], list[Item]]:
     return by_subject
 
 
-def _due(entry: dict, own: list[Item], cooldown: pd.Timedelta, now: pd.Timestamp,
-         max_age: pd.Timedelta | None) -> tuple[list[Item], list[Item]]:
+def _due(
+    entry: dict, own: list[Item], cooldown: pd.Timedelta, now: pd.Timestamp, max_age: pd.Timedelta | None
+) -> tuple[list[Item], list[Item]]:
     """The items of one sensor or group to send, and those recorded as decided in ``entry`` instead."""
     decided = parse_stamp(entry["decided"]) if "decided" in entry else None
     fresh = sorted((i for i in own if decided is None or i.start > decided), key=lambda i: i.start)
-    raised: list[Item] = [i for i in own if isinstance(i, Incident) and decided is not None and i.start == decided
-              and _rank(i.severity) > _rank(entry.get("severity"))]
+    raised: list[Item] = [
+        i
+        for i in own
+        if isinstance(i, Incident)
+        and decided is not None
+        and i.start == decided
+        and _rank(i.severity) > _rank(entry.get("severity"))
+    ]
     recorded: list[Item] = []
     if max_age is not None:
         recorded = [i for i in fresh + raised if i.end < now - max_age]
@@ -79,8 +87,13 @@ def _due(entry: dict, own: list[Item], cooldown: pd.Timedelta, now: pd.Timestamp
     return send, recorded
 
 
-def due_notifications(items: Iterable[Item], state: Mapping, cooldown: pd.Timedelta, now: pd.Timestamp,
-                      max_age: pd.Timedelta | None = None) -> tuple[list[Item], dict]:
+def due_notifications(
+    items: Iterable[Item],
+    state: Mapping,
+    cooldown: pd.Timedelta,
+    now: pd.Timestamp,
+    max_age: pd.Timedelta | None = None,
+) -> tuple[list[Item], dict]:
     """Which items to send now, and the state with the ones not to send recorded.
 
     ``items``: Events and/or Incidents; items with the same key are one item (the one ending last).

@@ -2,6 +2,7 @@
 
 Pure: a scores frame in, Event objects out. See docs/alerts.md for what makes two windows one event.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,6 +32,18 @@ class Event:
         return self.sensor_id, self.start
 
 
+def chain(found: list[Event], gap: pd.Timedelta) -> list[list[Event]]:
+    """Events that overlap or follow one another within ``gap`` (end to start), chained: A and C are together
+    when B bridges them; oldest first."""
+    clusters: list[list[Event]] = []
+    for event in sorted(found, key=lambda e: (e.start, e.end)):
+        if clusters and event.start <= max(e.end for e in clusters[-1]) + gap:
+            clusters[-1].append(event)
+        else:
+            clusters.append([event])
+    return clusters
+
+
 def check_interval(interval: pd.Timedelta) -> pd.Timedelta:
     interval = pd.Timedelta(interval)
     if interval <= pd.Timedelta(0):
@@ -42,8 +55,9 @@ def _validate_scores(scores: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(scores, pd.DataFrame):
         raise TypeError(f"scores must be a DataFrame, not {type(scores).__name__}")
     if not isinstance(scores.index, pd.DatetimeIndex):
-        raise TypeError(f"scores must be indexed by window end times (DatetimeIndex), "
-                        f"not {type(scores.index).__name__}")
+        raise TypeError(
+            f"scores must be indexed by window end times (DatetimeIndex), not {type(scores.index).__name__}"
+        )
     if scores.index.tz is None and len(scores):
         raise ValueError("scores' window end times have no time zone; give them in UTC")
     missing = [c for c in ("loss", "threshold", "anomaly") if c not in scores.columns]
@@ -77,9 +91,17 @@ def events(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list
     losses, limits, ends = frame["loss"].to_numpy(), frame["threshold"].to_numpy(), pd.DatetimeIndex(frame.index)
     found = []
     for first, last in runs(frame["anomaly"].to_numpy(), ends, interval):
-        part = losses[first:last + 1]
+        part = losses[first : last + 1]
         peak = first + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
-        found.append(Event(sensor_id=sensor_id, start=ends[first], end=ends[last], windows=last - first + 1,
-                           peak_loss=float(losses[peak]), threshold=float(limits[peak]),
-                           ongoing=last == len(ends) - 1))
+        found.append(
+            Event(
+                sensor_id=sensor_id,
+                start=ends[first],
+                end=ends[last],
+                windows=last - first + 1,
+                peak_loss=float(losses[peak]),
+                threshold=float(limits[peak]),
+                ongoing=last == len(ends) - 1,
+            )
+        )
     return found

@@ -1,5 +1,6 @@
 """Incidents: concurrent events of sensors that share a group (equipment, site), so one broken boiler is
 one message, not twenty. Pure; see docs/alerts.md for the grouping and severity rules."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from anomaly.alerts.events import Event
+from anomaly.alerts.events import Event, chain
 from anomaly.alerts.text import incident_text
 from anomaly.influx.line_protocol import line_protocol
 
@@ -70,8 +71,13 @@ def _by_group(found: Iterable[Event], groups: Mapping[str, str]) -> dict[str, li
     return by_group
 
 
-def incidents(found: Iterable[Event], groups: Mapping[str, str], window: pd.Timedelta,
-              critical_share: float = 0.5, critical_count: int = 5) -> list[Incident]:
+def incidents(
+    found: Iterable[Event],
+    groups: Mapping[str, str],
+    window: pd.Timedelta,
+    critical_share: float = 0.5,
+    critical_count: int = 5,
+) -> list[Incident]:
     """Group concurrent events of sensors sharing a group value into incidents, by group then start.
 
     Parameters
@@ -91,18 +97,20 @@ def incidents(found: Iterable[Event], groups: Mapping[str, str], window: pd.Time
     by_group = _by_group(found, groups)
     out = []
     for group in sorted(by_group):
-        clusters: list[list[Event]] = []
-        for event in sorted(by_group[group], key=lambda e: (e.start, e.end)):
-            if clusters and event.start <= max(e.end for e in clusters[-1]) + window:
-                clusters[-1].append(event)
-            else:
-                clusters.append([event])
-        for members in clusters:
+        for members in chain(by_group[group], window):
             sensors = tuple(sorted({e.sensor_id for e in members}))
-            out.append(Incident(group=group, start=min(e.start for e in members), end=max(e.end for e in members),
-                                sensors=sensors, group_size=sizes[group],
-                                severity=severity(len(sensors), sizes[group], critical_share, critical_count),
-                                ongoing=any(e.ongoing for e in members), members=tuple(e.key for e in members)))
+            out.append(
+                Incident(
+                    group=group,
+                    start=min(e.start for e in members),
+                    end=max(e.end for e in members),
+                    sensors=sensors,
+                    group_size=sizes[group],
+                    severity=severity(len(sensors), sizes[group], critical_share, critical_count),
+                    ongoing=any(e.ongoing for e in members),
+                    members=tuple(e.key for e in members),
+                )
+            )
     return out
 
 
@@ -111,11 +119,19 @@ def incident_lines(found: Iterable[Incident], group_tag: str, measurement: str =
     ``sensors`` (a JSON list: ids may contain commas), ``count``, ``group_size``, ``end_ms``, ``ongoing``;
     second timestamps."""
     return [
-        line_protocol(measurement, {group_tag: i.group},
-                      {"text": incident_text(i, group_tag), "severity": i.severity,
-                       "sensors": json.dumps(list(i.sensors), ensure_ascii=False), "count": float(i.count),
-                       "group_size": float(i.group_size), "end_ms": float(int(i.end.timestamp()) * 1000),
-                       "ongoing": i.ongoing},
-                      int(i.start.timestamp()))
+        line_protocol(
+            measurement,
+            {group_tag: i.group},
+            {
+                "text": incident_text(i, group_tag),
+                "severity": i.severity,
+                "sensors": json.dumps(list(i.sensors), ensure_ascii=False),
+                "count": float(i.count),
+                "group_size": float(i.group_size),
+                "end_ms": float(int(i.end.timestamp()) * 1000),
+                "ongoing": i.ongoing,
+            },
+            int(i.start.timestamp()),
+        )
         for i in found
     ]

@@ -1,5 +1,6 @@
 """What a webhook receives about an event or an incident, in the shape its service reads: plain JSON,
 Slack's incoming webhooks or a Teams Adaptive Card. Pure; the formats' limits are in docs/alerts.md."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ def message(item: Event | Incident, context: Context = Context()) -> str:
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _slack_escape(text: str) -> str:
@@ -43,14 +44,22 @@ def _slack_escape(text: str) -> str:
 
 def _facts(item: Event | Incident, context: Context) -> list[tuple[str, str]]:
     if isinstance(item, Event):
-        return [("Sensor", item.sensor_id), ("From", f"{when(item.start)} UTC"), ("To", f"{when(item.end)} UTC"),
-                ("Windows", str(item.windows)),
-                ("Peak loss", f"{item.peak_loss:.4g} > threshold {item.threshold:.4g}"),
-                ("Status", "ongoing" if item.ongoing else "ended")]
-    return [(context.group_tag, item.group), ("Severity", item.severity),
-            ("Sensors", f"{item.count} of {item.group_size}: {sensor_list(item.sensors)}"),
-            ("From", f"{when(item.start)} UTC"), ("To", f"{when(item.end)} UTC"),
-            ("Status", "ongoing" if item.ongoing else "ended")]
+        return [
+            ("Sensor", item.sensor_id),
+            ("From", f"{when(item.start)} UTC"),
+            ("To", f"{when(item.end)} UTC"),
+            ("Windows", str(item.windows)),
+            ("Peak loss", f"{item.peak_loss:.4g} > threshold {item.threshold:.4g}"),
+            ("Status", "ongoing" if item.ongoing else "ended"),
+        ]
+    return [
+        (context.group_tag, item.group),
+        ("Severity", item.severity),
+        ("Sensors", f"{item.count} of {item.group_size}: {sensor_list(item.sensors)}"),
+        ("From", f"{when(item.start)} UTC"),
+        ("To", f"{when(item.end)} UTC"),
+        ("Status", "ongoing" if item.ongoing else "ended"),
+    ]
 
 
 def _title(item: Event | Incident, context: Context) -> str:
@@ -61,15 +70,35 @@ def _title(item: Event | Incident, context: Context) -> str:
 
 def _json_payload(item: Event | Incident, context: Context) -> dict:
     if isinstance(item, Event):
-        return {"kind": "event", "sensor_id": item.sensor_id, "sensor_tag": context.sensor_tag,
-                "start": format_time(item.start), "end": format_time(item.end), "windows": item.windows,
-                "peak_loss": json_number(item.peak_loss), "threshold": json_number(item.threshold),
-                "ongoing": item.ongoing, "measurement": context.measurement, "message": message(item, context),
-                "link": context.link}
-    return {"kind": "incident", "group": item.group, "group_tag": context.group_tag, "sensors": list(item.sensors),
-            "count": item.count, "group_size": item.group_size, "severity": item.severity,
-            "start": format_time(item.start), "end": format_time(item.end), "ongoing": item.ongoing,
-            "measurement": context.incident_measurement, "message": message(item, context), "link": context.link}
+        return {
+            "kind": "event",
+            "sensor_id": item.sensor_id,
+            "sensor_tag": context.sensor_tag,
+            "start": format_time(item.start),
+            "end": format_time(item.end),
+            "windows": item.windows,
+            "peak_loss": json_number(item.peak_loss),
+            "threshold": json_number(item.threshold),
+            "ongoing": item.ongoing,
+            "measurement": context.measurement,
+            "message": message(item, context),
+            "link": context.link,
+        }
+    return {
+        "kind": "incident",
+        "group": item.group,
+        "group_tag": context.group_tag,
+        "sensors": list(item.sensors),
+        "count": item.count,
+        "group_size": item.group_size,
+        "severity": item.severity,
+        "start": format_time(item.start),
+        "end": format_time(item.end),
+        "ongoing": item.ongoing,
+        "measurement": context.incident_measurement,
+        "message": message(item, context),
+        "link": context.link,
+    }
 
 
 def _slack_payload(item: Event | Incident, context: Context) -> dict:
@@ -79,8 +108,10 @@ def _slack_payload(item: Event | Incident, context: Context) -> dict:
     return {
         "text": _slack_escape(message(item, context)),
         "blocks": [
-            {"type": "header",
-             "text": {"type": "plain_text", "text": _cut(_title(item, context), _SLACK_HEADER_LIMIT)}},
+            {
+                "type": "header",
+                "text": {"type": "plain_text", "text": _cut(_title(item, context), _SLACK_HEADER_LIMIT)},
+            },
             {"type": "section", "text": {"type": "mrkdwn", "text": _cut(details, _SLACK_SECTION_LIMIT)}},
         ],
     }
@@ -99,9 +130,12 @@ def _teams_payload(item: Event | Incident, context: Context) -> dict:
     }
     if context.link:
         card["actions"] = [{"type": "Action.OpenUrl", "title": "Open dashboard", "url": context.link}]
-    return {"type": "message",
-            "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None,
-                             "content": card}]}
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+        ],
+    }
 
 
 def payload(item: Event | Incident, style: str, context: Context = Context()) -> dict:

@@ -1,6 +1,7 @@
 """Events across runs: a run scores only windows not scored before, so an event that goes on is seen in
 pieces; joining each piece to the event remembered in the state keeps one start, one key, one annotation
 and one message for it. Pure: state in, new state out."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from anomaly.alerts.events import Event, check_interval
+from anomaly.alerts.events import Event, chain, check_interval
 from anomaly.alerts.state import copy_state, event_from_dict, event_to_dict
 
 
@@ -25,24 +26,21 @@ def _merge(members: list[Event], tracked: Event | None, interval: pd.Timedelta) 
     # The newest information about the end wins: this run's event over the remembered one at the same end.
     last = max(members, key=lambda e: (e.end, e is not tracked))
     moved = tracked is not None and any(e is tracked for e in members) and tracked.end != end
-    return Event(sensor_id=members[0].sensor_id, start=start, end=end, windows=int((end - start) // interval) + 1,
-                 peak_loss=peak.peak_loss, threshold=peak.threshold, ongoing=last.ongoing,
-                 previous_end=tracked.end if moved and tracked is not None else None)
+    return Event(
+        sensor_id=members[0].sensor_id,
+        start=start,
+        end=end,
+        windows=int((end - start) // interval) + 1,
+        peak_loss=peak.peak_loss,
+        threshold=peak.threshold,
+        ongoing=last.ongoing,
+        previous_end=tracked.end if moved and tracked is not None else None,
+    )
 
 
-def _clusters(candidates: list[Event], interval: pd.Timedelta) -> list[list[Event]]:
-    """Events of one sensor that overlap or follow within one interval, chained, oldest first."""
-    clusters: list[list[Event]] = []
-    for event in sorted(candidates, key=lambda e: (e.start, e.end)):
-        if clusters and event.start <= max(e.end for e in clusters[-1]) + interval:
-            clusters[-1].append(event)
-        else:
-            clusters.append([event])
-    return clusters
-
-
-def resume(found: Sequence[Event], state: Mapping, interval: pd.Timedelta,
-           scored: Mapping[str, pd.Timestamp] | None = None) -> tuple[list[Event], dict]:
+def resume(
+    found: Sequence[Event], state: Mapping, interval: pd.Timedelta, scored: Mapping[str, pd.Timestamp] | None = None
+) -> tuple[list[Event], dict]:
     """Join this run's events to the events remembered in ``state``; remember each sensor's newest event.
 
     An event is the continuation of the remembered one of its sensor when its first window is at most
@@ -72,7 +70,7 @@ def resume(found: Sequence[Event], state: Mapping, interval: pd.Timedelta,
         own, entry = by_sensor.get(sensor_id, []), new["sensors"].get(sensor_id, {})
         tracked = event_from_dict(sensor_id, entry["event"]) if "event" in entry else None
         joined, alone = [], None
-        for members in _clusters(own + ([tracked] if tracked else []), interval):
+        for members in chain(own + ([tracked] if tracked else []), interval):
             if tracked is not None and all(e is tracked for e in members):
                 ended = tracked.ongoing and sensor_id in scored and scored[sensor_id] > tracked.end
                 alone = replace(tracked, ongoing=False) if ended else tracked

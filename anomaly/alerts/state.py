@@ -4,6 +4,7 @@ A JSON-ready dict (its layout is in docs/alerts.md) that the caller keeps in one
 raises for bad content: a run that cannot trust the file starts afresh and says why, because losing the
 memory costs at most one repeated message per sensor, while stopping would cost every message.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,11 @@ def new_state() -> dict:
 
 def copy_state(state: Mapping) -> dict:
     """A deep copy, so the functions that return a new state never change the one they were given."""
-    return {"format": STATE_FORMAT, "sensors": copy.deepcopy(dict(state.get("sensors", {}))),
-            "groups": copy.deepcopy(dict(state.get("groups", {})))}
+    return {
+        "format": STATE_FORMAT,
+        "sensors": copy.deepcopy(dict(state.get("sensors", {}))),
+        "groups": copy.deepcopy(dict(state.get("groups", {}))),
+    }
 
 
 def subject(item: Event | Incident) -> tuple[str, str]:
@@ -56,9 +60,14 @@ def json_number(value: float) -> float | None:
 
 
 def event_to_dict(event: Event) -> dict:
-    return {"start": format_time(event.start), "end": format_time(event.end), "windows": event.windows,
-            "peak_loss": json_number(event.peak_loss), "threshold": json_number(event.threshold),
-            "ongoing": event.ongoing}
+    return {
+        "start": format_time(event.start),
+        "end": format_time(event.end),
+        "windows": event.windows,
+        "peak_loss": json_number(event.peak_loss),
+        "threshold": json_number(event.threshold),
+        "ongoing": event.ongoing,
+    }
 
 
 def event_from_dict(sensor_id: str, data: Mapping) -> Event:
@@ -107,8 +116,10 @@ def _parse(text: str) -> tuple[dict | None, str | None]:
         where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
         return None, f"the notification state file is not valid JSON{where}; {_FRESH}"
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-        return None, (f"the notification state file is not format {STATE_FORMAT} state "
-                      f"(format {data.get('format') if isinstance(data, dict) else None!r}); {_FRESH}")
+        return None, (
+            f"the notification state file is not format {STATE_FORMAT} state "
+            f"(format {data.get('format') if isinstance(data, dict) else None!r}); {_FRESH}"
+        )
     return data, None
 
 
@@ -134,8 +145,14 @@ def load_state(text: str | None) -> tuple[dict, str | None]:
                 state[kind][name] = _clean_entry(kind, name, entry)
             except (ValueError, KeyError, TypeError):
                 dropped += 1
-    problem = (f"{dropped} unreadable entr{'y' if dropped == 1 else 'ies'} of the notification state file dropped; "
-               f"those sensors or groups start with no notification history") if dropped else None
+    problem = (
+        (
+            f"{dropped} unreadable entr{'y' if dropped == 1 else 'ies'} of the notification state file dropped; "
+            f"those sensors or groups start with no notification history"
+        )
+        if dropped
+        else None
+    )
     return state, problem
 
 

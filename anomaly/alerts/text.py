@@ -1,4 +1,5 @@
 """One-line descriptions of events and incidents: the same words in annotations, incident points and messages."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,11 +33,15 @@ def sensor_list(sensors: Sequence[str]) -> str:
 
 def event_text(event: Event) -> str:
     windows = f"{event.windows} window{'s' if event.windows != 1 else ''}"
-    return (f"anomaly on '{event.sensor_id}': {windows}, {span(event.start, event.end)}, "
-            f"peak loss {event.peak_loss:.4g} > threshold {event.threshold:.4g}{', ongoing' if event.ongoing else ''}")
+    return (
+        f"anomaly on '{event.sensor_id}': {windows}, {span(event.start, event.end)}, "
+        f"peak loss {event.peak_loss:.4g} > threshold {event.threshold:.4g}{', ongoing' if event.ongoing else ''}"
+    )
 
 
 def incident_text(incident: Incident, group_tag: str) -> str:
-    return (f"{incident.severity} incident on {group_tag} '{incident.group}': {incident.count} of "
-            f"{incident.group_size} sensors, {span(incident.start, incident.end)}"
-            f"{', ongoing' if incident.ongoing else ''}: {sensor_list(incident.sensors)}")
+    return (
+        f"{incident.severity} incident on {group_tag} '{incident.group}': {incident.count} of "
+        f"{incident.group_size} sensors, {span(incident.start, incident.end)}"
+        f"{', ongoing' if incident.ongoing else ''}: {sensor_list(incident.sensors)}"
+    )

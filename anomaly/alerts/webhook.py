@@ -1,5 +1,6 @@
 """Sending one message to a webhook, the only network call of the alerts. A webhook URL's path and query
 are its secret, so nothing this module raises or logs holds more of the URL than scheme://host."""
+
 from __future__ import annotations
 
 import http.client
@@ -44,8 +45,14 @@ def redact_url(url: str) -> str:
 def _scrub(text: str, url: str) -> str:
     """Remove every secret part of ``url`` from a text that may be logged."""
     parts = urllib.parse.urlsplit(url)
-    secrets = [url, parts.path + ("?" + parts.query if parts.query else ""), parts.path, parts.query,
-               parts.netloc.rpartition("@")[0], urllib.parse.unquote(parts.path)]
+    secrets = [
+        url,
+        parts.path + ("?" + parts.query if parts.query else ""),
+        parts.path,
+        parts.query,
+        parts.netloc.rpartition("@")[0],
+        urllib.parse.unquote(parts.path),
+    ]
     for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
         if secret != "/":
             text = text.replace(secret, "…")
@@ -79,9 +86,12 @@ def post(url: str, body: Mapping, timeout: float) -> None:
     if where == "<invalid URL>":
         raise NotifyError("the webhook URL is not an http(s) URL with a host")
     data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json; charset=utf-8",
-                                              "User-Agent": "sensor-anomaly-notify"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "sensor-anomaly-notify"},
+    )
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         with opener.open(request, timeout=timeout) as response:
@@ -93,8 +103,9 @@ def post(url: str, body: Mapping, timeout: float) -> None:
             detail = ""
         finally:
             e.close()
-        raise NotifyError(f"webhook at {where} answered HTTP {e.code}" + (f": {detail[:200]}" if detail else ""),
-                          status=e.code) from None
+        raise NotifyError(
+            f"webhook at {where} answered HTTP {e.code}" + (f": {detail[:200]}" if detail else ""), status=e.code
+        ) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         raise NotifyError(f"cannot reach the webhook at {where}: {_scrub(_reason(e), url)}") from None
     # Teams connectors answer throttling with a success status and this text in the body.

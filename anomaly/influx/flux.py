@@ -4,6 +4,7 @@ Every value goes into a query as a bind parameter (``params.name``); only column
 into the text, as Flux has no dynamic column access. The query text is made by pure functions, so it
 can be tested alone; ``Flux`` sends it. influxdb-client is imported only when a Flux database is used.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,9 @@ def flux_string(value: str) -> str:
 
 def _flux_tag_filters(schema: Schema) -> str:
     """Tag keys go in as literals (Flux has no dynamic column access); their values are parameters."""
-    return "\n".join(f"  |> filter(fn: (r) => r[{flux_string(key)}] == params.where{i})"
-                     for i, (key, _) in enumerate(schema.where))
+    return "\n".join(
+        f"  |> filter(fn: (r) => r[{flux_string(key)}] == params.where{i})" for i, (key, _) in enumerate(schema.where)
+    )
 
 
 def flux_params(schema: Schema, **extra: Any) -> dict[str, Any]:
@@ -43,8 +45,14 @@ def flux_params(schema: Schema, **extra: Any) -> dict[str, Any]:
     return params
 
 
-def _flux_query(schema: Schema, *steps: str, stop: bool = True, field: str | None = "r._field == params.field",
-                where: bool = True, sensors: bool = True) -> str:
+def _flux_query(
+    schema: Schema,
+    *steps: str,
+    stop: bool = True,
+    field: str | None = "r._field == params.field",
+    where: bool = True,
+    sensors: bool = True,
+) -> str:
     """The shape every query here shares: bucket, range, measurement (and field), the --where tags, the
     chunk's sensors; then ``steps``, in which ``{tag}`` stands for the quoted sensor tag key."""
     tag = flux_string(schema.sensor_tag)
@@ -61,49 +69,88 @@ def _flux_query(schema: Schema, *steps: str, stop: bool = True, field: str | Non
 
 def flux_sensors(schema: Schema) -> str:
     # distinct() puts the values in _value; rename gives them back the tag's name, which callers read.
-    return _flux_query(schema, "keep(columns: [{tag}])", "group()", "distinct(column: {tag})",
-                       "rename(columns: {_value: {tag}})", sensors=False)
+    return _flux_query(
+        schema,
+        "keep(columns: [{tag}])",
+        "group()",
+        "distinct(column: {tag})",
+        "rename(columns: {_value: {tag}})",
+        sensors=False,
+    )
 
 
 # group(): one table per sensor even when other tags vary within it, as InfluxQL's GROUP BY gives.
 def flux_means(schema: Schema) -> str:
-    return _flux_query(schema, "group(columns: [{tag}])",
-                       'aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
-                       'keep(columns: ["_time", "_value", {tag}])')
+    return _flux_query(
+        schema,
+        "group(columns: [{tag}])",
+        'aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
+        'keep(columns: ["_time", "_value", {tag}])',
+    )
 
 
 def flux_labels(schema: Schema) -> str:
-    return _flux_query(schema, "filter(fn: (r) => r._value == true)", "group(columns: [{tag}])",
-                       'aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")',
-                       'keep(columns: ["_time", "_value", {tag}])', field="r._field == params.label")
+    return _flux_query(
+        schema,
+        "filter(fn: (r) => r._value == true)",
+        "group(columns: [{tag}])",
+        'aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")',
+        'keep(columns: ["_time", "_value", {tag}])',
+        field="r._field == params.label",
+    )
 
 
 def flux_last_scored(schema: Schema) -> str:
-    return _flux_query(schema, "last()", 'keep(columns: ["_time", "_value", {tag}])', stop=False,
-                       field='r._field == "loss"', where=False)
+    return _flux_query(
+        schema,
+        "last()",
+        'keep(columns: ["_time", "_value", {tag}])',
+        stop=False,
+        field='r._field == "loss"',
+        where=False,
+    )
 
 
 def flux_last_reading(schema: Schema) -> str:
-    return _flux_query(schema, "group(columns: [{tag}])", "last()", 'keep(columns: ["_time", "_value", {tag}])',
-                       stop=False)
+    return _flux_query(
+        schema, "group(columns: [{tag}])", "last()", 'keep(columns: ["_time", "_value", {tag}])', stop=False
+    )
 
 
 def flux_group_tags(schema: Schema, key: str) -> str:
     group = flux_string(key)
-    return _flux_query(schema, f"filter(fn: (r) => exists r[{group}])", f"group(columns: [{{tag}}, {group}])",
-                       "last()", f"keep(columns: [{{tag}}, {group}])", stop=False)
+    return _flux_query(
+        schema,
+        f"filter(fn: (r) => exists r[{group}])",
+        f"group(columns: [{{tag}}, {group}])",
+        "last()",
+        f"keep(columns: [{{tag}}, {group}])",
+        stop=False,
+    )
 
 
 def flux_anomaly_counts(schema: Schema) -> str:
-    return _flux_query(schema, "filter(fn: (r) => r._value == true)", "count()", 'keep(columns: ["_value", {tag}])',
-                       stop=False, field='r._field == "anomaly"', where=False)
+    return _flux_query(
+        schema,
+        "filter(fn: (r) => r._value == true)",
+        "count()",
+        'keep(columns: ["_value", {tag}])',
+        stop=False,
+        field='r._field == "anomaly"',
+        where=False,
+    )
 
 
 def flux_scores(schema: Schema) -> str:
     fields = ", ".join(flux_string(f) for f in ("loss", "threshold", "anomaly", schema.field))
-    return _flux_query(schema, f"filter(fn: (r) => contains(value: r._field, set: [{fields}]))",
-                       'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
-                       f'keep(columns: ["_time", {{tag}}, {fields}])', field=None, where=False)
+    return _flux_query(
+        schema,
+        f"filter(fn: (r) => contains(value: r._field, set: [{fields}]))",
+        'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+        f'keep(columns: ["_time", {{tag}}, {fields}])',
+        field=None,
+        where=False,
+    )
 
 
 # ---------------------------------------------------------------- answers
@@ -120,8 +167,9 @@ def records_by_tag(records: Iterable[dict], tag: str) -> dict[str, pd.Series]:
         times[sensor_id].append(record["_time"])
         values[sensor_id].append(record["_value"])
     return {
-        sensor_id: pd.Series(values[sensor_id], index=pd.to_datetime(times[sensor_id], utc=True),
-                             dtype="float64", name=sensor_id)
+        sensor_id: pd.Series(
+            values[sensor_id], index=pd.to_datetime(times[sensor_id], utc=True), dtype="float64", name=sensor_id
+        )
         for sensor_id in times
     }
 
@@ -171,49 +219,93 @@ class Flux(Database):
         super().close()
 
     def _tag_values(self, start: pd.Timestamp, stop: pd.Timestamp) -> set[str | None]:
-        records = self._flux(flux_sensors(self.schema), start=start, stop=stop,
-                             measurement=self.schema.measurement, field=self.schema.field)
+        records = self._flux(
+            flux_sensors(self.schema),
+            start=start,
+            stop=stop,
+            measurement=self.schema.measurement,
+            field=self.schema.field,
+        )
         return {r.get(self.schema.sensor_tag) for r in records}
 
-    def read_means(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                   interval: pd.Timedelta) -> dict[str, pd.Series]:
-        records = self._flux(flux_means(self.schema), start=start, stop=stop, every=interval,
-                             measurement=self.schema.measurement, field=self.schema.field, sensors=list(sensor_ids))
+    def read_means(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+    ) -> dict[str, pd.Series]:
+        records = self._flux(
+            flux_means(self.schema),
+            start=start,
+            stop=stop,
+            every=interval,
+            measurement=self.schema.measurement,
+            field=self.schema.field,
+            sensors=list(sensor_ids),
+        )
         return records_by_tag(records, self.schema.sensor_tag)
 
-    def _label_counts(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                      interval: pd.Timedelta) -> dict[str, pd.Series]:
-        records = self._flux(flux_labels(self.schema), start=start, stop=stop, every=interval,
-                             measurement=self.schema.measurement, label=self.schema.label_field,
-                             sensors=list(sensor_ids))
+    def _label_counts(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+    ) -> dict[str, pd.Series]:
+        records = self._flux(
+            flux_labels(self.schema),
+            start=start,
+            stop=stop,
+            every=interval,
+            measurement=self.schema.measurement,
+            label=self.schema.label_field,
+            sensors=list(sensor_ids),
+        )
         return records_by_tag(records, self.schema.sensor_tag)
 
     def _last_scores(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
-        records = self._flux(flux_last_scored(self.schema), start=since, measurement=self.schema.output_measurement,
-                             sensors=list(sensor_ids))
+        records = self._flux(
+            flux_last_scored(self.schema),
+            start=since,
+            measurement=self.schema.output_measurement,
+            sensors=list(sensor_ids),
+        )
         return records_by_tag(records, self.schema.sensor_tag)
 
     def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
-        records = self._flux(flux_last_reading(self.schema), start=since, measurement=self.schema.measurement,
-                             field=self.schema.field, sensors=list(sensor_ids))
+        records = self._flux(
+            flux_last_reading(self.schema),
+            start=since,
+            measurement=self.schema.measurement,
+            field=self.schema.field,
+            sensors=list(sensor_ids),
+        )
         return records_by_tag(records, self.schema.sensor_tag)
 
     def group_tags(self, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> dict[str, str]:
         tag = self.schema.sensor_tag
-        records = self._flux(flux_group_tags(self.schema, key), start=since, measurement=self.schema.measurement,
-                             field=self.schema.field, sensors=list(sensor_ids))
+        records = self._flux(
+            flux_group_tags(self.schema, key),
+            start=since,
+            measurement=self.schema.measurement,
+            field=self.schema.field,
+            sensors=list(sensor_ids),
+        )
         return {r[tag]: r[key] for r in records if r.get(tag) is not None and r.get(key)}
 
     def anomaly_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
         tag = self.schema.sensor_tag
-        records = self._flux(flux_anomaly_counts(self.schema), start=since,
-                             measurement=self.schema.output_measurement, sensors=list(sensor_ids))
+        records = self._flux(
+            flux_anomaly_counts(self.schema),
+            start=since,
+            measurement=self.schema.output_measurement,
+            sensors=list(sensor_ids),
+        )
         return {r[tag]: int(r["_value"]) for r in records if r.get(tag)}
 
-    def read_scores(self, sensor_ids: Sequence[str], start: pd.Timestamp,
-                    stop: pd.Timestamp) -> dict[str, pd.DataFrame]:
-        records = self._flux(flux_scores(self.schema), start=start, stop=stop,
-                             measurement=self.schema.output_measurement, sensors=list(sensor_ids))
+    def read_scores(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp
+    ) -> dict[str, pd.DataFrame]:
+        records = self._flux(
+            flux_scores(self.schema),
+            start=start,
+            stop=stop,
+            measurement=self.schema.output_measurement,
+            sensors=list(sensor_ids),
+        )
         columns = ["loss", "threshold", "anomaly", self.schema.field]
         return record_frames_by_tag(records, self.schema.sensor_tag, columns)
 
@@ -227,8 +319,12 @@ class Flux(Database):
         def once() -> None:
             try:
                 with client.write_api(write_options=SYNCHRONOUS) as writer:
-                    writer.write(bucket=database, org=self.connection.org, record=list(batch),
-                                 write_precision=WritePrecision.NS if precision == "ns" else WritePrecision.S)
+                    writer.write(
+                        bucket=database,
+                        org=self.connection.org,
+                        record=list(batch),
+                        write_precision=WritePrecision.NS if precision == "ns" else WritePrecision.S,
+                    )
             except ApiException as e:
                 raise self._api_error(e) from None
             except urllib3.exceptions.HTTPError as e:
@@ -245,10 +341,14 @@ class Flux(Database):
         params = flux_params(self.schema, bucket=self.connection.bucket, **params)
         # influxdb-client sends each parameter as its own ``option name = value``, but the queries read
         # them as ``params.name``, so send them as one record option named ``params``.
-        record = ObjectExpression("ObjectExpression", [
-            ModelProperty("Property", Identifier("Identifier", key), _BaseQueryApi._parm_to_extern_ast(value))
-            for key, value in params.items() if value is not None
-        ])
+        record = ObjectExpression(
+            "ObjectExpression",
+            [
+                ModelProperty("Property", Identifier("Identifier", key), _BaseQueryApi._parm_to_extern_ast(value))
+                for key, value in params.items()
+                if value is not None
+            ],
+        )
         logger.debug("Flux: %s", query)
 
         def once() -> Any:

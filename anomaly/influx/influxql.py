@@ -3,6 +3,7 @@
 Queries go to /query (chunked JSON answers), writes to /write. The query text and the parsing of the
 answers are pure functions, so they can be tested alone; ``InfluxQL`` sends them.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,13 @@ def influxql_time(stamp: pd.Timestamp) -> str:
     return "'" + stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ") + "'"
 
 
-def _influxql_filters(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp | None,
-                      stop: pd.Timestamp | None, with_where: bool = True) -> str:
+def _influxql_filters(
+    schema: Schema,
+    sensor_ids: Sequence[str],
+    start: pd.Timestamp | None,
+    stop: pd.Timestamp | None,
+    with_where: bool = True,
+) -> str:
     tag = influxql_ident(schema.sensor_tag)
     clauses = []
     if start is not None:
@@ -57,8 +63,14 @@ def influxql_sensors(schema: Schema) -> str:
     return text + (f" WHERE {where}" if where else "")
 
 
-def influxql_means(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                   interval: pd.Timedelta, sane_only: bool = False) -> str:
+def influxql_means(
+    schema: Schema,
+    sensor_ids: Sequence[str],
+    start: pd.Timestamp,
+    stop: pd.Timestamp,
+    interval: pd.Timedelta,
+    sane_only: bool = False,
+) -> str:
     """``sane_only`` leaves out readings beyond +-ABSURD_READING, so that no mean can overflow."""
     field = influxql_ident(schema.field)
     sane = f" AND {field} > -{ABSURD_READING} AND {field} < {ABSURD_READING}" if sane_only else ""
@@ -69,8 +81,9 @@ def influxql_means(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestam
     )
 
 
-def influxql_labels(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                    interval: pd.Timedelta) -> str:
+def influxql_labels(
+    schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+) -> str:
     label = influxql_ident(schema.label_field or "")
     return (
         f"SELECT count({label}) FROM {influxql_ident(schema.measurement)} "
@@ -147,8 +160,15 @@ def parse_influxql(body: bytes, lost: list[str] | None = None) -> list[dict]:
                 raise InfluxError(result["error"])
             for series in result.get("series", []):
                 key = (series.get("name"), tuple(sorted((series.get("tags") or {}).items())))
-                target = merged.setdefault(key, {"name": series.get("name"), "tags": series.get("tags") or {},
-                                                 "columns": series["columns"], "values": []})
+                target = merged.setdefault(
+                    key,
+                    {
+                        "name": series.get("name"),
+                        "tags": series.get("tags") or {},
+                        "columns": series["columns"],
+                        "values": [],
+                    },
+                )
                 target["values"].extend(series.get("values") or [])
     return list(merged.values())
 
@@ -210,18 +230,23 @@ class InfluxQL(Database):
         series = self._influxql(influxql_sensors(self.schema))
         return {row[1] for s in series for row in s["values"]}
 
-    def read_means(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                   interval: pd.Timedelta) -> dict[str, pd.Series]:
+    def read_means(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+    ) -> dict[str, pd.Series]:
         lost: list[str] = []
         series = self._influxql(influxql_means(self.schema, sensor_ids, start, stop, interval), lost)
         if lost:
-            logger.warning("InfluxDB could not send the mean of some intervals (%s): readings near +-1.8e308 "
-                           "overflowed it; reading again without readings beyond +-1e300", lost[0][:200])
+            logger.warning(
+                "InfluxDB could not send the mean of some intervals (%s): readings near +-1.8e308 "
+                "overflowed it; reading again without readings beyond +-1e300",
+                lost[0][:200],
+            )
             series = self._influxql(influxql_means(self.schema, sensor_ids, start, stop, interval, sane_only=True))
         return series_by_tag(series, self.schema.sensor_tag)
 
-    def _label_counts(self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp,
-                      interval: pd.Timedelta) -> dict[str, pd.Series]:
+    def _label_counts(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
+    ) -> dict[str, pd.Series]:
         query = influxql_labels(self.schema, sensor_ids, start, stop, interval)
         return series_by_tag(self._influxql(query), self.schema.sensor_tag)
 
@@ -241,19 +266,24 @@ class InfluxQL(Database):
         series = self._influxql(influxql_anomaly_counts(self.schema, sensor_ids, since))
         return {s["tags"][self.schema.sensor_tag]: int(s["values"][0][1]) for s in series if s["values"]}
 
-    def read_scores(self, sensor_ids: Sequence[str], start: pd.Timestamp,
-                    stop: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    def read_scores(
+        self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp
+    ) -> dict[str, pd.DataFrame]:
         series = self._influxql(influxql_scores(self.schema, sensor_ids, start, stop))
         return frames_by_tag(series, self.schema.sensor_tag)
 
     def _write_batch(self, batch: Sequence[str], precision: str, database: str) -> None:
-        self._request("POST", "/write", fields={"db": database, "precision": precision},
-                      body="\n".join(batch).encode("utf-8"))
+        self._request(
+            "POST", "/write", fields={"db": database, "precision": precision}, body="\n".join(batch).encode("utf-8")
+        )
 
     def _influxql(self, query: str, lost: list[str] | None = None) -> list[dict]:
         logger.debug("InfluxQL: %s", query)
-        response = self._request("POST", "/query", fields={
-            "db": self._store, "q": query, "epoch": "s", "chunked": "true", "chunk_size": "10000"})
+        response = self._request(
+            "POST",
+            "/query",
+            fields={"db": self._store, "q": query, "epoch": "s", "chunked": "true", "chunk_size": "10000"},
+        )
         try:
             return parse_influxql(response.data, lost)
         except InfluxError as e:

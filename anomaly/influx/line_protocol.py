@@ -4,6 +4,7 @@ Pure text, no I/O. Field values keep their InfluxDB type: ``bool`` -> boolean, `
 ``int`` -> integer (``5i``), any other number (NumPy's too) -> float. A field's type is fixed by the
 first point written to it, so a caller that once wrote a number as a float must keep passing a float.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,17 @@ import numpy as np
 # What InfluxDB unescapes after a backslash in measurements and field keys (tags: only ",= ").
 NAME_UNESCAPED = ',= "'
 # The range of InfluxDB's integer fields (int64); the server refuses a whole batch for one value beyond it.
-INT_MIN, INT_MAX = -2**63, 2**63 - 1
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def _escape(text: str, specials: str, unescaped: str = ",= ") -> str:
     """Backslash-escape ``specials``. Backslashes stay literal, as InfluxDB reads them in names and tags,
     so one right before a character the server unescapes there, or at the end, cannot be written."""
     if text.endswith("\\") or any("\\" + char in text for char in unescaped):
-        raise ValueError(f"{text!r} cannot be written as line protocol: a backslash before one of "
-                         f"{unescaped!r} or at the end is ambiguous")
+        raise ValueError(
+            f"{text!r} cannot be written as line protocol: a backslash before one of "
+            f"{unescaped!r} or at the end is ambiguous"
+        )
     for char in specials:
         text = text.replace(char, "\\" + char)
     return text
@@ -49,8 +52,9 @@ def _field_value(key: str, value: float | int | bool | str) -> str | None:
     return None
 
 
-def line_protocol(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str],
-                  timestamp: int) -> str:
+def line_protocol(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str], timestamp: int
+) -> str:
     """One point as line protocol, ``timestamp`` in the write's precision; non-finite floats are left out.
 
     Tags are sorted by key (the order InfluxDB stores them in); fields keep the order they are given in.

@@ -1,0 +1,89 @@
+"""Reading back what scoring wrote, for the tools that review it (evaluation, tuning, pictures).
+
+The scores come from ``Database.read_scores``, as sensor_predict.py wrote them; a sensor's model is read
+through the one metadata schema (``store.load``), so these tools agree with the scorer on which models
+are usable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from anomaly import store
+from anomaly.metadata import ArtifactError
+from anomaly.settings import Common, SensorConfig
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What evaluation and tuning need of a sensor's model; ``window`` falls back to the configuration without
+    one, and ``note`` says why."""
+
+    window: int
+    threshold: float | None
+    note: str = ""
+
+
+def model_facts(models_dir: Path, sensor_id: str, sensor_config: SensorConfig, interval: pd.Timedelta) -> ModelFacts:
+    """The model's window and saved threshold; without a usable model, the configured window and no threshold."""
+    try:
+        metadata = store.load(store.sensor_dir(models_dir, sensor_id), verify=()).metadata
+    except ArtifactError as e:
+        return ModelFacts(
+            sensor_config.window(sensor_id), None, f"no usable model ({str(e)[:80]}): window from time_step_sizes.json"
+        )
+    if metadata.interval != interval:
+        return ModelFacts(
+            metadata.window,
+            metadata.threshold,
+            f"model interval {int(metadata.interval.total_seconds())}s differs from --interval",
+        )
+    return ModelFacts(metadata.window, metadata.threshold)
+
+
+def distinct_sensors(common: Common) -> Common:
+    """``common`` with each --sensor once, in the order given: a tool names a sensor's row or picture once."""
+    return dataclasses.replace(common, sensors=tuple(dict.fromkeys(common.sensors)))
+
+
+def chunks(sensor_ids: Sequence[str], size: int) -> Iterator[list[str]]:
+    """The sensors ``size`` at a time: each chunk is read with one query per kind of data."""
+    for first in range(0, len(sensor_ids), size):
+        yield list(sensor_ids[first : first + size])
+
+
+def no_readings() -> pd.Series:
+    """An empty series of readings, for a sensor the database had none of."""
+    return pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
+
+
+def normalize_scores(frame: pd.DataFrame | None, field: str) -> pd.DataFrame:
+    """read_scores' frame with float loss, threshold and reading and a boolean anomaly, sorted by time, each
+    window end once (the last one read)."""
+    if frame is None or frame.empty:
+        return pd.DataFrame(
+            {"loss": [], "threshold": [], "anomaly": [], field: []}, index=pd.DatetimeIndex([], tz="UTC")
+        ).astype({"anomaly": bool})
+    out = pd.DataFrame(
+        {
+            "loss": pd.to_numeric(frame["loss"], errors="coerce").astype("float64"),
+            "threshold": pd.to_numeric(frame["threshold"], errors="coerce").astype("float64"),
+            "anomaly": frame["anomaly"].map(lambda v: v is True or v == 1).astype(bool),
+            field: pd.to_numeric(frame[field], errors="coerce").astype("float64"),
+        },
+        index=frame.index,
+    )
+    return out[~out.index.duplicated(keep="last")].sort_index()
+
+
+def stored_loss(frame: pd.DataFrame | None) -> pd.Series:
+    """The loss of every stored window by window end, sorted (a loss does not depend on the ratio); a value
+    that is not a number becomes NaN."""
+    if frame is None:
+        return no_readings()
+    return pd.to_numeric(frame["loss"], errors="coerce").sort_index()
