@@ -1,7 +1,9 @@
 """Deciding which windows are anomalies: one small detector per rule, composed by ``decide``.
 
 Scoring, evaluation and tuning all call ``decide``, so they can never disagree on a flag. A detector
-takes the scores frame and the context it may need and returns the frame with its decision applied:
+takes the scores of one sensor and the context it may need and returns the scores with its decision
+applied. The scores are plain arrays while the rules run (a cron tick decides thousands of sensors, so
+no DataFrame is copied per rule); ``decide`` returns them as one frame:
 
     frame, indexed by window end (UTC, on the interval grid): ``value``, ``loss``, ``threshold`` (the
     effective one), ``anomaly`` (bool) and ``kind`` (why it was flagged; ``none`` when it was not)
@@ -15,7 +17,7 @@ same fixed threshold applied to a robust z-score instead of a reconstruction los
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,7 +37,36 @@ class Context:
     last: pd.Timestamp | None = None
 
 
-Detector = Callable[[pd.DataFrame, Context], pd.DataFrame]
+@dataclass(frozen=True)
+class Scores:
+    """One sensor's scores while the rules run: arrays of one length, by window end ``ends``. ``loss``
+    keeps the dtype the engine computed it in, so a float32 loss is compared in float32."""
+
+    ends: pd.DatetimeIndex
+    value: np.ndarray
+    loss: np.ndarray
+    threshold: np.ndarray
+    anomaly: np.ndarray
+    kind: np.ndarray
+    smoothed_loss: np.ndarray | None = None
+
+    def flag(self, anomaly: np.ndarray, kind: str) -> Scores:
+        return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
+
+    def frame(self) -> pd.DataFrame:
+        columns = {
+            "value": self.value,
+            "loss": self.loss.astype("float64"),
+            "threshold": self.threshold,
+            "anomaly": self.anomaly,
+            "kind": self.kind,
+        }
+        if self.smoothed_loss is not None:
+            columns["smoothed_loss"] = self.smoothed_loss
+        return pd.DataFrame(columns, index=self.ends)
+
+
+Detector = Callable[[Scores, Context], Scores]
 
 
 @dataclass(frozen=True)
@@ -51,30 +82,11 @@ class Rules:
     kind: str = "reconstruction"
 
 
-def scores_frame(ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, threshold: float) -> pd.DataFrame:
-    """The frame detectors work on, nothing flagged yet. The losses keep their dtype until ``decide`` is done,
-    so a float32 loss is compared with the threshold in float32, as the engines compute it."""
-    return pd.DataFrame(
-        {
-            "value": values,
-            "loss": np.asarray(losses),
-            "threshold": threshold,
-            "anomaly": np.zeros(len(ends), dtype=bool),
-            "kind": "none",
-        },
-        index=ends,
-    )
-
-
-def _flag(scores: pd.DataFrame, anomaly: np.ndarray, kind: str) -> pd.DataFrame:
-    return scores.assign(anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
-
-
 def fixed_threshold(threshold: float, kind: str) -> Detector:
     """A window is an anomaly when its loss is above ``threshold``."""
 
-    def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
-        return _flag(scores.assign(threshold=threshold), scores["loss"].to_numpy() > threshold, kind)
+    def detect(scores: Scores, context: Context) -> Scores:
+        return replace(scores, threshold=np.full(len(scores.ends), threshold)).flag(scores.loss > threshold, kind)
 
     return detect
 
@@ -82,20 +94,16 @@ def fixed_threshold(threshold: float, kind: str) -> Detector:
 def dynamic_threshold(history: int, kind: str) -> Detector:
     """Replace the fixed threshold by a dynamic one per window (thresholds.py): from the smoothed losses of
     the ``history`` windows before it, never below the fixed one, which is its floor. Adds
-    ``smoothed_loss``; a window is flagged when its smoothed loss is above its threshold. The frame must
+    ``smoothed_loss``; a window is flagged when its smoothed loss is above its threshold. The scores must
     reach ``thresholds.history_needed`` windows before the first window whose decision counts."""
 
-    def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
-        if scores.empty:
-            return scores.assign(smoothed_loss=pd.Series(dtype="float64"))
-        floor = float(scores["threshold"].iloc[0])
-        dynamic = thresholds.rolling_dynamic_thresholds(scores["loss"].astype("float64"), floor, history)
-        anomaly = (dynamic["smoothed"] > dynamic["threshold"]).to_numpy()
-        return _flag(
-            scores.assign(threshold=dynamic["threshold"].to_numpy(), smoothed_loss=dynamic["smoothed"].to_numpy()),
-            anomaly,
-            kind,
-        )
+    def detect(scores: Scores, context: Context) -> Scores:
+        if not len(scores.ends):
+            return replace(scores, smoothed_loss=np.empty(0))
+        losses = pd.Series(scores.loss.astype("float64"), index=scores.ends)
+        dynamic = thresholds.rolling_dynamic_thresholds(losses, float(scores.threshold[0]), history)
+        smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
+        return replace(scores, threshold=threshold, smoothed_loss=smoothed).flag(smoothed > threshold, kind)
 
     return detect
 
@@ -113,9 +121,9 @@ def persistent(above: pd.Series, min_consecutive: int, interval: pd.Timedelta | 
 def persistence(min_consecutive: int) -> Detector:
     """Keep a flag only when the K-1 windows ending in the intervals just before it are flagged too."""
 
-    def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
-        anomaly = persistent(scores["anomaly"], min_consecutive, context.interval)
-        return scores.assign(anomaly=anomaly, kind=np.where(anomaly, scores["kind"], "none"))
+    def detect(scores: Scores, context: Context) -> Scores:
+        anomaly = persistent(pd.Series(scores.anomaly, index=scores.ends), min_consecutive, context.interval)
+        return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
 
     return detect
 
@@ -124,16 +132,14 @@ def flatline(limit: int) -> Detector:
     """A sensor stuck at one value for more than ``limit`` intervals: its scored windows are flagged
     ``flatline``, whatever their loss."""
 
-    def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
-        if context.series is None or scores.empty:
+    def detect(scores: Scores, context: Context) -> Scores:
+        if context.series is None or not len(scores.ends):
             return scores
-        at = context.series.index.get_indexer(scores.index)
+        at = context.series.index.get_indexer(scores.ends)
         stuck = (at >= 0) & (clean.flat_run_lengths(context.series.to_numpy(dtype="float64"))[at] > limit)
         if not stuck.any():
             return scores
-        return scores.assign(
-            anomaly=scores["anomaly"].to_numpy() | stuck, kind=np.where(stuck, "flatline", scores["kind"])
-        )
+        return replace(scores, anomaly=scores.anomaly | stuck, kind=np.where(stuck, "flatline", scores.kind))
 
     return detect
 
@@ -142,7 +148,7 @@ def missing(limit: int, threshold: float) -> Detector:
     """A sensor with no reading for more than ``limit`` intervals, in [first, last]: one point per such
     interval with kind ``missing``, no value and no loss, and the fixed ``threshold``."""
 
-    def detect(scores: pd.DataFrame, context: Context) -> pd.DataFrame:
+    def detect(scores: Scores, context: Context) -> Scores:
         series = context.series
         if series is None:
             return scores
@@ -151,13 +157,25 @@ def missing(limit: int, threshold: float) -> Detector:
             & (series.index >= context.first)
             & (series.index <= context.last)
         )
-        silent = series.index[silent].difference(scores.index) if silent.any() else series.index[:0]
+        silent = series.index[silent].difference(scores.ends) if silent.any() else series.index[:0]
         if not len(silent):
             return scores
-        rows = pd.DataFrame(
-            {"value": np.nan, "loss": np.nan, "threshold": threshold, "anomaly": True, "kind": "missing"}, index=silent
+        ends = scores.ends.append(silent)
+        order = np.argsort(ends.asi8, kind="stable")
+        n = len(silent)
+
+        def joined(present: np.ndarray, absent: object) -> np.ndarray:
+            return np.concatenate([present, np.full(n, absent, dtype=present.dtype)])[order]
+
+        return Scores(
+            ends=ends[order],
+            value=joined(scores.value.astype("float64"), np.nan),
+            loss=joined(scores.loss.astype("float64"), np.nan),
+            threshold=joined(scores.threshold.astype("float64"), threshold),
+            anomaly=joined(scores.anomaly, True),
+            kind=joined(scores.kind.astype(object), "missing"),
+            smoothed_loss=None if scores.smoothed_loss is None else joined(scores.smoothed_loss, np.nan),
         )
-        return pd.concat([scores, rows]).sort_index() if len(scores) else rows
 
     return detect
 
@@ -182,7 +200,15 @@ def decide(
     ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, rules: Rules, context: Context
 ) -> pd.DataFrame:
     """The scores frame of one sensor with every rule applied (see the module docstring)."""
-    scores = scores_frame(ends, values, losses, rules.threshold)
+    n = len(ends)
+    scores = Scores(
+        ends=ends,
+        value=np.asarray(values, dtype="float64"),
+        loss=np.asarray(losses),
+        threshold=np.full(n, rules.threshold, dtype="float64"),
+        anomaly=np.zeros(n, dtype=bool),
+        kind=np.full(n, "none", dtype=object),
+    )
     for detect in detectors(rules):
         scores = detect(scores, context)
-    return scores.assign(loss=scores["loss"].astype("float64"))
+    return scores.frame()

@@ -2,7 +2,7 @@
 """Benchmark: threshold choice and persistence against injected anomalies, per kind of sensor.
 
 Not part of the test suite. Runs in one process, with no InfluxDB, like bench_model_size.py. Four kinds of
-generated 15-minute sensors (tools.sensor_data.normal_readings as the base):
+generated 15-minute sensors (tools.sensor_data.kind_readings, normal_readings as the base):
 
 - ``daily``: the plain daily cycle with noise;
 - ``noisy``: the same with extra noise (0.4 × its spread), so normal windows reconstruct worse;
@@ -22,12 +22,13 @@ The flags of every method are evaluated against the injected spans with anomaly.
 - ``dynamic K=1``: the dynamic threshold (detect.Rules dynamic_history), the history being the ``--history``
   windows before each one (from the end of the training stretch on), floor = threshold × ratio.
 
-The data checks of the scorer (flat-line, missing) are not among the methods: the figures compare the
-reconstruction threshold alone.
+Only the rules named above are applied (detect.Rules leaves the scorer's other detectors, such as the
+flat-line and missing checks, off): the figures compare the reconstruction threshold alone.
 
     .venv/bin/python bench/bench_detection.py            # full run, a few minutes
     .venv/bin/python bench/bench_detection.py --quick    # about 20 s, for development
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,42 +52,17 @@ from model_trainer import Plan  # noqa: E402
 from tools import in_memory, sensor_data  # noqa: E402
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
-KINDS = ("daily", "noisy", "drift", "flat")
+KINDS = sensor_data.SENSOR_KINDS
 PERSISTENCE = (1, 2, 3)
 METHODS = (*(f"percentile K={k}" for k in PERSISTENCE), "dynamic K=1")
-COLUMNS = (("event_recall", "ev recall", ".2f"), ("false_alarms_per_week", "FA/week", ".2f"),
-           ("event_precision", "ev prec", ".2f"), ("event_f1", "ev F1", ".2f"), ("f1", "point F1", ".2f"),
-           ("mean_delay_min", "delay min", ".0f"))
-
-
-def base_readings(kind: str, sensor_id: str, index: pd.DatetimeIndex, seed: int) -> np.ndarray:
-    """Clean readings of one kind (see the module docstring); deterministic per (kind, sensor, seed)."""
-    rng = np.random.default_rng([seed, len(kind), *sensor_id.encode("utf-8")])
-    values = sensor_data.normal_readings(sensor_id, index, seed)
-    spread = float(np.std(values))
-    if kind == "noisy":
-        return values + rng.normal(0, 0.4 * spread, len(index))
-    if kind == "drift":
-        days = (index - index[0]) / pd.Timedelta(days=1)
-        return values + 0.08 * spread * days.to_numpy()
-    if kind == "flat":
-        return np.full(len(index), float(np.mean(values))) + rng.normal(0, 0.01, len(index))
-    return values
-
-
-def readings(kind: str, sensor_id: str, sensor_number: int, index: pd.DatetimeIndex, interval: pd.Timedelta,
-             holdout_start: pd.Timestamp, per_kind: int, seed: int) -> tuple[pd.Series, list[sensor_data.Anomaly]]:
-    """Readings with anomalies in the held-out stretch, one a day (tools.sensor_data.event_times), each
-    injected into the clean readings (its size relative to their spread) and copied over."""
-    return sensor_data.with_anomalies(base_readings(kind, sensor_id, index, seed), index, sensor_id,
-                                      sensor_data.event_times(sensor_number, holdout_start, per_kind, seed), interval)
-
-
-def labels_for(anomalies: list[sensor_data.Anomaly], start: pd.Timestamp, stop: pd.Timestamp,
-               interval: pd.Timedelta) -> pd.Series:
-    """Labels on the interval grid of [start, stop): True in every interval an anomaly touches."""
-    marked = [t for a in anomalies for t in pd.date_range(a.start, a.stop, freq=interval, inclusive="left")]
-    return evaluation.labels_on_grid(marked, start, stop, interval)
+COLUMNS = (
+    ("event_recall", "ev recall", ".2f"),
+    ("false_alarms_per_week", "FA/week", ".2f"),
+    ("event_precision", "ev prec", ".2f"),
+    ("event_f1", "ev F1", ".2f"),
+    ("f1", "point F1", ".2f"),
+    ("mean_delay_min", "delay min", ".0f"),
+)
 
 
 def method_rules(threshold: float, history: int) -> dict[str, detect.Rules]:
@@ -96,8 +72,16 @@ def method_rules(threshold: float, history: int) -> dict[str, detect.Rules]:
     return rules
 
 
-def run_sensor(kind: str, sensor_id: str, series: pd.Series, anomalies: list[sensor_data.Anomaly],
-               holdout_start: pd.Timestamp, history: int, plan: Plan, defaults: in_memory.JobDefaults) -> dict:
+def run_sensor(
+    kind: str,
+    sensor_id: str,
+    series: pd.Series,
+    anomalies: list[sensor_data.Anomaly],
+    holdout_start: pd.Timestamp,
+    history: int,
+    plan: Plan,
+    defaults: in_memory.JobDefaults,
+) -> dict:
     """Train as the job does, score the held-out stretch (and the history before it), flag with every method."""
     window, interval = defaults.window, plan.interval
     trained = in_memory.train(sensor_id, series[series.index < holdout_start], window, plan)
@@ -106,23 +90,35 @@ def run_sensor(kind: str, sensor_id: str, series: pd.Series, anomalies: list[sen
     prepared = in_memory.scoring_windows(series, trained.model, plan, first)
     loss = losses.fleet_losses([trained.model], [prepared.windows])[0]
     effective = trained.model.threshold * defaults.ratio
-    scores = {method: model_predict.decide(prepared, loss, rules, interval, first, last)
-              for method, rules in method_rules(effective, history).items()}
+    scores = {
+        method: model_predict.decide(prepared, loss, rules, interval, first, last)
+        for method, rules in method_rules(effective, history).items()
+    }
     held_out = prepared.ends >= holdout_start
     labels_start = holdout_start - (window - 1) * interval
-    labels = labels_for(anomalies, labels_start, last + interval, interval)
-    by_kind = {a: labels_for([x for x in anomalies if x.kind == a], labels_start, last + interval, interval)
-               for a in sensor_data.ANOMALY_KINDS}
+    labels = sensor_data.labels(anomalies, labels_start, last + interval, interval)
+    by_kind = {
+        a: sensor_data.labels([x for x in anomalies if x.kind == a], labels_start, last + interval, interval)
+        for a in sensor_data.ANOMALY_KINDS
+    }
     metrics, recall_by_kind = {}, {}
     for method, frame in scores.items():
         flagged = frame["anomaly"][held_out]
         metrics[method] = evaluation.evaluate(flagged, labels, window, interval)
         recall_by_kind[method] = {a: evaluation.evaluate(flagged, lab, window, interval) for a, lab in by_kind.items()}
     dynamic_held = scores["dynamic K=1"]["threshold"][held_out]
-    return {"kind": kind, "sensor_id": sensor_id, "train_s": trained.train_s, "epochs": trained.fit.epochs,
-            "threshold": trained.model.threshold, "floor": effective, "metrics": metrics, "by_anomaly": recall_by_kind,
-            "dynamic_above_floor": float(np.mean(dynamic_held > effective)),
-            "dynamic_threshold_median": float(np.median(dynamic_held))}
+    return {
+        "kind": kind,
+        "sensor_id": sensor_id,
+        "train_s": trained.train_s,
+        "epochs": trained.fit.epochs,
+        "threshold": trained.model.threshold,
+        "floor": effective,
+        "metrics": metrics,
+        "by_anomaly": recall_by_kind,
+        "dynamic_above_floor": float(np.mean(dynamic_held > effective)),
+        "dynamic_threshold_median": float(np.median(dynamic_held)),
+    }
 
 
 def combined(rows: list[dict], method: str) -> dict:
@@ -139,14 +135,23 @@ def cell(value: float, spec: str) -> str:
 
 def print_table(title: str, table: dict[str, dict]) -> None:
     print(f"\n{title}")
-    header = ["method", *(label for _, label, _ in COLUMNS), *(f"rec {a}" for a in ("spike", "shift", "flat")),
-              "events", "false alarms"]
+    header = [
+        "method",
+        *(label for _, label, _ in COLUMNS),
+        *(f"rec {a}" for a in ("spike", "shift", "flat")),
+        "events",
+        "false alarms",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
     for method, f in table.items():
-        cells = [method, *(cell(f[key], spec) for key, _, spec in COLUMNS),
-                 *(cell(f[f"recall_{a}"], ".2f") for a in sensor_data.ANOMALY_KINDS),
-                 f"{f['events_detected']}/{f['events']}", str(f["false_alarms"])]
+        cells = [
+            method,
+            *(cell(f[key], spec) for key, _, spec in COLUMNS),
+            *(cell(f[f"recall_{a}"], ".2f") for a in sensor_data.ANOMALY_KINDS),
+            f"{f['events_detected']}/{f['events']}",
+            str(f["false_alarms"]),
+        ]
         print("| " + " | ".join(cells) + " |")
 
 
@@ -161,11 +166,12 @@ def verdict(kind: str, table: dict[str, dict]) -> str:
         return "dynamic" if (b > a) == higher else "percentile"
 
     f1 = better("event_f1", True)
-    parts = [f"event F1 {cell(p['event_f1'], '.2f')} (percentile) vs {cell(d['event_f1'], '.2f')} (dynamic)",
-             f"recall {cell(p['event_recall'], '.2f')} vs {cell(d['event_recall'], '.2f')}",
-             f"false alarms/week {cell(p['false_alarms_per_week'], '.2f')} vs "
-             f"{cell(d['false_alarms_per_week'], '.2f')}",
-             f"mean delay {cell(p['mean_delay_min'], '.0f')} vs {cell(d['mean_delay_min'], '.0f')} min"]
+    parts = [
+        f"event F1 {cell(p['event_f1'], '.2f')} (percentile) vs {cell(d['event_f1'], '.2f')} (dynamic)",
+        f"recall {cell(p['event_recall'], '.2f')} vs {cell(d['event_recall'], '.2f')}",
+        f"false alarms/week {cell(p['false_alarms_per_week'], '.2f')} vs {cell(d['false_alarms_per_week'], '.2f')}",
+        f"mean delay {cell(p['mean_delay_min'], '.0f')} vs {cell(d['mean_delay_min'], '.0f')} min",
+    ]
     head = "no winner" if f1 == "tie" else f"{f1} wins"
     notes = []
     if better("false_alarms_per_week", False) != "tie":
@@ -177,12 +183,19 @@ def verdict(kind: str, table: dict[str, dict]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="about 20 s: 1 sensor per kind, 21 days (7 held out), 1 event of each kind, 3 epochs")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="about 20 s: 1 sensor per kind, 21 days (7 held out), 1 event of each kind, 3 epochs",
+    )
     parser.add_argument("--sensors", type=int, help="sensors per kind (default 3; quick 1)")
     in_memory.add_arguments(parser)
-    parser.add_argument("--history", type=int, default=672,
-                        help="windows of history for the dynamic threshold (default 672: 7 days of 15 minutes)")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=672,
+        help="windows of history for the dynamic threshold (default 672: 7 days of 15 minutes)",
+    )
     parser.add_argument("--threads", type=int, help="TensorFlow intra-op threads (default: every core)")
     return parser
 
@@ -193,20 +206,27 @@ def history_problem(args: argparse.Namespace, defaults: in_memory.JobDefaults) -
     interval = defaults.plan.interval
     needed = thresholds.history_needed(args.history) * interval + defaults.window * interval
     if pd.Timedelta(days=train_days) <= needed:
-        return (f"--history {args.history} needs more than {needed} of readings before the held-out stretch; "
-                f"there are {train_days} days")
+        return (
+            f"--history {args.history} needs more than {needed} of readings before the held-out stretch; "
+            f"there are {train_days} days"
+        )
     return None
 
 
 def print_header(args: argparse.Namespace, plan: Plan, defaults: in_memory.JobDefaults) -> None:
     per_kind = args.per_kind
-    print(f"bench_detection: {len(KINDS)} kinds ({', '.join(KINDS)}) x {args.sensors} sensors x {args.days} days of "
-          f"{times.format_duration(plan.interval)} readings ({args.days - args.holdout_days} trained on, "
-          f"{args.holdout_days} held out with {per_kind} spike, {per_kind} level_shift, {per_kind} flatline each)")
-    print(f"model: units {plan.units}, window {defaults.window}, epochs <= {plan.epochs}, patience {plan.patience}, "
-          f"percentile {plan.percentile}, ratio {defaults.ratio}, seed {args.seed}; dynamic: history "
-          f"{args.history} windows, smoothing {thresholds.SMOOTHING}, fence {thresholds.FENCE}, z "
-          f"{thresholds.Z_RANGE[0]}..{thresholds.Z_RANGE[-1]}" + ("  [--quick]" if args.quick else ""), flush=True)
+    print(
+        f"bench_detection: {len(KINDS)} kinds ({', '.join(KINDS)}) x {args.sensors} sensors x {args.days} days of "
+        f"{times.format_duration(plan.interval)} readings ({args.days - args.holdout_days} trained on, "
+        f"{args.holdout_days} held out with {per_kind} spike, {per_kind} level_shift, {per_kind} flatline each)"
+    )
+    print(
+        f"model: units {plan.units}, window {defaults.window}, epochs <= {plan.epochs}, patience {plan.patience}, "
+        f"percentile {plan.percentile}, ratio {defaults.ratio}, seed {args.seed}; dynamic: history "
+        f"{args.history} windows, smoothing {thresholds.SMOOTHING}, fence {thresholds.FENCE}, z "
+        f"{thresholds.Z_RANGE[0]}..{thresholds.Z_RANGE[-1]}" + ("  [--quick]" if args.quick else ""),
+        flush=True,
+    )
 
 
 def run_all(args: argparse.Namespace, plan: Plan, defaults: in_memory.JobDefaults) -> list[dict]:
@@ -216,15 +236,22 @@ def run_all(args: argparse.Namespace, plan: Plan, defaults: in_memory.JobDefault
     for kind in KINDS:
         for n in range(args.sensors):
             sensor_id = f"{kind}-{n + 1}"
-            series, anomalies = readings(kind, sensor_id, n, index, plan.interval, plan.stop, args.per_kind,
-                                         args.seed)
+            values = sensor_data.kind_readings(kind, sensor_id, index, args.seed)
+            events = sensor_data.event_times(n, plan.stop, args.per_kind, args.seed)
+            series, anomalies = sensor_data.with_anomalies(values, index, sensor_id, events, plan.interval)
             row = run_sensor(kind, sensor_id, series, anomalies, plan.stop, args.history, plan, defaults)
             rows.append(row)
-            summary = ", ".join(f"{m}: {row['metrics'][m].events_detected}/{row['metrics'][m].events} events, "
-                                f"{row['metrics'][m].false_alarms} FA" for m in ("percentile K=1", "dynamic K=1"))
-            print(f"  {sensor_id}: {row['train_s']:.1f}s, {row['epochs']} epochs, floor {row['floor']:.4f}, dynamic "
-                  f"threshold median {row['dynamic_threshold_median']:.4f} (above the floor "
-                  f"{100 * row['dynamic_above_floor']:.0f}% of windows); {summary}", flush=True)
+            summary = ", ".join(
+                f"{m}: {row['metrics'][m].events_detected}/{row['metrics'][m].events} events, "
+                f"{row['metrics'][m].false_alarms} FA"
+                for m in ("percentile K=1", "dynamic K=1")
+            )
+            print(
+                f"  {sensor_id}: {row['train_s']:.1f}s, {row['epochs']} epochs, floor {row['floor']:.4f}, dynamic "
+                f"threshold median {row['dynamic_threshold_median']:.4f} (above the floor "
+                f"{100 * row['dynamic_above_floor']:.0f}% of windows); {summary}",
+                flush=True,
+            )
     return rows
 
 
@@ -233,17 +260,27 @@ def print_report(rows: list[dict]) -> dict[str, dict[str, dict]]:
     tables = {kind: {m: combined([r for r in rows if r["kind"] == kind], m) for m in METHODS} for kind in KINDS}
     tables["all"] = {m: combined(rows, m) for m in METHODS}
     for kind, table in tables.items():
-        print_table(f"{kind} ({sum(r['kind'] == kind for r in rows) if kind != 'all' else len(rows)} sensors, "
-                    f"{table[METHODS[0]]['weeks']:.1f} sensor-weeks)", table)
-    print("\nrec = event recall per anomaly kind; FA/week = false-alarm runs per sensor-week; delay = mean minutes "
-          "from event start to the first flagged window")
+        print_table(
+            f"{kind} ({sum(r['kind'] == kind for r in rows) if kind != 'all' else len(rows)} sensors, "
+            f"{table[METHODS[0]]['weeks']:.1f} sensor-weeks)",
+            table,
+        )
+    print(
+        "\nrec = event recall per anomaly kind; FA/week = false-alarm runs per sensor-week; delay = mean minutes "
+        "from event start to the first flagged window"
+    )
     print("\npercentile K=1 against dynamic K=1:")
     for kind, table in tables.items():
         print("  " + verdict(kind, table))
-    print("persistence (percentile): " + "; ".join(
-        f"K={k}: recall {cell(tables['all'][f'percentile K={k}']['event_recall'], '.2f')}, "
-        f"FA/week {cell(tables['all'][f'percentile K={k}']['false_alarms_per_week'], '.2f')}, "
-        f"delay {cell(tables['all'][f'percentile K={k}']['mean_delay_min'], '.0f')} min" for k in PERSISTENCE))
+    print(
+        "persistence (percentile): "
+        + "; ".join(
+            f"K={k}: recall {cell(tables['all'][f'percentile K={k}']['event_recall'], '.2f')}, "
+            f"FA/week {cell(tables['all'][f'percentile K={k}']['false_alarms_per_week'], '.2f')}, "
+            f"delay {cell(tables['all'][f'percentile K={k}']['mean_delay_min'], '.0f')} min"
+            for k in PERSISTENCE
+        )
+    )
     return tables
 
 
@@ -261,16 +298,38 @@ def main(argv: list[str] | None = None) -> int:
     tables = print_report(run_all(args, plan, defaults))
     elapsed = time.perf_counter() - began
     print(f"total {elapsed:.0f}s")
-    print(json.dumps({
-        "config": {"kinds": list(KINDS), "sensors_per_kind": args.sensors, "days": args.days,
-                   "holdout_days": args.holdout_days, "events_per_kind": args.per_kind, "epochs": plan.epochs,
-                   "history": args.history, "smoothing": thresholds.SMOOTHING, "fence": thresholds.FENCE,
-                   "percentile": plan.percentile, "ratio": defaults.ratio, "window": defaults.window,
-                   "seed": args.seed, "threads": threads, "quick": args.quick},
-        "elapsed_s": round(elapsed, 1),
-        "results": {kind: {m: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in f.items()}
-                           for m, f in table.items()} for kind, table in tables.items()},
-    }, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                "config": {
+                    "kinds": list(KINDS),
+                    "sensors_per_kind": args.sensors,
+                    "days": args.days,
+                    "holdout_days": args.holdout_days,
+                    "events_per_kind": args.per_kind,
+                    "epochs": plan.epochs,
+                    "history": args.history,
+                    "smoothing": thresholds.SMOOTHING,
+                    "fence": thresholds.FENCE,
+                    "percentile": plan.percentile,
+                    "ratio": defaults.ratio,
+                    "window": defaults.window,
+                    "seed": args.seed,
+                    "threads": threads,
+                    "quick": args.quick,
+                },
+                "elapsed_s": round(elapsed, 1),
+                "results": {
+                    kind: {
+                        m: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in f.items()}
+                        for m, f in table.items()
+                    }
+                    for kind, table in tables.items()
+                },
+            },
+            sort_keys=True,
+        )
+    )
     return 0
 
 

@@ -34,6 +34,7 @@ run must exit 0 and have written exactly the expected points, or the benchmark f
 
 Progress goes to stderr; stdout gets a table and, as its last line, one JSON object with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,20 +43,16 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from anomaly import logs, times  # noqa: E402
-from anomaly.influx.influxql import influxql_ident, influxql_time  # noqa: E402
 from tools import local_influxd, measure  # noqa: E402
 from tools import scoring_fleet as fleet  # noqa: E402
 from tools.measure import Measurement  # noqa: E402
-from tools.scoring_fleet import INTERVAL, NOW, PERTURBATION, SENSOR_TAG  # noqa: E402
+from tools.scoring_fleet import NOW, PERTURBATION, Scenario  # noqa: E402
 
 logger = logging.getLogger("bench_predict")
 
@@ -64,89 +61,39 @@ TARGETS = {"wall_s": 10.0, "peak_rss_mb": 500.0, "keras_ratio": 20.0}
 TARGET_SENSORS = 1000
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """One measured run of the job; every sensor's newest score before it is ``last_scored``."""
-
-    name: str
-    database: str
-    sensor_ids: tuple[str, ...]
-    windows_per_sensor: int
-    engine: str
-    output: str
-
-    @property
-    def last_scored(self) -> pd.Timestamp:
-        return NOW - (self.windows_per_sensor + 1) * INTERVAL
-
-    @property
-    def first_end(self) -> pd.Timestamp:
-        return NOW - self.windows_per_sensor * INTERVAL
-
-
-def write_history(url: str, scenario: Scenario, readings: dict[str, pd.Series], thresholds: dict[str, float]) -> None:
-    """A day of earlier scores per sensor of the scenario, ending where the scenario says it was last scored."""
-    lines = []
-    for sid in scenario.sensor_ids:
-        lines += fleet.history_lines(scenario.output, readings[sid].rename(sid), scenario.last_scored,
-                                     thresholds[sid])
-    local_influxd.write(url, scenario.database, lines)
-
-
 # ------------------------------------------------------------------ measuring
 
 
 def run_scenario(url: str, workdir: Path, scenario: Scenario, extra: list[str]) -> Measurement:
-    command = [sys.executable, str(ROOT / "sensor_predict.py"), *fleet.job_args(workdir),
-               "--now", times.format_time(NOW), "--delay", "0s", "--engine", scenario.engine,
-               "--output-measurement", scenario.output, "--log-level", "WARNING", *extra]
-    logger.info("running %s: %d sensors x %d windows, --engine %s", scenario.name, len(scenario.sensor_ids),
-                scenario.windows_per_sensor, scenario.engine)
-    result = measure.measure(command, measure.job_env(url, scenario.database), workdir,
-                             workdir / "logs" / f"{scenario.name}.log")
-    check_written(url, scenario)
+    command = [
+        sys.executable,
+        str(ROOT / "sensor_predict.py"),
+        *fleet.job_args(workdir),
+        "--now",
+        times.format_time(NOW),
+        "--delay",
+        "0s",
+        "--engine",
+        scenario.engine,
+        "--output-measurement",
+        scenario.output,
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
+    logger.info(
+        "running %s: %d sensors x %d windows, --engine %s",
+        scenario.name,
+        len(scenario.sensor_ids),
+        scenario.windows_per_sensor,
+        scenario.engine,
+    )
+    result = measure.measure(
+        command, measure.job_env(url, scenario.database), workdir, workdir / "logs" / f"{scenario.name}.log"
+    )
+    fleet.check_written(url, scenario)
     logger.info("%s: %.2f s, peak RSS %.0f MB", scenario.name, result.wall_s, result.peak_rss_mb)
     return result
-
-
-def query_series(url: str, database: str, query: str) -> dict[str, list]:
-    """Values of each series of an InfluxQL answer grouped by the sensor tag, by sensor id."""
-    result = local_influxd.query(url, query, database)["results"][0]
-    if "error" in result:
-        raise RuntimeError(f"{query}: {result['error']}")
-    return {s["tags"][SENSOR_TAG]: s["values"] for s in result.get("series", [])}
-
-
-def scored_range(scenario: Scenario) -> str:
-    return (f"time >= {influxql_time(scenario.first_end)} AND time < {influxql_time(NOW)} "
-            f"GROUP BY {influxql_ident(SENSOR_TAG)}")
-
-
-def check_written(url: str, scenario: Scenario) -> None:
-    """Every sensor has exactly one point per window it was due, and no other sensor has any."""
-    found = query_series(url, scenario.database,
-                         f'SELECT count("loss") FROM {influxql_ident(scenario.output)} WHERE {scored_range(scenario)}')
-    counts = {sid: values[0][1] for sid, values in found.items()}
-    wrong = {sid: counts.get(sid, 0) for sid in scenario.sensor_ids
-             if counts.get(sid, 0) != scenario.windows_per_sensor}
-    extra = counts.keys() - set(scenario.sensor_ids)
-    if wrong or extra:
-        sample = dict(list(wrong.items())[:5])
-        raise RuntimeError(f"{scenario.name}: expected {scenario.windows_per_sensor} points per sensor in "
-                           f"{scenario.output}; {len(wrong)} sensors differ (e.g. {sample}), "
-                           f"{len(extra)} unexpected sensors")
-
-
-def anomalies(url: str, scenario: Scenario) -> int:
-    found = query_series(url, scenario.database, f'SELECT count("loss") FROM {influxql_ident(scenario.output)} '
-                                                 f'WHERE "anomaly" = true AND {scored_range(scenario)}')
-    return sum(values[0][1] for values in found.values())
-
-
-def losses(url: str, scenario: Scenario) -> dict[str, float]:
-    found = query_series(url, scenario.database,
-                         f'SELECT "loss" FROM {influxql_ident(scenario.output)} WHERE {scored_range(scenario)}')
-    return {sid: values[-1][1] for sid, values in found.items()}
 
 
 # ------------------------------------------------------------------ report
@@ -154,33 +101,50 @@ def losses(url: str, scenario: Scenario) -> dict[str, float]:
 
 def figures(scenario: Scenario, result: Measurement) -> dict:
     sensors = len(scenario.sensor_ids)
-    return {"sensors": sensors, "windows": sensors * scenario.windows_per_sensor,
-            "windows_per_sensor": scenario.windows_per_sensor, "engine": scenario.engine,
-            "wall_s": result.wall_s, "peak_rss_mb": result.peak_rss_mb}
+    return {
+        "sensors": sensors,
+        "windows": sensors * scenario.windows_per_sensor,
+        "windows_per_sensor": scenario.windows_per_sensor,
+        "engine": scenario.engine,
+        "wall_s": result.wall_s,
+        "peak_rss_mb": result.peak_rss_mb,
+    }
 
 
 def table(rows: list[tuple[Scenario, Measurement, int]], ratio: float) -> str:
-    header = (f"{'scenario':<11} {'engine':<6} {'sensors':>8} {'windows':>8} {'wall s':>8} {'peak RSS MB':>12} "
-              f"{'(wait4':>7} {'tree)':>6} {'ms/sensor':>10} {'anomalies':>10}")
+    header = (
+        f"{'scenario':<11} {'engine':<6} {'sensors':>8} {'windows':>8} {'wall s':>8} {'peak RSS MB':>12} "
+        f"{'(wait4':>7} {'tree)':>6} {'ms/sensor':>10} {'anomalies':>10}"
+    )
     out = [header, "-" * len(header)]
     for scenario, result, flagged in rows:
         sensors = len(scenario.sensor_ids)
-        out.append(f"{scenario.name:<11} {scenario.engine:<6} {sensors:>8} {sensors * scenario.windows_per_sensor:>8} "
-                   f"{result.wall_s:>8.2f} {result.peak_rss_mb:>12.0f} {result.rusage_mb:>7.0f} "
-                   f"{result.sampled_mb:>6.0f} {1000 * result.wall_s / sensors:>10.2f} {flagged:>10}")
+        out.append(
+            f"{scenario.name:<11} {scenario.engine:<6} {sensors:>8} {sensors * scenario.windows_per_sensor:>8} "
+            f"{result.wall_s:>8.2f} {result.peak_rss_mb:>12.0f} {result.rusage_mb:>7.0f} "
+            f"{result.sampled_mb:>6.0f} {1000 * result.wall_s / sensors:>10.2f} {flagged:>10}"
+        )
     out.append(f"keras_ratio (tick_keras wall / tick wall): {ratio:.1f}x")
     return "\n".join(out)
 
 
 def target_lines(tick: dict, sensors: int) -> list[str]:
-    checks = [("wall_s", tick["wall_s"] <= TARGETS["wall_s"],
-               f"wall {tick['wall_s']:.2f} s <= {TARGETS['wall_s']:g} s"),
-              ("peak_rss_mb", tick["peak_rss_mb"] <= TARGETS["peak_rss_mb"],
-               f"peak RSS {tick['peak_rss_mb']:.0f} MB <= {TARGETS['peak_rss_mb']:g} MB"),
-              ("keras_ratio", tick["keras_ratio"] >= TARGETS["keras_ratio"],
-               f"{tick['keras_ratio']:.1f}x >= {TARGETS['keras_ratio']:g}x faster than --engine keras")]
-    scope = ("" if sensors == TARGET_SENSORS
-             else f" (the targets are for {TARGET_SENSORS} sensors; this run has {sensors})")
+    checks = [
+        ("wall_s", tick["wall_s"] <= TARGETS["wall_s"], f"wall {tick['wall_s']:.2f} s <= {TARGETS['wall_s']:g} s"),
+        (
+            "peak_rss_mb",
+            tick["peak_rss_mb"] <= TARGETS["peak_rss_mb"],
+            f"peak RSS {tick['peak_rss_mb']:.0f} MB <= {TARGETS['peak_rss_mb']:g} MB",
+        ),
+        (
+            "keras_ratio",
+            tick["keras_ratio"] >= TARGETS["keras_ratio"],
+            f"{tick['keras_ratio']:.1f}x >= {TARGETS['keras_ratio']:g}x faster than --engine keras",
+        ),
+    ]
+    scope = (
+        "" if sensors == TARGET_SENSORS else f" (the targets are for {TARGET_SENSORS} sensors; this run has {sensors})"
+    )
     return [f"targets for the tick{scope}:"] + [f"  {'met' if ok else 'MISSED'}: {text}" for _, ok, text in checks]
 
 
@@ -205,7 +169,7 @@ def prepare(args: argparse.Namespace, url: str, workdir: Path) -> list[Scenario]
     (workdir / "windows.json").write_text("{}")
     fleet_ids = [fleet.sensor_id(n) for n in range(args.sensors)]
     big_ids = [fleet.sensor_id(n) for n in range(args.big)]
-    trained_ids = fleet_ids[:args.trained]
+    trained_ids = fleet_ids[: args.trained]
 
     readings = fleet.generate_readings(big_ids or fleet_ids, set(trained_ids), args.seed)
     local_influxd.query(url, 'CREATE DATABASE "fleet"')
@@ -217,18 +181,21 @@ def prepare(args: argparse.Namespace, url: str, workdir: Path) -> list[Scenario]
 
     fleet.train(url, workdir, trained_ids, args.epochs)
     logger.info("trained %d models (%.0f s so far)", len(trained_ids), time.monotonic() - began)
-    thresholds = fleet.derive_models(workdir / "models", trained_ids, fleet_ids[args.trained:],
-                                     big_ids[args.sensors:], readings, args.seed)
+    thresholds = fleet.derive_models(
+        workdir / "models", trained_ids, fleet_ids[args.trained :], big_ids[args.sensors :], readings, args.seed
+    )
     logger.info("derived %d models (%.0f s so far)", len(thresholds) - len(trained_ids), time.monotonic() - began)
 
     members = tuple(fleet_ids)
-    scenarios = [Scenario("tick", "fleet", members, 1, "numpy", "PREDICT_ANOMALY"),
-                 Scenario("tick_keras", "fleet", members, 1, "keras", "PREDICT_ANOMALY_KERAS"),
-                 Scenario("catchup", "fleet", members, CATCHUP_WINDOWS, "numpy", "PREDICT_ANOMALY_CATCHUP")]
+    scenarios = [
+        Scenario("tick", "fleet", members, 1, "numpy", "PREDICT_ANOMALY"),
+        Scenario("tick_keras", "fleet", members, 1, "keras", "PREDICT_ANOMALY_KERAS"),
+        Scenario("catchup", "fleet", members, CATCHUP_WINDOWS, "numpy", "PREDICT_ANOMALY_CATCHUP"),
+    ]
     if args.big:
         scenarios.append(Scenario("tick_big", "big", tuple(big_ids), 1, "numpy", "PREDICT_ANOMALY"))
     for scenario in scenarios:
-        write_history(url, scenario, readings, thresholds)
+        fleet.write_history(url, scenario, readings, thresholds)
     logger.info("wrote a day of earlier scores per sensor and scenario (%.0f s so far)", time.monotonic() - began)
     return scenarios
 
@@ -237,17 +204,23 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     """Prepare, run every scenario, check what was written; print the table and return the figures."""
     began = time.monotonic()
     derived, numpy_only = args.sensors - args.trained, max(0, args.big - args.sensors)
-    logger.info("models: %d trained by sensor_training.py, %d derived from them by perturbing their weights "
-                "(x (1 + N(0, %g))), %d more with perturbed weights for the numpy engine only (their Keras "
-                "file is a copy of the base model's)", args.trained, derived, PERTURBATION, numpy_only)
+    logger.info(
+        "models: %d trained by sensor_training.py, %d derived from them by perturbing their weights "
+        "(x (1 + N(0, %g))), %d more with perturbed weights for the numpy engine only (their Keras "
+        "file is a copy of the base model's)",
+        args.trained,
+        derived,
+        PERTURBATION,
+        numpy_only,
+    )
     server = local_influxd.LocalInfluxd(workdir / "influxd").start()
     try:
         scenarios = prepare(args, server.url, workdir)
         rows = []
         for scenario in scenarios:
             result = run_scenario(server.url, workdir, scenario, args.predict_arg)
-            rows.append((scenario, result, anomalies(server.url, scenario)))
-        numpy_losses, keras_losses = losses(server.url, scenarios[0]), losses(server.url, scenarios[1])
+            rows.append((scenario, result, fleet.anomalies(server.url, scenario)))
+        numpy_losses, keras_losses = (fleet.losses(server.url, s) for s in scenarios[:2])
     finally:
         server.stop()
     difference = max(abs(numpy_losses[sid] - keras_losses[sid]) for sid in scenarios[0].sensor_ids)
@@ -255,8 +228,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         raise RuntimeError(f"the numpy and keras ticks disagree: largest loss difference {difference:.2e}")
     report = print_report(args, rows, difference)
     print(f"benchmark took {time.monotonic() - began:.0f} s in all")
-    report["models"] = {"trained": args.trained, "derived": derived, "derived_numpy_only": numpy_only,
-                        "perturbation": PERTURBATION}
+    report["models"] = {
+        "trained": args.trained,
+        "derived": derived,
+        "derived_numpy_only": numpy_only,
+        "perturbation": PERTURBATION,
+    }
     report["max_loss_difference"] = float(f"{difference:.3g}")
     report["targets"] = dict(TARGETS, sensors=TARGET_SENSORS)
     return report
@@ -270,29 +247,43 @@ def print_report(args: argparse.Namespace, rows: list[tuple[Scenario, Measuremen
     report["tick"]["keras_ratio"] = round(ratio, 2)
     print(table(rows, ratio))
     print(f"largest |loss numpy - loss keras| over the tick: {difference:.1e}")
-    print(f"models: {args.trained} trained by sensor_training.py ({args.epochs} epochs at most), {derived} derived "
-          f"by perturbing their weights x (1 + N(0, {PERTURBATION}))" + (
-              f", {numpy_only} more derived the same way for the numpy engine only (Keras file copied from the base)"
-              if numpy_only else ""))
-    print("data: readings at 15-minute samples; a day of synthetic earlier scores per sensor; job flags: --now "
-          f"{times.format_time(NOW)} --delay 0s --log-level WARNING {' '.join(args.predict_arg)}".rstrip())
+    print(
+        f"models: {args.trained} trained by sensor_training.py ({args.epochs} epochs at most), {derived} derived "
+        f"by perturbing their weights x (1 + N(0, {PERTURBATION}))"
+        + (
+            f", {numpy_only} more derived the same way for the numpy engine only (Keras file copied from the base)"
+            if numpy_only
+            else ""
+        )
+    )
+    print(
+        "data: readings at 15-minute samples; a day of synthetic earlier scores per sensor; job flags: --now "
+        f"{times.format_time(NOW)} --delay 0s --log-level WARNING {' '.join(args.predict_arg)}".rstrip()
+    )
     print("\n".join(target_lines(report["tick"], args.sensors)))
     return report
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes for development: 40 and 200 sensors, 2 epochs")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes for development: 40 and 200 sensors, 2 epochs"
+    )
     parser.add_argument("--sensors", type=int, help="sensors of the tick, keras and catch-up scenarios (default 1000)")
     parser.add_argument("--big", type=int, help="sensors of the big tick, 0 to skip it (default 10000)")
-    parser.add_argument("--trained", type=int, default=4,
-                        help="models trained for real; the rest are derived (default 4)")
+    parser.add_argument(
+        "--trained", type=int, default=4, help="models trained for real; the rest are derived (default 4)"
+    )
     parser.add_argument("--epochs", type=int, help="training epochs at most (default 5, --quick 2)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the readings and the perturbations (default 7)")
-    parser.add_argument("--predict-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for every measured sensor_predict.py run, repeatable "
-                             "(e.g. --predict-arg=--chunk-size=500)")
+    parser.add_argument(
+        "--predict-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every measured sensor_predict.py run, repeatable "
+        "(e.g. --predict-arg=--chunk-size=500)",
+    )
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary directory, removed)")
     return parser
 

@@ -65,6 +65,7 @@ window's last interval); ``window`` is the model's (15), or 1 for a sensor score
 
 Progress goes to stderr; stdout gets the table and, as its last line, one JSON object with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,9 +95,13 @@ LABEL_FIELD = "manual_anomaly"
 OUTPUT_MEASUREMENT = "PREDICT_ANOMALY"
 HEADER = ("Datetime (UTC)", "Value", "ID", "Anomaly")
 FOLDERS = ("realKnownCause", "realTraffic", "realAWSCloudwatch")
-QUICK = ("realAWSCloudwatch/ec2_cpu_utilization_5f5533", "realAWSCloudwatch/rds_cpu_utilization_e47b3b",
-         "realKnownCause/ec2_request_latency_system_failure", "realKnownCause/rogue_agent_key_updown",
-         "realTraffic/occupancy_6005")
+QUICK = (
+    "realAWSCloudwatch/ec2_cpu_utilization_5f5533",
+    "realAWSCloudwatch/rds_cpu_utilization_e47b3b",
+    "realKnownCause/ec2_request_latency_system_failure",
+    "realKnownCause/rogue_agent_key_updown",
+    "realTraffic/occupancy_6005",
+)
 WEEK = pd.Timedelta(days=7)
 
 
@@ -136,10 +141,11 @@ def load_series(data: Path, sensor_ids: tuple[str, ...] | None) -> list[Series]:
         if sensor_ids is not None and sensor_id not in sensor_ids:
             continue
         frame = pd.read_csv(path)
-        readings = pd.Series(frame["value"].to_numpy(dtype="float64"),
-                             index=pd.DatetimeIndex(pd.to_datetime(frame["timestamp"])).tz_localize("UTC"))
-        marked = tuple((pd.Timestamp(a, tz="UTC"), pd.Timestamp(b, tz="UTC"))
-                       for a, b in windows[f"{sensor_id}.csv"])
+        readings = pd.Series(
+            frame["value"].to_numpy(dtype="float64"),
+            index=pd.DatetimeIndex(pd.to_datetime(frame["timestamp"])).tz_localize("UTC"),
+        )
+        marked = tuple((pd.Timestamp(a, tz="UTC"), pd.Timestamp(b, tz="UTC")) for a, b in windows[f"{sensor_id}.csv"])
         loaded.append(Series(sensor_id, readings.sort_index(), marked))
     return loaded
 
@@ -162,17 +168,22 @@ def csv_rows(series: Series, interval: pd.Timedelta) -> list[tuple[pd.Timestamp,
     inside = np.zeros(len(times), dtype=bool)
     for start, end in series.windows:
         inside |= (times >= start) & (times <= end)
-    rows = [(at, repr(float(value)), series.sensor_id, "TRUE" if marked else "FALSE")
-            for at, value, marked in zip(times, series.readings.to_numpy(), inside, strict=True)]
+    rows = [
+        (at, repr(float(value)), series.sensor_id, "TRUE" if marked else "FALSE")
+        for at, value, marked in zip(times, series.readings.to_numpy(), inside, strict=True)
+    ]
     return sorted(rows + label_rows(series, interval), key=lambda row: row[0])
 
 
-def write_parts(series: list[Series], splits: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
-                interval: pd.Timedelta, directory: Path) -> tuple[Path, Path]:
+def write_parts(
+    series: list[Series], splits: dict[str, tuple[pd.Timestamp, pd.Timestamp]], interval: pd.Timedelta, directory: Path
+) -> tuple[Path, Path]:
     """Two import files: the training part of every series (before its split) and the scored part."""
     paths = directory / "training.csv", directory / "scored.csv"
-    with open(paths[0], "w", newline="", encoding="utf-8") as first, \
-            open(paths[1], "w", newline="", encoding="utf-8") as second:
+    with (
+        open(paths[0], "w", newline="", encoding="utf-8") as first,
+        open(paths[1], "w", newline="", encoding="utf-8") as second,
+    ):
         writers = csv.writer(first), csv.writer(second)
         for writer in writers:
             writer.writerow(HEADER)
@@ -204,8 +215,15 @@ def run_job(script: str, argv: list[str], url: str, log_path: Path) -> float:
     Raises JobError unless it exits 0."""
     began = time.monotonic()
     with open(log_path, "ab") as out:
-        code = subprocess.run([sys.executable, str(ROOT / script), *argv], check=False, env=job_env(url), cwd=ROOT,
-                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            [sys.executable, str(ROOT / script), *argv],
+            check=False,
+            env=job_env(url),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        ).returncode
     if code != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
         raise JobError(f"{script} {' '.join(argv)} exited with {code}; end of {log_path}:\n" + "\n".join(tail))
@@ -226,14 +244,17 @@ def read_points(url: str, sensor_id: str, start: pd.Timestamp, stop: pd.Timestam
     from tools import local_influxd
 
     quoted = sensor_id.replace("\\", "\\\\").replace("'", "\\'")
-    query = (f'SELECT "anomaly", "kind", "loss" FROM "{OUTPUT_MEASUREMENT}" WHERE "uniqueID" = \'{quoted}\' '
-             f"AND time >= '{rfc3339(start)}' AND time < '{rfc3339(stop)}'")
+    query = (
+        f'SELECT "anomaly", "kind", "loss" FROM "{OUTPUT_MEASUREMENT}" WHERE "uniqueID" = \'{quoted}\' '
+        f"AND time >= '{rfc3339(start)}' AND time < '{rfc3339(stop)}'"
+    )
     result = local_influxd.query(url, query, DATABASE)["results"][0]
     found = result.get("series") or [{"columns": ["time", "anomaly", "kind", "loss"], "values": []}]
     frame = pd.DataFrame(found[0]["values"], columns=found[0]["columns"])
     frame.index = pd.to_datetime(frame.pop("time"), unit="s", utc=True)
-    return frame.assign(anomaly=frame["anomaly"].fillna(False).astype(bool),
-                        loss=pd.to_numeric(frame["loss"], errors="coerce"))
+    return frame.assign(
+        anomaly=frame["anomaly"].fillna(False).astype(bool), loss=pd.to_numeric(frame["loss"], errors="coerce")
+    )
 
 
 # ---------------------------------------------------------------- figures
@@ -273,13 +294,23 @@ def score_series(series: Series, points: pd.DataFrame, window: int, interval: pd
         found_by_missing_only += bool(hit.any() and not (hit & ~missing).any())
     outside = flagged & ~positive
     weeks = (times[-1] - times[0] + interval) / WEEK if len(times) else 0.0
-    return {"points": len(times), "windows": int(points["loss"].notna().sum()), "missing": int(missing.sum()),
-            "flagged": int(flagged.sum()), "positive": int(positive.sum()),
-            "true_positive": int((flagged & positive).sum()), "flagged_outside": int(outside.sum()),
-            "events": events, "found": found, "found_by_missing_only": found_by_missing_only,
-            "false_alarm_runs": runs(times[outside], interval), "weeks": weeks,
-            "kinds": Counter(points.loc[flagged, "kind"]),
-            "first": times[0] if len(times) else None, "last": times[-1] if len(times) else None}
+    return {
+        "points": len(times),
+        "windows": int(points["loss"].notna().sum()),
+        "missing": int(missing.sum()),
+        "flagged": int(flagged.sum()),
+        "positive": int(positive.sum()),
+        "true_positive": int((flagged & positive).sum()),
+        "flagged_outside": int(outside.sum()),
+        "events": events,
+        "found": found,
+        "found_by_missing_only": found_by_missing_only,
+        "false_alarm_runs": runs(times[outside], interval),
+        "weeks": weeks,
+        "kinds": Counter(points.loc[flagged, "kind"]),
+        "first": times[0] if len(times) else None,
+        "last": times[-1] if len(times) else None,
+    }
 
 
 def rates(counts: dict) -> dict:
@@ -288,16 +319,31 @@ def rates(counts: dict) -> dict:
     recall = ratio(counts["true_positive"], counts["positive"])
     event_recall = ratio(counts["found"], counts["events"])
     event_precision = ratio(counts["found"], counts["found"] + counts["false_alarm_runs"])
-    return {"point_f1": f1(precision, recall), "event_recall": event_recall,
-            "event_f1": f1(event_precision, event_recall),
-            "false_alarm_runs_per_week": ratio(counts["false_alarm_runs"], counts["weeks"]),
-            "flagged_outside_share": ratio(counts["flagged_outside"], counts["points"])}
+    return {
+        "point_f1": f1(precision, recall),
+        "event_recall": event_recall,
+        "event_f1": f1(event_precision, event_recall),
+        "false_alarm_runs_per_week": ratio(counts["false_alarm_runs"], counts["weeks"]),
+        "flagged_outside_share": ratio(counts["flagged_outside"], counts["points"]),
+    }
 
 
 def fleet_counts(rows: list[dict]) -> dict:
     """The counts and weeks of every series summed, flagged points by kind too."""
-    keys = ("points", "windows", "missing", "flagged", "positive", "true_positive", "flagged_outside", "events",
-            "found", "found_by_missing_only", "false_alarm_runs", "weeks")
+    keys = (
+        "points",
+        "windows",
+        "missing",
+        "flagged",
+        "positive",
+        "true_positive",
+        "flagged_outside",
+        "events",
+        "found",
+        "found_by_missing_only",
+        "false_alarm_runs",
+        "weeks",
+    )
     return {**{k: sum(row[k] for row in rows) for k in keys}, "kinds": sum((row["kinds"] for row in rows), Counter())}
 
 
@@ -318,19 +364,46 @@ def cell(value: float, spec: str) -> str:
 
 def print_table(rows: list[dict]) -> None:
     """The per-series table, Markdown, on stdout."""
-    header = ("series", "step", "scored range (UTC)", "trained windows", "labelled intervals left out",
-              "scored windows", "missing points", "flagged points", "events", "found", "false-alarm runs", "per week",
-              "flagged outside", "point F1")
+    header = (
+        "series",
+        "step",
+        "scored range (UTC)",
+        "trained windows",
+        "labelled intervals left out",
+        "scored windows",
+        "missing points",
+        "flagged points",
+        "events",
+        "found",
+        "false-alarm runs",
+        "per week",
+        "flagged outside",
+        "point F1",
+    )
     print("| " + " | ".join(header) + " |")
     print("| --- | --- | --- |" + " ---: |" * (len(header) - 3))
     for row in rows:
-        scored = (f"{row['first']:%Y-%m-%d %H:%M} .. {row['last']:%Y-%m-%d %H:%M}" if row["first"] is not None
-                  else "nothing scored")
-        cells = (row["sensor_id"], row["step"], scored, cell(row["trained_windows"], "d"),
-                 cell(row["labelled_left_out"], "d"), str(row["windows"]), str(row["missing"]), str(row["flagged"]),
-                 str(row["events"]), str(row["found"]),
-                 str(row["false_alarm_runs"]), cell(row["false_alarm_runs_per_week"], ".1f"),
-                 cell(100 * row["flagged_outside_share"], ".1f") + "%", cell(row["point_f1"], ".2f"))
+        scored = (
+            f"{row['first']:%Y-%m-%d %H:%M} .. {row['last']:%Y-%m-%d %H:%M}"
+            if row["first"] is not None
+            else "nothing scored"
+        )
+        cells = (
+            row["sensor_id"],
+            row["step"],
+            scored,
+            cell(row["trained_windows"], "d"),
+            cell(row["labelled_left_out"], "d"),
+            str(row["windows"]),
+            str(row["missing"]),
+            str(row["flagged"]),
+            str(row["events"]),
+            str(row["found"]),
+            str(row["false_alarm_runs"]),
+            cell(row["false_alarm_runs_per_week"], ".1f"),
+            cell(100 * row["flagged_outside_share"], ".1f") + "%",
+            cell(row["point_f1"], ".2f"),
+        )
         print("| " + " | ".join(cells) + " |")
 
 
@@ -349,8 +422,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def train_and_score(series: list[Series], args: argparse.Namespace, interval: pd.Timedelta, workdir: Path,
-                    url: str) -> tuple[dict[str, dict], dict, dict[str, float]]:
+def train_and_score(
+    series: list[Series], args: argparse.Namespace, interval: pd.Timedelta, workdir: Path, url: str
+) -> tuple[dict[str, dict], dict, dict[str, float]]:
     """Import the training parts, train, import the scored parts, backfill each series, evaluate; the models'
     metadata by sensor id, sensor_evaluate.py's fleet row and the seconds of each step."""
     splits = {s.sensor_id: s.split(args.train_fraction, interval) for s in series}
@@ -358,31 +432,55 @@ def train_and_score(series: list[Series], args: argparse.Namespace, interval: pd
     models, logs = workdir / "models", workdir / "logs"
     logs.mkdir()
     common = ["--interval", args.interval, "--models-dir", str(models)]
-    seconds = {"import": run_job("sensor_import.py", [str(training_csv), "--label-field", LABEL_FIELD], url,
-                                 logs / "import.log")}
+    seconds = {
+        "import": run_job(
+            "sensor_import.py", [str(training_csv), "--label-field", LABEL_FIELD], url, logs / "import.log"
+        )
+    }
     log(f"imported the training parts in {seconds['import']:.0f}s; training")
     start = min(s.readings.index[0] for s in series).floor(interval)
     stop = max(split for split, _ in splits.values())
-    argv = [*common, "--start", rfc3339(start), "--stop", rfc3339(stop), "--label-field", LABEL_FIELD,
-            "--seed", str(args.seed), *(["--jobs", str(args.jobs)] if args.jobs is not None else [])]
+    argv = [
+        *common,
+        "--start",
+        rfc3339(start),
+        "--stop",
+        rfc3339(stop),
+        "--label-field",
+        LABEL_FIELD,
+        "--seed",
+        str(args.seed),
+        *(["--jobs", str(args.jobs)] if args.jobs is not None else []),
+    ]
     seconds["training"] = run_job("sensor_training.py", argv, url, logs / "training.log")
     log(f"trained in {seconds['training']:.0f}s; scoring")
-    seconds["import"] += run_job("sensor_import.py", [str(scored_csv), "--label-field", LABEL_FIELD], url,
-                                 logs / "import.log")
+    seconds["import"] += run_job(
+        "sensor_import.py", [str(scored_csv), "--label-field", LABEL_FIELD], url, logs / "import.log"
+    )
     seconds["predict"] = 0.0
     for sensor_id, (first, end) in splits.items():
         argv = [*common, "--sensor", sensor_id, "--start", rfc3339(first), "--stop", rfc3339(end)]
         seconds["predict"] += run_job("sensor_predict.py", argv, url, logs / "predict.log")
     log(f"scored in {seconds['predict']:.0f}s ({len(splits)} runs); evaluating")
-    argv = [*common, "--start", rfc3339(min(first for first, _ in splits.values())),
-            "--stop", rfc3339(max(end for _, end in splits.values())), "--label-field", LABEL_FIELD,
-            "--output", str(workdir / "evaluation"), "--no-plots"]
+    argv = [
+        *common,
+        "--start",
+        rfc3339(min(first for first, _ in splits.values())),
+        "--stop",
+        rfc3339(max(end for _, end in splits.values())),
+        "--label-field",
+        LABEL_FIELD,
+        "--output",
+        str(workdir / "evaluation"),
+        "--no-plots",
+    ]
     seconds["evaluate"] = run_job("sensor_evaluate.py", argv, url, logs / "evaluate.log")
     return trained_models(models), evaluate_fleet(workdir / "evaluation" / "summary.csv"), seconds
 
 
-def series_rows(series: list[Series], facts: dict[str, dict], args: argparse.Namespace, interval: pd.Timedelta,
-                url: str) -> list[dict]:
+def series_rows(
+    series: list[Series], facts: dict[str, dict], args: argparse.Namespace, interval: pd.Timedelta, url: str
+) -> list[dict]:
     """One row of counts and rates per series, from the points read back."""
     rows = []
     for one in series:
@@ -390,34 +488,57 @@ def series_rows(series: list[Series], facts: dict[str, dict], args: argparse.Nam
         model = facts.get(one.sensor_id, {})
         # Without a model the robust detector scored single readings: a window of one.
         counts = score_series(one, read_points(url, one.sensor_id, first, end), model.get("window", 1), interval)
-        rows.append({"sensor_id": one.sensor_id, "step": duration_text(one.step),
-                     "trained_windows": model.get("windows"),
-                     "labelled_left_out": model.get("labelled_intervals_dropped"), **counts, **rates(counts)})
+        rows.append(
+            {
+                "sensor_id": one.sensor_id,
+                "step": duration_text(one.step),
+                "trained_windows": model.get("windows"),
+                "labelled_left_out": model.get("labelled_intervals_dropped"),
+                **counts,
+                **rates(counts),
+            }
+        )
     return rows
 
 
-def summary(rows: list[dict], evaluated: dict, args: argparse.Namespace, seconds: dict[str, float],
-            wall: float) -> dict:
+def summary(
+    rows: list[dict], evaluated: dict, args: argparse.Namespace, seconds: dict[str, float], wall: float
+) -> dict:
     """The final line's figures."""
     fleet = fleet_counts(rows)
     figures = rates(fleet)
     return {
-        "event_recall": rounded(figures["event_recall"], 4), "event_f1": rounded(figures["event_f1"], 4),
+        "event_recall": rounded(figures["event_recall"], 4),
+        "event_f1": rounded(figures["event_f1"], 4),
         "false_alarm_runs_per_series_week": rounded(figures["false_alarm_runs_per_week"], 3),
         "point_f1": rounded(figures["point_f1"], 4),
         "max_flagged_outside_share": rounded(max(row["flagged_outside_share"] for row in rows), 4),
-        "series": len(rows), "series_with_events_scored": sum(row["events"] > 0 for row in rows),
+        "series": len(rows),
+        "series_with_events_scored": sum(row["events"] > 0 for row in rows),
         "series_without_model": sum(row["trained_windows"] is None for row in rows),
-        "events": fleet["events"], "found": fleet["found"], "found_by_missing_only": fleet["found_by_missing_only"],
-        "false_alarm_runs": fleet["false_alarm_runs"], "series_weeks": round(fleet["weeks"], 2),
-        "points": fleet["points"], "flagged": fleet["flagged"], "missing_points": fleet["missing"],
+        "events": fleet["events"],
+        "found": fleet["found"],
+        "found_by_missing_only": fleet["found_by_missing_only"],
+        "false_alarm_runs": fleet["false_alarm_runs"],
+        "series_weeks": round(fleet["weeks"], 2),
+        "points": fleet["points"],
+        "flagged": fleet["flagged"],
+        "missing_points": fleet["missing"],
         "flagged_by_kind": dict(sorted(fleet["kinds"].items())),
         "sensor_evaluate_fleet": evaluated,
-        "wall_s": round(wall, 1), "step_s": {k: round(v, 1) for k, v in seconds.items()},
-        "protocol": {"interval": args.interval, "train_fraction": args.train_fraction, "seed": args.seed,
-                     "jobs": args.jobs, "quick": args.quick, "label_field": True,
-                     "event_span": "NAB window on the interval grid + (window-1) intervals",
-                     "flags": "anomaly=true of every kind, missing included", "model": "job defaults"},
+        "wall_s": round(wall, 1),
+        "step_s": {k: round(v, 1) for k, v in seconds.items()},
+        "protocol": {
+            "interval": args.interval,
+            "train_fraction": args.train_fraction,
+            "seed": args.seed,
+            "jobs": args.jobs,
+            "quick": args.quick,
+            "label_field": True,
+            "event_span": "NAB window on the interval grid + (window-1) intervals",
+            "flags": "anomaly=true of every kind, missing included",
+            "model": "job defaults",
+        },
     }
 
 
@@ -433,16 +554,28 @@ def workspace(keep: Path | None) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "nab",
-                        help="the NAB subset (default <repo>/../shared/data/nab)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "nab",
+        help="the NAB subset (default <repo>/../shared/data/nab)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"only {len(QUICK)} series, for development")
     parser.add_argument("--interval", default="5m", help="the jobs' --interval (default 5m; see above)")
-    parser.add_argument("--train-fraction", type=float, default=0.25,
-                        help="share of each series' time span trained on (default 0.25; see above)")
+    parser.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.25,
+        help="share of each series' time span trained on (default 0.25; see above)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="sensor_training.py --seed (default 1)")
     parser.add_argument("--jobs", type=int, help="sensor_training.py --jobs (default: the job's, one per core)")
-    parser.add_argument("--keep", type=Path, metavar="DIR",
-                        help="work in DIR (made, must be empty) and keep it: CSVs, logs, models, evaluation")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="work in DIR (made, must be empty) and keep it: CSVs, logs, models, evaluation",
+    )
     return parser
 
 
@@ -468,8 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         log(str(e))
         return 2
     series = load_series(args.data, QUICK if args.quick else None)
-    log(f"bench_real: {len(series)} series, --interval {args.interval}, training on the first "
-        f"{args.train_fraction:.0%} of each; working in {workdir}")
+    log(
+        f"bench_real: {len(series)} series, --interval {args.interval}, training on the first "
+        f"{args.train_fraction:.0%} of each; working in {workdir}"
+    )
     server = local_influxd.LocalInfluxd(workdir / "influxd").start()
     try:
         local_influxd.query(server.url, f'CREATE DATABASE "{DATABASE}"')

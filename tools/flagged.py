@@ -1,7 +1,8 @@
 """Print what sensor_predict.py flagged, as events (runs of consecutive flagged intervals) per sensor.
 
-    python -m tools.flagged --url http://127.0.0.1:8086 --database demo
+python -m tools.flagged --url http://127.0.0.1:8086 --database demo
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,16 @@ def events(flags: pd.DataFrame, interval: pd.Timedelta) -> pd.DataFrame:
     """Group flagged rows (index: time, sorted; columns loss, threshold) into runs with no missing interval
     between."""
     spans = runs(np.ones(len(flags), dtype=bool), pd.DatetimeIndex(flags.index), interval)
-    return pd.DataFrame({
-        "start": [flags.index[first] for first, _ in spans], "end": [flags.index[last] for _, last in spans],
-        "windows": [last - first + 1 for first, last in spans],
-        "peak_loss": [flags["loss"].iloc[first:last + 1].max() for first, last in spans],
-        "threshold": [flags["threshold"].iloc[first:last + 1].max() for first, last in spans],
-    }, columns=["start", "end", "windows", "peak_loss", "threshold"])
+    return pd.DataFrame(
+        {
+            "start": [flags.index[first] for first, _ in spans],
+            "end": [flags.index[last] for _, last in spans],
+            "windows": [last - first + 1 for first, last in spans],
+            "peak_loss": [flags["loss"].iloc[first : last + 1].max() for first, last in spans],
+            "threshold": [flags["threshold"].iloc[first : last + 1].max() for first, last in spans],
+        },
+        columns=["start", "end", "windows", "peak_loss", "threshold"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         frame.index = pd.to_datetime(frame.pop("time"), unit="s", utc=True)
         print(f"{s['tags'][args.sensor_tag]}:")
         for e in events(frame, pd.Timedelta(args.interval)).itertuples():
-            print(f"  {e.start:%Y-%m-%d %H:%M} .. {e.end:%H:%M} UTC  {e.windows:3d} windows  "
-                  f"peak loss {e.peak_loss:.3f} > threshold {e.threshold:.3f}")
+            print(
+                f"  {e.start:%Y-%m-%d %H:%M} .. {e.end:%H:%M} UTC  {e.windows:3d} windows  "
+                f"peak loss {e.peak_loss:.3f} > threshold {e.threshold:.3f}"
+            )
     return 0
 
 

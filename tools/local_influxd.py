@@ -1,7 +1,8 @@
 """A throwaway InfluxDB 1.x server for tests, benchmarks and the demo: own directory, free loopback ports.
 
-    python -m tools.local_influxd DIR     # runs until interrupted, prints the URL
+python -m tools.local_influxd DIR     # runs until interrupted, prints the URL
 """
+
 from __future__ import annotations
 
 import json
@@ -84,16 +85,23 @@ class LocalInfluxd:
         binary = ensure_influxd()
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "influxdb.conf"
-        conf.write_text(CONFIG.format(root=self.root, port=self.port, rpc_port=free_port(),
-                                     auth="true" if self.auth else "false"))
+        conf.write_text(
+            CONFIG.format(root=self.root, port=self.port, rpc_port=free_port(), auth="true" if self.auth else "false")
+        )
         # The server keeps its own copy of the log's descriptor; ours is closed once it has started.
         with open(self.root / "influxd.log", "ab") as log:
-            self.process = subprocess.Popen([binary, "-config", str(conf)], stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [binary, "-config", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"influxd exited with {self.process.returncode}; see {self.root / 'influxd.log'}")
+                # The end of the log goes into the message: callers often remove the directory it is in.
+                log_tail = (self.root / "influxd.log").read_text(errors="replace").splitlines()[-5:]
+                raise RuntimeError(
+                    f"influxd exited with {self.process.returncode}; end of {self.root / 'influxd.log'}:\n"
+                    + "\n".join(log_tail)
+                )
             try:
                 urllib.request.urlopen(self.url + "/ping", timeout=1)
                 return self
@@ -126,9 +134,10 @@ def query(url: str, q: str, database: str | None = None) -> dict:
 def write(url: str, database: str, lines: list[str]) -> None:
     """Write line protocol (second precision) in large batches."""
     for first in range(0, len(lines), 20000):
-        body = "\n".join(lines[first:first + 20000]).encode("utf-8")
-        request = urllib.request.Request(f"{url}/write?db={urllib.parse.quote(database)}&precision=s",
-                                         data=body, method="POST")
+        body = "\n".join(lines[first : first + 20000]).encode("utf-8")
+        request = urllib.request.Request(
+            f"{url}/write?db={urllib.parse.quote(database)}&precision=s", data=body, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=60):
             pass
 

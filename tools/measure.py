@@ -4,6 +4,7 @@ Peak memory is measured two ways, because the kernel keeps a maximum per process
 resident set of the process (``ru_maxrss`` from ``os.wait4``, which covers its waited-for children too)
 and the sum of the resident sets of its process tree, sampled from /proc. MB are MiB, as ps and top count.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +107,14 @@ def measure(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Me
     its ru_maxrss and of its process tree's sum, sampled every 50 ms). Raises RuntimeError unless it exits 0."""
     result_path = log.with_suffix(".result.json")
     with open(log, "wb") as out:
-        launcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER, str(result_path), *command],
-                                    env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        launcher = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", LAUNCHER, str(result_path), *command],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         sampler = TreeRssSampler(launcher.pid, period_s=0.05, include_root=False)
         sampler.start()
         launcher.wait()
@@ -118,8 +126,52 @@ def measure(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Me
         raise RuntimeError(f"{Path(command[1]).name} exited with {result['exit_code']}:\n{tail(log)}")
     rusage_mb = result["maxrss_kib"] / 1024
     sampled_mb = sampled / 2**20
-    return Measurement(round(result["wall_s"], 3), round(max(rusage_mb, sampled_mb), 1), round(rusage_mb, 1),
-                       round(sampled_mb, 1))
+    return Measurement(
+        round(result["wall_s"], 3), round(max(rusage_mb, sampled_mb), 1), round(rusage_mb, 1), round(sampled_mb, 1)
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A process run by ``run``: exit code, wall time, CPU time (user + system), ru_maxrss and the peak
+    of its process tree's summed RSS (sampled), in seconds and MiB."""
+
+    returncode: int
+    wall_s: float
+    cpu_s: float
+    maxrss_mb: float
+    tree_peak_mb: float
+
+
+def run(command: list[str], env: dict[str, str], cwd: Path, log: Path, period_s: float) -> Usage:
+    """Spawn ``command`` from this process, its output to ``log``; wall time from spawn to exit, rusage from
+    os.wait4, the process and its descendants sampled every ``period_s``. Any exit code is returned."""
+    began = time.monotonic()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    sampler = TreeRssSampler(process.pid, period_s=period_s, include_root=True)
+    sampler.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall_s = time.monotonic() - began
+    peak = sampler.stop()
+    # Reaped here, so tell Popen, which would otherwise wait for it again.
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Usage(process.returncode, wall_s, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, peak / 2**20)
+
+
+def run_checked(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> float:
+    """Run ``command`` as a process, its output to ``log``; its wall time in seconds. Raises RuntimeError with
+    the end of the log unless it exits 0."""
+    began = time.monotonic()
+    with open(log, "wb") as out:
+        code = subprocess.run(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        ).returncode
+    if code != 0:
+        raise RuntimeError(f"{Path(command[1]).name} exited with {code}:\n{tail(log)}")
+    return time.monotonic() - began
 
 
 def tail(path: Path, lines: int = 30) -> str:

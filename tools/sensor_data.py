@@ -9,6 +9,7 @@ kinds are injected where asked and returned as labelled spans, so a test can che
 writes to an existing InfluxDB 2.x bucket the way the jobs do, with INFLUX_TOKEN and INFLUX_ORG (or
 --token, --org): the compose stack's seed service.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ from anomaly.errors import ConfigError
 from anomaly.times import parse_time
 
 ANOMALY_KINDS = ("spike", "level_shift", "flatline")
+SENSOR_KINDS = ("daily", "noisy", "drift", "flat")
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,37 @@ def normal_readings(sensor_id: str, index: pd.DatetimeIndex, seed: int) -> np.nd
     return level + daily + rng.normal(0, 0.1 * amplitude, len(index))
 
 
-def inject(values: np.ndarray, index: pd.DatetimeIndex, sensor_id: str, kind: str,
-           at: pd.Timestamp, sample: pd.Timedelta) -> tuple[np.ndarray, Anomaly]:
+def kind_readings(kind: str, sensor_id: str, index: pd.DatetimeIndex, seed: int) -> np.ndarray:
+    """Clean readings of one of SENSOR_KINDS; deterministic per (kind, sensor, seed).
+
+    ``daily``: ``normal_readings``; ``noisy``: the same with extra noise (0.4 x its spread); ``drift``: the
+    same with a linear drift (0.08 x its spread per day); ``flat``: a held set point, a constant level with
+    tiny noise (0.01).
+    """
+    rng = np.random.default_rng([seed, len(kind), *sensor_id.encode("utf-8")])
+    values = normal_readings(sensor_id, index, seed)
+    spread = float(np.std(values))
+    if kind == "noisy":
+        return values + rng.normal(0, 0.4 * spread, len(index))
+    if kind == "drift":
+        days = (index - index[0]) / pd.Timedelta(days=1)
+        return values + 0.08 * spread * days.to_numpy()
+    if kind == "flat":
+        return np.full(len(index), float(np.mean(values))) + rng.normal(0, 0.01, len(index))
+    return values
+
+
+def inject(
+    values: np.ndarray, index: pd.DatetimeIndex, sensor_id: str, kind: str, at: pd.Timestamp, sample: pd.Timedelta
+) -> tuple[np.ndarray, Anomaly]:
     """Return a copy of ``values`` with one anomaly of ``kind`` starting at ``at``, and its span."""
     values = values.copy()
     spread = float(np.std(values))
-    lengths = {"spike": pd.Timedelta(minutes=15), "level_shift": pd.Timedelta(hours=3),
-               "flatline": pd.Timedelta(hours=4)}
+    lengths = {
+        "spike": pd.Timedelta(minutes=15),
+        "level_shift": pd.Timedelta(hours=3),
+        "flatline": pd.Timedelta(hours=4),
+    }
     span = (index >= at) & (index < at + lengths[kind])
     if kind == "spike":
         values[span] += 6 * spread
@@ -74,8 +100,13 @@ def event_times(sensor_number: int, start: pd.Timestamp, per_kind: int, seed: in
     return out
 
 
-def with_anomalies(values: np.ndarray, index: pd.DatetimeIndex, sensor_id: str,
-                   events: list[tuple[str, pd.Timestamp]], sample: pd.Timedelta) -> tuple[pd.Series, list[Anomaly]]:
+def with_anomalies(
+    values: np.ndarray,
+    index: pd.DatetimeIndex,
+    sensor_id: str,
+    events: list[tuple[str, pd.Timestamp]],
+    sample: pd.Timedelta,
+) -> tuple[pd.Series, list[Anomaly]]:
     """The readings with each of ``events`` (kind, start) in them, and their spans.
 
     Each anomaly is injected into the clean ``values`` and copied over, so its size is relative to the
@@ -91,8 +122,23 @@ def with_anomalies(values: np.ndarray, index: pd.DatetimeIndex, sensor_id: str,
     return pd.Series(out, index=index, name=sensor_id), anomalies
 
 
-def readings_lines(sensor_id: str, index: pd.DatetimeIndex, values: np.ndarray, measurement: str = "READINGS",
-                   site: str = "Campus Energy Centre", labelled: list[Anomaly] = ()) -> list[str]:
+def labels(anomalies: list[Anomaly], start: pd.Timestamp, stop: pd.Timestamp, sample: pd.Timedelta) -> pd.Series:
+    """Labels as anomaly.evaluation takes them, on the grid of [start, stop): True in every interval an
+    anomaly touches."""
+    from anomaly.evaluation import labels_on_grid
+
+    marked = [t for a in anomalies for t in pd.date_range(a.start, a.stop, freq=sample, inclusive="left")]
+    return labels_on_grid(marked, start, stop, sample)
+
+
+def readings_lines(
+    sensor_id: str,
+    index: pd.DatetimeIndex,
+    values: np.ndarray,
+    measurement: str = "READINGS",
+    site: str = "Campus Energy Centre",
+    labelled: list[Anomaly] = (),
+) -> list[str]:
     """Line protocol for the readings, with manual_anomaly=true on points inside a labelled span."""
     from anomaly.influx.line_protocol import line_protocol
 
@@ -101,13 +147,21 @@ def readings_lines(sensor_id: str, index: pd.DatetimeIndex, values: np.ndarray, 
         fields = {"val_num": float(value)}
         if any(a.start <= stamp < a.stop for a in labelled):
             fields["manual_anomaly"] = True
-        lines.append(line_protocol(measurement, {"uniqueID": sensor_id, "siteRef": site}, fields,
-                                   int(stamp.timestamp())))
+        lines.append(
+            line_protocol(measurement, {"uniqueID": sensor_id, "siteRef": site}, fields, int(stamp.timestamp()))
+        )
     return lines
 
 
-def fleet(sensor_ids: list[str], start: pd.Timestamp, stop: pd.Timestamp, sample: pd.Timedelta, seed: int,
-          anomalies_after: pd.Timestamp | None = None, label: bool = False) -> tuple[list[str], list[Anomaly]]:
+def fleet(
+    sensor_ids: list[str],
+    start: pd.Timestamp,
+    stop: pd.Timestamp,
+    sample: pd.Timedelta,
+    seed: int,
+    anomalies_after: pd.Timestamp | None = None,
+    label: bool = False,
+) -> tuple[list[str], list[Anomaly]]:
     """Readings for every sensor in [start, stop); from ``anomalies_after`` on, each sensor gets one
     anomaly of a kind taken in turn, spread out so their windows do not overlap. With ``label``, the
     readings inside an anomaly carry manual_anomaly=true, as a person labelling them would set."""
@@ -132,13 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--database", help="InfluxDB 1.x database, created if missing")
     target.add_argument("--bucket", help="existing InfluxDB 2.x bucket (with --org and --token)")
     parser.add_argument("--org", default=os.environ.get("INFLUX_ORG"), help="INFLUX_ORG (with --bucket)")
-    parser.add_argument("--token", default=os.environ.get("INFLUX_TOKEN"),
-                        help="INFLUX_TOKEN (with --bucket); prefer the variable: flags show in ps")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("INFLUX_TOKEN"),
+        help="INFLUX_TOKEN (with --bucket); prefer the variable: flags show in ps",
+    )
     parser.add_argument("--sensors", type=int, default=5)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--label", action="store_true",
-                        help="mark the injected anomalies' readings with manual_anomaly=true (for sensor_evaluate.py)")
+    parser.add_argument(
+        "--label",
+        action="store_true",
+        help="mark the injected anomalies' readings with manual_anomaly=true (for sensor_evaluate.py)",
+    )
     parser.add_argument("--now", help="RFC3339 time the data end at (default: the clock), for reproducible runs")
     return parser
 
@@ -147,21 +207,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        now = (pd.Timestamp.now(tz="UTC") if args.now is None
-               else parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now"))
+        now = (
+            pd.Timestamp.now(tz="UTC") if args.now is None else parse_time(args.now, pd.Timestamp(0, tz="UTC"), "--now")
+        )
     except ConfigError as e:
         parser.error(str(e))
     stop = now.floor("5min")
     start = stop - pd.Timedelta(days=args.days)
     sensor_ids = [f"AHU-{n + 1} supply air temp" for n in range(args.sensors)]
-    lines, anomalies = fleet(sensor_ids, start, stop, pd.Timedelta(minutes=5), args.seed,
-                             anomalies_after=stop - pd.Timedelta(days=1), label=args.label)
+    lines, anomalies = fleet(
+        sensor_ids,
+        start,
+        stop,
+        pd.Timedelta(minutes=5),
+        args.seed,
+        anomalies_after=stop - pd.Timedelta(days=1),
+        label=args.label,
+    )
     if args.bucket:
         from anomaly.settings import Connection, Schema
         from influx_interact import InfluxError, connect
 
-        connection = Connection(url=args.url.rstrip("/"), api="auto", token=args.token, org=args.org,
-                                bucket=args.bucket)
+        connection = Connection(
+            url=args.url.rstrip("/"), api="auto", token=args.token, org=args.org, bucket=args.bucket
+        )
         try:
             with connect(connection, Schema()) as db:
                 db.write(lines)
@@ -173,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
 
         local_influxd.query(args.url, f'CREATE DATABASE "{args.database}"')
         local_influxd.write(args.url, args.database, lines)
-    print(f"wrote {len(lines)} readings of {len(sensor_ids)} sensors, "
-          f"{start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC")
+    print(
+        f"wrote {len(lines)} readings of {len(sensor_ids)} sensors, {start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC"
+    )
     for a in anomalies:
         print(f"  injected {a.kind:<11} on {a.sensor_id!r} {a.start:%Y-%m-%d %H:%M} .. {a.stop:%H:%M} UTC")
     return 0
