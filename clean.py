@@ -75,6 +75,12 @@ def fill_short_gaps(series: pd.Series, max_gap_points: int) -> pd.Series:
     return series.where(~(missing & (run_length <= max_gap_points)), interpolated)
 
 
+def center(windows: np.ndarray) -> np.ndarray:
+    """Windows [n, window, 1] with each one's own mean removed: what is left is the window's shape, so a
+    steady reading reconstructs alike at every level and the level is judged apart (detect.level)."""
+    return windows - windows.mean(axis=1, keepdims=True)
+
+
 def make_windows(values: np.ndarray, window: int) -> np.ndarray:
     """Every run of ``window`` consecutive values, stride 1.
 
@@ -120,7 +126,7 @@ def windows_without_gaps(series: pd.Series, window: int) -> tuple[np.ndarray, pd
     return all_windows[starts], series.index[starts + window - 1]
 
 
-def _run_lengths(hit: np.ndarray) -> np.ndarray:
+def run_lengths(hit: np.ndarray) -> np.ndarray:
     """For each position, how many consecutive ``hit`` positions end there (0 where not hit)."""
     position = np.arange(len(hit))
     last_miss = np.maximum.accumulate(np.where(hit, -1, position))
@@ -132,7 +138,7 @@ def flat_run_lengths(values: np.ndarray) -> np.ndarray:
     its value (1: differs from the one before; 0: no reading). A sensor stuck at one value has long runs;
     noise never repeats exactly."""
     values = np.asarray(values, dtype="float64")
-    lengths = _run_lengths(np.r_[False, values[1:] == values[:-1]]) + 1
+    lengths = run_lengths(np.r_[False, values[1:] == values[:-1]]) + 1
     lengths[np.isnan(values)] = 0
     return lengths
 
@@ -140,7 +146,7 @@ def flat_run_lengths(values: np.ndarray) -> np.ndarray:
 def missing_run_lengths(values: np.ndarray) -> np.ndarray:
     """For each interval of a regular series' values [n], how many intervals in a row up to it have no
     reading (0 where there is one)."""
-    return _run_lengths(np.isnan(np.asarray(values, dtype="float64")))
+    return run_lengths(np.isnan(np.asarray(values, dtype="float64")))
 
 
 def unusable_reason(series: pd.Series, window: int, min_windows: int) -> str | None:

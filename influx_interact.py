@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WRITE_BATCH_LINES = 5000
+# The kind anomaly.detect writes on each interval the scorer had no reading for (``missing_counts``).
+MISSING = "missing"
 
 
 class InfluxError(RuntimeError):
@@ -203,11 +205,16 @@ class Database(abc.ABC):
         """Flagged windows per sensor at or after ``since``; sensors with none are absent."""
 
     @abc.abstractmethod
+    def missing_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
+        """Intervals reported missing (kind ``missing``: no reading for longer than the scorer allows) per
+        sensor at or after ``since``, whether or not they were flagged; sensors with none are absent."""
+
+    @abc.abstractmethod
     def read_scores(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp
     ) -> dict[str, pd.DataFrame]:
-        """What sensor_predict.py wrote: per sensor a frame by window end with loss, threshold, anomaly and
-        the reading (named like --field)."""
+        """What sensor_predict.py wrote: per sensor a frame by window end with loss, threshold, anomaly, the
+        reading (named like --field) and score (NaN where a point has none: written before the field was)."""
 
     def record_run(self, job: str, host: str, fields: Mapping[str, float | int | str], time_ns: int) -> None:
         """One point per job run in the health measurement, for dashboards and a deadman alert; nanosecond

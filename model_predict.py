@@ -70,7 +70,8 @@ def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
 def windows_to_score(
     series: pd.Series, sensor: SensorModel, max_gap_points: int, first: pd.Timestamp, last: pd.Timestamp
 ) -> tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]:
-    """The standardized windows of a regular series whose last point lies in [first, last].
+    """The standardized windows of a regular series whose last point lies in [first, last], each with its
+    own level removed when the model learned shapes (``metadata.centered``), as training built them.
 
     Short gaps are filled first; windows that would span a longer gap are left out.
 
@@ -86,7 +87,8 @@ def windows_to_score(
     )
     keep = (ends >= first) & (ends <= last)
     ends = ends[keep]
-    return windows[keep], ends, filled.reindex(ends).to_numpy()
+    windows = clean.center(windows[keep]) if sensor.metadata.centered else windows[keep]
+    return windows, ends, filled.reindex(ends).to_numpy()
 
 
 # ---------------------------------------------------------------- the scoring pipeline
@@ -117,6 +119,11 @@ def score_range(last_scored: pd.Timestamp | None, schedule: Schedule) -> tuple[p
     return (first, last) if first <= last else None
 
 
+# Share of a sensor's training range its readings may go beyond, on either side, before they are a level
+# anomaly.
+LEVEL_MARGIN = 0.1
+
+
 @dataclass(frozen=True)
 class Policy:
     """The decision rules the run applies to every sensor with a model (see detect.Rules)."""
@@ -124,10 +131,21 @@ class Policy:
     min_consecutive: int = 1
     dynamic_history: int | None = None
     missing_limit: int | None = None
+    missing_is_anomaly: bool = False
+    level_margin: float = LEVEL_MARGIN
 
 
 # A flat-line longer than this is not looked for: reading that far back every tick would cost more.
 FLAT_CONTEXT = pd.Timedelta(days=2)
+
+
+def levels(model: SensorModel, margin: float) -> tuple[float, float] | None:
+    """The readings a sensor may take without a level anomaly: its training range widened by ``margin`` of
+    the range on each side (None for models saved before training recorded it)."""
+    if model.metadata.levels is None:
+        return None
+    low, high = model.metadata.levels
+    return low - margin * (high - low), high + margin * (high - low)
 
 
 def rules_for(model: SensorModel, ratio: float, policy: Policy) -> detect.Rules:
@@ -135,8 +153,11 @@ def rules_for(model: SensorModel, ratio: float, policy: Policy) -> detect.Rules:
         threshold=model.threshold * ratio,
         min_consecutive=policy.min_consecutive,
         dynamic_history=policy.dynamic_history,
+        levels=levels(model, policy.level_margin),
+        window=model.window,
         flat_limit=model.flat_limit,
         missing_limit=policy.missing_limit,
+        missing_is_anomaly=policy.missing_is_anomaly,
     )
 
 
@@ -147,7 +168,8 @@ def lead(model: SensorModel, policy: Policy, interval: pd.Timedelta) -> tuple[pd
     decided = (policy.min_consecutive - 1) * interval
     if policy.dynamic_history:
         decided += thresholds.history_needed(policy.dynamic_history) * interval
-    readings = max(model.window - 1, min(model.flat_limit or 0, int(FLAT_CONTEXT / interval))) * interval
+    # Twice the window: the level detector must see where a move beyond the training range began.
+    readings = max(2 * model.window, min(model.flat_limit or 0, int(FLAT_CONTEXT / interval))) * interval
     return decided, readings
 
 

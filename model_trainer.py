@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import losses, store, times
+from anomaly import calibration, store, times
+from anomaly.losses import reconstruction_loss
 
 if TYPE_CHECKING:
     import keras
@@ -151,16 +152,36 @@ class Plan:
     percentile: float = 99.5
     min_windows: int = 200
     seed: int | None = None
+    alarm_budget: float = 0.5
+    calibration_split: float = 0.2
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A sensor's training data: the gap-filled series, its scaler and its standardized windows."""
+    """A sensor's training data: the gap-filled series, its scaler, its standardized windows with each
+    window's own level removed (the shape the autoencoder learns) and their ends."""
 
     series: pd.Series
     scaler: Any
     windows: np.ndarray
+    ends: pd.DatetimeIndex
     longest_flat_run: int
+
+    @property
+    def levels(self) -> tuple[float, float]:
+        """The lowest and highest reading of training: levels between them are the sensor's own."""
+        values = self.series.dropna()
+        return float(values.min()), float(values.max())
+
+    def split(self, share: float) -> int:
+        """Where the newest ``share`` of the windows begins: they are held out of fitting to calibrate
+        the threshold, when there are enough of them to say something (MIN_CALIBRATION windows)."""
+        held = int(len(self.windows) * share)
+        return len(self.windows) - held if held >= MIN_CALIBRATION else len(self.windows)
+
+
+# Fewest held-out windows that calibrate a threshold; with fewer, the percentile of all windows is used.
+MIN_CALIBRATION = 50
 
 
 def sensor_seed(seed: int, sensor_id: str) -> int:
@@ -180,8 +201,8 @@ def prepare(raw: pd.Series, labelled: pd.DatetimeIndex, window: int, plan: Plan)
         return reason
     scaler = clean.fit_scaler(series)
     scaled = clean.standardize(series, float(scaler.mean_[0]), float(scaler.scale_[0]))
-    windows, _ = clean.windows_without_gaps(scaled, window)
-    return Prepared(series, scaler, windows, longest_flat_run)
+    windows, ends = clean.windows_without_gaps(scaled, window)
+    return Prepared(series, scaler, clean.center(windows), ends, longest_flat_run)
 
 
 def fit(sensor_id: str, windows: np.ndarray, plan: Plan) -> tuple[keras.Model, FitResult]:
@@ -191,18 +212,43 @@ def fit(sensor_id: str, windows: np.ndarray, plan: Plan) -> tuple[keras.Model, F
     return model, fit_model(model, windows, plan.epochs, plan.batch_size, plan.validation_split, plan.patience)
 
 
-def metadata_record(
-    sensor_id: str, prepared: Prepared, threshold: float, fit_result: FitResult, labelled: int, plan: Plan
-) -> dict[str, Any]:
-    """metadata.json's content (anomaly.metadata.ModelMetadata reads it back); the store adds the files."""
-    present = prepared.series.dropna().index
+def threshold(model: keras.Model, prepared: Prepared, fitted: int, plan: Plan) -> dict[str, Any]:
+    """The threshold and how it was found: the ``percentile`` of the fitted windows' losses, raised so that
+    the held-out newest windows (from ``fitted`` on) would give at most ``alarm_budget`` alarm runs a week."""
+    losses = reconstruction_loss(model, prepared.windows)
+    floor = loss_threshold(losses[:fitted], plan.percentile)
+    if fitted == len(losses) or plan.alarm_budget <= 0:
+        return {"threshold": floor, "percentile_threshold": floor}
+    found = calibration.calibrate(losses[fitted:], prepared.ends[fitted:], plan.interval, plan.alarm_budget, floor)
     return {
+        "threshold": found.threshold,
+        "percentile_threshold": floor,
+        "calibration": {
+            "alarm_budget": plan.alarm_budget,
+            "alarms_per_week": found.alarms_per_week,
+            "windows": len(losses) - fitted,
+            "weeks": found.weeks,
+            "peaks": found.peaks,
+        },
+    }
+
+
+def metadata_record(
+    sensor_id: str, prepared: Prepared, found: dict[str, Any], fit_result: FitResult, labelled: int, plan: Plan
+) -> dict[str, Any]:
+    """metadata.json's content (anomaly.metadata.ModelMetadata reads it back); the store adds the files.
+    ``found`` is what ``threshold`` returned."""
+    present = prepared.series.dropna().index
+    low, high = prepared.levels
+    return {
+        **found,
+        "centered": True,
+        "levels": {"low": low, "high": high},
         "sensor_id": sensor_id,
         "window": int(prepared.windows.shape[1]),
         "interval_s": int(plan.interval.total_seconds()),
         "max_gap_s": int(plan.max_gap.total_seconds()),
         "percentile": plan.percentile,
-        "threshold": threshold,
         "scaler": {"mean": float(prepared.scaler.mean_[0]), "scale": float(prepared.scaler.scale_[0])},
         "longest_flat_run": prepared.longest_flat_run,
         "training_range": {
@@ -237,20 +283,22 @@ def train_sensor(
     if isinstance(prepared, str):
         return f"skipped: {prepared}"
     fitting = time.monotonic()
-    model, fit_result = fit(sensor_id, prepared.windows, plan)
+    fitted = prepared.split(plan.calibration_split) if plan.alarm_budget > 0 else len(prepared.windows)
+    model, fit_result = fit(sensor_id, prepared.windows[:fitted], plan)
     thresholding = time.monotonic()
-    threshold = loss_threshold(losses.reconstruction_loss(model, prepared.windows), plan.percentile)
+    found = threshold(model, prepared, fitted, plan)
     saving = time.monotonic()
     store.save(
         store.sensor_dir(models_dir, sensor_id),
         model,
         prepared.scaler,
         export_weights(model),
-        metadata_record(sensor_id, prepared, threshold, fit_result, len(labelled), plan),
+        metadata_record(sensor_id, prepared, found, fit_result, len(labelled), plan),
     )
     done = time.monotonic()
     return (
         f"trained in {done - began:.1f}s (prepare {fitting - began:.1f}, fit {thresholding - fitting:.1f}, "
         f"threshold {saving - thresholding:.1f}, save {done - saving:.1f}): {len(prepared.windows)} windows, "
-        f"{fit_result.epochs} epochs, val loss {fit_result.val_loss:.4f}, threshold {threshold:.4f}"
+        f"{fit_result.epochs} epochs, val loss {fit_result.val_loss:.4f}, threshold {found['threshold']:.4f}"
+        + (f" ({found['calibration']['alarms_per_week']:.2f} alarms a week expected)" if "calibration" in found else "")
     )

@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
-"""Draw a PNG of a sensor's recent readings, flags, loss and threshold, for people who would rather look than read.
+"""Draw a PNG of a sensor's recent readings, flags and scores, for people who would rather look than read.
 
 Each picture has two panels on one time axis (UTC). Top: the mean reading per --interval, a red point at
 the end of every flagged window (the reading the scorer saw there) and a red band over every run of
-consecutive flagged windows. Bottom: the loss of every scored window and the threshold it was compared
-with (the model's threshold times the sensor's ratio at scoring time), on a log scale when the loss spans
-two decades or more. A window's score belongs to its last interval, so a band starts at the first bad
-reading and runs on for up to one window after the last.
+consecutive flagged windows. Bottom: the score of every scored window, its loss divided by the threshold
+it was compared with (the model's threshold times the sensor's ratio at scoring time), with a dashed line
+at 1.0, the threshold; 2.0 is twice the threshold on every sensor alike. On a log scale when the score
+spans two decades or more. Points written before sensor_predict.py wrote the score field get it from
+their loss and threshold. A window's score belongs to its last interval, so a band starts at the first
+bad reading and runs on for up to one window after the last.
 
 One PNG per --sensor. --output is a file when it ends in .png (one sensor only), else a directory,
 created if missing, where each picture is named like the sensor's model directory:
 <readable id>-<hash>.png. The default is the current directory.
 
-A sensor with readings but no scores in the range is still drawn, with a note in the loss panel saying
+A sensor with readings but no scores in the range is still drawn, with a note in the score panel saying
 why (no model in --models-dir yet, or not scored in this range) and a warning line; that counts as drawn.
 A sensor with neither readings nor scores in the range gets no picture and an error line.
 
 Exit status: 0 when every sensor was drawn, 1 when any had nothing to draw or failed, or the database
 could not be used, 2 for bad configuration. --ratios, --windows and --health-measurement are accepted
-like the jobs' and not used: the threshold drawn is the one stored with each score, and nothing is written.
+like the jobs' and not used: the scores drawn are the ones stored (or made of the stored loss and
+threshold), and nothing is written.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def plot_sensor(sensor_id: str, raw: pd.Series | None, frame: pd.DataFrame | Non
     """Draw and save one sensor's picture; False (logged) when there is nothing to draw."""
     common = settings.common
     field, schema = common.schema.field, common.schema
-    scores = review.normalize_scores(frame, field)
+    scores = plot.scores_with_score(frame, field)
     readings = plot.readings_line(
         raw if raw is not None else review.no_readings(),
         common.interval,

@@ -34,7 +34,7 @@ from influx_interact import Database, InfluxError
 from model_predict import Policy, Schedule, SensorModel
 
 logger = logging.getLogger("sensor_predict")
-COUNTS = ("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies", "notify_failed")
+COUNTS = ("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies", "missing", "notify_failed")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="losses a dynamic threshold is computed from (default 3d; each tick scores that much again)",
     )
     job.add_argument(
-        "--missing-after", help="flag intervals of a sensor with no reading for longer than this (default --max-gap)"
+        "--missing-after",
+        help="report intervals of a sensor with no reading for longer than this (default --max-gap)",
+    )
+    job.add_argument(
+        "--missing-is-anomaly",
+        action="store_true",
+        help="count those intervals as anomalies (anomaly=true, events, alerts); by default they are reported "
+        "with kind missing and anomaly=false: an outage of the data is not a process anomaly",
+    )
+    job.add_argument(
+        "--level-margin",
+        type=float,
+        default=model_predict.LEVEL_MARGIN,
+        help="a reading beyond the training range by more than this share of the range is a level anomaly "
+        f"(default {model_predict.LEVEL_MARGIN})",
     )
     job.add_argument(
         "--engine",
@@ -125,6 +139,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     alerts.add_arguments(parser)
 
 
+def non_negative(flag: str, value: float) -> float:
+    if not 0 <= value < float("inf"):
+        raise settings.ConfigError(f"{flag}: {value} must be a number >= 0")
+    return value
+
+
 def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
     now, interval = common.now, common.interval
     start = times.parse_time(args.start, now, "--start").floor(interval) if args.start else None
@@ -158,6 +178,8 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
                 else None
             ),
             missing_limit=int(times.parse_duration(args.missing_after or args.max_gap, "--missing-after") / interval),
+            missing_is_anomaly=args.missing_is_anomaly,
+            level_margin=non_negative("--level-margin", args.level_margin),
         ),
         engine=args.engine,
         dry_run=args.dry_run,
@@ -187,6 +209,7 @@ def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: 
                 "kind": row.kind,
                 "detector": detector,
                 **({"smoothed_loss": row.smoothed_loss} if "smoothed_loss" in scores else {}),
+                "score": row.score,
             },
             int(stamp.timestamp()),
         )
@@ -386,6 +409,7 @@ class Run:
         self.counts["scored"] += 1
         self.counts["windows"] += windows
         self.counts["anomalies"] += flagged
+        self.counts["missing"] += len(scores) - windows
         logger.info(
             "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f",
             sensor_id,
@@ -451,12 +475,13 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             counts["notify_failed"] += 1
     status = 1 if counts["failed"] or counts["notify_failed"] else 0
     logger.info(
-        "done in %.1fs: %d sensors scored (%d windows, %d anomalies), %d up to date, %d without new data, "
-        "%d skipped, %d failed%s",
+        "done in %.1fs: %d sensors scored (%d windows, %d anomalies, %d intervals without readings), %d up to date, "
+        "%d without new data, %d skipped, %d failed%s",
         time.monotonic() - began,
         counts["scored"],
         counts["windows"],
         counts["anomalies"],
+        counts["missing"],
         counts["up_to_date"],
         counts["no_data"],
         counts["skipped"],
@@ -474,6 +499,7 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             "sensors_failed": counts["failed"],
             "windows": counts["windows"],
             "anomalies": counts["anomalies"],
+            "missing": counts["missing"],
         },
     )
 

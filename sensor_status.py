@@ -1,11 +1,20 @@
 #!/usr/bin/env python3
-"""Status of the fleet: per sensor its model, configuration, data freshness, scores and anomalies.
+"""Status of the fleet: per sensor its model, configuration, data freshness, scores, anomalies and missing data.
 
 One row per sensor: every sensor with a model in --models-dir, and every sensor found in InfluxDB
 without one (with --where, only sensors found under that filter; with --sensor, exactly those); then a
 fleet summary. --json prints the same as one JSON document for machines. It reads
-the models directory and InfluxDB, and changes neither. Each sensor gets one status word, the first
-that applies:
+the models directory and InfluxDB, and changes neither.
+
+Beside the model's threshold, "alarms" (alarms_per_week in the JSON) is the false-alarm runs a week that
+threshold (at ratio 1) was calibrated to give on the newest part of its training range, held out of
+fitting ("-": a model trained without calibration). "24h" and "7d" count the windows flagged as
+anomalies; "missing" (missing_24h and missing_7d) the intervals the scorer reported missing in the last
+24 hours and 7 days (kind missing: no reading for longer than it allows), a data-quality fact that is not
+an anomaly unless sensor_predict.py ran with --missing-is-anomaly. The summary names the sensors with
+missing data in the last 24 hours.
+
+Each sensor gets one status word, the first that applies:
 
     damaged model        metadata.json unreadable, of another format, without a field the scorer needs,
                          naming missing files or another sensor
@@ -101,12 +110,10 @@ def run(settings: StatusSettings, db: Database) -> runner.Outcome:
         return runner.Outcome(EXIT_FAILED)
     found = [] if common.sensors else db.sensor_ids(common.now - settings.lookback, common.now)
     selected = status.select_sensors(models, found, common.sensors, common.shard, only_found=bool(common.schema.where))
-    scored, readings, day, week = status.newest(
+    newest = status.newest(
         db, [s for s, _ in selected if s is not None], common.now, settings.lookback, common.chunk_size
     )
-    rows = status.build_rows(
-        selected, common.sensor_config, common.interval, common.now, settings.limits, scored, readings, day, week
-    )
+    rows = status.build_rows(selected, common.sensor_config, common.interval, common.now, settings.limits, newest)
     summary = status.summarize(rows, common.now, settings.limits, settings.lookback)
     if settings.json:
         sys.stdout.write(status.render_json(rows, summary))

@@ -58,7 +58,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--percentile",
         type=float,
         default=99.5,
-        help="percentile of the training losses used as threshold (default 99.5)",
+        help="percentile of the fitted windows' losses: the threshold, or its floor with --alarm-budget (default 99.5)",
+    )
+    train.add_argument(
+        "--alarm-budget",
+        type=float,
+        default=0.5,
+        metavar="RUNS_PER_WEEK",
+        help="raise the threshold until the held-out newest windows would give at most this many alarm runs a "
+        "week (default 0.5); 0: the --percentile alone, fitted on every window",
+    )
+    train.add_argument(
+        "--calibration-split",
+        type=float,
+        default=0.2,
+        help="share of the newest windows held out of fitting to calibrate the threshold (default 0.2)",
     )
     train.add_argument(
         "--min-windows",
@@ -87,6 +101,10 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
         raise ConfigError(f"--percentile: {args.percentile} must be in (0, 100]")
     if not 0 <= args.dropout < 1:
         raise ConfigError(f"--dropout: {args.dropout} must be in [0, 1)")
+    if not 0 <= args.alarm_budget < float("inf"):
+        raise ConfigError(f"--alarm-budget: {args.alarm_budget} must be a number of alarm runs a week >= 0")
+    if not 0 < args.calibration_split < 0.5:
+        raise ConfigError(f"--calibration-split: {args.calibration_split} must be in (0, 0.5)")
     if not 0 < args.validation_split < 0.5:
         raise ConfigError(f"--validation-split: {args.validation_split} must be in (0, 0.5)")
     positive = settings.positive_int
@@ -106,6 +124,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
             percentile=args.percentile,
             min_windows=positive("--min-windows", args.min_windows),
             seed=args.seed,
+            alarm_budget=args.alarm_budget,
+            calibration_split=args.calibration_split,
         ),
         jobs=positive("--jobs", args.jobs),
         dask_scheduler=args.dask_scheduler,

@@ -1,23 +1,40 @@
 #!/usr/bin/env python3
-"""Choose each sensor's threshold ratio from its labels, and optionally write it to threshold_ratios.json.
+"""Choose each sensor's threshold ratio and the fleet's --min-consecutive, and optionally write the ratios
+to threshold_ratios.json.
 
 For a tuning range, per sensor: the loss of every window sensor_predict.py scored there (it does not
-depend on the ratio), the model's saved threshold and window, and the labels (--labels-csv files, or the
---label-field in InfluxDB). Every ratio of --ratios-grid is evaluated (evaluation.tune_ratio): the chosen
-one has the highest event F1, or, with --max-false-alarms N, the highest event recall among the ratios
-with at most N false alarms per week; ties go to the larger ratio.
+depend on the ratio), its readings, the model's metadata, and the labels (--labels-csv files, or the
+--label-field in InfluxDB). Every ratio of --ratios-grid is tried with every K of --min-consecutive-grid,
+each flag decided as the scorer decides it (detect.decide with the scorer's rules: threshold x ratio,
+level, K windows in a row, flat-line; --level-margin as the scoring job has it). For each K, each sensor's
+ratio is chosen (evaluation.tune_ratio):
+
+- with a labelled event in the range: the highest event F1, or, with --max-false-alarms N, the highest
+  event recall among the ratios with at most N false alarms per week;
+- without: the smallest ratio whose flag runs (all false alarms) stay within --alarm-budget a week, the
+  rule training calibrates its threshold by (anomaly/calibration.py).
+
+Ties go to the smallest change from the current ratio, then to the shortest mean delay. K is one flag of
+sensor_predict.py for every sensor, so it is chosen for the fleet: the most sensors within their budget,
+then the best event F1 (or recall) of the labelled sensors together, then the smallest change from
+--min-consecutive (the scoring job's current K), then the shortest delay. The ratios printed and written
+are the ones tuned for that K: set sensor_predict.py's --min-consecutive to it when writing them (pass
+--min-consecutive-grid N to tune for a K you keep). Points of intervals without readings (kind missing)
+are not windows: never scored, flagged or false alarms. A dynamic threshold (--threshold dynamic) is not
+tuned: the flags are the fixed threshold's.
 
 Tuning range: --tune-start/--tune-stop. Without them it is the range of the same length just before the
 evaluation range (--eval-start/--eval-stop), so a report over the evaluation range is never made on the
 data the ratio was fitted to; without either, the last 28 days. When both ranges are given and overlap,
 the run stops (exit 2) unless --allow-overlap.
 
-It prints, per sensor, the old and new ratio and the metrics at both over the tuning range. Without
+It prints, per K, what the fleet gets with it; the recommended K; per sensor, the old and new ratio and
+the metrics at both (old: with --min-consecutive; new: with the recommended K) over the tuning range. Without
 --write nothing changes (a dry run). With --write, the changed ratios go into --ratios: every other key,
 "default" included, is kept; keys are sorted, indentation 2; the old file is copied to
 <file>.bak first and the new one replaces it atomically. The next scoring run uses them.
 
-Exit status: 0 when every sensor with labels was tuned (sensors without labels, model or scores are
+Exit status: 0 when every sensor with a model and scores was tuned (sensors without a model or scores are
 listed and skipped), 1 when the database failed or a sensor could not be tuned, 2 for bad configuration.
 """
 
@@ -31,15 +48,18 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
+import clean
+import model_predict
 from anomaly import files, labels, review, runner, settings, times, tuning
 from anomaly.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from anomaly.settings import Common
 from influx_interact import Database
+from model_predict import Policy, SensorModel
 
 logger = logging.getLogger("sensor_tune")
 
@@ -52,7 +72,10 @@ class TuneSettings:
     start: pd.Timestamp
     stop: pd.Timestamp
     grid: tuple[float, ...]
-    max_false_alarms: float | None
+    consecutive: tuple[int, ...]
+    current_consecutive: int
+    objective: tuning.Objective
+    level_margin: float
     labels: Mapping[str, pd.DatetimeIndex] | None  # from --labels-csv; None: from InfluxDB
     ratios_path: Path
     write: bool
@@ -77,10 +100,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="candidate ratios: START:STOP:STEP (inclusive) or a list 0.8,1,1.5 (default 0.5:5:0.25)",
     )
     tune.add_argument(
+        "--min-consecutive-grid",
+        default="1,2,3,4",
+        help="candidate --min-consecutive of sensor_predict.py: a list 1,2,3,4 (default 1,2,3,4)",
+    )
+    tune.add_argument(
+        "--min-consecutive",
+        type=int,
+        default=1,
+        help="the --min-consecutive sensor_predict.py runs with now: the metrics before, and ties (default 1)",
+    )
+    tune.add_argument(
         "--max-false-alarms",
         type=float,
         metavar="N",
-        help="false alarms per week allowed; then the best event recall within it is chosen",
+        help="with labels: false alarms per week allowed; then the best event recall within it is chosen",
+    )
+    tune.add_argument(
+        "--alarm-budget",
+        type=float,
+        default=0.5,
+        metavar="RUNS_PER_WEEK",
+        help="without labels: the smallest ratio giving at most this many flag runs a week is chosen, as "
+        "training's --alarm-budget (default 0.5)",
+    )
+    tune.add_argument(
+        "--level-margin",
+        type=float,
+        default=model_predict.LEVEL_MARGIN,
+        help=f"as sensor_predict.py's --level-margin (default {model_predict.LEVEL_MARGIN})",
     )
     tune.add_argument("--write", action="store_true", help="write the new ratios to --ratios (default: dry run)")
 
@@ -126,12 +174,19 @@ def settings_from_args(args: argparse.Namespace) -> TuneSettings:
     start, stop = tuning_range(args, common.now, common.interval)
     if args.max_false_alarms is not None and not (math.isfinite(args.max_false_alarms) and args.max_false_alarms >= 0):
         raise ConfigError(f"--max-false-alarms: {args.max_false_alarms} must be a number >= 0 (per week)")
+    if not (math.isfinite(args.alarm_budget) and args.alarm_budget >= 0):
+        raise ConfigError(f"--alarm-budget: {args.alarm_budget} must be a number >= 0 (flag runs per week)")
+    if not (math.isfinite(args.level_margin) and args.level_margin >= 0):
+        raise ConfigError(f"--level-margin: {args.level_margin} must be a number >= 0")
     return TuneSettings(
         common=common,
         start=start,
         stop=stop,
         grid=tuning.parse_grid(args.ratios_grid),
-        max_false_alarms=args.max_false_alarms,
+        consecutive=tuning.parse_consecutive(args.min_consecutive_grid),
+        current_consecutive=settings.positive_int("--min-consecutive", args.min_consecutive),
+        objective=tuning.Objective(args.max_false_alarms, args.alarm_budget),
+        level_margin=args.level_margin,
         labels=labels.from_files(args.labels_csv, common.interval),
         ratios_path=args.ratios,
         write=args.write,
@@ -147,14 +202,30 @@ def write_ratios(path: Path, changes: Mapping[str, float]) -> Path:
     return backup
 
 
+def scorer_rules(model: SensorModel, policy: Policy) -> tuning.RulesFor:
+    """The rules sensor_predict.py decides a sensor by, at any ratio and K."""
+    return lambda ratio, k: model_predict.rules_for(model, ratio, replace(policy, min_consecutive=k))
+
+
 def tune_chunk(db: Database, chunk: Sequence[str], settings: TuneSettings) -> Iterator[tuning.SensorTuning | None]:
-    """One query each for a chunk's labels and scores; each sensor tuned inside its own error boundary and
-    printed. Yields each sensor's tuning, None for a sensor that failed."""
+    """One query each for a chunk's labels, scores and readings; each sensor tuned inside its own error
+    boundary. Yields each sensor's tuning, None for a sensor that failed."""
     common, interval = settings.common, settings.common.interval
     facts = {s: review.model_facts(common.models_dir, s, common.sensor_config, interval) for s in chunk}
+    models = {s: SensorModel(f.metadata) for s, f in facts.items() if f.metadata is not None}
+    widest = Policy(
+        min_consecutive=max(*settings.consecutive, settings.current_consecutive), level_margin=settings.level_margin
+    )
+    # As the scorer reads: the windows that decide persistence before the range, and the readings the level
+    # and flat-line detectors look back at before those.
+    leads = [model_predict.lead(m, widest, interval) for m in models.values()]
+    decided = max((d for d, _ in leads), default=pd.Timedelta(0))
+    before = max((d + r for d, r in leads), default=pd.Timedelta(0)) + common.max_gap
     label_start = settings.start - (max(f.window for f in facts.values()) - 1) * interval
     marked = labels.read(db, chunk, label_start, settings.stop, interval, common.chunk_size, settings.labels)
-    frames = db.read_scores(chunk, settings.start, settings.stop)
+    frames = db.read_scores(chunk, settings.start - decided, settings.stop)
+    read = (settings.start - before, settings.stop)
+    means = db.read_means(list(models), *read, interval) if models else {}
     for sensor_id in chunk:
         try:
             tuned = tuning.tune_sensor(
@@ -163,18 +234,35 @@ def tune_chunk(db: Database, chunk: Sequence[str], settings: TuneSettings) -> It
                 marked.get(sensor_id),
                 facts[sensor_id],
                 common.sensor_config.ratio(sensor_id),
+                rules=scorer_rules(models[sensor_id], widest) if sensor_id in models else None,
+                readings=clean.regular(means.get(sensor_id, review.no_readings()), interval, *read),
                 start=settings.start,
                 stop=settings.stop,
                 interval=interval,
                 candidates=settings.grid,
-                max_false_alarms=settings.max_false_alarms,
+                consecutive=settings.consecutive,
+                current_consecutive=settings.current_consecutive,
+                objective=settings.objective,
             )
         except Exception:
             logger.exception("sensor %r: failed", sensor_id)
             yield None
             continue
-        print(tuning.describe(tuned))
+        logger.info(
+            "sensor %r: %s",
+            sensor_id,
+            f"skipped: {tuned.skipped}" if tuned.skipped else f"tuned ({tuned.rule}) for K {settings.consecutive}",
+        )
         yield tuned
+
+
+def objective_text(settings: TuneSettings) -> str:
+    labelled = (
+        "event F1"
+        if settings.objective.max_false_alarms is None
+        else f"event recall with at most {settings.objective.max_false_alarms:g} false alarms per week"
+    )
+    return f"{labelled} with labels; without, at most {settings.objective.alarm_budget:g} flag runs per week"
 
 
 def run(settings: TuneSettings, db: Database) -> runner.Outcome:
@@ -182,18 +270,27 @@ def run(settings: TuneSettings, db: Database) -> runner.Outcome:
     common = settings.common
     print(
         f"tuning range {times.format_time(settings.start)} .. {times.format_time(settings.stop)}, "
-        f"{len(settings.grid)} candidate ratios {settings.grid[0]:g} .. {settings.grid[-1]:g}, objective: "
-        + (
-            "event F1"
-            if settings.max_false_alarms is None
-            else f"event recall with at most {settings.max_false_alarms:g} false alarms per week"
-        )
+        f"{len(settings.grid)} candidate ratios {settings.grid[0]:g} .. {settings.grid[-1]:g}, --min-consecutive "
+        f"{','.join(map(str, settings.consecutive))}, objective: {objective_text(settings)}"
     )
     sensor_ids = common.selected([] if common.sensors else db.sensor_ids(settings.start, settings.stop))
     found = [t for chunk in review.chunks(sensor_ids, common.chunk_size) for t in tune_chunk(db, chunk, settings)]
     tuned = [t for t in found if t is not None]
     failed = len(found) - len(tuned)
-    changes = {t.sensor_id: t.new_ratio for t in tuned if t.new_ratio is not None and t.new_ratio != t.old_ratio}
+    fleet = tuning.fleet_choices(tuned, settings.consecutive)
+    for choice in fleet:
+        print(tuning.describe_fleet(choice))
+    k = tuning.recommend(fleet, settings.current_consecutive, settings.objective)
+    for t in tuned:
+        print(tuning.describe(t, k, settings.objective))
+    changes = {t.sensor_id: t.choices[k].ratio for t in tuned if k in t.choices and t.choices[k].ratio != t.old_ratio}
+    if k != settings.current_consecutive:
+        print(
+            f"recommended: sensor_predict.py --min-consecutive {k} (now {settings.current_consecutive}); the new "
+            f"ratios are tuned for it: change the flag together with them"
+        )
+    else:
+        print(f"recommended: sensor_predict.py --min-consecutive {k}, as now")
     if settings.write and changes:
         try:
             backup = write_ratios(settings.ratios_path, changes)
@@ -207,13 +304,14 @@ def run(settings: TuneSettings, db: Database) -> runner.Outcome:
         print("no ratio changes")
     ok = sum(t.skipped is None for t in tuned)
     logger.info(
-        "done in %.1fs: %d tuned, %d skipped, %d failed, %d changed%s",
+        "done in %.1fs: %d tuned, %d skipped, %d failed, %d changed%s; --min-consecutive %d recommended",
         time.monotonic() - began,
         ok,
         len(tuned) - ok,
         failed,
         len(changes),
         "" if settings.write else " (dry run)",
+        k,
     )
     return runner.Outcome(EXIT_FAILED if failed else EXIT_OK)
 

@@ -8,10 +8,13 @@ no DataFrame is copied per rule); ``decide`` returns them as one frame:
     frame, indexed by window end (UTC, on the interval grid): ``value``, ``loss``, ``threshold`` (the
     effective one), ``anomaly`` (bool) and ``kind`` (why it was flagged; ``none`` when it was not)
 
-The rules, in the order ``decide`` applies them: a threshold (fixed: threshold x ratio; or dynamic,
-from the recent smoothed losses), persistence (K windows in a row), flat-line (stuck far longer than
-training saw) and missing (no reading for longer than --missing-after). The cold-start detector is the
-same fixed threshold applied to a robust z-score instead of a reconstruction loss (cold_start.py).
+The rules, in the order ``decide`` applies them: a threshold on the loss of the window's shape (fixed:
+threshold x ratio; or dynamic, from the recent smoothed losses), the level (a move to readings beyond
+any level seen in training), persistence (K windows in a row), flat-line (stuck far longer than training
+saw) and missing (no reading for longer than --missing-after: reported, an anomaly only when asked for).
+Every window also gets ``score`` = loss / effective threshold, which compares sensors: 1.0 is at the
+threshold. The cold-start detector is the same fixed threshold applied to a robust z-score instead of a
+reconstruction loss (cold_start.py).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Scores:
         }
         if self.smoothed_loss is not None:
             columns["smoothed_loss"] = self.smoothed_loss
+        columns["score"] = columns["loss"] / self.threshold
         return pd.DataFrame(columns, index=self.ends)
 
 
@@ -77,9 +81,12 @@ class Rules:
     threshold: float
     min_consecutive: int = 1
     dynamic_history: int | None = None
+    levels: tuple[float, float] | None = None
+    window: int = 1
     flat_limit: int | None = None
     missing_limit: int | None = None
-    kind: str = "reconstruction"
+    missing_is_anomaly: bool = False
+    kind: str = "shape"
 
 
 def fixed_threshold(threshold: float, kind: str) -> Detector:
@@ -104,6 +111,30 @@ def dynamic_threshold(history: int, kind: str) -> Detector:
         dynamic = thresholds.rolling_dynamic_thresholds(losses, float(scores.threshold[0]), history)
         smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
         return replace(scores, threshold=threshold, smoothed_loss=smoothed).flag(smoothed > threshold, kind)
+
+    return detect
+
+
+def level(low: float, high: float, window: int) -> Detector:
+    """A move to readings beyond every level the sensor used in training: the first ``window`` windows whose
+    readings all lie beyond the same side of [low, high] (the training range widened by a margin) are
+    anomalies of kind ``level``, unless their shape is flagged already. Levels inside the range are left to
+    the shape and flat-line detectors, a lone reading beyond it to the shape detector; and a sensor that
+    stays at a new level is flagged when it gets there, not for as long as it stays."""
+
+    def detect(scores: Scores, context: Context) -> Scores:
+        series = context.series
+        if series is None or not len(scores.ends):
+            return scores
+        readings = series.rolling(window, min_periods=window)
+        beyond = ((readings.min() > high) | (readings.max() < low)).to_numpy()
+        lengths = clean.run_lengths(beyond)
+        onset = (lengths >= 1) & (lengths <= window)
+        at = series.index.get_indexer(scores.ends)
+        moved = (at >= 0) & onset[at] & ~scores.anomaly
+        if not moved.any():
+            return scores
+        return replace(scores, anomaly=scores.anomaly | moved, kind=np.where(moved, "level", scores.kind))
 
     return detect
 
@@ -144,9 +175,10 @@ def flatline(limit: int) -> Detector:
     return detect
 
 
-def missing(limit: int, threshold: float) -> Detector:
+def missing(limit: int, threshold: float, anomaly: bool = False) -> Detector:
     """A sensor with no reading for more than ``limit`` intervals, in [first, last]: one point per such
-    interval with kind ``missing``, no value and no loss, and the fixed ``threshold``."""
+    interval with kind ``missing``, no value and no loss, and the fixed ``threshold``. An outage of the data
+    pipeline is a data-quality fact, not a process anomaly: ``anomaly`` is false unless asked for."""
 
     def detect(scores: Scores, context: Context) -> Scores:
         series = context.series
@@ -172,7 +204,7 @@ def missing(limit: int, threshold: float) -> Detector:
             value=joined(scores.value.astype("float64"), np.nan),
             loss=joined(scores.loss.astype("float64"), np.nan),
             threshold=joined(scores.threshold.astype("float64"), threshold),
-            anomaly=joined(scores.anomaly, True),
+            anomaly=joined(scores.anomaly, anomaly),
             kind=joined(scores.kind.astype(object), "missing"),
             smoothed_loss=None if scores.smoothed_loss is None else joined(scores.smoothed_loss, np.nan),
         )
@@ -187,12 +219,14 @@ def detectors(rules: Rules) -> Sequence[Detector]:
         if rules.dynamic_history
         else fixed_threshold(rules.threshold, rules.kind)
     ]
+    if rules.levels is not None:
+        chain.append(level(*rules.levels, rules.window))
     if rules.min_consecutive > 1:
         chain.append(persistence(rules.min_consecutive))
     if rules.flat_limit is not None:
         chain.append(flatline(rules.flat_limit))
     if rules.missing_limit is not None:
-        chain.append(missing(rules.missing_limit, rules.threshold))
+        chain.append(missing(rules.missing_limit, rules.threshold, rules.missing_is_anomaly))
     return chain
 
 

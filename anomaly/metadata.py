@@ -68,6 +68,8 @@ class ModelMetadata:
     mean: float
     scale: float
     longest_flat_run: int | None = None
+    centered: bool = False
+    levels: tuple[float, float] | None = None
     record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -75,6 +77,7 @@ class ModelMetadata:
         """Validate the fields the scorer needs; a bad one raises ArtifactError naming it and its value."""
         scaler = section(record, "scaler")
         flat = record.get("longest_flat_run")
+        levels = record.get("levels")
         checks = [
             ("sensor_id", isinstance(record.get("sensor_id"), str)),
             ("window", _whole(record.get("window"), 2)),
@@ -82,6 +85,17 @@ class ModelMetadata:
             ("threshold", _number(record.get("threshold")) and record["threshold"] >= 0),
             ("scaler", _number(scaler.get("mean")) and _number(scaler.get("scale")) and scaler["scale"] > 0),
             ("longest_flat_run", flat is None or _whole(flat, 0)),
+            ("centered", isinstance(record.get("centered", False), bool)),
+            (
+                "levels",
+                levels is None
+                or (
+                    isinstance(levels, dict)
+                    and _number(levels.get("low"))
+                    and _number(levels.get("high"))
+                    and levels["low"] <= levels["high"]
+                ),
+            ),
         ]
         for key, good in checks:
             if not good:
@@ -95,8 +109,16 @@ class ModelMetadata:
             mean=float(scaler["mean"]),
             scale=float(scaler["scale"]),
             longest_flat_run=flat,
+            centered=record.get("centered", False),
+            levels=None if levels is None else (float(levels["low"]), float(levels["high"])),
             record=dict(record),
         )
+
+    @property
+    def alarms_per_week(self) -> float | None:
+        """The false-alarm runs per week the calibrated threshold is expected to give (None: not calibrated)."""
+        value = section(self.record, "calibration").get("alarms_per_week")
+        return float(value) if _number(value) else None
 
     def mismatch(self, window: int, interval: pd.Timedelta) -> str | None:
         """Why this model cannot score with the configured window and interval, or None when it can."""

@@ -1,10 +1,11 @@
-"""Pictures of a sensor's readings, flags, loss and threshold, as sensor_plot.py and sensor_evaluate.py draw them.
+"""Pictures of a sensor's readings, flags and scores, as sensor_plot.py and sensor_evaluate.py draw them.
 
 Each picture has two panels on one time axis (UTC). Top: the mean reading per interval, a red point at
 the end of every flagged window (the reading the scorer saw there) and a red band over every run of
-consecutive flagged windows. Bottom: the loss of every scored window and the threshold it was compared
-with, on a log scale when the loss spans two decades or more. matplotlib is imported only when a picture
-is drawn, and draws on its Agg canvas: no display is needed.
+consecutive flagged windows. Bottom: the score of every scored window (loss / effective threshold, the
+same on every sensor) with a line at 1.0, the threshold, on a log scale when the score spans two decades
+or more. Points written before the scorer wrote ``score`` get it from their loss and threshold. matplotlib
+is imported only when a picture is drawn, and draws on its Agg canvas: no display is needed.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import files, times
+from anomaly import files, review, times
 from anomaly.runs import runs
 
-LOG_SCALE_RATIO = 100.0  # max / min loss at which the loss panel switches to a log scale (two decades)
+LOG_SCALE_RATIO = 100.0  # max / min score at which the score panel switches to a log scale (two decades)
 FLAG_COLOR = "#d62728"
 READING_COLOR = "#1f5f99"
-LOSS_COLOR = "#3b3b3b"
+SCORE_COLOR = "#3b3b3b"
 NOTE_COLOR = "#6b6b6b"
 FIGURE_SIZE_IN = (12.0, 6.5)
 DPI = 100
@@ -40,11 +41,35 @@ def flag_spans(anomaly: pd.Series, interval: pd.Timedelta) -> list[tuple[pd.Time
     return [(index[first], index[last] + interval) for first, last in runs(flagged, index, interval)]
 
 
-def use_log_scale(loss: pd.Series) -> bool:
-    """Whether the positive, finite losses span two decades or more (max / min >= 100)."""
-    values = loss.to_numpy(dtype="float64", na_value=np.nan)
+def use_log_scale(series: pd.Series) -> bool:
+    """Whether the positive, finite values (scores) span two decades or more (max / min >= 100)."""
+    values = series.to_numpy(dtype="float64", na_value=np.nan)
     values = values[np.isfinite(values) & (values > 0)]
     return bool(len(values) >= 2 and values.max() / values.min() >= LOG_SCALE_RATIO)
+
+
+def window_scores(scores: pd.DataFrame) -> pd.Series:
+    """Each window's score: the ``score`` written with it where there is one, else loss / threshold, which
+    is how the scorer computes it (points written before it wrote the field, frames without the column).
+    NaN where neither can be had: an interval reported missing has no loss, a zero threshold no ratio.
+    """
+    computed = pd.to_numeric(scores["loss"], errors="coerce") / pd.to_numeric(scores["threshold"], errors="coerce")
+    if "score" in scores:
+        written = pd.to_numeric(scores["score"], errors="coerce")
+        computed = written.where(written.notna(), computed)
+    values = computed.to_numpy(dtype="float64", na_value=np.nan)
+    return pd.Series(np.where(np.isfinite(values), values, np.nan), index=scores.index, name="score")
+
+
+def scores_with_score(frame: pd.DataFrame | None, field: str) -> pd.DataFrame:
+    """``review.normalize_scores`` of what ``Database.read_scores`` gave, with a float ``score`` column
+    (``window_scores``) on the same rows: each window end once, the last one read."""
+    scores = review.normalize_scores(frame, field)
+    if frame is not None and "score" in frame and not frame.empty:
+        written = pd.to_numeric(frame["score"], errors="coerce").astype("float64")
+        scores["score"] = written[~written.index.duplicated(keep="last")].reindex(scores.index)
+    scores["score"] = window_scores(scores)
+    return scores
 
 
 def readings_line(
@@ -95,8 +120,9 @@ def draw(
     """A matplotlib Figure (Agg canvas, no display) with the two panels described in the module docstring.
 
     ``readings``: mean reading per interval start, NaN where the line must break. ``scores``: frame by
-    window end with loss, threshold, anomaly and ``field`` (``review.normalize_scores``). ``no_scores``: why
-    the loss panel is empty, written into it.
+    window end with loss, threshold, anomaly and ``field`` (``review.normalize_scores``), and score where
+    it was read (``scores_with_score``; else computed, ``window_scores``). ``no_scores``: why the score
+    panel is empty, written into it.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -115,7 +141,7 @@ def draw(
             axis.spines[side].set_visible(False)
     flagged = scores[scores["anomaly"]]
     _readings_panel(top, readings, flagged, field, interval)
-    _loss_panel(bottom, scores, flagged, no_scores)
+    _score_panel(bottom, window_scores(scores), scores["anomaly"].to_numpy(dtype=bool), no_scores)
     top.set_xlim(naive(start), naive(stop))
     _time_axis(bottom)
     for axis in (top, bottom):
@@ -157,8 +183,8 @@ def _readings_panel(axis: Any, readings: pd.Series, flagged: pd.DataFrame, field
     axis.set_ylabel(field)
 
 
-def _loss_panel(axis: Any, scores: pd.DataFrame, flagged: pd.DataFrame, no_scores: str | None) -> None:
-    if scores.empty:
+def _score_panel(axis: Any, score: pd.Series, flagged: np.ndarray, no_scores: str | None) -> None:
+    if score.empty:
         axis.text(
             0.5,
             0.56,
@@ -183,24 +209,16 @@ def _loss_panel(axis: Any, scores: pd.DataFrame, flagged: pd.DataFrame, no_score
         )
         axis.set_yticks([])
     else:
-        index = naive(scores.index)
-        axis.plot(index, scores["loss"], color=LOSS_COLOR, linewidth=1.0, label="loss")
-        axis.step(
-            index,
-            scores["threshold"],
-            where="post",
-            color=FLAG_COLOR,
-            linestyle="--",
-            linewidth=1.3,
-            label="threshold (model × ratio)",
-        )
-        if not flagged.empty:
+        index = naive(score.index)
+        axis.plot(index, score.to_numpy(), color=SCORE_COLOR, linewidth=1.0, label="score (loss / threshold)")
+        axis.axhline(1.0, color=FLAG_COLOR, linestyle="--", linewidth=1.3, label="threshold (score 1.0)")
+        if flagged.any():
             axis.scatter(
-                naive(flagged.index), flagged["loss"], s=12, color=FLAG_COLOR, zorder=3, label="loss above threshold"
+                index[flagged], score.to_numpy()[flagged], s=12, color=FLAG_COLOR, zorder=3, label="flagged window"
             )
-        if use_log_scale(scores["loss"]):
+        if use_log_scale(score):
             axis.set_yscale("log")
-    axis.set_ylabel("loss")
+    axis.set_ylabel("score")
 
 
 def _time_axis(axis: Any) -> None:

@@ -2,7 +2,9 @@
 
 The scores come from ``Database.read_scores``, as sensor_predict.py wrote them; a sensor's model is read
 through the one metadata schema (``store.load``), so these tools agree with the scorer on which models
-are usable.
+are usable. A point with no loss is an interval the scorer found without readings (kind ``missing``), not
+a window: it is left out here, so no review counts an outage of the data as scored or flagged, even when
+the scorer ran with --missing-is-anomaly.
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ from pathlib import Path
 import pandas as pd
 
 from anomaly import store
-from anomaly.metadata import ArtifactError
+from anomaly.metadata import ArtifactError, ModelMetadata
 from anomaly.settings import Common, SensorConfig
 
 
 @dataclass(frozen=True)
 class ModelFacts:
     """What evaluation and tuning need of a sensor's model; ``window`` falls back to the configuration without
-    one, and ``note`` says why."""
+    one, and ``note`` says why. ``metadata``: the model's, for the scorer's rules (None without a model)."""
 
     window: int
     threshold: float | None
     note: str = ""
+    metadata: ModelMetadata | None = None
 
 
 def model_facts(models_dir: Path, sensor_id: str, sensor_config: SensorConfig, interval: pd.Timedelta) -> ModelFacts:
@@ -42,8 +45,9 @@ def model_facts(models_dir: Path, sensor_id: str, sensor_config: SensorConfig, i
             metadata.window,
             metadata.threshold,
             f"model interval {int(metadata.interval.total_seconds())}s differs from --interval",
+            metadata,
         )
-    return ModelFacts(metadata.window, metadata.threshold)
+    return ModelFacts(metadata.window, metadata.threshold, metadata=metadata)
 
 
 def distinct_sensors(common: Common) -> Common:
@@ -64,7 +68,7 @@ def no_readings() -> pd.Series:
 
 def normalize_scores(frame: pd.DataFrame | None, field: str) -> pd.DataFrame:
     """read_scores' frame with float loss, threshold and reading and a boolean anomaly, sorted by time, each
-    window end once (the last one read)."""
+    window end once (the last one read), and only windows: points without a loss (missing) are left out."""
     if frame is None or frame.empty:
         return pd.DataFrame(
             {"loss": [], "threshold": [], "anomaly": [], field: []}, index=pd.DatetimeIndex([], tz="UTC")
@@ -78,12 +82,15 @@ def normalize_scores(frame: pd.DataFrame | None, field: str) -> pd.DataFrame:
         },
         index=frame.index,
     )
-    return out[~out.index.duplicated(keep="last")].sort_index()
+    out = out[~out.index.duplicated(keep="last")]
+    return out[out["loss"].notna()].sort_index()
 
 
 def stored_loss(frame: pd.DataFrame | None) -> pd.Series:
-    """The loss of every stored window by window end, sorted (a loss does not depend on the ratio); a value
-    that is not a number becomes NaN."""
+    """The loss of every stored window by window end, sorted, each window end once (the last one read); a
+    loss does not depend on the ratio. Points without a loss that is a number (missing) are left out."""
     if frame is None:
         return no_readings()
-    return pd.to_numeric(frame["loss"], errors="coerce").sort_index()
+    loss = pd.to_numeric(frame["loss"], errors="coerce").astype("float64")
+    loss = loss[~loss.index.duplicated(keep="last")]
+    return loss[loss.notna()].sort_index()

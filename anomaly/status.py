@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the status shows of one model directory; ``problem`` says why it is damaged (None: usable)."""
+    """What the status shows of one model directory; ``problem`` says why it is damaged (None: usable).
+    ``alarms_per_week``: the false-alarm runs a week its saved threshold (ratio 1) was calibrated to give
+    on held-out data (None: a model whose threshold was not calibrated)."""
 
     directory: str
     sensor_id: str | None = None
@@ -51,13 +53,15 @@ class ModelInfo:
     threshold: float | None = None
     training_start: pd.Timestamp | None = None
     training_stop: pd.Timestamp | None = None
+    alarms_per_week: float | None = None
     problem: str | None = None
 
 
 @dataclass(frozen=True)
 class Row:
     """One sensor's line of the status. ``sensor_id`` is None for a damaged model naming no known sensor,
-    whose data, scores and anomaly counts are then unknown (None)."""
+    whose data, scores, anomaly and missing counts are then unknown (None). ``missing_*``: intervals the
+    scorer reported missing (kind ``missing``), which are not anomalies unless it was told to flag them."""
 
     sensor_id: str | None
     status: str
@@ -69,6 +73,8 @@ class Row:
     last_reading: pd.Timestamp | None
     anomalies_24h: int | None
     anomalies_7d: int | None
+    missing_24h: int | None
+    missing_7d: int | None
 
     @property
     def usable(self) -> ModelInfo | None:
@@ -127,6 +133,7 @@ def usable(directory: str, metadata: ModelMetadata) -> ModelInfo:
         threshold=metadata.threshold,
         training_start=start,
         training_stop=stop,
+        alarms_per_week=metadata.alarms_per_week,
     )
 
 
@@ -223,21 +230,33 @@ def sensor_status(
     return OK
 
 
+@dataclass(frozen=True)
+class Found:
+    """What InfluxDB said of the sensors: each mapping is sensor id -> value; a sensor absent from one has
+    none (no score or reading in the lookback; no anomaly or missing interval in the last 24 h or 7 d)."""
+
+    last_scored: Mapping[str, pd.Timestamp] = field(default_factory=dict)
+    last_reading: Mapping[str, pd.Timestamp] = field(default_factory=dict)
+    anomalies_24h: Mapping[str, int] = field(default_factory=dict)
+    anomalies_7d: Mapping[str, int] = field(default_factory=dict)
+    missing_24h: Mapping[str, int] = field(default_factory=dict)
+    missing_7d: Mapping[str, int] = field(default_factory=dict)
+
+
 def newest(
     db: Database, sensor_ids: Sequence[str], now: pd.Timestamp, lookback: pd.Timedelta, chunk_size: int
-) -> tuple[dict, dict, dict, dict]:
-    """Newest score, newest reading and anomaly counts (24 h, 7 d) per sensor: four queries per chunk."""
-    since = now - lookback
-    scored: dict[str, pd.Timestamp] = {}
-    readings: dict[str, pd.Timestamp] = {}
-    day: dict[str, int] = {}
-    week: dict[str, int] = {}
+) -> Found:
+    """Newest score, newest reading, anomaly and missing counts (24 h, 7 d) per sensor: six queries per chunk."""
+    since, day, week = now - lookback, now - pd.Timedelta(days=1), now - pd.Timedelta(days=7)
+    found: dict[str, dict] = {f.name: {} for f in fields(Found)}
     for chunk in review.chunks(sensor_ids, chunk_size):
-        scored.update(db.last_scored(chunk, since))
-        readings.update(db.last_reading(chunk, since))
-        day.update(db.anomaly_counts(chunk, now - pd.Timedelta(days=1)))
-        week.update(db.anomaly_counts(chunk, now - pd.Timedelta(days=7)))
-    return scored, readings, day, week
+        found["last_scored"].update(db.last_scored(chunk, since))
+        found["last_reading"].update(db.last_reading(chunk, since))
+        found["anomalies_24h"].update(db.anomaly_counts(chunk, day))
+        found["anomalies_7d"].update(db.anomaly_counts(chunk, week))
+        found["missing_24h"].update(db.missing_counts(chunk, day))
+        found["missing_7d"].update(db.missing_counts(chunk, week))
+    return Found(**found)
 
 
 def build_rows(
@@ -246,12 +265,9 @@ def build_rows(
     interval: pd.Timedelta,
     now: pd.Timestamp,
     limits: Limits,
-    last_scored: Mapping[str, pd.Timestamp],
-    last_reading: Mapping[str, pd.Timestamp],
-    anomalies_24h: Mapping[str, int],
-    anomalies_7d: Mapping[str, int],
+    found: Found,
 ) -> list[Row]:
-    """Join the models with what InfluxDB said (each mapping: sensor id -> value; absent: none) into rows.
+    """Join the models with what InfluxDB said into rows.
 
     A model's window changed when the configured window or ``interval`` differs from the model's,
     as the scorer checks before it skips a sensor.
@@ -259,24 +275,26 @@ def build_rows(
     rows = []
     for sensor_id, model in selected:
         if sensor_id is None:
-            rows.append(Row(None, DAMAGED, model, None, None, interval, None, None, None, None))
+            rows.append(Row(None, DAMAGED, model, None, None, interval, None, None, None, None, None, None))
             continue
         window = sensor_config.window(sensor_id)
         fit = model if model is not None and model.problem is None else None
         changed = fit is not None and (fit.window != window or fit.interval != interval)
-        status = sensor_status(model, changed, last_reading.get(sensor_id), last_scored.get(sensor_id), now, limits)
+        last_scored, last_reading = found.last_scored.get(sensor_id), found.last_reading.get(sensor_id)
         rows.append(
             Row(
                 sensor_id,
-                status,
+                sensor_status(model, changed, last_reading, last_scored, now, limits),
                 model,
                 sensor_config.ratio(sensor_id),
                 window,
                 interval,
-                last_scored.get(sensor_id),
-                last_reading.get(sensor_id),
-                int(anomalies_24h.get(sensor_id, 0)),
-                int(anomalies_7d.get(sensor_id, 0)),
+                last_scored,
+                last_reading,
+                int(found.anomalies_24h.get(sensor_id, 0)),
+                int(found.anomalies_7d.get(sensor_id, 0)),
+                int(found.missing_24h.get(sensor_id, 0)),
+                int(found.missing_7d.get(sensor_id, 0)),
             )
         )
     return rows
@@ -284,7 +302,8 @@ def build_rows(
 
 def summarize(rows: Sequence[Row], now: pd.Timestamp, limits: Limits, lookback: pd.Timedelta) -> dict[str, Any]:
     """Fleet summary: sensors per status word, models older than ``limits.old_model_after``, sensors with
-    anomalies in the last 24 h, and the anomaly totals. Sensor ids are listed in row order."""
+    anomalies and sensors with missing data in the last 24 h, and the anomaly and missing totals. Sensor
+    ids are listed in row order."""
     old = [
         r.sensor_id
         for r in rows
@@ -302,6 +321,9 @@ def summarize(rows: Sequence[Row], now: pd.Timestamp, limits: Limits, lookback: 
         "anomalous_24h": [r.sensor_id for r in rows if r.anomalies_24h],
         "anomalies_24h": sum(r.anomalies_24h or 0 for r in rows),
         "anomalies_7d": sum(r.anomalies_7d or 0 for r in rows),
+        "missing_data_24h": [r.sensor_id for r in rows if r.missing_24h],
+        "missing_24h": sum(r.missing_24h or 0 for r in rows),
+        "missing_7d": sum(r.missing_7d or 0 for r in rows),
     }
 
 
@@ -328,11 +350,14 @@ def row_json(row: Row) -> dict[str, Any]:
         "ratio": row.ratio,
         "threshold": model.threshold if model else None,
         "effective_threshold": row.effective_threshold,
+        "alarms_per_week": model.alarms_per_week if model else None,
         "training_range": {"start": _time(model.training_start), "stop": _time(model.training_stop)} if model else None,
         "last_scored": _time(row.last_scored),
         "last_reading": _time(row.last_reading),
         "anomalies_24h": row.anomalies_24h,
         "anomalies_7d": row.anomalies_7d,
+        "missing_24h": row.missing_24h,
+        "missing_7d": row.missing_7d,
     }
 
 

@@ -15,21 +15,25 @@ import pandas as pd
 from anomaly import times
 from anomaly.status import DAMAGED, STATUSES, ModelInfo, Row, duration
 
-ID_WIDTH = 28  # display cells of the sensor id column; the whole table then fits in 160
+ID_WIDTH = 28  # display cells of the sensor id column; the whole table then fits in 160 (see COLUMNS)
 NAMES_LISTED = 10  # sensor ids named in a summary line before "and N more"
+# Headers are short where the title line says what they mean (model, data, alarms, missing): with the
+# sensor id cut at ID_WIDTH, a line then fits in 160 cells.
 COLUMNS = (  # header, right-aligned
     ("sensor id", False),
     ("status", False),
-    ("model age", True),
+    ("model", True),
     ("window", True),
     ("ratio", True),
     ("threshold", True),
     ("x ratio", True),
+    ("alarms", True),
     ("training range", False),
     ("last scored", False),
-    ("data age", True),
+    ("data", True),
     ("24h", True),
     ("7d", True),
+    ("missing", True),
 )
 
 
@@ -128,11 +132,13 @@ def table_cells(row: Row, now: pd.Timestamp, lookback: pd.Timedelta) -> list[str
         f"{row.ratio:g}" if row.ratio is not None else "-",
         f"{model.threshold:.4g}" if model else "-",
         f"{row.effective_threshold:.4g}" if model else "-",
+        f"{model.alarms_per_week:.2f}" if model and model.alarms_per_week is not None else "-",
         _range_text(model),
         f"{row.last_scored:%Y-%m-%d %H:%M}" if row.last_scored is not None else "-",
         data_age,
         str(row.anomalies_24h) if row.anomalies_24h is not None else "-",
         str(row.anomalies_7d) if row.anomalies_7d is not None else "-",
+        f"{row.missing_24h}/{row.missing_7d}" if row.missing_24h is not None else "-",
     ]
 
 
@@ -141,8 +147,10 @@ def render_table(rows: Sequence[Row], now: pd.Timestamp, lookback: pd.Timedelta)
     contents; sensor ids longer than ID_WIDTH cells are cut with an ellipsis (in the table only)."""
     cells = [[header for header, _ in COLUMNS]] + [table_cells(r, now, lookback) for r in rows]
     title = (
-        f"sensor status at {times.format_time(now)} (times UTC; data age: of the newest reading; "
-        f"24h, 7d: anomalies flagged; -: none in the last {duration(lookback)})"
+        f"sensor status at {times.format_time(now)} (times UTC; model, data: age of the model and of the newest "
+        f"reading; alarms: false-alarm runs a week the model's threshold was calibrated to; 24h, 7d: anomalies "
+        f"flagged; missing: intervals without data in 24h/7d, not anomalies; -: none in the last "
+        f"{duration(lookback)})"
     )
     return "\n".join([title, *aligned(cells, [right for _, right in COLUMNS])]) + "\n"
 
@@ -156,12 +164,14 @@ def _names(ids: Sequence[str]) -> str:
 def render_summary(rows: Sequence[Row], summary: Mapping[str, Any]) -> str:
     """The fleet summary lines printed after the table, then one line per damaged model with its problem."""
     counts = ", ".join(f"{word} {summary['status'][word]}" for word in STATUSES)
-    old, anomalous = summary["old_models"], summary["anomalous_24h"]
+    old, anomalous, missing = summary["old_models"], summary["anomalous_24h"], summary["missing_data_24h"]
     lines = [
         f"{summary['sensors']} sensors: {counts}",
         f"models older than {summary['old_model_after']}: {len(old)}{_names(old)}",
         f"sensors with anomalies in the last 24h: {len(anomalous)}{_names(anomalous)} "
         f"({summary['anomalies_24h']} anomalies; {summary['anomalies_7d']} in 7d)",
+        f"sensors with missing data in the last 24h: {len(missing)}{_names(missing)} "
+        f"({summary['missing_24h']} intervals missing; {summary['missing_7d']} in 7d)",
     ]
     for row in rows:
         if row.status == DAMAGED and row.model is not None:

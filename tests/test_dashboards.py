@@ -2,15 +2,18 @@
 profiles `demo` and `grafana`, and the seed service's data generator.
 
 What was not run: no Docker engine, Chronograf, Grafana or InfluxDB 2.x runs where these tests run, so no
-container is started, no dashboard is rendered and no dashboard query is executed. Instead the files are
-parsed and checked against each other and against the code: the dashboards load as JSON in the shape
+container is started, no dashboard is rendered and no Grafana (Flux) query is executed. Instead the files
+are parsed and checked against each other and against the code: the dashboards load as JSON in the shape
 Chronograf 1.10 and Grafana read, their cells and panels do not overlap, every template variable they
 use is defined, their queries name the measurements, fields and tag the jobs write by default
-(READINGS/val_num, PREDICT_ANOMALY with loss, threshold, anomaly and val_num, JOB_HEALTH with its
-fields, tag uniqueID) and the bucket compose creates; Grafana's provisioning YAML parses, its data
-source takes the token from variables compose sets, and its dashboards path is the one compose mounts;
-every file compose mounts exists. The seed's generator does run: through the InfluxDB 2.x client
-against the imitation of InfluxDB 2.7 in test_flux.py, and through the 1.x API against a real influxd.
+(READINGS/val_num, PREDICT_ANOMALY with loss, threshold, anomaly, score and val_num, JOB_HEALTH with its
+fields, tag uniqueID) and the bucket compose creates; each has a cell or panel comparing the score of
+every sensor against 1.0, the threshold; Grafana's provisioning YAML parses, its data source takes the
+token from variables compose sets, and its dashboards path is the one compose mounts; every file compose
+mounts exists. Chronograf's InfluxQL queries do run, with its template variables filled in, against a real
+InfluxDB 1.x (Chronograf reaches 2.7 through the same InfluxQL, by its DBRP mapping). The seed's generator
+does run: through the InfluxDB 2.x client against the imitation of InfluxDB 2.7 in test_flux.py, and
+through the 1.x API against a real influxd.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from test_deploy_files import compose, environment, image_files
 from test_flux import BUCKET, ORG, TOKEN, fake  # noqa: F401  (fake is a fixture)
 
 from anomaly import settings
-from tools import sensor_data
+from anomaly.influx.line_protocol import line_protocol
+from tools import local_influxd, sensor_data
 
 CHRONOGRAF = ROOT / "deploy" / "chronograf" / "sensor-anomaly.dashboard"
 GRAFANA = ROOT / "deploy" / "grafana" / "provisioning"
@@ -45,7 +49,7 @@ JOB_HEALTH_FIELDS = {
     "exit_status",
 }
 JOB_HEALTH_TAGS = {"job", "host"}
-SCORE_FIELDS = {"loss", "threshold", "anomaly"}
+SCORE_FIELDS = {"loss", "threshold", "anomaly", "score"}
 CHRONOGRAF_BUILTINS = {":dashboardTime:", ":upperDashboardTime:", ":interval:"}
 CHRONOGRAF_CELL_TYPES = {
     "line",
@@ -193,6 +197,98 @@ def test_chronograf_cells_show_flags_loss_and_job_health():
     assert identifiers(" ".join(q for qs in cells.values() for q in qs)) >= SCORE_FIELDS | {field}
 
 
+def score_fields_written() -> set[str]:
+    """The fields sensor_predict.py writes on every score point besides the reading: the literal keys of the
+    dict in its ``score_lines``."""
+    tree = ast.parse((ROOT / "sensor_predict.py").read_text(encoding="utf-8"))
+    (function,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "score_lines"]
+    return _dict_keys(function)
+
+
+def test_the_dashboards_read_only_score_fields_the_scorer_writes():
+    schema = defaults()
+    out, tag = schema.output_measurement, schema.sensor_tag
+    written = score_fields_written() | {schema.field}
+    assert written >= SCORE_FIELDS
+    chronograf_names = {
+        n
+        for _, q in chronograf_queries(chronograf())
+        if f'"{out}"' in q
+        for n in identifiers(re.sub(r'AS "[^"]+"', "", q))  # aliases name columns, not fields
+    }
+    grafana_names = {n for _, q in grafana_queries(grafana_dashboard()) if f'"{out}"' in q for n in flux_fields(q)}
+    for names in (chronograf_names, grafana_names):
+        unknown = names - written - {out, tag, bucket(), "autogen", "_time", "_value"}
+        assert not unknown, f"the dashboards read {sorted(unknown)} from {out}, which sensor_predict.py does not write"
+    assert "score" in chronograf_names and "score" in grafana_names
+
+
+def test_chronograf_compares_the_score_of_every_sensor_against_1():
+    schema = defaults()
+    out, tag = schema.output_measurement, schema.sensor_tag
+    cells = {cell["name"]: cell for cell in chronograf()["cells"]}
+    compared = [
+        name
+        for name, cell in cells.items()
+        for q in cell["queries"]
+        if re.search(r'\bSELECT max\("score"\) AS "score" FROM ', q["query"])
+        and f'"{out}"' in q["query"]
+        and re.search(rf'GROUP BY time\(:interval:\), "{tag}"', q["query"])
+        and ":sensor:" not in q["query"]
+    ]
+    assert len(compared) == 1, "no cell draws the score of every sensor, one line each"
+    cell = cells[compared[0]]
+    assert cell["type"] == "line" and cell["axes"]["y"]["label"] == "score"
+    # Chronograf draws no reference line, so a query draws the constant 1.0 wherever scores were written.
+    (line,) = [q["query"] for q in cell["queries"] if "* 0 + 1 AS" in q["query"]]
+    assert 'max("score") * 0 + 1 AS' in line and f'"{out}"' in line and f'"{tag}"' not in line
+    assert "1.0" in cell["note"] and "loss / effective threshold" in cell["note"]
+
+
+def chronograf_on_1x(query: str, database: str, sensor: str) -> str:
+    """A Chronograf query as Chronograf sends it, its template variables filled in, aimed at ``database``."""
+    filled = query.replace(f'"{bucket()}"."autogen".', f'"{database}"."autogen".')
+    for variable, value in {
+        ":dashboardTime:": "now() - 7d",
+        ":upperDashboardTime:": "now()",
+        ":interval:": "1h",
+        ":sensor:": "'" + sensor + "'",
+    }.items():
+        filled = filled.replace(variable, value)
+    return filled
+
+
+def test_chronograf_queries_run_on_influxdb_1x_and_the_score_cell_draws_a_line_per_sensor_and_1_0(influxd, database):
+    """Every cell's queries run and find what the jobs wrote; the score cell gives one series per sensor (its
+    highest score per :interval:, here 1h) and a series of 1.0 at each interval that has scores."""
+    schema = defaults()
+    hour = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=2)  # two whole hours before now
+    scores = {"AHU-1": [0.5, 2.0, 0.25, 0.125], "AHU-2": [0.75, 0.125, 4.0, 0.5]}
+    lines = []
+    for sensor_id, values in scores.items():
+        tags = {schema.sensor_tag: sensor_id}
+        for k, score in enumerate(values):
+            stamp = int((hour + k * pd.Timedelta(minutes=30)).timestamp())
+            fields = {schema.field: 20.0 + k, "loss": score / 4, "threshold": 0.25, "anomaly": score > 1}
+            lines.append(line_protocol(schema.output_measurement, tags, {**fields, "score": score}, stamp))
+            lines.append(line_protocol(schema.measurement, tags, {schema.field: 20.0 + k}, stamp))
+    health = dict.fromkeys(JOB_HEALTH_FIELDS | {"windows"}, 1.0)
+    lines.append(line_protocol(JOB_HEALTH, {"job": "sensor_predict", "host": "h"}, health, int(hour.timestamp())))
+    local_influxd.write(influxd.url, database, lines)
+    answers: dict[str, list[list[dict]]] = {}
+    for name, query in chronograf_queries(chronograf()):
+        result = local_influxd.query(influxd.url, chronograf_on_1x(query, database, "AHU-1"), database)["results"][0]
+        assert "error" not in result, (name, query, result)
+        answers.setdefault(name, []).append(result.get("series", []))
+    for name, results in answers.items():
+        assert all(results), f"a query of {name!r} found nothing"
+    (name,) = [n for n in answers if n.startswith("Score of every sensor")]
+    per_sensor, (line,) = answers[name]
+    peaks = {s["tags"][schema.sensor_tag]: [v for _, v in s["values"]] for s in per_sensor}
+    assert peaks == {"AHU-1": [2.0, 0.25], "AHU-2": [0.75, 4.0]}
+    assert [v for _, v in line["values"]] == [1, 1] and "tags" not in line
+
+
 # ------------------------------------------------------------------ Grafana
 
 
@@ -287,6 +383,35 @@ def test_grafana_panels_show_flags_loss_and_job_health():
     query = annotation["target"]["query"]
     assert f'r._measurement == "{out}"' in query and flux_fields(query) == {"anomaly"} and per_sensor in query
     assert re.search(r"\(\{_time: r\._time, text: ", query), "an annotation needs a time and a text column"
+
+
+def test_grafana_compares_the_score_of_every_sensor_against_a_line_at_1():
+    schema = defaults()
+    out, tag = schema.output_measurement, schema.sensor_tag
+    compared = [
+        panel
+        for panel in grafana_dashboard()["panels"]
+        if any(
+            f'r._measurement == "{out}"' in t["query"]
+            and flux_fields(t["query"]) - {"_time", "_value", tag} == {"score"}
+            and f'group(columns: ["{tag}"])' in t["query"]
+            and "${sensor}" not in t["query"]
+            for t in panel["targets"]
+        )
+    ]
+    assert len(compared) == 1, "no panel draws the score of every sensor, one line each"
+    (panel,) = compared
+    assert (
+        panel["type"] == "timeseries"
+        and "aggregateWindow(every: v.windowPeriod, fn: max" in panel["targets"][0]["query"]
+    )
+    defaults_ = panel["fieldConfig"]["defaults"]
+    assert defaults_["thresholds"]["mode"] == "absolute"
+    drawn = [step for step in defaults_["thresholds"]["steps"] if step["value"] is not None]
+    assert [(step["value"], step["color"] != "transparent") for step in drawn] == [(1, True)]
+    assert defaults_["custom"]["thresholdsStyle"]["mode"] in ("line", "dashed", "line+area", "dashed+area")
+    names = [p["value"] for o in panel["fieldConfig"]["overrides"] for p in o["properties"] if p["id"] == "displayName"]
+    assert names == [f"${{__field.labels.{tag}}}"]  # each line named after its sensor
 
 
 def test_grafana_data_source_takes_its_secrets_from_variables_compose_sets():

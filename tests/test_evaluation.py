@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly import evaluation
-from anomaly.evaluation import evaluate, flags_for_ratio, label_events, labels_on_grid, tune_ratio
+from anomaly import evaluation, review, tuning
+from anomaly.detect import Context, Rules
+from anomaly.errors import ConfigError
+from anomaly.evaluation import decided_flags, evaluate, flags_for_ratio, label_events, labels_on_grid, tune_ratio
+from anomaly.review import ModelFacts
 
 INTERVAL = pd.Timedelta(minutes=15)
 WINDOW = 3
@@ -259,17 +262,225 @@ def test_flags_for_ratio_refuses_a_bad_threshold_or_ratio(threshold, ratio):
 #   ends      t2  t3  t4  t5  t6  t7  t8  t9  t10 t11     labels: A = t2..t3 (span t2..t5), B = t9 (span t9..t11)
 TWO_EVENTS = loss(0.5, 3.0, 2.5, 0.5, 1.5, 0.5, 0.5, 2.0, 0.5, 0.5)
 #   ratio 1.0: flags t3 t4 | t6 | t9 -> 3 runs, 1 false alarm, recall 1, precision 2/3, F1 0.8
-#   ratio 1.8 and 1.9: t3 t4 | t9     -> F1 1 (tie: the larger, 1.9, wins)
+#   ratio 1.8 and 1.9: t3 t4 | t9     -> F1 1 (tie: the smaller change from the current ratio wins)
 #   ratio 2.2: t3 t4                   -> recall 1/2, F1 2/3;    ratio 3.5: nothing -> F1 0
 
 
-def test_tuning_maximises_event_f1_and_ties_go_to_the_larger_ratio():
+def test_tuning_maximises_event_f1_and_ties_go_to_the_smallest_change_from_the_current_ratio():
+    # Issue 11: ties went to the largest ratio (1 -> 5 for the same F1, with a longer delay).
     best, table = tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [3.5, 1.0, 1.8, 1.9, 2.2])
-    assert best == 1.9
+    assert best == 1.8
     assert list(table["ratio"]) == [1.0, 1.8, 1.9, 2.2, 3.5]
     assert list(table["event_f1"].round(3)) == [0.8, 1.0, 1.0, 0.667, 0.0]
     assert list(table["false_alarms"]) == [1, 0, 0, 0, 0]
-    assert list(table["chosen"]) == [False, False, True, False, False]
+    assert list(table["chosen"]) == [False, True, False, False, False]
+    assert (table["rule"] == evaluation.BY_LABELS).all()
+    assert tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [1.0, 1.8, 1.9], current=2.5)[0] == 1.9
+
+
+#   event A = t2..t3 (span t2..t5): ratio 0.8 flags t2 t3 (delay 0), ratio 1.25 flags t3 (delay 15 min); both
+#   F1 1 and the same change from 1 (x0.8, x1.25): the shorter delay wins, not the larger ratio
+EARLY = loss(0.9, 2.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+
+
+def test_equal_quality_and_equal_change_go_to_the_shorter_delay():
+    best, table = tune_ratio(EARLY, 1.0, labels(2, 3), WINDOW, INTERVAL, [0.8, 1.25, 3.0])
+    assert best == 0.8
+    assert list(table["event_f1"]) == [1.0, 1.0, 0.0] and list(table["mean_delay_min"].fillna(-1)) == [0, 15, -1]
+
+
+#   TWO_EVENTS without labels over 10 windows (150 min): each flag run is 10080/150 = 67.2 false alarms a week
+#   ratio 1.0: t3 t4 | t6 | t9 -> 3 runs (201.6); 1.6: t3 t4 | t9 -> 2 (134.4); 2.1, 2.6: t3 t4, t3 -> 1; 3.5: 0
+@pytest.mark.parametrize(
+    "budget, expected, within",
+    [
+        (150.0, 1.6, [False, True, True, True, True]),
+        (100.0, 2.1, [False, False, True, True, True]),
+        (0.0, 3.5, [False, False, False, False, True]),
+        (-1.0, 3.5, [False, False, False, False, False]),  # cannot be met: the fewest false alarms
+    ],
+)
+def test_without_labelled_events_the_smallest_ratio_within_the_alarm_budget(budget, expected, within):
+    # current 3.5: the budget's rule, not the smallest change, decides
+    best, table = tune_ratio(
+        TWO_EVENTS, 1.0, labels(), WINDOW, INTERVAL, [1.0, 1.6, 2.1, 2.6, 3.5], alarm_budget=budget, current=3.5
+    )
+    assert best == expected and list(table["within_budget"]) == within
+    assert list(table["flag_runs"]) == [3, 2, 1, 1, 0] and (table["rule"] == evaluation.BY_BUDGET).all()
+
+
+# ---------------------------------------------------------------- the scorer's rules
+
+#   readings 20 at t0..t7 (flat-run lengths 1..8), 50 at t8..t11 (1..4; beyond the range (0, 30) from t10, the
+#   first window of 3 readings all above it); losses by window end t2..t11
+READINGS = pd.Series([20.0] * 8 + [50.0] * 4, index=T)
+STEPS = loss(2.0, 2.0, 0.5, 0.5, 2.0, 0.5, 0.5, 0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    "rules, first, expected",
+    [
+        pytest.param(Rules(threshold=1.0), None, "xx..x.....", id="threshold"),
+        pytest.param(Rules(threshold=1.0, min_consecutive=2), None, ".x........", id="two in a row"),
+        pytest.param(Rules(threshold=1.0, levels=(0, 30), window=3), None, "xx..x...xx", id="level onset"),
+        pytest.param(
+            Rules(threshold=1.0, levels=(0, 30), window=3, min_consecutive=2), None, ".x.......x", id="level, K 2"
+        ),
+        pytest.param(Rules(threshold=1.0, flat_limit=3), None, "xxxxxx...x", id="stuck longer than 3"),
+        pytest.param(Rules(threshold=1.0, min_consecutive=2), 3, "x........", id="windows before first: persistence"),
+    ],
+)
+def test_decided_flags_apply_the_scorers_rules(rules, first, expected):
+    context = Context(INTERVAL, series=READINGS, first=None if first is None else T[first])
+    got = decided_flags(STEPS, rules, context)
+    assert "".join("x" if f else "." for f in got) == expected
+    assert list(got.index) == list(T[12 - len(expected) :])
+
+
+def test_decided_flags_return_windows_only_even_when_missing_points_are_anomalies():
+    silent = READINGS.copy()
+    silent[T[:2]] = np.nan  # no readings at t0, t1: with a limit of 1, t1 is a missing point
+    rules = Rules(threshold=1.0, missing_limit=1, missing_is_anomaly=True)
+    got = decided_flags(STEPS, rules, Context(INTERVAL, series=silent, first=T[0], last=T[11]))
+    assert list(got.index) == list(T[2:]) and "".join("x" if f else "." for f in got) == "xx..x....."
+
+
+def test_tuning_counts_the_flags_no_ratio_removes():
+    # WEAK's losses, and the readings beyond the training range at t10 t11: a level anomaly at every ratio
+    def rules(ratio: float) -> Rules:
+        return Rules(threshold=ratio, levels=(0, 30), window=3)
+
+    context = Context(INTERVAL, series=READINGS)
+    _, alone = tune_ratio(WEAK, 1.0, labels(), WINDOW, INTERVAL, [1.0, 1.3, 2.0], alarm_budget=0.0)
+    best, table = tune_ratio(
+        WEAK, 1.0, labels(), WINDOW, INTERVAL, [1.0, 1.3, 2.0], alarm_budget=0.0, rules=rules, context=context
+    )
+    assert list(alone["false_alarms"]) == [2, 1, 0] and list(table["false_alarms"]) == [2, 2, 1]
+    assert best == 2.0 and not table["within_budget"].any()
+
+
+# ---------------------------------------------------------------- what review reads back
+
+
+def test_missing_points_are_neither_scored_nor_flagged_in_a_review():
+    # t3, t4: intervals without readings, written by a scorer run with --missing-is-anomaly (no loss)
+    stored = pd.DataFrame(
+        {
+            "loss": [0.1, np.nan, np.nan, 0.1, 2.0],
+            "threshold": [1.0] * 5,
+            "anomaly": [False, True, True, False, True],
+            "val_num": [1.0, np.nan, np.nan, 1.0, 1.0],
+        },
+        index=T[2:7],
+    )
+    scores = review.normalize_scores(stored, "val_num")
+    assert list(scores.index) == [T[2], T[5], T[6]]
+    got = evaluate(scores["anomaly"], labels(), WINDOW, INTERVAL)
+    assert (got.windows, got.flagged_windows, got.flag_runs, got.false_alarms) == (3, 1, 1, 1)
+    assert list(review.stored_loss(stored).index) == [T[2], T[5], T[6]]
+
+
+# ---------------------------------------------------------------- ratio and K together
+
+#   an event labelled t7..t8 (span t7..t10) seen by t7 t8 t9; a one-window blip at t3
+#   K 1: ratio 1 flags t3 | t7 t8 t9 -> F1 2/3; K 2: t8 t9 -> F1 1, delay 15; K 3: t9 -> F1 1, delay 30
+BLIP = loss(0.5, 3.0, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 0.5, 0.5)
+#   no labels; blips at t3, t6 and t9 (one window each): K 1 needs ratio 2.5 for 1 run, K 2 flags nothing
+QUIET = loss(0.5, 1.5, 0.5, 0.5, 1.5, 0.5, 0.5, 3.0, 0.5, 0.5)
+# 100 false alarms a week over 150 minutes: at most one run
+OBJECTIVE = tuning.Objective(alarm_budget=100.0)
+
+
+def tune(series: pd.Series, labelled: pd.DatetimeIndex | None, ratio: float = 1.0) -> tuning.SensorTuning:
+    return tuning.tune_sensor(
+        "s",
+        series,
+        labelled,
+        ModelFacts(WINDOW, 1.0),
+        ratio,
+        rules=lambda r, k: Rules(threshold=r, min_consecutive=k),
+        readings=None,
+        start=T[2],
+        stop=T[11] + INTERVAL,
+        interval=INTERVAL,
+        candidates=[1.0, 2.5, 4.0],
+        consecutive=[1, 2, 3],
+        current_consecutive=1,
+        objective=OBJECTIVE,
+    )
+
+
+def test_each_sensor_is_tuned_at_every_k_by_labels_or_by_the_alarm_budget():
+    labelled, quiet = tune(BLIP, T[[7, 8]]), tune(QUIET, None)
+    assert labelled.rule == evaluation.BY_LABELS and quiet.rule == evaluation.BY_BUDGET
+    assert {k: c.ratio for k, c in labelled.choices.items()} == {1: 1.0, 2: 1.0, 3: 1.0}
+    assert [labelled.choices[k].metrics.event_f1 for k in (1, 2, 3)] == pytest.approx([2 / 3, 1, 1])
+    assert labelled.before is not None and labelled.before.false_alarms == 1
+    assert {k: (c.ratio, c.within_budget) for k, c in quiet.choices.items()} == {
+        1: (2.5, True),
+        2: (1.0, True),
+        3: (1.0, True),
+    }
+    fleet = tuning.fleet_choices([labelled, quiet], [1, 2, 3])
+    assert [(f.within_budget, f.tuned) for f in fleet] == [(2, 2), (2, 2), (2, 2)]
+    assert tuning.recommend(fleet, 1, OBJECTIVE) == 2  # F1 1 at K 2 and 3: the smaller change from 1
+    assert tuning.recommend(fleet, 3, OBJECTIVE) == 3
+    assert tuning.describe(labelled, 2, OBJECTIVE) == (
+        "s: ratio 1 -> 1; --min-consecutive 2, from labels, 1 events; event recall 1.00 -> 1.00, event precision "
+        "0.50 -> 1.00, event F1 0.67 -> 1.00, false alarms/week 67.2 -> 0.0, mean delay min 0 -> 15"
+    )
+    assert tuning.describe(quiet, 1, OBJECTIVE) == (
+        "s: ratio 1 -> 2.5; --min-consecutive 1, no labelled events: alarm budget 100/week; "
+        "false alarms/week 201.6 -> 67.2"
+    )
+
+
+def test_a_sensor_without_a_model_or_scores_is_skipped():
+    assert tune(BLIP.iloc[:0], T[[7]]).skipped.startswith("no scores in the tuning range")
+    no_model = tuning.tune_sensor(
+        "s",
+        BLIP,
+        None,
+        ModelFacts(WINDOW, None, "no usable model"),
+        1.0,
+        rules=None,
+        readings=None,
+        start=T[2],
+        stop=T[11],
+        interval=INTERVAL,
+        candidates=[1.0],
+        consecutive=[1],
+        current_consecutive=1,
+        objective=OBJECTIVE,
+    )
+    assert no_model.skipped == "no usable model"
+    assert tuning.describe(no_model, 1, OBJECTIVE) == "s: ratio 1 kept: no usable model"
+
+
+def fleet_at(k: int, flag_text: str, within: int, tuned: int = 2) -> tuning.FleetChoice:
+    return tuning.FleetChoice(k, evaluate(flags(flag_text), labels(2, 3, 9), WINDOW, INTERVAL), within, tuned)
+
+
+#   flags against events A (t2..t3) and B (t9): ".xx..x...x" F1 0.8, mean delay 22.5 min (15 and 30);
+#   "xxx......x" F1 1, mean delay 15 (0 and 30); ".xx......x" F1 1, mean delay 22.5 (15 and 30)
+@pytest.mark.parametrize(
+    "choices, current, expected",
+    [
+        pytest.param([(1, "xxx......x", 1), (2, ".xx..x...x", 2)], 1, 2, id="most sensors within budget first"),
+        pytest.param([(1, ".xx..x...x", 2), (2, "xxx......x", 2)], 1, 2, id="then the best labelled F1"),
+        pytest.param([(1, "xxx......x", 2), (2, "xxx......x", 2), (3, "xxx......x", 2)], 2, 2, id="then no change"),
+        pytest.param([(1, ".xx......x", 2), (3, "xxx......x", 2)], 2, 3, id="then the shorter delay"),
+        pytest.param([(1, ".xx..x...x", 0, 0), (2, ".xx..x...x", 0, 0)], 2, 2, id="nothing tuned: as now"),
+    ],
+)
+def test_the_fleet_k(choices, current, expected):
+    assert tuning.recommend([fleet_at(*c) for c in choices], current, tuning.Objective()) == expected
+
+
+@pytest.mark.parametrize("text", ["0,1", "a", "", "2,1001"])
+def test_a_bad_k_grid_is_refused(text):
+    with pytest.raises(ConfigError, match="min-consecutive-grid"):
+        tuning.parse_consecutive(text)
 
 
 #   one weak event B at t9 (loss 1.2) and a false alarm at t6 (loss 1.5)

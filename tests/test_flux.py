@@ -100,6 +100,37 @@ LAST_SCORED_CSV = csv_answer("""
 ,,1,2026-01-04T06:00:00Z,3.75,"Zone 3, ""Café""=Süd"
 """)
 
+# count() leaves one row per sensor table, without _time.
+MISSING_CSV = csv_answer("""
+#datatype,string,long,long,string
+#group,false,false,false,true
+#default,_result,,,
+,result,table,_value,uniqueID
+,,0,3,AHU-1 supply
+,,1,96,"Zone 3, ""Café""=Süd"
+""")
+
+# Scores pivoted by field: one column per field written in the range. These points were written before
+# the score field was, so pivot makes no column for it.
+SCORES_WITHOUT_SCORE_CSV = csv_answer("""
+#datatype,string,long,dateTime:RFC3339,string,double,double,boolean,double
+#group,false,false,false,true,false,false,false,false
+#default,_result,,,,,,,
+,result,table,_time,uniqueID,loss,threshold,anomaly,val_num
+,,0,2026-01-05T00:15:00Z,AHU-1 supply,0.25,0.5,false,20.5
+,,0,2026-01-05T00:30:00Z,AHU-1 supply,0.75,0.5,true,21
+""")
+
+SCORES_CSV = csv_answer("""
+#datatype,string,long,dateTime:RFC3339,string,double,double,boolean,double,double
+#group,false,false,false,true,false,false,false,false,false
+#default,_result,,,,,,,,
+,result,table,_time,uniqueID,loss,threshold,anomaly,val_num,score
+,,0,2026-01-05T00:15:00Z,AHU-1 supply,0.25,0.5,false,20.5,0.5
+,,0,2026-01-05T00:30:00Z,AHU-1 supply,,0.5,false,,
+,,0,2026-01-05T00:45:00Z,AHU-1 supply,0.75,0.5,true,21,1.5
+""")
+
 # A query that matches nothing: InfluxDB sends no table at all.
 EMPTY_CSV = "\r\n"
 
@@ -440,6 +471,47 @@ def test_no_data_gives_empty_results(fake):
         assert db.labelled_intervals(["AHU-1 supply"], START, STOP, INTERVAL) == {}
         assert db.last_scored(["AHU-1 supply"], START) == {}
     assert len(fake.queries) == 4
+
+
+def test_missing_counts_are_the_missing_intervals_per_sensor_since_a_time(fake):
+    fake.answer = MISSING_CSV
+    since = pd.Timestamp("2026-01-04T00:00:00Z")
+    with connect(fake.url) as db:
+        counts = db.missing_counts(["AHU-1 supply", ODD_ID, "chiller 2"], since)
+    assert counts == {"AHU-1 supply": 3, ODD_ID: 96}
+    assert all(type(n) is int for n in counts.values())
+    text, params = fake.query["text"], fake.query["options"]["params"]
+    assert 'r._field == "kind"' in text and "r._value == params.kind" in text and "|> count()" in text
+    assert "missing" not in text
+    assert params == {
+        "bucket": BUCKET,
+        "where0": 'Campus "Energy" Centre',
+        "where1": "3=top",
+        "start": since,
+        "measurement": "PREDICT_ANOMALY",
+        "kind": "missing",
+        "sensors": ["AHU-1 supply", ODD_ID, "chiller 2"],
+    }
+    fake.answer = EMPTY_CSV
+    with connect(fake.url) as db:
+        assert db.missing_counts(["AHU-1 supply"], since) == {}
+
+
+def test_read_scores_gives_the_score_column_even_where_none_was_written(fake):
+    columns = ["loss", "threshold", "anomaly", "val_num", "score"]
+    fake.answer = SCORES_CSV
+    with connect(fake.url) as db:
+        (frame,) = db.read_scores(["AHU-1 supply"], START, STOP).values()
+    assert list(frame.columns) == columns
+    assert frame.index.equals(utc("2026-01-05T00:15Z", "2026-01-05T00:30Z", "2026-01-05T00:45Z"))
+    assert frame["score"].tolist()[::2] == [0.5, 1.5] and pd.isna(frame["score"].iloc[1])
+    assert frame["anomaly"].tolist() == [False, False, True]
+    fake.answer = SCORES_WITHOUT_SCORE_CSV
+    with connect(fake.url) as db:
+        (frame,) = db.read_scores(["AHU-1 supply"], START, STOP).values()
+    assert list(frame.columns) == columns
+    assert frame["score"].isna().all() and frame["loss"].tolist() == [0.25, 0.75]
+    assert fake.queries[-1]["options"]["params"]["measurement"] == "PREDICT_ANOMALY"
 
 
 def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, monkeypatch):

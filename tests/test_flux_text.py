@@ -1,10 +1,15 @@
-"""The Flux text of the read-back queries (status, plots): every value is a parameter, columns are literals."""
+"""The Flux text of the read-back queries (status, plots): every value is a parameter, columns are literals.
+
+No InfluxDB 2.x server runs where these tests run (test_flux.py says why), so what a real server computes
+from these pipelines is not checked here: only their text, and in test_flux.py the parsing of answers
+written by hand the way InfluxDB 2.7 sends them.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from anomaly.influx.flux import flux_anomaly_counts, flux_last_reading, flux_scores
+from anomaly.influx.flux import flux_anomaly_counts, flux_last_reading, flux_missing_counts, flux_scores
 from anomaly.settings import Schema
 
 SCHEMA = Schema(where=(("siteRef", 'Campus "East"'),))
@@ -34,10 +39,22 @@ SCHEMA = Schema(where=(("siteRef", 'Campus "East"'),))
             ],
         ),
         (
+            flux_missing_counts,
+            [
+                "range(start: params.start)",
+                "r._measurement == params.measurement",
+                'r._field == "kind"',
+                "r._value == params.kind",  # "missing" travels as a parameter too
+                'group(columns: ["uniqueID"])',
+                "|> count()",
+                'contains(value: r["uniqueID"], set: params.sensors)',
+            ],
+        ),
+        (
             flux_scores,
             [
                 "range(start: params.start, stop: params.stop)",
-                'contains(value: r._field, set: ["loss", "threshold", "anomaly", "val_num"])',
+                'contains(value: r._field, set: ["loss", "threshold", "anomaly", "val_num", "score"])',
                 'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
             ],
         ),

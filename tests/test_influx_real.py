@@ -162,9 +162,46 @@ def test_freshness_anomaly_counts_and_scores_read_back(influxd, readings):
     assert counts == {IDS[0]: 2, IDS[1]: 2}
     assert sorted(frames) == sorted(IDS[:2])
     frame = frames[IDS[1]]
-    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num"]
+    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num", "score"]
     assert frame["anomaly"].tolist() == [False, False, False, True, True]
     assert frame.index[-1] == T0 + pd.Timedelta(hours=1)
+    assert frame["score"].isna().all()  # written before the score field was: plots compute it
+
+
+def test_missing_intervals_are_counted_apart_from_anomalies_and_scores_read_back(influxd, database):
+    """Per sensor, from ``since`` on: the points of kind missing, flagged or not; no other kind."""
+    kinds = {
+        IDS[0]: ["none", "missing", "missing", "shape", "missing", "none"],
+        IDS[2]: ["missing", "level", "none", "none", "none", "none"],
+        IDS[4]: ["none", "shape", "flatline", "none", "none", "none"],
+    }
+    lines = []
+    for sensor_id, row in kinds.items():
+        for k, kind in enumerate(row):
+            fields = {"threshold": 0.5, "anomaly": kind not in ("none", "missing"), "kind": kind}
+            if kind != "missing":  # the scorer writes no value, loss or score for an interval without data
+                fields.update({"val_num": 20.0 + k, "loss": 0.25 * k, "score": 0.5 * k})
+            lines.append(line_protocol("PREDICT_ANOMALY", {"uniqueID": sensor_id}, fields, int(at(k).timestamp())))
+    lines.append(line_protocol("PREDICT_ANOMALY", {"uniqueID": IDS[0]}, {"anomaly": True, "kind": "missing"}, 0))
+    # --where selects readings; the scores carry no such tag and are found without it.
+    with connect(influxd.url, database, where=(("siteRef", "Campus Energy Centre"),)) as db:
+        db.write(lines)
+        counts = db.missing_counts(IDS, at(0))
+        later = db.missing_counts(IDS, at(2))  # at or after: the point at ``since`` counts
+        chunk = db.missing_counts(IDS[1:], at(0))
+        anomalies = db.anomaly_counts(IDS, at(0))
+        frames = db.read_scores(IDS, at(0), at(6))
+    assert counts == {IDS[0]: 3, IDS[2]: 1}
+    assert later == {IDS[0]: 2} and chunk == {IDS[2]: 1}
+    assert anomalies == {IDS[0]: 1, IDS[2]: 1, IDS[4]: 2}
+    frame = frames[IDS[0]]
+    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num", "score"]
+    assert frame["score"].dropna().tolist() == [0.0, 1.5, 2.5]
+    assert frame["score"].isna().tolist() == [False, True, True, False, True, False]
+
+
+def at(k: int) -> pd.Timestamp:
+    return T0 + pd.Timedelta(minutes=15 * k)
 
 
 def test_group_tags_give_each_sensor_its_tag_value(influxd, readings):

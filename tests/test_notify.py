@@ -15,15 +15,21 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import rows
 
+import influx_interact
 from anomaly.alerts.annotations import annotation_id, annotation_lines, chronograf_lines
+from anomaly.alerts.announce import AlertSettings, announce
 from anomaly.alerts.delivery import due_notifications, mark_sent
-from anomaly.alerts.events import Event, events
+from anomaly.alerts.events import MISSING, Event, events, outages
 from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import Context, message, payload
 from anomaly.alerts.resume import resume, tracked_events
 from anomaly.alerts.state import dump_state, load_state, new_state
 from anomaly.alerts.webhook import NotifyError, post, redact_url
+from anomaly.influx.line_protocol import line_protocol
+from anomaly.settings import Common, Connection, Schema, SensorConfig
+from tools import local_influxd
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")  # 1767225600
 I = pd.Timedelta("15m")  # noqa: E741 - one interval; a short name keeps the tables below readable
@@ -431,7 +437,7 @@ def test_annotation_lines():
     assert annotation_lines([EVENT], "uniqueID") == [
         "ANOMALY_EVENTS,uniqueID=AHU\\ 2 text=\"anomaly on 'AHU 2': 3 windows, 2026-01-01 00:00 to 00:30 UTC, "
         'peak loss 2.5 > threshold 0.5",end_ms=1767227400000.0,windows=3.0,peak_loss=2.5,threshold=0.5,'
-        "ongoing=false 1767225600"
+        'ongoing=false,kind="anomaly" 1767225600'
     ]
 
 
@@ -572,6 +578,108 @@ def test_incident_lines():
     ]
 
 
+# ---------------------------------------------------------------- outages
+
+
+def points(text: str, first: int = 0, skip: tuple[int, ...] = ()) -> pd.DataFrame:
+    """Scores as the scorer decides them, at t(first), t(first + 1), ...: ``x`` a flagged window, ``.`` a window
+    not flagged, ``m`` an interval without readings (kind missing, no loss, anomaly=false), ``M`` one counted
+    as an anomaly (--missing-is-anomaly); ``skip`` positions never written."""
+    keep = [k for k in range(len(text)) if k not in skip]
+    silent = [text[k] in "mM" for k in keep]
+    return pd.DataFrame(
+        {
+            "value": [np.nan if m else 20.0 for m in silent],
+            "loss": [np.nan if m else (2.0 if text[k] == "x" else 0.1) for k, m in zip(keep, silent)],
+            "threshold": [1.0] * len(keep),
+            "anomaly": [text[k] in "xM" for k in keep],
+            "kind": [{"x": "shape", ".": "none"}.get(text[k], MISSING) for k in keep],
+        },
+        index=pd.DatetimeIndex([t(first + k) for k in keep]),
+    )
+
+
+@pytest.mark.parametrize(
+    "text, skip, expected_outages, expected_events",
+    [
+        pytest.param("", (), [], [], id="nothing written"),
+        pytest.param("..x.", (), [], [(2, 2, 1, False, None)], id="no outage"),
+        pytest.param("..mmm.", (), [(2, 4, 3, False, None)], [], id="an outage, then readings"),
+        pytest.param("..mm", (), [(2, 3, 2, True, None)], [], id="reaches the last point: ongoing"),
+        pytest.param(
+            "mmxxm", (), [(0, 1, 2, False, None), (4, 4, 1, True, None)], [(2, 3, 2, False, None)], id="apart"
+        ),
+        pytest.param("mmmm", (2,), [(0, 1, 2, False, None), (3, 3, 1, True, None)], [], id="an unwritten point splits"),
+        pytest.param("xMMx", (), [], [(0, 3, 4, True, None)], id="missing as anomaly: an anomaly event"),
+    ],
+)
+def test_outages_are_runs_of_missing_points_that_are_not_anomalies(text, skip, expected_outages, expected_events):
+    frame = points(text, skip=skip)
+    found = outages("s", frame, I)
+    assert spans(found) == expected_outages
+    assert all(e.kind == MISSING and np.isnan(e.peak_loss) and np.isnan(e.threshold) for e in found)
+    assert spans(events("s", frame, I)) == expected_events
+    assert all(e.kind == "anomaly" for e in events("s", frame, I))
+
+
+def test_outages_need_the_kind_column():
+    with pytest.raises(ValueError, match="kind"):
+        outages("s", points("mm").drop(columns="kind"), I)
+
+
+def test_an_outage_over_several_runs_stays_one_outage_remembered_apart_from_the_anomalies():
+    first = points("x.mm")
+    found, state = resume(events("s", first, I), new_state(), I, {"s": t(3)})
+    silent, state = resume(outages("s", first, I), state, I, {"s": t(3)}, kind=MISSING)
+    assert spans(found) == [(0, 0, 1, False, None)] and spans(silent) == [(2, 3, 2, True, None)]
+    state, problem = load_state(dump_state(state))  # the next run reads the file
+    assert problem is None and set(state["sensors"]["s"]) == {"event", "outage"}
+    second = points("mmm..x", first=4)
+    found, state = resume(events("s", second, I), state, I, {"s": t(9)})
+    silent, state = resume(outages("s", second, I), state, I, {"s": t(9)}, kind=MISSING)
+    assert spans(silent) == [(2, 6, 5, False, 3)] and silent[0].kind == MISSING  # the same start: the same key
+    assert spans(found) == [(9, 9, 1, True, None)]  # not joined to the outage before it
+    assert spans(tracked_events(state)) == [(9, 9, 1, True, None)]
+    assert spans(tracked_events(state, kind=MISSING)) == [(2, 6, 5, False, None)]
+    assert tracked_events(state, kind=MISSING)[0].kind == MISSING
+    # a third run with readings only: the outage is remembered as ended, no new outage
+    silent, state = resume(outages("s", points("....", first=10), I), state, I, {"s": t(13)}, kind=MISSING)
+    assert silent == [] and spans(tracked_events(state, kind=MISSING)) == [(2, 6, 5, False, None)]
+
+
+def test_resume_joins_one_kind_at_a_time():
+    (outage,) = outages("s", points("mm"), I)
+    with pytest.raises(ValueError, match="one kind"):
+        resume([outage], new_state(), I)
+    with pytest.raises(ValueError, match="kind must be"):
+        resume([], new_state(), I, kind="flatline")
+
+
+def test_an_unreadable_outage_is_dropped_and_the_rest_of_the_entry_too():
+    good = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:15:00Z", "windows": 2}
+    text = json.dumps(
+        {
+            "format": 1,
+            "sensors": {
+                "a": {"outage": {**good, "peak_loss": None, "threshold": None, "ongoing": True}},
+                "b": {"outage": {**good, "ongoing": "yes"}},
+            },
+            "groups": {},
+        }
+    )
+    state, problem = load_state(text)
+    assert problem and "1 unreadable entry" in problem and sorted(state["sensors"]) == ["a"]
+    assert spans(tracked_events(state, kind=MISSING)) == [(0, 1, 2, True, None)] and tracked_events(state) == []
+
+
+def test_annotation_line_of_an_outage():
+    (outage,) = outages("AHU 2", points("mmm."), I)
+    assert annotation_lines([outage], "uniqueID") == [
+        "ANOMALY_EVENTS,uniqueID=AHU\\ 2 text=\"no readings from 'AHU 2': 3 intervals, 2026-01-01 00:00 to 00:30 UTC\","
+        'end_ms=1767227400000.0,windows=3.0,ongoing=false,kind="missing" 1767225600'
+    ]
+
+
 # ---------------------------------------------------------------- post
 
 
@@ -702,3 +810,54 @@ def test_post_refuses_an_invalid_url_without_echoing_it():
     with pytest.raises(NotifyError) as caught:
         post("ftp://example.com/s3cretT0ken", {}, timeout=1)
     assert "s3cretT0ken" not in str(caught.value) and caught.value.status is None
+
+
+def test_announce_annotates_outages_across_runs_and_never_sends_or_groups_them(influxd, database, receiver, tmp_path):
+    """Two runs through a real InfluxDB and a webhook: sensor a has an anomaly, sensor b of the same site an
+    outage spanning both runs. b's outage is one point of kind missing; the only message and the only
+    incident are a's."""
+    _, url = receiver
+    sites = [
+        line_protocol("READINGS", {"uniqueID": s, "siteRef": "S"}, {"val_num": 1.0}, int(T0.timestamp())) for s in "ab"
+    ]
+    local_influxd.write(influxd.url, database, sites)
+    settings = AlertSettings(
+        events_measurement="ANOMALY_EVENTS",
+        chronograf_annotations=False,
+        incident_tag="siteRef",
+        incidents_measurement="INCIDENTS",
+        incident_window=HOUR,
+        notify_url=url,
+        notify_style="json",
+        notify_cooldown=pd.Timedelta(0),
+        notify_max_age=pd.Timedelta(days=1),
+        state_file=tmp_path / "state.json",
+    )
+    connection = Connection(url=influxd.url, api="influxql", database=database, retries=0)
+
+    def run_at(now: pd.Timestamp, scored: dict[str, pd.DataFrame]) -> dict[str, int]:
+        common = Common(connection, Schema(), (), None, SensorConfig({}, {}), I, HOUR, tmp_path, 100, now)
+        counts = {"notify_failed": 0}
+        with influx_interact.connect(connection, Schema()) as db:
+            announce(db, settings, common, pd.Timedelta(days=7), scored, counts)
+        return counts
+
+    assert run_at(t(4), {"a": points("..xx"), "b": points("..mm")}) == {"notify_failed": 0}
+    assert run_at(t(8), {"a": points("x...", first=4), "b": points("mm..", first=4)}) == {"notify_failed": 0}
+
+    found = rows(
+        influxd.url,
+        database,
+        'SELECT "kind", "end_ms", "windows", "ongoing", "text" FROM "ANOMALY_EVENTS" GROUP BY "uniqueID"',
+    )
+    by_sensor = {tags["uniqueID"]: values for tags, values in found}
+    start, ms = int(t(2).timestamp()), lambda k: int(t(k).timestamp()) * 1000
+    assert [row[:5] for row in by_sensor["a"]] == [[start, "anomaly", ms(4), 3, False]]
+    assert [row[:5] for row in by_sensor["b"]] == [[start, "missing", ms(5), 4, False]]  # one point, grown
+    assert by_sensor["b"][0][5] == "no readings from 'b': 4 intervals, 2026-01-01 00:30 to 01:15 UTC"
+    ((_, incident_rows),) = rows(influxd.url, database, 'SELECT "sensors", "count" FROM "INCIDENTS" GROUP BY "siteRef"')
+    assert [(json.loads(row[1]), row[2]) for row in incident_rows] == [(["a"], 1)]
+    bodies = [json.loads(body) for _, _, body in Receiver.received]
+    assert [(body["kind"], body["sensors"]) for body in bodies] == [("incident", ["a"])]
+    state = json.loads(settings.state_file.read_text())
+    assert state["sensors"]["b"]["outage"]["end"] == "2026-01-01T01:15:00Z" and "decided" not in state["sensors"]["b"]

@@ -1,6 +1,9 @@
 """sensor_plot.py and anomaly/plot.py: the pure helpers as small tables, the drawing in-process, and the whole
 script as a process.
 
+The score panel draws each window's score (loss / threshold) with a line at 1.0: the score written with the
+point, or, for points written before the scorer wrote one, loss / threshold computed here.
+
 End to end, a sensor with a four-hour drop to zero is trained (tiny settings) and scored against a real
 InfluxDB 1.x, then drawn; the PNG is checked by its header and its pixels: the top panel holds flag-red
 points only when windows were flagged. A sensor with readings and no model gets an empty-state picture
@@ -18,9 +21,11 @@ import pandas as pd
 import pytest
 from conftest import run_job
 
+import influx_interact
 import sensor_plot
 from anomaly import plot, review, store
 from anomaly.errors import ConfigError
+from anomaly.settings import Connection, Schema
 from tools import local_influxd, sensor_data
 
 INTERVAL = pd.Timedelta(minutes=15)
@@ -102,6 +107,46 @@ def test_describe_counts_windows_flags_and_runs():
     assert plot.describe(frame, [], T, end).endswith("threshold 0.5 – 0.75")
 
 
+@pytest.mark.parametrize(
+    "loss, threshold, written, score",
+    [
+        ([0.5, 2.0], [0.5, 0.5], None, [1.0, 4.0]),  # no score field anywhere: loss / threshold
+        ([0.5, 2.0], [0.5, 0.5], [1.25, None], [1.25, 4.0]),  # the written one wins; the old point computed
+        ([None, 0.2], [0.5, 0.5], [None, 0.4], [np.nan, 0.4]),  # a missing interval has no loss and no score
+        ([0.3, 0.0], [0.0, 0.0], None, [np.nan, np.nan]),  # a zero threshold gives no ratio
+        (["0.1", "x"], [1, 1], ["0.2", "y"], [0.2, np.nan]),  # what is not a number is none
+    ],
+)
+def test_window_scores(loss, threshold, written, score):
+    frame = pd.DataFrame({"loss": loss, "threshold": threshold}, index=at(*range(len(loss))))
+    if written is not None:
+        frame["score"] = written
+    out = plot.window_scores(frame)
+    assert out.index.equals(frame.index) and out.dtype == "float64"
+    assert np.allclose(out.to_numpy(), score, equal_nan=True)
+
+
+def test_scores_with_score_keeps_the_written_score_of_the_last_duplicate():
+    frame = pd.DataFrame(
+        {
+            "loss": [0.3, "0.1", 0.2, 1.0],
+            "threshold": [1, 1, 1, 0.5],
+            "anomaly": [None, True, False, True],
+            "val_num": [1, 2, 3, 4],
+            "score": [0.35, None, 0.25, None],
+        },
+        index=at(2, 0, 2, 3),
+    )
+    out = plot.scores_with_score(frame, "val_num")
+    assert out.index.equals(at(0, 2, 3))
+    assert out["score"].tolist() == [0.1, 0.25, 2.0]
+    assert out["anomaly"].tolist() == [True, False, True]
+    del frame["score"]  # read from a store that has no score field at all
+    assert plot.scores_with_score(frame, "val_num")["score"].tolist() == [0.1, 0.2, 2.0]
+    empty = plot.scores_with_score(None, "val_num")
+    assert empty.empty and "score" in empty
+
+
 def test_normalize_scores_makes_types_plain_and_keeps_the_last_duplicate():
     frame = pd.DataFrame(
         {"loss": [0.3, "0.1", 0.2], "threshold": [1, 1, 1], "anomaly": [None, True, False], "val_num": [1, 2, 3]},
@@ -135,11 +180,27 @@ def test_draw_marks_flags_shades_runs_and_switches_the_loss_to_log():
         "run of flagged windows",
     ]
     assert [t.get_text() for t in bottom.get_legend().get_texts()] == [
-        "loss",
-        "threshold (model × ratio)",
-        "loss above threshold",
+        "score (loss / threshold)",
+        "threshold (score 1.0)",
+        "flagged window",
     ]
     assert fig.get_suptitle() == "s" and "3 flagged in 2 runs" in top.get_title(loc="left")
+    score, one = bottom.get_lines()
+    assert np.allclose(score.get_ydata(), np.array(loss) / 0.5)  # no score column: loss / threshold
+    assert list(one.get_ydata()) == [1.0, 1.0] and bottom.get_ylabel() == "score"
+    assert bottom.collections[0].get_offsets()[:, 1].tolist() == [60.0, 40.0, 16.0]
+
+
+def test_draw_prefers_the_written_score_and_keeps_1_0_in_view():
+    frame = scores([0.1, 0.2, 0.3, 0.4], threshold=10.0)
+    frame["score"] = [0.5, np.nan, 0.25, 0.125]  # the second point was written before the score field
+    fig = plot.draw("s", readings(4), frame, field="val_num", interval=INTERVAL, start=T, stop=T + 4 * INTERVAL)
+    _, bottom = fig.axes
+    score, _ = bottom.get_lines()
+    assert np.allclose(score.get_ydata(), [0.5, 0.02, 0.25, 0.125])
+    low, high = bottom.get_ylim()
+    assert low < 0.02 and high > 1.0 and bottom.get_yscale() == "linear"  # 25x: under two decades
+    assert not bottom.collections  # nothing flagged, no points
 
 
 def test_draw_without_flags_stays_linear_and_has_no_points():
@@ -150,7 +211,7 @@ def test_draw_without_flags_stays_linear_and_has_no_points():
     assert bottom.get_yscale() == "linear" and not top.patches and not top.collections
 
 
-def test_draw_without_scores_says_why_in_the_loss_panel():
+def test_draw_without_scores_says_why_in_the_score_panel():
     fig = plot.draw(
         "s",
         readings(20),
@@ -247,6 +308,20 @@ def test_a_scored_sensor_is_drawn_with_its_flags(scored, tmp_path):
     assert "1 drawn, 0 not" in result.stderr
     assert flag_red_pixels(read_png(tmp_path / "out" / "ahu7.png")) > 50
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["ahu7.png"]  # no temporary file left behind
+
+
+def test_the_score_drawn_is_the_one_the_scorer_wrote(scored):
+    env, _ = scored
+    connection = Connection(url=env["INFLUX_URL"], api="influxql", database=env["INFLUX_DATABASE"])
+    with influx_interact.connect(connection, Schema()) as db:
+        frames = db.read_scores([SCORED, UNSCORED], NOW - pd.Timedelta(days=3), NOW)
+    assert list(frames) == [SCORED]
+    frame = frames[SCORED]
+    written = pd.to_numeric(frame["score"])
+    assert len(frame) == 192 and written.notna().all()
+    assert np.allclose(written, frame["loss"] / frame["threshold"])
+    drawn = plot.scores_with_score(frame, "val_num")["score"]
+    assert np.allclose(drawn.to_numpy(), written.sort_index().to_numpy())
 
 
 def test_several_sensors_go_to_a_directory_and_one_without_scores_gets_an_empty_state(scored, tmp_path):

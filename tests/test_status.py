@@ -18,6 +18,7 @@ from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
 INTERVAL = pd.Timedelta(minutes=15)
+HEADERS = [header for header, _ in table.COLUMNS]
 LIMITS = st.Limits(
     stale_after=pd.Timedelta(hours=1), unscored_after=pd.Timedelta(hours=1), old_model_after=pd.Timedelta(days=35)
 )
@@ -92,9 +93,30 @@ def test_model_info_calls_a_field_the_scorer_needs_damaged_and_names_it(changes,
 def test_model_info_leaves_out_unreadable_fields_that_are_only_shown(changes, age, training):
     info = model("a", **changes)
     assert info.problem is None and info.window == 15
-    (row,) = st.build_rows([("a", info)], CONFIG, INTERVAL, NOW, LIMITS, {}, {}, {}, {})
-    cells = table.table_cells(row, NOW, LOOKBACK)
-    assert (cells[2], cells[7]) == (age, training)
+    (row,) = st.build_rows([("a", info)], CONFIG, INTERVAL, NOW, LIMITS, st.Found())
+    cells = dict(zip(HEADERS, table.table_cells(row, NOW, LOOKBACK)))
+    assert (cells["model"], cells["training range"]) == (age, training)
+
+
+CALIBRATION = {"alarm_budget": 0.5, "alarms_per_week": 0.375, "windows": 600, "weeks": 6.25, "peaks": 9}
+
+
+@pytest.mark.parametrize(
+    "changes, rate, cell",
+    [
+        ({"calibration": CALIBRATION}, 0.375, "0.38"),
+        ({"calibration": dict(CALIBRATION, alarms_per_week=0)}, 0.0, "0.00"),
+        ({}, None, "-"),  # trained before thresholds were calibrated, or with --alarm-budget 0
+        ({"calibration": {"alarm_budget": 0.5}}, None, "-"),
+        ({"calibration": dict(CALIBRATION, alarms_per_week="many")}, None, "-"),
+    ],
+)
+def test_the_expected_alarm_rate_comes_from_the_models_calibration(changes, rate, cell):
+    info = model("a", **changes)
+    assert info.problem is None and info.alarms_per_week == rate
+    (row,) = st.build_rows([("a", info)], CONFIG, INTERVAL, NOW, LIMITS, st.Found())
+    assert dict(zip(HEADERS, table.table_cells(row, NOW, LOOKBACK)))["alarms"] == cell
+    assert st.row_json(row)["alarms_per_week"] == rate
 
 
 def test_model_info_without_a_sensor_id_or_in_another_sensors_directory_names_no_sensor():
@@ -173,8 +195,11 @@ def test_with_where_a_model_not_found_in_influxdb_is_of_another_site():
 # ---------------------------------------------------------------- rows and summary
 
 
-def _rows(selected, scored=None, readings=None, day=None, week=None, interval=INTERVAL):
-    return st.build_rows(selected, CONFIG, interval, NOW, LIMITS, scored or {}, readings or {}, day or {}, week or {})
+def _rows(
+    selected, scored=None, readings=None, day=None, week=None, interval=INTERVAL, missing_day=None, missing_week=None
+):
+    found = st.Found(scored or {}, readings or {}, day or {}, week or {}, missing_day or {}, missing_week or {})
+    return st.build_rows(selected, CONFIG, interval, NOW, LIMITS, found)
 
 
 def test_rows_join_models_configuration_and_query_results():
@@ -188,7 +213,9 @@ def test_rows_join_models_configuration_and_query_results():
     ]
     fresh = NOW - INTERVAL
     everyone = {s: fresh for s in "abcde"}
-    result = _rows(selected, everyone, everyone, {"b": 3}, {"b": 5, "a": 1})
+    result = _rows(
+        selected, everyone, everyone, {"b": 3}, {"b": 5, "a": 1}, missing_day={"a": 4}, missing_week={"a": 9, "c": 2}
+    )
     assert [(r.sensor_id, r.status) for r in result] == [
         ("a", st.OK),
         ("b", st.OK),
@@ -202,6 +229,7 @@ def test_rows_join_models_configuration_and_query_results():
     assert (b.ratio, b.effective_threshold, b.anomalies_24h, b.anomalies_7d) == (2.0, 0.25, 3, 5)
     assert (c.configured_window, c.usable.window) == (20, 15)
     assert result[3].effective_threshold is None and result[4].usable is None
+    assert [(r.missing_24h, r.missing_7d) for r in result] == [(4, 9), (0, 0), (0, 2), (0, 0), (0, 0), (None, None)]
 
 
 def test_a_model_of_another_interval_counts_as_a_changed_window():
@@ -223,7 +251,15 @@ def test_summary_counts_statuses_old_models_and_anomalous_sensors():
             ),
         ),
     ]
-    result = _rows(selected, {"a": NOW, "b": NOW}, {"a": NOW}, {"a": 2, "c": 1}, {"a": 4, "c": 1, "b": 7})
+    result = _rows(
+        selected,
+        {"a": NOW, "b": NOW},
+        {"a": NOW},
+        {"a": 2, "c": 1},
+        {"a": 4, "c": 1, "b": 7},
+        missing_day={"b": 12},
+        missing_week={"b": 20, "a": 3},
+    )
     summary = st.summarize(result, NOW, LIMITS, LOOKBACK)
     assert summary["status"] == {
         st.OK: 1,
@@ -236,12 +272,15 @@ def test_summary_counts_statuses_old_models_and_anomalous_sensors():
     assert summary["old_models"] == ["b"] and summary["old_model_after"] == "35d"
     assert summary["anomalous_24h"] == ["a", "c"]
     assert (summary["sensors"], summary["anomalies_24h"], summary["anomalies_7d"]) == (4, 3, 12)
+    assert summary["missing_data_24h"] == ["b"]  # 'a' missed data earlier in the week only
+    assert (summary["missing_24h"], summary["missing_7d"]) == (12, 23)
     assert summary["now"] == "2026-01-15T00:00:00Z" and summary["lookback"] == "7d"
     text = table.render_summary(result, summary)
-    assert text.splitlines()[:3] == [
+    assert text.splitlines()[:4] == [
         "4 sensors: ok 1, stale data 1, not scored recently 0, no model 1, damaged model 1, window changed 0",
         "models older than 35d: 1: 'b'",
         "sensors with anomalies in the last 24h: 2: 'a', 'c' (3 anomalies; 12 in 7d)",
+        "sensors with missing data in the last 24h: 1: 'b' (12 intervals missing; 23 in 7d)",
     ]
     assert "damaged model 'd': broken" in text
 
@@ -293,8 +332,21 @@ LONG = 'Boiler,2="hot" loop=ü with\ta very long name indeed'
 
 
 def _table_rows():
-    selected = [("a", model("a")), ("c", model("c")), (LONG, None), (None, damaged("zz-000000000000"))]
-    return _rows(selected, {"a": NOW - INTERVAL}, {"a": NOW - pd.Timedelta(minutes=5), "c": OLD}, {"a": 2}, {"a": 9})
+    selected = [
+        ("a", model("a", calibration=CALIBRATION)),
+        ("c", model("c")),
+        (LONG, None),
+        (None, damaged("zz-000000000000")),
+    ]
+    return _rows(
+        selected,
+        {"a": NOW - INTERVAL},
+        {"a": NOW - pd.Timedelta(minutes=5), "c": OLD},
+        {"a": 2},
+        {"a": 9},
+        missing_day={"a": 3},
+        missing_week={"a": 12, "c": 4},
+    )
 
 
 def test_the_table_is_aligned_fits_160_columns_and_cuts_long_ids():
@@ -310,23 +362,26 @@ def test_the_table_is_aligned_fits_160_columns_and_cuts_long_ids():
         "1",
         "0.125",
         "0.125",
+        "0.38",
         "2025-10-16..2026-01-03",
         "2026-01-14",
         "23:45",
         "5m",
         "2",
         "9",
+        "3/12",
     ]
-    assert "15->20" in c and "window changed" in c and c.split()[-3:] == ["1h", "0", "0"]
+    assert "15->20" in c and "window changed" in c and c.split()[-4:] == ["1h", "0", "0", "0/4"]
+    assert c.split()[-7] == "-"  # no calibration: no expected alarm rate
     shown = long.split("  ")[0]
     assert shown.startswith('Boiler,2="hot" loop=ü with\\') and shown.endswith("…") and len(shown) == table.ID_WIDTH
     assert "no model" in long and ">7d" in long and LONG not in text
-    assert stray.split() == ["(zz-000000000000)", "damaged", "model"] + ["-"] * 10
+    assert stray.split() == ["(zz-000000000000)", "damaged", "model"] + ["-"] * 12
     body = (a, c, long, stray)
     for column in ("status", "training range", "last scored"):  # left-aligned: all cells start together
         at = header.index(column)
         assert all(line[at - 2 : at] == "  " and line[at] != " " for line in body), column
-    for column in ("window", "threshold", "24h", "7d"):  # right-aligned: all cells end together
+    for column in ("window", "threshold", "alarms", "24h", "7d", "missing"):  # right-aligned: cells end together
         end = header.index(column) + len(column)
         assert all(line[end - 1] != " " and line[end : end + 2] in ("  ", "") for line in body), column
 
@@ -353,14 +408,21 @@ def test_json_is_sorted_and_indented_with_rfc3339_times():
         "training_range": {"start": "2025-10-16T00:00:00Z", "stop": "2026-01-03T00:00:00Z"},
         "last_scored": "2026-01-14T23:45:00Z",
         "last_reading": "2026-01-14T23:55:00Z",
+        "alarms_per_week": 0.375,
         "anomalies_24h": 2,
         "anomalies_7d": 9,
+        "missing_24h": 3,
+        "missing_7d": 12,
     }
     assert (c["window"], c["configured_window"], c["status"]) == (15, 20, "window changed")
     assert long["sensor_id"] == LONG and long["window"] is None and long["last_reading"] is None
     assert (stray["sensor_id"], stray["problem"], stray["directory"]) == (None, "broken", "zz-000000000000")
     assert stray["anomalies_24h"] is None and stray["last_reading"] is None
+    assert (stray["missing_24h"], stray["missing_7d"], stray["alarms_per_week"]) == (None, None, None)
+    assert (c["alarms_per_week"], c["missing_24h"], c["missing_7d"]) == (None, 0, 4)
     assert document["summary"]["status"]["damaged model"] == 1
+    assert document["summary"]["missing_data_24h"] == ["a"]
+    assert (document["summary"]["missing_24h"], document["summary"]["missing_7d"]) == (3, 16)
 
 
 # ---------------------------------------------------------------- the models directory
@@ -424,15 +486,25 @@ def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
 
 TRAINED = ["AHU-1 supply air temp", "chiller:3 'return'"]
 UNTRAINED = 'Boiler,2="hot" loop=ü, a sensor with a very long name'
+# Outages of TRAINED[0]'s data, longer than --max-gap: one in the last 24 h, one the day before (both scored).
+GAPS = [
+    (NOW - pd.Timedelta(hours=40), NOW - pd.Timedelta(hours=37)),
+    (NOW - pd.Timedelta(hours=14), NOW - pd.Timedelta(hours=11)),
+]
 
 
 def test_status_after_training_and_scoring(influxd, database, tmp_path):
-    """Two sensors trained and scored, a third with data only; the status agrees with the models and the database."""
+    """Two sensors trained and scored, one of them with two outages of its data, a third with data only; the
+    status agrees with the models and the database."""
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
     index = pd.date_range(NOW - pd.Timedelta(days=3), NOW, freq="15min", inclusive="left")
     lines = []
     for number, sensor_id in enumerate([*TRAINED, UNTRAINED]):
-        lines += sensor_data.readings_lines(sensor_id, index, sensor_data.normal_readings(sensor_id, index, number))
+        values = pd.Series(sensor_data.normal_readings(sensor_id, index, number), index=index)
+        if sensor_id == TRAINED[0]:
+            for start, stop in GAPS:
+                values = values[(values.index < start) | (values.index >= stop)]
+        lines += sensor_data.readings_lines(sensor_id, values.index, values.to_numpy())
     local_influxd.write(influxd.url, database, lines)
     (tmp_path / "ratios.json").write_text(json.dumps({TRAINED[0]: 0.01}))  # flags nearly every window
     (tmp_path / "windows.json").write_text("{}")
@@ -494,7 +566,9 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
     assert list(by_id) == [*sorted([*TRAINED, UNTRAINED]), None]
     scores = {
         tags["uniqueID"]: values
-        for tags, values in rows(influxd.url, database, 'SELECT "anomaly" FROM "PREDICT_ANOMALY" GROUP BY "uniqueID"')
+        for tags, values in rows(
+            influxd.url, database, 'SELECT "anomaly", "kind" FROM "PREDICT_ANOMALY" GROUP BY "uniqueID"'
+        )
     }
     for sensor_id in TRAINED:
         row, record = by_id[sensor_id], saved[sensor_id]
@@ -502,13 +576,21 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
         assert row["training_range"] == {k: record["training_range"][k] for k in ("start", "stop")}
         assert row["trained_at"] == record["trained_at"]
         assert row["last_scored"] == "2026-01-14T23:45:00Z" and row["last_reading"] == "2026-01-14T23:45:00Z"
-        flagged = [pd.Timestamp(t, unit="s", tz="UTC") for t, anomaly in scores[sensor_id] if anomaly]
+        flagged = [pd.Timestamp(t, unit="s", tz="UTC") for t, anomaly, _ in scores[sensor_id] if anomaly]
         assert row["anomalies_24h"] == sum(t >= NOW - pd.Timedelta(days=1) for t in flagged)
         assert row["anomalies_7d"] == len(flagged)
+        missing = [pd.Timestamp(t, unit="s", tz="UTC") for t, _, kind in scores[sensor_id] if kind == "missing"]
+        assert row["missing_24h"] == sum(t >= NOW - pd.Timedelta(days=1) for t in missing)
+        assert row["missing_7d"] == len(missing)
+        assert row["alarms_per_week"] == record.get("calibration", {}).get("alarms_per_week")
+    assert any(by_id[s]["alarms_per_week"] is not None for s in TRAINED), "no model was calibrated"
     first, second = by_id[TRAINED[0]], by_id[TRAINED[1]]
     assert (first["status"], first["ratio"]) == ("ok", 0.01)
     assert first["effective_threshold"] == pytest.approx(0.01 * saved[TRAINED[0]]["threshold"])
     assert 0 < first["anomalies_24h"] < first["anomalies_7d"]  # scored two days back
+    # Each outage is reported interval by interval, and is no anomaly: those intervals are not flagged.
+    assert 0 < first["missing_24h"] < first["missing_7d"] and by_id[TRAINED[1]]["missing_7d"] == 0
+    assert not [t for t, anomaly, kind in scores[TRAINED[0]] if kind == "missing" and anomaly]
     assert (second["status"], second["ratio"], second["configured_window"]) == ("window changed", 1.0, 20)
     untrained = by_id[UNTRAINED]
     assert (untrained["status"], untrained["window"], untrained["last_scored"]) == ("no model", None, None)
@@ -524,26 +606,38 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
         "window changed": 1,
     }
     assert summary["anomalous_24h"] == [s for s in TRAINED if by_id[s]["anomalies_24h"]]
+    assert summary["missing_data_24h"] == [TRAINED[0]]
+    assert (summary["missing_24h"], summary["missing_7d"]) == (first["missing_24h"], first["missing_7d"])
 
     text = status().splitlines()
     line = next(x for x in text if x.startswith(TRAINED[0]))
     age = table.format_age(NOW - pd.Timestamp(first["trained_at"]))  # training stamps the clock's time, not --now
-    assert line.split()[4:12] == [
+    rate = first["alarms_per_week"]
+    assert line.split()[4:13] == [
         "ok",
         age,
         "15",
         "0.01",
         f"{first['threshold']:.4g}",
         f"{first['effective_threshold']:.4g}",
+        f"{rate:.2f}" if rate is not None else "-",
         "2026-01-12..2026-01-15",
         "2026-01-14",
     ]
-    assert line.split()[-2:] == [str(first["anomalies_24h"]), str(first["anomalies_7d"])]
+    assert line.split()[-3:] == [
+        str(first["anomalies_24h"]),
+        str(first["anomalies_7d"]),
+        f"{first['missing_24h']}/{first['missing_7d']}",
+    ]
     assert "15->20" in next(x for x in text if x.startswith(TRAINED[1]))
     assert any(x.startswith(UNTRAINED[:20]) and "…" in x and "no model" in x for x in text)
     assert not any(UNTRAINED in x for x in text)
     summary_line = "4 sensors: ok 1, stale data 0, not scored recently 0, no model 1, damaged model 1, window changed 1"
     assert summary_line in text
+    assert (
+        f"sensors with missing data in the last 24h: 1: {TRAINED[0]!r} ({first['missing_24h']} intervals"
+        in "\n".join(text)
+    )
 
     later = json.loads(
         status("--json", "--now", (NOW + pd.Timedelta(minutes=40)).isoformat(), "--unscored-after", "30m")

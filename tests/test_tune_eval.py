@@ -2,7 +2,9 @@
 
 One sensor gets six injected anomalies, labelled with manual_anomaly as a person would: three in the
 tuning range (NOW-8d .. NOW-4d), three in the evaluation range (NOW-4d .. NOW). A second sensor has no
-labels. Both are trained (tiny) on the 12 clean days before, then scored over both ranges by backfill.
+labels and a 6-hour outage of its data in each range. Both are trained (tiny) on the 12 clean days before,
+then scored over both ranges by backfill, with --missing-is-anomaly: even intervals without readings
+stored as anomalies must not count as scored or flagged in tuning and evaluation.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_job
+from conftest import rows, run_job
 
 from tools import local_influxd, sensor_data
 
@@ -28,6 +31,9 @@ TUNE = [
 ]
 EVAL = ["--start", (NOW - pd.Timedelta(days=4)).isoformat(), "--stop", NOW.isoformat()]
 INJECTED = [(8, "level_shift"), (7, "spike"), (6, "level_shift"), (4, "level_shift"), (3, "spike"), (2, "flatline")]
+# The unlabelled sensor's outages: no readings for 6 hours from 02:00, 6 and 3 days before NOW.
+OUTAGES = [NOW - pd.Timedelta(days=days) + pd.Timedelta(hours=2) for days in (6, 3)]
+OUTAGE = pd.Timedelta(hours=6)
 
 
 def seed(url: str, database: str) -> list[sensor_data.Anomaly]:
@@ -40,7 +46,9 @@ def seed(url: str, database: str) -> list[sensor_data.Anomaly]:
         values, anomaly = sensor_data.inject(values, index, LABELLED, kind, at, SAMPLE)
         anomalies.append(anomaly)
     lines = sensor_data.readings_lines(LABELLED, index, values, labelled=anomalies)
-    lines += sensor_data.readings_lines(UNLABELLED, index, sensor_data.normal_readings(UNLABELLED, index, seed=5))
+    quiet = sensor_data.normal_readings(UNLABELLED, index, seed=5)
+    present = ~np.logical_or.reduce([(index >= start) & (index < start + OUTAGE) for start in OUTAGES])
+    lines += sensor_data.readings_lines(UNLABELLED, index[present], quiet[present])
     local_influxd.write(url, database, lines)
     return anomalies
 
@@ -100,6 +108,7 @@ def scored(influxd, tmp_path_factory):
             "0s",
             "--events-measurement",
             "",
+            "--missing-is-anomaly",
         ],
         env,
         cwd=workdir,
@@ -116,7 +125,7 @@ def scored(influxd, tmp_path_factory):
         )
         return result, ratios_path
 
-    return tool, anomalies, workdir
+    return tool, anomalies, workdir, common, env
 
 
 def tuned_ratio(stdout: str, sensor: str) -> float:
@@ -125,7 +134,7 @@ def tuned_ratio(stdout: str, sensor: str) -> float:
 
 
 def test_a_ratio_that_floods_with_false_alarms_is_raised(scored):
-    tool, _, _ = scored
+    tool, *_ = scored
     result, path = tool("sensor_tune.py", *TUNE, ratios={"default": 1, LABELLED: 0.3})
     assert result.returncode == 0, result.stderr
     new = tuned_ratio(result.stdout, LABELLED)
@@ -133,34 +142,68 @@ def test_a_ratio_that_floods_with_false_alarms_is_raised(scored):
     line = next(t for t in result.stdout.splitlines() if t.startswith(LABELLED))
     before, after = line.split("false alarms/week ")[1].split(",")[0].split(" -> ")
     assert float(after) < float(before), line
-    assert f"{UNLABELLED}: ratio 1 kept: no labels" in result.stdout
+    # Without labels the ratio is no longer kept: it is tuned to the alarm budget, as training calibrates.
+    quiet = next(t for t in result.stdout.splitlines() if t.startswith(UNLABELLED + ":"))
+    assert "no labelled events: alarm budget 0.5/week" in quiet and "(no ratio keeps" not in quiet, quiet
+    assert float(quiet.split("false alarms/week ")[1].split(" -> ")[1]) <= 0.5, quiet
+    assert "recommended: sensor_predict.py --min-consecutive " in result.stdout
     assert "dry run" in result.stdout and json.loads(path.read_text())[LABELLED] == 0.3
     assert not path.with_name(path.name + ".bak").exists()
 
 
 def test_a_ratio_that_misses_everything_is_lowered_and_written_keeping_other_keys(scored):
-    tool, _, _ = scored
+    tool, *_ = scored
     original = {"default": 1.5, LABELLED: 20, "some other sensor": 2.25}
-    result, path = tool("sensor_tune.py", *TUNE, "--write", ratios=original)
+    # The scorer's level detector finds level shifts beyond the training range at any ratio: tuning decides
+    # by the scorer's rules, so ratio 20 misses everything only with that detector out of reach.
+    flagged_anyway, _ = tool("sensor_tune.py", *TUNE, "--sensor", LABELLED, ratios=original)
+    assert flagged_anyway.returncode == 0, flagged_anyway.stderr
+    assert "event recall 0.00 -> " not in flagged_anyway.stdout, flagged_anyway.stdout
+    result, path = tool("sensor_tune.py", *TUNE, "--write", "--level-margin", "1000", ratios=original)
     assert result.returncode == 0, result.stderr
     new = tuned_ratio(result.stdout, LABELLED)
     assert new < 20 and "event recall 0.00 -> 1.00" in result.stdout, result.stdout
+    quiet = tuned_ratio(result.stdout, UNLABELLED)  # the default ratio, tuned to the alarm budget
     text = path.read_text()
-    assert json.loads(text) == {"default": 1.5, LABELLED: new, "some other sensor": 2.25}
+    assert json.loads(text) == {
+        "default": 1.5,
+        LABELLED: new,
+        "some other sensor": 2.25,
+        **({UNLABELLED: quiet} if quiet != 1.5 else {}),
+    }
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     assert json.loads(path.with_name(path.name + ".bak").read_text()) == original
 
 
 def test_a_false_alarm_budget_is_respected(scored):
-    tool, _, _ = scored
+    tool, *_ = scored
     result, _ = tool("sensor_tune.py", *TUNE, "--max-false-alarms", "0", "--sensor", LABELLED, ratios={"default": 0.3})
     assert result.returncode == 0, result.stderr
     line = next(t for t in result.stdout.splitlines() if t.startswith(LABELLED))
     assert "false alarms/week" in line and line.split("false alarms/week ")[1].split(",")[0].endswith("-> 0.0"), line
 
 
+def test_ratio_and_k_are_tuned_together_and_the_ratios_written_are_the_ones_for_the_recommended_k(scored):
+    tool, *_ = scored
+    result, path = tool("sensor_tune.py", *TUNE, "--write", "--min-consecutive", "3", ratios={"default": 1})
+    assert result.returncode == 0, result.stderr
+    fleet = [t for t in result.stdout.splitlines() if t.startswith("--min-consecutive ")]
+    assert [t.split(":")[0] for t in fleet] == [f"--min-consecutive {k}" for k in (1, 2, 3, 4)], result.stdout
+    (advice,) = [t for t in result.stdout.splitlines() if t.startswith("recommended: ")]
+    k = int(advice.split("--min-consecutive ")[1].split()[0].rstrip(","))
+    lines = {t.split(":")[0]: t for t in result.stdout.splitlines() if t.startswith((LABELLED, UNLABELLED))}
+    assert all(f"--min-consecutive {k}," in lines[s] for s in (LABELLED, UNLABELLED)), result.stdout
+    assert ("(now 3)" in advice) == (k != 3), advice
+    written = json.loads(path.read_text())
+    new = {s: tuned_ratio(result.stdout, s) for s in (LABELLED, UNLABELLED)}
+    assert written == {"default": 1, **{s: r for s, r in new.items() if r != 1}}
+    # the same tuning for the one K: the ratios for that K, whatever K the others would have wanted
+    only, _ = tool("sensor_tune.py", *TUNE, "--min-consecutive-grid", str(k), ratios={"default": 1})
+    assert {s: tuned_ratio(only.stdout, s) for s in (LABELLED, UNLABELLED)} == new
+
+
 def test_tuning_refuses_to_overlap_the_evaluation_range_unless_told(scored):
-    tool, _, _ = scored
+    tool, *_ = scored
     overlap = [
         "--tune-start",
         (NOW - pd.Timedelta(days=5)).isoformat(),
@@ -180,7 +223,7 @@ def test_tuning_refuses_to_overlap_the_evaluation_range_unless_told(scored):
 
 
 def test_the_evaluation_report_has_a_row_per_sensor_a_fleet_row_and_pictures(scored):
-    tool, _, workdir = scored
+    tool, _, workdir, *_ = scored
     out = workdir / "report"
     result, _ = tool("sensor_evaluate.py", *EVAL, "--output", str(out))
     assert result.returncode == 0, result.stderr
@@ -200,7 +243,7 @@ def test_the_evaluation_report_has_a_row_per_sensor_a_fleet_row_and_pictures(sco
 
 
 def test_labels_from_csv_give_the_same_events_and_a_bad_row_names_its_line(scored):
-    tool, anomalies, workdir = scored
+    tool, anomalies, workdir, *_ = scored
     path = workdir / "labels.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -221,6 +264,67 @@ def test_labels_from_csv_give_the_same_events_and_a_bad_row_names_its_line(score
     bad, _ = tool("sensor_evaluate.py", *EVAL, "--output", str(out), "--labels-csv", str(path))
     lines = len(path.read_text().splitlines())
     assert bad.returncode == 2 and f"{path}: line {lines}: Anomaly 'maybe' is not TRUE or FALSE" in bad.stderr
+
+
+def test_intervals_without_readings_are_not_windows_in_the_evaluation(scored, influxd):
+    tool, _, workdir, *_ = scored
+    out = workdir / "report-outage"
+    result, _ = tool("sensor_evaluate.py", *EVAL, "--output", str(out), "--no-plots", "--sensor", UNLABELLED)
+    assert result.returncode == 0, result.stderr
+    with open(out / "summary.csv", newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["sensor"] == UNLABELLED)
+    where = f"WHERE \"uniqueID\" = '{UNLABELLED}' AND time >= '{EVAL[1]}' AND time < '{EVAL[3]}'"
+    ((_, points),) = rows(influxd.url, "tune_eval", f'SELECT "loss", "anomaly", "kind" FROM "PREDICT_ANOMALY" {where}')
+    missing = [p for p in points if p[3] == "missing"]
+    windows = [p for p in points if p[3] != "missing"]
+    # the outage was stored as anomalies (--missing-is-anomaly), without a loss
+    assert missing and all(p[1] is None and p[2] is True for p in missing) and all(p[1] is not None for p in windows)
+    assert int(row["windows"]) == len(windows) and int(row["flagged_windows"]) == sum(p[2] for p in windows)
+
+
+def test_an_outage_scored_by_two_runs_is_one_event_of_kind_missing(scored, influxd):
+    _, _, workdir, common, env = scored
+    start = OUTAGES[1]
+    runs = [
+        (start - pd.Timedelta(hours=1), start + pd.Timedelta(hours=3)),
+        (start + pd.Timedelta(hours=3), start + OUTAGE + pd.Timedelta(hours=4)),
+    ]
+    for first, stop in runs:
+        result = run_job(
+            "sensor_predict.py",
+            [
+                *common,
+                "--ratios",
+                str(workdir / "ratios.json"),
+                "--now",
+                NOW.isoformat(),
+                "--sensor",
+                UNLABELLED,
+                "--start",
+                first.isoformat(),
+                "--stop",
+                stop.isoformat(),
+                "--delay",
+                "0s",
+                "--output-measurement",
+                "OUTAGE_SCORES",
+                "--events-measurement",
+                "OUTAGE_EVENTS",
+                "--state-file",
+                str(workdir / "outage-state.json"),
+            ],
+            env,
+            cwd=workdir,
+        )
+        assert result.returncode == 0, result.stderr
+    ((_, found),) = rows(
+        influxd.url,
+        "tune_eval",
+        'SELECT "kind", "end_ms", "windows", "ongoing" FROM "OUTAGE_EVENTS" WHERE "kind" = \'missing\'',
+    )
+    # 02:00 .. 07:45 without readings; reported from the first interval past --max-gap (1h): 03:00 .. 07:45
+    first_missing, last_missing = start + pd.Timedelta(hours=1), start + OUTAGE - pd.Timedelta(minutes=15)
+    assert found == [[int(first_missing.timestamp()), "missing", int(last_missing.timestamp()) * 1000, 20, False]]
 
 
 def test_import_writes_values_and_labels_and_refuses_a_malformed_file(influxd, database, tmp_path):

@@ -179,6 +179,64 @@ def fleet(
     return lines, anomalies
 
 
+# Oxygen in air (%): what a flue-gas analyser reads while the fan purges the furnace before firing.
+AIR_O2 = 20.9
+# Time constant of the flue gas's O2 after a change of firing, and how long a purge lasts.
+O2_SETTLE = pd.Timedelta(minutes=30)
+
+
+def exhaust_o2(
+    index: pd.DatetimeIndex,
+    stages: list[tuple[pd.Timestamp, float]],
+    seed: int,
+    settle: pd.Timedelta = O2_SETTLE,
+) -> np.ndarray:
+    """Readings [len(index)] of a boiler's exhaust O2 (%), which holds one of a few levels at a time.
+
+    ``stages`` are (start, level) in time order, each held until the next; level 0 is the boiler off, when
+    the analyser reads exactly 0. While firing, the reading wanders with the day's load (+-0.3) and has
+    measurement noise (0.05). Its normal transients: a move between levels follows a first-order lag (time
+    constant ``settle``), and a start from off first purges the furnace with air (AIR_O2 for ``settle``), from
+    which the reading falls to its level. Deterministic per seed.
+    """
+    rng = np.random.default_rng([seed, 2])
+    hours = ((index - index[0]) / pd.Timedelta(hours=1)).to_numpy()
+    starts = pd.DatetimeIndex([start for start, _ in stages])
+    stage = starts.get_indexer(index, method="pad")
+    if (stage < 0).any():
+        raise ValueError(f"the first stage starts at {starts[0]}, after the first reading at {index[0]}")
+    levels = np.array([float(lvl) for _, lvl in stages])
+    level, before = levels[stage], np.r_[np.nan, levels[:-1]][stage]
+    purging = (level > 0) & (before == 0) & ((index - starts[stage]) < settle)
+    step = 1 - np.exp(-np.diff(hours, prepend=hours[0]) / (settle / pd.Timedelta(hours=1)))
+    values = np.empty(len(index))
+    reading = level[0]
+    for i, (goal, gain) in enumerate(zip(level, step)):
+        reading = AIR_O2 if purging[i] else reading + (goal - reading) * gain
+        values[i] = reading
+    firing = (level > 0) | (values > 0.05)
+    wander = 0.3 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 0.05, len(index))
+    return np.where(firing, values + np.where(level > 0, wander, 0.0), 0.0)
+
+
+def stuck(values: np.ndarray, index: pd.DatetimeIndex, at: pd.Timestamp, duration: pd.Timedelta) -> np.ndarray:
+    """A copy of ``values`` that repeats the reading at ``at`` exactly, for ``duration``: a stuck sensor."""
+    values = np.array(values, dtype="float64")
+    span = (index >= at) & (index < at + duration)
+    values[span] = values[np.argmax(span)]
+    return values
+
+
+def outages(
+    index: pd.DatetimeIndex, values: np.ndarray, gaps: list[tuple[pd.Timestamp, pd.Timedelta]]
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The readings left when the data pipeline delivered nothing in each of ``gaps`` (start, duration)."""
+    lost = np.zeros(len(index), dtype=bool)
+    for start, duration in gaps:
+        lost |= (index >= start) & (index < start + duration)
+    return index[~lost], np.asarray(values)[~lost]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)

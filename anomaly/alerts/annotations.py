@@ -26,7 +26,8 @@ _ANNOTATION_NAMESPACE = uuid.UUID("5b0f3f5e-2d0c-4c6e-9a57-3f1c8a9d2e41")
 
 def annotation_lines(found: Iterable[Event], sensor_tag: str, measurement: str = "ANOMALY_EVENTS") -> list[str]:
     """One point per event at its start, fields ``text``, ``end_ms`` (end, epoch ms), ``windows``,
-    ``peak_loss``, ``threshold``, ``ongoing``.
+    ``peak_loss``, ``threshold``, ``ongoing``, ``kind`` (``anomaly``, or ``missing`` for an outage, which
+    has no ``peak_loss`` nor ``threshold``).
 
     Rewriting an event (it grew, or a rerun) replaces its point: measurement, sensor tag and time are its key.
     """
@@ -41,6 +42,7 @@ def annotation_lines(found: Iterable[Event], sensor_tag: str, measurement: str =
                 "peak_loss": float(e.peak_loss),
                 "threshold": float(e.threshold),
                 "ongoing": e.ongoing,
+                "kind": e.kind,
             },
             int(e.start.timestamp()),
         )

@@ -1,6 +1,7 @@
 """After scoring: a run's flags become events, annotations and incidents in InfluxDB and messages to a
-webhook. The one place in the alerts that touches the database, the state file and the network; what it
-calls is pure. The rules are in docs/alerts.md."""
+webhook, and its intervals without readings become outages, annotated only. The one place in the alerts
+that touches the database, the state file and the network; what it calls is pure. The rules are in
+docs/alerts.md."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from anomaly.alerts.annotations import CHRONOGRAF_DATABASE, annotation_lines, chronograf_lines
 from anomaly.alerts.delivery import Item, due_notifications, mark_sent
-from anomaly.alerts.events import Event, events
+from anomaly.alerts.events import MISSING, Event, events, outages
 from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import STYLES, Context, payload
 from anomaly.alerts.resume import resume, tracked_events
@@ -58,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--events-measurement",
         default="ANOMALY_EVENTS",
-        help="one point per anomaly event (run of flagged windows) for graph annotations; "
-        "empty for none (default ANOMALY_EVENTS)",
+        help="one point per anomaly event (run of flagged windows) and per outage (run of intervals without "
+        "readings, field kind=missing) for graph annotations; empty for none (default ANOMALY_EVENTS)",
     )
     group.add_argument(
         "--chronograf-annotations",
@@ -131,10 +132,19 @@ def settings_from_args(args: argparse.Namespace, models_dir: Path) -> AlertSetti
 
 
 def _write_lines(
-    db: Database, settings: AlertSettings, common: Common, found: list[Event], found_incidents: list[Incident]
+    db: Database,
+    settings: AlertSettings,
+    common: Common,
+    found: list[Event],
+    found_incidents: list[Incident],
+    found_outages: list[Event],
 ) -> None:
     sensor_tag = common.schema.sensor_tag
-    lines = annotation_lines(found, sensor_tag, settings.events_measurement) if settings.events_measurement else []
+    lines = (
+        annotation_lines(found + found_outages, sensor_tag, settings.events_measurement)
+        if settings.events_measurement
+        else []
+    )
     if settings.incident_tag:
         lines += incident_lines(found_incidents, settings.incident_tag, settings.incidents_measurement)
     db.write(lines)
@@ -172,13 +182,14 @@ def announce(
     scored: Mapping[str, pd.DataFrame],
     counts: dict[str, int],
 ) -> None:
-    """Turn this run's flags into events: annotations and incidents in InfluxDB, messages to the webhook.
+    """Turn this run's flags into events: annotations and incidents in InfluxDB, messages to the webhook;
+    and its intervals without readings into outages: annotations only, never an incident or a message.
 
     ``scored``: sensor id -> the run's scores frame (index window ends; columns ``loss``, ``threshold``,
-    ``anomaly``); ``max_catchup`` bounds how far back group tags are read; failed sends are counted in
-    ``counts["notify_failed"]``. The state file remembers ongoing events and what was sent, so an event that
-    lasts several runs stays one event and nothing is sent twice. Raises OSError when the state file cannot
-    be written, and the database's error when a write fails.
+    ``anomaly``, ``kind``); ``max_catchup`` bounds how far back group tags are read; failed sends are counted
+    in ``counts["notify_failed"]``. The state file remembers ongoing events and outages and what was sent, so
+    an event or an outage that lasts several runs stays one and nothing is sent twice. Raises OSError when
+    the state file cannot be written, and the database's error when a write fails.
     """
     if not settings.enabled:
         return
@@ -193,12 +204,20 @@ def announce(
         if scores["anomaly"].any()
         for e in events(sensor_id, scores, interval)
     ]
-    found, state = resume(found, state, interval, {s: f.index[-1] for s, f in scored.items()})
+    last_scored = {s: f.index[-1] for s, f in scored.items() if len(f)}
+    found, state = resume(found, state, interval, last_scored)
+    silent = [
+        e
+        for sensor_id, scores in scored.items()
+        if (scores["kind"] == MISSING).any()
+        for e in outages(sensor_id, scores, interval)
+    ]
+    silent, state = resume(silent, state, interval, last_scored, kind=MISSING)
     known = found + tracked_events(state, since=now - settings.incident_window - interval * 2)
     known = list({e.key: e for e in known}.values())
     groups = db.group_tags(list(scored), now - max_catchup, settings.incident_tag) if settings.incident_tag else {}
     found_incidents = incidents(known, groups, settings.incident_window)
-    _write_lines(db, settings, common, found, found_incidents)
+    _write_lines(db, settings, common, found, found_incidents, silent)
     sent: list[Item] = []
     if settings.notify_url:
         items: list[Item] = [*found_incidents, *(e for e in known if e.sensor_id not in groups)]
@@ -208,4 +227,10 @@ def announce(
     if scored or text is not None:
         settings.state_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(settings.state_file, dump_state(state))
-    logger.info("%d events (%d incidents), %d notifications sent", len(found), len(found_incidents), len(sent))
+    logger.info(
+        "%d events (%d incidents), %d outages, %d notifications sent",
+        len(found),
+        len(found_incidents),
+        len(silent),
+        len(sent),
+    )

@@ -1,10 +1,12 @@
-"""Events: runs of consecutive flagged windows of one sensor, the unit that is annotated and announced.
+"""Events: runs of consecutive flagged windows of one sensor, the unit that is annotated and announced; and
+outages: runs of consecutive intervals of one sensor without readings, annotated and never announced.
 
 Pure: a scores frame in, Event objects out. See docs/alerts.md for what makes two windows one event.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,10 +14,17 @@ import pandas as pd
 
 from anomaly.runs import runs
 
+# An event's kind: a run of flagged windows, or an outage (a run of intervals without readings, the points
+# the scorer wrote with kind ``missing`` and anomaly=false).
+ANOMALY = "anomaly"
+MISSING = "missing"
+
 
 @dataclass(frozen=True)
 class Event:
-    """A run of consecutive flagged windows of one sensor; times are window ends (UTC)."""
+    """A run of consecutive flagged windows of one sensor (kind ``anomaly``), or of consecutive intervals
+    without readings (kind ``missing``: ``windows`` counts those intervals, ``peak_loss`` and ``threshold``
+    are NaN); times are window ends (UTC)."""
 
     sensor_id: str
     start: pd.Timestamp
@@ -26,6 +35,7 @@ class Event:
     ongoing: bool
     # Set by resume() when this run moved the end of a remembered event: where its annotation was.
     previous_end: pd.Timestamp | None = None
+    kind: str = ANOMALY
 
     @property
     def key(self) -> tuple[str, pd.Timestamp]:
@@ -51,7 +61,7 @@ def check_interval(interval: pd.Timedelta) -> pd.Timedelta:
     return interval
 
 
-def _validate_scores(scores: pd.DataFrame) -> pd.DataFrame:
+def _validate_scores(scores: pd.DataFrame, kind: bool = False) -> pd.DataFrame:
     if not isinstance(scores, pd.DataFrame):
         raise TypeError(f"scores must be a DataFrame, not {type(scores).__name__}")
     if not isinstance(scores.index, pd.DatetimeIndex):
@@ -60,13 +70,15 @@ def _validate_scores(scores: pd.DataFrame) -> pd.DataFrame:
         )
     if scores.index.tz is None and len(scores):
         raise ValueError("scores' window end times have no time zone; give them in UTC")
-    missing = [c for c in ("loss", "threshold", "anomaly") if c not in scores.columns]
+    missing = [c for c in ("loss", "threshold", "anomaly", *(["kind"] if kind else [])) if c not in scores.columns]
     if missing:
         raise ValueError(f"scores lack the column(s) {', '.join(missing)}")
     if scores.index.has_duplicates:
         raise ValueError("scores hold the same window end twice")
     frame = scores[["loss", "threshold"]].astype("float64")
     frame["anomaly"] = scores["anomaly"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    if kind:
+        frame["kind"] = scores["kind"].to_numpy(dtype=object)
     frame.index = scores.index.tz_localize("UTC") if scores.index.tz is None else scores.index.tz_convert("UTC")
     return frame.sort_index()
 
@@ -105,3 +117,30 @@ def events(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list
             )
         )
     return found
+
+
+def outages(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list[Event]:
+    """Runs of consecutive intervals without readings of one sensor, oldest first: the points of kind
+    ``missing`` that are not anomalies (with --missing-is-anomaly they are, and belong to ``events``).
+
+    ``scores`` as for ``events``, with a ``kind`` column. Returns Events of kind ``missing``: ``windows``
+    counts the intervals, ``peak_loss`` and ``threshold`` are NaN, ``ongoing`` on the one that reaches the
+    last point of ``scores``.
+    """
+    interval = check_interval(interval)
+    frame = _validate_scores(scores, kind=True)
+    ends = pd.DatetimeIndex(frame.index)
+    silent = (frame["kind"] == MISSING).to_numpy(dtype=bool) & ~frame["anomaly"].to_numpy(dtype=bool)
+    return [
+        Event(
+            sensor_id=sensor_id,
+            start=ends[first],
+            end=ends[last],
+            windows=last - first + 1,
+            peak_loss=math.nan,
+            threshold=math.nan,
+            ongoing=last == len(ends) - 1,
+            kind=MISSING,
+        )
+        for first, last in runs(silent, ends, interval)
+    ]

@@ -1,6 +1,7 @@
 """Events across runs: a run scores only windows not scored before, so an event that goes on is seen in
 pieces; joining each piece to the event remembered in the state keeps one start, one key, one annotation
-and one message for it. Pure: state in, new state out."""
+and one message for it. Anomalies and outages are remembered apart (state.SLOTS), so an outage that
+lasts several runs stays one outage. Pure: state in, new state out."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from dataclasses import replace
 
 import pandas as pd
 
-from anomaly.alerts.events import Event, chain, check_interval
-from anomaly.alerts.state import copy_state, event_from_dict, event_to_dict
+from anomaly.alerts.events import ANOMALY, Event, chain, check_interval
+from anomaly.alerts.state import SLOTS, copy_state, event_from_dict, event_to_dict
 
 
 def _peak_key(event: Event) -> float:
@@ -35,13 +36,19 @@ def _merge(members: list[Event], tracked: Event | None, interval: pd.Timedelta) 
         threshold=peak.threshold,
         ongoing=last.ongoing,
         previous_end=tracked.end if moved and tracked is not None else None,
+        kind=members[0].kind,
     )
 
 
 def resume(
-    found: Sequence[Event], state: Mapping, interval: pd.Timedelta, scored: Mapping[str, pd.Timestamp] | None = None
+    found: Sequence[Event],
+    state: Mapping,
+    interval: pd.Timedelta,
+    scored: Mapping[str, pd.Timestamp] | None = None,
+    kind: str = ANOMALY,
 ) -> tuple[list[Event], dict]:
-    """Join this run's events to the events remembered in ``state``; remember each sensor's newest event.
+    """Join this run's events of one ``kind`` (all of ``found``) to the events of that kind remembered in
+    ``state``; remember each sensor's newest one.
 
     An event is the continuation of the remembered one of its sensor when its first window is at most
     one interval after the remembered end, or when the two overlap (a backfill); the result keeps the
@@ -60,6 +67,11 @@ def resume(
     the new state (the given one is not changed)
     """
     interval = check_interval(interval)
+    if kind not in SLOTS:
+        raise ValueError(f"kind must be one of {', '.join(SLOTS)}, not {kind!r}")
+    if any(e.kind != kind for e in found):
+        raise ValueError(f"resume joins events of one kind at a time; {kind!r} asked, others given")
+    slot = SLOTS[kind]
     scored = scored or {}
     new = copy_state(state)
     by_sensor: dict[str, list[Event]] = {}
@@ -68,7 +80,7 @@ def resume(
     out = []
     for sensor_id in dict.fromkeys([*by_sensor, *scored]):
         own, entry = by_sensor.get(sensor_id, []), new["sensors"].get(sensor_id, {})
-        tracked = event_from_dict(sensor_id, entry["event"]) if "event" in entry else None
+        tracked = event_from_dict(sensor_id, entry[slot], kind) if slot in entry else None
         joined, alone = [], None
         for members in chain(own + ([tracked] if tracked else []), interval):
             if tracked is not None and all(e is tracked for e in members):
@@ -79,21 +91,21 @@ def resume(
         out += joined
         if joined or alone:
             newest = max(joined + ([alone] if alone else []), key=lambda e: (e.start, e.end))
-            new["sensors"][sensor_id] = {**entry, "event": event_to_dict(newest)}
+            new["sensors"][sensor_id] = {**entry, slot: event_to_dict(newest)}
     return out, new
 
 
-def tracked_events(state: Mapping, since: pd.Timestamp | None = None) -> list[Event]:
-    """The newest event remembered for each sensor, ending at or after ``since``, by sensor id.
+def tracked_events(state: Mapping, since: pd.Timestamp | None = None, kind: str = ANOMALY) -> list[Event]:
+    """The newest event of ``kind`` remembered for each sensor, ending at or after ``since``, by sensor id.
 
     Pass them along to ``incidents`` (so an incident spanning runs stays one) and to ``due_notifications``
     (so a message whose send failed is tried again next run).
     """
     out = []
     for sensor_id in sorted(state.get("sensors", {})):
-        entry = state["sensors"][sensor_id]
-        if "event" in entry:
-            event = event_from_dict(sensor_id, entry["event"])
+        entry, slot = state["sensors"][sensor_id], SLOTS[kind]
+        if slot in entry:
+            event = event_from_dict(sensor_id, entry[slot], kind)
             if since is None or event.end >= since:
                 out.append(event)
     return out

@@ -1,4 +1,4 @@
-"""The memory of a run for the next: each sensor's newest event and what was decided and sent.
+"""The memory of a run for the next: each sensor's newest event and outage, and what was decided and sent.
 
 A JSON-ready dict (its layout is in docs/alerts.md) that the caller keeps in one file. Reading it never
 raises for bad content: a run that cannot trust the file starts afresh and says why, because losing the
@@ -14,12 +14,14 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from anomaly.alerts.events import Event
+from anomaly.alerts.events import ANOMALY, MISSING, Event
 from anomaly.alerts.incidents import SEVERITIES, Incident
 from anomaly.times import format_time
 
 STATE_FORMAT = 1
 _FRESH = "starting with no notification history"
+# Where a sensor's entry keeps its newest event of each kind (outages came later; files without stay valid).
+SLOTS = {ANOMALY: "event", MISSING: "outage"}
 
 
 def new_state() -> dict:
@@ -70,8 +72,9 @@ def event_to_dict(event: Event) -> dict:
     }
 
 
-def event_from_dict(sensor_id: str, data: Mapping) -> Event:
-    """The event of ``event_to_dict``; ValueError, KeyError or TypeError when it cannot be read."""
+def event_from_dict(sensor_id: str, data: Mapping, kind: str = ANOMALY) -> Event:
+    """The event of ``event_to_dict`` (its kind is where it was kept: ``SLOTS``); ValueError, KeyError or
+    TypeError when it cannot be read."""
     windows = data["windows"]
     if not isinstance(windows, int) or isinstance(windows, bool) or windows < 1:
         raise ValueError(f"windows {windows!r} is not a whole number >= 1")
@@ -86,7 +89,7 @@ def event_from_dict(sensor_id: str, data: Mapping) -> Event:
     start, end = parse_stamp(data["start"]), parse_stamp(data["end"])
     if end < start:
         raise ValueError("event ends before it starts")
-    return Event(sensor_id, start, end, windows, values[0], values[1], data["ongoing"])
+    return Event(sensor_id, start, end, windows, values[0], values[1], data["ongoing"], kind=kind)
 
 
 def _clean_entry(kind: str, name: object, entry: object) -> dict:
@@ -97,8 +100,9 @@ def _clean_entry(kind: str, name: object, entry: object) -> dict:
     for key in ("decided", "notified_at"):
         if entry.get(key) is not None:
             out[key] = format_time(parse_stamp(entry[key]))
-    if kind == "sensors" and entry.get("event") is not None:
-        out["event"] = event_to_dict(event_from_dict(name, entry["event"]))
+    for event_kind, slot in SLOTS.items():
+        if kind == "sensors" and entry.get(slot) is not None:
+            out[slot] = event_to_dict(event_from_dict(name, entry[slot], event_kind))
     if kind == "groups" and entry.get("severity") is not None:
         if entry["severity"] not in SEVERITIES:
             raise ValueError(f"severity {entry['severity']!r}")

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from anomaly.alerts.events import MISSING
+
 if TYPE_CHECKING:
     from anomaly.alerts.events import Event
     from anomaly.alerts.incidents import Incident
@@ -32,6 +34,12 @@ def sensor_list(sensors: Sequence[str]) -> str:
 
 
 def event_text(event: Event) -> str:
+    if event.kind == MISSING:
+        intervals = f"{event.windows} interval{'s' if event.windows != 1 else ''}"
+        return (
+            f"no readings from '{event.sensor_id}': {intervals}, {span(event.start, event.end)}"
+            f"{', ongoing' if event.ongoing else ''}"
+        )
     windows = f"{event.windows} window{'s' if event.windows != 1 else ''}"
     return (
         f"anomaly on '{event.sensor_id}': {windows}, {span(event.start, event.end)}, "

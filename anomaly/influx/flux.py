@@ -16,7 +16,7 @@ import pandas as pd
 import urllib3
 
 from anomaly.settings import Connection, Schema
-from influx_interact import Database, InfluxError
+from influx_interact import MISSING, Database, InfluxError
 
 if TYPE_CHECKING:
     from influxdb_client import InfluxDBClient
@@ -141,8 +141,26 @@ def flux_anomaly_counts(schema: Schema) -> str:
     )
 
 
+def flux_missing_counts(schema: Schema) -> str:
+    return _flux_query(
+        schema,
+        "filter(fn: (r) => r._value == params.kind)",
+        "group(columns: [{tag}])",
+        "count()",
+        'keep(columns: ["_value", {tag}])',
+        stop=False,
+        field='r._field == "kind"',
+        where=False,
+    )
+
+
+def score_columns(schema: Schema) -> list[str]:
+    """The fields ``read_scores`` reads back, in its frames' column order."""
+    return ["loss", "threshold", "anomaly", schema.field, "score"]
+
+
 def flux_scores(schema: Schema) -> str:
-    fields = ", ".join(flux_string(f) for f in ("loss", "threshold", "anomaly", schema.field))
+    fields = ", ".join(flux_string(f) for f in score_columns(schema))
     return _flux_query(
         schema,
         f"filter(fn: (r) => contains(value: r._field, set: [{fields}]))",
@@ -175,12 +193,17 @@ def records_by_tag(records: Iterable[dict], tag: str) -> dict[str, pd.Series]:
 
 
 def record_frames_by_tag(records: Iterable[dict], tag: str, columns: list[str]) -> dict[str, pd.DataFrame]:
-    """Pivoted Flux records (dicts with _time, the tag and ``columns``) -> {sensor id: ``columns`` by UTC time}."""
+    """Pivoted Flux records (dicts with _time, the tag and ``columns``) -> {sensor id: ``columns`` by UTC time}.
+
+    A column no record has (a field never written in the range: pivot makes no column for it) is all NaN.
+    """
     rows_by_tag: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         rows_by_tag[record[tag]].append(record)
     return {
-        sensor_id: pd.DataFrame(rows).set_index(pd.to_datetime([r["_time"] for r in rows], utc=True))[columns]
+        sensor_id: pd.DataFrame(rows)
+        .set_index(pd.to_datetime([r["_time"] for r in rows], utc=True))
+        .reindex(columns=columns)
         for sensor_id, rows in rows_by_tag.items()
     }
 
@@ -296,6 +319,17 @@ class Flux(Database):
         )
         return {r[tag]: int(r["_value"]) for r in records if r.get(tag)}
 
+    def missing_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
+        tag = self.schema.sensor_tag
+        records = self._flux(
+            flux_missing_counts(self.schema),
+            start=since,
+            measurement=self.schema.output_measurement,
+            kind=MISSING,
+            sensors=list(sensor_ids),
+        )
+        return {r[tag]: int(r["_value"]) for r in records if r.get(tag)}
+
     def read_scores(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp
     ) -> dict[str, pd.DataFrame]:
@@ -306,8 +340,7 @@ class Flux(Database):
             measurement=self.schema.output_measurement,
             sensors=list(sensor_ids),
         )
-        columns = ["loss", "threshold", "anomaly", self.schema.field]
-        return record_frames_by_tag(records, self.schema.sensor_tag, columns)
+        return record_frames_by_tag(records, self.schema.sensor_tag, score_columns(self.schema))
 
     def _write_batch(self, batch: Sequence[str], precision: str, database: str) -> None:
         from influxdb_client import WritePrecision

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from anomaly.settings import Schema
-from influx_interact import Database, InfluxError
+from influx_interact import MISSING, Database, InfluxError
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +123,18 @@ def influxql_anomaly_counts(schema: Schema, sensor_ids: Sequence[str], since: pd
     )
 
 
+def influxql_missing_counts(schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp) -> str:
+    return (
+        f'SELECT count("kind") FROM {influxql_ident(schema.output_measurement)} '
+        f'WHERE "kind" = {influxql_string(MISSING)} '
+        f"AND {_influxql_filters(schema, sensor_ids, since, None, with_where=False)} "
+        f"GROUP BY {influxql_ident(schema.sensor_tag)}"
+    )
+
+
 def influxql_scores(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp) -> str:
     return (
-        f'SELECT "loss", "threshold", "anomaly", {influxql_ident(schema.field)} '
+        f'SELECT "loss", "threshold", "anomaly", {influxql_ident(schema.field)}, "score" '
         f"FROM {influxql_ident(schema.output_measurement)} "
         f"WHERE {_influxql_filters(schema, sensor_ids, start, stop, with_where=False)} "
         f"GROUP BY {influxql_ident(schema.sensor_tag)}"
@@ -264,6 +273,10 @@ class InfluxQL(Database):
 
     def anomaly_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
         series = self._influxql(influxql_anomaly_counts(self.schema, sensor_ids, since))
+        return {s["tags"][self.schema.sensor_tag]: int(s["values"][0][1]) for s in series if s["values"]}
+
+    def missing_counts(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, int]:
+        series = self._influxql(influxql_missing_counts(self.schema, sensor_ids, since))
         return {s["tags"][self.schema.sensor_tag]: int(s["values"][0][1]) for s in series if s["values"]}
 
     def read_scores(
