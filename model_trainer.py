@@ -173,10 +173,11 @@ class Prepared:
         values = self.series.dropna()
         return float(values.min()), float(values.max())
 
-    def split(self, share: float) -> int:
-        """Where the newest ``share`` of the windows begins: they are held out of fitting to calibrate
-        the threshold, when there are enough of them to say something (MIN_CALIBRATION windows)."""
-        held = int(len(self.windows) * share)
+    def split(self, plan: Plan) -> int:
+        """Where the newest ``plan.calibration_split`` of the windows begins: they are held out of fitting to
+        calibrate the threshold, when there is an alarm budget and enough of them to say something
+        (MIN_CALIBRATION windows)."""
+        held = int(len(self.windows) * plan.calibration_split) if plan.alarm_budget > 0 else 0
         return len(self.windows) - held if held >= MIN_CALIBRATION else len(self.windows)
 
 
@@ -283,7 +284,7 @@ def train_sensor(
     if isinstance(prepared, str):
         return f"skipped: {prepared}"
     fitting = time.monotonic()
-    fitted = prepared.split(plan.calibration_split) if plan.alarm_budget > 0 else len(prepared.windows)
+    fitted = prepared.split(plan)
     model, fit_result = fit(sensor_id, prepared.windows[:fitted], plan)
     thresholding = time.monotonic()
     found = threshold(model, prepared, fitted, plan)

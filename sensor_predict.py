@@ -71,21 +71,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument(
         "--min-consecutive",
         type=int,
-        default=1,
+        default=2,
         metavar="K",
-        help="flag a window only when it and the K-1 before it all exceed the threshold (default 1)",
+        help="flag a window only when it and the K-1 before it all exceed the threshold (default 2)",
     )
     job.add_argument(
         "--threshold",
         choices=("fixed", "dynamic"),
-        default="fixed",
-        help="fixed: the model's threshold x ratio (default); dynamic: per window, from the smoothed "
-        "losses of --dynamic-history before it, never below the fixed one (see README)",
+        default="dynamic",
+        help="dynamic (default): per window, from the smoothed losses of --dynamic-history before it, never "
+        "below --dynamic-floor x the model's threshold x ratio; fixed: the model's threshold x ratio (see README)",
     )
     job.add_argument(
         "--dynamic-history",
-        default="3d",
-        help="losses a dynamic threshold is computed from (default 3d; each tick scores that much again)",
+        default="1d",
+        help="losses a dynamic threshold is computed from (default 1d; each tick scores that much again)",
+    )
+    job.add_argument(
+        "--dynamic-floor",
+        type=float,
+        default=model_predict.DYNAMIC_FLOOR,
+        help="share of the model's threshold x ratio below which a dynamic threshold never goes "
+        f"(default {model_predict.DYNAMIC_FLOOR})",
     )
     job.add_argument(
         "--missing-after",
@@ -179,6 +186,7 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
             ),
             missing_limit=int(times.parse_duration(args.missing_after or args.max_gap, "--missing-after") / interval),
             missing_is_anomaly=args.missing_is_anomaly,
+            dynamic_floor=non_negative("--dynamic-floor", args.dynamic_floor),
             level_margin=non_negative("--level-margin", args.level_margin),
         ),
         engine=args.engine,

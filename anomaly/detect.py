@@ -81,6 +81,7 @@ class Rules:
     threshold: float
     min_consecutive: int = 1
     dynamic_history: int | None = None
+    dynamic_floor: float = 1.0
     levels: tuple[float, float] | None = None
     window: int = 1
     flat_limit: int | None = None
@@ -98,9 +99,9 @@ def fixed_threshold(threshold: float, kind: str) -> Detector:
     return detect
 
 
-def dynamic_threshold(history: int, kind: str) -> Detector:
+def dynamic_threshold(history: int, floor: float, kind: str) -> Detector:
     """Replace the fixed threshold by a dynamic one per window (thresholds.py): from the smoothed losses of
-    the ``history`` windows before it, never below the fixed one, which is its floor. Adds
+    the ``history`` windows before it, never below ``floor`` (a share of the fixed one). Adds
     ``smoothed_loss``; a window is flagged when its smoothed loss is above its threshold. The scores must
     reach ``thresholds.history_needed`` windows before the first window whose decision counts."""
 
@@ -108,7 +109,7 @@ def dynamic_threshold(history: int, kind: str) -> Detector:
         if not len(scores.ends):
             return replace(scores, smoothed_loss=np.empty(0))
         losses = pd.Series(scores.loss.astype("float64"), index=scores.ends)
-        dynamic = thresholds.rolling_dynamic_thresholds(losses, float(scores.threshold[0]), history)
+        dynamic = thresholds.rolling_dynamic_thresholds(losses, floor, history)
         smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
         return replace(scores, threshold=threshold, smoothed_loss=smoothed).flag(smoothed > threshold, kind)
 
@@ -215,7 +216,7 @@ def missing(limit: int, threshold: float, anomaly: bool = False) -> Detector:
 def detectors(rules: Rules) -> Sequence[Detector]:
     """The detectors ``rules`` ask for, in the order they apply."""
     chain = [
-        dynamic_threshold(rules.dynamic_history, rules.kind)
+        dynamic_threshold(rules.dynamic_history, rules.threshold * rules.dynamic_floor, rules.kind)
         if rules.dynamic_history
         else fixed_threshold(rules.threshold, rules.kind)
     ]

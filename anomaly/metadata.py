@@ -118,7 +118,7 @@ class ModelMetadata:
     def alarms_per_week(self) -> float | None:
         """The false-alarm runs per week the calibrated threshold is expected to give (None: not calibrated)."""
         value = section(self.record, "calibration").get("alarms_per_week")
-        return float(value) if _number(value) else None
+        return float(value) if isinstance(value, (int, float)) and _number(value) else None
 
     def mismatch(self, window: int, interval: pd.Timedelta) -> str | None:
         """Why this model cannot score with the configured window and interval, or None when it can."""

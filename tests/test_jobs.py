@@ -36,6 +36,11 @@ TRAIN = [
 ]
 
 
+# The decision rules these tests were written for (a fixed threshold, single-window flags); the scoring
+# defaults (dynamic threshold, --min-consecutive 2) are covered by tests/test_detection_stories.py.
+FIXED_RULES = ("--threshold", "fixed", "--min-consecutive", "1")
+
+
 def seed_database(url: str, database: str) -> list[sensor_data.Anomaly]:
     local_influxd.query(url, f'CREATE DATABASE "{database}"')
     start, stop, sample = NOW - pd.Timedelta(days=15), NOW + pd.Timedelta(days=1), pd.Timedelta(minutes=5)
@@ -73,7 +78,15 @@ def scoring(influxd, trained, tmp_path):
     models_dir, _ = trained
 
     def predict(*extra, ratios=None, windows=None, env=None):
-        args = ["--models-dir", str(models_dir), "--delay", "0s", *write_config(tmp_path, ratios, windows), *extra]
+        args = [
+            "--models-dir",
+            str(models_dir),
+            "--delay",
+            "0s",
+            *FIXED_RULES,
+            *write_config(tmp_path, ratios, windows),
+            *extra,
+        ]
         return run_job(
             "sensor_predict.py",
             args,
@@ -341,6 +354,7 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
             "duration_s",
             "exit_status",
             "host",
+            "missing",
             "sensors_done",
             "sensors_failed",
             "sensors_selected",
@@ -431,7 +445,9 @@ def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_
 
 def test_a_dynamic_threshold_never_drops_below_the_fixed_one_and_still_flags_the_anomalies(scoring, trained):
     predict, scores, anomalies, _ = scoring
-    result = predict("--now", NOW.isoformat(), "--threshold", "dynamic", "--dynamic-history", "2d")
+    result = predict(
+        "--now", NOW.isoformat(), "--threshold", "dynamic", "--dynamic-history", "2d", "--dynamic-floor", "1"
+    )
     assert result.returncode == 0, result.stderr
     models_dir, _ = trained
     saved = {

@@ -108,7 +108,7 @@ def test_flags_mark_losses_above_the_effective_threshold():
     ends = pd.date_range("2026-01-01", periods=3, freq="15min", tz="UTC")
     frame = flags(ends, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.6, 0.61], dtype="float32"), threshold=0.6)
     assert frame["anomaly"].tolist() == [False, False, True]
-    assert frame["kind"].tolist() == ["none", "none", "reconstruction"]
+    assert frame["kind"].tolist() == ["none", "none", "shape"]
     assert frame["threshold"].tolist() == [0.6, 0.6, 0.6] and frame.index.equals(ends)
 
 
@@ -121,16 +121,17 @@ def test_score_lines_one_point_per_window_in_time_order():
             "value": [1.5, np.nan],
             "loss": [0.1, np.nan],
             "threshold": [0.5, 0.5],
-            "anomaly": [False, True],
+            "anomaly": [False, False],
             "kind": ["none", "missing"],
+            "score": [0.2, np.nan],
         },
         index=index,
     )
     lines = sensor_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",'
-        f'detector="lstm" {int(index[0].timestamp())}',
-        'PREDICT_ANOMALY,uniqueID=AHU\\ 1 threshold=0.5,anomaly=true,kind="missing",'
+        f'detector="lstm",score=0.2 {int(index[0].timestamp())}',
+        'PREDICT_ANOMALY,uniqueID=AHU\\ 1 threshold=0.5,anomaly=false,kind="missing",'
         f'detector="lstm" {int(index[1].timestamp())}',
     ]
 
@@ -176,18 +177,23 @@ def test_a_gap_between_windows_breaks_the_run():
         ([1, 2, np.nan, np.nan, np.nan, 6, 7, 8], 2, 3, {}),
     ],
 )
-def test_data_checks_flag_stuck_and_silent_sensors(values, flat_limit, missing_limit, kinds):
+@pytest.mark.parametrize("missing_is_anomaly", [False, True])
+def test_data_checks_flag_stuck_and_silent_sensors(values, flat_limit, missing_limit, kinds, missing_is_anomaly):
     series = pd.Series(values, index=T, dtype="float64")
     present = series.notna().to_numpy()
     checked = detect.decide(
         T[present],
         series[present].to_numpy(),
         np.zeros(present.sum(), dtype="float32"),
-        detect.Rules(0.5, flat_limit=flat_limit, missing_limit=missing_limit),
+        detect.Rules(
+            0.5, flat_limit=flat_limit, missing_limit=missing_limit, missing_is_anomaly=missing_is_anomaly
+        ),
         detect.Context(Q, series, T[0], T[-1]),
     )
     assert {t: k for t, k in checked["kind"].items() if k != "none"} == kinds
-    assert (checked["anomaly"] == (checked["kind"] != "none")).all()
+    # An outage is reported (kind missing) but is an anomaly only when asked for.
+    flagged_kinds = checked["kind"].isin(["flatline", "missing"] if missing_is_anomaly else ["flatline"])
+    assert (checked["anomaly"] == flagged_kinds).all()
     assert checked.loc[checked["kind"] == "missing", "loss"].isna().all()
 
 

@@ -541,7 +541,10 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
     )
     assert train.returncode == 0, train.stderr
     predict = run_job(
-        "sensor_predict.py", [*common, "--delay", "0s", "--first-run", "2d", "--no-cold-start"], env, tmp_path
+        "sensor_predict.py",
+        [*common, "--delay", "0s", "--first-run", "2d", "--no-cold-start", "--threshold", "fixed"],
+        env,
+        tmp_path,
     )
     assert predict.returncode == 0, predict.stderr
     saved = {}

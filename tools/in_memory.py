@@ -21,7 +21,7 @@ import pandas as pd
 
 import model_predict
 import model_trainer
-from anomaly import losses, store
+from anomaly import store
 from anomaly.metadata import ModelMetadata
 from model_predict import SensorModel
 from model_trainer import FitResult, Plan
@@ -119,11 +119,12 @@ def train(sensor_id: str, raw: pd.Series, window: int, plan: Plan) -> Trained:
     if isinstance(prepared, str):
         raise ValueError(f"{sensor_id}: {prepared}; use more --days")
     began = time.perf_counter()
-    keras_model, fit = model_trainer.fit(sensor_id, prepared.windows, plan)
+    split = prepared.split(plan)
+    keras_model, fit = model_trainer.fit(sensor_id, prepared.windows[:split], plan)
     fitted = time.perf_counter()
-    threshold = model_trainer.loss_threshold(losses.reconstruction_loss(keras_model, prepared.windows), plan.percentile)
+    found = model_trainer.threshold(keras_model, prepared, split, plan)
     done = time.perf_counter()
-    record = model_trainer.metadata_record(sensor_id, prepared, threshold, fit, len(NO_LABELS), plan)
+    record = model_trainer.metadata_record(sensor_id, prepared, found, fit, len(NO_LABELS), plan)
     model = SensorModel(ModelMetadata.from_record(record), model_trainer.export_weights(keras_model), keras_model)
     return Trained(model, fit, fitted - began, done - began)
 
@@ -149,15 +150,16 @@ def timed_train(
     model = model_trainer.build_model(window, plan.units, plan.dropout)
     phase["build"] = time.perf_counter() - t
     t = time.perf_counter()
+    split = prepared.split(plan)
     fit = model_trainer.fit_model(
-        model, prepared.windows, plan.epochs, plan.batch_size, plan.validation_split, plan.patience
+        model, prepared.windows[:split], plan.epochs, plan.batch_size, plan.validation_split, plan.patience
     )
     phase["fit"] = time.perf_counter() - t
     t = time.perf_counter()
-    threshold = model_trainer.loss_threshold(losses.reconstruction_loss(model, prepared.windows), plan.percentile)
+    found = model_trainer.threshold(model, prepared, split, plan)
     phase["threshold"] = time.perf_counter() - t
     t = time.perf_counter()
-    record = model_trainer.metadata_record(sensor_id, prepared, threshold, fit, len(NO_LABELS), plan)
+    record = model_trainer.metadata_record(sensor_id, prepared, found, fit, len(NO_LABELS), plan)
     store.save(
         store.sensor_dir(models_dir, sensor_id), model, prepared.scaler, model_trainer.export_weights(model), record
     )
