@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 import model_predict
-import sensor_predict
 from anomaly import detect
 from anomaly.losses import reconstruction_loss
 from anomaly.metadata import ModelMetadata
@@ -126,7 +125,7 @@ def test_score_lines_one_point_per_window_in_time_order():
         },
         index=index,
     )
-    lines = sensor_predict.score_lines("AHU 1", scores, Schema())
+    lines = model_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",'
         f'detector="lstm" {int(index[0].timestamp())}',
