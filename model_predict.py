@@ -18,7 +18,9 @@ import pandas as pd
 
 import clean
 from anomaly import detect, store, thresholds
+from anomaly.influx.line_protocol import line_protocol
 from anomaly.metadata import ArtifactError, ModelMetadata
+from anomaly.settings import Schema
 
 
 @dataclass(frozen=True)
@@ -215,3 +217,26 @@ def decide(
     context = detect.Context(interval=interval, series=prepared.series, first=first, last=last)
     scores = detect.decide(prepared.ends, prepared.values, losses, rules, context)
     return scores[(scores.index >= first) & (scores.index <= last)]
+
+
+def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
+    """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
+    tags = {schema.sensor_tag: sensor_id}
+    return [
+        line_protocol(
+            schema.output_measurement,
+            tags,
+            {
+                schema.field: row.value,
+                "loss": row.loss,
+                "threshold": row.threshold,
+                "anomaly": bool(row.anomaly),
+                "kind": row.kind,
+                "detector": detector,
+                **({"smoothed_loss": row.smoothed_loss} if "smoothed_loss" in scores else {}),
+                "score": row.score,
+            },
+            int(stamp.timestamp()),
+        )
+        for stamp, row in zip(scores.index, scores.itertuples(index=False))
+    ]

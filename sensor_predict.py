@@ -23,27 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-import clean
 import model_predict
 from anomaly import cold_start, losses, runner, settings, store, times
 from anomaly.alerts import announce as alerts
-from anomaly.influx.line_protocol import line_protocol
 from anomaly.metadata import ArtifactError
-from anomaly.settings import Common, Schema
+from anomaly.settings import Common
 from influx_interact import Database, InfluxError
 from model_predict import Policy, Schedule, SensorModel
 
 logger = logging.getLogger("sensor_predict")
 COUNTS = ("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies", "missing", "notify_failed")
-
-
-@dataclass(frozen=True)
-class ColdStartSettings:
-    """The robust detector for sensors with no model yet."""
-
-    history: pd.Timedelta
-    min_history: pd.Timedelta
-    z: float
 
 
 @dataclass(frozen=True)
@@ -53,7 +42,7 @@ class PredictSettings:
     policy: Policy
     engine: str
     dry_run: bool
-    cold_start: ColdStartSettings | None
+    cold_start: cold_start.ColdStartSettings | None
     alerts: alerts.AlertSettings
 
 
@@ -120,29 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument(
         "--dry-run", action="store_true", help="print the line protocol that would be written; write nothing"
     )
-    cold = parser.add_argument_group("cold start: sensors with no model yet")
-    cold.add_argument(
-        "--no-cold-start",
-        action="store_true",
-        help="skip sensors with no model instead of scoring them with the robust detector",
-    )
-    cold.add_argument(
-        "--cold-start-history",
-        default="7d",
-        help="each reading is compared with the median and MAD of the readings at the same time of "
-        "day over this much before it (default 7d)",
-    )
-    cold.add_argument(
-        "--cold-start-min-history",
-        default="2d",
-        help="days of readings needed before a sensor is scored at all (default 2d)",
-    )
-    cold.add_argument(
-        "--cold-start-z",
-        type=float,
-        default=6.0,
-        help="flag readings more than this many robust deviations from the median (default 6)",
-    )
+    cold_start.add_arguments(parser)
     alerts.add_arguments(parser)
 
 
@@ -191,38 +158,9 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         ),
         engine=args.engine,
         dry_run=args.dry_run,
-        cold_start=None
-        if args.no_cold_start
-        else ColdStartSettings(
-            history=times.parse_duration(args.cold_start_history, "--cold-start-history"),
-            min_history=times.parse_duration(args.cold_start_min_history, "--cold-start-min-history"),
-            z=args.cold_start_z,
-        ),
+        cold_start=cold_start.settings_from_args(args),
         alerts=alerts.settings_from_args(args, common.models_dir),
     )
-
-
-def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
-    """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
-    tags = {schema.sensor_tag: sensor_id}
-    return [
-        line_protocol(
-            schema.output_measurement,
-            tags,
-            {
-                schema.field: row.value,
-                "loss": row.loss,
-                "threshold": row.threshold,
-                "anomaly": bool(row.anomaly),
-                "kind": row.kind,
-                "detector": detector,
-                **({"smoothed_loss": row.smoothed_loss} if "smoothed_loss" in scores else {}),
-                "score": row.score,
-            },
-            int(stamp.timestamp()),
-        )
-        for stamp, row in zip(scores.index, scores.itertuples(index=False))
-    ]
 
 
 class Run:
@@ -366,7 +304,7 @@ class Run:
         """A sensor's scores and their lines inside its error boundary; logs its one line."""
         try:
             scores = scoring()
-            lines = score_lines(sensor_id, scores, self.common.schema, detector)
+            lines = model_predict.score_lines(sensor_id, scores, self.common.schema, detector)
         except Exception:
             self.fail(sensor_id)
             return []
@@ -402,7 +340,7 @@ class Run:
         for sensor_id, (first, last) in due.items():
             threshold = cold.z * self.common.sensor_config.ratio(sensor_id)
             scoring = functools.partial(
-                cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, threshold, first, last
+                cold_start.cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, threshold, first, last
             )
             lines += self.decide(sensor_id, scoring, (first, last), threshold, detector="robust")
         return lines
@@ -430,26 +368,6 @@ class Run:
             " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "",
             threshold,
         )
-
-
-def cold_scores(
-    raw: pd.Series,
-    interval: pd.Timedelta,
-    read: tuple[pd.Timestamp, pd.Timestamp],
-    cold: ColdStartSettings,
-    threshold: float,
-    first: pd.Timestamp,
-    last: pd.Timestamp,
-) -> pd.DataFrame:
-    return cold_start.robust_scores(
-        clean.regular(raw, interval, *read),
-        int(cold.history / interval),
-        int(cold.min_history / interval),
-        threshold,
-        first,
-        last,
-        period=max(1, round(pd.Timedelta(days=1) / interval)),
-    )
 
 
 def no_readings() -> pd.Series:

@@ -6,10 +6,59 @@ the same time of day on the days before, so a new sensor is watched from its sec
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from anomaly import detect
+import clean
+from anomaly import detect, times
+
+
+@dataclass(frozen=True)
+class ColdStartSettings:
+    """The robust detector for sensors with no model yet."""
+
+    history: pd.Timedelta
+    min_history: pd.Timedelta
+    z: float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cold = parser.add_argument_group("cold start: sensors with no model yet")
+    cold.add_argument(
+        "--no-cold-start",
+        action="store_true",
+        help="skip sensors with no model instead of scoring them with the robust detector",
+    )
+    cold.add_argument(
+        "--cold-start-history",
+        default="7d",
+        help="each reading is compared with the median and MAD of the readings at the same time of "
+        "day over this much before it (default 7d)",
+    )
+    cold.add_argument(
+        "--cold-start-min-history",
+        default="2d",
+        help="days of readings needed before a sensor is scored at all (default 2d)",
+    )
+    cold.add_argument(
+        "--cold-start-z",
+        type=float,
+        default=6.0,
+        help="flag readings more than this many robust deviations from the median (default 6)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ColdStartSettings | None:
+    if args.no_cold_start:
+        return None
+    return ColdStartSettings(
+        history=times.parse_duration(args.cold_start_history, "--cold-start-history"),
+        min_history=times.parse_duration(args.cold_start_min_history, "--cold-start-min-history"),
+        z=args.cold_start_z,
+    )
 
 
 def robust_losses(
@@ -61,4 +110,25 @@ def robust_scores(
         losses,
         detect.Rules(threshold=z, kind="outlier"),
         detect.Context(interval=pd.Timedelta(days=1) / period),
+    )
+
+
+def cold_scores(
+    raw: pd.Series,
+    interval: pd.Timedelta,
+    read: tuple[pd.Timestamp, pd.Timestamp],
+    cold: ColdStartSettings,
+    threshold: float,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+) -> pd.DataFrame:
+    """A sensor with no model yet, from its readings as read over ``read``."""
+    return robust_scores(
+        clean.regular(raw, interval, *read),
+        int(cold.history / interval),
+        int(cold.min_history / interval),
+        threshold,
+        first,
+        last,
+        period=max(1, round(pd.Timedelta(days=1) / interval)),
     )

@@ -157,7 +157,13 @@ def load_sensor_config(ratios_path: Path, windows_path: Path) -> SensorConfig:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags both jobs share: connection, input schema, sensor selection, per-sensor files, logging."""
+    """Flags every job shares: connection, input schema and sensor selection, the grid, files, logging."""
+    _add_connection_arguments(parser)
+    _add_schema_arguments(parser)
+    _add_job_arguments(parser)
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     conn = parser.add_argument_group("connection (flags override the environment variables)")
     conn.add_argument("--url", default=env("INFLUX_URL", "http://localhost:8086"), help="INFLUX_URL")
@@ -181,6 +187,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "again up to N times, waiting 1s, 2s, 4s, ... (default 3)",
     )
 
+
+def _add_schema_arguments(parser: argparse.ArgumentParser) -> None:
     schema = parser.add_argument_group("input schema")
     schema.add_argument("--measurement", default="READINGS", help="measurement holding the readings (default READINGS)")
     schema.add_argument("--field", default="val_num", help="numeric field with the reading (default val_num)")
@@ -211,6 +219,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="measurement the scores are written to (default PREDICT_ANOMALY)",
     )
 
+
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
     job = parser.add_argument_group("job")
     job.add_argument("--interval", default="15m", help="aggregation interval: mean per interval (default 15m)")
     job.add_argument(

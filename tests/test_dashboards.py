@@ -199,8 +199,8 @@ def test_chronograf_cells_show_flags_loss_and_job_health():
 
 def score_fields_written() -> set[str]:
     """The fields sensor_predict.py writes on every score point besides the reading: the literal keys of the
-    dict in its ``score_lines``."""
-    tree = ast.parse((ROOT / "sensor_predict.py").read_text(encoding="utf-8"))
+    dict in ``score_lines``, the scoring pipeline's write step (model_predict.py)."""
+    tree = ast.parse((ROOT / "model_predict.py").read_text(encoding="utf-8"))
     (function,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "score_lines"]
     return _dict_keys(function)
 

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 import model_predict
-import sensor_predict
 from anomaly import detect
 from anomaly.losses import reconstruction_loss
 from anomaly.metadata import ModelMetadata
@@ -127,7 +126,7 @@ def test_score_lines_one_point_per_window_in_time_order():
         },
         index=index,
     )
-    lines = sensor_predict.score_lines("AHU 1", scores, Schema())
+    lines = model_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",'
         f'detector="lstm",score=0.2 {int(index[0].timestamp())}',
@@ -185,9 +184,7 @@ def test_data_checks_flag_stuck_and_silent_sensors(values, flat_limit, missing_l
         T[present],
         series[present].to_numpy(),
         np.zeros(present.sum(), dtype="float32"),
-        detect.Rules(
-            0.5, flat_limit=flat_limit, missing_limit=missing_limit, missing_is_anomaly=missing_is_anomaly
-        ),
+        detect.Rules(0.5, flat_limit=flat_limit, missing_limit=missing_limit, missing_is_anomaly=missing_is_anomaly),
         detect.Context(Q, series, T[0], T[-1]),
     )
     assert {t: k for t, k in checked["kind"].items() if k != "none"} == kinds
