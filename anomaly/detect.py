@@ -66,7 +66,9 @@ class Scores:
         }
         if self.smoothed_loss is not None:
             columns["smoothed_loss"] = self.smoothed_loss
-        columns["score"] = columns["loss"] / self.threshold
+        # The score is what the flag compares: the smoothed loss where the threshold is dynamic.
+        compared = columns["loss"] if self.smoothed_loss is None else self.smoothed_loss
+        columns["score"] = compared / self.threshold
         return pd.DataFrame(columns, index=self.ends)
 
 

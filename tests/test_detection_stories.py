@@ -132,12 +132,13 @@ def points(url: str, database: str, sensor_id: str) -> pd.DataFrame:
     ((_, values),) = rows(
         url,
         database,
-        'SELECT "val_num", "loss", "threshold", "score", "anomaly", "kind" FROM "PREDICT_ANOMALY" '
+        'SELECT "val_num", "loss", "smoothed_loss", "threshold", "score", "anomaly", "kind" FROM "PREDICT_ANOMALY" '
         f"WHERE \"uniqueID\" = '{sensor_id}'",
     )
-    frame = pd.DataFrame(values, columns=["time", "val_num", "loss", "threshold", "score", "anomaly", "kind"])
+    columns = ["time", "val_num", "loss", "smoothed_loss", "threshold", "score", "anomaly", "kind"]
+    frame = pd.DataFrame(values, columns=columns)
     frame = frame.set_index(pd.to_datetime(frame.pop("time"), unit="s", utc=True))
-    return frame.astype({"val_num": float, "loss": float, "threshold": float, "score": float})
+    return frame.astype({"val_num": float, "loss": float, "smoothed_loss": float, "threshold": float, "score": float})
 
 
 def flag_runs(frame: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -147,12 +148,17 @@ def flag_runs(frame: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
 
 @pytest.mark.parametrize("sensor_id", [O2, GAPS, STUCK, SPIKES])
 def test_every_scored_point_has_its_score_the_loss_over_the_effective_threshold(scored, sensor_id):
+    """The score is what the flag compares with the threshold: the smoothed loss under the (default) dynamic
+    threshold, over the effective threshold written beside it."""
     url, database, _, _, _ = scored
     frame = points(url, database, sensor_id)
     windows = frame[frame["kind"] != "missing"]
     assert len(windows) > 1500
-    assert windows[["loss", "threshold", "score"]].notna().all().all()
-    assert windows["score"].to_numpy() == pytest.approx((windows["loss"] / windows["threshold"]).to_numpy(), rel=1e-12)
+    assert windows[["loss", "smoothed_loss", "threshold", "score"]].notna().all().all()
+    compared = windows["smoothed_loss"] / windows["threshold"]
+    assert windows["score"].to_numpy() == pytest.approx(compared.to_numpy(), rel=1e-12)
+    shape = windows["kind"] == "shape"
+    assert (windows.loc[shape, "score"] > 1).all()
     assert (windows["anomaly"] == (windows["kind"] != "none")).all()
 
 
