@@ -113,12 +113,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     alerts.add_arguments(parser)
 
 
-def non_negative(flag: str, value: float) -> float:
-    if not 0 <= value < float("inf"):
-        raise settings.ConfigError(f"{flag}: {value} must be a number >= 0")
-    return value
-
-
 def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
     now, interval = common.now, common.interval
     start = times.parse_time(args.start, now, "--start").floor(interval) if args.start else None
@@ -153,8 +147,8 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
             ),
             missing_limit=int(times.parse_duration(args.missing_after or args.max_gap, "--missing-after") / interval),
             missing_is_anomaly=args.missing_is_anomaly,
-            dynamic_floor=non_negative("--dynamic-floor", args.dynamic_floor),
-            level_margin=non_negative("--level-margin", args.level_margin),
+            dynamic_floor=settings.non_negative("--dynamic-floor", args.dynamic_floor),
+            level_margin=settings.non_negative("--level-margin", args.level_margin),
         ),
         engine=args.engine,
         dry_run=args.dry_run,

@@ -361,3 +361,9 @@ def common_from_args(args: argparse.Namespace, label_field: str | None = None) -
         chunk_size=positive_int("--chunk-size", args.chunk_size),
         now=current_time(args.now),
     )
+
+
+def non_negative(flag: str, value: float) -> float:
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{flag}: {value} must be a number >= 0")
+    return value

@@ -266,7 +266,9 @@ def scored(influxd, tmp_path_factory):
         "sensor_training.py", [*common, "--stop=-2d", "--units", "8", "--epochs", "4", "--seed", "1"], env, workdir
     )
     assert trained.returncode == 0, trained.stderr
-    predicted = run_job("sensor_predict.py", [*common, "--first-run", "2d", "--delay", "0s"], env, workdir)
+    # The fixed threshold, so the written score is loss / threshold, which the pictures are checked against.
+    fixed = ["--threshold", "fixed", "--min-consecutive", "1"]
+    predicted = run_job("sensor_predict.py", [*common, "--first-run", "2d", "--delay", "0s", *fixed], env, workdir)
     assert predicted.returncode == 0, predicted.stderr
     return env, workdir
 
