@@ -176,8 +176,7 @@ def settings_from_args(args: argparse.Namespace) -> TuneSettings:
         raise ConfigError(f"--max-false-alarms: {args.max_false_alarms} must be a number >= 0 (per week)")
     if not (math.isfinite(args.alarm_budget) and args.alarm_budget >= 0):
         raise ConfigError(f"--alarm-budget: {args.alarm_budget} must be a number >= 0 (flag runs per week)")
-    if not (math.isfinite(args.level_margin) and args.level_margin >= 0):
-        raise ConfigError(f"--level-margin: {args.level_margin} must be a number >= 0")
+    settings.non_negative("--level-margin", args.level_margin)
     return TuneSettings(
         common=common,
         start=start,
