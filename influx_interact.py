@@ -179,13 +179,18 @@ class Database(abc.ABC):
     ) -> dict[str, pd.Series]:
         """Points whose label field is true, per sensor and interval (indexed by interval start)."""
 
-    def last_scored(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
-        """Time of each sensor's newest score at or after ``since``; sensors never scored are absent."""
-        return _newest(self._last_scores(sensor_ids, since))
+    def last_scored(
+        self, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None = None
+    ) -> dict[str, pd.Timestamp]:
+        """Time of each sensor's newest score at or after ``since`` (and before ``until``); sensors never
+        scored there are absent."""
+        return _newest(self._last_scores(sensor_ids, since, until))
 
     @abc.abstractmethod
-    def _last_scores(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
-        """Each sensor's newest loss at or after ``since``, indexed by its time."""
+    def _last_scores(
+        self, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None
+    ) -> dict[str, pd.Series]:
+        """Each sensor's newest loss at or after ``since`` and before ``until`` (None: no end), by its time."""
 
     def last_reading(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
         """Time of each sensor's newest raw reading at or after ``since``: how fresh its data is."""

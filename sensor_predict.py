@@ -134,6 +134,12 @@ def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
 
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     common = settings.common_from_args(args)
+    if not common.models_dir.is_dir():
+        # A mistyped path would otherwise score the whole fleet with the cold-start detector, quietly.
+        raise settings.ConfigError(
+            f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
+            "(which makes it) first; to score with the cold-start detector before any training, create it"
+        )
     interval = common.interval
     return PredictSettings(
         common=common,
@@ -203,18 +209,34 @@ class Run:
         if not sensor_ids:
             return {}
         schedule = self.settings.schedule
-        last_scored = (
-            {}
-            if schedule.start is not None
-            else self.db.last_scored(
-                sensor_ids, schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval
-            )
-        )
+        last_scored = {} if schedule.start is not None else self.last_scored(sensor_ids)
         ranges = {s: model_predict.score_range(last_scored.get(s), schedule) for s in sensor_ids}
         for sensor_id in [s for s, r in ranges.items() if r is None]:
             logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(last_scored[sensor_id]))
             self.counts["up_to_date"] += 1
         return {s: r for s, r in ranges.items() if r is not None}
+
+    def last_scored(self, sensor_ids: list[str]) -> dict[str, pd.Timestamp]:
+        """Each sensor's newest score, where its scoring resumes. A point dated after now (a clock that was
+        wrong, a hand-written test point) would hold a sensor's scoring back until then: it is passed over,
+        with a warning, and the newest score before now counts."""
+        schedule = self.settings.schedule
+        since = schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval
+        newest = self.db.last_scored(sensor_ids, since)
+        ahead = sorted(s for s, at in newest.items() if at > schedule.now)
+        if not ahead:
+            return newest
+        for sensor_id in ahead:
+            logger.warning(
+                "sensor %r: a score in %s is dated %s, after now (%s); scoring resumes from the newest score "
+                "before now; delete the points dated in the future",
+                sensor_id,
+                self.common.schema.output_measurement,
+                times.format_time(newest[sensor_id]),
+                times.format_time(schedule.now),
+            )
+            del newest[sensor_id]
+        return newest | self.db.last_scored(ahead, since, until=schedule.now)
 
     def no_window(self, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
         logger.info(

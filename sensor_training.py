@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly import logs, runner, settings, times
+from anomaly import files, logs, runner, settings, times
 from anomaly.errors import ConfigError
 from anomaly.settings import Common
 from influx_interact import Database
@@ -96,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
     common = settings.common_from_args(args, label_field=args.label_field)
+    files.check_writable(common.models_dir, "--models-dir")
     start, stop = times.parse_range(args.start, args.stop, common.now, common.interval)
     if not 0 < args.percentile <= 100:
         raise ConfigError(f"--percentile: {args.percentile} must be in (0, 100]")

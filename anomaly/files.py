@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+from anomaly.errors import ConfigError
 
 
 def fsync_path(path: Path) -> None:
@@ -35,3 +38,14 @@ def write_atomic(path: Path, data: str | bytes, durable: bool = False) -> Path:
     if durable:
         fsync_path(path.parent)
     return path
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Make ``directory`` if needed and prove a file can be written in it, so a job that will write there
+    fails at start-up with one line, not after hours of work."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what} {directory} cannot be written ({e.strerror or e}); give a writable one") from None

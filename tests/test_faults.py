@@ -639,3 +639,129 @@ def test_a_damaged_model_fails_its_sensor_and_the_rest_are_scored(server, models
     assert scored(server.url, SENSORS[1]).empty
     for sensor_id in (SENSORS[0], SENSORS[2]):
         assert_scored(server.url, sensor_id, NOW - FIRST_RUN, NOW - INTERVAL)
+
+
+# ---------------------------------------------------------------- scoring and alerting never stop silently
+
+
+def ratios_file(directory: Path, ratio: float) -> list[str]:
+    """A ratio for every sensor under a fixed threshold: tiny flags every window, huge flags none."""
+    path = directory / f"ratios-{ratio:g}.json"
+    path.write_text(json.dumps({"default": ratio}))
+    return ["--ratios", str(path), "--threshold", "fixed", "--min-consecutive", "1"]
+
+
+def event_points(url: str) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
+    """(start, end) of each sensor's points in ANOMALY_EVENTS, read straight from the server."""
+    found = rows(url, DATABASE, 'SELECT "end_ms" FROM "ANOMALY_EVENTS" GROUP BY "uniqueID"')
+    return {
+        tags["uniqueID"]: [
+            (pd.Timestamp(t, unit="s", tz="UTC"), pd.Timestamp(end_ms, unit="ms", tz="UTC")) for t, end_ms in values
+        ]
+        for tags, values in found
+    }
+
+
+@pytest.fixture
+def webhook():
+    """A local receiver standing in for a chat webhook; ``down`` makes it answer 503 as an outage would."""
+    received: list[dict] = []
+    status = {"down": False}
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if status["down"]:
+                self.send_response(503)
+            else:
+                received.append(body)
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, status
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_score_dated_in_the_future_does_not_stop_scoring(server, models, tmp_path):
+    earlier = NOW - pd.Timedelta(hours=3)
+    assert predict(server.url, models, tmp_path, earlier).returncode == 0
+    future = NOW + pd.Timedelta(days=30)
+    local_influxd.write(
+        server.url,
+        DATABASE,
+        [f"PREDICT_ANOMALY,uniqueID=chiller\\ 3 loss=0.1,threshold=1.0,anomaly=false {int(future.timestamp())}"],
+    )
+    result = predict(server.url, models, tmp_path, NOW)
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"WARNING sensor_predict: sensor 'chiller 3': a score in PREDICT_ANOMALY is dated {future:%Y-%m-%dT%H:%M:%SZ}, "
+        f"after now ({NOW:%Y-%m-%dT%H:%M:%SZ})"
+    ) in result.stderr
+    for sensor_id in SENSORS:
+        times = scored(server.url, sensor_id)
+        assert times[times <= NOW].equals(grid(earlier - FIRST_RUN, NOW - INTERVAL)), sensor_id
+
+
+def test_a_run_killed_between_its_scores_and_its_events_loses_no_event(server, models, tmp_path, proxies):
+    """The events of a run that died after writing its scores are made by the next run, as if it had not died."""
+    earlier, later = NOW - pd.Timedelta(hours=3), NOW + pd.Timedelta(hours=1)
+    flag_all = ratios_file(tmp_path, 1e-9)
+    assert predict(server.url, models, tmp_path, earlier, *flag_all).returncode == 0
+    proxy = FaultProxy(server, is_write, nth=2, when="before")  # the scores are the first write, events the second
+    proxies.append(proxy)
+    result = predict(proxy.url, models, tmp_path, NOW, *flag_all, "--retries", "0", "--timeout", "5s")
+    assert proxy.killed and result.returncode == 1, result.stderr
+    server.restart()
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, NOW - INTERVAL)
+    result = predict(server.url, models, tmp_path, later, *flag_all)
+    assert result.returncode == 0, result.stderr
+    events = event_points(server.url)
+    for sensor_id in SENSORS:
+        # every window is flagged: one event from the first window scored to the last, never two
+        assert events[sensor_id] == [(earlier - FIRST_RUN, later - INTERVAL)], sensor_id
+
+
+def test_events_that_ended_while_the_webhook_was_down_are_sent_once_it_is_back(server, models, tmp_path, webhook):
+    url, received, status = webhook
+    notify = ["--notify-url", url, "--notify-cooldown", "0s"]
+    status["down"] = True
+    down = predict(server.url, models, tmp_path, NOW, *ratios_file(tmp_path, 1e-9), *notify)
+    assert down.returncode == 1 and "notification not sent" in down.stderr
+    status["down"] = False
+    later = NOW + pd.Timedelta(hours=3)  # longer than --incident-window + 2 intervals
+    back = predict(server.url, models, tmp_path, later, *ratios_file(tmp_path, 1e9), *notify)
+    assert back.returncode == 0, back.stderr
+    assert sorted(body["sensor_id"] for body in received) == sorted(SENSORS), received
+    again = predict(server.url, models, tmp_path, later + INTERVAL, *ratios_file(tmp_path, 1e9), *notify)
+    assert again.returncode == 0 and len(received) == len(SENSORS)
+
+
+def test_a_mistyped_models_dir_is_refused(server, models, tmp_path):
+    typo = tmp_path / "modles"
+    result = predict(server.url, typo, tmp_path, NOW)
+    assert result.returncode == errors.EXIT_CONFIG, result.stderr
+    assert f"--models-dir {typo}: no such directory" in result.stderr and "Traceback" not in result.stderr
+    assert not typo.exists()
+    assert all(scored(server.url, s).empty for s in SENSORS)
+
+
+def test_training_into_a_models_dir_that_cannot_be_written_stops_before_any_fit(server, tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the directory should be")  # root may write read-only directories
+    result = run_job(
+        "sensor_training.py",
+        [*TRAIN, "--models-dir", str(blocked / "models"), *config_args(tmp_path)],
+        env(server.url),
+        tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == errors.EXIT_CONFIG, result.stderr
+    assert f"--models-dir {blocked / 'models'} cannot be written" in result.stderr
+    assert "Traceback" not in result.stderr and "sensor " not in result.stderr

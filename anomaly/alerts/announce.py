@@ -20,7 +20,7 @@ from anomaly.alerts.delivery import Item, due_notifications, mark_sent
 from anomaly.alerts.events import MISSING, Event, events, outages
 from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import STYLES, Context, payload
-from anomaly.alerts.resume import resume, tracked_events
+from anomaly.alerts.resume import mark_announced, resume, tracked_events, unannounced
 from anomaly.alerts.state import dump_state, load_state
 from anomaly.alerts.webhook import NotifyError, post
 from anomaly.files import write_atomic
@@ -152,6 +152,24 @@ def _write_lines(
         db.write(chronograf_lines(found, sensor_tag, common.now), database=CHRONOGRAF_DATABASE)
 
 
+def _with_unannounced(
+    db: Database, state: dict, scored: Mapping[str, pd.DataFrame], interval: pd.Timedelta, since: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """This run's scores, each preceded by the stored scores of its sensor that an earlier run wrote but
+    made no events from (it died in between: resume.unannounced)."""
+    due = unannounced(state, {s: f.index[0] for s, f in scored.items() if len(f)}, interval, since)
+    if not due:
+        return dict(scored)
+    stored = db.read_scores(list(due), min(a for a, _ in due.values()), max(b for _, b in due.values()))
+    out = dict(scored)
+    for sensor_id, (start, stop) in due.items():
+        earlier = stored.get(sensor_id)
+        if earlier is not None:
+            earlier = earlier[(earlier.index >= start) & (earlier.index < stop)]
+            out[sensor_id] = pd.concat([earlier, scored[sensor_id]])
+    return out
+
+
 def _send(url: str, due: list[Item], settings: AlertSettings, common: Common, counts: dict[str, int]) -> list[Item]:
     """Post each due item; the ones that went through. A host that may be back later stops the rest."""
     context = Context(
@@ -198,6 +216,7 @@ def announce(
     state, problem = load_state(text)
     if problem:
         logger.warning("%s: %s; starting with no memory of earlier events", settings.state_file, problem)
+    scored = _with_unannounced(db, state, scored, interval, now - max_catchup)
     found = [
         e
         for sensor_id, scores in scored.items()
@@ -213,7 +232,12 @@ def announce(
         for e in outages(sensor_id, scores, interval)
     ]
     silent, state = resume(silent, state, interval, last_scored, kind=MISSING)
-    known = found + tracked_events(state, since=now - settings.incident_window - interval * 2)
+    # Remembered events are carried as far back as a message may still be sent, so one whose send failed
+    # (the webhook down for hours) is tried again on every run until it goes through or grows too old.
+    lookback = settings.incident_window + interval * 2
+    if settings.notify_url:
+        lookback = max(lookback, settings.notify_max_age)
+    known = found + tracked_events(state, since=now - lookback)
     known = list({e.key: e for e in known}.values())
     groups = db.group_tags(list(scored), now - max_catchup, settings.incident_tag) if settings.incident_tag else {}
     found_incidents = incidents(known, groups, settings.incident_window)
@@ -223,7 +247,7 @@ def announce(
         items: list[Item] = [*found_incidents, *(e for e in known if e.sensor_id not in groups)]
         due, state = due_notifications(items, state, settings.notify_cooldown, now, settings.notify_max_age)
         sent = _send(settings.notify_url, due, settings, common, counts)
-    state = mark_sent(state, sent, now)
+    state = mark_announced(mark_sent(state, sent, now), last_scored)
     if scored or text is not None:
         settings.state_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(settings.state_file, dump_state(state))

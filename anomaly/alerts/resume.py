@@ -13,6 +13,7 @@ import pandas as pd
 
 from anomaly.alerts.events import ANOMALY, Event, chain, check_interval
 from anomaly.alerts.state import SLOTS, copy_state, event_from_dict, event_to_dict
+from anomaly.times import format_time
 
 
 def _peak_key(event: Event) -> float:
@@ -109,3 +110,32 @@ def tracked_events(state: Mapping, since: pd.Timestamp | None = None, kind: str 
             if since is None or event.end >= since:
                 out.append(event)
     return out
+
+
+def unannounced(
+    state: Mapping, first_scored: Mapping[str, pd.Timestamp], interval: pd.Timedelta, since: pd.Timestamp
+) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """The stored scores each sensor's events have not been made from yet: [start, stop) between the
+    newest window announced (the state's ``announced``) and this run's first scored window. A run that
+    died after writing its scores and before its events leaves such a stretch; the next run reads it
+    back, so its events and messages are the same as if it had not died. Reaches back to ``since`` at most."""
+    out = {}
+    for sensor_id, first in first_scored.items():
+        announced = state.get("sensors", {}).get(sensor_id, {}).get("announced")
+        if announced is None:
+            continue
+        start = max(pd.Timestamp(announced) + interval, since)
+        if start < first:
+            out[sensor_id] = (start, first)
+    return out
+
+
+def mark_announced(state: Mapping, last_scored: Mapping[str, pd.Timestamp]) -> dict:
+    """The state with each sensor's newest window whose events are made (``unannounced`` reads after it);
+    a backfill of older windows never moves it back."""
+    new = copy_state(state)
+    for sensor_id, last in last_scored.items():
+        entry = new["sensors"].setdefault(sensor_id, {})
+        if entry.get("announced") is None or pd.Timestamp(entry["announced"]) < last:
+            entry["announced"] = format_time(last)
+    return new

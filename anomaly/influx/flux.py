@@ -100,12 +100,12 @@ def flux_labels(schema: Schema) -> str:
     )
 
 
-def flux_last_scored(schema: Schema) -> str:
+def flux_last_scored(schema: Schema, stop: bool = False) -> str:
     return _flux_query(
         schema,
         "last()",
         'keep(columns: ["_time", "_value", {tag}])',
-        stop=False,
+        stop=stop,
         field='r._field == "loss"',
         where=False,
     )
@@ -279,10 +279,13 @@ class Flux(Database):
         )
         return records_by_tag(records, self.schema.sensor_tag)
 
-    def _last_scores(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
+    def _last_scores(
+        self, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None
+    ) -> dict[str, pd.Series]:
         records = self._flux(
-            flux_last_scored(self.schema),
+            flux_last_scored(self.schema, stop=until is not None),
             start=since,
+            stop=until,
             measurement=self.schema.output_measurement,
             sensors=list(sensor_ids),
         )

@@ -92,10 +92,12 @@ def influxql_labels(
     )
 
 
-def influxql_last_scored(schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp) -> str:
+def influxql_last_scored(
+    schema: Schema, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None = None
+) -> str:
     return (
         f'SELECT last("loss") FROM {influxql_ident(schema.output_measurement)} '
-        f"WHERE {_influxql_filters(schema, sensor_ids, since, None, with_where=False)} "
+        f"WHERE {_influxql_filters(schema, sensor_ids, since, until, with_where=False)} "
         f"GROUP BY {influxql_ident(schema.sensor_tag)}"
     )
 
@@ -259,8 +261,10 @@ class InfluxQL(Database):
         query = influxql_labels(self.schema, sensor_ids, start, stop, interval)
         return series_by_tag(self._influxql(query), self.schema.sensor_tag)
 
-    def _last_scores(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
-        query = influxql_last_scored(self.schema, sensor_ids, since)
+    def _last_scores(
+        self, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None
+    ) -> dict[str, pd.Series]:
+        query = influxql_last_scored(self.schema, sensor_ids, since, until)
         return series_by_tag(self._influxql(query), self.schema.sensor_tag)
 
     def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
