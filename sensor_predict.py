@@ -159,7 +159,7 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         engine=args.engine,
         dry_run=args.dry_run,
         cold_start=cold_start.settings_from_args(args),
-        alerts=alerts.settings_from_args(args, common.models_dir),
+        alerts=alerts.settings_from_args(args, common),
     )
 
 

@@ -41,11 +41,14 @@ def write_atomic(path: Path, data: str | bytes, durable: bool = False) -> Path:
 
 
 def check_writable(directory: Path, what: str) -> None:
-    """Make ``directory`` if needed and prove a file can be written in it, so a job that will write there
-    fails at start-up with one line, not after hours of work."""
+    """Prove a file can be written in ``directory``, or in the nearest existing directory above it when it
+    does not exist yet (a first run makes it later), without leaving anything behind: a job that will
+    write there then fails at start-up with one line, not after hours of work."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise ConfigError(f"{what} {directory} cannot be written ({e.strerror or e}); give a writable one") from None

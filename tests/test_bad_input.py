@@ -463,15 +463,15 @@ def test_a_sensor_id_with_every_special_character_round_trips(fleet):
 
 def test_an_empty_database_is_nothing_to_do(influxd, database, tmp_path):
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
-    for script, extra in (("sensor_training.py", TRAIN), ("sensor_predict.py", [])):
-        result = run_job(
-            script, [*extra, "--models-dir", str(tmp_path / "models"), *config_args(tmp_path)], env, tmp_path
-        )
+    empty = tmp_path / "empty"  # the scorer refuses a models directory that does not exist
+    empty.mkdir()
+    for script, extra, models in (("sensor_training.py", TRAIN, tmp_path / "models"), ("sensor_predict.py", [], empty)):
+        result = run_job(script, [*extra, "--models-dir", str(models), *config_args(tmp_path)], env, tmp_path)
         assert result.returncode == 0, result.stderr
         assert (
             f"nothing to do: no sensor (tag 'uniqueID') in measurement 'READINGS' of '{database}'" in result.stderr
         ), result.stderr
-    assert not (tmp_path / "models").exists()
+    assert not (tmp_path / "models").exists() and not any(empty.iterdir())
 
 
 def test_a_missing_measurement_is_nothing_to_do(fleet, tmp_path):

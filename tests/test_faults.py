@@ -765,3 +765,60 @@ def test_training_into_a_models_dir_that_cannot_be_written_stops_before_any_fit(
     assert result.returncode == errors.EXIT_CONFIG, result.stderr
     assert f"--models-dir {blocked / 'models'} cannot be written" in result.stderr
     assert "Traceback" not in result.stderr and "sensor " not in result.stderr
+
+
+def test_messages_are_held_while_the_state_file_cannot_be_written_then_sent_once(server, models, tmp_path, webhook):
+    url, received, _ = webhook
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the state file's directory should be")
+    flag_all = [*ratios_file(tmp_path, 1e-9), "--notify-url", url, "--notify-cooldown", "0s"]
+    for now in (NOW, NOW + INTERVAL):
+        result = predict(server.url, models, tmp_path, now, *flag_all, "--state-file", str(blocked / "state.json"))
+        assert result.returncode == 1
+        assert f"--state-file's directory {blocked} cannot be written" in result.stderr
+        assert "Traceback" not in result.stderr and received == []
+    state = ["--state-file", str(tmp_path / "state.json")]
+    assert predict(server.url, models, tmp_path, NOW + 2 * INTERVAL, *flag_all, *state).returncode == 0
+    assert predict(server.url, models, tmp_path, NOW + 3 * INTERVAL, *flag_all, *state).returncode == 0
+    assert sorted(body["sensor_id"] for body in received) == sorted(SENSORS)
+
+
+def test_a_scratch_output_shares_no_memory_with_production(server, models, tmp_path, webhook):
+    url, received, status = webhook
+    status["down"] = True
+    scratch = ["--output-measurement", "SCRATCH", "--notify-url", url]
+    assert predict(server.url, models, tmp_path, NOW, *ratios_file(tmp_path, 1e-9), *scratch).returncode == 1
+    status["down"] = False
+    production = predict(server.url, models, tmp_path, NOW + INTERVAL, *ratios_file(tmp_path, 1e9), "--notify-url", url)
+    assert production.returncode == 0, production.stderr
+    assert received == []  # the scratch measurement's events are not production's
+
+
+def test_a_replay_with_now_moved_back_sends_nothing_from_its_future(server, models, tmp_path, webhook):
+    url, received, status = webhook
+    notify = ["--notify-url", url, "--notify-cooldown", "0s"]
+    status["down"] = True
+    assert predict(server.url, models, tmp_path, NOW, *ratios_file(tmp_path, 1e-9), *notify).returncode == 1
+    status["down"] = False
+    replay = NOW - FIRST_RUN - pd.Timedelta(hours=1)  # before every event the first run found
+    result = predict(server.url, models, tmp_path, replay, *ratios_file(tmp_path, 1e9), *notify)
+    assert result.returncode == 0, result.stderr
+    assert received == []
+
+
+def test_a_catch_up_message_does_not_mute_a_new_spike(server, models, tmp_path, webhook):
+    """The cooldown runs in event time: the old event a catch-up sends does not hold back a spike that
+    comes after it by more than the cooldown, even when the spike's run is within the cooldown of the send."""
+    url, received, _ = webhook
+    sensor_id = SENSORS[2]
+    blip = pd.date_range(NOW - pd.Timedelta(hours=5), periods=6, freq="5min")
+    spike = pd.date_range(NOW + pd.Timedelta(minutes=15), periods=6, freq="5min")
+    local_influxd.write(server.url, DATABASE, sensor_data.readings_lines(sensor_id, blip.append(spike), [500.0] * 12))
+    notify = ["--notify-url", url, "--notify-cooldown", "1h", "--sensor", sensor_id]
+    assert predict(server.url, models, tmp_path, NOW, *notify).returncode == 0
+    assert [body["sensor_id"] for body in received] == [sensor_id]
+    caught_up = pd.Timestamp(received[0]["start"])
+    assert caught_up < NOW - pd.Timedelta(hours=3), received  # the blip, not a later false alarm
+    result = predict(server.url, models, tmp_path, NOW + pd.Timedelta(minutes=45), *notify)
+    assert result.returncode == 0, result.stderr
+    assert len(received) == 2 and pd.Timestamp(received[1]["start"]) >= spike[0], received

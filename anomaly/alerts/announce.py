@@ -6,6 +6,7 @@ docs/alerts.md."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -23,7 +24,8 @@ from anomaly.alerts.payloads import STYLES, Context, payload
 from anomaly.alerts.resume import mark_announced, resume, tracked_events, unannounced
 from anomaly.alerts.state import dump_state, load_state
 from anomaly.alerts.webhook import NotifyError, post
-from anomaly.files import write_atomic
+from anomaly.errors import ConfigError
+from anomaly.files import check_writable, write_atomic
 from anomaly.settings import Common
 from anomaly.times import parse_duration
 
@@ -104,13 +106,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--state-file",
         type=Path,
-        help="memory of ongoing events and sent messages (default .sensor_predict-state.json in "
-        "--models-dir; one per --shard)",
+        help="memory of ongoing events and sent messages; it must be writable (default "
+        ".sensor_predict-state-<hash>.json in --models-dir, one per database, output measurement and --shard)",
     )
 
 
-def settings_from_args(args: argparse.Namespace, models_dir: Path) -> AlertSettings:
-    """Validate the flags of ``add_arguments``; ``args.shard`` names the default state file."""
+def default_state_file(common: Common, shard: str | None) -> Path:
+    """The state file of one output: the events it remembers are those of one database's output
+    measurement, so a run into a scratch measurement never shares memory with production."""
+    where = "\n".join([common.connection.database or common.connection.bucket or "", common.schema.output_measurement])
+    digest = hashlib.sha256(f"{where}\n{shard or ''}".encode()).hexdigest()[:12]
+    return common.models_dir / f".sensor_predict-state-{digest}.json"
+
+
+def settings_from_args(args: argparse.Namespace, common: Common) -> AlertSettings:
+    """Validate the flags of ``add_arguments``; ``args.shard`` and the output name the default state file."""
     return AlertSettings(
         events_measurement=args.events_measurement or None,
         chronograf_annotations=args.chronograf_annotations,
@@ -121,13 +131,7 @@ def settings_from_args(args: argparse.Namespace, models_dir: Path) -> AlertSetti
         notify_style=args.notify_style,
         notify_cooldown=parse_duration(args.notify_cooldown, "--notify-cooldown", allow_zero=True),
         notify_max_age=parse_duration(args.notify_max_age, "--notify-max-age"),
-        state_file=args.state_file
-        or models_dir
-        / (
-            ".sensor_predict-state.json"
-            if not args.shard
-            else f".sensor_predict-state-{args.shard.replace('/', 'of')}.json"
-        ),
+        state_file=args.state_file or default_state_file(common, args.shard),
     )
 
 
@@ -168,6 +172,17 @@ def _with_unannounced(
             earlier = earlier[(earlier.index >= start) & (earlier.index < stop)]
             out[sensor_id] = pd.concat([earlier, scored[sensor_id]])
     return out
+
+
+def _state_writable(path: Path) -> bool:
+    """Whether the state file can be saved. When it cannot, nothing is sent: a message that is not
+    remembered would be sent again, looking new, on every run."""
+    try:
+        check_writable(path.parent, "--state-file's directory")
+    except ConfigError as e:
+        logger.error("%s; the events are written, their messages are held until it can be", e)
+        return False
+    return True
 
 
 def _send(url: str, due: list[Item], settings: AlertSettings, common: Common, counts: dict[str, int]) -> list[Item]:
@@ -243,12 +258,17 @@ def announce(
     found_incidents = incidents(known, groups, settings.incident_window)
     _write_lines(db, settings, common, found, found_incidents, silent)
     sent: list[Item] = []
-    if settings.notify_url:
-        items: list[Item] = [*found_incidents, *(e for e in known if e.sensor_id not in groups)]
+    writable = _state_writable(settings.state_file)
+    if settings.notify_url and writable:
+        # An item that starts after now (a replay with --now moved back) is not news yet.
+        candidates: list[Item] = [*found_incidents, *(e for e in known if e.sensor_id not in groups)]
+        items = [i for i in candidates if i.start <= now]
         due, state = due_notifications(items, state, settings.notify_cooldown, now, settings.notify_max_age)
         sent = _send(settings.notify_url, due, settings, common, counts)
+    elif settings.notify_url:
+        counts["notify_failed"] += 1
     state = mark_announced(mark_sent(state, sent, now), last_scored)
-    if scored or text is not None:
+    if writable and (scored or text is not None):
         settings.state_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(settings.state_file, dump_state(state))
     logger.info(

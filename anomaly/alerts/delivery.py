@@ -74,8 +74,10 @@ def _due(
     if not fresh:
         send: list[Item] = raised
     else:
-        notified_at = parse_stamp(entry["notified_at"]) if "notified_at" in entry else None
-        if notified_at is not None and now - notified_at < cooldown:
+        # The cooldown runs in event time, from the end of the item last sent (files written before it was
+        # kept: from the message's time): a catch-up that sends an old blip does not mute a new spike.
+        anchor = entry.get("notified_end", entry.get("notified_at"))
+        if anchor is not None and fresh[-1].start < parse_stamp(anchor) + cooldown:
             held, send = fresh, []
         elif cooldown > pd.Timedelta(0):
             held, send = fresh[:-1], fresh[-1:]
@@ -120,7 +122,8 @@ def due_notifications(
 
 
 def mark_sent(state: Mapping, sent: Iterable[Item], now: pd.Timestamp) -> dict:
-    """The state with ``sent`` recorded as sent at ``now`` (decided, and the start of the cooldown).
+    """The state with ``sent`` recorded as sent at ``now``: decided, and the cooldown running from the end
+    of the newest item sent.
 
     Sending an incident also records its events as decided for their sensors, so a sensor that later
     loses its group (or grouping is turned off) does not announce them again.
@@ -131,6 +134,8 @@ def mark_sent(state: Mapping, sent: Iterable[Item], now: pd.Timestamp) -> dict:
         entry = new[kind].setdefault(name, {})
         _decide(entry, item)
         entry["notified_at"] = format_time(now)
+        ends = [min(now, item.end), *([parse_stamp(entry["notified_end"])] if "notified_end" in entry else [])]
+        entry["notified_end"] = format_time(max(ends))
         if isinstance(item, Incident):
             _decide_members(new, item)
     return new

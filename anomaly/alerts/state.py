@@ -97,7 +97,7 @@ def _clean_entry(kind: str, name: object, entry: object) -> dict:
     if not isinstance(name, str) or not name or not isinstance(entry, dict):
         raise ValueError("not an object under a name")
     out: dict[str, object] = {}
-    for key in ("decided", "notified_at", "announced"):
+    for key in ("decided", "notified_at", "notified_end", "announced"):
         if entry.get(key) is not None:
             out[key] = format_time(parse_stamp(entry[key]))
     for event_kind, slot in SLOTS.items():
