@@ -107,6 +107,20 @@ def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+class _DuplicateKey(Exception):
+    """A key given twice in one JSON object; json.loads alone would keep the last value without a word."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` for json.loads that refuses a key given twice in one object."""
+    data: dict[str, object] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
 def _read_json_object(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
@@ -117,7 +131,9 @@ def _read_json_object(path: Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8 JSON") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: key {e.args[0]!r} appears twice; keep one") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:

@@ -568,3 +568,21 @@ def test_a_config_naming_unknown_sensors_is_used_for_the_rest(fleet, tmp_path, m
     assert frame.index.equals(grid(NOW - FIRST_RUN, NOW - INTERVAL))
     saved = store.load(store.sensor_dir(fleet["models"], GOOD)).metadata.threshold
     assert frame["threshold"].tolist() == pytest.approx([ratio * saved] * 48)
+
+
+def test_a_duplicate_key_stops_the_jobs_before_they_read(influxd, database, tmp_path):
+    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
+    for which, text, key in (
+        ("ratios", '{"good": 1.5, "other": 2, "good": 3}', "good"),
+        ("windows", '{"default": 4,\n "default": 6}', "default"),
+    ):
+        for script, extra in (("sensor_training.py", TRAIN), ("sensor_predict.py", [])):
+            result = run_job(
+                script,
+                [*extra, "--models-dir", str(tmp_path / "models"), *config_args(tmp_path, **{which: text})],
+                env,
+                tmp_path,
+            )
+            assert result.returncode == 2, result.stderr
+            assert f"configuration: {tmp_path / (which + '.json')}: key {key!r} appears twice" in result.stderr
+            assert "Traceback" not in result.stderr
