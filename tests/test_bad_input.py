@@ -586,3 +586,26 @@ def test_a_duplicate_key_stops_the_jobs_before_they_read(influxd, database, tmp_
             assert result.returncode == 2, result.stderr
             assert f"configuration: {tmp_path / (which + '.json')}: key {key!r} appears twice" in result.stderr
             assert "Traceback" not in result.stderr
+
+
+def test_keys_that_match_no_sensor_found_are_named_in_a_warning(influxd, database, tmp_path):
+    # Readings six hours apart: every sensor is listed, none has a window, so the jobs are quick.
+    sparse = pd.date_range(NOW - 4 * D, NOW, freq="6h")
+    local_influxd.write(influxd.url, database, lines(GOOD, sparse, range(17)) + lines(SPECIAL, sparse, range(17)))
+    ratios = json.dumps({"default": 2, GOOD: 1.5, "goood": 3, SPECIAL: 1})
+    windows = json.dumps({"default": 4, "no such sensor": 5, GOOD: 4})
+    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
+    models = ["--models-dir", str(tmp_path / "models")]
+    scoring = ["--no-cold-start", "--now", NOW.isoformat()]
+    for script, extra in (("sensor_training.py", TRAIN), ("sensor_predict.py", scoring)):
+        result = run_job(script, [*extra, *models, *config_args(tmp_path, ratios, windows)], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "Z WARNING " in line]
+        assert len(warnings) == 2, result.stderr
+        assert f"{tmp_path / 'ratios.json'}: keys that match no sensor found" in warnings[0]
+        assert warnings[0].endswith(": 'goood'") and warnings[1].endswith(": 'no such sensor'")
+        assert f"{tmp_path / 'windows.json'}: keys that match no sensor found" in warnings[1]
+        # With --sensor the jobs list no sensors, so they cannot tell a typo from a sensor left out.
+        args = [*extra, *models, "--sensor", GOOD, *config_args(tmp_path, ratios, windows)]
+        result = run_job(script, args, env, tmp_path)
+        assert result.returncode == 0 and "Z WARNING " not in result.stderr, result.stderr
