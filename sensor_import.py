@@ -9,6 +9,10 @@ Each row (``Datetime (UTC)``, ``Value``, ``ID``, ``Anomaly``; see anomaly/labels
 a label: points are keyed by sensor and time and are overwritten, never duplicated. Times are written
 to the nanosecond.
 
+Times are ISO 8601, YYYY-MM-DD HH:MM:SS (2026-01-14 06:00:00, UTC; or 2026-01-14T07:00:00+01:00, with
+T or a space, seconds, a fraction of a second and the zone optional); nothing else is guessed at, so a
+relative time (now, today, -1h) or another order of day and month (01/02/2026) stops the import.
+
 Every file is read and checked before anything is written: a malformed row stops the import with the
 file and line, and nothing is written. Points then go out in batches of --batch-size lines.
 

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from conftest import rows, run_job
 
+from anomaly import labels
 from anomaly.influx.influxql import influxql_string, parse_influxql
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
@@ -609,3 +610,64 @@ def test_keys_that_match_no_sensor_found_are_named_in_a_warning(influxd, databas
         args = [*extra, *models, "--sensor", GOOD, *config_args(tmp_path, ratios, windows)]
         result = run_job(script, args, env, tmp_path)
         assert result.returncode == 0 and "Z WARNING " not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- CSV import
+
+HEADER = "Datetime (UTC),Value,ID,Anomaly\n"
+
+
+def import_csv(influxd, database, tmp_path, text: str, *extra: str):
+    """Run sensor_import.py on one file of ``text`` rows; return its result, the file and what it wrote."""
+    path = tmp_path / "export.csv"
+    path.write_text(HEADER + text, encoding="utf-8")
+    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
+    result = run_job("sensor_import.py", [str(path), *extra], env, tmp_path)
+    written = rows(influxd.url, database, 'SELECT "val_num" FROM "READINGS" GROUP BY "uniqueID"')
+    return result, path, {tags["uniqueID"]: values for tags, values in written}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2026-01-14 06:00:00", "2026-01-14T06:00:00Z"),
+        ("2026-01-14T06:00:00", "2026-01-14T06:00:00Z"),
+        ("2026-01-14 06:00", "2026-01-14T06:00:00Z"),
+        ("2026-01-14", "2026-01-14T00:00:00Z"),
+        ("2026-01-14T06:00:00.123456789Z", "2026-01-14T06:00:00.123456789Z"),
+        ("2026-01-14T07:30:00+01:30", "2026-01-14T06:00:00Z"),
+        ("2026-01-13 22:00:00-08:00", "2026-01-14T06:00:00Z"),
+        (" 2026-01-14 06:00:00 ", "2026-01-14T06:00:00Z"),
+    ],
+)
+def test_csv_times_are_iso_8601_and_utc_without_a_zone(tmp_path, text, expected):
+    path = tmp_path / "export.csv"
+    path.write_text(f"{HEADER}{text},1,AHU 1,FALSE\n", encoding="utf-8")
+    (row,) = labels.read_csv_rows(path)
+    assert row.time == pd.Timestamp(expected) and str(row.time.tz) == "UTC"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(t, id=t)
+        for t in ("now", "today", "yesterday", "-1h", "1h", "01/02/2026", "14/01/2026", "2026/01/14", "Jan 14 2026")
+    ],
+)
+def test_import_refuses_a_relative_or_ambiguous_time_naming_file_and_line(influxd, database, tmp_path, bad):
+    result, path, written = import_csv(
+        influxd, database, tmp_path, f"2026-01-14 06:00:00,1,AHU 1,FALSE\n{bad},2,AHU 1,FALSE\n"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: line 3: Datetime (UTC) {bad!r} is not a time written YYYY-MM-DD" in result.stderr
+    assert written == {}
+
+
+def test_import_refuses_a_file_mixing_day_and_month_orders(influxd, database, tmp_path):
+    # Read row by row, 01/02/2026 was 2 January and 14/01/2026 14 January.
+    result, path, written = import_csv(
+        influxd, database, tmp_path, "01/02/2026 06:00:00,1,AHU 1,FALSE\n14/01/2026 06:00:00,2,AHU 1,FALSE\n"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: line 2: Datetime (UTC) '01/02/2026 06:00:00' is not a time written YYYY-MM-DD" in result.stderr
+    assert written == {}
