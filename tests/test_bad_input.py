@@ -671,3 +671,16 @@ def test_import_refuses_a_file_mixing_day_and_month_orders(influxd, database, tm
     assert result.returncode == 2, result.stderr
     assert f"{path}: line 2: Datetime (UTC) '01/02/2026 06:00:00' is not a time written YYYY-MM-DD" in result.stderr
     assert written == {}
+
+
+def test_import_takes_only_the_sensors_asked_for_and_refuses_one_not_in_the_files(influxd, database, tmp_path):
+    text = "2026-01-14 06:00:00,1,AHU 1,FALSE\n2026-01-14 06:00:00,2,Boiler 2,FALSE\n"
+    result, path, written = import_csv(
+        influxd, database, tmp_path, text, "--sensor", "AHU 1", "--sensor", "AHU 3", "--sensor", "Boiler"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--sensor: no row of {path} has ID 'AHU 3', 'Boiler'; check the spelling" in result.stderr
+    assert written == {}
+    result, _, written = import_csv(influxd, database, tmp_path, text, "--sensor", "AHU 1")
+    assert result.returncode == 0, result.stderr
+    assert list(written) == ["AHU 1"]
