@@ -9,6 +9,13 @@ Each row (``Datetime (UTC)``, ``Value``, ``ID``, ``Anomaly``; see anomaly/labels
 a label: points are keyed by sensor and time and are overwritten, never duplicated. Times are written
 to the nanosecond.
 
+Times are ISO 8601, YYYY-MM-DD HH:MM:SS (2026-01-14 06:00:00, UTC; or 2026-01-14T07:00:00+01:00, with
+T or a space, seconds, a fraction of a second and the zone optional); nothing else is guessed at, so a
+relative time (now, today, -1h) or another order of day and month (01/02/2026) stops the import.
+
+--sensor imports only the rows of the sensors named (--shard only those of its part); a --sensor that
+no file holds stops the import, so a misspelt id cannot pass for a sensor without readings.
+
 Every file is read and checked before anything is written: a malformed row stops the import with the
 file and line, and nothing is written. Points then go out in batches of --batch-size lines.
 
@@ -41,7 +48,7 @@ class ImportSettings:
     common: Common
     label_field: str
     batch_size: int
-    files: tuple[tuple[Path, tuple[labels.Row, ...]], ...]  # every file's rows, read and checked at start-up
+    files: tuple[tuple[Path, tuple[labels.Row, ...]], ...]  # every file's selected rows, read and checked at start-up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +70,24 @@ def settings_from_args(args: argparse.Namespace) -> ImportSettings:
     if args.where:
         raise ConfigError("--where: the CSV files carry no tags but the sensor id; leave --where out")
     rows = tuple((path, tuple(labels.read_csv_rows(path))) for path in args.files)
-    return ImportSettings(common=common, label_field=args.label_field, batch_size=batch_size, files=rows)
+    return ImportSettings(
+        common=common, label_field=args.label_field, batch_size=batch_size, files=selected_rows(rows, common)
+    )
+
+
+def selected_rows(
+    files: Sequence[tuple[Path, Sequence[labels.Row]]], common: Common
+) -> tuple[tuple[Path, tuple[labels.Row, ...]], ...]:
+    """Each file's rows of the sensors --sensor and --shard select; a --sensor in no file is refused."""
+    found = {row.sensor_id for _, rows in files for row in rows}
+    missing = [s for s in common.sensors if s not in found]
+    if missing:
+        raise ConfigError(
+            f"--sensor: no row of {', '.join(str(path) for path, _ in files)} has ID "
+            f"{', '.join(repr(s) for s in missing)}; check the spelling (nothing was written)"
+        )
+    chosen = set(common.selected(sorted(found)))
+    return tuple((path, tuple(row for row in rows if row.sensor_id in chosen)) for path, rows in files)
 
 
 def point_lines(

@@ -395,9 +395,9 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
     common = settings.common
     job = Run(settings, db)
     now = common.now.floor(common.interval)
-    sensor_ids = common.selected(
-        [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)
-    )
+    found = [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)
+    common.warn_unmatched_keys(found)
+    sensor_ids = common.selected(found)
     for first in range(0, len(sensor_ids), common.chunk_size):
         lines = job.score_chunk(sensor_ids[first : first + common.chunk_size])
         if settings.dry_run:

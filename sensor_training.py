@@ -201,7 +201,9 @@ def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
         client = Client(settings.dask_scheduler)
         logger.info("training on the Dask cluster at %s", settings.dask_scheduler)
     try:
-        sensor_ids = common.selected([] if common.sensors else db.sensor_ids(plan.start, plan.stop))
+        found = [] if common.sensors else db.sensor_ids(plan.start, plan.stop)
+        common.warn_unmatched_keys(found)
+        sensor_ids = common.selected(found)
         logger.info(
             "training %d sensors on %s .. %s, interval %s, %s",
             len(sensor_ids),

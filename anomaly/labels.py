@@ -6,10 +6,11 @@ CSV files are shaped like the original deployment's exports, one reading per row
     2026-01-14 06:00:00,21.37,AHU-1 supply air temp,FALSE
     2026-01-14 06:05:00,27.90,AHU-1 supply air temp,TRUE
 
-``Datetime (UTC)``: a time, UTC when it carries no zone; ``Value``: a number, or empty for a row that
-only carries a label; ``ID``: the sensor id; ``Anomaly``: TRUE or FALSE (any case; 1/0 and an empty cell,
-meaning FALSE, are accepted too). Other columns are ignored. A malformed row raises ``LabelError``
-naming the file and line.
+``Datetime (UTC)``: an ISO 8601 time ``YYYY-MM-DD HH:MM:SS`` (``T`` or a space between date and time;
+seconds, a fraction of a second and a zone ``Z`` or ``+01:00`` optional; UTC when it carries no zone);
+``Value``: a number, or empty for a row that only carries a label; ``ID``: the sensor id; ``Anomaly``:
+TRUE or FALSE (any case; 1/0 and an empty cell, meaning FALSE, are accepted too). Other columns are
+ignored. A malformed row raises ``LabelError`` naming the file and line.
 
 Both sources give, per sensor, the starts of the labelled intervals (an interval is labelled when any
 raw point in it is labelled); ``evaluation.labels_on_grid`` turns them into a boolean series.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,10 @@ TIME, VALUE, ID, ANOMALY = "Datetime (UTC)", "Value", "ID", "Anomaly"
 COLUMNS = (TIME, VALUE, ID, ANOMALY)
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0", ""}
+# One form only, because pandas guesses: it reads "now" and "today" as the clock at import, and
+# 01/02/2026 as 2 January but 14/01/2026 as 14 January, row by row.
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?")
+_TIME_FORMAT = "YYYY-MM-DD HH:MM:SS (ISO 8601: 2026-01-14 06:00:00 in UTC, or 2026-01-14T07:00:00+01:00)"
 
 
 class LabelError(ConfigError):
@@ -62,11 +68,14 @@ class Row:
 def _parse_row(record: dict[str, str], where: str) -> Row:
     text = (record.get(TIME) or "").strip()
     try:
-        stamp = pd.Timestamp(text) if text else None
+        stamp = pd.Timestamp(text) if _ISO_TIME.fullmatch(text) else None
     except ValueError:
         stamp = None
-    if stamp is None or stamp is pd.NaT:
-        raise LabelError(f"{where}: {TIME} {text!r} is not a time such as 2026-01-14 06:00:00")
+    if stamp is None:
+        raise LabelError(
+            f"{where}: {TIME} {text!r} is not a time written {_TIME_FORMAT}; "
+            f"relative times (now, -1h) and other orders of day and month (01/02/2026) are refused"
+        )
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     sensor_id = record.get(ID) or ""
     if not sensor_id.strip() or "\n" in sensor_id or "\r" in sensor_id:
@@ -166,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=Path,
         metavar="FILE",
-        help="CSV exports with columns Datetime (UTC), Value, ID, Anomaly (TRUE/FALSE); "
+        help="CSV exports with columns Datetime (UTC) (YYYY-MM-DD HH:MM:SS), Value, ID, Anomaly (TRUE/FALSE); "
         "default: the --label-field in InfluxDB",
     )
     group.add_argument(

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -27,6 +28,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RATIO = 1.0
 DEFAULT_WINDOW = 15
 APIS = ("auto", "flux", "influxql")
+_UNMATCHED_SHOWN = 20  # keys named in one warning; a file of another fleet would otherwise flood the log
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,18 +65,31 @@ class Schema:
 
 @dataclass(frozen=True)
 class SensorConfig:
-    """Per-sensor ratio and window, from threshold_ratios.json and time_step_sizes.json."""
+    """Per-sensor ratio and window, from threshold_ratios.json and time_step_sizes.json (the paths name
+    them in messages)."""
 
     ratios: Mapping[str, float]
     windows: Mapping[str, int]
     default_ratio: float = DEFAULT_RATIO
     default_window: int = DEFAULT_WINDOW
+    ratios_path: Path = Path("threshold_ratios.json")
+    windows_path: Path = Path("time_step_sizes.json")
 
     def ratio(self, sensor_id: str) -> float:
         return self.ratios.get(sensor_id, self.default_ratio)
 
     def window(self, sensor_id: str) -> int:
         return self.windows.get(sensor_id, self.default_window)
+
+    def unmatched(self, sensor_ids: Collection[str]) -> list[tuple[Path, list[str]]]:
+        """Per file, in file order, the keys that name none of ``sensor_ids``: a misspelt id leaves its
+        sensor at the default without a word, so the jobs say which keys they could not use."""
+        known = set(sensor_ids)
+        found = [
+            (self.ratios_path, [k for k in self.ratios if k not in known]),
+            (self.windows_path, [k for k in self.windows if k not in known]),
+        ]
+        return [(path, keys) for path, keys in found if keys]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -107,6 +124,20 @@ def parse_where(items: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+class _DuplicateKey(Exception):
+    """A key given twice in one JSON object; json.loads alone would keep the last value without a word."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` for json.loads that refuses a key given twice in one object."""
+    data: dict[str, object] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
 def _read_json_object(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
@@ -117,7 +148,9 @@ def _read_json_object(path: Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8 JSON") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: key {e.args[0]!r} appears twice; keep one") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
@@ -153,7 +186,9 @@ def load_sensor_config(ratios_path: Path, windows_path: Path) -> SensorConfig:
     windows = {key: _window(windows_path, key, value) for key, value in _read_json_object(windows_path).items()}
     default_ratio = ratios.pop("default", DEFAULT_RATIO)
     default_window = windows.pop("default", DEFAULT_WINDOW)
-    return SensorConfig(MappingProxyType(ratios), MappingProxyType(windows), default_ratio, default_window)
+    return SensorConfig(
+        MappingProxyType(ratios), MappingProxyType(windows), default_ratio, default_window, ratios_path, windows_path
+    )
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,6 +381,22 @@ class Common:
     def selected(self, found: list[str]) -> list[str]:
         """The sensors this run takes: ``--sensor`` if given, else those found; then only this shard's."""
         return [s for s in (list(self.sensors) or found) if in_shard(s, self.shard)]
+
+    def warn_unmatched_keys(self, found: Collection[str]) -> None:
+        """Warn, per file, about keys of the per-sensor files that match no sensor found. Only when ``found``
+        is the whole fleet: with --sensor nothing is listed, with --where only part of it, and when nothing
+        is found the job has already said so."""
+        if self.sensors or self.schema.where or not found:
+            return
+        for path, keys in self.sensor_config.unmatched(found):
+            more = len(keys) - _UNMATCHED_SHOWN
+            logger.warning(
+                "%s: keys that match no sensor found, so are ignored (typos, or sensors without readings "
+                "in the range read): %s%s",
+                path,
+                ", ".join(repr(k) for k in keys[:_UNMATCHED_SHOWN]),
+                f" and {more} more" if more > 0 else "",
+            )
 
 
 def common_from_args(args: argparse.Namespace, label_field: str | None = None) -> Common:

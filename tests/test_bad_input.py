@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from conftest import rows, run_job
 
+from anomaly import labels
 from anomaly.influx.influxql import influxql_string, parse_influxql
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
@@ -568,3 +569,118 @@ def test_a_config_naming_unknown_sensors_is_used_for_the_rest(fleet, tmp_path, m
     assert frame.index.equals(grid(NOW - FIRST_RUN, NOW - INTERVAL))
     saved = store.load(store.sensor_dir(fleet["models"], GOOD)).metadata.threshold
     assert frame["threshold"].tolist() == pytest.approx([ratio * saved] * 48)
+
+
+def test_a_duplicate_key_stops_the_jobs_before_they_read(influxd, database, tmp_path):
+    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
+    for which, text, key in (
+        ("ratios", '{"good": 1.5, "other": 2, "good": 3}', "good"),
+        ("windows", '{"default": 4,\n "default": 6}', "default"),
+    ):
+        for script, extra in (("sensor_training.py", TRAIN), ("sensor_predict.py", [])):
+            result = run_job(
+                script,
+                [*extra, "--models-dir", str(tmp_path / "models"), *config_args(tmp_path, **{which: text})],
+                env,
+                tmp_path,
+            )
+            assert result.returncode == 2, result.stderr
+            assert f"configuration: {tmp_path / (which + '.json')}: key {key!r} appears twice" in result.stderr
+            assert "Traceback" not in result.stderr
+
+
+def test_keys_that_match_no_sensor_found_are_named_in_a_warning(influxd, database, tmp_path):
+    # Readings six hours apart: every sensor is listed, none has a window, so the jobs are quick.
+    sparse = pd.date_range(NOW - 4 * D, NOW, freq="6h")
+    local_influxd.write(influxd.url, database, lines(GOOD, sparse, range(17)) + lines(SPECIAL, sparse, range(17)))
+    ratios = json.dumps({"default": 2, GOOD: 1.5, "goood": 3, SPECIAL: 1})
+    windows = json.dumps({"default": 4, "no such sensor": 5, GOOD: 4})
+    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
+    models = ["--models-dir", str(tmp_path / "models")]
+    scoring = ["--no-cold-start", "--now", NOW.isoformat()]
+    for script, extra in (("sensor_training.py", TRAIN), ("sensor_predict.py", scoring)):
+        result = run_job(script, [*extra, *models, *config_args(tmp_path, ratios, windows)], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "Z WARNING " in line]
+        assert len(warnings) == 2, result.stderr
+        assert f"{tmp_path / 'ratios.json'}: keys that match no sensor found" in warnings[0]
+        assert warnings[0].endswith(": 'goood'") and warnings[1].endswith(": 'no such sensor'")
+        assert f"{tmp_path / 'windows.json'}: keys that match no sensor found" in warnings[1]
+        # With --sensor the jobs list no sensors, so they cannot tell a typo from a sensor left out.
+        args = [*extra, *models, "--sensor", GOOD, *config_args(tmp_path, ratios, windows)]
+        result = run_job(script, args, env, tmp_path)
+        assert result.returncode == 0 and "Z WARNING " not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- CSV import
+
+HEADER = "Datetime (UTC),Value,ID,Anomaly\n"
+
+
+def import_csv(influxd, database, tmp_path, text: str, *extra: str):
+    """Run sensor_import.py on one file of ``text`` rows; return its result, the file and what it wrote."""
+    path = tmp_path / "export.csv"
+    path.write_text(HEADER + text, encoding="utf-8")
+    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
+    result = run_job("sensor_import.py", [str(path), *extra], env, tmp_path)
+    written = rows(influxd.url, database, 'SELECT "val_num" FROM "READINGS" GROUP BY "uniqueID"')
+    return result, path, {tags["uniqueID"]: values for tags, values in written}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2026-01-14 06:00:00", "2026-01-14T06:00:00Z"),
+        ("2026-01-14T06:00:00", "2026-01-14T06:00:00Z"),
+        ("2026-01-14 06:00", "2026-01-14T06:00:00Z"),
+        ("2026-01-14", "2026-01-14T00:00:00Z"),
+        ("2026-01-14T06:00:00.123456789Z", "2026-01-14T06:00:00.123456789Z"),
+        ("2026-01-14T07:30:00+01:30", "2026-01-14T06:00:00Z"),
+        ("2026-01-13 22:00:00-08:00", "2026-01-14T06:00:00Z"),
+        (" 2026-01-14 06:00:00 ", "2026-01-14T06:00:00Z"),
+    ],
+)
+def test_csv_times_are_iso_8601_and_utc_without_a_zone(tmp_path, text, expected):
+    path = tmp_path / "export.csv"
+    path.write_text(f"{HEADER}{text},1,AHU 1,FALSE\n", encoding="utf-8")
+    (row,) = labels.read_csv_rows(path)
+    assert row.time == pd.Timestamp(expected) and str(row.time.tz) == "UTC"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(t, id=t)
+        for t in ("now", "today", "yesterday", "-1h", "1h", "01/02/2026", "14/01/2026", "2026/01/14", "Jan 14 2026")
+    ],
+)
+def test_import_refuses_a_relative_or_ambiguous_time_naming_file_and_line(influxd, database, tmp_path, bad):
+    result, path, written = import_csv(
+        influxd, database, tmp_path, f"2026-01-14 06:00:00,1,AHU 1,FALSE\n{bad},2,AHU 1,FALSE\n"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: line 3: Datetime (UTC) {bad!r} is not a time written YYYY-MM-DD" in result.stderr
+    assert written == {}
+
+
+def test_import_refuses_a_file_mixing_day_and_month_orders(influxd, database, tmp_path):
+    # Read row by row, 01/02/2026 was 2 January and 14/01/2026 14 January.
+    result, path, written = import_csv(
+        influxd, database, tmp_path, "01/02/2026 06:00:00,1,AHU 1,FALSE\n14/01/2026 06:00:00,2,AHU 1,FALSE\n"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: line 2: Datetime (UTC) '01/02/2026 06:00:00' is not a time written YYYY-MM-DD" in result.stderr
+    assert written == {}
+
+
+def test_import_takes_only_the_sensors_asked_for_and_refuses_one_not_in_the_files(influxd, database, tmp_path):
+    text = "2026-01-14 06:00:00,1,AHU 1,FALSE\n2026-01-14 06:00:00,2,Boiler 2,FALSE\n"
+    result, path, written = import_csv(
+        influxd, database, tmp_path, text, "--sensor", "AHU 1", "--sensor", "AHU 3", "--sensor", "Boiler"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--sensor: no row of {path} has ID 'AHU 3', 'Boiler'; check the spelling" in result.stderr
+    assert written == {}
+    result, _, written = import_csv(influxd, database, tmp_path, text, "--sensor", "AHU 1")
+    assert result.returncode == 0, result.stderr
+    assert list(written) == ["AHU 1"]

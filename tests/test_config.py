@@ -153,6 +153,8 @@ def test_load_sensor_config_values_and_default_key(tmp_path):
         ("windows", "15", "must be a JSON object mapping sensor id to a number, not int"),
         pytest.param("ratios", '{"s1": ' + "1" * 400 + "}", "key 's1' has ratio 111", id="huge-integer-ratio"),
         pytest.param("ratios", b'{"caf\xe9": 1}', "not UTF-8 text", id="latin-1-file"),
+        ("ratios", '{"s1": 1.5, "s2": 2, "s1": 3}', "key 's1' appears twice; keep one"),
+        ("windows", '{"default": 4,\n "default": 4}', "key 'default' appears twice; keep one"),
     ],
 )
 def test_load_sensor_config_errors_name_file_key_and_value(tmp_path, which, text, message):
