@@ -227,13 +227,28 @@ def test_a_bad_config_stops_the_job_before_it_writes(scoring, tmp_path, ratios, 
 def test_an_unreachable_server_gives_one_clear_line(scoring, tmp_path):
     predict, _, _, _ = scoring
     port = local_influxd.free_port()
-    result = predict(
-        "--now", NOW.isoformat(), "--retries", "1", env={"INFLUX_URL": f"http://user:hunter2@127.0.0.1:{port}"}
-    )
+    result = predict("--now", NOW.isoformat(), "--retries", "1", env={"INFLUX_URL": f"http://127.0.0.1:{port}"})
     assert result.returncode == 1
     assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
     assert "trying again in 1s (1 of 1)" in result.stderr
-    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "netloc, message",
+    [
+        pytest.param("admin:hunter2@127.0.0.1:badport", "'http://…@127.0.0.1:badport' is not an http(s) URL", id="bad"),
+        pytest.param("admin:hunter2@{host}", "'http://…@{host}' holds a user name or password", id="valid"),
+    ],
+)
+def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, influxd, netloc, message):
+    predict, scores, _, _ = scoring
+    host = influxd.url.removeprefix("http://")
+    result = predict("--now", NOW.isoformat(), env={"INFLUX_URL": "http://" + netloc.format(host=host)})
+    assert result.returncode == 2
+    assert "--url / INFLUX_URL: " + message.format(host=host) in result.stderr
+    assert "hunter2" not in result.stderr and "admin" not in result.stderr
+    assert scores(QUIET).empty
 
 
 def test_a_missing_database_is_named(scoring):
