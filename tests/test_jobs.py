@@ -7,6 +7,7 @@ normal. Sensor ids carry the characters line protocol and InfluxQL must escape.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pandas as pd
@@ -400,13 +401,13 @@ def webhook():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-path", received
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-path", received, authorizations
     server.shutdown()
 
 
 def test_events_become_annotations_incidents_and_one_message_each(scoring, influxd, webhook, tmp_path):
     predict, _scores, anomalies, database = scoring
-    url, received = webhook
+    url, received, _ = webhook
     args = ["--notify-cooldown", "0s", "--incident-tag", "siteRef", "--state-file", str(tmp_path / "state.json")]
     first = predict("--now", (NOW - pd.Timedelta(hours=9)).isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert first.returncode == 0, first.stderr
@@ -428,6 +429,28 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, influ
         assert any(anomaly.start <= s < anomaly.stop + WINDOW * INTERVAL for s in starts), anomaly
     again = predict("--now", NOW.isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert again.returncode == 0 and len(received) == len(keys)  # nothing new: nothing sent
+
+
+def test_a_webhook_url_with_a_user_and_password_sends_them_as_basic_auth_and_logs_neither(scoring, webhook, tmp_path):
+    predict, _, _, _ = scoring
+    url, received, authorizations = webhook
+    with_credentials = url.replace("http://", "http://hook:hunter2@")
+    result = predict(
+        "--now", NOW.isoformat(), "--state-file", str(tmp_path / "s.json"), env={"SENSOR_NOTIFY_URL": with_credentials}
+    )
+    assert result.returncode == 0, result.stderr
+    assert received and set(authorizations) == {"Basic " + base64.b64encode(b"hook:hunter2").decode("ascii")}
+    assert "hunter2" not in result.stderr and "secret-path" not in result.stderr
+
+
+def test_a_bad_webhook_url_stops_the_job_before_it_scores_without_showing_the_url(scoring):
+    predict, scores, _, _ = scoring
+    url = "http://hook:hunter2@127.0.0.1:badport/hooks/secret-path"
+    result = predict("--now", NOW.isoformat(), env={"SENSOR_NOTIFY_URL": url})
+    assert result.returncode == 2
+    assert "--notify-url / SENSOR_NOTIFY_URL: the webhook URL has a port that is not a number" in result.stderr
+    assert "hunter2" not in result.stderr and "secret-path" not in result.stderr and "badport" not in result.stderr
+    assert scores(QUIET).empty
 
 
 def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, influxd):

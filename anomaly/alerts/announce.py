@@ -22,7 +22,8 @@ from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import STYLES, Context, payload
 from anomaly.alerts.resume import resume, tracked_events
 from anomaly.alerts.state import dump_state, load_state
-from anomaly.alerts.webhook import NotifyError, post
+from anomaly.alerts.webhook import NotifyError, post, url_problem
+from anomaly.errors import ConfigError
 from anomaly.files import write_atomic
 from anomaly.settings import Common
 from anomaly.times import parse_duration
@@ -111,6 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace, models_dir: Path) -> AlertSettings:
     """Validate the flags of ``add_arguments``; ``args.shard`` names the default state file."""
+    problem = url_problem(args.notify_url) if args.notify_url else None
+    if problem:
+        raise ConfigError(
+            f"--notify-url / SENSOR_NOTIFY_URL: the webhook URL {problem} (the URL is a secret, so it is not shown)"
+        )
     return AlertSettings(
         events_measurement=args.events_measurement or None,
         chronograf_annotations=args.chronograf_annotations,
