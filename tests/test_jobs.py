@@ -366,11 +366,13 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
         values,
         columns=[
             "time",
+            "alerts_failed",
             "anomalies",
             "duration_s",
             "exit_status",
             "host",
             "missing",
+            "notifications_failed",
             "sensors_done",
             "sensors_failed",
             "sensors_selected",
@@ -380,19 +382,48 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
     )
     assert frame["sensors_selected"].tolist() == [4, 4] and frame["windows"].tolist() == [4 * 96, 4]
     assert frame["exit_status"].tolist() == [0, 0] and (frame["duration_s"] > 0).all()
+    assert frame["notifications_failed"].tolist() == [0, 0] and frame["alerts_failed"].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("what", ["webhook refuses the connection", "state file cannot be written"])
+def test_a_failed_notification_or_alert_step_is_named_in_the_summary_and_the_health_point(
+    scoring, influxd, tmp_path, what
+):
+    """Exit status 1 with no sensor failed: the summary line and the health point say what did fail."""
+    predict, _, _, database = scoring
+    if what == "webhook refuses the connection":
+        state, env = tmp_path / "state.json", {"SENSOR_NOTIFY_URL": f"http://127.0.0.1:{local_influxd.free_port()}/x"}
+        expected = (1, 0)
+    else:
+        (tmp_path / "a-file").write_text("")
+        state, env = tmp_path / "a-file" / "state.json", {}
+        expected = (0, 1)
+    result = predict("--now", NOW.isoformat(), "--state-file", str(state), env=env)
+    assert result.returncode == 1, result.stderr
+    summary = result.stderr.splitlines()[-1]
+    assert f"0 failed, {expected[0]} notifications failed" in summary
+    assert ("the events, incidents and notifications step failed" in summary) is bool(expected[1])
+    ((_, values),) = rows(
+        influxd.url,
+        database,
+        'SELECT "sensors_failed", "notifications_failed", "alerts_failed", "exit_status" FROM "JOB_HEALTH"',
+    )
+    assert [row[1:] for row in values] == [[0, *expected, 1]]
 
 
 @pytest.fixture
 def webhook():
-    """A local receiver standing in for Slack/Teams (no real one is reachable here): it keeps every body."""
+    """A local receiver standing in for Slack/Teams (no real one is reachable here): it keeps every body
+    and every Authorization header."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    received = []
+    received, authorizations = [], []
 
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            authorizations.append(self.headers["Authorization"])
             self.send_response(200)
             self.end_headers()
 

@@ -890,13 +890,13 @@ def test_announce_annotates_outages_across_runs_and_never_sends_or_groups_them(i
 
     def run_at(now: pd.Timestamp, scored: dict[str, pd.DataFrame]) -> dict[str, int]:
         common = Common(connection, Schema(), (), None, SensorConfig({}, {}), I, HOUR, tmp_path, 100, now)
-        counts = {"notify_failed": 0}
+        counts = {"notifications_failed": 0}
         with influx_interact.connect(connection, Schema()) as db:
             announce(db, settings, common, pd.Timedelta(days=7), scored, counts)
         return counts
 
-    assert run_at(t(4), {"a": points("..xx"), "b": points("..mm")}) == {"notify_failed": 0}
-    assert run_at(t(8), {"a": points("x...", first=4), "b": points("mm..", first=4)}) == {"notify_failed": 0}
+    assert run_at(t(4), {"a": points("..xx"), "b": points("..mm")}) == {"notifications_failed": 0}
+    assert run_at(t(8), {"a": points("x...", first=4), "b": points("mm..", first=4)}) == {"notifications_failed": 0}
 
     found = rows(
         influxd.url,

@@ -172,7 +172,7 @@ def _send(url: str, due: list[Item], settings: AlertSettings, common: Common, co
             post(url, payload(item, settings.notify_style, context), common.connection.timeout_s)
         except NotifyError as e:
             logger.error("notification not sent: %s", e)
-            counts["notify_failed"] += 1
+            counts["notifications_failed"] += 1
             if e.transient:
                 break
         else:
@@ -192,10 +192,10 @@ def announce(
     and its intervals without readings into outages: annotations only, never an incident or a message.
 
     ``scored``: sensor id -> the run's scores frame (index window ends; columns ``loss``, ``threshold``,
-    ``anomaly``, ``kind``); ``max_catchup`` bounds how far back group tags are read; failed sends are counted
-    in ``counts["notify_failed"]``. The state file remembers ongoing events and outages and what was sent, so
-    an event or an outage that lasts several runs stays one and nothing is sent twice. Raises OSError when
-    the state file cannot be written, and the database's error when a write fails.
+    ``anomaly``, ``kind``); ``max_catchup`` bounds how far back group tags are read; failed sends are
+    counted in ``counts["notifications_failed"]``. The state file remembers ongoing events and outages and
+    what was sent, so an event or an outage that lasts several runs stays one and nothing is sent twice.
+    Raises OSError when the state file cannot be written, and the database's error when a write fails.
     """
     if not settings.enabled:
         return
