@@ -5,9 +5,11 @@ Each sensor resumes after its newest score in the output measurement (the last d
 most --max-catchup back), so a job that missed ticks catches up by itself, and a rerun rewrites the same
 points instead of adding new ones. Only complete intervals are scored.
 
-Exit status: 0 when no sensor failed, 1 when any failed or the database could not be used,
-2 for bad configuration, 75 when another scoring run for the same models directory is still going
-(this one does nothing).
+Exit status: 0 when nothing failed; 1 when a sensor failed, a notification was not sent, the events,
+incidents and notifications step failed, or the database could not be used (the summary line and the
+JOB_HEALTH fields sensors_failed, notifications_failed and alerts_failed say which); 2 for bad
+configuration; 75 when another scoring run for the same models directory is still going (this one does
+nothing).
 """
 
 from __future__ import annotations
@@ -32,7 +34,18 @@ from influx_interact import Database, InfluxError
 from model_predict import Policy, Schedule, SensorModel
 
 logger = logging.getLogger("sensor_predict")
-COUNTS = ("scored", "up_to_date", "no_data", "skipped", "failed", "windows", "anomalies", "missing", "notify_failed")
+COUNTS = (
+    "scored",
+    "up_to_date",
+    "no_data",
+    "skipped",
+    "failed",
+    "windows",
+    "anomalies",
+    "missing",
+    "notifications_failed",
+    "alerts_failed",
+)
 
 
 @dataclass(frozen=True)
@@ -414,11 +427,12 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
                 "events, incidents and notifications of this run failed (the scores are written; "
                 "--state-file must be a writable path)"
             )
-            counts["notify_failed"] += 1
-    status = 1 if counts["failed"] or counts["notify_failed"] else 0
+            counts["alerts_failed"] += 1
+    # Every count that makes the status 1 is in the summary line and the health point, so both say why.
+    status = 1 if counts["failed"] or counts["notifications_failed"] or counts["alerts_failed"] else 0
     logger.info(
         "done in %.1fs: %d sensors scored (%d windows, %d anomalies, %d intervals without readings), %d up to date, "
-        "%d without new data, %d skipped, %d failed%s",
+        "%d without new data, %d skipped, %d failed, %d notifications failed%s%s",
         time.monotonic() - began,
         counts["scored"],
         counts["windows"],
@@ -428,6 +442,8 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
         counts["no_data"],
         counts["skipped"],
         counts["failed"],
+        counts["notifications_failed"],
+        "; the events, incidents and notifications step failed" if counts["alerts_failed"] else "",
         " (dry run: nothing written)" if settings.dry_run else "",
     )
     return runner.Outcome(
@@ -442,6 +458,8 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             "windows": counts["windows"],
             "anomalies": counts["anomalies"],
             "missing": counts["missing"],
+            "notifications_failed": counts["notifications_failed"],
+            "alerts_failed": counts["alerts_failed"],
         },
     )
 

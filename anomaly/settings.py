@@ -307,10 +307,36 @@ def _valid_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in url)
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` with everything between ``scheme://`` and its last ``@`` shown as ``…``, for messages.
+
+    Plain text, not a URL parser: it must hide a password even in a URL too broken to parse, such as one
+    whose password holds a ``/``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    _, at, after = rest.rpartition("@")
+    return f"{scheme}{sep}…@{after}" if at else url
+
+
 def connection_from_args(args: argparse.Namespace) -> Connection:
-    """Check that the chosen dialect has what it needs; the message lists the variables to set."""
-    if not _valid_url(args.url or ""):
-        raise ConfigError(f"--url / INFLUX_URL: {args.url!r} is not an http(s) URL such as http://localhost:8086")
+    """Check that the chosen dialect has what it needs; the message lists the variables to set.
+
+    A user name or password in the URL is refused rather than used: the variables below are the one
+    place for them, and dropping them silently would end in an unexplained HTTP 401.
+    """
+    url = args.url or ""
+    if not _valid_url(url):
+        raise ConfigError(
+            f"--url / INFLUX_URL: {without_userinfo(url)!r} is not an http(s) URL such as http://localhost:8086"
+        )
+    if "@" in urllib.parse.urlsplit(url).netloc:
+        raise ConfigError(
+            f"--url / INFLUX_URL: {without_userinfo(url)!r} holds a user name or password, which are not "
+            "taken from the URL; remove them and set INFLUX_USERNAME and INFLUX_PASSWORD (InfluxDB 1.x) "
+            "or INFLUX_TOKEN (2.x, Cloud, 3.x)"
+        )
     if args.api == "flux" and not (args.token and args.org and args.bucket):
         raise ConfigError("--api flux needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET (or --token, --org, --bucket)")
     if args.api == "influxql" and not (args.database or args.bucket):

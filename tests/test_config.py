@@ -259,6 +259,31 @@ def test_connection_rejects_url(build_parser, url):
 
 
 @pytest.mark.parametrize(
+    "url, shown",
+    [
+        pytest.param("http://admin:s3cret@db.example:badport", "'http://…@db.example:badport'", id="bad port"),
+        pytest.param("ftp://admin:s3cret@db.example", "'ftp://…@db.example'", id="not http"),
+        pytest.param("admin:s3cret@db.example:8086", "'…@db.example:8086'", id="no scheme"),
+        pytest.param("http://admin:s3/cret@db.example", "'http://…@db.example'", id="a / in the password"),
+    ],
+)
+def test_a_rejected_url_is_shown_without_its_user_and_password(build_parser, url, shown):
+    with pytest.raises(ConfigError, match=re.escape(f"--url / INFLUX_URL: {shown} is not an http(s) URL")) as caught:
+        connection(build_parser, ["--url", url, "--database", "sensors"])
+    assert "admin" not in str(caught.value) and "cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("userinfo", ["admin:s3cret@", "admin@", ":s3cret@"])
+def test_connection_refuses_credentials_in_the_url_and_names_the_variables(build_parser, userinfo):
+    with pytest.raises(ConfigError) as caught:
+        connection(build_parser, ["--url", f"http://{userinfo}db.example:8086", "--database", "sensors"])
+    message = str(caught.value)
+    assert message.startswith("--url / INFLUX_URL: 'http://…@db.example:8086' holds a user name or password")
+    assert "INFLUX_USERNAME and INFLUX_PASSWORD" in message and "INFLUX_TOKEN" in message
+    assert "admin" not in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         [],

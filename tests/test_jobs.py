@@ -7,6 +7,7 @@ normal. Sensor ids carry the characters line protocol and InfluxQL must escape.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pandas as pd
@@ -227,13 +228,28 @@ def test_a_bad_config_stops_the_job_before_it_writes(scoring, tmp_path, ratios, 
 def test_an_unreachable_server_gives_one_clear_line(scoring, tmp_path):
     predict, _, _, _ = scoring
     port = local_influxd.free_port()
-    result = predict(
-        "--now", NOW.isoformat(), "--retries", "1", env={"INFLUX_URL": f"http://user:hunter2@127.0.0.1:{port}"}
-    )
+    result = predict("--now", NOW.isoformat(), "--retries", "1", env={"INFLUX_URL": f"http://127.0.0.1:{port}"})
     assert result.returncode == 1
     assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
     assert "trying again in 1s (1 of 1)" in result.stderr
-    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "netloc, message",
+    [
+        pytest.param("admin:hunter2@127.0.0.1:badport", "'http://…@127.0.0.1:badport' is not an http(s) URL", id="bad"),
+        pytest.param("admin:hunter2@{host}", "'http://…@{host}' holds a user name or password", id="valid"),
+    ],
+)
+def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, influxd, netloc, message):
+    predict, scores, _, _ = scoring
+    host = influxd.url.removeprefix("http://")
+    result = predict("--now", NOW.isoformat(), env={"INFLUX_URL": "http://" + netloc.format(host=host)})
+    assert result.returncode == 2
+    assert "--url / INFLUX_URL: " + message.format(host=host) in result.stderr
+    assert "hunter2" not in result.stderr and "admin" not in result.stderr
+    assert scores(QUIET).empty
 
 
 def test_a_missing_database_is_named(scoring):
@@ -350,11 +366,13 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
         values,
         columns=[
             "time",
+            "alerts_failed",
             "anomalies",
             "duration_s",
             "exit_status",
             "host",
             "missing",
+            "notifications_failed",
             "sensors_done",
             "sensors_failed",
             "sensors_selected",
@@ -364,19 +382,48 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
     )
     assert frame["sensors_selected"].tolist() == [4, 4] and frame["windows"].tolist() == [4 * 96, 4]
     assert frame["exit_status"].tolist() == [0, 0] and (frame["duration_s"] > 0).all()
+    assert frame["notifications_failed"].tolist() == [0, 0] and frame["alerts_failed"].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("what", ["webhook refuses the connection", "state file cannot be written"])
+def test_a_failed_notification_or_alert_step_is_named_in_the_summary_and_the_health_point(
+    scoring, influxd, tmp_path, what
+):
+    """Exit status 1 with no sensor failed: the summary line and the health point say what did fail."""
+    predict, _, _, database = scoring
+    if what == "webhook refuses the connection":
+        state, env = tmp_path / "state.json", {"SENSOR_NOTIFY_URL": f"http://127.0.0.1:{local_influxd.free_port()}/x"}
+        expected = (1, 0)
+    else:
+        (tmp_path / "a-file").write_text("")
+        state, env = tmp_path / "a-file" / "state.json", {}
+        expected = (0, 1)
+    result = predict("--now", NOW.isoformat(), "--state-file", str(state), env=env)
+    assert result.returncode == 1, result.stderr
+    summary = result.stderr.splitlines()[-1]
+    assert f"0 failed, {expected[0]} notifications failed" in summary
+    assert ("the events, incidents and notifications step failed" in summary) is bool(expected[1])
+    ((_, values),) = rows(
+        influxd.url,
+        database,
+        'SELECT "sensors_failed", "notifications_failed", "alerts_failed", "exit_status" FROM "JOB_HEALTH"',
+    )
+    assert [row[1:] for row in values] == [[0, *expected, 1]]
 
 
 @pytest.fixture
 def webhook():
-    """A local receiver standing in for Slack/Teams (no real one is reachable here): it keeps every body."""
+    """A local receiver standing in for Slack/Teams (no real one is reachable here): it keeps every body
+    and every Authorization header."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    received = []
+    received, authorizations = [], []
 
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            authorizations.append(self.headers["Authorization"])
             self.send_response(200)
             self.end_headers()
 
@@ -385,13 +432,13 @@ def webhook():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-path", received
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-path", received, authorizations
     server.shutdown()
 
 
 def test_events_become_annotations_incidents_and_one_message_each(scoring, influxd, webhook, tmp_path):
     predict, _scores, anomalies, database = scoring
-    url, received = webhook
+    url, received, _ = webhook
     args = ["--notify-cooldown", "0s", "--incident-tag", "siteRef", "--state-file", str(tmp_path / "state.json")]
     first = predict("--now", (NOW - pd.Timedelta(hours=9)).isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert first.returncode == 0, first.stderr
@@ -413,6 +460,28 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, influ
         assert any(anomaly.start <= s < anomaly.stop + WINDOW * INTERVAL for s in starts), anomaly
     again = predict("--now", NOW.isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert again.returncode == 0 and len(received) == len(keys)  # nothing new: nothing sent
+
+
+def test_a_webhook_url_with_a_user_and_password_sends_them_as_basic_auth_and_logs_neither(scoring, webhook, tmp_path):
+    predict, _, _, _ = scoring
+    url, received, authorizations = webhook
+    with_credentials = url.replace("http://", "http://hook:hunter2@")
+    result = predict(
+        "--now", NOW.isoformat(), "--state-file", str(tmp_path / "s.json"), env={"SENSOR_NOTIFY_URL": with_credentials}
+    )
+    assert result.returncode == 0, result.stderr
+    assert received and set(authorizations) == {"Basic " + base64.b64encode(b"hook:hunter2").decode("ascii")}
+    assert "hunter2" not in result.stderr and "secret-path" not in result.stderr
+
+
+def test_a_bad_webhook_url_stops_the_job_before_it_scores_without_showing_the_url(scoring):
+    predict, scores, _, _ = scoring
+    url = "http://hook:hunter2@127.0.0.1:badport/hooks/secret-path"
+    result = predict("--now", NOW.isoformat(), env={"SENSOR_NOTIFY_URL": url})
+    assert result.returncode == 2
+    assert "--notify-url / SENSOR_NOTIFY_URL: the webhook URL has a port that is not a number" in result.stderr
+    assert "hunter2" not in result.stderr and "secret-path" not in result.stderr and "badport" not in result.stderr
+    assert scores(QUIET).empty
 
 
 def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, influxd):

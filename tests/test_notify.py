@@ -3,6 +3,8 @@ incident lines (tables of tiny cases checked by eye), and post() against a local
 
 from __future__ import annotations
 
+import argparse
+import base64
 import copy
 import json
 import socket
@@ -10,6 +12,7 @@ import threading
 import traceback
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -19,14 +22,15 @@ from conftest import rows
 
 import influx_interact
 from anomaly.alerts.annotations import annotation_id, annotation_lines, chronograf_lines
-from anomaly.alerts.announce import AlertSettings, announce
+from anomaly.alerts.announce import AlertSettings, add_arguments, announce, settings_from_args
 from anomaly.alerts.delivery import due_notifications, mark_sent
 from anomaly.alerts.events import MISSING, Event, events, outages
 from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import Context, message, payload
 from anomaly.alerts.resume import resume, tracked_events
 from anomaly.alerts.state import dump_state, load_state, new_state
-from anomaly.alerts.webhook import NotifyError, post, redact_url
+from anomaly.alerts.webhook import NotifyError, post, redact_url, url_problem
+from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Common, Connection, Schema, SensorConfig
 from tools import local_influxd
@@ -780,6 +784,21 @@ def test_post_connection_refused(no_proxy):
     assert "pw" not in str(caught.value) and caught.value.transient
 
 
+def test_post_sends_the_user_and_password_of_the_url_as_basic_auth(receiver):
+    """As curl does: percent-escapes in them are undone, and they are not part of the host."""
+    base, url = receiver
+    with_credentials = url.replace("http://", "http://hook%40user:hun%3Ater2@")
+    post(with_credentials, {"text": "x"}, timeout=5)
+    ((path, headers, _),) = Receiver.received
+    assert path == f"{SECRET_PATH}?{SECRET_QUERY}"
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"hook@user:hun:ter2").decode("ascii")
+    Receiver.status, Receiver.answer = 401, b"bad credentials for hook@user"
+    with pytest.raises(NotifyError, match="HTTP 401") as caught:
+        post(with_credentials, {"text": "x"}, timeout=5)
+    assert_no_secret(caught.value, base)
+    assert "ter2" not in str(caught.value) and "user" not in str(caught.value)
+
+
 def test_post_times_out_on_a_server_that_never_answers(no_proxy):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -804,6 +823,40 @@ def test_post_times_out_on_a_server_that_never_answers(no_proxy):
 )
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("https://hooks.slack.com/services/T/B/X", None),
+        ("http://user:s3cret@127.0.0.1:9000/x?sig=1", None),
+        ("ftp://user:s3cret@example.com/x", "does not start with http:// or https://"),
+        ("user:s3cret@example.com/x", "does not start with http:// or https://"),
+        ("https:///s3cret", "has no host"),
+        ("https://user:s3cret@example.com:99999/x", "has a port that is not a number from 0 to 65535"),
+        ("https://user:s3cret@example.com:port/x", "has a port that is not a number from 0 to 65535"),
+        pytest.param(
+            "https://user:s3/cret@example.com/x", "has a port that is not a number from 0 to 65535", id="/ in password"
+        ),
+        ("https://[::1/s3cret", "cannot be read as a URL (a [ without its ])"),
+        ("https://example.com/s3cret\n", "contains a space or a line break"),
+    ],
+)
+def test_url_problem(url, problem):
+    assert url_problem(url) == problem
+
+
+def test_a_bad_notify_url_is_refused_at_start_up_without_echoing_it():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    url = "https://hook:s3cret@example.com:port/s3cretT0ken"
+    args = parser.parse_args(["--notify-url", url], argparse.Namespace(shard=None))
+    with pytest.raises(ConfigError) as caught:
+        settings_from_args(args, Path("models"))
+    assert str(caught.value) == (
+        "--notify-url / SENSOR_NOTIFY_URL: the webhook URL has a port that is not a number from 0 to 65535 "
+        "(the URL is a secret, so it is not shown)"
+    )
 
 
 def test_post_refuses_an_invalid_url_without_echoing_it():
@@ -837,13 +890,13 @@ def test_announce_annotates_outages_across_runs_and_never_sends_or_groups_them(i
 
     def run_at(now: pd.Timestamp, scored: dict[str, pd.DataFrame]) -> dict[str, int]:
         common = Common(connection, Schema(), (), None, SensorConfig({}, {}), I, HOUR, tmp_path, 100, now)
-        counts = {"notify_failed": 0}
+        counts = {"notifications_failed": 0}
         with influx_interact.connect(connection, Schema()) as db:
             announce(db, settings, common, pd.Timedelta(days=7), scored, counts)
         return counts
 
-    assert run_at(t(4), {"a": points("..xx"), "b": points("..mm")}) == {"notify_failed": 0}
-    assert run_at(t(8), {"a": points("x...", first=4), "b": points("mm..", first=4)}) == {"notify_failed": 0}
+    assert run_at(t(4), {"a": points("..xx"), "b": points("..mm")}) == {"notifications_failed": 0}
+    assert run_at(t(8), {"a": points("x...", first=4), "b": points("mm..", first=4)}) == {"notifications_failed": 0}
 
     found = rows(
         influxd.url,

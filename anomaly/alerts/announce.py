@@ -23,7 +23,7 @@ from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import STYLES, Context, payload
 from anomaly.alerts.resume import mark_announced, resume, tracked_events, unannounced
 from anomaly.alerts.state import dump_state, load_state
-from anomaly.alerts.webhook import NotifyError, post
+from anomaly.alerts.webhook import NotifyError, post, url_problem
 from anomaly.errors import ConfigError
 from anomaly.files import check_writable, write_atomic
 from anomaly.settings import Common
@@ -121,6 +121,11 @@ def default_state_file(common: Common, shard: str | None) -> Path:
 
 def settings_from_args(args: argparse.Namespace, common: Common) -> AlertSettings:
     """Validate the flags of ``add_arguments``; ``args.shard`` and the output name the default state file."""
+    problem = url_problem(args.notify_url) if args.notify_url else None
+    if problem:
+        raise ConfigError(
+            f"--notify-url / SENSOR_NOTIFY_URL: the webhook URL {problem} (the URL is a secret, so it is not shown)"
+        )
     return AlertSettings(
         events_measurement=args.events_measurement or None,
         chronograf_annotations=args.chronograf_annotations,
@@ -199,7 +204,7 @@ def _send(url: str, due: list[Item], settings: AlertSettings, common: Common, co
             post(url, payload(item, settings.notify_style, context), common.connection.timeout_s)
         except NotifyError as e:
             logger.error("notification not sent: %s", e)
-            counts["notify_failed"] += 1
+            counts["notifications_failed"] += 1
             if e.transient:
                 break
         else:
@@ -219,10 +224,10 @@ def announce(
     and its intervals without readings into outages: annotations only, never an incident or a message.
 
     ``scored``: sensor id -> the run's scores frame (index window ends; columns ``loss``, ``threshold``,
-    ``anomaly``, ``kind``); ``max_catchup`` bounds how far back group tags are read; failed sends are counted
-    in ``counts["notify_failed"]``. The state file remembers ongoing events and outages and what was sent, so
-    an event or an outage that lasts several runs stays one and nothing is sent twice. Raises OSError when
-    the state file cannot be written, and the database's error when a write fails.
+    ``anomaly``, ``kind``); ``max_catchup`` bounds how far back group tags are read; failed sends are
+    counted in ``counts["notifications_failed"]``. The state file remembers ongoing events and outages and
+    what was sent, so an event or an outage that lasts several runs stays one and nothing is sent twice.
+    Raises OSError when the state file cannot be written, and the database's error when a write fails.
     """
     if not settings.enabled:
         return
@@ -259,14 +264,14 @@ def announce(
     _write_lines(db, settings, common, found, found_incidents, silent)
     sent: list[Item] = []
     writable = _state_writable(settings.state_file)
+    if not writable:
+        counts["alerts_failed"] = 1
     if settings.notify_url and writable:
         # An item that starts after now (a replay with --now moved back) is not news yet.
         candidates: list[Item] = [*found_incidents, *(e for e in known if e.sensor_id not in groups)]
         items = [i for i in candidates if i.start <= now]
         due, state = due_notifications(items, state, settings.notify_cooldown, now, settings.notify_max_age)
         sent = _send(settings.notify_url, due, settings, common, counts)
-    elif settings.notify_url:
-        counts["notify_failed"] += 1
     state = mark_announced(mark_sent(state, sent, now), last_scored)
     if writable and (scored or text is not None):
         settings.state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
-"""Sending one message to a webhook, the only network call of the alerts. A webhook URL's path and query
-are its secret, so nothing this module raises or logs holds more of the URL than scheme://host."""
+"""Sending one message to a webhook, the only network call of the alerts. A webhook URL's path, query and
+user:password are its secret, so nothing this module raises or logs holds more of the URL than scheme://host."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -13,7 +14,8 @@ from collections.abc import Mapping
 
 
 class NotifyError(RuntimeError):
-    """A webhook could not be reached or refused the message. The text never holds the URL's path or query.
+    """A webhook could not be reached or refused the message. The text never holds the URL's path, query,
+    user or password.
 
     ``status`` is the HTTP status when there was an answer, else None.
     """
@@ -28,16 +30,35 @@ class NotifyError(RuntimeError):
         return self.status is None or self.status == 429 or self.status >= 500
 
 
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a webhook URL, in words that quote none of it; None when usable.
+
+    Checked at start-up, so a typo stops the job at once instead of at its first anomaly.
+    """
+    if any(c.isspace() for c in url):
+        return "contains a space or a line break"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "cannot be read as a URL (a [ without its ])"
+    if parts.scheme not in ("http", "https"):
+        return "does not start with http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    try:
+        _ = parts.port
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    return None
+
+
 def redact_url(url: str) -> str:
     """``scheme://host[:port]`` of an http(s) URL, the only part of a webhook URL that may be logged;
     ``<invalid URL>`` for anything else."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except (ValueError, TypeError, AttributeError):
+    if url_problem(url) is not None:
         return "<invalid URL>"
-    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in url):
-        return "<invalid URL>"
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port
     netloc = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{netloc}" + (f":{port}" if port is not None else "")
 
@@ -45,18 +66,38 @@ def redact_url(url: str) -> str:
 def _scrub(text: str, url: str) -> str:
     """Remove every secret part of ``url`` from a text that may be logged."""
     parts = urllib.parse.urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, _, password = userinfo.partition(":")
     secrets = [
         url,
         parts.path + ("?" + parts.query if parts.query else ""),
         parts.path,
         parts.query,
-        parts.netloc.rpartition("@")[0],
+        userinfo,
+        user,
+        password,
+        urllib.parse.unquote(user),
+        urllib.parse.unquote(password),
         urllib.parse.unquote(parts.path),
     ]
     for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
         if secret != "/":
             text = text.replace(secret, "…")
     return " ".join(text.split())
+
+
+def _credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its ``user:password@``, and those as an HTTP Basic header, as curl sends them
+    (urllib would take them for part of the host name)."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, {}
+    user, _, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), {
+        "Authorization": "Basic " + base64.b64encode(pair).decode("ascii")
+    }
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -79,18 +120,25 @@ def _reason(error: BaseException) -> str:
 def post(url: str, body: Mapping, timeout: float) -> None:
     """POST ``body`` as UTF-8 JSON to a webhook; return on a 2xx answer, else raise ``NotifyError``.
 
-    ``timeout`` (seconds) bounds the connection and each read. Redirects are not followed; proxies come
-    from the usual environment variables (https_proxy, no_proxy).
+    ``timeout`` (seconds) bounds the connection and each read. A ``user:password@`` in the URL is sent as
+    HTTP Basic auth. Redirects are not followed; proxies come from the usual environment variables
+    (https_proxy, no_proxy).
     """
+    problem = url_problem(url)
+    if problem:
+        raise NotifyError(f"the webhook URL {problem}")
     where = redact_url(url)
-    if where == "<invalid URL>":
-        raise NotifyError("the webhook URL is not an http(s) URL with a host")
+    target, auth = _credentials(url)
     data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
     request = urllib.request.Request(
-        url,
+        target,
         data=data,
         method="POST",
-        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "sensor-anomaly-notify"},
+        headers={
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "sensor-anomaly-notify",
+            **auth,
+        },
     )
     opener = urllib.request.build_opener(_NoRedirect)
     try:
