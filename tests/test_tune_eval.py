@@ -202,6 +202,21 @@ def test_ratio_and_k_are_tuned_together_and_the_ratios_written_are_the_ones_for_
     assert {s: tuned_ratio(only.stdout, s) for s in (LABELLED, UNLABELLED)} == new
 
 
+def test_a_ratio_changes_only_for_a_better_event_f1(scored):
+    """Issue 11: ties went to the largest ratio (1 -> 5 for the same event F1, 75 minutes later). A ratio that
+    already gives the best event F1 in the tuning range is kept, as is the one a first tuning chose."""
+    tool, *_ = scored
+    args = ("sensor_tune.py", *TUNE, "--sensor", LABELLED, "--min-consecutive-grid", "1")
+    first, _ = tool(*args, ratios={"default": 1})
+    chosen = tuned_ratio(first.stdout, LABELLED)
+    for current in (1.5, chosen):
+        result, _ = tool(*args, ratios={"default": 1, LABELLED: current})
+        assert result.returncode == 0, result.stderr
+        line = next(t for t in result.stdout.splitlines() if t.startswith(LABELLED))
+        before, after = (float(f) for f in line.split("event F1 ")[1].split(",")[0].split(" -> "))
+        assert tuned_ratio(result.stdout, LABELLED) == current or after > before, line
+
+
 def test_tuning_refuses_to_overlap_the_evaluation_range_unless_told(scored):
     tool, *_ = scored
     overlap = [
