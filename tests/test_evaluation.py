@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly import evaluation, review, tuning
+from anomaly import evaluation, report, review, tuning
 from anomaly.detect import Context, Rules
 from anomaly.errors import ConfigError
 from anomaly.evaluation import decided_flags, evaluate, flags_for_ratio, label_events, labels_on_grid, tune_ratio
@@ -399,6 +399,20 @@ def test_missing_points_are_neither_scored_nor_flagged_in_a_review():
     got = evaluate(scores["anomaly"], labels(), WINDOW, INTERVAL)
     assert (got.windows, got.flagged_windows, got.flag_runs, got.false_alarms) == (3, 1, 1, 1)
     assert list(review.stored_loss(stored).index) == [T[2], T[5], T[6]]
+
+
+def test_the_line_of_a_sensor_without_labels_says_so_instead_of_event_counts():
+    # Issue 11: its NaN event counts went to a %d and printed a logging traceback instead of the line.
+    scores = pd.DataFrame({"anomaly": flags(".xx..x...x")})
+    evaluated = [
+        report.evaluate_sensor("s", scores, marked, ModelFacts(WINDOW, 1.0, note), T[2], T[11] + INTERVAL, INTERVAL)
+        for marked, note in [(None, ""), (None, "no model"), (T[[2, 3]], "")]
+    ]
+    assert [report.result_line(r) for r in evaluated] == [
+        "10 windows, 4 flagged in 3 runs; no labels: nothing to evaluate",
+        "10 windows, 4 flagged in 3 runs; no labels: nothing to evaluate (no model)",
+        "10 windows, 1 of 1 events detected, 2 false alarms",
+    ]
 
 
 # ---------------------------------------------------------------- ratio and K together

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,18 @@ def test_the_evaluation_report_has_a_row_per_sensor_a_fleet_row_and_pictures(sco
     assert "| **fleet** |" in markdown and f"| {LABELLED} |" in markdown
     pictures = sorted(p.name for p in out.glob("*.png"))
     assert len(pictures) == 2 and all((out / p).stat().st_size > 10_000 for p in pictures)
+
+
+def test_a_sensor_without_labels_gets_one_clear_line_and_no_traceback(scored):
+    # Issue 11: its event counts are NaN, and formatting them with %d printed a logging traceback instead.
+    tool, _, workdir, *_ = scored
+    result, _ = tool("sensor_evaluate.py", *EVAL, "--output", str(workdir / "report-lines"), "--no-plots")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "--- Logging error ---" not in result.stderr, result.stderr
+    (quiet,) = [line for line in result.stderr.splitlines() if f"sensor {UNLABELLED!r}" in line]
+    assert re.search(r"\d+ windows, \d+ flagged in \d+ runs; no labels: nothing to evaluate$", quiet), quiet
+    (labelled,) = [line for line in result.stderr.splitlines() if f"sensor {LABELLED!r}" in line]
+    assert "of 3 events detected" in labelled
 
 
 def test_labels_from_csv_give_the_same_events_and_a_bad_row_names_its_line(scored):
