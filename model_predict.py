@@ -65,7 +65,7 @@ def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
                 saved.metadata.sensor_id,
             ) from None
     else:
-        weights = store.load_weights(saved.paths["weights"], saved.sha256["weights"])
+        weights = store.load_weights(saved.paths["weights"], saved.sha256["weights"], saved.metadata.sensor_id)
     return SensorModel(saved.metadata, weights, keras_model)
 
 

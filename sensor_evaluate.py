@@ -114,16 +114,7 @@ def evaluate_chunk(
             logger.exception("sensor %r: failed", sensor_id)
             yield None
             continue
-        m = result.metrics
-        logger.info(
-            "sensor %r: %d windows, %d of %d events detected, %d false alarms%s",
-            sensor_id,
-            m.windows,
-            m.events_detected,
-            m.events,
-            m.false_alarms,
-            f" ({'; '.join(result.notes)})" if result.notes else "",
-        )
+        logger.info("sensor %r: %s", sensor_id, report.result_line(result))
         yield result
 
 

@@ -17,7 +17,8 @@ missing data in the last 24 hours.
 Each sensor gets one status word, the first that applies:
 
     damaged model        metadata.json unreadable, of another format, without a field the scorer needs,
-                         naming missing files or another sensor
+                         naming missing files or another sensor; or weights the scorer refuses (checksum
+                         mismatch, truncated, inconsistent shapes): every scoring run fails this sensor
     no model             the scorer skips it until it is trained
     window changed       time_step_sizes.json (or --interval) now wants another window than the model's:
                          the scorer skips it until it is retrained
@@ -36,11 +37,14 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
+import model_predict
 from anomaly import runner, settings, status, table, times
 from anomaly.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from anomaly.metadata import ModelMetadata
 from anomaly.settings import Common
 from influx_interact import Database
 
@@ -98,13 +102,19 @@ def settings_from_args(args: argparse.Namespace) -> StatusSettings:
     return StatusSettings(common=common, lookback=lookback, limits=limits, json=args.json)
 
 
+def scorer_metadata(directory: Path) -> ModelMetadata:
+    """A model's metadata, once loaded and verified as sensor_predict.py loads it with its default engine
+    (numpy): the .keras file, which only --engine keras reads, is not opened, since that needs TensorFlow."""
+    return model_predict.load_sensor_model(directory).metadata
+
+
 def run(settings: StatusSettings, db: Database) -> runner.Outcome:
     began = time.monotonic()
     common = settings.common
     if not common.models_dir.exists():
         logger.warning("models directory %s does not exist: no sensor has a model", common.models_dir)
     try:
-        models = status.read_models(common.models_dir)
+        models = status.read_models(common.models_dir, scorer_metadata)
     except OSError as e:
         logger.error("cannot read the models directory %s: %s", common.models_dir, e)
         return runner.Outcome(EXIT_FAILED)

@@ -353,6 +353,20 @@ def _change(ratio: float, current: float) -> float:
     return round(abs(math.log(ratio / current)), 9)
 
 
+def preferred(scores: Sequence[float], ratios: Sequence[float], delays: Sequence[float], current: float) -> int:
+    """The index of the candidate ratio to choose: the highest score (NaN lowest); among equal scores the
+    smallest change from the ``current`` ratio, so a tuning that finds nothing better leaves a sensor as it
+    is; then the shortest mean delay in minutes (NaN, nothing detected: longest); then the larger ratio,
+    which flags less. ``scores``, ``ratios`` and ``delays`` are parallel, one entry per candidate."""
+
+    def key(i: int) -> tuple[float, float, float, float]:
+        score = -math.inf if math.isnan(scores[i]) else scores[i]
+        delay = math.inf if math.isnan(delays[i]) else delays[i]
+        return score, -_change(ratios[i], current), -delay, ratios[i]
+
+    return max(range(len(ratios)), key=key)
+
+
 def tune_ratio(
     loss: pd.Series,
     threshold: float,
@@ -379,7 +393,7 @@ def tune_ratio(
     (training's --alarm-budget, calibration.py), or, when none does, the fewest false alarms per week.
 
     Ties go to the smallest change from the ``current`` ratio, then to the shortest mean detection delay,
-    then to the larger ratio.
+    then to the larger ratio (``preferred``).
 
     Flags come from ``decided_flags`` with ``rules(ratio)`` (default: ``threshold * ratio`` and no other
     rule) and ``context`` (default: just the interval).
@@ -428,11 +442,6 @@ def tune_ratio(
             key = -table["false_alarms_per_week"]
     else:
         raise ValueError("no labelled event has a scored window in this range: nothing to tune on")
-    key = key.astype("float64").fillna(-math.inf)
-    delay = table["mean_delay_min"].fillna(math.inf)
-    best = max(
-        range(len(table)),
-        key=lambda i: (key.iloc[i], -_change(table["ratio"].iloc[i], current), -delay.iloc[i], table["ratio"].iloc[i]),
-    )
+    best = preferred(key.astype("float64").tolist(), table["ratio"].tolist(), table["mean_delay_min"].tolist(), current)
     table["chosen"] = table.index == best
     return float(table["ratio"].iloc[best]), table

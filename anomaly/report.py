@@ -19,6 +19,7 @@ from anomaly import evaluation, plot, times
 from anomaly.review import ModelFacts
 
 LABEL_COLOR = "#e69f00"
+NO_LABELS = "no labels"  # the note of a sensor without labels
 UNLABELLED_KEPT = ("windows", "flagged_windows", "flag_runs", "weeks")
 MARKDOWN_COLUMNS = (  # (header, Metrics field or key, format)
     ("sensor", "sensor", "{}"),
@@ -63,7 +64,7 @@ def evaluate_sensor(
     label_start = start - (facts.window - 1) * interval
     grid = evaluation.labels_on_grid(labelled if labelled is not None else [], label_start, stop, interval)
     if labelled is None:
-        notes.append("no labels")
+        notes.append(NO_LABELS)
     if scores.empty:
         notes.append("no scores in range")
     metrics = evaluation.evaluate(scores["anomaly"], grid, facts.window, interval)
@@ -72,6 +73,19 @@ def evaluate_sensor(
         nan = {name: math.nan for name in evaluation.METRIC_NAMES if name not in UNLABELLED_KEPT}
         metrics = evaluation.Metrics(**dict(asdict(metrics), **nan))
     return SensorResult(sensor_id, facts.window, metrics, tuple(notes))
+
+
+def result_line(result: SensorResult) -> str:
+    """What the job logs of one sensor as it finishes. A sensor without labels has no event counts (NaN,
+    not 0: nothing says what it should have flagged), so its line gives what was scored and flagged and
+    says there is nothing to evaluate, rather than numbers that would read as a result."""
+    m = result.metrics
+    notes = [n for n in result.notes if n != NO_LABELS]
+    if NO_LABELS in result.notes:
+        text = f"{m.windows} windows, {m.flagged_windows} flagged in {m.flag_runs} runs; no labels: nothing to evaluate"
+    else:
+        text = f"{m.windows} windows, {m.events_detected} of {m.events} events detected, {m.false_alarms} false alarms"
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def cell(value: object, fmt: str) -> str:
@@ -87,7 +101,7 @@ def summary_rows(results: Sequence[SensorResult]) -> list[dict[str, object]]:
     rows = [
         {"sensor": r.sensor_id, "window": r.window, **asdict(r.metrics), "note": "; ".join(r.notes)} for r in results
     ]
-    labelled = [r.metrics for r in results if "no labels" not in r.notes]
+    labelled = [r.metrics for r in results if NO_LABELS not in r.notes]
     fleet = evaluation.combine(labelled)
     rows.append(
         {

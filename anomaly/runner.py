@@ -67,15 +67,19 @@ class Job(Generic[S]):
         return parser
 
 
+def lock_path(models_dir: Path, job: str) -> Path:
+    """The lock file of one job and models directory, in the temporary directory, not the models directory,
+    so scorers can run on a read-only copy of the models. Every run on the host must see the same file, so
+    the deploy units must not give the job a private /tmp (tests/test_deploy_files.py checks)."""
+    key = hashlib.sha256(str(models_dir.resolve()).encode("utf-8")).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"sensor-anomaly-{job}-{key}.lock"
+
+
 @contextlib.contextmanager
 def job_lock(models_dir: Path, job: str) -> Iterator[Path]:
-    """Hold a per-host lock for one job and models directory; a second run raises LockedError at once.
-
-    The lock file lives in the temporary directory, not the models directory, so scorers can run on
-    a read-only copy of the models; the kernel releases it when the process ends, however it ends.
-    """
-    key = hashlib.sha256(str(models_dir.resolve()).encode("utf-8")).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"sensor-anomaly-{job}-{key}.lock"
+    """Hold a per-host lock for one job and models directory (``lock_path``); a second run raises
+    LockedError at once. The kernel releases it when the process ends, however it ends."""
+    path = lock_path(models_dir, job)
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

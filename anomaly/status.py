@@ -2,14 +2,15 @@
 status word per sensor (``sensor_status``; sensor_status.py's help says what each means), and the fleet
 summary. table.py shows it as text; ``render_json`` for machines.
 
-A model is read through the one metadata schema (``store.load``, ``ModelMetadata``), so the status calls
-usable exactly the models the scorer can use.
+A model is read by the scorer's own loader, which the job passes in (``read_models``): the metadata schema
+(``store.load``, ``ModelMetadata``) and the checksums and shapes of the weights, so the status calls usable
+exactly the models the scorer can use.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,12 @@ def model_info(directory: str, record: Mapping[str, Any]) -> ModelInfo:
         return damaged(directory, e)
 
 
-def read_models(models_dir: Path) -> list[ModelInfo]:
-    """Every model directory (one holding metadata.json) in ``models_dir``, usable or damaged. Model files
-    are not checked against their checksums: the status reads none of them.
+def read_models(models_dir: Path, load: Callable[[Path], ModelMetadata]) -> list[ModelInfo]:
+    """Every model directory (one holding metadata.json) in ``models_dir``, usable or damaged.
+
+    ``load`` is the scorer's loader (sensor_status.py wraps ``model_predict.load_sensor_model``): it returns a
+    model directory's metadata or raises ArtifactError. A model it refuses, say for weights that fail
+    their checksum, fails every scoring run, so it must not look usable here.
 
     Raises OSError when the directory cannot be listed; a missing directory holds no models.
     """
@@ -163,11 +167,11 @@ def read_models(models_dir: Path) -> list[ModelInfo]:
         if not directory.is_dir() or not (directory / store.METADATA).exists():
             continue  # a training killed before its first commit leaves a directory but no model
         try:
-            saved = store.load(directory, verify=())
+            metadata = load(directory)
         except ArtifactError as e:
             models.append(damaged(directory.name, e))
             continue
-        models.append(usable(directory.name, saved.metadata))
+        models.append(usable(directory.name, metadata))
     return models
 
 

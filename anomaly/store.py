@@ -166,11 +166,12 @@ def load(directory: Path, verify: tuple[str, ...] = FILES) -> SavedModel:
     return SavedModel(metadata, paths, {key: str(checksums.get(key)) for key in FILES})
 
 
-def load_weights(path: Path, sha256: str) -> dict[str, np.ndarray]:
-    """The arrays of a weights file, checked against its checksum, for completeness and for shapes."""
+def load_weights(path: Path, sha256: str, sensor_id: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a weights file, checked against its checksum, for completeness and for shapes.
+    ``sensor_id``: the sensor the model's metadata names, carried by the error as ``load`` does."""
     content = path.read_bytes()
     if hashlib.sha256(content).hexdigest() != sha256:
-        raise ArtifactError(f"{path}: missing or damaged (checksum mismatch); retrain this sensor")
+        raise ArtifactError(f"{path}: missing or damaged (checksum mismatch); retrain this sensor", sensor_id)
     with np.load(io.BytesIO(content), allow_pickle=False) as data:
         weights = {name: data[name] for name in WEIGHT_NAMES if name in data}
     missing = set(WEIGHT_NAMES) - set(weights)
@@ -181,5 +182,5 @@ def load_weights(path: Path, sha256: str) -> dict[str, np.ndarray]:
         and weights["output_kernel"].shape == (units, 1)
     )
     if not shapes_ok:
-        raise ArtifactError(f"{path}: weights missing or of inconsistent shapes; retrain this sensor")
+        raise ArtifactError(f"{path}: weights missing or of inconsistent shapes; retrain this sensor", sensor_id)
     return weights

@@ -42,13 +42,19 @@ COLUMNS = (  # header, right-aligned
 
 def format_age(delta: pd.Timedelta) -> str:
     """An age in its largest whole unit: 59 s -> ``59s``, 90 s -> ``1m``, 5 h -> ``5h``, 12.5 d -> ``12d``.
-    A negative age (a time after now) keeps its sign. Cut, not exact: for reading, not for flags."""
+    Cut, not exact: for reading, not for flags.
+
+    A negative age is a time after now: --now replays a moment before the model was trained or the reading
+    stamped, or a clock runs ahead. It reads ``future``, which says just that: ``-5m`` looks like a fault of
+    the tool, and ``0s`` would call the model or the data brand new.
+    """
     seconds = int(delta.total_seconds())
-    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    if seconds < 0:
+        return "future"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            return f"{sign}{seconds // size}{unit}"
-    return f"{sign}{seconds}s"
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def printable(text: str) -> str:

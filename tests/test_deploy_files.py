@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import sensor_predict  # noqa: E402
 import sensor_training  # noqa: E402
-from anomaly import errors  # noqa: E402
+from anomaly import errors, runner  # noqa: E402
 
 DEPLOY = ROOT / "deploy"
 SCHEDULER = DEPLOY / "container-schedule.sh"
@@ -500,9 +501,30 @@ def test_timer_unit(unit_name, on_calendar):
     service = unit["Timer"].get("Unit", [f"{unit_name}.service"])[0]
     assert (DEPLOY / service).is_file() and service == f"{unit_name}.service"
     assert one(unit, "Install", "WantedBy", path.name) == "timers.target"
+    # README: both timers catch up a run missed while the machine was off (Issue 11: scoring's did not).
+    assert one(unit, "Timer", "Persistent", path.name) == "true"
     if unit_name == "sensor-training":
-        assert one(unit, "Timer", "Persistent", path.name) == "true"
         assert one(unit, "Timer", "RandomizedDelaySec", path.name)
+
+
+@pytest.mark.parametrize("unit_name", sorted(UNIT_SCRIPTS))
+def test_a_run_started_by_hand_finds_the_lock_of_the_units_run(unit_name, monkeypatch):
+    """README: a job's own lock makes a second run exit "even when started by hand beside the timer". Issue 11:
+    with PrivateTmp=true the unit's run had a /tmp of its own, and the lock there was invisible outside it."""
+    job = JOBS[UNIT_SCRIPTS[unit_name]].JOB
+    assert job.lock, f"{job.name} takes no lock: nothing to check"
+    for name in ("TMPDIR", "TEMP", "TMP"):  # neither the unit nor its EnvironmentFile sets one (checked below)
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    lock = runner.lock_path(Path(INSTALL_DIR) / "models", job.name)
+    service = read_unit(DEPLOY / f"{unit_name}.service")["Service"]
+    private = service.get("PrivateTmp", ["false"])[-1].lower() in ("true", "yes", "on", "1")
+    hidden = [d for d in ("/tmp", "/var/tmp") if private and lock.is_relative_to(d)]
+    assert not hidden, f"{unit_name}.service: PrivateTmp hides {hidden[0]}, where {job.name} keeps its lock {lock}"
+    moved = [
+        n for n in ("TMPDIR", "TEMP", "TMP") if n in documented_variables() or n in str(service.get("Environment"))
+    ]
+    assert not moved, f"{moved[0]} would move the lock of the unit's runs only"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly import evaluation, review, tuning
+from anomaly import evaluation, report, review, tuning
 from anomaly.detect import Context, Rules
 from anomaly.errors import ConfigError
 from anomaly.evaluation import decided_flags, evaluate, flags_for_ratio, label_events, labels_on_grid, tune_ratio
@@ -289,6 +289,27 @@ def test_equal_quality_and_equal_change_go_to_the_shorter_delay():
     assert list(table["event_f1"]) == [1.0, 1.0, 0.0] and list(table["mean_delay_min"].fillna(-1)) == [0, 15, -1]
 
 
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    "scores, ratios, delays, current, chosen",
+    [
+        # Issue 11: F1 tied at ratios 1 and 5; the largest was chosen, 75 minutes later. Now the one in place.
+        pytest.param([1.0, 1.0], [1.0, 5.0], [0.0, 75.0], 1.0, 0, id="tie: the current ratio stays"),
+        pytest.param([1.0, 1.0], [1.0, 5.0], [0.0, 75.0], 5.0, 1, id="tie: the current ratio stays even if slower"),
+        pytest.param([1.0, 1.0, 1.0], [1.5, 2.0, 5.0], [0, 0, 0], 1.0, 0, id="tie: the smallest change"),
+        pytest.param([1.0, 1.0], [0.8, 1.25], [15.0, 0.0], 1.0, 1, id="same change (x0.8, x1.25): shorter delay"),
+        pytest.param([1.0, 1.0], [0.8, 1.25], [NAN, 30.0], 1.0, 1, id="no detection is the longest delay"),
+        pytest.param([1.0, 1.0], [0.8, 1.25], [0.0, 0.0], 1.0, 1, id="all else equal: the larger ratio"),
+        pytest.param([0.5, 1.0], [1.0, 5.0], [0.0, 75.0], 1.0, 1, id="a better score wins whatever the change"),
+        pytest.param([NAN, 0.0], [1.0, 5.0], [NAN, NAN], 1.0, 1, id="an undefined score is the lowest"),
+    ],
+)
+def test_the_preferred_ratio(scores, ratios, delays, current, chosen):
+    assert evaluation.preferred(scores, ratios, delays, current) == chosen
+
+
 #   TWO_EVENTS without labels over 10 windows (150 min): each flag run is 10080/150 = 67.2 false alarms a week
 #   ratio 1.0: t3 t4 | t6 | t9 -> 3 runs (201.6); 1.6: t3 t4 | t9 -> 2 (134.4); 2.1, 2.6: t3 t4, t3 -> 1; 3.5: 0
 @pytest.mark.parametrize(
@@ -378,6 +399,20 @@ def test_missing_points_are_neither_scored_nor_flagged_in_a_review():
     got = evaluate(scores["anomaly"], labels(), WINDOW, INTERVAL)
     assert (got.windows, got.flagged_windows, got.flag_runs, got.false_alarms) == (3, 1, 1, 1)
     assert list(review.stored_loss(stored).index) == [T[2], T[5], T[6]]
+
+
+def test_the_line_of_a_sensor_without_labels_says_so_instead_of_event_counts():
+    # Issue 11: its NaN event counts went to a %d and printed a logging traceback instead of the line.
+    scores = pd.DataFrame({"anomaly": flags(".xx..x...x")})
+    evaluated = [
+        report.evaluate_sensor("s", scores, marked, ModelFacts(WINDOW, 1.0, note), T[2], T[11] + INTERVAL, INTERVAL)
+        for marked, note in [(None, ""), (None, "no model"), (T[[2, 3]], "")]
+    ]
+    assert [report.result_line(r) for r in evaluated] == [
+        "10 windows, 4 flagged in 3 runs; no labels: nothing to evaluate",
+        "10 windows, 4 flagged in 3 runs; no labels: nothing to evaluate (no model)",
+        "10 windows, 1 of 1 events detected, 2 false alarms",
+    ]
 
 
 # ---------------------------------------------------------------- ratio and K together

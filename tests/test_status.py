@@ -4,12 +4,15 @@ as a process after both jobs."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import rows, run_job
 
+import sensor_status
 from anomaly import status as st
 from anomaly import store, table
 from anomaly.metadata import FORMAT_VERSION
@@ -306,7 +309,9 @@ def test_summary_names_at_most_ten_sensors():
         (86399, "23h"),
         (86400, "1d"),
         (12.5 * 86400, "12d"),
-        (-300, "-5m"),
+        (-300, "future"),  # Issue 11: was -5m; a time after --now is in the future, not a negative age
+        (-300 * 86400, "future"),
+        (-0.5, "0s"),
     ],
 )
 def test_format_age(seconds, text):
@@ -428,14 +433,25 @@ def test_json_is_sorted_and_indented_with_rfc3339_times():
 # ---------------------------------------------------------------- the models directory
 
 
+UNITS = 2  # LSTM units of the weights _write_model writes
+
+
 def _write_model(models_dir: Path, sensor_id: str, **changes) -> Path:
+    """A model directory as training commits it: weights the scorer can load, the other files stand-ins (the
+    default engine reads neither), every checksum true."""
     directory = store.sensor_dir(models_dir, sensor_id)
     directory.mkdir(parents=True)
     files = {key: f"{key}-1.bin" for key in store.FILES}
     for name in files.values():
         (directory / name).write_bytes(b"x")
+    shapes = {"encoder_kernel": (1, 4 * UNITS), "output_kernel": (UNITS, 1), "output_bias": (1,)}
+    with open(directory / files["weights"], "wb") as f:
+        np.savez(f, **{name: np.zeros(shapes.get(name, (UNITS, 4 * UNITS)), "float32") for name in store.WEIGHT_NAMES})
     record = dict(
-        metadata(sensor_id), format_version=FORMAT_VERSION, files=files, sha256=dict.fromkeys(files, "0" * 64)
+        metadata(sensor_id),
+        format_version=FORMAT_VERSION,
+        files=files,
+        sha256={key: store.sha256_file(directory / name) for key, name in files.items()},
     )
     record.update(changes)
     (directory / store.METADATA).write_text(json.dumps(record))
@@ -443,20 +459,31 @@ def _write_model(models_dir: Path, sensor_id: str, **changes) -> Path:
 
 
 def test_read_models_lists_usable_and_damaged_models_and_skips_the_rest(tmp_path):
-    good = _write_model(tmp_path, "good")  # checksums are not verified: the status reads no model file
+    good = _write_model(tmp_path, "good")
     (_write_model(tmp_path, "truncated") / store.METADATA).write_text('{"sensor_id": "trunc')
     (_write_model(tmp_path, "no weights") / "weights-1.bin").unlink()
     _write_model(tmp_path, "future format", format_version=999)
     (_write_model(tmp_path, "uncommitted") / store.METADATA).unlink()
+    # Issue 11: weights that fail their checksum fail every scoring run, yet the status called them ok.
+    cut = _write_model(tmp_path, "cut weights") / "weights-1.bin"
+    cut.write_bytes(cut.read_bytes()[:100])
+    flipped = _write_model(tmp_path, "flipped weights") / "weights-1.bin"
+    flipped.write_bytes(flipped.read_bytes()[:-1] + b"!")
     (tmp_path / "README").write_text("not a model")
-    found = {m.directory: m for m in st.read_models(tmp_path)}
-    assert len(found) == 4
+    found = {m.directory: m for m in st.read_models(tmp_path, sensor_status.scorer_metadata)}
+    assert len(found) == 6
     assert found[good.name].problem is None and found[good.name].sensor_id == "good"
     problems = {d.rsplit("-", 1)[0]: m.problem for d, m in found.items() if m.problem}
     assert "unreadable metadata" in problems["truncated"]
     assert "missing or damaged" in problems["no_weights"]
     assert "format version 999" in problems["future_format"]
-    assert st.read_models(tmp_path / "nowhere") == []
+    for name, path in (("cut weights", cut), ("flipped weights", flipped)):
+        info = found[path.parent.name]
+        assert (
+            info.sensor_id == name
+            and info.problem == f"{path}: missing or damaged (checksum mismatch); retrain this sensor"
+        )
+    assert st.read_models(tmp_path / "nowhere", sensor_status.scorer_metadata) == []
 
 
 # ---------------------------------------------------------------- errors at the edges
@@ -493,9 +520,13 @@ GAPS = [
 ]
 
 
-def test_status_after_training_and_scoring(influxd, database, tmp_path):
-    """Two sensors trained and scored, one of them with two outages of its data, a third with data only; the
-    status agrees with the models and the database."""
+@pytest.fixture(scope="module")
+def fleet(influxd, tmp_path_factory):
+    """Two sensors trained and scored, one of them with two outages of its data, a third with data only.
+    Returns (database, work directory, the flags every job gets, environment, metadata by sensor id)."""
+    workdir = tmp_path_factory.mktemp("status")
+    database = "status_fleet"
+    local_influxd.query(influxd.url, f'CREATE DATABASE "{database}"')
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
     index = pd.date_range(NOW - pd.Timedelta(days=3), NOW, freq="15min", inclusive="left")
     lines = []
@@ -506,15 +537,15 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
                 values = values[(values.index < start) | (values.index >= stop)]
         lines += sensor_data.readings_lines(sensor_id, values.index, values.to_numpy())
     local_influxd.write(influxd.url, database, lines)
-    (tmp_path / "ratios.json").write_text(json.dumps({TRAINED[0]: 0.01}))  # flags nearly every window
-    (tmp_path / "windows.json").write_text("{}")
+    (workdir / "ratios.json").write_text(json.dumps({TRAINED[0]: 0.01}))  # flags nearly every window
+    (workdir / "windows.json").write_text("{}")
     common = [
         "--models-dir",
-        str(tmp_path / "models"),
+        str(workdir / "models"),
         "--ratios",
-        str(tmp_path / "ratios.json"),
+        str(workdir / "ratios.json"),
         "--windows",
-        str(tmp_path / "windows.json"),
+        str(workdir / "windows.json"),
         "--now",
         NOW.isoformat(),
     ]
@@ -537,29 +568,36 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
             TRAINED[1],
         ],
         env,
-        tmp_path,
+        workdir,
     )
     assert train.returncode == 0, train.stderr
     predict = run_job(
         "sensor_predict.py",
         [*common, "--delay", "0s", "--first-run", "2d", "--no-cold-start", "--threshold", "fixed"],
         env,
-        tmp_path,
+        workdir,
     )
     assert predict.returncode == 0, predict.stderr
     saved = {}
-    for path in (tmp_path / "models").glob("*/metadata.json"):
+    for path in (workdir / "models").glob("*/metadata.json"):
         record = json.loads(path.read_text())
         saved[record["sensor_id"]] = record
     assert sorted(saved) == sorted(TRAINED)
-    stray = tmp_path / "models" / "stray-000000000000"
+    return database, workdir, common, env, saved
+
+
+def test_status_after_training_and_scoring(influxd, fleet):
+    """The status of the fleet, with a stray damaged directory and a window changed, agrees with the models
+    and the database."""
+    database, workdir, common, env, saved = fleet
+    stray = workdir / "models" / "stray-000000000000"
     stray.mkdir()
     (stray / "metadata.json").write_text("{")
-    (tmp_path / "windows-now.json").write_text(json.dumps({TRAINED[1]: 20}))
+    (workdir / "windows-now.json").write_text(json.dumps({TRAINED[1]: 20}))
 
     def status(*extra):
-        args = [*common, "--windows", str(tmp_path / "windows-now.json"), *extra]
-        result = run_job("sensor_status.py", args, env, tmp_path)
+        args = [*common, "--windows", str(workdir / "windows-now.json"), *extra]
+        result = run_job("sensor_status.py", args, env, workdir)
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         return result.stdout
@@ -655,3 +693,48 @@ def test_status_after_training_and_scoring(influxd, database, tmp_path):
 
 def by_id_status(document):
     return {s["sensor_id"]: s["status"] for s in document["sensors"]}
+
+
+def test_a_model_whose_weights_the_scorer_refuses_is_a_damaged_model(fleet, tmp_path):
+    """Issue 11: weights cut short or changed fail every scoring run, yet the status called the sensor ok."""
+    _, workdir, common, env, _ = fleet
+    models = shutil.copytree(workdir / "models", tmp_path / "models")
+    weights = {}
+    for sensor_id in TRAINED:
+        record = json.loads((store.sensor_dir(models, sensor_id) / store.METADATA).read_text())
+        weights[sensor_id] = store.sensor_dir(models, sensor_id) / record["files"]["weights"]
+    cut, changed = (weights[s] for s in TRAINED)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    changed.write_bytes(changed.read_bytes()[:-1] + b"!")
+    args = [*common, "--models-dir", str(models), *[f"--sensor={s}" for s in TRAINED]]
+    scoring = run_job("sensor_predict.py", [*args, "--dry-run", "--health-measurement", ""], env, tmp_path)
+    assert scoring.returncode == 1 and scoring.stdout == ""
+    for sensor_id in TRAINED:
+        problem = f"{weights[sensor_id]}: missing or damaged (checksum mismatch); retrain this sensor"
+        assert f"sensor {sensor_id!r}: failed: {problem}" in scoring.stderr, scoring.stderr
+    result = run_job("sensor_status.py", [*args, "--json"], env, tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    by_id = {s["sensor_id"]: s for s in json.loads(result.stdout)["sensors"]}
+    assert list(by_id) == TRAINED
+    for sensor_id in TRAINED:
+        assert by_id[sensor_id]["status"] == "damaged model"
+        assert (
+            by_id[sensor_id]["problem"]
+            == f"{weights[sensor_id]}: missing or damaged (checksum mismatch); retrain this sensor"
+        )
+    text = run_job("sensor_status.py", args, env, tmp_path).stdout
+    assert "2 sensors: ok 0, stale data 0, not scored recently 0, no model 0, damaged model 2, window changed 0" in text
+    assert f"damaged model {TRAINED[0]!r}: {weights[TRAINED[0]]}: missing or damaged (checksum mismatch)" in text
+
+
+def test_ages_after_now_read_future(fleet):
+    """Issue 11: with --now before a model's training and its newest reading, their ages came out negative."""
+    _, workdir, common, env, saved = fleet
+    earlier = NOW - pd.Timedelta(hours=1)  # before the last reading and score (23:45) and the training
+    assert pd.Timestamp(saved[TRAINED[0]]["trained_at"]) > earlier
+    result = run_job("sensor_status.py", [*common, "--now", earlier.isoformat(), "--sensor", TRAINED[0]], env, workdir)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith(TRAINED[0]))
+    cells = line.split()
+    assert (cells[4], cells[5], cells[-4]) == ("ok", "future", "future"), line  # status, model age, data age
+    assert "2026-01-14 23:45" in line  # the last score is a time, shown as it is

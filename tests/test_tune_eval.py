@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -202,6 +203,21 @@ def test_ratio_and_k_are_tuned_together_and_the_ratios_written_are_the_ones_for_
     assert {s: tuned_ratio(only.stdout, s) for s in (LABELLED, UNLABELLED)} == new
 
 
+def test_a_ratio_changes_only_for_a_better_event_f1(scored):
+    """Issue 11: ties went to the largest ratio (1 -> 5 for the same event F1, 75 minutes later). A ratio that
+    already gives the best event F1 in the tuning range is kept, as is the one a first tuning chose."""
+    tool, *_ = scored
+    args = ("sensor_tune.py", *TUNE, "--sensor", LABELLED, "--min-consecutive-grid", "1")
+    first, _ = tool(*args, ratios={"default": 1})
+    chosen = tuned_ratio(first.stdout, LABELLED)
+    for current in (1.5, chosen):
+        result, _ = tool(*args, ratios={"default": 1, LABELLED: current})
+        assert result.returncode == 0, result.stderr
+        line = next(t for t in result.stdout.splitlines() if t.startswith(LABELLED))
+        before, after = (float(f) for f in line.split("event F1 ")[1].split(",")[0].split(" -> "))
+        assert tuned_ratio(result.stdout, LABELLED) == current or after > before, line
+
+
 def test_tuning_refuses_to_overlap_the_evaluation_range_unless_told(scored):
     tool, *_ = scored
     overlap = [
@@ -240,6 +256,18 @@ def test_the_evaluation_report_has_a_row_per_sensor_a_fleet_row_and_pictures(sco
     assert "| **fleet** |" in markdown and f"| {LABELLED} |" in markdown
     pictures = sorted(p.name for p in out.glob("*.png"))
     assert len(pictures) == 2 and all((out / p).stat().st_size > 10_000 for p in pictures)
+
+
+def test_a_sensor_without_labels_gets_one_clear_line_and_no_traceback(scored):
+    # Issue 11: its event counts are NaN, and formatting them with %d printed a logging traceback instead.
+    tool, _, workdir, *_ = scored
+    result, _ = tool("sensor_evaluate.py", *EVAL, "--output", str(workdir / "report-lines"), "--no-plots")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "--- Logging error ---" not in result.stderr, result.stderr
+    (quiet,) = [line for line in result.stderr.splitlines() if f"sensor {UNLABELLED!r}" in line]
+    assert re.search(r"\d+ windows, \d+ flagged in \d+ runs; no labels: nothing to evaluate$", quiet), quiet
+    (labelled,) = [line for line in result.stderr.splitlines() if f"sensor {LABELLED!r}" in line]
+    assert "of 3 events detected" in labelled
 
 
 def test_labels_from_csv_give_the_same_events_and_a_bad_row_names_its_line(scored):
