@@ -21,12 +21,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, losses, runner, settings, store, times
+from anomaly import cold_start, losses, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
 from anomaly.metadata import ArtifactError
 from anomaly.settings import Common
@@ -57,6 +58,11 @@ class PredictSettings:
     dry_run: bool
     cold_start: cold_start.ColdStartSettings | None
     alerts: alerts.AlertSettings
+
+    @property
+    def rescore_file(self) -> Path:
+        """The ranges to score again (rescore.py), beside the state file: both belong to one output."""
+        return self.alerts.state_file.with_suffix(".rescore.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +191,8 @@ class Run:
         self.db = db
         self.counts = dict.fromkeys(COUNTS, 0)
         self.scored: dict[str, pd.DataFrame] = {}
+        self.pending = rescore.load(settings.rescore_file) if settings.schedule.start is None else {}
+        self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
 
     def fail(self, sensor_id: str) -> None:
         logger.exception("sensor %r: failed", sensor_id)
@@ -223,11 +231,21 @@ class Run:
             return {}
         schedule = self.settings.schedule
         last_scored = {} if schedule.start is not None else self.last_scored(sensor_ids)
+        for sensor_id in set(sensor_ids) & set(self.pending):
+            again = self.pending[sensor_id] - schedule.interval
+            logger.warning(
+                "sensor %r: scored again from %s, where an earlier run's write failed",
+                sensor_id,
+                times.format_time(self.pending[sensor_id]),
+            )
+            last_scored[sensor_id] = min(again, last_scored.get(sensor_id, again))
         ranges = {s: model_predict.score_range(last_scored.get(s), schedule) for s in sensor_ids}
         for sensor_id in [s for s, r in ranges.items() if r is None]:
             logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(last_scored[sensor_id]))
             self.counts["up_to_date"] += 1
-        return {s: r for s, r in ranges.items() if r is not None}
+        due = {s: r for s, r in ranges.items() if r is not None}
+        self.due.update(due)
+        return due
 
     def last_scored(self, sensor_ids: list[str]) -> dict[str, pd.Timestamp]:
         """Each sensor's newest score, where its scoring resumes. A point dated after now (a clock that was
@@ -412,11 +430,21 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
     common.warn_unmatched_keys(found)
     sensor_ids = common.selected(found)
     for first in range(0, len(sensor_ids), common.chunk_size):
+        job.due = {}
         lines = job.score_chunk(sensor_ids[first : first + common.chunk_size])
         if settings.dry_run:
             sys.stdout.write("".join(line + "\n" for line in lines))
-        elif lines:
-            db.write(lines)
+            continue
+        try:
+            if lines:
+                db.write(lines)
+        except InfluxError:
+            rescore.save(settings.rescore_file, rescore.failed(job.pending, job.due))
+            raise
+        job.pending = {s: at for s, at in job.pending.items() if s not in job.due}
+    if not settings.dry_run and settings.schedule.start is None:
+        oldest = now - settings.schedule.max_catchup
+        rescore.save(settings.rescore_file, {s: at for s, at in job.pending.items() if at >= oldest})
     counts = job.counts
     if not settings.dry_run:
         try:

@@ -822,3 +822,69 @@ def test_a_catch_up_message_does_not_mute_a_new_spike(server, models, tmp_path, 
     result = predict(server.url, models, tmp_path, NOW + pd.Timedelta(minutes=45), *notify)
     assert result.returncode == 0, result.stderr
     assert len(received) == 2 and pd.Timestamp(received[1]["start"]) >= spike[0], received
+
+
+class PartialWriteProxy:
+    """HTTP proxy to a real influxd that, for the first write, forwards only every other line and answers
+    400 ``partial write`` as InfluxDB does when some points are refused (a field type conflict in an older
+    shard); every other request goes through unchanged."""
+
+    def __init__(self, influxd: Influxd):
+        self.partial_writes = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                partial = self.path.startswith("/write") and proxy.partial_writes == 0
+                if partial and body is not None:
+                    lines = body.split(b"\n")
+                    body = b"\n".join(lines[::2])
+                upstream = http.client.HTTPConnection("127.0.0.1", influxd.server.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                headers["Content-Length"] = str(len(body or b""))
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data, status = response.read(), response.status
+                upstream.close()
+                if partial:
+                    proxy.partial_writes += 1
+                    dropped = len(lines) - len(lines[::2])
+                    status, data = 400, json.dumps({"error": f"partial write: field type conflict dropped={dropped}"})
+                    data = data.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_partial_write_is_scored_again_by_the_next_run(server, models, tmp_path, proxies):
+    earlier, later = NOW - pd.Timedelta(hours=3), NOW + pd.Timedelta(hours=1)
+    assert predict(server.url, models, tmp_path, earlier).returncode == 0
+    proxy = PartialWriteProxy(server)
+    proxies.append(proxy)
+    result = predict(proxy.url, models, tmp_path, NOW)
+    assert proxy.partial_writes == 1 and result.returncode == 1, result.stderr
+    assert "partial write" in result.stderr
+    # every other point landed: each sensor's newest score is there, with holes before it
+    assert all(scored(server.url, s)[-1] >= NOW - 2 * INTERVAL for s in SENSORS)
+    result = predict(server.url, models, tmp_path, later)
+    assert result.returncode == 0, result.stderr
+    assert "where an earlier run's write failed" in result.stderr
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, later - INTERVAL)
