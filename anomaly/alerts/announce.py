@@ -9,7 +9,7 @@ import argparse
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +21,14 @@ from anomaly.alerts.delivery import Item, due_notifications, mark_sent
 from anomaly.alerts.events import MISSING, Event, events, outages
 from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import STYLES, Context, payload
-from anomaly.alerts.resume import mark_announced, resume, tracked_events, unannounced
+from anomaly.alerts.resume import (
+    mark_announced,
+    outbox_events,
+    resume,
+    tracked_events,
+    unannounced,
+    with_outbox,
+)
 from anomaly.alerts.state import dump_state, load_state
 from anomaly.alerts.webhook import NotifyError, post, url_problem
 from anomaly.errors import ConfigError
@@ -179,6 +186,21 @@ def _with_unannounced(
     return out
 
 
+def _events_of(items: list[Item], known: list[Event]) -> list[Event]:
+    """The events behind ``items``: an event itself, an incident's member events."""
+    by_key = {e.key: e for e in known}
+    return [
+        e
+        for item in items
+        for e in ([item] if isinstance(item, Event) else [by_key[k] for k in item.members if k in by_key])
+    ]
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, dump_state(state))
+
+
 def _state_writable(path: Path) -> bool:
     """Whether the state file can be saved. When it cannot, nothing is sent: a message that is not
     remembered would be sent again, looking new, on every run."""
@@ -190,15 +212,23 @@ def _state_writable(path: Path) -> bool:
     return True
 
 
-def _send(url: str, due: list[Item], settings: AlertSettings, common: Common, counts: dict[str, int]) -> list[Item]:
-    """Post each due item; the ones that went through. A host that may be back later stops the rest."""
+def _send(
+    url: str,
+    due: list[Item],
+    settings: AlertSettings,
+    common: Common,
+    counts: dict[str, int],
+    went_through: Callable[[Item], None],
+) -> int:
+    """Post each due item, calling ``went_through`` for each one that did; how many did. A host that may
+    be back later stops the rest."""
     context = Context(
         measurement=common.schema.output_measurement,
         sensor_tag=common.schema.sensor_tag,
         group_tag=settings.incident_tag or "group",
         incident_measurement=settings.incidents_measurement,
     )
-    sent = []
+    sent = 0
     for item in due:
         try:
             post(url, payload(item, settings.notify_style, context), common.connection.timeout_s)
@@ -208,7 +238,8 @@ def _send(url: str, due: list[Item], settings: AlertSettings, common: Common, co
             if e.transient:
                 break
         else:
-            sent.append(item)
+            went_through(item)
+            sent += 1
     return sent
 
 
@@ -257,12 +288,12 @@ def announce(
     lookback = settings.incident_window + interval * 2
     if settings.notify_url:
         lookback = max(lookback, settings.notify_max_age)
-    known = found + tracked_events(state, since=now - lookback)
-    known = list({e.key: e for e in known}.values())
+    waiting = outbox_events(state) if settings.notify_url else []
+    known = list({e.key: e for e in [*waiting, *found, *tracked_events(state, since=now - lookback)]}.values())
     groups = db.group_tags(list(scored), now - max_catchup, settings.incident_tag) if settings.incident_tag else {}
     found_incidents = incidents(known, groups, settings.incident_window)
     _write_lines(db, settings, common, found, found_incidents, silent)
-    sent: list[Item] = []
+    sent = 0
     writable = _state_writable(settings.state_file)
     if not writable:
         counts["alerts_failed"] = 1
@@ -271,15 +302,25 @@ def announce(
         candidates: list[Item] = [*found_incidents, *(e for e in known if e.sensor_id not in groups)]
         items = [i for i in candidates if i.start <= now]
         due, state = due_notifications(items, state, settings.notify_cooldown, now, settings.notify_max_age)
-        sent = _send(settings.notify_url, due, settings, common, counts)
-    state = mark_announced(mark_sent(state, sent, now), last_scored)
+
+        delivered: set[tuple] = set()
+
+        def went_through(item: Item) -> None:
+            # Saved at once: a run killed right after a send must not send it again.
+            nonlocal state
+            state = mark_sent(state, [item], now)
+            delivered.add(item.key)
+            _save(settings.state_file, state)
+
+        sent = _send(settings.notify_url, due, settings, common, counts, went_through)
+        state = with_outbox(state, _events_of([i for i in due if i.key not in delivered], known))
+    state = mark_announced(state, last_scored)
     if writable and (scored or text is not None):
-        settings.state_file.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(settings.state_file, dump_state(state))
+        _save(settings.state_file, state)
     logger.info(
         "%d events (%d incidents), %d outages, %d notifications sent",
         len(found),
         len(found_incidents),
         len(silent),
-        len(sent),
+        sent,
     )

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pandas as pd
 
 from anomaly.alerts.events import ANOMALY, Event, chain, check_interval
-from anomaly.alerts.state import SLOTS, copy_state, event_from_dict, event_to_dict
+from anomaly.alerts.state import OUTBOX, SLOTS, copy_state, event_from_dict, event_to_dict
 from anomaly.times import format_time
 
 
@@ -138,4 +138,24 @@ def mark_announced(state: Mapping, last_scored: Mapping[str, pd.Timestamp]) -> d
         entry = new["sensors"].setdefault(sensor_id, {})
         if entry.get("announced") is None or pd.Timestamp(entry["announced"]) < last:
             entry["announced"] = format_time(last)
+    return new
+
+
+def outbox_events(state: Mapping) -> list[Event]:
+    """The events whose message was due but did not go through (the webhook was down, the run died): the
+    state keeps only each sensor's newest event, so an older one waiting for its message is kept here."""
+    return [
+        event_from_dict(sensor_id, data)
+        for sensor_id, entry in sorted(state.get("sensors", {}).items())
+        for data in entry.get(OUTBOX, [])
+    ]
+
+
+def with_outbox(state: Mapping, waiting: Sequence[Event]) -> dict:
+    """The state whose outbox holds exactly ``waiting``."""
+    new = copy_state(state)
+    for entry in new["sensors"].values():
+        entry.pop(OUTBOX, None)
+    for event in waiting:
+        new["sensors"].setdefault(event.sensor_id, {}).setdefault(OUTBOX, []).append(event_to_dict(event))
     return new

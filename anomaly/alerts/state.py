@@ -22,6 +22,8 @@ STATE_FORMAT = 1
 _FRESH = "starting with no notification history"
 # Where a sensor's entry keeps its newest event of each kind (outages came later; files without stay valid).
 SLOTS = {ANOMALY: "event", MISSING: "outage"}
+# Where a sensor's entry keeps its events whose message is due but has not gone through yet.
+OUTBOX = "outbox"
 
 
 def new_state() -> dict:
@@ -103,6 +105,10 @@ def _clean_entry(kind: str, name: object, entry: object) -> dict:
     for event_kind, slot in SLOTS.items():
         if kind == "sensors" and entry.get(slot) is not None:
             out[slot] = event_to_dict(event_from_dict(name, entry[slot], event_kind))
+    if kind == "sensors" and entry.get(OUTBOX):
+        if not isinstance(entry[OUTBOX], list):
+            raise ValueError(f"{OUTBOX} is not a list")
+        out[OUTBOX] = [event_to_dict(event_from_dict(name, e)) for e in entry[OUTBOX]]
     if kind == "groups" and entry.get("severity") is not None:
         if entry["severity"] not in SEVERITIES:
             raise ValueError(f"severity {entry['severity']!r}")
