@@ -8,7 +8,8 @@ that carry the bind parameters, line protocol, org, bucket, precision) and answe
 does: annotated CSV with ``#datatype``/``#group``/``#default`` rows, CRLF line ends and one table per
 sensor; 204 for a write; JSON errors ``{"code": ..., "message": ...}`` for a wrong token (401), an
 unknown bucket (404, worded as 2.7 words it for queries and for writes) and a query that uses an
-identifier its options do not define (400).
+identifier its options do not define (400); and an error met while a query ran as an error table
+(annotated CSV) at the end of a 200 answer.
 
 What a fake cannot check is Flux semantics: the CSV answers are written by hand to match what
 InfluxDB returns for each pipeline, so these tests pin the pipeline's text and parameters, and
@@ -30,7 +31,7 @@ import pandas as pd
 import pytest
 
 import influx_interact
-from anomaly.influx.flux import Flux, flux_string, records_by_tag
+from anomaly.influx.flux import Flux, flux_error_is_transient, flux_string, records_by_tag
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
@@ -135,6 +136,19 @@ SCORES_CSV = csv_answer("""
 EMPTY_CSV = "\r\n"
 
 
+def error_table(message: str) -> str:
+    """How InfluxDB reports an error that came up after it began a 200 answer: a table with an ``error`` and a
+    ``reference`` column (annotated CSV), after any tables already sent."""
+    quoted = '"' + message.replace('"', '""') + '"'
+    return csv_answer(f"""
+#datatype,string,string
+#group,true,true
+#default,,
+,error,reference
+,{quoted},
+""")
+
+
 # ---------------------------------------------------------------- the fake server
 
 
@@ -184,10 +198,12 @@ def undefined_parameter(query: str, options: dict) -> str | None:
 class FakeInflux2:
     """Serves one org (``my-org``) with one bucket (``sensors``) and token ``secret-token``.
 
-    ``answer`` is the CSV the next queries get; ``queries`` and ``writes`` record the requests.
+    ``answers`` are the CSV the next queries get, one each, and ``answer`` the CSV every query gets after them;
+    ``queries`` and ``writes`` record the requests.
     """
 
     def __init__(self):
+        self.answers: list[str] = []
         self.answer = EMPTY_CSV
         self.pings = 0
         self.queries: list[dict] = []
@@ -256,7 +272,8 @@ class _Handler(BaseHTTPRequestHandler):
         if bucket != BUCKET:
             self._error(404, "not found", f'failed to initialize execute state: could not find bucket "{bucket}"')
             return
-        self._send(200, fake.answer.encode("utf-8"), "text/csv; charset=utf-8")
+        answer = fake.answers.pop(0) if fake.answers else fake.answer
+        self._send(200, answer.encode("utf-8"), "text/csv; charset=utf-8")
 
     def _write(self, fake: FakeInflux2, fields: dict, body: bytes) -> None:
         fake.writes.append({"fields": fields, "body": body.decode("utf-8")})
@@ -326,6 +343,22 @@ def test_flux_string_escapes_quotes_backslashes_and_interpolation(value, literal
 )
 def test_dialect_for_version(version, dialect):
     assert dialect_for_version(version) == dialect
+
+
+@pytest.mark.parametrize(
+    "message, transient",
+    [
+        ("context deadline exceeded", True),
+        ("query canceled", True),
+        ("failed to read: connection reset by peer", True),
+        ("service unavailable", True),
+        ("runtime error @7:6-7:99: aggregateWindow: unsupported aggregate column type string", False),
+        ("pivot: schema collision: cannot group float and string types together", False),
+        ("query terminated: reached maximum allowed memory limits", False),
+    ],
+)
+def test_flux_error_is_transient_only_when_the_server_gave_up_for_a_passing_reason(message, transient):
+    assert flux_error_is_transient(message) is transient
 
 
 def test_records_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
@@ -579,6 +612,30 @@ def test_unknown_bucket_names_the_bucket_and_variable(fake, operation):
             db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
     assert "'sensorz'" in str(caught.value)
     assert fake.url in str(caught.value)
+
+
+def test_an_error_inside_a_200_answer_is_an_influx_error_with_the_servers_message(fake):
+    """Fake server: InfluxDB sends a query's first tables, then meets an error, which it reports as an error
+    table in the same 200 answer. That is an InfluxError quoting the server, not a traceback, and it is not
+    tried again: the same query would meet the same error."""
+    message = "runtime error @7:6-7:99: aggregateWindow: unsupported aggregate column type string"
+    fake.answer = MEANS_CSV + error_table(message)
+    with connect(fake.url) as db, pytest.raises(InfluxError) as caught:
+        db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+    assert str(caught.value) == f"InfluxDB at {fake.url} failed: query error: {message}"
+    assert not caught.value.transient
+    assert len(fake.queries) == 1
+
+
+def test_an_error_inside_a_200_answer_that_may_pass_is_tried_again(fake):
+    """Fake server: the first answer is an error table for a query the server gave up on (its deadline); the
+    query is sent again and the second answer is read."""
+    fake.answers = [error_table("context deadline exceeded")]
+    fake.answer = MEANS_CSV
+    with connect(fake.url) as db:
+        means = db.read_means(["AHU-1 supply", ODD_ID], START, STOP, INTERVAL)
+    assert list(means) == ["AHU-1 supply", ODD_ID]
+    assert len(fake.queries) == 2
 
 
 @pytest.mark.parametrize("api", ["auto", "flux"])

@@ -208,6 +208,26 @@ def record_frames_by_tag(records: Iterable[dict], tag: str, columns: list[str]) 
     }
 
 
+# What an error InfluxDB reports inside a 200 answer says when the server gave up for a reason that passes (a
+# deadline, a cancellation, a restart); any other such error (a type or schema error met while running the
+# query, a memory limit) comes back the same however often the query is sent.
+_PASSING_ERRORS = (
+    "deadline exceeded",
+    "timeout",
+    "timed out",
+    "canceled",
+    "cancelled",
+    "unavailable",
+    "connection reset",
+)
+
+
+def flux_error_is_transient(message: str) -> bool:
+    """Whether a query that met this error (reported by InfluxDB inside its answer) may succeed if sent again."""
+    lowered = message.lower()
+    return any(words in lowered for words in _PASSING_ERRORS)
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -370,6 +390,7 @@ class Flux(Database):
 
     def _flux(self, query: str, **params: Any) -> list[dict]:
         from influxdb_client.client._base import _BaseQueryApi
+        from influxdb_client.client.flux_csv_parser import FluxQueryException
         from influxdb_client.domain import Identifier, ModelProperty, ObjectExpression
         from influxdb_client.rest import ApiException
 
@@ -392,6 +413,11 @@ class Flux(Database):
                 return client.query_api().query(query, params={"params": record})
             except ApiException as e:
                 raise self._api_error(e) from None
+            except FluxQueryException as e:
+                # An error met after the answer began (status 200 sent): InfluxDB ends it with an error table.
+                error = self._explain(f"query error: {e.message}")
+                error.transient = flux_error_is_transient(e.message)
+                raise error from None
             except urllib3.exceptions.HTTPError as e:
                 raise self._unreachable(e) from None
 
