@@ -111,10 +111,14 @@ def flux_last_scored(schema: Schema, stop: bool = False) -> str:
     )
 
 
+# Each sensor's newest point: the last of each series, then the latest of a sensor's series by _time. A sensor
+# has several series when another tag differs; group() keeps rows in the order its tables came (series key
+# order), not in time order, so last() after it would give the point of whichever series comes last.
+_NEWEST_PER_SENSOR = ("last()", "group(columns: [{tag}])", 'top(n: 1, columns: ["_time"])')
+
+
 def flux_last_reading(schema: Schema) -> str:
-    return _flux_query(
-        schema, "group(columns: [{tag}])", "last()", 'keep(columns: ["_time", "_value", {tag}])', stop=False
-    )
+    return _flux_query(schema, *_NEWEST_PER_SENSOR, 'keep(columns: ["_time", "_value", {tag}])', stop=False)
 
 
 def flux_group_tags(schema: Schema, key: str) -> str:
@@ -122,8 +126,7 @@ def flux_group_tags(schema: Schema, key: str) -> str:
     return _flux_query(
         schema,
         f"filter(fn: (r) => exists r[{group}])",
-        f"group(columns: [{{tag}}, {group}])",
-        "last()",
+        *_NEWEST_PER_SENSOR,
         f"keep(columns: [{{tag}}, {group}])",
         stop=False,
     )
