@@ -141,7 +141,9 @@ class Database(abc.ABC):
         return response.headers.get("X-Influxdb-Version", "")
 
     def sensor_ids(self, start: pd.Timestamp, stop: pd.Timestamp) -> list[str]:
-        """Every sensor id in the readings measurement (matching --where), sorted."""
+        """Every sensor id in the readings measurement (matching --where), sorted, whenever it last wrote and
+        whatever field: the series the database holds, not the points of [start, stop), so a sensor silent
+        for a while is still listed and reported as such."""
         found = sorted(i for i in self._tag_values(start, stop) if i is not None)
         if not found:
             where = "".join(f", {key}={value!r}" for key, value in self.schema.where)
@@ -158,7 +160,7 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def _tag_values(self, start: pd.Timestamp, stop: pd.Timestamp) -> set[str | None]:
-        """The sensor tag's values in the readings measurement (matching --where)."""
+        """The sensor tag's values in the readings measurement's series (matching --where), of all time."""
 
     @abc.abstractmethod
     def read_means(

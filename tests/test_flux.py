@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -31,7 +32,6 @@ import threading
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -68,11 +68,12 @@ def csv_answer(text: str) -> str:
 
 
 # What InfluxDB 2.7 answers to each pipeline (columns and groups as its Flux planner leaves them).
+# schema.tagValues() gives one table with the values in _value.
 SENSORS_CSV = csv_answer("""
 #datatype,string,long,string
 #group,false,false,false
 #default,_result,,
-,result,table,uniqueID
+,result,table,_value
 ,,0,AHU-1 supply
 ,,0,"Zone 3, ""Café""=Süd"
 ,,0,chiller 2
@@ -207,10 +208,10 @@ def undefined_parameter(query: str, options: dict) -> str | None:
 #
 # For the queries whose answer depends on how Flux orders and groups rows (which point is a sensor's newest,
 # which sensors a bucket holds), canned CSV would only restate the code: the fake server can instead keep
-# points and run the few steps those queries use, as InfluxDB does. Any other step is refused (HTTP 501).
+# points and run the few steps those queries use, as InfluxDB does. Any other step is refused (HTTP 400).
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Point:
     """A stored point; its series is its measurement, tags and field."""
 
@@ -226,7 +227,7 @@ def reading(time: str, value: float, **tags: str) -> Point:
     return Point(time, value, tuple(sorted({**dict(SCHEMA.where), **tags}.items())))
 
 
-@dataclass
+@dataclasses.dataclass
 class Table:
     """A Flux table: its group key and its rows, in the order Flux keeps them."""
 
@@ -471,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 answer = annotated_csv(run_flux(request["query"], options["params"], fake.points))
             except NotImplementedError as e:
-                self._error(501, "not implemented", str(e))
+                self._error(400, "invalid", str(e))
                 return
         else:
             answer = fake.answers.pop(0) if fake.answers else fake.answer
@@ -611,13 +612,39 @@ def test_sensor_ids_are_sorted_and_exact(fake):
     assert ids == ["AHU-1 supply", 'Zone 3, "Café"=Süd', "chiller 2"]
     query = fake.query
     assert query["fields"] == {"org": ORG}
-    assert "from(bucket: params.bucket)" in query["text"]
-    assert "range(start: params.start, stop: params.stop)" in query["text"]
-    assert '|> distinct(column: "uniqueID")\n  |> rename(columns: {_value: "uniqueID"})' in query["text"]
-    assert string_literals(query["text"]) == {"siteRef", "floor", "uniqueID"}
-    params = query["options"]["params"]
-    assert params["start"] == START and params["stop"] == STOP
-    assert (params["measurement"], params["field"]) == ("READINGS", "val_num")
+    assert query["text"].startswith('import "influxdata/influxdb/schema"\n')
+    for piece in [
+        "schema.tagValues(",
+        "bucket: params.bucket,",
+        'tag: "uniqueID",',
+        'predicate: (r) => r._measurement == params.measurement and r["siteRef"] == params.where0 '
+        'and r["floor"] == params.where1,',
+        "start: params.start,",
+    ]:
+        assert piece in query["text"]
+    assert string_literals(query["text"]) == {"influxdata/influxdb/schema", "siteRef", "floor", "uniqueID"}
+    assert query["options"]["params"] == {
+        "bucket": BUCKET,
+        "where0": 'Campus "Energy" Centre',
+        "where1": "3=top",
+        "start": pd.Timestamp(0, tz="UTC"),
+        "measurement": "READINGS",
+    }
+
+
+def test_sensor_ids_are_every_sensor_the_bucket_holds_however_long_it_has_been_silent(fake):
+    """Fake server, answering from stored points: as InfluxQL's SHOW TAG VALUES, the list holds every sensor of
+    the measurement that matches --where, whenever it last wrote (the chiller, ten months before the window)
+    and whatever field it wrote; not the sensors of another measurement or site."""
+    fake.points = [
+        reading("2026-01-05T10:00:00Z", 1.0, uniqueID="AHU-1 supply"),
+        reading("2025-03-01T00:00:00Z", 2.0, uniqueID="chiller 2"),
+        dataclasses.replace(reading("2026-01-05T10:00:00Z", 1.0, uniqueID=ODD_ID), field="manual_anomaly"),
+        reading("2026-01-05T10:00:00Z", 1.0, uniqueID="other site", siteRef="Other site"),
+        dataclasses.replace(reading("2026-01-05T10:00:00Z", 1.0, uniqueID="weather"), measurement="WEATHER"),
+    ]
+    with connect(fake.url) as db:
+        assert db.sensor_ids(START, STOP) == ["AHU-1 supply", ODD_ID, "chiller 2"]
 
 
 def test_read_means_returns_float_series_per_sensor_on_interval_starts(fake):

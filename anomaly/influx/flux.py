@@ -51,7 +51,6 @@ def _flux_query(
     stop: bool = True,
     field: str | None = "r._field == params.field",
     where: bool = True,
-    sensors: bool = True,
 ) -> str:
     """The shape every query here shares: bucket, range, measurement (and field), the --where tags, the
     chunk's sensors; then ``steps``, in which ``{tag}`` stands for the quoted sensor tag key."""
@@ -62,20 +61,34 @@ def _flux_query(
         f"  |> range(start: params.start{', stop: params.stop' if stop else ''})",
         f"  |> filter(fn: (r) => {measurement})",
         _flux_tag_filters(schema) if where else "",
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))" if sensors else "",
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
     ]
     return "\n".join(filter(None, lines + [f"  |> {step.replace('{tag}', tag)}" for step in steps]))
 
 
+# From this time on, schema.tagValues() lists every sensor the bucket still holds, as InfluxQL's SHOW TAG VALUES
+# does (its default start, 30 days ago, would drop a sensor silent for longer).
+ALL_TIME = pd.Timestamp(0, tz="UTC")
+
+
 def flux_sensors(schema: Schema) -> str:
-    # distinct() puts the values in _value; rename gives them back the tag's name, which callers read.
-    return _flux_query(
-        schema,
-        "keep(columns: [{tag}])",
-        "group()",
-        "distinct(column: {tag})",
-        "rename(columns: {_value: {tag}})",
-        sensors=False,
+    """The sensor tag's values, in ``_value``, of the measurement's series that match --where and hold a point
+    from ``params.start`` on: schema.tagValues(), Flux's counterpart of SHOW TAG VALUES."""
+    predicate = " and ".join(
+        ["r._measurement == params.measurement"]
+        + [f"r[{flux_string(key)}] == params.where{i}" for i, (key, _) in enumerate(schema.where)]
+    )
+    return "\n".join(
+        [
+            'import "influxdata/influxdb/schema"',
+            "",
+            "schema.tagValues(",
+            "  bucket: params.bucket,",
+            f"  tag: {flux_string(schema.sensor_tag)},",
+            f"  predicate: (r) => {predicate},",
+            "  start: params.start,",
+            ")",
+        ]
     )
 
 
@@ -265,14 +278,8 @@ class Flux(Database):
         super().close()
 
     def _tag_values(self, start: pd.Timestamp, stop: pd.Timestamp) -> set[str | None]:
-        records = self._flux(
-            flux_sensors(self.schema),
-            start=start,
-            stop=stop,
-            measurement=self.schema.measurement,
-            field=self.schema.field,
-        )
-        return {r.get(self.schema.sensor_tag) for r in records}
+        records = self._flux(flux_sensors(self.schema), start=ALL_TIME, measurement=self.schema.measurement)
+        return {r.get("_value") for r in records}
 
     def read_means(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
