@@ -43,7 +43,7 @@ from anomaly.influx.flux import Flux, flux_error_is_transient, flux_string, reco
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
-from influx_interact import Database, InfluxError, dialect_for_version
+from influx_interact import Database, InfluxError, dialect_for_routes, dialect_for_version
 
 TOKEN = "secret-token"
 ORG = "my-org"
@@ -159,6 +159,21 @@ def error_table(message: str) -> str:
 
 
 # ---------------------------------------------------------------- the fake server
+
+
+# Part of what GET /api/v2 lists on InfluxDB 2.x and Cloud (TSM): the top-level routes of the v2 API.
+V2_ROUTES = {
+    "authorizations": "/api/v2/authorizations",
+    "buckets": "/api/v2/buckets",
+    "orgs": "/api/v2/orgs",
+    "query": {
+        "self": "/api/v2/query",
+        "ast": "/api/v2/query/ast",
+        "analyze": "/api/v2/query/analyze",
+        "suggestions": "/api/v2/query/suggestions",
+    },
+    "write": "/api/v2/write",
+}
 
 
 _DURATION_UNITS = {"ns": "ns", "us": "us", "ms": "ms", "s": "s", "m": "min", "h": "h", "d": "D", "w": "W"}
@@ -393,15 +408,19 @@ class FakeInflux2:
     """Serves one org (``my-org``) with one bucket (``sensors``) and token ``secret-token``.
 
     ``answers`` are the CSV the next queries get, one each, and ``answer`` the CSV every query gets after them;
-    with ``points``, queries are answered from them instead (``run_flux``). ``queries`` and ``writes`` record
-    the requests.
+    with ``points``, queries are answered from them instead (``run_flux``). ``version`` and ``build`` are the
+    X-Influxdb-* headers (None: not sent) and ``v2_api`` whether GET /api/v2 lists the v2 routes, so that it
+    can imitate what other products answer there. ``gets``, ``queries`` and ``writes`` record the requests.
     """
 
     def __init__(self):
         self.answers: list[str] = []
         self.answer = EMPTY_CSV
         self.points: list[Point] | None = None
-        self.pings = 0
+        self.version: str | None = "v2.7.10"
+        self.build: str | None = "OSS"
+        self.v2_api = True
+        self.gets: list[str] = []
         self.queries: list[dict] = []
         self.writes: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -421,9 +440,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
+        fake = self.server.fake
         self.send_response(status)
-        self.send_header("X-Influxdb-Build", "OSS")
-        self.send_header("X-Influxdb-Version", "v2.7.10")
+        for name, value in [("X-Influxdb-Build", fake.build), ("X-Influxdb-Version", fake.version)]:
+            if value is not None:
+                self.send_header(name, value)
         if status != 204:
             self.send_header("Content-Type", content_type or "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -435,9 +456,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps({"code": code, "message": message}).encode("utf-8"))
 
     def do_GET(self) -> None:
-        if urllib.parse.urlsplit(self.path).path == "/ping":
-            self.server.fake.pings += 1
+        fake = self.server.fake
+        path = urllib.parse.urlsplit(self.path).path
+        fake.gets.append(path)
+        if path == "/ping":
             self._send(204)
+        elif path == "/api/v2" and fake.v2_api:
+            if self.headers.get("Authorization") != f"Token {TOKEN}":
+                self._error(401, "unauthorized", "unauthorized access")
+            else:
+                self._send(200, json.dumps(V2_ROUTES).encode("utf-8"))
         else:
             self._error(404, "not found", "path not found")
 
@@ -564,6 +592,21 @@ def test_flux_error_is_transient_only_when_the_server_gave_up_for_a_passing_reas
     assert flux_error_is_transient(message) is transient
 
 
+@pytest.mark.parametrize(
+    "status, body, dialect",
+    [
+        (200, json.dumps(V2_ROUTES).encode(), "flux"),
+        (200, json.dumps({"write": "/api/v2/write"}).encode(), "influxql"),
+        (200, b"<html>a proxy's page</html>", "influxql"),
+        (200, b'["query"]', "influxql"),
+        (404, b"404 page not found", "influxql"),
+        (401, b'{"code":"unauthorized","message":"unauthorized access"}', "influxql"),
+    ],
+)
+def test_dialect_for_routes(status, body, dialect):
+    assert dialect_for_routes(status, body) == dialect
+
+
 def test_records_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
     t0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
     t1 = datetime(2026, 1, 5, 0, 15, tzinfo=UTC)
@@ -599,10 +642,34 @@ def test_records_by_tag_of_nothing_is_empty():
 # ---------------------------------------------------------------- through the fake server
 
 
-def test_auto_detects_flux_from_the_version_header(fake):
+@pytest.mark.parametrize(
+    "version, build, v2_api, dialect, asked",
+    [
+        pytest.param("v2.7.10", "OSS", True, Flux, ["/ping"], id="InfluxDB 2.7: its version"),
+        pytest.param(None, "Cloud", True, Flux, ["/ping", "/api/v2"], id="InfluxDB Cloud: no version, a v2 API"),
+        pytest.param("1.8.10", "OSS", False, InfluxQL, ["/ping"], id="InfluxDB 1.8: its version"),
+        pytest.param("3.0.1", "Core", False, InfluxQL, ["/ping"], id="InfluxDB 3 Core: its version"),
+        pytest.param(None, None, False, InfluxQL, ["/ping", "/api/v2"], id="no version, no v2 API"),
+    ],
+)
+def test_auto_detects_the_dialect_by_the_version_or_else_the_v2_api(fake, version, build, v2_api, dialect, asked):
+    """Fake server imitating each product's answer to /ping (InfluxDB Cloud sends no X-Influxdb-Version) and to
+    GET /api/v2 (the v2 routes, with the Flux query route, on 2.x and Cloud; 404 where there is no v2 API)."""
+    fake.version, fake.build, fake.v2_api = version, build, v2_api
     with connect(fake.url) as db:
-        assert db.dialect == "flux" and isinstance(db, Flux)
-    assert fake.pings == 1
+        assert isinstance(db, dialect)
+    assert fake.gets == asked
+
+
+def test_a_cloud_token_that_is_refused_names_the_token_variable(fake):
+    """Fake server imitating InfluxDB Cloud (no version header; GET /api/v2 refuses a wrong token)."""
+    fake.version = None
+    with (
+        pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught,
+        connect(fake.url, token="wrong-secret-42") as db,
+    ):
+        db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+    assert "wrong-secret-42" not in str(caught.value)
 
 
 def test_sensor_ids_are_sorted_and_exact(fake):
@@ -836,7 +903,7 @@ def test_record_run_writes_numbers_as_floats_in_nanoseconds(fake):
 def test_a_named_dialect_is_used_without_asking_the_server(fake, api, dialect):
     with connect(fake.url, api=api) as db:
         assert isinstance(db, dialect) and db.dialect == api
-    assert fake.pings == 0
+    assert fake.gets == []
 
 
 def test_wrong_token_names_the_url_and_variable_but_not_the_token(fake):
