@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
+from conftest import run_job
 
 import influx_interact
 from anomaly.influx.flux import Flux, flux_error_is_transient, flux_string, records_by_tag
@@ -129,6 +130,24 @@ SCORES_WITHOUT_SCORE_CSV = csv_answer("""
 ,result,table,_time,uniqueID,loss,threshold,anomaly,val_num
 ,,0,2026-01-05T00:15:00Z,AHU-1 supply,0.25,0.5,false,20.5
 ,,0,2026-01-05T00:30:00Z,AHU-1 supply,0.75,0.5,true,21
+""")
+
+# Two sensors' scores: one (first) wrote only intervals without readings (threshold and anomaly, no loss,
+# reading or score), so its table has no such columns; each table schema starts a new annotated block.
+SCORES_WITHOUT_LOSS_CSV = csv_answer("""
+#datatype,string,long,dateTime:RFC3339,string,double,boolean
+#group,false,false,false,true,false,false
+#default,_result,,,,,
+,result,table,_time,uniqueID,threshold,anomaly
+,,0,2026-01-05T00:15:00Z,"Zone 3, ""Café""=Süd",0.5,false
+,,0,2026-01-05T00:30:00Z,"Zone 3, ""Café""=Süd",0.5,true
+
+#datatype,string,long,dateTime:RFC3339,string,double,double,boolean,double,double
+#group,false,false,false,true,false,false,false,false,false
+#default,_result,,,,,,,,
+,result,table,_time,uniqueID,loss,threshold,anomaly,val_num,score
+,,1,2026-01-05T00:15:00Z,AHU-1 supply,0.25,0.5,false,20.5,0.5
+,,1,2026-01-05T00:30:00Z,AHU-1 supply,0.75,0.5,true,21,1.5
 """)
 
 SCORES_CSV = csv_answer("""
@@ -864,6 +883,35 @@ def test_read_scores_gives_the_score_column_even_where_none_was_written(fake):
     assert list(frame.columns) == columns
     assert frame["score"].isna().all() and frame["loss"].tolist() == [0.25, 0.75]
     assert fake.queries[-1]["options"]["params"]["measurement"] == "PREDICT_ANOMALY"
+
+
+def test_read_scores_gives_every_column_as_influxql_does_when_a_sensor_wrote_no_loss_or_reading(fake):
+    """Fake server: a sensor whose points in range are all intervals without readings has no loss, reading
+    or score column in its pivoted table. Its frame has all five columns, as InfluxQL's (which names every
+    column it selects) has, NaN where nothing was written; the other sensor's frame is whole."""
+    fake.answer = SCORES_WITHOUT_LOSS_CSV
+    with connect(fake.url) as db:
+        frames = db.read_scores(["AHU-1 supply", ODD_ID], START, STOP)
+    assert set(frames) == {"AHU-1 supply", ODD_ID}
+    silent, whole = frames[ODD_ID], frames["AHU-1 supply"]
+    assert list(silent.columns) == list(whole.columns) == ["loss", "threshold", "anomaly", "val_num", "score"]
+    assert silent[["loss", "val_num", "score"]].isna().all().all()
+    assert silent["threshold"].tolist() == [0.5, 0.5] and silent["anomaly"].tolist() == [False, True]
+    assert whole["loss"].tolist() == [0.25, 0.75] and whole["val_num"].tolist() == [20.5, 21.0]
+
+
+def test_sensor_plot_draws_every_sensor_when_one_wrote_no_loss_or_reading(fake, tmp_path):
+    """Fake server, with sensor_plot.py run as cron runs it: the sensor whose scores have no loss column
+    gets its picture (no windows scored) and the other sensors theirs; exit 0."""
+    fake.answers = [MEANS_CSV, SCORES_WITHOUT_LOSS_CSV]  # read_means, then read_scores
+    env = {"INFLUX_URL": fake.url, "INFLUX_TOKEN": TOKEN, "INFLUX_ORG": ORG, "INFLUX_BUCKET": BUCKET}
+    sensors = ["--sensor", "AHU-1 supply", "--sensor", ODD_ID]
+    window = ["--start", "2026-01-05T00:00:00Z", "--stop", "2026-01-06T00:00:00Z"]
+    result = run_job("sensor_plot.py", [*sensors, *window, "--output", "plots"], env, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "2 drawn, 0 not" in result.stderr
+    assert f"sensor {ODD_ID!r}: wrote" in result.stderr and "0 windows scored" in result.stderr
+    assert len(list((tmp_path / "plots").iterdir())) == 2
 
 
 def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, monkeypatch):
