@@ -407,7 +407,9 @@ class Flux(Database):
         client = self._opened_client()
         params = flux_params(self.schema, bucket=self.connection.bucket, **params)
         # influxdb-client sends each parameter as its own ``option name = value``, but the queries read
-        # them as ``params.name``, so send them as one record option named ``params``.
+        # them as ``params.name``, so send them as one record option named ``params``. Its public ``params``
+        # takes no record (a dict becomes an array of its keys) and it has no public way to turn a value into
+        # a literal, so its own private conversion is used; test_flux.py's parameter tests catch a change.
         record = ObjectExpression(
             "ObjectExpression",
             [
