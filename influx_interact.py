@@ -1,6 +1,6 @@
 """Everything that talks to InfluxDB: ``connect`` opens a ``Database`` in the server's dialect.
 
-Flux goes through influxdb-client (InfluxDB 2.x, Cloud, 1.8+ with Flux enabled): anomaly/influx/flux.py.
+Flux goes through influxdb-client (InfluxDB 2.x, Cloud, 1.9+ with Flux enabled): anomaly/influx/flux.py.
 InfluxQL reads and line-protocol writes go over the v1 HTTP API (/query, /write) for InfluxDB 1.x and
 3.x, and for 2.x through its DBRP mapping: anomaly/influx/influxql.py. Both dialects aggregate on the
 server (mean per interval, bucket time = interval start), fetch a whole chunk of sensors per query, and

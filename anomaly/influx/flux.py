@@ -1,4 +1,7 @@
-"""The Flux dialect: InfluxDB 2.x and Cloud (and 1.8+ with Flux enabled) through influxdb-client.
+"""The Flux dialect: InfluxDB 2.x and Cloud (and 1.9+ with Flux enabled) through influxdb-client.
+
+InfluxDB 1.8's Flux (0.65) predates the schema package (0.88) that lists the sensors; use InfluxQL there,
+as ``--api auto`` does for every 1.x.
 
 Every value goes into a query as a bind parameter (``params.name``); only column names are written
 into the text, as Flux has no dynamic column access. The query text is made by pure functions, so it
