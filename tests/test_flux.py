@@ -692,6 +692,8 @@ def test_a_cloud_token_that_is_refused_names_the_token_variable(fake):
 
 
 def test_sensor_ids_are_sorted_and_exact(fake):
+    """Fake server, with the answer InfluxDB 2.7 gives schema.tagValues(): the call, its predicate and its
+    parameters (every value one, the start Unix time 0), and the ids read back exactly."""
     fake.answer = SENSORS_CSV
     with connect(fake.url) as db:
         ids = db.sensor_ids(START, STOP)
