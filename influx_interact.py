@@ -1,6 +1,6 @@
 """Everything that talks to InfluxDB: ``connect`` opens a ``Database`` in the server's dialect.
 
-Flux goes through influxdb-client (InfluxDB 2.x, Cloud, 1.8+ with Flux enabled): anomaly/influx/flux.py.
+Flux goes through influxdb-client (InfluxDB 2.x, Cloud, 1.9+ with Flux enabled): anomaly/influx/flux.py.
 InfluxQL reads and line-protocol writes go over the v1 HTTP API (/query, /write) for InfluxDB 1.x and
 3.x, and for 2.x through its DBRP mapping: anomaly/influx/influxql.py. Both dialects aggregate on the
 server (mean per interval, bucket time = interval start), fetch a whole chunk of sensors per query, and
@@ -58,11 +58,26 @@ def dialect_for_version(version: str) -> str:
     return "flux" if text.startswith("2") or "cloud" in text else "influxql"
 
 
+def dialect_for_routes(status: int, body: bytes) -> str:
+    """For a server whose /ping gives no version (InfluxDB Cloud): Flux when GET /api/v2 lists the Flux query
+    route, as the v2 API of InfluxDB 2.x and Cloud (TSM) does; InfluxQL for any other answer, as where there is
+    no such API or it takes writes only (1.x, 3.x, InfluxDB Cloud Serverless). A refused token is no answer
+    here: the first query says so."""
+    if status != 200:
+        return "influxql"
+    try:
+        routes = json.loads(body)
+    except ValueError:
+        return "influxql"
+    return "flux" if isinstance(routes, dict) and "query" in routes else "influxql"
+
+
 @contextlib.contextmanager
 def connect(connection: Connection, schema: Schema) -> Iterator[Database]:
     """The database, in the dialect ``connection.api`` names, open for a ``with`` block and closed after it.
 
-    ``auto`` asks the server its version (/ping): 2.x and Cloud speak Flux, 1.x and 3.x InfluxQL.
+    ``auto`` asks the server its version (/ping): 2.x speaks Flux, 1.x and 3.x InfluxQL. InfluxDB Cloud gives
+    no version, so without one the server speaks Flux if its v2 API lists the query route (GET /api/v2).
     """
     db = _opened(connection, schema)
     try:
@@ -81,7 +96,7 @@ def _opened(connection: Connection, schema: Schema) -> Database:
     db = dialects.get(connection.api, InfluxQL)(connection, schema)
     try:
         if connection.api == "auto":
-            dialect = dialect_for_version(db.server_version())
+            dialect = db.server_dialect()
             logger.debug("InfluxDB at %s speaks %s", db.url, dialect)
             if dialect != db.dialect:
                 db.close()
@@ -140,8 +155,18 @@ class Database(abc.ABC):
         response = self._request("GET", "/ping")
         return response.headers.get("X-Influxdb-Version", "")
 
+    def server_dialect(self) -> str:
+        """``flux`` or ``influxql``: by the server's version, or without one by its v2 API's routes."""
+        version = self.server_version()
+        if version:
+            return dialect_for_version(version)
+        response = self._request("GET", "/api/v2", refusal_ok=True)
+        return dialect_for_routes(response.status, response.data)
+
     def sensor_ids(self, start: pd.Timestamp, stop: pd.Timestamp) -> list[str]:
-        """Every sensor id in the readings measurement (matching --where), sorted."""
+        """Every sensor id in the readings measurement (matching --where), sorted, whenever it last wrote and
+        whatever field: the series the database holds, not the points of [start, stop), so a sensor silent
+        for a while is still listed and reported as such."""
         found = sorted(i for i in self._tag_values(start, stop) if i is not None)
         if not found:
             where = "".join(f", {key}={value!r}" for key, value in self.schema.where)
@@ -158,7 +183,7 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def _tag_values(self, start: pd.Timestamp, stop: pd.Timestamp) -> set[str | None]:
-        """The sensor tag's values in the readings measurement (matching --where)."""
+        """The sensor tag's values in the readings measurement's series (matching --where), of all time."""
 
     @abc.abstractmethod
     def read_means(
@@ -282,9 +307,15 @@ class Database(abc.ABC):
         return {}
 
     def _request(
-        self, method: str, path: str, fields: dict[str, str] | None = None, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        fields: dict[str, str] | None = None,
+        body: bytes | None = None,
+        refusal_ok: bool = False,
     ) -> urllib3.BaseHTTPResponse:
-        """One request to the v1 HTTP API, tried again while it fails for a passing reason."""
+        """One request to the HTTP API (v1, or /api/v2 to tell the dialect), tried again while it fails for a
+        passing reason. ``refusal_ok`` returns an answer with a 4xx status instead of raising it."""
         url = self.connection.url + path
         if fields:
             url += "?" + urllib.parse.urlencode(fields)
@@ -294,7 +325,7 @@ class Database(abc.ABC):
                 response = self._http.request(method, url, body=body)
             except urllib3.exceptions.HTTPError as e:
                 raise self._unreachable(e) from None
-            if response.status >= 400:
+            if response.status >= 400 and not (refusal_ok and response.status < 500):
                 raise self._http_error(response.status, response.data.decode("utf-8", "replace"))
             return response
 

@@ -8,33 +8,43 @@ that carry the bind parameters, line protocol, org, bucket, precision) and answe
 does: annotated CSV with ``#datatype``/``#group``/``#default`` rows, CRLF line ends and one table per
 sensor; 204 for a write; JSON errors ``{"code": ..., "message": ...}`` for a wrong token (401), an
 unknown bucket (404, worded as 2.7 words it for queries and for writes) and a query that uses an
-identifier its options do not define (400).
+identifier its options do not define (400); and an error met while a query ran as an error table
+(annotated CSV) at the end of a 200 answer.
 
-What a fake cannot check is Flux semantics: the CSV answers are written by hand to match what
-InfluxDB returns for each pipeline, so these tests pin the pipeline's text and parameters, and
-the parsing of realistic answers, not what a real server computes from them.
+What a fake cannot check is Flux semantics in general. Most CSV answers are written by hand to match
+what InfluxDB returns for each pipeline, so those tests pin the pipeline's text and parameters, and
+the parsing of realistic answers, not what a real server computes from them. Where the answer hangs
+on how Flux orders and groups rows (a sensor's newest point, the sensors a bucket holds), the fake
+keeps points and runs the few Flux steps those queries use (``run_flux``), refusing any other; the
+tests that use it say so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
+import io
 import json
 import re
 import socket
 import threading
 import urllib.parse
+from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
+from conftest import run_job
 
 import influx_interact
-from anomaly.influx.flux import Flux, flux_string, records_by_tag
+from anomaly.influx.flux import Flux, flux_error_is_transient, flux_string, records_by_tag
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
-from influx_interact import Database, InfluxError, dialect_for_version
+from influx_interact import Database, InfluxError, dialect_for_routes, dialect_for_version
 
 TOKEN = "secret-token"
 ORG = "my-org"
@@ -59,11 +69,12 @@ def csv_answer(text: str) -> str:
 
 
 # What InfluxDB 2.7 answers to each pipeline (columns and groups as its Flux planner leaves them).
+# schema.tagValues() gives one table with the values in _value.
 SENSORS_CSV = csv_answer("""
 #datatype,string,long,string
 #group,false,false,false
 #default,_result,,
-,result,table,uniqueID
+,result,table,_value
 ,,0,AHU-1 supply
 ,,0,"Zone 3, ""Café""=Süd"
 ,,0,chiller 2
@@ -121,6 +132,24 @@ SCORES_WITHOUT_SCORE_CSV = csv_answer("""
 ,,0,2026-01-05T00:30:00Z,AHU-1 supply,0.75,0.5,true,21
 """)
 
+# Two sensors' scores: one (first) wrote only intervals without readings (threshold and anomaly, no loss,
+# reading or score), so its table has no such columns; each table schema starts a new annotated block.
+SCORES_WITHOUT_LOSS_CSV = csv_answer("""
+#datatype,string,long,dateTime:RFC3339,string,double,boolean
+#group,false,false,false,true,false,false
+#default,_result,,,,,
+,result,table,_time,uniqueID,threshold,anomaly
+,,0,2026-01-05T00:15:00Z,"Zone 3, ""Café""=Süd",0.5,false
+,,0,2026-01-05T00:30:00Z,"Zone 3, ""Café""=Süd",0.5,true
+
+#datatype,string,long,dateTime:RFC3339,string,double,double,boolean,double,double
+#group,false,false,false,true,false,false,false,false,false
+#default,_result,,,,,,,,
+,result,table,_time,uniqueID,loss,threshold,anomaly,val_num,score
+,,1,2026-01-05T00:15:00Z,AHU-1 supply,0.25,0.5,false,20.5,0.5
+,,1,2026-01-05T00:30:00Z,AHU-1 supply,0.75,0.5,true,21,1.5
+""")
+
 SCORES_CSV = csv_answer("""
 #datatype,string,long,dateTime:RFC3339,string,double,double,boolean,double,double
 #group,false,false,false,true,false,false,false,false,false
@@ -135,7 +164,35 @@ SCORES_CSV = csv_answer("""
 EMPTY_CSV = "\r\n"
 
 
+def error_table(message: str) -> str:
+    """How InfluxDB reports an error that came up after it began a 200 answer: a table with an ``error`` and a
+    ``reference`` column (annotated CSV), after any tables already sent."""
+    quoted = '"' + message.replace('"', '""') + '"'
+    return csv_answer(f"""
+#datatype,string,string
+#group,true,true
+#default,,
+,error,reference
+,{quoted},
+""")
+
+
 # ---------------------------------------------------------------- the fake server
+
+
+# Part of what GET /api/v2 lists on InfluxDB 2.x and Cloud (TSM): the top-level routes of the v2 API.
+V2_ROUTES = {
+    "authorizations": "/api/v2/authorizations",
+    "buckets": "/api/v2/buckets",
+    "orgs": "/api/v2/orgs",
+    "query": {
+        "self": "/api/v2/query",
+        "ast": "/api/v2/query/ast",
+        "analyze": "/api/v2/query/analyze",
+        "suggestions": "/api/v2/query/suggestions",
+    },
+    "write": "/api/v2/write",
+}
 
 
 _DURATION_UNITS = {"ns": "ns", "us": "us", "ms": "ms", "s": "s", "m": "min", "h": "h", "d": "D", "w": "W"}
@@ -181,15 +238,208 @@ def undefined_parameter(query: str, options: dict) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- a subset of Flux, over stored points
+#
+# For the queries whose answer depends on how Flux orders and groups rows (which point is a sensor's newest,
+# which sensors a bucket holds), canned CSV would only restate the code: the fake server can instead keep
+# points and run the few steps those queries use, as InfluxDB does. Any other step is refused (HTTP 400).
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """A stored point; its series is its measurement, tags and field."""
+
+    time: str
+    value: float
+    tags: tuple[tuple[str, str], ...]
+    measurement: str = "READINGS"
+    field: str = "val_num"
+
+
+def reading(time: str, value: float, **tags: str) -> Point:
+    """A reading of SCHEMA's measurement and field, with the --where tags SCHEMA selects unless ``tags`` differ."""
+    return Point(time, value, tuple(sorted({**dict(SCHEMA.where), **tags}.items())))
+
+
+@dataclasses.dataclass
+class Table:
+    """A Flux table: its group key and its rows, in the order Flux keeps them."""
+
+    key: tuple[str, ...]
+    rows: list[dict]
+
+
+def stored_series(points: list[Point], start: pd.Timestamp, stop: pd.Timestamp) -> list[Table]:
+    """``from() |> range()``: one table per series in series key order, as the storage engine sends them, each
+    in time order."""
+    series: dict[tuple, list[dict]] = defaultdict(list)
+    for p in points:
+        time = pd.Timestamp(p.time)
+        if start <= time < stop:
+            row = {"_start": start, "_stop": stop, "_time": time, "_value": p.value}
+            series[(p.measurement, p.tags, p.field)].append(
+                {**row, "_measurement": p.measurement, "_field": p.field, **dict(p.tags)}
+            )
+    return [
+        Table(("_start", "_stop", "_measurement", "_field", *(key for key, _ in tags)), sorted(rows, key=by_time))
+        for (_, tags, _), rows in sorted(series.items())
+    ]
+
+
+def by_time(row: dict) -> pd.Timestamp:
+    return row["_time"]
+
+
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_COLUMN = rf"r\.(\w+)|r\[({_STRING})\]"
+
+
+def flux_value(text: str, params: dict):
+    """A string, boolean or array literal, or a ``params.x``, of the queries' text as a Python value."""
+    text = text.strip()
+    if text.startswith("params."):
+        return params[text.removeprefix("params.")]
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith("["):
+        return [flux_value(item, params) for item in re.findall(_STRING, text)]
+    if re.fullmatch(_STRING, text):
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    raise NotImplementedError(f"the fake server does not imitate the value {text}")
+
+
+def column_name(text: str) -> str:
+    """``r.x`` or ``r["x"]`` -> x."""
+    match = re.fullmatch(_COLUMN, text.strip())
+    if match is None:
+        raise NotImplementedError(f"the fake server does not imitate the column {text}")
+    return match.group(1) or flux_value(match.group(2), {})
+
+
+def predicate(body: str, params: dict) -> Callable[[dict], bool]:
+    """``(r) => body`` where body joins with ``and`` terms ``column == value``, ``exists column`` and
+    ``contains(value: column, set: values)``."""
+
+    def term(text: str) -> Callable[[dict], bool]:
+        if match := re.fullmatch(r"exists (.+)", text):
+            column = column_name(match.group(1))
+            return lambda r: r.get(column) is not None
+        if match := re.fullmatch(r"contains\(value: (.+), set: (.+)\)", text):
+            column, values = column_name(match.group(1)), flux_value(match.group(2), params)
+            return lambda r: r.get(column) in values
+        if match := re.fullmatch(r"(.+) == (.+)", text):
+            column, value = column_name(match.group(1)), flux_value(match.group(2), params)
+            return lambda r: r.get(column) == value
+        raise NotImplementedError(f"the fake server does not imitate the predicate {text}")
+
+    terms = [term(text) for text in body.split(" and ")]
+    return lambda r: all(t(r) for t in terms)
+
+
+def flux_step(step: str, tables: list[Table], params: dict) -> list[Table]:
+    """One ``|> step`` of a pipeline, as Flux runs it: ``group()`` keeps each row's order of arrival (tables in
+    turn), not time order; ``last()`` takes each table's last row."""
+    if match := re.fullmatch(r"filter\(fn: \(r\) => (.+)\)", step):
+        keep = predicate(match.group(1), params)
+        kept = [Table(t.key, [row for row in t.rows if keep(row)]) for t in tables]
+        return [t for t in kept if t.rows]
+    if match := re.fullmatch(r"group\((?:columns: (\[.*\]))?\)", step):
+        key = tuple(flux_value(match.group(1), params)) if match.group(1) else ()
+        groups: dict[tuple, Table] = {}
+        for table in tables:
+            for row in table.rows:
+                groups.setdefault(tuple(row.get(c) for c in key), Table(key, [])).rows.append(row)
+        return list(groups.values())
+    if step == "last()":
+        return [Table(t.key, t.rows[-1:]) for t in tables]
+    if match := re.fullmatch(r"top\(n: (\d+), columns: (\[.*\])\)", step):
+        n, columns = int(match.group(1)), flux_value(match.group(2), params)
+        return [Table(t.key, sorted(t.rows, key=lambda r: [r[c] for c in columns], reverse=True)[:n]) for t in tables]
+    if match := re.fullmatch(r"keep\(columns: (\[.*\])\)", step):
+        columns = flux_value(match.group(1), params)
+        return [
+            Table(tuple(c for c in t.key if c in columns), [{c: r[c] for c in columns if c in r} for r in t.rows])
+            for t in tables
+        ]
+    raise NotImplementedError(f"the fake server does not imitate the step {step}")
+
+
+def run_flux(query: str, params: dict, points: list[Point]) -> list[Table]:
+    """The tables one of the project's queries gives over ``points``: a pipeline from ``from()``, or a call of
+    ``schema.tagValues()``."""
+    now = pd.Timestamp.now(tz="UTC")
+    if query.startswith('import "influxdata/influxdb/schema"'):
+        return tag_values(query, params, points, now)
+    source, window, *steps = query.split("\n  |> ")
+    match = re.fullmatch(r"range\(start: params\.start(, stop: params\.stop)?\)", window)
+    if source != "from(bucket: params.bucket)" or match is None:
+        raise NotImplementedError(f"the fake server does not imitate {source} |> {window}")
+    tables = stored_series(points, params["start"], params["stop"] if match.group(1) else now)
+    for step in steps:
+        tables = flux_step(step, tables, params)
+    return tables
+
+
+def tag_values(query: str, params: dict, points: list[Point], now: pd.Timestamp) -> list[Table]:
+    """``schema.tagValues()``: one table with the distinct values of ``tag`` in the series that match the
+    predicate and have a point in [start, stop), sorted; stop defaults to now, start to 30 days before."""
+    arguments = dict(
+        line.strip().rstrip(",").split(": ", 1) for line in query.splitlines() if re.match(r"  \w+: ", line)
+    )
+    tag = flux_value(arguments["tag"], params)
+    keep = predicate(arguments["predicate"].removeprefix("(r) => "), params)
+    start = flux_value(arguments["start"], params) if "start" in arguments else now - pd.Timedelta(days=30)
+    stop = flux_value(arguments["stop"], params) if "stop" in arguments else now
+    rows = [row for t in stored_series(points, start, stop) for row in t.rows if keep(row)]
+    values = sorted({row[tag] for row in rows if row.get(tag) is not None})
+    return [Table((), [{"_value": value} for value in values])] if values else []
+
+
+_DATATYPES = {bool: "boolean", int: "long", float: "double", str: "string", pd.Timestamp: "dateTime:RFC3339"}
+
+
+def annotated_csv(tables: list[Table]) -> str:
+    """Tables as InfluxDB 2.7 sends them: annotations and a header before each table, an empty line after."""
+    if not tables:
+        return EMPTY_CSV
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for number, table in enumerate(tables):
+        columns = list(table.rows[0])
+        writer.writerow(["#datatype", "string", "long", *(_DATATYPES[type(table.rows[0][c])] for c in columns)])
+        writer.writerow(["#group", "false", "false", *("true" if c in table.key else "false" for c in columns)])
+        writer.writerow(["#default", "_result", "", *([""] * len(columns))])
+        writer.writerow(["", "result", "table", *columns])
+        writer.writerows(["", "", number, *(csv_cell(row[c]) for c in columns)] for row in table.rows)
+        writer.writerow([])
+    return out.getvalue()
+
+
+def csv_cell(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
 class FakeInflux2:
     """Serves one org (``my-org``) with one bucket (``sensors``) and token ``secret-token``.
 
-    ``answer`` is the CSV the next queries get; ``queries`` and ``writes`` record the requests.
+    ``answers`` are the CSV the next queries get, one each, and ``answer`` the CSV every query gets after them;
+    with ``points``, queries are answered from them instead (``run_flux``). ``version`` and ``build`` are the
+    X-Influxdb-* headers (None: not sent) and ``v2_api`` whether GET /api/v2 lists the v2 routes, so that it
+    can imitate what other products answer there. ``gets``, ``queries`` and ``writes`` record the requests.
     """
 
     def __init__(self):
+        self.answers: list[str] = []
         self.answer = EMPTY_CSV
-        self.pings = 0
+        self.points: list[Point] | None = None
+        self.version: str | None = "v2.7.10"
+        self.build: str | None = "OSS"
+        self.v2_api = True
+        self.gets: list[str] = []
         self.queries: list[dict] = []
         self.writes: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -209,9 +459,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
+        fake = self.server.fake
         self.send_response(status)
-        self.send_header("X-Influxdb-Build", "OSS")
-        self.send_header("X-Influxdb-Version", "v2.7.10")
+        for name, value in [("X-Influxdb-Build", fake.build), ("X-Influxdb-Version", fake.version)]:
+            if value is not None:
+                self.send_header(name, value)
         if status != 204:
             self.send_header("Content-Type", content_type or "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -223,9 +475,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps({"code": code, "message": message}).encode("utf-8"))
 
     def do_GET(self) -> None:
-        if urllib.parse.urlsplit(self.path).path == "/ping":
-            self.server.fake.pings += 1
+        fake = self.server.fake
+        path = urllib.parse.urlsplit(self.path).path
+        fake.gets.append(path)
+        if path == "/ping":
             self._send(204)
+        elif path == "/api/v2" and fake.v2_api:
+            if self.headers.get("Authorization") != f"Token {TOKEN}":
+                self._error(401, "unauthorized", "unauthorized access")
+            else:
+                self._send(200, json.dumps(V2_ROUTES).encode("utf-8"))
         else:
             self._error(404, "not found", "path not found")
 
@@ -256,7 +515,15 @@ class _Handler(BaseHTTPRequestHandler):
         if bucket != BUCKET:
             self._error(404, "not found", f'failed to initialize execute state: could not find bucket "{bucket}"')
             return
-        self._send(200, fake.answer.encode("utf-8"), "text/csv; charset=utf-8")
+        if fake.points is not None:
+            try:
+                answer = annotated_csv(run_flux(request["query"], options["params"], fake.points))
+            except NotImplementedError as e:
+                self._error(400, "invalid", str(e))
+                return
+        else:
+            answer = fake.answers.pop(0) if fake.answers else fake.answer
+        self._send(200, answer.encode("utf-8"), "text/csv; charset=utf-8")
 
     def _write(self, fake: FakeInflux2, fields: dict, body: bytes) -> None:
         fake.writes.append({"fields": fields, "body": body.decode("utf-8")})
@@ -328,6 +595,37 @@ def test_dialect_for_version(version, dialect):
     assert dialect_for_version(version) == dialect
 
 
+@pytest.mark.parametrize(
+    "message, transient",
+    [
+        ("context deadline exceeded", True),
+        ("query canceled", True),
+        ("failed to read: connection reset by peer", True),
+        ("service unavailable", True),
+        ("runtime error @7:6-7:99: aggregateWindow: unsupported aggregate column type string", False),
+        ("pivot: schema collision: cannot group float and string types together", False),
+        ("query terminated: reached maximum allowed memory limits", False),
+    ],
+)
+def test_flux_error_is_transient_only_when_the_server_gave_up_for_a_passing_reason(message, transient):
+    assert flux_error_is_transient(message) is transient
+
+
+@pytest.mark.parametrize(
+    "status, body, dialect",
+    [
+        (200, json.dumps(V2_ROUTES).encode(), "flux"),
+        (200, json.dumps({"write": "/api/v2/write"}).encode(), "influxql"),
+        (200, b"<html>a proxy's page</html>", "influxql"),
+        (200, b'["query"]', "influxql"),
+        (404, b"404 page not found", "influxql"),
+        (401, b'{"code":"unauthorized","message":"unauthorized access"}', "influxql"),
+    ],
+)
+def test_dialect_for_routes(status, body, dialect):
+    assert dialect_for_routes(status, body) == dialect
+
+
 def test_records_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
     t0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
     t1 = datetime(2026, 1, 5, 0, 15, tzinfo=UTC)
@@ -363,26 +661,78 @@ def test_records_by_tag_of_nothing_is_empty():
 # ---------------------------------------------------------------- through the fake server
 
 
-def test_auto_detects_flux_from_the_version_header(fake):
+@pytest.mark.parametrize(
+    "version, build, v2_api, dialect, asked",
+    [
+        pytest.param("v2.7.10", "OSS", True, Flux, ["/ping"], id="InfluxDB 2.7: its version"),
+        pytest.param(None, "Cloud", True, Flux, ["/ping", "/api/v2"], id="InfluxDB Cloud: no version, a v2 API"),
+        pytest.param("1.8.10", "OSS", False, InfluxQL, ["/ping"], id="InfluxDB 1.8: its version"),
+        pytest.param("3.0.1", "Core", False, InfluxQL, ["/ping"], id="InfluxDB 3 Core: its version"),
+        pytest.param(None, None, False, InfluxQL, ["/ping", "/api/v2"], id="no version, no v2 API"),
+    ],
+)
+def test_auto_detects_the_dialect_by_the_version_or_else_the_v2_api(fake, version, build, v2_api, dialect, asked):
+    """Fake server imitating each product's answer to /ping (InfluxDB Cloud sends no X-Influxdb-Version) and to
+    GET /api/v2 (the v2 routes, with the Flux query route, on 2.x and Cloud; 404 where there is no v2 API)."""
+    fake.version, fake.build, fake.v2_api = version, build, v2_api
     with connect(fake.url) as db:
-        assert db.dialect == "flux" and isinstance(db, Flux)
-    assert fake.pings == 1
+        assert isinstance(db, dialect)
+    assert fake.gets == asked
+
+
+def test_a_cloud_token_that_is_refused_names_the_token_variable(fake):
+    """Fake server imitating InfluxDB Cloud (no version header; GET /api/v2 refuses a wrong token)."""
+    fake.version = None
+    with (
+        pytest.raises(InfluxError, match="INFLUX_TOKEN") as caught,
+        connect(fake.url, token="wrong-secret-42") as db,
+    ):
+        db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+    assert "wrong-secret-42" not in str(caught.value)
 
 
 def test_sensor_ids_are_sorted_and_exact(fake):
+    """Fake server, with the answer InfluxDB 2.7 gives schema.tagValues(): the call, its predicate and its
+    parameters (every value one, the start Unix time 0), and the ids read back exactly."""
     fake.answer = SENSORS_CSV
     with connect(fake.url) as db:
         ids = db.sensor_ids(START, STOP)
     assert ids == ["AHU-1 supply", 'Zone 3, "Café"=Süd', "chiller 2"]
     query = fake.query
     assert query["fields"] == {"org": ORG}
-    assert "from(bucket: params.bucket)" in query["text"]
-    assert "range(start: params.start, stop: params.stop)" in query["text"]
-    assert '|> distinct(column: "uniqueID")\n  |> rename(columns: {_value: "uniqueID"})' in query["text"]
-    assert string_literals(query["text"]) == {"siteRef", "floor", "uniqueID"}
-    params = query["options"]["params"]
-    assert params["start"] == START and params["stop"] == STOP
-    assert (params["measurement"], params["field"]) == ("READINGS", "val_num")
+    assert query["text"].startswith('import "influxdata/influxdb/schema"\n')
+    for piece in [
+        "schema.tagValues(",
+        "bucket: params.bucket,",
+        'tag: "uniqueID",',
+        'predicate: (r) => r._measurement == params.measurement and r["siteRef"] == params.where0 '
+        'and r["floor"] == params.where1,',
+        "start: params.start,",
+    ]:
+        assert piece in query["text"]
+    assert string_literals(query["text"]) == {"influxdata/influxdb/schema", "siteRef", "floor", "uniqueID"}
+    assert query["options"]["params"] == {
+        "bucket": BUCKET,
+        "where0": 'Campus "Energy" Centre',
+        "where1": "3=top",
+        "start": pd.Timestamp(0, tz="UTC"),
+        "measurement": "READINGS",
+    }
+
+
+def test_sensor_ids_are_every_sensor_the_bucket_holds_however_long_it_has_been_silent(fake):
+    """Fake server, answering from stored points: as InfluxQL's SHOW TAG VALUES, the list holds every sensor of
+    the measurement that matches --where, whenever it last wrote (the chiller, ten months before the window)
+    and whatever field it wrote; not the sensors of another measurement or site."""
+    fake.points = [
+        reading("2026-01-05T10:00:00Z", 1.0, uniqueID="AHU-1 supply"),
+        reading("2025-03-01T00:00:00Z", 2.0, uniqueID="chiller 2"),
+        dataclasses.replace(reading("2026-01-05T10:00:00Z", 1.0, uniqueID=ODD_ID), field="manual_anomaly"),
+        reading("2026-01-05T10:00:00Z", 1.0, uniqueID="other site", siteRef="Other site"),
+        dataclasses.replace(reading("2026-01-05T10:00:00Z", 1.0, uniqueID="weather"), measurement="WEATHER"),
+    ]
+    with connect(fake.url) as db:
+        assert db.sensor_ids(START, STOP) == ["AHU-1 supply", ODD_ID, "chiller 2"]
 
 
 def test_read_means_returns_float_series_per_sensor_on_interval_starts(fake):
@@ -463,6 +813,29 @@ def test_last_scored_is_the_newest_score_time_per_sensor(fake):
     assert params["sensors"] == ["AHU-1 supply", ODD_ID, "chiller 2"]
 
 
+def test_last_reading_and_group_tag_come_from_the_newest_point_whichever_series_holds_it(fake):
+    """Fake server, answering from stored points: AHU-1's equipment tag changed from AHU-2 to AHU-1, so its
+    readings are in two series, and its newest point is in the series that comes first (series key order),
+    not in the table that comes last. The other sensor's newest point has no equipment tag: its tag comes
+    from its newest point that has one."""
+    fake.points = [
+        reading("2026-01-05T08:00:00Z", 3.0, uniqueID="AHU-1 supply", equip="AHU-2"),
+        reading("2026-01-05T09:00:00Z", 1.0, uniqueID="AHU-1 supply", equip="AHU-1"),
+        reading("2026-01-05T09:30:00Z", 4.0, uniqueID="AHU-1 supply", equip="AHU-2"),
+        reading("2026-01-05T10:00:00Z", 2.0, uniqueID="AHU-1 supply", equip="AHU-1"),
+        reading("2026-01-05T07:00:00Z", 5.0, uniqueID=ODD_ID, equip="chiller"),
+        reading("2026-01-05T11:00:00Z", 6.0, uniqueID=ODD_ID),
+        reading("2026-01-05T12:00:00Z", 7.0, uniqueID="AHU-1 supply", equip="AHU-3", siteRef="elsewhere"),
+    ]
+    since = pd.Timestamp("2026-01-05T00:00:00Z")
+    sensors = ["AHU-1 supply", ODD_ID, "chiller 2"]
+    with connect(fake.url) as db:
+        fresh = db.last_reading(sensors, since)
+        groups = db.group_tags(sensors, since, "equip")
+    assert fresh == {"AHU-1 supply": pd.Timestamp("2026-01-05T10:00Z"), ODD_ID: pd.Timestamp("2026-01-05T11:00Z")}
+    assert groups == {"AHU-1 supply": "AHU-1", ODD_ID: "chiller"}
+
+
 def test_no_data_gives_empty_results(fake):
     fake.answer = EMPTY_CSV
     with connect(fake.url) as db:
@@ -514,6 +887,35 @@ def test_read_scores_gives_the_score_column_even_where_none_was_written(fake):
     assert fake.queries[-1]["options"]["params"]["measurement"] == "PREDICT_ANOMALY"
 
 
+def test_read_scores_gives_every_column_as_influxql_does_when_a_sensor_wrote_no_loss_or_reading(fake):
+    """Fake server: a sensor whose points in range are all intervals without readings has no loss, reading
+    or score column in its pivoted table. Its frame has all five columns, as InfluxQL's (which names every
+    column it selects) has, NaN where nothing was written; the other sensor's frame is whole."""
+    fake.answer = SCORES_WITHOUT_LOSS_CSV
+    with connect(fake.url) as db:
+        frames = db.read_scores(["AHU-1 supply", ODD_ID], START, STOP)
+    assert set(frames) == {"AHU-1 supply", ODD_ID}
+    silent, whole = frames[ODD_ID], frames["AHU-1 supply"]
+    assert list(silent.columns) == list(whole.columns) == ["loss", "threshold", "anomaly", "val_num", "score"]
+    assert silent[["loss", "val_num", "score"]].isna().all().all()
+    assert silent["threshold"].tolist() == [0.5, 0.5] and silent["anomaly"].tolist() == [False, True]
+    assert whole["loss"].tolist() == [0.25, 0.75] and whole["val_num"].tolist() == [20.5, 21.0]
+
+
+def test_sensor_plot_draws_every_sensor_when_one_wrote_no_loss_or_reading(fake, tmp_path):
+    """Fake server, with sensor_plot.py run as cron runs it: the sensor whose scores have no loss column
+    gets its picture (no windows scored) and the other sensors theirs; exit 0."""
+    fake.answers = [MEANS_CSV, SCORES_WITHOUT_LOSS_CSV]  # read_means, then read_scores
+    env = {"INFLUX_URL": fake.url, "INFLUX_TOKEN": TOKEN, "INFLUX_ORG": ORG, "INFLUX_BUCKET": BUCKET}
+    sensors = ["--sensor", "AHU-1 supply", "--sensor", ODD_ID]
+    window = ["--start", "2026-01-05T00:00:00Z", "--stop", "2026-01-06T00:00:00Z"]
+    result = run_job("sensor_plot.py", [*sensors, *window, "--output", "plots"], env, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "2 drawn, 0 not" in result.stderr
+    assert f"sensor {ODD_ID!r}: wrote" in result.stderr and "0 windows scored" in result.stderr
+    assert len(list((tmp_path / "plots").iterdir())) == 2
+
+
 def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, monkeypatch):
     monkeypatch.setattr(influx_interact, "WRITE_BATCH_LINES", 2)
     lines = [
@@ -551,7 +953,7 @@ def test_record_run_writes_numbers_as_floats_in_nanoseconds(fake):
 def test_a_named_dialect_is_used_without_asking_the_server(fake, api, dialect):
     with connect(fake.url, api=api) as db:
         assert isinstance(db, dialect) and db.dialect == api
-    assert fake.pings == 0
+    assert fake.gets == []
 
 
 def test_wrong_token_names_the_url_and_variable_but_not_the_token(fake):
@@ -579,6 +981,30 @@ def test_unknown_bucket_names_the_bucket_and_variable(fake, operation):
             db.write(["PREDICT_ANOMALY,uniqueID=a loss=1.0 1767571200"])
     assert "'sensorz'" in str(caught.value)
     assert fake.url in str(caught.value)
+
+
+def test_an_error_inside_a_200_answer_is_an_influx_error_with_the_servers_message(fake):
+    """Fake server: InfluxDB sends a query's first tables, then meets an error, which it reports as an error
+    table in the same 200 answer. That is an InfluxError quoting the server, not a traceback, and it is not
+    tried again: the same query would meet the same error."""
+    message = "runtime error @7:6-7:99: aggregateWindow: unsupported aggregate column type string"
+    fake.answer = MEANS_CSV + error_table(message)
+    with connect(fake.url) as db, pytest.raises(InfluxError) as caught:
+        db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+    assert str(caught.value) == f"InfluxDB at {fake.url} failed: query error: {message}"
+    assert not caught.value.transient
+    assert len(fake.queries) == 1
+
+
+def test_an_error_inside_a_200_answer_that_may_pass_is_tried_again(fake):
+    """Fake server: the first answer is an error table for a query the server gave up on (its deadline); the
+    query is sent again and the second answer is read."""
+    fake.answers = [error_table("context deadline exceeded")]
+    fake.answer = MEANS_CSV
+    with connect(fake.url) as db:
+        means = db.read_means(["AHU-1 supply", ODD_ID], START, STOP, INTERVAL)
+    assert list(means) == ["AHU-1 supply", ODD_ID]
+    assert len(fake.queries) == 2
 
 
 @pytest.mark.parametrize("api", ["auto", "flux"])

@@ -26,7 +26,7 @@ SCHEMA = Schema(where=(("siteRef", 'Campus "East"'),))
                 "r._field == params.field",
                 'r["siteRef"] == params.where0',
                 'contains(value: r["uniqueID"], set: params.sensors)',
-                "|> last()",
+                '|> last()\n  |> group(columns: ["uniqueID"])\n  |> top(n: 1, columns: ["_time"])',
             ],
         ),
         (

@@ -1,4 +1,7 @@
-"""The Flux dialect: InfluxDB 2.x and Cloud (and 1.8+ with Flux enabled) through influxdb-client.
+"""The Flux dialect: InfluxDB 2.x and Cloud (and 1.9+ with Flux enabled) through influxdb-client.
+
+InfluxDB 1.8's Flux (0.65) predates the schema package (0.88) that lists the sensors; use InfluxQL there,
+as ``--api auto`` does for every 1.x.
 
 Every value goes into a query as a bind parameter (``params.name``); only column names are written
 into the text, as Flux has no dynamic column access. The query text is made by pure functions, so it
@@ -51,7 +54,6 @@ def _flux_query(
     stop: bool = True,
     field: str | None = "r._field == params.field",
     where: bool = True,
-    sensors: bool = True,
 ) -> str:
     """The shape every query here shares: bucket, range, measurement (and field), the --where tags, the
     chunk's sensors; then ``steps``, in which ``{tag}`` stands for the quoted sensor tag key."""
@@ -62,20 +64,34 @@ def _flux_query(
         f"  |> range(start: params.start{', stop: params.stop' if stop else ''})",
         f"  |> filter(fn: (r) => {measurement})",
         _flux_tag_filters(schema) if where else "",
-        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))" if sensors else "",
+        f"  |> filter(fn: (r) => contains(value: r[{tag}], set: params.sensors))",
     ]
     return "\n".join(filter(None, lines + [f"  |> {step.replace('{tag}', tag)}" for step in steps]))
 
 
+# From this time on, schema.tagValues() lists every sensor the bucket still holds, as InfluxQL's SHOW TAG VALUES
+# does (its default start, 30 days ago, would drop a sensor silent for longer).
+ALL_TIME = pd.Timestamp(0, tz="UTC")
+
+
 def flux_sensors(schema: Schema) -> str:
-    # distinct() puts the values in _value; rename gives them back the tag's name, which callers read.
-    return _flux_query(
-        schema,
-        "keep(columns: [{tag}])",
-        "group()",
-        "distinct(column: {tag})",
-        "rename(columns: {_value: {tag}})",
-        sensors=False,
+    """The sensor tag's values, in ``_value``, of the measurement's series that match --where and hold a point
+    from ``params.start`` on: schema.tagValues(), Flux's counterpart of SHOW TAG VALUES."""
+    predicate = " and ".join(
+        ["r._measurement == params.measurement"]
+        + [f"r[{flux_string(key)}] == params.where{i}" for i, (key, _) in enumerate(schema.where)]
+    )
+    return "\n".join(
+        [
+            'import "influxdata/influxdb/schema"',
+            "",
+            "schema.tagValues(",
+            "  bucket: params.bucket,",
+            f"  tag: {flux_string(schema.sensor_tag)},",
+            f"  predicate: (r) => {predicate},",
+            "  start: params.start,",
+            ")",
+        ]
     )
 
 
@@ -111,10 +127,14 @@ def flux_last_scored(schema: Schema, stop: bool = False) -> str:
     )
 
 
+# Each sensor's newest point: the last of each series, then the latest of a sensor's series by _time. A sensor
+# has several series when another tag differs; group() keeps rows in the order its tables came (series key
+# order), not in time order, so last() after it would give the point of whichever series comes last.
+_NEWEST_PER_SENSOR = ("last()", "group(columns: [{tag}])", 'top(n: 1, columns: ["_time"])')
+
+
 def flux_last_reading(schema: Schema) -> str:
-    return _flux_query(
-        schema, "group(columns: [{tag}])", "last()", 'keep(columns: ["_time", "_value", {tag}])', stop=False
-    )
+    return _flux_query(schema, *_NEWEST_PER_SENSOR, 'keep(columns: ["_time", "_value", {tag}])', stop=False)
 
 
 def flux_group_tags(schema: Schema, key: str) -> str:
@@ -122,8 +142,7 @@ def flux_group_tags(schema: Schema, key: str) -> str:
     return _flux_query(
         schema,
         f"filter(fn: (r) => exists r[{group}])",
-        f"group(columns: [{{tag}}, {group}])",
-        "last()",
+        *_NEWEST_PER_SENSOR,
         f"keep(columns: [{{tag}}, {group}])",
         stop=False,
     )
@@ -208,6 +227,26 @@ def record_frames_by_tag(records: Iterable[dict], tag: str, columns: list[str]) 
     }
 
 
+# What an error InfluxDB reports inside a 200 answer says when the server gave up for a reason that passes (a
+# deadline, a cancellation, a restart); any other such error (a type or schema error met while running the
+# query, a memory limit) comes back the same however often the query is sent.
+_PASSING_ERRORS = (
+    "deadline exceeded",
+    "timeout",
+    "timed out",
+    "canceled",
+    "cancelled",
+    "unavailable",
+    "connection reset",
+)
+
+
+def flux_error_is_transient(message: str) -> bool:
+    """Whether a query that met this error (reported by InfluxDB inside its answer) may succeed if sent again."""
+    lowered = message.lower()
+    return any(words in lowered for words in _PASSING_ERRORS)
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -242,14 +281,8 @@ class Flux(Database):
         super().close()
 
     def _tag_values(self, start: pd.Timestamp, stop: pd.Timestamp) -> set[str | None]:
-        records = self._flux(
-            flux_sensors(self.schema),
-            start=start,
-            stop=stop,
-            measurement=self.schema.measurement,
-            field=self.schema.field,
-        )
-        return {r.get(self.schema.sensor_tag) for r in records}
+        records = self._flux(flux_sensors(self.schema), start=ALL_TIME, measurement=self.schema.measurement)
+        return {r.get("_value") for r in records}
 
     def read_means(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
@@ -370,13 +403,16 @@ class Flux(Database):
 
     def _flux(self, query: str, **params: Any) -> list[dict]:
         from influxdb_client.client._base import _BaseQueryApi
+        from influxdb_client.client.flux_csv_parser import FluxQueryException
         from influxdb_client.domain import Identifier, ModelProperty, ObjectExpression
         from influxdb_client.rest import ApiException
 
         client = self._opened_client()
         params = flux_params(self.schema, bucket=self.connection.bucket, **params)
         # influxdb-client sends each parameter as its own ``option name = value``, but the queries read
-        # them as ``params.name``, so send them as one record option named ``params``.
+        # them as ``params.name``, so send them as one record option named ``params``. Its public ``params``
+        # takes no record (a dict becomes an array of its keys) and it has no public way to turn a value into
+        # a literal, so its own private conversion is used; test_flux.py's parameter tests catch a change.
         record = ObjectExpression(
             "ObjectExpression",
             [
@@ -392,6 +428,11 @@ class Flux(Database):
                 return client.query_api().query(query, params={"params": record})
             except ApiException as e:
                 raise self._api_error(e) from None
+            except FluxQueryException as e:
+                # An error met after the answer began (status 200 sent): InfluxDB ends it with an error table.
+                error = self._explain(f"query error: {e.message}")
+                error.transient = flux_error_is_transient(e.message)
+                raise error from None
             except urllib3.exceptions.HTTPError as e:
                 raise self._unreachable(e) from None
 
