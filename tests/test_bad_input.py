@@ -596,6 +596,7 @@ def test_keys_that_match_no_sensor_found_are_named_in_a_warning(influxd, databas
     ratios = json.dumps({"default": 2, GOOD: 1.5, "goood": 3, SPECIAL: 1})
     windows = json.dumps({"default": 4, "no such sensor": 5, GOOD: 4})
     env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database}
+    (tmp_path / "models").mkdir()  # the sensors have no window to train on, and the scorer needs the directory
     models = ["--models-dir", str(tmp_path / "models")]
     scoring = ["--no-cold-start", "--now", NOW.isoformat()]
     for script, extra in (("sensor_training.py", TRAIN), ("sensor_predict.py", scoring)):
