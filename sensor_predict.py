@@ -29,6 +29,7 @@ import pandas as pd
 import model_predict
 from anomaly import cold_start, losses, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
+from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
 from anomaly.settings import Common
 from influx_interact import Database, InfluxError
@@ -153,12 +154,6 @@ def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
 
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     common = settings.common_from_args(args)
-    if not common.models_dir.is_dir():
-        # A mistyped path would otherwise score the whole fleet with the cold-start detector, quietly.
-        raise settings.ConfigError(
-            f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
-            "(which makes it) first; to score with the cold-start detector before any training, create it"
-        )
     interval = common.interval
     return PredictSettings(
         common=common,
@@ -424,6 +419,12 @@ def no_readings() -> pd.Series:
 def run(settings: PredictSettings, db: Database) -> runner.Outcome:
     began = time.monotonic()
     common = settings.common
+    if not common.models_dir.is_dir():
+        # A mistyped path would otherwise score the whole fleet with the cold-start detector, quietly.
+        raise ConfigError(
+            f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
+            "(which makes it) first; to score with the cold-start detector before any training, create it"
+        )
     job = Run(settings, db)
     now = common.now.floor(common.interval)
     found = [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)

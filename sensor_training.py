@@ -96,7 +96,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
     common = settings.common_from_args(args, label_field=args.label_field)
-    files.check_writable(common.models_dir, "--models-dir")
     start, stop = times.parse_range(args.start, args.stop, common.now, common.interval)
     if not 0 < args.percentile <= 100:
         raise ConfigError(f"--percentile: {args.percentile} must be in (0, 100]")
@@ -191,6 +190,7 @@ def train_chunk(db: Database, chunk: list[str], settings: TrainingSettings, thre
 def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
     began = time.monotonic()
     common, plan = settings.common, settings.plan
+    files.check_writable(common.models_dir, "--models-dir")
     counts = {"trained": 0, "skipped": 0, "failed": 0}
     # Each worker gets its share of the cores, so N workers do not oversubscribe them.
     threads = max(1, len(os.sched_getaffinity(0)) // settings.jobs)

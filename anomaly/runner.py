@@ -123,6 +123,10 @@ def main(job: Job[Any], argv: list[str] | None = None) -> int:
                         time.time_ns(),
                     )
             return outcome.status
+    except ConfigError as e:
+        # Found when the run starts: a directory the settings name but the run cannot use.
+        logging.getLogger(job.name).error("configuration: %s", e)
+        return EXIT_CONFIG
     except LockedError as e:
         logging.getLogger(job.name).warning("%s", e)
         return EXIT_LOCKED

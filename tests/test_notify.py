@@ -201,12 +201,21 @@ def test_an_extended_ongoing_event_is_not_sent_again():
 
 
 def test_cooldown_suppresses_and_the_suppressed_event_is_never_sent_later():
-    _, state = run([ev("a", 0, 1)], new_state())
-    due, state = run([ev("a", 10, 11, ongoing=True)], state, now=NOW + 10 * pd.Timedelta("1m"))
+    _, state = run([ev("a", 0, 1)], new_state(), now=t(2))
+    due, state = run([ev("a", 3, 4, ongoing=True)], state, now=t(5))  # starts 30 min after the sent one ended
     assert due == []
-    due, state = run([ev("a", 10, 20)], state, now=NOW + 3 * HOUR)
+    due, state = run([ev("a", 3, 20)], state, now=t(21))  # it goes on past the cooldown: still never sent
     assert due == []
-    assert run([ev("a", 30, 31)], state, now=NOW + 3 * HOUR)[0] == [ev("a", 30, 31)]
+    assert run([ev("a", 30, 31)], state, now=t(32))[0] == [ev("a", 30, 31)]
+
+
+def test_the_cooldown_runs_in_event_time_so_a_catch_up_does_not_mute_the_next_event():
+    """A catch-up sends an old event; the next event, an hour and more after it in event time, is sent
+    although the catch-up's message went out minutes ago."""
+    _, state = run([ev("a", 0, 1)], new_state(), now=t(40))
+    assert run([ev("a", 41, 42)], state, now=t(43))[0] == [ev("a", 41, 42)]
+    _, state = run([ev("b", 38, 39)], new_state(), now=t(40))
+    assert run([ev("b", 41, 42)], state, now=t(43))[0] == []
 
 
 @pytest.mark.parametrize(
@@ -228,8 +237,8 @@ def test_one_event_passed_twice_is_one_message():
 
 
 def test_cooldown_is_per_sensor():
-    _, state = run([ev("a", 0, 1)], new_state())
-    assert run([ev("a", 5, 5), ev("b", 5, 5)], state, now=NOW + pd.Timedelta("1m"))[0] == [ev("b", 5, 5)]
+    _, state = run([ev("a", 0, 1)], new_state(), now=t(2))
+    assert run([ev("a", 3, 3), ev("b", 3, 3)], state, now=t(4))[0] == [ev("b", 3, 3)]
 
 
 def test_a_failed_send_is_tried_again_next_run_from_the_tracked_event():
@@ -268,12 +277,12 @@ def test_an_incident_is_sent_again_only_when_its_severity_rises():
 
 @pytest.mark.parametrize("sent", [True, False], ids=["incident sent", "incident suppressed by the cooldown"])
 def test_events_announced_by_an_incident_are_not_announced_again_without_their_group(sent):
-    earlier = NOW - (3 * HOUR if sent else pd.Timedelta("1m"))
-    _, state = run([incident("minor", start=-10, end=-8)], new_state(), now=earlier)
+    start, end = (-10, -8) if sent else (-3, -1)  # ends 2 h, or 15 min, before the next incident starts
+    _, state = run([incident("minor", start=start, end=end)], new_state(), now=t(end + 1))
     found = incidents([ev("a", 0, 2), ev("b", 1, 3)], GROUPS, I)
-    due, state = run(found, state)
+    due, state = run(found, state, now=t(4))
     assert due == (found if sent else [])
-    assert run([ev("a", 0, 2), ev("b", 1, 3), ev("c", 1, 3)], state, now=NOW + 3 * HOUR)[0] == [ev("c", 1, 3)]
+    assert run([ev("a", 0, 2), ev("b", 1, 3), ev("c", 1, 3)], state, now=t(4) + 3 * HOUR)[0] == [ev("c", 1, 3)]
 
 
 def test_groups_and_sensors_of_the_same_name_do_not_share_state():
