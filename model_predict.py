@@ -8,6 +8,7 @@ and ``decide`` (anomaly.detect). A window's score belongs to the time of its las
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +215,14 @@ def decide(
     last: pd.Timestamp,
 ) -> pd.DataFrame:
     """The sensor's scores frame for the window ends in [first, last] (detect.decide)."""
-    context = detect.Context(interval=interval, series=prepared.series, first=first, last=last)
+    # Persistence looks at the K-1 windows before the first one kept; the windows before those are history.
+    context = detect.Context(
+        interval=interval,
+        series=prepared.series,
+        first=first,
+        last=last,
+        decided_from=first - (rules.min_consecutive - 1) * interval,
+    )
     scores = detect.decide(prepared.ends, prepared.values, losses, rules, context)
     return scores[(scores.index >= first) & (scores.index <= last)]
 
@@ -222,21 +230,33 @@ def decide(
 def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
     """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
     tags = {schema.sensor_tag: sensor_id}
+    smoothed = scores["smoothed_loss"].to_numpy() if "smoothed_loss" in scores else None
+    # Columns as arrays, not a row object per point: a tick writes a point for each of thousands of sensors.
+    columns = zip(
+        scores.index.as_unit("s").asi8,
+        scores["value"].to_numpy(),
+        scores["loss"].to_numpy(),
+        scores["threshold"].to_numpy(),
+        scores["anomaly"].to_numpy(),
+        scores["kind"].to_numpy(),
+        scores["score"].to_numpy(),
+        smoothed if smoothed is not None else itertools.repeat(None),
+    )
     return [
         line_protocol(
             schema.output_measurement,
             tags,
             {
-                schema.field: row.value,
-                "loss": row.loss,
-                "threshold": row.threshold,
-                "anomaly": bool(row.anomaly),
-                "kind": row.kind,
+                schema.field: value,
+                "loss": loss,
+                "threshold": threshold,
+                "anomaly": bool(anomaly),
+                "kind": kind,
                 "detector": detector,
-                **({"smoothed_loss": row.smoothed_loss} if "smoothed_loss" in scores else {}),
-                "score": row.score,
+                **({"smoothed_loss": smooth} if smoothed is not None else {}),
+                "score": score,
             },
-            int(stamp.timestamp()),
+            int(stamp),
         )
-        for stamp, row in zip(scores.index, scores.itertuples(index=False))
+        for stamp, value, loss, threshold, anomaly, kind, score, smooth in columns
     ]

@@ -32,12 +32,15 @@ from anomaly import thresholds
 @dataclass(frozen=True)
 class Context:
     """What detectors may look at besides the scores: the grid, the readings as read (before gaps are
-    filled; None when only losses are known, as in tuning), and the range whose decisions count."""
+    filled; None when only losses are known, as in tuning), the range whose decisions count, and
+    ``decided_from``: the windows before it are only history (a tick scores a day of them to decide one),
+    so a detector may leave them undecided."""
 
     interval: pd.Timedelta
     series: pd.Series | None = None
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
+    decided_from: pd.Timestamp | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ def dynamic_threshold(history: int, floor: float, kind: str) -> Detector:
         if not len(scores.ends):
             return replace(scores, smoothed_loss=np.empty(0))
         losses = pd.Series(scores.loss.astype("float64"), index=scores.ends)
-        dynamic = thresholds.rolling_dynamic_thresholds(losses, floor, history)
+        start = 0 if context.decided_from is None else int(scores.ends.searchsorted(context.decided_from))
+        dynamic = thresholds.rolling_dynamic_thresholds(losses, floor, history, start=start)
         smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
         return replace(scores, threshold=threshold, smoothed_loss=smoothed).flag(smoothed > threshold, kind)
 
@@ -129,8 +133,12 @@ def level(low: float, high: float, window: int) -> Detector:
         series = context.series
         if series is None or not len(scores.ends):
             return scores
-        readings = series.rolling(window, min_periods=window)
-        beyond = ((readings.min() > high) | (readings.max() < low)).to_numpy()
+        values = series.to_numpy(dtype="float64")
+        beyond = np.zeros(len(values), dtype=bool)
+        if len(values) >= window:
+            # A window with a missing reading is never beyond (NaN compares false), as a rolling min would say.
+            readings = np.lib.stride_tricks.sliding_window_view(values, window)
+            beyond[window - 1 :] = (readings.min(axis=1) > high) | (readings.max(axis=1) < low)
         lengths = clean.run_lengths(beyond)
         onset = (lengths >= 1) & (lengths <= window)
         at = series.index.get_indexer(scores.ends)
@@ -142,21 +150,23 @@ def level(low: float, high: float, window: int) -> Detector:
     return detect
 
 
-def persistent(above: pd.Series, min_consecutive: int, interval: pd.Timedelta | None) -> np.ndarray:
+def persistent(ends: pd.DatetimeIndex, above: np.ndarray, min_consecutive: int, interval: pd.Timedelta) -> np.ndarray:
     """Where a window and the ``min_consecutive`` - 1 windows ending in the intervals just before it are all
-    ``above``; a window missing among them (a gap) breaks the run."""
-    if min_consecutive > 1 and len(above):
-        grid = pd.date_range(above.index[0], above.index[-1], freq=interval)
-        run = above.reindex(grid, fill_value=False).astype(int).rolling(min_consecutive, min_periods=1).sum()
-        above = (run.reindex(above.index) >= min_consecutive) & above
-    return above.to_numpy(dtype=bool)
+    ``above``; a window missing among them (a gap) breaks the run. ``ends`` lie on the interval grid."""
+    above = np.asarray(above, dtype=bool)
+    if min_consecutive <= 1 or not len(above):
+        return above
+    at = np.asarray((ends - ends[0]) // interval, dtype=np.int64)
+    grid = np.zeros(at[-1] + 1, dtype=bool)
+    grid[at] = above
+    return clean.run_lengths(grid)[at] >= min_consecutive
 
 
 def persistence(min_consecutive: int) -> Detector:
     """Keep a flag only when the K-1 windows ending in the intervals just before it are flagged too."""
 
     def detect(scores: Scores, context: Context) -> Scores:
-        anomaly = persistent(pd.Series(scores.anomaly, index=scores.ends), min_consecutive, context.interval)
+        anomaly = persistent(scores.ends, scores.anomaly, min_consecutive, context.interval)
         return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
 
     return detect

@@ -140,6 +140,7 @@ def rolling_dynamic_thresholds(
     z_range: Sequence[float] = Z_RANGE,
     fence: float = FENCE,
     min_history: int | None = None,
+    start: int = 0,
 ) -> pd.DataFrame:
     """Each window's dynamic threshold from the ``history`` windows before it, and its decision.
 
@@ -155,6 +156,8 @@ def rolling_dynamic_thresholds(
     smoothing, z_range, fence : as ``dynamic_threshold``
     min_history : windows with fewer earlier windows than this get the floor as threshold (default
         ``history``); between it and ``history``, the threshold comes from the windows there are
+    start : the first position whose threshold is wanted; the windows before it are only history (a tick
+        reads a day of them to decide one), get a NaN threshold and are not flagged
 
     Returns
     -------
@@ -177,14 +180,16 @@ def rolling_dynamic_thresholds(
     smoothed = smooth(values, smoothing)
     span = smoothing_span(smoothing)
     threshold = np.full(values.size, float(floor))
+    threshold[:start] = np.nan
     # The span-1 smoothed losses before the history are looked at too, only to recognise the echo of an
     # anomaly that has just left it. Windows without all of them, one at a time (the start of the data).
     lead = span - 1
-    for i in range(min_history, min(history + lead, values.size)):
+    for i in range(max(min_history, start), min(history + lead, values.size)):
         threshold[i] = _thresholds(smoothed[None, :i], float(floor), z, fence, span, max(0, i - history))[0]
-    if values.size > history + lead:
+    first_full = max(history + lead, start)
+    if values.size > first_full:
         full = np.lib.stride_tricks.sliding_window_view(smoothed[:-1], history + lead)
-        threshold[history + lead :] = _thresholds(full, float(floor), z, fence, span, lead)
+        threshold[first_full:] = _thresholds(full[first_full - history - lead :], float(floor), z, fence, span, lead)
     return pd.DataFrame(
         {"smoothed": smoothed, "threshold": threshold, "anomaly": smoothed > threshold}, index=losses.index
     )

@@ -144,6 +144,17 @@ def test_rolling_without_smoothing_matches_dynamic_threshold_on_the_windows_befo
         assert frame["threshold"].iloc[i] == pytest.approx(dynamic_threshold(losses[i - 30 : i], 0.01, smoothing=1))
 
 
+@pytest.mark.parametrize("start", [0, 5, 30, 39, 40, 41, 119, 120])
+def test_thresholds_from_a_start_are_those_of_the_whole_range(start):
+    """A tick computes thresholds only for the windows it decides; they are those of the whole range."""
+    losses = np.abs(np.random.default_rng(6).normal(0.3, 0.05, 120))
+    losses[[20, 50, 51, 90]] = [3.0, 2.0, 2.5, 4.0]
+    whole = rolling_dynamic_thresholds(by_end(losses), 0.01, history=30, min_history=10)
+    part = rolling_dynamic_thresholds(by_end(losses), 0.01, history=30, min_history=10, start=start)
+    pd.testing.assert_frame_equal(part.iloc[start:], whole.iloc[start:])
+    assert part["threshold"].iloc[:start].isna().all() and not part["anomaly"].iloc[:start].any()
+
+
 def test_windows_before_min_history_get_the_floor():
     losses = np.abs(np.random.default_rng(5).normal(0.3, 0.05, 60))
     frame = rolling_dynamic_thresholds(by_end(losses), 0.01, history=30, min_history=10)
