@@ -49,6 +49,12 @@ FLOOR = pd.Timestamp("2026-01-15T10:00:00Z")
     [
         pytest.param(None, {}, (FLOOR - 24 * H, FLOOR - H / 4), id="first run: the last day of complete intervals"),
         pytest.param(FLOOR - 2 * H, {}, (FLOOR - 2 * H + H / 4, FLOOR - H / 4), id="resumes after the last score"),
+        pytest.param(
+            FLOOR - H / 2,
+            {"delay": pd.Timedelta(minutes=2)},
+            (FLOOR - H / 4, FLOOR - H / 4),
+            id="the normal cron tick: exactly one interval due",
+        ),
         pytest.param(FLOOR - H / 4, {}, None, id="up to date"),
         pytest.param(
             FLOOR - 30 * 24 * H, {}, (FLOOR - 7 * 24 * H, FLOOR - H / 4), id="catch-up bounded by max-catchup"
