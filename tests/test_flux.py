@@ -1,54 +1,49 @@
 """The Flux dialect (anomaly/influx/flux.py), against a fake InfluxDB 2.7 HTTP server.
 
 The InfluxQL dialect is tested against a real InfluxDB 1.6 server, which does not answer Flux, and no
-InfluxDB 2.x server can run on this machine. So these tests, and only these, talk to a small
-imitation of InfluxDB 2.7 running in a thread of the test process: ``GET /ping``, ``POST /api/v2/query``
-and ``POST /api/v2/write``. It records what influxdb-client sends (Flux text, the ``extern`` options
-that carry the bind parameters, line protocol, org, bucket, precision) and answers as InfluxDB 2.7
-does: annotated CSV with ``#datatype``/``#group``/``#default`` rows, CRLF line ends and one table per
-sensor; 204 for a write; JSON errors ``{"code": ..., "message": ...}`` for a wrong token (401), an
-unknown bucket (404, worded as 2.7 words it for queries and for writes) and a query that uses an
-identifier its options do not define (400); and an error met while a query ran as an error table
-(annotated CSV) at the end of a 200 answer.
+InfluxDB 2.x server can run on this machine. So these tests, and only these, talk to a small imitation of
+InfluxDB 2.7 running in a thread of the test process: tools/fake_influx2.py, which says what it serves and
+how it answers (the Flux read benchmark uses it too). It records what influxdb-client sends and answers as
+InfluxDB 2.7 does, errors included; an error met while a query ran comes as an error table (annotated CSV)
+at the end of a 200 answer (``error_table``).
 
 What a fake cannot check is Flux semantics in general. Most CSV answers are written by hand to match
 what InfluxDB returns for each pipeline, so those tests pin the pipeline's text and parameters, and
 the parsing of realistic answers, not what a real server computes from them. Where the answer hangs
-on how Flux orders and groups rows (a sensor's newest point, the sensors a bucket holds), the fake
-keeps points and runs the few Flux steps those queries use (``run_flux``), refusing any other; the
-tests that use it say so.
+on how Flux orders, groups and filters rows (a sensor's newest point, the sensors a bucket holds, the
+sensors of a chunk, means per interval), the fake keeps points and runs the few Flux steps those queries
+use (``run_flux``), refusing any other; the tests that use it say so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
+import math
 import re
 import socket
-import threading
-import urllib.parse
-from collections import defaultdict
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
 from conftest import run_job
 
 import influx_interact
-from anomaly.influx.flux import Flux, flux_error_is_transient, flux_string, records_by_tag
+from anomaly.influx.flux import (
+    Flux,
+    FluxAnswerError,
+    flux_error_is_transient,
+    flux_frame,
+    flux_string,
+    frames_by_tag,
+    series_by_tag,
+)
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
 from influx_interact import Database, InfluxError, dialect_for_routes, dialect_for_version
+from tools.fake_influx2 import BUCKET, EMPTY_CSV, ORG, TOKEN, V2_ROUTES, FakeInflux2, Point
 
-TOKEN = "secret-token"
-ORG = "my-org"
-BUCKET = "sensors"
 ODD_ID = 'Zone 3, "Café"=Süd'  # space, comma, quotes, equals sign, non-ASCII
 SCHEMA = Schema(
     measurement="READINGS",
@@ -58,6 +53,7 @@ SCHEMA = Schema(
     label_field="anomaly",
     output_measurement="PREDICT_ANOMALY",
 )
+NAN = float("nan")
 START = pd.Timestamp("2026-01-05T00:00:00Z")
 STOP = pd.Timestamp("2026-01-06T00:00:00Z")
 INTERVAL = pd.Timedelta(minutes=15)
@@ -160,9 +156,6 @@ SCORES_CSV = csv_answer("""
 ,,0,2026-01-05T00:45:00Z,AHU-1 supply,0.75,0.5,true,21,1.5
 """)
 
-# A query that matches nothing: InfluxDB sends no table at all.
-EMPTY_CSV = "\r\n"
-
 
 def error_table(message: str) -> str:
     """How InfluxDB reports an error that came up after it began a 200 answer: a table with an ``error`` and a
@@ -180,368 +173,16 @@ def error_table(message: str) -> str:
 # ---------------------------------------------------------------- the fake server
 
 
-# Part of what GET /api/v2 lists on InfluxDB 2.x and Cloud (TSM): the top-level routes of the v2 API.
-V2_ROUTES = {
-    "authorizations": "/api/v2/authorizations",
-    "buckets": "/api/v2/buckets",
-    "orgs": "/api/v2/orgs",
-    "query": {
-        "self": "/api/v2/query",
-        "ast": "/api/v2/query/ast",
-        "analyze": "/api/v2/query/analyze",
-        "suggestions": "/api/v2/query/suggestions",
-    },
-    "write": "/api/v2/write",
-}
-
-
-_DURATION_UNITS = {"ns": "ns", "us": "us", "ms": "ms", "s": "s", "m": "min", "h": "h", "d": "D", "w": "W"}
-
-
-def extern_value(node: dict):
-    """A Flux AST literal, as influxdb-client sends it in ``extern``, as a Python value."""
-    kind = node["type"]
-    if kind == "StringLiteral":
-        return node["value"]
-    if kind == "DateTimeLiteral":
-        return pd.Timestamp(node["value"])
-    if kind == "DurationLiteral":
-        return sum(
-            (pd.Timedelta(v["magnitude"], unit=_DURATION_UNITS[v["unit"]]) for v in node["values"]), pd.Timedelta(0)
-        )
-    if kind == "ArrayExpression":
-        return [extern_value(element) for element in node["elements"]]
-    if kind == "ObjectExpression":
-        return {p["key"].get("name", p["key"].get("value")): extern_value(p["value"]) for p in node["properties"]}
-    raise ValueError(f"unsupported AST node {kind}")
-
-
-def extern_options(extern: dict | None) -> dict:
-    """``option name = value`` statements of the extern file -> {name: value}."""
-    options = {}
-    for statement in (extern or {}).get("body", []):
-        assignment = statement["assignment"]
-        options[assignment["id"]["name"]] = extern_value(assignment["init"])
-    return options
-
-
-def undefined_parameter(query: str, options: dict) -> str | None:
-    """Flux's compile error for the first ``params.x`` the options do not define, like InfluxDB's."""
-    for match in re.finditer(r"\bparams\.(\w+)", query):
-        line = query.count("\n", 0, match.start()) + 1
-        column = match.start() - (query.rfind("\n", 0, match.start()) + 1) + 1
-        if "params" not in options:
-            return f"error @{line}:{column}-{line}:{column + 6}: undefined identifier params"
-        if match.group(1) not in options["params"]:
-            end = column + len(match.group(0))
-            return f"type error @{line}:{column}-{line}:{end}: record is missing label {match.group(1)}"
-    return None
-
-
-# ---------------------------------------------------------------- a subset of Flux, over stored points
-#
-# For the queries whose answer depends on how Flux orders and groups rows (which point is a sensor's newest,
-# which sensors a bucket holds), canned CSV would only restate the code: the fake server can instead keep
-# points and run the few steps those queries use, as InfluxDB does. Any other step is refused (HTTP 400).
-
-
-@dataclasses.dataclass(frozen=True)
-class Point:
-    """A stored point; its series is its measurement, tags and field."""
-
-    time: str
-    value: float
-    tags: tuple[tuple[str, str], ...]
-    measurement: str = "READINGS"
-    field: str = "val_num"
-
-
 def reading(time: str, value: float, **tags: str) -> Point:
     """A reading of SCHEMA's measurement and field, with the --where tags SCHEMA selects unless ``tags`` differ."""
     return Point(time, value, tuple(sorted({**dict(SCHEMA.where), **tags}.items())))
 
 
-@dataclasses.dataclass
-class Table:
-    """A Flux table: its group key and its rows, in the order Flux keeps them."""
-
-    key: tuple[str, ...]
-    rows: list[dict]
-
-
-def stored_series(points: list[Point], start: pd.Timestamp, stop: pd.Timestamp) -> list[Table]:
-    """``from() |> range()``: one table per series in series key order, as the storage engine sends them, each
-    in time order."""
-    series: dict[tuple, list[dict]] = defaultdict(list)
-    for p in points:
-        time = pd.Timestamp(p.time)
-        if start <= time < stop:
-            row = {"_start": start, "_stop": stop, "_time": time, "_value": p.value}
-            series[(p.measurement, p.tags, p.field)].append(
-                {**row, "_measurement": p.measurement, "_field": p.field, **dict(p.tags)}
-            )
-    return [
-        Table(("_start", "_stop", "_measurement", "_field", *(key for key, _ in tags)), sorted(rows, key=by_time))
-        for (_, tags, _), rows in sorted(series.items())
-    ]
-
-
-def by_time(row: dict) -> pd.Timestamp:
-    return row["_time"]
-
-
-_STRING = r'"(?:[^"\\]|\\.)*"'
-_COLUMN = rf"r\.(\w+)|r\[({_STRING})\]"
-
-
-def flux_value(text: str, params: dict):
-    """A string, boolean or array literal, or a ``params.x``, of the queries' text as a Python value."""
-    text = text.strip()
-    if text.startswith("params."):
-        return params[text.removeprefix("params.")]
-    if text in ("true", "false"):
-        return text == "true"
-    if text.startswith("["):
-        return [flux_value(item, params) for item in re.findall(_STRING, text)]
-    if re.fullmatch(_STRING, text):
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
-    raise NotImplementedError(f"the fake server does not imitate the value {text}")
-
-
-def column_name(text: str) -> str:
-    """``r.x`` or ``r["x"]`` -> x."""
-    match = re.fullmatch(_COLUMN, text.strip())
-    if match is None:
-        raise NotImplementedError(f"the fake server does not imitate the column {text}")
-    return match.group(1) or flux_value(match.group(2), {})
-
-
-def predicate(body: str, params: dict) -> Callable[[dict], bool]:
-    """``(r) => body`` where body joins with ``and`` terms ``column == value``, ``exists column`` and
-    ``contains(value: column, set: values)``."""
-
-    def term(text: str) -> Callable[[dict], bool]:
-        if match := re.fullmatch(r"exists (.+)", text):
-            column = column_name(match.group(1))
-            return lambda r: r.get(column) is not None
-        if match := re.fullmatch(r"contains\(value: (.+), set: (.+)\)", text):
-            column, values = column_name(match.group(1)), flux_value(match.group(2), params)
-            return lambda r: r.get(column) in values
-        if match := re.fullmatch(r"(.+) == (.+)", text):
-            column, value = column_name(match.group(1)), flux_value(match.group(2), params)
-            return lambda r: r.get(column) == value
-        raise NotImplementedError(f"the fake server does not imitate the predicate {text}")
-
-    terms = [term(text) for text in body.split(" and ")]
-    return lambda r: all(t(r) for t in terms)
-
-
-def flux_step(step: str, tables: list[Table], params: dict) -> list[Table]:
-    """One ``|> step`` of a pipeline, as Flux runs it: ``group()`` keeps each row's order of arrival (tables in
-    turn), not time order; ``last()`` takes each table's last row."""
-    if match := re.fullmatch(r"filter\(fn: \(r\) => (.+)\)", step):
-        keep = predicate(match.group(1), params)
-        kept = [Table(t.key, [row for row in t.rows if keep(row)]) for t in tables]
-        return [t for t in kept if t.rows]
-    if match := re.fullmatch(r"group\((?:columns: (\[.*\]))?\)", step):
-        key = tuple(flux_value(match.group(1), params)) if match.group(1) else ()
-        groups: dict[tuple, Table] = {}
-        for table in tables:
-            for row in table.rows:
-                groups.setdefault(tuple(row.get(c) for c in key), Table(key, [])).rows.append(row)
-        return list(groups.values())
-    if step == "last()":
-        return [Table(t.key, t.rows[-1:]) for t in tables]
-    if match := re.fullmatch(r"top\(n: (\d+), columns: (\[.*\])\)", step):
-        n, columns = int(match.group(1)), flux_value(match.group(2), params)
-        return [Table(t.key, sorted(t.rows, key=lambda r: [r[c] for c in columns], reverse=True)[:n]) for t in tables]
-    if match := re.fullmatch(r"keep\(columns: (\[.*\])\)", step):
-        columns = flux_value(match.group(1), params)
-        return [
-            Table(tuple(c for c in t.key if c in columns), [{c: r[c] for c in columns if c in r} for r in t.rows])
-            for t in tables
-        ]
-    raise NotImplementedError(f"the fake server does not imitate the step {step}")
-
-
-def run_flux(query: str, params: dict, points: list[Point]) -> list[Table]:
-    """The tables one of the project's queries gives over ``points``: a pipeline from ``from()``, or a call of
-    ``schema.tagValues()``."""
-    now = pd.Timestamp.now(tz="UTC")
-    if query.startswith('import "influxdata/influxdb/schema"'):
-        return tag_values(query, params, points, now)
-    source, window, *steps = query.split("\n  |> ")
-    match = re.fullmatch(r"range\(start: params\.start(, stop: params\.stop)?\)", window)
-    if source != "from(bucket: params.bucket)" or match is None:
-        raise NotImplementedError(f"the fake server does not imitate {source} |> {window}")
-    tables = stored_series(points, params["start"], params["stop"] if match.group(1) else now)
-    for step in steps:
-        tables = flux_step(step, tables, params)
-    return tables
-
-
-def tag_values(query: str, params: dict, points: list[Point], now: pd.Timestamp) -> list[Table]:
-    """``schema.tagValues()``: one table with the distinct values of ``tag`` in the series that match the
-    predicate and have a point in [start, stop), sorted; stop defaults to now, start to 30 days before."""
-    arguments = dict(
-        line.strip().rstrip(",").split(": ", 1) for line in query.splitlines() if re.match(r"  \w+: ", line)
-    )
-    tag = flux_value(arguments["tag"], params)
-    keep = predicate(arguments["predicate"].removeprefix("(r) => "), params)
-    start = flux_value(arguments["start"], params) if "start" in arguments else now - pd.Timedelta(days=30)
-    stop = flux_value(arguments["stop"], params) if "stop" in arguments else now
-    rows = [row for t in stored_series(points, start, stop) for row in t.rows if keep(row)]
-    values = sorted({row[tag] for row in rows if row.get(tag) is not None})
-    return [Table((), [{"_value": value} for value in values])] if values else []
-
-
-_DATATYPES = {bool: "boolean", int: "long", float: "double", str: "string", pd.Timestamp: "dateTime:RFC3339"}
-
-
-def annotated_csv(tables: list[Table]) -> str:
-    """Tables as InfluxDB 2.7 sends them: annotations and a header before each table, an empty line after."""
-    if not tables:
-        return EMPTY_CSV
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    for number, table in enumerate(tables):
-        columns = list(table.rows[0])
-        writer.writerow(["#datatype", "string", "long", *(_DATATYPES[type(table.rows[0][c])] for c in columns)])
-        writer.writerow(["#group", "false", "false", *("true" if c in table.key else "false" for c in columns)])
-        writer.writerow(["#default", "_result", "", *([""] * len(columns))])
-        writer.writerow(["", "result", "table", *columns])
-        writer.writerows(["", "", number, *(csv_cell(row[c]) for c in columns)] for row in table.rows)
-        writer.writerow([])
-    return out.getvalue()
-
-
-def csv_cell(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, pd.Timestamp):
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return str(value)
-
-
-class FakeInflux2:
-    """Serves one org (``my-org``) with one bucket (``sensors``) and token ``secret-token``.
-
-    ``answers`` are the CSV the next queries get, one each, and ``answer`` the CSV every query gets after them;
-    with ``points``, queries are answered from them instead (``run_flux``). ``version`` and ``build`` are the
-    X-Influxdb-* headers (None: not sent) and ``v2_api`` whether GET /api/v2 lists the v2 routes, so that it
-    can imitate what other products answer there. ``gets``, ``queries`` and ``writes`` record the requests.
-    """
-
-    def __init__(self):
-        self.answers: list[str] = []
-        self.answer = EMPTY_CSV
-        self.points: list[Point] | None = None
-        self.version: str | None = "v2.7.10"
-        self.build: str | None = "OSS"
-        self.v2_api = True
-        self.gets: list[str] = []
-        self.queries: list[dict] = []
-        self.writes: list[dict] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.fake = self
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    @property
-    def query(self) -> dict:
-        assert len(self.queries) == 1, f"expected one query, got {len(self.queries)}"
-        return self.queries[0]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
-        fake = self.server.fake
-        self.send_response(status)
-        for name, value in [("X-Influxdb-Build", fake.build), ("X-Influxdb-Version", fake.version)]:
-            if value is not None:
-                self.send_header(name, value)
-        if status != 204:
-            self.send_header("Content-Type", content_type or "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if status != 204:
-            self.wfile.write(body)
-
-    def _error(self, status: int, code: str, message: str) -> None:
-        self._send(status, json.dumps({"code": code, "message": message}).encode("utf-8"))
-
-    def do_GET(self) -> None:
-        fake = self.server.fake
-        path = urllib.parse.urlsplit(self.path).path
-        fake.gets.append(path)
-        if path == "/ping":
-            self._send(204)
-        elif path == "/api/v2" and fake.v2_api:
-            if self.headers.get("Authorization") != f"Token {TOKEN}":
-                self._error(401, "unauthorized", "unauthorized access")
-            else:
-                self._send(200, json.dumps(V2_ROUTES).encode("utf-8"))
-        else:
-            self._error(404, "not found", "path not found")
-
-    def do_POST(self) -> None:
-        fake = self.server.fake
-        parts = urllib.parse.urlsplit(self.path)
-        fields = dict(urllib.parse.parse_qsl(parts.query))
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.headers.get("Authorization") != f"Token {TOKEN}":
-            self._error(401, "unauthorized", "unauthorized access")
-        elif fields.get("org") != ORG:
-            self._error(404, "not found", f'organization name "{fields.get("org")}" not found')
-        elif parts.path == "/api/v2/query":
-            self._query(fake, fields, json.loads(body))
-        elif parts.path == "/api/v2/write":
-            self._write(fake, fields, body)
-        else:
-            self._error(404, "not found", "path not found")
-
-    def _query(self, fake: FakeInflux2, fields: dict, request: dict) -> None:
-        options = extern_options(request.get("extern"))
-        fake.queries.append({"fields": fields, "text": request["query"], "options": options})
-        undefined = undefined_parameter(request["query"], options)
-        if undefined:
-            self._error(400, "invalid", undefined)
-            return
-        bucket = options.get("params", {}).get("bucket")
-        if bucket != BUCKET:
-            self._error(404, "not found", f'failed to initialize execute state: could not find bucket "{bucket}"')
-            return
-        if fake.points is not None:
-            try:
-                answer = annotated_csv(run_flux(request["query"], options["params"], fake.points))
-            except NotImplementedError as e:
-                self._error(400, "invalid", str(e))
-                return
-        else:
-            answer = fake.answers.pop(0) if fake.answers else fake.answer
-        self._send(200, answer.encode("utf-8"), "text/csv; charset=utf-8")
-
-    def _write(self, fake: FakeInflux2, fields: dict, body: bytes) -> None:
-        fake.writes.append({"fields": fields, "body": body.decode("utf-8")})
-        if fields.get("bucket") != BUCKET:
-            self._error(404, "not found", f'bucket "{fields.get("bucket")}" not found')
-        else:
-            self._send(204)
-
-
 @pytest.fixture
 def fake():
-    server = FakeInflux2()
-    thread = threading.Thread(target=server.server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    server = FakeInflux2().start()
     yield server
-    server.server.shutdown()
-    server.server.server_close()
-    thread.join(timeout=5)
+    server.stop()
 
 
 def connect(url: str, **changes) -> contextlib.AbstractContextManager[Database]:
@@ -626,36 +267,136 @@ def test_dialect_for_routes(status, body, dialect):
     assert dialect_for_routes(status, body) == dialect
 
 
-def test_records_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
-    t0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
-    t1 = datetime(2026, 1, 5, 0, 15, tzinfo=UTC)
-    records = [
-        {"result": "_result", "table": 0, "_time": t0, "_value": 1, "uniqueID": "a"},
-        {"result": "_result", "table": 1, "_time": t0, "_value": 2.5, "uniqueID": ODD_ID},
-        {"result": "_result", "table": 0, "_time": t1, "_value": 3, "uniqueID": "a"},
-        {"result": "_result", "table": 2, "_time": t1, "_value": 9.0},  # no sensor tag: not a sensor
-        {
-            "result": "_result",
-            "table": 3,
-            "_time": t1.astimezone(timezone(timedelta(hours=1))),
-            "_value": 7,
-            "uniqueID": "b",
-        },
-    ]
-    out = records_by_tag(records, "uniqueID")
-    assert list(out) == ["a", ODD_ID, "b"]
+def one_column(datatype: str, *cells: str, default: str = "") -> bytes:
+    """An answer of one table with one column ``x`` of ``datatype``, a row per cell."""
+    rows = "\n".join(f",,0,{cell}" for cell in cells)
+    return csv_answer(f"""
+#datatype,string,long,{datatype}
+#group,false,false,false
+#default,_result,,{default}
+,result,table,x
+{rows}
+""").encode()
+
+
+@pytest.mark.parametrize(
+    "datatype, cells, values, dtype",
+    [
+        ("double", ["1.5", "-Inf", "+Inf", "NaN", "1e-05", ""], [1.5, -math.inf, math.inf, NAN, 1e-05, NAN], "float64"),
+        ("long", ["3", "-7"], [3, -7], "int64"),
+        ("long", ["3", ""], [3.0, NAN], "float64"),
+        ("unsignedLong", ["18446744073709551615"], [18446744073709551615], "uint64"),
+        ("boolean", ["true", "false"], [True, False], "bool"),
+        ("boolean", ["true", ""], [True, NAN], "object"),
+        (
+            "string",
+            ["NA", "null", "None", '"Zone 3, ""Café""=Süd"', ""],
+            ["NA", "null", "None", ODD_ID, NAN],
+            "category",
+        ),
+        ("string", ["007", "8", "true", "1e3"], ["007", "8", "true", "1e3"], "category"),
+        ("dateTime:RFC3339", ["2026-01-05T00:15:00Z", ""], [utc("2026-01-05T00:15Z")[0], NAN], "datetime64[us, UTC]"),
+        (
+            "dateTime:RFC3339Nano",
+            ["2026-01-05T00:15:00.123456789Z", "2026-01-05T00:30:00Z"],
+            [pd.Timestamp("2026-01-05T00:15:00.123456789Z"), pd.Timestamp("2026-01-05T00:30Z")],
+            "datetime64[ns, UTC]",
+        ),
+    ],
+)
+def test_flux_frame_types_each_column_by_its_datatype(datatype, cells, values, dtype):
+    """An empty cell is missing; a sensor id that reads like a missing value ("NA", "null"), a number or a
+    boolean is an id, as it came."""
+    frame = flux_frame(one_column(datatype, *cells))
+    assert list(frame.columns) == ["x"]
+    assert frame["x"].dtype == dtype
+    assert len(frame) == len(values)
+    for got, expected in zip(frame["x"], values):
+        assert (pd.isna(got) and pd.isna(expected)) or got == expected, (got, expected)
+
+
+@pytest.mark.parametrize("datatype, value", [("long", 7), ("double", 0.5), ("string", "x y")])
+def test_flux_frame_fills_empty_cells_with_the_columns_default(datatype, value):
+    frame = flux_frame(one_column(datatype, "", default=str(value)))
+    assert frame["x"].tolist() == [value]
+
+
+def header_per_table(answer: str) -> str:
+    """The same tables, with the annotations and header written again before each (as the fake server writes
+    them) instead of once for all tables of the same columns (as InfluxDB does)."""
+    head, rows = answer.split(",result,table,", 1)
+    header, *lines = rows.strip().split("\r\n")
+    tables: dict[str, list[str]] = {}
+    for line in lines:
+        tables.setdefault(line.split(",")[2], []).append(line)
+    return "".join(f"{head},result,table,{header}\r\n" + "\r\n".join(t) + "\r\n\r\n" for t in tables.values())
+
+
+def test_flux_frame_is_the_same_whether_tables_share_their_header_or_not():
+    shared = flux_frame(MEANS_CSV.encode())
+    assert header_per_table(MEANS_CSV).count("#datatype") == 2
+    pd.testing.assert_frame_equal(flux_frame(header_per_table(MEANS_CSV).encode()), shared)
+    assert shared["uniqueID"].tolist() == ["AHU-1 supply"] * 3 + [ODD_ID] * 2
+
+
+def test_flux_frame_gives_each_row_every_column_any_table_has():
+    """Tables of different columns (pivoted scores: a field never written makes no column) in one frame, in the
+    order they came, a column a table lacks missing in its rows."""
+    frame = flux_frame(SCORES_WITHOUT_LOSS_CSV.encode())
+    assert list(frame.columns) == ["_time", "uniqueID", "threshold", "anomaly", "loss", "val_num", "score"]
+    assert frame["uniqueID"].tolist() == [ODD_ID, ODD_ID, "AHU-1 supply", "AHU-1 supply"]
+    assert frame["loss"].isna().tolist() == [True, True, False, False]
+    assert frame["anomaly"].tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize("answer", [EMPTY_CSV, "", "\r\n\r\n"])
+def test_flux_frame_of_no_table_is_empty(answer):
+    assert flux_frame(answer.encode()).empty
+
+
+def test_flux_frame_raises_what_an_error_table_says_even_after_tables():
+    message = 'runtime error: "quoted", with a comma'
+    with pytest.raises(FluxAnswerError) as caught:
+        flux_frame((MEANS_CSV + error_table(message)).encode())
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    "answer", [",result,table,_value\r\n,,0,1\r\n", '{"code":"invalid"}', "#datatype,string,long\r\n#group,false"]
+)
+def test_flux_frame_refuses_what_is_not_annotated_csv(answer):
+    with pytest.raises(FluxAnswerError):
+        flux_frame(answer.encode())
+
+
+def test_series_by_tag_groups_values_by_sensor_as_float_series_on_utc_time():
+    answer = csv_answer("""
+#datatype,string,long,dateTime:RFC3339,long,string
+#group,false,false,false,false,true
+#default,_result,,,,
+,result,table,_time,_value,uniqueID
+,,0,2026-01-05T00:00:00Z,1,a
+,,1,2026-01-05T00:00:00Z,2,"Zone 3, ""Café""=Süd"
+,,0,2026-01-05T00:15:00Z,3,a
+,,2,2026-01-05T00:15:00Z,9,
+,,3,2026-01-05T01:15:00+01:00,7,b
+""")
+    out = series_by_tag(flux_frame(answer.encode()), "uniqueID")
+    assert list(out) == ["a", ODD_ID, "b"]  # the row without the tag is no sensor's
     assert out["a"].tolist() == [1.0, 3.0]
     assert out["a"].dtype == "float64"
     assert out["a"].name == "a"
     assert out["a"].index.equals(utc("2026-01-05T00:00Z", "2026-01-05T00:15Z"))
+    assert out["a"].index.name is None
     assert str(out["a"].index.tz) == "UTC"
-    assert out[ODD_ID].tolist() == [2.5]
+    assert out[ODD_ID].tolist() == [2.0]
     assert out["b"].index.equals(utc("2026-01-05T00:15Z"))
     assert str(out["b"].index.tz) == "UTC"
 
 
-def test_records_by_tag_of_nothing_is_empty():
-    assert records_by_tag([], "uniqueID") == {}
+def test_by_tag_of_nothing_is_empty():
+    assert series_by_tag(flux_frame(EMPTY_CSV.encode()), "uniqueID") == {}
+    assert frames_by_tag(flux_frame(EMPTY_CSV.encode()), "uniqueID", ["loss"]) == {}
 
 
 # ---------------------------------------------------------------- through the fake server
@@ -761,7 +502,7 @@ def test_read_means_sends_the_pipeline_with_every_value_as_a_parameter(fake):
         "|> filter(fn: (r) => r._measurement == params.measurement and r._field == params.field)",
         '|> filter(fn: (r) => r["siteRef"] == params.where0)',
         '|> filter(fn: (r) => r["floor"] == params.where1)',
-        '|> filter(fn: (r) => contains(value: r["uniqueID"], set: params.sensors))',
+        '|> filter(fn: (r) => r["uniqueID"] == params.sensor0 or r["uniqueID"] == params.sensor1)',
         '|> aggregateWindow(every: params.every, fn: mean, createEmpty: false, timeSrc: "_start")',
     ]:
         assert piece in text
@@ -777,7 +518,8 @@ def test_read_means_sends_the_pipeline_with_every_value_as_a_parameter(fake):
         "start": START,
         "stop": STOP,
         "every": INTERVAL,
-        "sensors": sensors,
+        "sensor0": "AHU-1 supply",
+        "sensor1": ODD_ID,
     }
 
 
@@ -795,7 +537,7 @@ def test_labelled_intervals_are_the_starts_of_intervals_with_a_true_label(fake):
     assert '|> aggregateWindow(every: params.every, fn: count, createEmpty: false, timeSrc: "_start")' in text
     assert params["label"] == "anomaly"
     assert params["every"] == INTERVAL
-    assert params["sensors"] == ["AHU-1 supply", ODD_ID]
+    assert (params["sensor0"], params["sensor1"]) == ("AHU-1 supply", ODD_ID)
 
 
 def test_last_scored_is_the_newest_score_time_per_sensor(fake):
@@ -810,7 +552,7 @@ def test_last_scored_is_the_newest_score_time_per_sensor(fake):
     assert "|> last()" in text
     assert params["measurement"] == "PREDICT_ANOMALY"
     assert params["start"] == since
-    assert params["sensors"] == ["AHU-1 supply", ODD_ID, "chiller 2"]
+    assert [params[f"sensor{i}"] for i in range(3)] == ["AHU-1 supply", ODD_ID, "chiller 2"]
 
 
 def test_last_reading_and_group_tag_come_from_the_newest_point_whichever_series_holds_it(fake):
@@ -834,6 +576,47 @@ def test_last_reading_and_group_tag_come_from_the_newest_point_whichever_series_
         groups = db.group_tags(sensors, since, "equip")
     assert fresh == {"AHU-1 supply": pd.Timestamp("2026-01-05T10:00Z"), ODD_ID: pd.Timestamp("2026-01-05T11:00Z")}
     assert groups == {"AHU-1 supply": "AHU-1", ODD_ID: "chiller"}
+
+
+def test_read_means_gives_only_the_chunks_sensors(fake):
+    """Fake server, answering from stored points: the sensor filter (equalities joined with or) keeps the
+    chunk's sensors and no other, however alike their ids ("AHU-1 supply 2", "ahu-1 supply") or their series
+    (another sensor with the chunk's other tags); each mean is of its own sensor's points, per interval."""
+    fake.points = [
+        reading("2026-01-05T00:05:00Z", 20.0, uniqueID="AHU-1 supply"),
+        reading("2026-01-05T00:10:00Z", 21.0, uniqueID="AHU-1 supply"),
+        reading("2026-01-05T00:40:00Z", 23.0, uniqueID="AHU-1 supply", equip="AHU-1"),
+        reading("2026-01-05T00:20:00Z", -1.5, uniqueID=ODD_ID),
+        reading("2026-01-05T00:05:00Z", 99.0, uniqueID="AHU-1 supply 2"),
+        reading("2026-01-05T00:05:00Z", 98.0, uniqueID="ahu-1 supply"),
+        reading("2026-01-05T00:05:00Z", 97.0, uniqueID="chiller 2", equip="AHU-1"),
+        reading("2026-01-06T00:05:00Z", 96.0, uniqueID=ODD_ID),  # after the range
+    ]
+    with connect(fake.url) as db:
+        means = db.read_means(["AHU-1 supply", ODD_ID, "no such sensor"], START, STOP, INTERVAL)
+    assert list(means) == ["AHU-1 supply", ODD_ID]
+    assert means["AHU-1 supply"].to_dict() == {
+        pd.Timestamp("2026-01-05T00:00Z"): 20.5,
+        pd.Timestamp("2026-01-05T00:30Z"): 23.0,
+    }
+    assert means[ODD_ID].to_dict() == {pd.Timestamp("2026-01-05T00:15Z"): -1.5}
+    params = fake.query["options"]["params"]
+    assert [params[f"sensor{i}"] for i in range(3)] == ["AHU-1 supply", ODD_ID, "no such sensor"]
+
+
+def test_no_sensor_asks_the_server_nothing(fake):
+    """No sensor, no row could match: nothing is sent (a filter of no comparison is no Flux)."""
+    since = pd.Timestamp("2026-01-01T00:00:00Z")
+    with connect(fake.url) as db:
+        assert db.read_means([], START, STOP, INTERVAL) == {}
+        assert db.labelled_intervals([], START, STOP, INTERVAL) == {}
+        assert db.last_scored([], since) == {}
+        assert db.last_reading([], since) == {}
+        assert db.group_tags([], since, "equip") == {}
+        assert db.anomaly_counts([], since) == {}
+        assert db.missing_counts([], since) == {}
+        assert db.read_scores([], START, STOP) == {}
+    assert fake.queries == []
 
 
 def test_no_data_gives_empty_results(fake):
@@ -863,7 +646,9 @@ def test_missing_counts_are_the_missing_intervals_per_sensor_since_a_time(fake):
         "start": since,
         "measurement": "PREDICT_ANOMALY",
         "kind": "missing",
-        "sensors": ["AHU-1 supply", ODD_ID, "chiller 2"],
+        "sensor0": "AHU-1 supply",
+        "sensor1": ODD_ID,
+        "sensor2": "chiller 2",
     }
     fake.answer = EMPTY_CSV
     with connect(fake.url) as db:
