@@ -245,13 +245,13 @@ class Run:
     def last_scored(self, sensor_ids: list[str]) -> dict[str, pd.Timestamp]:
         """Each sensor's newest score, where its scoring resumes. A point dated after now (a clock that was
         wrong, a hand-written test point) would hold a sensor's scoring back until then: it is passed over,
-        with a warning, and the newest score before now counts."""
+        with a warning, and the newest score before now counts. A sensor whose newest score is older than
+        --max-catchup (the scorer was down longer) resumes --max-catchup back, not --first-run back as a
+        sensor never scored would: one more query, for the sensors without a recent score only."""
         schedule = self.settings.schedule
         since = schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval
         newest = self.db.last_scored(sensor_ids, since)
         ahead = sorted(s for s, at in newest.items() if at > schedule.now)
-        if not ahead:
-            return newest
         for sensor_id in ahead:
             logger.warning(
                 "sensor %r: a score in %s is dated %s, after now (%s); scoring resumes from the newest score "
@@ -262,7 +262,12 @@ class Run:
                 times.format_time(schedule.now),
             )
             del newest[sensor_id]
-        return newest | self.db.last_scored(ahead, since, until=schedule.now)
+        if ahead:
+            newest |= self.db.last_scored(ahead, since, until=schedule.now)
+        absent = [s for s in sensor_ids if s not in newest]
+        if absent:
+            newest |= self.db.last_scored(absent, pd.Timestamp(0, tz="UTC"), until=schedule.now)
+        return newest
 
     def no_window(self, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
         logger.info(
