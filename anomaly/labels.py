@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
+from anomaly import times
 from anomaly.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,9 +45,6 @@ TIME, VALUE, ID, ANOMALY = "Datetime (UTC)", "Value", "ID", "Anomaly"
 COLUMNS = (TIME, VALUE, ID, ANOMALY)
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0", ""}
-# One form only, because pandas guesses: it reads "now" and "today" as the clock at import, and
-# 01/02/2026 as 2 January but 14/01/2026 as 14 January, row by row.
-_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?")
 _TIME_FORMAT = "YYYY-MM-DD HH:MM:SS (ISO 8601: 2026-01-14 06:00:00 in UTC, or 2026-01-14T07:00:00+01:00)"
 
 
@@ -67,10 +64,7 @@ class Row:
 
 def _parse_row(record: dict[str, str], where: str) -> Row:
     text = (record.get(TIME) or "").strip()
-    try:
-        stamp = pd.Timestamp(text) if _ISO_TIME.fullmatch(text) else None
-    except ValueError:
-        stamp = None
+    stamp = times.iso_time(text)
     if stamp is None:
         raise LabelError(
             f"{where}: {TIME} {text!r} is not a time written {_TIME_FORMAT}; "

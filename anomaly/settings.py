@@ -308,7 +308,8 @@ def _valid_url(url: str) -> bool:
 
 
 def without_userinfo(url: str) -> str:
-    """``url`` with everything between ``scheme://`` and its last ``@`` shown as ``…``, for messages.
+    """``url`` with everything between ``scheme://`` and its last ``@``, and any query or fragment, shown
+    as ``…``, for messages.
 
     Plain text, not a URL parser: it must hide a password even in a URL too broken to parse, such as one
     whose password holds a ``/``.
@@ -317,7 +318,10 @@ def without_userinfo(url: str) -> str:
     if not sep:
         scheme, rest = "", url
     _, at, after = rest.rpartition("@")
-    return f"{scheme}{sep}…@{after}" if at else url
+    shown = f"{scheme}{sep}…@{after}" if at else url
+    # A query may hold a login too (InfluxDB 1.x reads ?u=...&p=...).
+    head, mark, _ = shown.partition("?") if "?" in shown else shown.partition("#")
+    return f"{head}{mark}…" if mark else shown
 
 
 def connection_from_args(args: argparse.Namespace) -> Connection:
@@ -336,6 +340,13 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
             f"--url / INFLUX_URL: {without_userinfo(url)!r} holds a user name or password, which are not "
             "taken from the URL; remove them and set INFLUX_USERNAME and INFLUX_PASSWORD (InfluxDB 1.x) "
             "or INFLUX_TOKEN (2.x, Cloud, 3.x)"
+        )
+    parts = urllib.parse.urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"--url / INFLUX_URL: {without_userinfo(url)!r} has a query or fragment, which is not taken from the "
+            "URL (a ?u=...&p=... login included); remove it and set INFLUX_USERNAME and INFLUX_PASSWORD "
+            "(InfluxDB 1.x) or INFLUX_TOKEN"
         )
     if args.api == "flux" and not (args.token and args.org and args.bucket):
         raise ConfigError("--api flux needs INFLUX_TOKEN, INFLUX_ORG and INFLUX_BUCKET (or --token, --org, --bucket)")

@@ -34,6 +34,24 @@ def format_duration(delta: pd.Timedelta, largest: str = "w") -> str:
     return f"{seconds}s"
 
 
+# One written form of a time, because pandas guesses: it reads "now" and "today" as the clock, and
+# 01/02/2026 as 2 January but 14/01/2026 as 14 January.
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?")
+
+
+def iso_time(text: str) -> pd.Timestamp | None:
+    """An ISO 8601 time (``ISO_TIME``) InfluxDB can store (nanoseconds since 1970 fit in 64 bits: years
+    1677 to 2262), or None; without a zone it is naive."""
+    if not ISO_TIME.fullmatch(text):
+        return None
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        return None
+    utc = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp if pd.Timestamp.min.tz_localize("UTC") <= utc <= pd.Timestamp.max.tz_localize("UTC") else None
+
+
 def parse_time(text: str, now: pd.Timestamp, what: str) -> pd.Timestamp:
     """RFC3339 (``2026-01-31T00:00:00Z``), ``now`` or a relative time (``-90d``) -> UTC Timestamp."""
     text = text.strip()
@@ -47,11 +65,8 @@ def parse_time(text: str, now: pd.Timestamp, what: str) -> pd.Timestamp:
                 f"{what}: {text!r} is not a time; use RFC3339 with a zone "
                 f"(2026-01-31T00:00:00Z), now, or a relative time such as -90d"
             ) from None
-    try:
-        stamp = pd.Timestamp(text)
-    except ValueError:
-        stamp = None
-    if stamp is None or stamp is pd.NaT or stamp.tzinfo is None:
+    stamp = iso_time(text)
+    if stamp is None or stamp.tzinfo is None:
         raise ConfigError(
             f"{what}: {text!r} is not a time; use RFC3339 with a zone (2026-01-31T00:00:00Z), now, or -90d"
         )

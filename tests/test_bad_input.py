@@ -652,7 +652,10 @@ def test_csv_times_are_iso_8601_and_utc_without_a_zone(tmp_path, text, expected)
     "bad",
     [
         pytest.param(t, id=t)
-        for t in ("now", "today", "yesterday", "-1h", "1h", "01/02/2026", "14/01/2026", "2026/01/14", "Jan 14 2026")
+        for t in (
+            *("now", "today", "yesterday", "-1h", "1h", "01/02/2026", "14/01/2026", "2026/01/14", "Jan 14 2026"),
+            *("2300-01-01 00:00:00", "1600-01-01"),  # beyond what InfluxDB's nanosecond times can hold
+        )
     ],
 )
 def test_import_refuses_a_relative_or_ambiguous_time_naming_file_and_line(influxd, database, tmp_path, bad):

@@ -284,6 +284,33 @@ def test_connection_refuses_credentials_in_the_url_and_names_the_variables(build
 
 
 @pytest.mark.parametrize(
+    "url, shown",
+    [
+        pytest.param("http://db.example:8086/?u=admin&p=s3cret", "'http://db.example:8086/?…'", id="1.x query login"),
+        pytest.param("http://db.example:8086#admin:s3cret", "'http://db.example:8086#…'", id="fragment"),
+        pytest.param("http://db.example:bad?p=s3cret", "'http://db.example:bad?…'", id="bad port and a query"),
+    ],
+)
+def test_a_query_in_the_url_is_refused_and_never_shown(build_parser, url, shown):
+    with pytest.raises(ConfigError) as caught:
+        connection(build_parser, ["--url", url, "--database", "sensors"])
+    message = str(caught.value)
+    assert message.startswith(f"--url / INFLUX_URL: {shown} ")
+    assert "admin" not in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize("text", ["01/02/2026 00:00:00+00:00", "14/01/2026 00:00:00+00:00", "Jan 14 2026 00:00Z"])
+def test_times_on_the_command_line_are_iso_8601_only(text):
+    from anomaly import times
+
+    with pytest.raises(ConfigError, match=re.escape(f"--start: {text!r} is not a time")):
+        times.parse_time(text, pd.Timestamp("2026-01-15", tz="UTC"), "--start")
+    assert times.parse_time("2026-01-14T00:00:00+01:00", pd.Timestamp("2026-01-15", tz="UTC"), "--start") == (
+        pd.Timestamp("2026-01-13T23:00:00Z")
+    )
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         [],
