@@ -50,7 +50,7 @@ class SensorModel:
         return self.window, int(self.weights["decoder_recurrent_kernel"].shape[0]) if self.weights else 0
 
 
-def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:
+def load_sensor_model(directory: Path, engine: str = "numpy") -> SensorModel:  # pragma: no mutate block
     """Load and verify a sensor's artifacts (raises ``ArtifactError`` when unusable)."""
     saved = store.load(directory, verify=("model",) if engine == "keras" else ())
     weights = keras_model = None

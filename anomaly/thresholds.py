@@ -237,8 +237,11 @@ def _eps(e: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int) -> np
     e = e[:, lead:]
     m, h = e.shape
     n = kept.sum(axis=1)
-    mean = np.where(kept, e, 0.0).sum(axis=1) / n
-    std = np.sqrt(np.where(kept, (e - mean[:, None]) ** 2, 0.0).sum(axis=1) / n)
+    # A history whose every loss the fence set aside (a spike more often than the smoothing span) leaves
+    # nothing to learn from: eps is 0 there, so the floor decides, rather than 0/0 leaving no threshold.
+    counted = np.maximum(n, 1)
+    mean = np.where(kept, e, 0.0).sum(axis=1) / counted
+    std = np.sqrt(np.where(kept, (e - mean[:, None]) ** 2, 0.0).sum(axis=1) / counted)
     eps = mean[:, None] + z[None, :] * std[:, None]  # [m, Z]
     above = kept[:, None, :] & (e[:, None, :] > eps[:, :, None])  # [m, Z, h]
     below = kept[:, None, :] & ~above

@@ -17,16 +17,20 @@ ensure_debian_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# ensure_venv REQUIREMENTS [VENV]: VENV (default .venv) holds exactly the pinned requirements. The stamp
+# covers requirements.txt, REQUIREMENTS and the files it includes with -r (one level deep).
 ensure_venv() {
-    local requirements="$1" stamp=.venv/.installed
-    local want
-    want="$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)"
+    local requirements="$1" venv="${2:-.venv}"
+    local stamp="$venv/.installed" want included
+    included="$(sed -n 's/^-r[[:space:]]*//p' "$requirements" | grep -vx requirements.txt || true)"
+    # shellcheck disable=SC2086  # one file name per line, none with spaces
+    want="$(cat requirements.txt "$requirements" $included | sha256sum | cut -c1-16)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || { echo "Python 3.11 or newer is needed, found $(python3 --version)" >&2; exit 1; }
-    [ -x .venv/bin/python ] || python3 -m venv .venv
-    echo "installing Python packages into ./.venv (first run: a few minutes)"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r "$requirements"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    echo "installing Python packages into ./$venv (first run: a few minutes)"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -r "$requirements"
     echo "$want" > "$stamp"
 }

@@ -78,7 +78,7 @@ def test_validate_series_leaves_input_alone():
     [
         pytest.param(
             pd.Series([1.0, 2.0], index=pd.DatetimeIndex(["2026-01-01T00:00", "2026-01-01T00:15"])),
-            "timezone-aware",
+            r"^series index must be timezone-aware \(UTC\)$",
             id="naive",
         ),
         pytest.param(pd.Series([1.0, 2.0]), "DatetimeIndex, not RangeIndex", id="range index"),
@@ -112,6 +112,7 @@ def test_validate_series_rejects_index(raw, match):
         ),
         pytest.param([], [], 0, 45, [0, 15, 30], [nan, nan, nan], id="empty with bounds"),
         pytest.param([], [], None, None, [], [], id="empty without bounds"),
+        pytest.param([], [], 0, None, [], [], id="empty with a start only"),
         pytest.param([1.0, 2.0, 3.0], [0, 15, 30], None, 45, [0, 15, 30], [1.0, 2.0, 3.0], id="stop excluded"),
         pytest.param([1.0, 2.0, 3.0], [0, 15, 30], 0, 40, [0, 15, 30], [1.0, 2.0, 3.0], id="stop off the grid"),
     ],
@@ -120,6 +121,13 @@ def test_regularize(values, minutes, start, stop, expected_minutes, expected):
     bound = lambda m: None if m is None else T0 + pd.Timedelta(minutes=m)  # noqa: E731
     result = clean.regularize(series(values, minutes), INTERVAL, bound(start), bound(stop))
     assert_series(result, expected_minutes, expected)
+
+
+def test_regular_validates_the_readings_as_read_and_fills_the_whole_read_range():
+    raw = pd.Series(["2.0", 1.0, math.inf], index=at([15, 0, 30]).rename("time"))
+    result = clean.regular(raw, INTERVAL, T0 - INTERVAL, T0 + 4 * INTERVAL)
+    assert_series(result, [-15, 0, 15, 30, 45], [nan, 1.0, 2.0, nan, nan])
+    assert result.index.name == "time"
 
 
 # ---------------------------------------------------------------- fill_short_gaps
@@ -187,12 +195,13 @@ def test_make_windows_rejects(values, window, match):
         pytest.param([1, 2, nan, 4, 5, 6], 3, [[4, 5, 6]], [75], id="window 3"),
         pytest.param([1, 2, nan, 4, 5, 6], 4, [], [], id="no stretch long enough"),
         pytest.param([1, 2], 3, [], [], id="shorter than window"),
+        pytest.param([], 3, [], [], id="empty"),
         pytest.param([1, 2, 3], 3, [[1, 2, 3]], [30], id="exactly one"),
     ],
 )
 def test_windows_without_gaps(values, window, expected, end_minutes):
     windows, ends = clean.windows_without_gaps(series(values), window)
-    assert windows.shape == (len(expected), window, 1)
+    assert windows.shape == (len(expected), window, 1) and windows.dtype == np.float32
     assert windows[:, :, 0].tolist() == expected
     assert minutes_of(ends) == end_minutes
 
@@ -219,6 +228,7 @@ def test_windows_without_gaps_never_cross_a_gap(values, window):
         pytest.param([], 2, 1, "no data in the training range", id="empty"),
         pytest.param([nan, nan], 2, 1, "no data in the training range", id="all NaN"),
         pytest.param([5, 5, nan, 5], 2, 1, "constant value 5 in the training range", id="constant"),
+        pytest.param([nan, 5.5], 2, 1, "constant value 5.5 in the training range", id="a single reading"),
         pytest.param(
             [1, 2, nan, 3, 4], 2, 3, "too little data: 2 windows of 2 without gaps, need 3", id="too few windows"
         ),
@@ -243,6 +253,24 @@ def test_fit_scaler_ignores_nan_and_scale_keeps_index_and_nan():
     np.testing.assert_allclose(scaled.to_numpy(), [-1.224744871391589, 0.0, nan, 1.224744871391589])
     back = scaler.inverse_transform(scaled.to_numpy().reshape(-1, 1)).ravel()
     np.testing.assert_allclose(back, [1, 3, nan, 5])
+
+
+def test_standardize_clips_absurd_readings_on_both_sides():
+    scaled = clean.standardize(series([1e300, -1e300, 4.0]), mean=2.0, scale=0.5)
+    assert scaled.tolist() == [clean.MAX_STANDARDIZED, -clean.MAX_STANDARDIZED, 4.0]
+
+
+@pytest.mark.parametrize(
+    "values, flat, missing",
+    [
+        pytest.param([1, 2, 2, 2, 3], [1, 1, 2, 3, 1], [0, 0, 0, 0, 0], id="a run of three"),
+        pytest.param([4, 4, nan, 4, 4], [1, 2, 0, 1, 2], [0, 0, 1, 0, 0], id="a gap ends a run"),
+        pytest.param([nan, nan, 7, nan], [0, 0, 1, 0], [1, 2, 0, 1], id="no reading: no flat run"),
+    ],
+)
+def test_flat_and_missing_run_lengths(values, flat, missing):
+    assert clean.flat_run_lengths(np.array(values, dtype=float)).tolist() == flat
+    assert clean.missing_run_lengths(np.array(values, dtype=float)).tolist() == missing
 
 
 @pytest.mark.parametrize(

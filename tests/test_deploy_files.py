@@ -449,6 +449,8 @@ def test_dockerfile_models_volume_is_the_jobs_default_models_dir():
         ("tests/__pycache__/test_deploy_files.cpython-311.pyc", True),
         (".pytest_cache/README.md", True),
         (".hypothesis/examples/x", True),
+        (".venv-mut/bin/python", True),
+        ("mutants/anomaly/detect.py", True),
         ("sensor_predict.py", False),
         ("deploy/container-schedule.sh", False),
         ("requirements.txt", False),

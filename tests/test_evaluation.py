@@ -65,13 +65,29 @@ def test_with_an_interval_labelled_points_two_intervals_apart_are_two_events():
 def test_labels_on_grid_floors_to_the_interval_and_ignores_times_outside():
     grid = labels_on_grid([T[2] + pd.Timedelta(minutes=7), T[11] + pd.Timedelta(hours=5)], T[0], T[6], INTERVAL)
     assert list(grid.index) == list(T[:6]) and list(grid) == [False, False, True, False, False, False]
+    naive = labels_on_grid([T[3].tz_localize(None)], T[0], T[6], INTERVAL)  # times without a zone are UTC
+    assert list(naive) == [False, False, False, True, False, False]
+
+
+def test_boolean_like_values_are_read_as_flags():
+    raw = pd.Series([True, None, 0, 1.0, np.nan, np.True_, np.False_, 1, False], index=T[:9], dtype=object)
+    got = evaluation.validate_bool_series(raw, "flags")
+    assert got.dtype == bool and got.tolist() == [True, False, False, True, False, True, False, True, False]
+    # flags as the database returns them: floats, NaN where none was written
+    floats = evaluation.validate_bool_series(pd.Series([1.0, np.nan, 0.0], index=T[:3]), "flags")
+    assert floats.tolist() == [True, False, False]
+    naive = evaluation.validate_bool_series(pd.Series([True], index=T[:1].tz_localize(None)), "flags")
+    assert naive.index.equals(T[:1])
 
 
 @pytest.mark.parametrize(
     "bad, error, match",
     [
         ([True, False], TypeError, "DatetimeIndex"),
+        (pd.DataFrame({"a": [True]}, index=T[:1]), TypeError, "^labels must be a pandas Series .* not DataFrame$"),
         (pd.Series([True, "yes"], index=T[:2]), ValueError, "booleans"),
+        (pd.Series([True, 2], index=T[:2]), ValueError, "^labels must hold booleans, found 2$"),
+        (pd.Series([0, 0.5], index=T[:2]), ValueError, "found 0.5$"),
         (pd.Series([True, False], index=T[[1, 1]]), ValueError, "duplicate"),
     ],
 )
@@ -84,6 +100,23 @@ def test_bad_series_raise_with_a_specific_message(bad, error, match):
 def test_a_bad_window_or_interval_raises(window, interval):
     with pytest.raises(ValueError, match=r"window|interval"):
         evaluate(flags(".........."), labels(2), window, interval)
+
+
+def test_bad_flags_are_named_as_flags():
+    with pytest.raises(TypeError, match=r"^flags must be a pandas Series"):
+        evaluate(flags("..").to_frame(), labels(2), WINDOW, INTERVAL)
+
+
+def test_a_window_of_one_interval_sees_only_its_own():
+    got = evaluate(flags(".x..x"), labels(3, 5), 1, INTERVAL)
+    assert (got.positive_windows, got.true_positive_windows, got.events_detected, got.false_alarms) == (2, 1, 1, 1)
+
+
+def test_sparse_labels_two_intervals_apart_are_two_events():
+    # Labels given only where they are True (not on the whole grid): the interval still splits them.
+    sparse = pd.Series(True, index=T[[3, 5]])
+    got = evaluate(flags("........."), sparse, 1, INTERVAL)
+    assert (got.events, got.positive_windows) == (2, 2)
 
 
 # ---------------------------------------------------------------- metrics
@@ -239,6 +272,25 @@ def test_the_fleet_sums_counts_and_recomputes_rates():
     assert fleet.event_recall == pytest.approx(2 / 3) and fleet.event_precision == pytest.approx(2 / 3)
     assert fleet.mean_delay_min == 22.5 and fleet.max_delay_min == 30.0
     assert fleet.weeks == pytest.approx(300 / WEEK_MIN) and fleet.false_alarms_per_week == pytest.approx(WEEK_MIN / 300)
+    assert (fleet.windows, fleet.positive_windows, fleet.flagged_windows, fleet.true_positive_windows) == (20, 10, 4, 3)
+    assert fleet.precision == pytest.approx(3 / 4) and fleet.recall == pytest.approx(3 / 10)
+    assert fleet.f1 == pytest.approx(2 * 0.75 * 0.3 / 1.05) and fleet.event_f1 == pytest.approx(2 / 3)
+    assert (fleet.events_unscored, fleet.detecting_runs) == (0, 2)
+
+
+def test_the_fleet_mean_delay_weighs_each_sensor_by_its_detected_events():
+    a = evaluate(flags(".x.....x.."), labels(2, 8), WINDOW, INTERVAL)  # two events, each seen after 15 min
+    b = evaluate(flags("...x......"), labels(3), WINDOW, INTERVAL)  # one event, seen after 30 min
+    assert (a.events_detected, a.mean_delay_min, b.mean_delay_min) == (2, 15.0, 30.0)
+    assert evaluation.combine([a, b]).mean_delay_min == pytest.approx(20.0)  # (15 + 15 + 30) / 3
+
+
+def test_a_fleet_with_nothing_detected_or_nothing_scored_has_nan_rates():
+    quiet = evaluation.combine([evaluate(flags(".........."), labels(2), WINDOW, INTERVAL)])
+    assert quiet.events == 1 and quiet.events_detected == 0
+    assert math.isnan(quiet.mean_delay_min) and math.isnan(quiet.max_delay_min) and quiet.false_alarms_per_week == 0
+    nobody = evaluation.combine([])
+    assert nobody.windows == 0 and math.isnan(nobody.false_alarms_per_week) and math.isnan(nobody.mean_delay_min)
 
 
 # ---------------------------------------------------------------- ratios
@@ -251,6 +303,19 @@ def loss(*values: float) -> pd.Series:
 def test_flags_for_ratio_is_loss_above_threshold_times_ratio():
     got = flags_for_ratio(loss(0.5, 2.0, 2.0001, np.nan), threshold=1.0, ratio=2.0, interval=INTERVAL)
     assert list(got) == [False, False, True, False]
+    assert list(flags_for_ratio(loss(0.4, 0.6), threshold=0.5, ratio=1.0, interval=INTERVAL)) == [False, True]
+
+
+# (the score, loss / threshold, is then inf or NaN: the flags are what this test is about)
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_threshold_of_zero_flags_any_loss_at_all():
+    # metadata allows it: a model whose training windows all reconstructed perfectly
+    assert list(flags_for_ratio(loss(0.0, 1e-9), threshold=0.0, ratio=1.0, interval=INTERVAL)) == [False, True]
+
+
+def test_decided_flags_keep_only_the_windows_from_first_to_last():
+    got = decided_flags(loss(2.0, 2.0, 2.0, 2.0, 2.0), Rules(threshold=1.0), Context(INTERVAL, first=T[3], last=T[5]))
+    assert list(got.index) == list(T[3:6]) and got.all()
 
 
 @pytest.mark.parametrize("threshold, ratio", [(-1.0, 1.0), (np.nan, 1.0), (1.0, 0.0), (1.0, -2.0)])
@@ -538,7 +603,18 @@ def test_with_a_false_alarm_budget_tuning_takes_the_best_recall_within_it(budget
 
 
 def test_tuning_without_a_scored_event_or_without_candidates_raises():
-    with pytest.raises(ValueError, match="no labelled event"):
+    with pytest.raises(ValueError, match=r"^no labelled event"):
         tune_ratio(WEAK, 1.0, labels(), WINDOW, INTERVAL, [1.0])
-    with pytest.raises(ValueError, match="no candidate"):
+    with pytest.raises(ValueError, match=r"^no candidate ratio to try$"):
         tune_ratio(WEAK, 1.0, labels(9), WINDOW, INTERVAL, [])
+
+
+def test_tuning_with_the_scorers_rules_needs_no_context_beyond_the_interval():
+    # Persistence reads the interval: without a context, tuning makes one of the interval it was given.
+    rules = lambda ratio: Rules(threshold=ratio, min_consecutive=2)  # noqa: E731
+    best, table = tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [1.0, 1.8], rules=rules)
+    with_context = tune_ratio(
+        TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [1.0, 1.8], rules=rules, context=Context(INTERVAL)
+    )
+    assert best == with_context[0]
+    pd.testing.assert_frame_equal(table, with_context[1])

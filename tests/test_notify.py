@@ -27,12 +27,13 @@ from anomaly.alerts.delivery import due_notifications, mark_sent
 from anomaly.alerts.events import MISSING, Event, events, outages
 from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import Context, message, payload
-from anomaly.alerts.resume import resume, tracked_events
+from anomaly.alerts.resume import mark_announced, outbox_events, resume, tracked_events, unannounced, with_outbox
 from anomaly.alerts.state import dump_state, load_state, new_state
 from anomaly.alerts.webhook import NotifyError, post, redact_url, url_problem
 from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Common, Connection, Schema, SensorConfig
+from anomaly.times import format_time
 from tools import local_influxd
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")  # 1767225600
@@ -95,6 +96,18 @@ def test_events(flags, skip, expected):
 def test_event_peak_loss_and_its_threshold():
     found = events("s", scores("xxx", losses=[1.5, 3.0, 2.0], thresholds=[1.0, 1.2, 1.1]), I)
     assert [(e.sensor_id, e.peak_loss, e.threshold) for e in found] == [("s", 3.0, 1.2)]
+    # the peak is the run's own: not a higher loss in the unflagged window after it (a level or a
+    # persistence decision can flag a window whose loss is lower than its neighbour's)
+    found = events("s", scores("xx.", losses=[1.5, 2.0, 3.0], thresholds=[1.0, 1.2, 1.1]), I)
+    assert [(e.peak_loss, e.threshold) for e in found] == [(2.0, 1.2)]
+
+
+def test_an_event_without_a_loss_takes_the_threshold_of_its_first_window():
+    # Outages counted as anomalies (--missing-is-anomaly) have no loss at all.
+    frame = points("MM.")
+    frame["threshold"] = [1.0, 2.0, 3.0]
+    (found,) = events("s", frame, I)
+    assert np.isnan(found.peak_loss) and found.threshold == 1.0
 
 
 def test_events_sorts_and_reads_missing_flags_as_false():
@@ -107,10 +120,32 @@ def test_events_sorts_and_reads_missing_flags_as_false():
 @pytest.mark.parametrize(
     "frame, interval, error, match",
     [
-        pytest.param(scores("x").reset_index(drop=True), I, TypeError, "DatetimeIndex", id="no time index"),
-        pytest.param(scores("x").tz_localize(None), I, ValueError, "time zone", id="naive times"),
+        pytest.param(scores("x")["loss"], I, TypeError, "^scores must be a DataFrame, not Series$", id="a series"),
+        pytest.param(
+            scores("x").reset_index(drop=True), I, TypeError, r"\(DatetimeIndex\), not RangeIndex$", id="no time index"
+        ),
+        pytest.param(
+            scores("x").tz_localize(None),
+            I,
+            ValueError,
+            "^scores' window end times have no time zone; give them in UTC$",
+            id="naive times",
+        ),
         pytest.param(scores("x").drop(columns="anomaly"), I, ValueError, "anomaly", id="missing column"),
-        pytest.param(pd.concat([scores("x"), scores("x")]), I, ValueError, "twice", id="duplicate window end"),
+        pytest.param(
+            scores("x").drop(columns=["threshold", "anomaly"]),
+            I,
+            ValueError,
+            r"^scores lack the column\(s\) threshold, anomaly$",
+            id="missing columns",
+        ),
+        pytest.param(
+            pd.concat([scores("x"), scores("x")]),
+            I,
+            ValueError,
+            "^scores hold the same window end twice$",
+            id="duplicate window end",
+        ),
         pytest.param(scores("x"), pd.Timedelta(0), ValueError, "interval", id="zero interval"),
     ],
 )
@@ -170,6 +205,64 @@ def test_resume_keeps_other_sensors_and_tracked_events_filters_by_end():
     _, state = resume([ev("u", 8, 9)], state, I)
     assert [e.sensor_id for e in tracked_events(state)] == ["s", "u"]
     assert [e.sensor_id for e in tracked_events(state, since=t(4))] == ["u"]
+    assert [e.sensor_id for e in tracked_events(state, since=t(3))] == ["s", "u"]  # ending at since: kept
+    assert tracked_events({}) == []
+
+
+def test_resume_returns_the_events_of_every_sensor_of_the_run():
+    found, state = resume([ev("a", 0, 1), ev("b", 2, 3), ev("a", 5, 5, ongoing=True)], remembered(2, 3), I)
+    assert [(e.sensor_id, e.start) for e in found] == [("a", t(0)), ("a", t(5)), ("b", t(2))]
+    assert sorted(state["sensors"]) == ["a", "b", "s"]
+
+
+@pytest.mark.parametrize(
+    "remembered_peak, new_peak, expected",
+    [(2.0, 5.0, 5.0), (5.0, 2.0, 5.0), (float("nan"), 2.0, 2.0), (2.0, float("nan"), 2.0)],
+)
+def test_a_continued_event_keeps_the_larger_peak_of_its_pieces(remembered_peak, new_peak, expected):
+    _, state = resume([ev("s", 2, 3, ongoing=True, peak=remembered_peak)], new_state(), I)
+    (found,) = resume([ev("s", 4, 5, peak=new_peak)], state, I)[0]
+    assert found.peak_loss == expected and spans([found]) == [(2, 5, 4, False, 3)]
+
+
+def test_the_newest_piece_says_whether_an_event_goes_on():
+    # A backfill that rescored the remembered event's windows and the one after it: at the same end, this
+    # run's piece (not ongoing: the window after it was scored) wins over the remembered one (ongoing).
+    found, _ = resume(events("s", scores("xx.", first=2), I), remembered(2, 3), I)
+    assert spans(found) == [(2, 3, 2, False, None)]
+
+
+def test_unannounced_is_what_a_run_that_died_wrote_without_making_its_events():
+    state = mark_announced(new_state(), {"died": t(3), "kept up": t(9), "long ago": t(1)})
+    state["sensors"]["never announced"] = {}
+    first = {s: t(10) for s in ("new", "never announced", "died", "kept up", "long ago")}
+    assert unannounced(state, first, I, since=t(0)) == {"died": (t(4), t(10)), "long ago": (t(2), t(10))}
+    # reaching back no further than ``since``
+    assert unannounced(state, first, I, since=t(6)) == {"died": (t(6), t(10)), "long ago": (t(6), t(10))}
+    assert unannounced(state, {"died": t(4)}, I, since=t(0)) == {}  # nothing between
+    assert unannounced({}, first, I, since=t(0)) == {}
+
+
+def test_mark_announced_moves_forward_only_and_keeps_the_rest_of_the_entry():
+    state = remembered(2, 3)
+    marked = mark_announced(state, {"s": t(5), "new": t(7)})
+    assert "announced" not in state["sensors"]["s"]  # the given state is not changed
+    assert marked["sensors"]["s"]["announced"] == "2026-01-01T01:15:00Z"
+    assert marked["sensors"]["s"]["event"] == state["sensors"]["s"]["event"]
+    assert marked["sensors"]["new"] == {"announced": "2026-01-01T01:45:00Z"}
+    assert mark_announced(marked, {"s": t(4)})["sensors"]["s"]["announced"] == "2026-01-01T01:15:00Z"  # a backfill
+    assert mark_announced(marked, {"s": t(6)})["sensors"]["s"]["announced"] == "2026-01-01T01:30:00Z"
+
+
+def test_the_outbox_holds_exactly_the_events_waiting_for_their_message():
+    waiting = [ev("b", 4, 5), ev("a", 0, 1), ev("a", 6, 6, ongoing=True, peak=3.0)]
+    state = with_outbox(remembered(2, 3), waiting)
+    assert outbox_events(state) == [waiting[1], waiting[2], waiting[0]]  # by sensor, then as given
+    assert state["sensors"]["s"]["event"] == remembered(2, 3)["sensors"]["s"]["event"]
+    assert outbox_events(remembered(2, 3)) == [] and outbox_events({}) == []
+    emptied = with_outbox(state, [waiting[0]])
+    assert outbox_events(emptied) == [waiting[0]] and outbox_events(state) == outbox_events(with_outbox(state, waiting))
+    assert emptied["sensors"]["a"] == {} and "event" in emptied["sensors"]["s"]
 
 
 # ---------------------------------------------------------------- notification decisions
@@ -261,6 +354,81 @@ def test_max_age_records_old_events_without_sending_them():
     assert due == [] and run([replace(old, sensor_id="b")], state, now=NOW + HOUR)[0] == []
 
 
+def test_max_age_is_inclusive_and_recent_events_are_sent():
+    age = pd.Timedelta(days=1)
+    boundary = Event("a", NOW - age - HOUR, NOW - age, 5, 2.0, 1.0, False)  # ended exactly max-age ago
+    recent = Event("b", NOW - HOUR, NOW - I, 4, 2.0, 1.0, False)
+    due, state = due_notifications([boundary, recent], new_state(), HOUR, NOW, age)
+    assert due == [boundary, recent]
+    assert state["sensors"]["a"] == {} and state["sensors"]["b"] == {}  # to send: not recorded yet
+
+
+def test_the_cooldown_ends_exactly_a_cooldown_after_the_end_of_the_last_sent_event():
+    _, state = run([ev("a", 0, 1)], new_state(), now=t(2))
+    assert run([ev("a", 5, 5)], state, now=t(6))[0] == [ev("a", 5, 5)]  # starts 1 h after t(1)
+
+
+def test_a_state_written_before_the_cooldown_ran_in_event_time_counts_it_from_the_message():
+    legacy = {"format": 1, "sensors": {"a": {"decided": format_time(t(0)), "notified_at": format_time(t(4))}}}
+    assert due_notifications([ev("a", 6, 6)], legacy, HOUR, t(7))[0] == []  # 30 min after the message
+    assert due_notifications([ev("a", 8, 8)], legacy, HOUR, t(9))[0] == [ev("a", 8, 8)]
+
+
+def test_every_sensor_with_a_new_event_gets_its_message_in_the_same_run():
+    assert run([ev("a", 0, 1), ev("b", 2, 3), ev("c", 4, 4)], new_state())[0] == [
+        ev("a", 0, 1),
+        ev("b", 2, 3),
+        ev("c", 4, 4),
+    ]
+
+
+def test_an_older_event_sent_late_moves_neither_the_decision_nor_the_cooldown_back():
+    # The outbox: an older event whose message failed goes through after a newer one was sent.
+    state = mark_sent(new_state(), [ev("a", 10, 11)], t(12))  # a sensor the state has not seen yet
+    state = mark_sent(state, [ev("a", 0, 1)], t(13))
+    entry = state["sensors"]["a"]
+    assert entry["decided"] == format_time(t(10)) and entry["notified_end"] == format_time(t(11))
+    assert entry["notified_at"] == format_time(t(13))  # the time of the last message, whatever it was about
+    # an event between them is not new, and one within the cooldown of t(11) is held
+    assert due_notifications([ev("a", 5, 6)], state, pd.Timedelta(0), t(14))[0] == []
+    assert due_notifications([ev("a", 13, 13)], state, HOUR, t(14))[0] == []
+
+
+def test_marking_the_same_item_sent_twice_changes_nothing_but_the_message_time():
+    once = mark_sent(new_state(), [ev("a", 0, 1), incident("critical")], NOW)
+    twice = mark_sent(once, [ev("a", 0, 1), incident("minor")], NOW + HOUR)  # and a copy of lower severity
+    for kind, name in (("sensors", "a"), ("groups", "B1")):
+        assert {k: v for k, v in twice[kind][name].items() if k != "notified_at"} == {
+            k: v for k, v in once[kind][name].items() if k != "notified_at"
+        }
+    assert twice["groups"]["B1"]["severity"] == "critical"
+
+
+def test_an_escalation_is_old_news_only_when_it_ended_before_max_age():
+    age = pd.Timedelta(days=1)
+    _, state = run([incident("minor")], new_state(), now=t(5))
+    for now in (t(4) + age, t(4) + HOUR):  # ended exactly max-age ago, or recently
+        assert due_notifications([incident("critical")], state, HOUR, now, age)[0] == [incident("critical")]
+    assert due_notifications([incident("critical")], state, HOUR, t(4) + 2 * age, age)[0] == []
+
+
+def test_an_incident_of_the_same_severity_is_not_sent_again():
+    _, state = run([incident("minor")], new_state())
+    assert run([incident("minor", end=6)], state, now=NOW + 3 * HOUR)[0] == []
+
+
+def test_events_and_groups_of_the_same_name_in_one_run_are_two_messages():
+    found = [ev("B1", 0, 4), incident("minor")]  # a sensor named like a group, same start
+    assert run(found, new_state())[0] == found
+
+
+def test_old_incidents_of_several_groups_all_silence_their_events():
+    age = pd.Timedelta(days=1)
+    old = [Incident(g, t(0), t(4), (s,), 5, "minor", False, ((s, t(0)),)) for g, s in (("B1", "a"), ("B2", "x"))]
+    _, state = run(old, new_state(), now=t(4) + 2 * age, max_age=age)
+    assert run([ev("a", 0, 4), ev("x", 0, 4)], state, now=t(4) + 2 * age + HOUR)[0] == []
+
+
 def incident(severity: str, sensors=("a",), start: int = 0, end: int = 4) -> Incident:
     return Incident("B1", t(start), t(end), tuple(sensors), 5, severity, True)
 
@@ -298,7 +466,7 @@ def test_due_notifications_does_not_change_its_input_and_rejects_bad_arguments()
     assert state == before
     with pytest.raises(ValueError, match="cooldown"):
         due_notifications([], state, -HOUR, NOW)
-    with pytest.raises(ValueError, match="time zone"):
+    with pytest.raises(ValueError, match=r"^now has no time zone; give it in UTC$"):
         due_notifications([], state, HOUR, NOW.tz_localize(None))
     with pytest.raises(TypeError, match="Event or an Incident"):
         due_notifications(["a"], state, HOUR, NOW)
@@ -664,7 +832,7 @@ def test_resume_joins_one_kind_at_a_time():
     (outage,) = outages("s", points("mm"), I)
     with pytest.raises(ValueError, match="one kind"):
         resume([outage], new_state(), I)
-    with pytest.raises(ValueError, match="kind must be"):
+    with pytest.raises(ValueError, match=r"^kind must be one of anomaly, missing, not 'flatline'$"):
         resume([], new_state(), I, kind="flatline")
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import model_predict
-from anomaly import detect
+from anomaly import detect, rescore, thresholds
 from anomaly.losses import reconstruction_loss
 from anomaly.metadata import ModelMetadata
 from model_predict import SensorModel, windows_to_score
@@ -78,6 +78,142 @@ def test_score_range(last_scored, overrides, expected):
     assert model_predict.score_range(last_scored, settings(**overrides)) == expected
 
 
+@pytest.mark.parametrize(
+    "last_scored, overrides, expected",
+    [
+        pytest.param(FLOOR - H / 2, {}, (FLOOR - H / 4, FLOOR - H / 4), id="one interval due: a range of one window"),
+        pytest.param(
+            None, {"start": FLOOR - H}, (FLOOR - H, FLOOR - H / 4), id="backfill without a stop: up to the last whole"
+        ),
+        pytest.param(None, {"start": FLOOR - H / 4, "stop": FLOOR - H / 4}, None, id="backfill of an empty range"),
+    ],
+)
+def test_score_range_edges(last_scored, overrides, expected):
+    assert model_predict.score_range(last_scored, settings(**overrides)) == expected
+
+
+def trained(window: int = 4, threshold: float = 0.4, longest_flat_run=None, levels=None, centered=False):
+    """A numpy-engine model as the scorer sees it: only its metadata matters to the rules."""
+    metadata = ModelMetadata(
+        "s",
+        window=window,
+        interval=Q,
+        threshold=threshold,
+        mean=10.0,
+        scale=2.0,
+        longest_flat_run=longest_flat_run,
+        centered=centered,
+        levels=levels,
+    )
+    return SensorModel(metadata)
+
+
+@pytest.mark.parametrize(
+    "levels, margin, expected",
+    [
+        (None, 0.1, None),  # saved before training recorded its range: no level rule
+        ((10.0, 20.0), 0.1, (9.0, 21.0)),
+        ((10.0, 20.0), 0.0, (10.0, 20.0)),
+        ((-4.0, -2.0), 0.5, (-5.0, -1.0)),
+        ((3.0, 3.0), 0.5, (3.0, 3.0)),  # a range of one value has no margin to widen by
+    ],
+)
+def test_levels_widen_the_training_range_by_a_share_of_it_on_each_side(levels, margin, expected):
+    assert model_predict.levels(trained(levels=levels), margin) == expected
+
+
+def test_rules_for_take_the_threshold_times_the_ratio_and_everything_else_from_the_model_and_the_policy():
+    model = trained(window=6, threshold=0.4, longest_flat_run=10, levels=(0.0, 10.0))
+    policy = model_predict.Policy(
+        min_consecutive=3,
+        dynamic_history=96,
+        dynamic_floor=0.5,
+        missing_limit=4,
+        missing_is_anomaly=True,
+        level_margin=0.5,
+    )
+    assert model_predict.rules_for(model, 1.5, policy) == detect.Rules(
+        threshold=0.4 * 1.5,
+        min_consecutive=3,
+        dynamic_history=96,
+        dynamic_floor=0.5,
+        levels=(-5.0, 15.0),
+        window=6,
+        flat_limit=20,  # twice the longest flat run training saw
+        missing_limit=4,
+        missing_is_anomaly=True,
+    )
+    plain = model_predict.rules_for(trained(), 1.0, model_predict.Policy())
+    assert plain == detect.Rules(threshold=0.4, window=4, dynamic_floor=model_predict.DYNAMIC_FLOOR)
+
+
+@pytest.mark.parametrize(
+    "policy, longest_flat_run, decided, readings",
+    [
+        pytest.param({}, None, 0, 8, id="one window decides; twice the window read"),
+        pytest.param({"min_consecutive": 3}, None, 2, 8, id="persistence: the k-1 windows before"),
+        pytest.param(
+            {"min_consecutive": 2, "dynamic_history": 10}, None, 1 + 10 + 2 * 9, 8, id="dynamic: history_needed"
+        ),
+        pytest.param({}, 3, 0, 8, id="a short flat-line limit is within the windows read anyway"),
+        pytest.param({}, 5, 0, 10, id="a flat-line run longer than two windows is read back"),
+        pytest.param({}, 1000, 0, 192, id="flat-line runs are looked for two days back at most"),
+    ],
+)
+def test_lead_reaches_back_for_what_decides_the_first_due_window(policy, longest_flat_run, decided, readings):
+    model = trained(window=4, longest_flat_run=longest_flat_run)
+    assert model_predict.lead(model, model_predict.Policy(**policy), Q) == (decided * Q, readings * Q)
+
+
+def test_prepare_puts_the_readings_as_read_on_the_grid_and_keeps_the_due_windows():
+    grid = pd.date_range("2026-01-01", periods=8, freq="15min", tz="UTC")
+    # Off the grid, out of order, a duplicate time and nothing read in the last interval.
+    raw = pd.Series(
+        [14.0, 10.0, 12.0, 16.0, 18.0, 20.0, 22.0, 99.0, 24.0],
+        index=grid[[2, 0, 1, 3, 4, 5, 6, 6, 6]] + pd.Timedelta(minutes=1),
+    ).iloc[[0, 1, 2, 3, 4, 5, 7, 8]]
+    prepared = model_predict.prepare(
+        raw, trained(window=3), Q, (grid[0], grid[-1] + Q), max_gap_points=0, first=grid[3], last=grid[-1]
+    )
+    assert prepared.series.index.equals(grid)
+    assert prepared.series.tolist()[:7] == [10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 24.0] and np.isnan(
+        prepared.series.iloc[7]
+    )
+    assert prepared.ends.equals(grid[3:7]) and prepared.values.tolist() == [16.0, 18.0, 20.0, 24.0]
+    assert prepared.windows.shape == (4, 3, 1)
+    assert prepared.windows[0, :, 0].tolist() == [1.0, 2.0, 3.0]  # (x - 10) / 2
+
+
+def test_prepare_centres_the_windows_of_a_model_that_learned_shapes():
+    grid = pd.date_range("2026-01-01", periods=4, freq="15min", tz="UTC")
+    raw = pd.Series([10.0, 12.0, 20.0, 20.0], index=grid)
+    prepared = model_predict.prepare(
+        raw, trained(window=2, centered=True), Q, (grid[0], grid[-1] + Q), 0, grid[0], grid[-1]
+    )
+    assert prepared.windows[:, :, 0].tolist() == [[-0.5, 0.5], [-2.0, 2.0], [0.0, 0.0]]
+
+
+def test_decide_uses_the_lead_windows_and_returns_only_the_due_range():
+    grid = pd.date_range("2026-01-01", periods=6, freq="15min", tz="UTC")
+    series = pd.Series([1.0, 2.0, 3.0, np.nan, np.nan, np.nan], index=grid)
+    prepared = model_predict.Prepared(np.zeros((3, 1, 1)), grid[:3], series.iloc[:3].to_numpy(), series)
+    rules = detect.Rules(threshold=0.5, min_consecutive=2, missing_limit=1)
+    scores = model_predict.decide(prepared, np.array([0.9, 0.9, 0.1]), rules, Q, grid[1], grid[4])
+    # grid[0] only made grid[1] the second window in a row; the outage is reported from its second interval
+    # (grid[4]) up to the last due one (grid[5] is not due).
+    assert scores.index.equals(grid[[1, 2, 4]])
+    assert scores["kind"].tolist() == ["shape", "none", "missing"]
+    assert scores["anomaly"].tolist() == [True, False, False]
+
+
+def test_a_failed_write_keeps_each_sensors_earliest_range_start_to_score_again():
+    pending = {"a": FLOOR - 2 * H, "b": FLOOR - 3 * H}
+    due = {"a": (FLOOR - H, FLOOR - H / 4), "b": (FLOOR - 5 * H, FLOOR - H / 4), "c": (FLOOR - H / 2, FLOOR)}
+    assert rescore.failed(pending, due) == {"a": FLOOR - 2 * H, "b": FLOOR - 5 * H, "c": FLOOR - H / 2}
+    assert pending == {"a": FLOOR - 2 * H, "b": FLOOR - 3 * H}  # the given ranges are not changed
+    assert rescore.failed(pending, {}) == pending
+
+
 class Identity:
     """Stands in for a model that reconstructs perfectly except where told: loss is then known exactly."""
 
@@ -107,6 +243,8 @@ def test_windows_to_score_fills_short_gaps_standardizes_and_keeps_the_range():
     assert windows[:, :, 0].tolist() == [[0.0, 0.5, 1.0], [0.5, 1.0, 1.5]]
     _, later, _ = windows_to_score(series, model, max_gap_points=1, first=index[3], last=index[-1])
     assert later.tolist() == [index[3]]
+    _, only, _ = windows_to_score(series, model, max_gap_points=1, first=index[2], last=index[2])
+    assert only.tolist() == [index[2]]  # both bounds are inclusive
 
 
 def test_flags_mark_losses_above_the_effective_threshold():
@@ -141,6 +279,28 @@ def test_score_lines_one_point_per_window_in_time_order():
     ]
 
 
+def test_score_lines_carry_the_flag_and_the_smoothed_loss_of_a_dynamic_threshold():
+    from anomaly.settings import Schema
+
+    index = pd.date_range("2026-01-01", periods=1, freq="15min", tz="UTC")
+    scores = pd.DataFrame(
+        {
+            "value": [1.5],
+            "loss": [0.9],
+            "threshold": [0.5],
+            "anomaly": [True],
+            "kind": ["shape"],
+            "smoothed_loss": [0.75],
+            "score": [1.5],
+        },
+        index=index,
+    )
+    assert model_predict.score_lines("s", scores, Schema(), detector="robust") == [
+        'PREDICT_ANOMALY,uniqueID=s val_num=1.5,loss=0.9,threshold=0.5,anomaly=true,kind="shape",'
+        f'detector="robust",smoothed_loss=0.75,score=1.5 {int(index[0].timestamp())}'
+    ]
+
+
 def test_model_shapes_and_threshold():
     model_trainer = pytest.importorskip("model_trainer")
     model = model_trainer.build_model(window=6, units=4, dropout=0.0)
@@ -164,6 +324,7 @@ Q = pd.Timedelta(minutes=15)
 def test_min_consecutive_needs_k_windows_in_a_row_above_the_threshold(losses, k, expected):
     frame = flags(T, np.zeros(8), np.array(losses, dtype="float32"), threshold=0.5, min_consecutive=k, interval=Q)
     assert frame["anomaly"].astype(int).tolist() == expected
+    assert frame["kind"].tolist() == ["shape" if flagged else "none" for flagged in expected]
 
 
 def test_a_gap_between_windows_breaks_the_run():
@@ -219,3 +380,112 @@ def test_the_cold_start_detector_follows_the_daily_cycle_and_ignores_tiny_change
     assert not robust_scores(flat, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96)["anomaly"].any()
     young = cycle.where(cycle.index >= index[-130])  # a day and a bit of readings: not enough yet
     assert robust_scores(young, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).empty
+
+
+COLUMNS = ["value", "loss", "threshold", "anomaly", "kind", "score"]
+
+
+def test_the_dynamic_threshold_decides_on_the_smoothed_loss_never_below_its_floor():
+    ends = pd.date_range("2026-01-01", periods=60, freq="15min", tz="UTC")
+    losses = np.abs(np.random.default_rng(1).normal(0.1, 0.01, 60)).astype("float32")
+    losses[[35, 36, 45]] = [0.9, 0.8, 0.3]
+    rules = detect.Rules(threshold=0.5, dynamic_history=20, dynamic_floor=0.24)
+    frame = detect.decide(ends, np.arange(60.0), losses, rules, detect.Context(Q))
+    expected = thresholds.rolling_dynamic_thresholds(pd.Series(losses.astype("float64"), index=ends), 0.12, 20)
+    assert list(frame.columns) == ["value", "loss", "threshold", "anomaly", "kind", "smoothed_loss", "score"]
+    assert frame["threshold"].tolist() == expected["threshold"].tolist()
+    # windows without a full history, and windows of a history too quiet to matter, get the floor
+    assert frame["threshold"].iloc[:20].eq(0.5 * 0.24).all() and frame["threshold"].iloc[20:].gt(0.12).any()
+    assert frame["smoothed_loss"].tolist() == expected["smoothed"].tolist()
+    assert frame["anomaly"].tolist() == expected["anomaly"].tolist() and frame["anomaly"].iloc[35]
+    assert frame["kind"].tolist() == ["shape" if a else "none" for a in expected["anomaly"]]
+    # the score compares what the flag compares: the smoothed loss, with the threshold of its window
+    assert frame["score"].tolist() == pytest.approx((expected["smoothed"] / expected["threshold"]).tolist())
+    assert frame["loss"].tolist() == pytest.approx(losses.tolist())
+
+
+def test_a_smoothed_loss_at_the_dynamic_threshold_is_not_over_it():
+    # Losses steady at 0.5: the smoothed loss is 0.5, and so is the threshold (its floor, 1.0 x 0.5).
+    rules = detect.Rules(threshold=1.0, dynamic_history=4, dynamic_floor=0.5)
+    frame = detect.decide(T, np.zeros(8), np.full(8, 0.5), rules, detect.Context(Q))
+    assert frame["smoothed_loss"].eq(0.5).all() and frame["threshold"].eq(0.5).all()
+    assert not frame["anomaly"].any() and frame["score"].eq(1.0).all()
+
+
+def test_readings_are_written_as_floats_whatever_type_they_came_in():
+    # InfluxDB keeps one type per field: an integer reading written as such would be refused after floats.
+    frame = detect.decide(T, np.arange(8), np.zeros(8), detect.Rules(threshold=0.5), detect.Context(Q))
+    assert frame["value"].dtype == "float64" and frame["value"].tolist() == list(range(8))
+
+
+def test_missing_points_among_dynamic_scores_have_no_smoothed_loss():
+    series = pd.Series([1.0, 2.0, np.nan, np.nan, 5.0, 6.0, 7.0, 8.0], index=T)
+    present = series.notna().to_numpy()
+    rules = detect.Rules(threshold=0.5, dynamic_history=2, missing_limit=1)
+    frame = detect.decide(
+        T[present], series[present].to_numpy(), np.full(6, 0.1), rules, detect.Context(Q, series, T[0], T[-1])
+    )
+    assert frame.index.equals(T.delete(2))
+    assert frame["kind"].tolist() == ["none", "none", "missing", "none", "none", "none", "none"]
+    assert np.isnan(frame.loc[T[3], ["value", "loss", "smoothed_loss", "score"]].to_numpy(dtype=float)).all()
+    assert frame.loc[T[3], "threshold"] == 0.5  # the fixed threshold: a dynamic one needs losses
+    assert frame["value"].drop(T[3]).tolist() == [1.0, 2.0, 5.0, 6.0, 7.0, 8.0]
+    assert frame["smoothed_loss"].drop(T[3]).tolist() == pytest.approx([0.1] * 6)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        detect.Rules(threshold=0.5),
+        detect.Rules(threshold=0.5, dynamic_history=4),
+        detect.Rules(threshold=0.5, dynamic_history=4, min_consecutive=2),
+    ],
+    ids=["fixed", "dynamic", "dynamic and persistent"],
+)
+def test_no_windows_give_an_empty_frame_with_the_columns_and_types_of_a_full_one(rules):
+    empty = detect.decide(T[:0], np.empty(0), np.empty(0, dtype="float32"), rules, detect.Context(Q))
+    full = detect.decide(T, np.zeros(8), np.zeros(8, dtype="float32"), rules, detect.Context(Q))
+    assert empty.empty and list(empty.columns) == list(full.columns)
+    numbers = full.columns.drop("kind")  # (pandas infers a string type for kind only when there are strings)
+    assert empty[numbers].dtypes.to_dict() == full[numbers].dtypes.to_dict()
+    assert list(full.columns[:5]) == COLUMNS[:5] and full.columns[-1] == "score"
+
+
+@pytest.mark.parametrize(
+    "values, window, losses, kinds",
+    [
+        pytest.param(
+            [5, 5, 11, 12, 13, 14, 5, 5], 2, {}, {3: "level", 4: "level"}, id="the first window windows beyond"
+        ),
+        pytest.param([5, 5, 11, 12, 13, 14, 5, 5], 2, {3: 1.0}, {3: "shape", 4: "level"}, id="a shape flag stays"),
+        pytest.param([5, 10, 10, 10, 0, 0, 0, 5], 2, {}, {}, id="at the edges of the range is inside it"),
+        pytest.param([5, -1, -2, -3, 5, 5, 5, 5], 2, {}, {2: "level", 3: "level"}, id="below the range"),
+        pytest.param([5, 11, 5, 11, 5, 11, 5, 5], 2, {}, {}, id="lone readings beyond are the shape's to judge"),
+        pytest.param([11, 5, 5, 5, 5, 5, 5, 12], 1, {}, {0: "level", 7: "level"}, id="a window of one, from the start"),
+    ],
+)
+def test_a_move_beyond_the_training_range_is_flagged_where_it_begins(values, window, losses, kinds):
+    series = pd.Series(values, index=T, dtype="float64")
+    loss = np.array([losses.get(k, 0.1) for k in range(8)])
+    rules = detect.Rules(threshold=0.5, levels=(0.0, 10.0), window=window)
+    frame = detect.decide(T, series.to_numpy(), loss, rules, detect.Context(Q, series, T[0], T[-1]))
+    assert {k: kind for k, kind in enumerate(frame["kind"]) if kind != "none"} == kinds
+    assert frame["anomaly"].tolist() == [k in kinds for k in range(8)]
+
+
+def test_without_readings_the_rules_that_read_them_are_left_out():
+    # Tuning knows only the losses: the level, flat-line and missing rules then decide nothing.
+    rules = detect.Rules(threshold=0.5, levels=(0.0, 1.0), window=2, flat_limit=2, missing_limit=1)
+    frame = detect.decide(T, np.full(8, 99.0), np.array([0.1] * 7 + [0.9]), rules, detect.Context(Q))
+    assert frame.index.equals(T) and frame["kind"].tolist() == ["none"] * 7 + ["shape"]
+
+
+def test_an_outage_is_reported_from_the_first_to_the_last_due_interval_inclusive():
+    series = pd.Series([1.0, np.nan, np.nan, np.nan, np.nan, np.nan, 7.0, 8.0], index=T)
+    rules = detect.Rules(threshold=0.5, missing_limit=1, missing_is_anomaly=True)
+    present = series.notna().to_numpy()
+    frame = detect.decide(
+        T[present], series[present].to_numpy(), np.full(3, 0.1), rules, detect.Context(Q, series, T[3], T[4])
+    )
+    assert frame.loc[frame["kind"] == "missing"].index.tolist() == [T[3], T[4]]
+    assert frame.loc[T[3], "threshold"] == 0.5 and frame.loc[T[3], "anomaly"]
