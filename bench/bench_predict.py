@@ -13,6 +13,10 @@ Scenarios, each one run of the job with ``--now`` fixed and ``--delay 0s``:
     tick_keras  the same tick, same data and models, with --engine keras (for keras_ratio)
     catchup     --sensors sensors, each last scored a day ago: 96 windows each
     tick_big    --big sensors, one new window each (numpy engine only)
+    floor       the tick once more, into a measurement of its own, through a recording proxy (not timed);
+                then its requests to InfluxDB (the same queries, the same points written) replayed in order
+                from a bare process (tools/http_record.py): what the tick costs the database and the
+                network alone. Every timed scenario's wall time is also given as a multiple of it.
 
 Set-up (not timed; tools/scoring_fleet.py): a throwaway influxd; generated readings at 15-minute
 samples; a day of earlier scores per sensor (synthetic points, so each job resumes where the scenario
@@ -49,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from anomaly import logs, times  # noqa: E402
-from tools import local_influxd, measure  # noqa: E402
+from tools import http_record, local_influxd, measure  # noqa: E402
 from tools import scoring_fleet as fleet  # noqa: E402
 from tools.measure import Measurement  # noqa: E402
 from tools.scoring_fleet import NOW, PERTURBATION, Scenario  # noqa: E402
@@ -64,8 +68,8 @@ TARGET_SENSORS = 1000
 # ------------------------------------------------------------------ measuring
 
 
-def run_scenario(url: str, workdir: Path, scenario: Scenario, extra: list[str]) -> Measurement:
-    command = [
+def job_command(workdir: Path, scenario: Scenario, extra: list[str]) -> list[str]:
+    return [
         sys.executable,
         str(ROOT / "sensor_predict.py"),
         *fleet.job_args(workdir),
@@ -81,6 +85,10 @@ def run_scenario(url: str, workdir: Path, scenario: Scenario, extra: list[str]) 
         "WARNING",
         *extra,
     ]
+
+
+def run_scenario(url: str, workdir: Path, scenario: Scenario, extra: list[str]) -> Measurement:
+    command = job_command(workdir, scenario, extra)
     logger.info(
         "running %s: %d sensors x %d windows, --engine %s",
         scenario.name,
@@ -94,6 +102,32 @@ def run_scenario(url: str, workdir: Path, scenario: Scenario, extra: list[str]) 
     fleet.check_written(url, scenario)
     logger.info("%s: %.2f s, peak RSS %.0f MB", scenario.name, result.wall_s, result.peak_rss_mb)
     return result
+
+
+def measure_floor(
+    port: int, url: str, workdir: Path, scenario: Scenario, extra: list[str]
+) -> tuple[Measurement, int, Scenario]:
+    """The tick's floor: the same tick run once through a recording proxy (not timed), then its requests
+    (the same queries, the same points written) replayed in order from a bare process (timed). Returns the
+    replay's measurement, the number of requests and the scenario."""
+    recorder = http_record.Recorder(port)
+    try:
+        logger.info("running %s through a recording proxy (not timed)", scenario.name)
+        measure.measure(
+            job_command(workdir, scenario, extra),
+            measure.job_env(recorder.url, scenario.database),
+            workdir,
+            workdir / "logs" / f"{scenario.name}-recorded.log",
+        )
+        kept = workdir / "logs" / f"{scenario.name}-requests.jsonl"
+        requests = recorder.save(kept)
+    finally:
+        recorder.close()
+    fleet.check_written(url, scenario)
+    replay = [sys.executable, str(ROOT / "tools" / "http_record.py"), str(kept), url]
+    result = measure.measure(replay, measure.job_env(url, scenario.database), workdir, workdir / "logs" / "floor.log")
+    logger.info("floor: %d requests replayed in %.2f s, peak RSS %.0f MB", requests, result.wall_s, result.peak_rss_mb)
+    return result, requests, scenario
 
 
 # ------------------------------------------------------------------ report
@@ -194,6 +228,7 @@ def prepare(args: argparse.Namespace, url: str, workdir: Path) -> list[Scenario]
     ]
     if args.big:
         scenarios.append(Scenario("tick_big", "big", tuple(big_ids), 1, "numpy", "PREDICT_ANOMALY"))
+    scenarios.append(Scenario("floor", "fleet", members, 1, "numpy", "PREDICT_ANOMALY_FLOOR"))
     for scenario in scenarios:
         fleet.write_history(url, scenario, readings, thresholds)
     logger.info("wrote a day of earlier scores per sensor and scenario (%.0f s so far)", time.monotonic() - began)
@@ -216,17 +251,19 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     server = local_influxd.LocalInfluxd(workdir / "influxd").start()
     try:
         scenarios = prepare(args, server.url, workdir)
+        *measured, floor_scenario = scenarios
         rows = []
-        for scenario in scenarios:
+        for scenario in measured:
             result = run_scenario(server.url, workdir, scenario, args.predict_arg)
             rows.append((scenario, result, fleet.anomalies(server.url, scenario)))
+        floor = measure_floor(server.port, server.url, workdir, floor_scenario, args.predict_arg)
         numpy_losses, keras_losses = (fleet.losses(server.url, s) for s in scenarios[:2])
     finally:
         server.stop()
     difference = max(abs(numpy_losses[sid] - keras_losses[sid]) for sid in scenarios[0].sensor_ids)
     if difference > 1e-3:
         raise RuntimeError(f"the numpy and keras ticks disagree: largest loss difference {difference:.2e}")
-    report = print_report(args, rows, difference)
+    report = print_report(args, rows, difference, floor)
     print(f"benchmark took {time.monotonic() - began:.0f} s in all")
     report["models"] = {
         "trained": args.trained,
@@ -239,13 +276,29 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     return report
 
 
-def print_report(args: argparse.Namespace, rows: list[tuple[Scenario, Measurement, int]], difference: float) -> dict:
+def print_report(
+    args: argparse.Namespace,
+    rows: list[tuple[Scenario, Measurement, int]],
+    difference: float,
+    floor: tuple[Measurement, int, Scenario],
+) -> dict:
     """The table, the models and data used and the targets; returns the figures per scenario."""
     derived, numpy_only = args.sensors - args.trained, max(0, args.big - args.sensors)
     report = {scenario.name: figures(scenario, result) for scenario, result, _ in rows}
     ratio = report["tick_keras"]["wall_s"] / report["tick"]["wall_s"]
     report["tick"]["keras_ratio"] = round(ratio, 2)
+    floor_result, requests, floor_scenario = floor
+    report["floor"] = {"requests": requests, "wall_s": floor_result.wall_s, "peak_rss_mb": floor_result.peak_rss_mb}
+    for scenario, _, _ in rows:  # the floor is the fleet's tick: only scenarios of the same sensors compare
+        if scenario.sensor_ids == floor_scenario.sensor_ids:
+            report[scenario.name]["floor_ratio"] = round(report[scenario.name]["wall_s"] / floor_result.wall_s, 2)
     print(table(rows, ratio))
+    print(
+        f"floor: the tick's {requests} requests to InfluxDB replayed in order from a bare process: "
+        f"{floor_result.wall_s:.2f} s, peak RSS {floor_result.peak_rss_mb:.0f} MB; "
+        + ", ".join(f"{name} {s['floor_ratio']:.1f}x" for name, s in report.items() if "floor_ratio" in s)
+        + " the floor"
+    )
     print(f"largest |loss numpy - loss keras| over the tick: {difference:.1e}")
     print(
         f"models: {args.trained} trained by sensor_training.py ({args.epochs} epochs at most), {derived} derived "
