@@ -119,7 +119,9 @@ def validate_bool_series(series: pd.Series, name: str) -> pd.Series:
     )
     if not known.all():
         raise ValueError(f"{name} must hold booleans, found {values[~known][0]!r}")
-    return out.fillna(False).astype(bool)
+    # A missing value (None, NaN) is no flag; built from the checked values, as fillna(False) on a float
+    # column is deprecated by pandas.
+    return pd.Series([v is not None and v == v and bool(v) for v in values], index=out.index, name=out.name, dtype=bool)
 
 
 def _check_window(window: int, interval: pd.Timedelta) -> None:
