@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -50,8 +53,52 @@ def run_job(
     )
 
 
+def tiny_training(start, stop) -> list[str]:
+    """sensor_training.py flags for models that train in seconds (4 units, 2 epochs, one process), for the
+    tests that need a model and not its quality; ``start`` and ``stop`` are Timestamps."""
+    flags = ["--units", "4", "--epochs", "2", "--patience", "1", "--min-windows", "50", "--seed", "1"]
+    return ["--start", start.isoformat(), "--stop", stop.isoformat(), *flags, "--jobs", "1"]
+
+
 def rows(url: str, database: str, query: str) -> list[tuple[dict, list]]:
     """(tags, values) per series of an InfluxQL answer, read directly from the server."""
     result = local_influxd.query(url, query, database)["results"][0]
     assert "error" not in result, result
     return [(s.get("tags", {}), s["values"]) for s in result.get("series", [])]
+
+
+class Webhook:
+    """A local receiver standing in for Slack/Teams (no real one is reachable here): it keeps every body
+    and every Authorization header; while ``down`` it answers 503, as an outage would."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.authorizations: list[str | None] = []
+        self.down = False
+        hook = self
+
+        class Receiver(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if hook.down:
+                    self.send_response(503)
+                else:
+                    hook.received.append(body)
+                    hook.authorizations.append(self.headers["Authorization"])
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/secret-path"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()

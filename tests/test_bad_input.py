@@ -23,7 +23,7 @@ import urllib.error
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import rows, run_job
+from conftest import rows, run_job, tiny_training
 
 from anomaly import labels
 from anomaly.influx.influxql import influxql_string, parse_influxql
@@ -39,26 +39,7 @@ H = pd.Timedelta(hours=1)
 D = pd.Timedelta(days=1)
 FIRST_RUN = 12 * H
 LATER = NOW + H  # the second scoring run
-TRAIN = [
-    "--start",
-    (NOW - 4 * D).isoformat(),
-    "--stop",
-    (NOW - D).isoformat(),
-    "--units",
-    "4",
-    "--epochs",
-    "2",
-    "--patience",
-    "1",
-    "--min-windows",
-    "50",
-    "--seed",
-    "1",
-    "--jobs",
-    "1",
-    "--chunk-size",
-    "1",
-]
+TRAIN = [*tiny_training(NOW - 4 * D, NOW - D), "--chunk-size", "1"]
 
 GOOD = "good"
 HUGE = "huge readings in training"

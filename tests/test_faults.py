@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, rows, run_job
+from conftest import ROOT, rows, run_job, tiny_training
 
 import model_predict
 from anomaly import errors, runner
@@ -45,24 +45,7 @@ INTERVAL = pd.Timedelta(minutes=15)
 FIRST_RUN = pd.Timedelta(hours=6)
 SENSORS = ["AHU-1 supply air temp", 'Boiler,2="hot" loop=ü', "chiller 3"]  # sorted: the jobs' order
 DATABASE = "sensors"
-TRAIN = [
-    "--start",
-    (NOW - pd.Timedelta(days=4)).isoformat(),
-    "--stop",
-    (NOW - pd.Timedelta(days=1)).isoformat(),
-    "--units",
-    "4",
-    "--epochs",
-    "2",
-    "--patience",
-    "1",
-    "--min-windows",
-    "50",
-    "--seed",
-    "1",
-    "--jobs",
-    "1",
-]
+TRAIN = tiny_training(NOW - pd.Timedelta(days=4), NOW - pd.Timedelta(days=1))
 
 
 # ---------------------------------------------------------------- helpers
@@ -186,6 +169,9 @@ class FaultProxy:
 
     ``when`` is ``before`` (the request never reaches the server) or ``after`` (the server handled it, but
     its answer never reaches the job). Either way the job's connection is dropped, and so is every later one.
+    ``when`` = ``partial`` kills nothing: that request (a write) reaches the server with only every other
+    line, and the job gets ``400 partial write``, as InfluxDB answers when it refuses some points of a batch
+    (a field type conflict in an older shard); every other request goes through.
     """
 
     def __init__(self, influxd: Influxd, matching, nth: int, when: str):
@@ -203,8 +189,13 @@ class FaultProxy:
                 if action == "drop":
                     self.close_connection = True
                     return
+                if action == "partial":
+                    lines = (body or b"").split(b"\n")
+                    body = b"\n".join(lines[::2])
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.influxd.server.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")
+                }
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
@@ -213,10 +204,22 @@ class FaultProxy:
                     proxy.influxd.kill()
                     self.close_connection = True
                     return
+                if action == "partial":
+                    dropped = len(lines) - len(lines[::2])
+                    self.send_json(400, {"error": f"partial write: field type conflict dropped={dropped}"})
+                    return
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
                         self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def send_json(self, status: int, document: dict) -> None:
+                data = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -236,6 +239,8 @@ class FaultProxy:
                 return "drop"
             if self.matching(method, path):
                 self.count += 1
+                if self.count == self.nth and self.when == "partial":
+                    return "partial"
                 if self.count == self.nth:
                     self.killed = True
                     if self.when == "before":
@@ -664,32 +669,6 @@ def event_points(url: str) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]
     }
 
 
-@pytest.fixture
-def webhook():
-    """A local receiver standing in for a chat webhook; ``down`` makes it answer 503 as an outage would."""
-    received: list[dict] = []
-    status = {"down": False}
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if status["down"]:
-                self.send_response(503)
-            else:
-                received.append(body)
-                self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, status
-    server.shutdown()
-    server.server_close()
-
-
 def test_a_score_dated_in_the_future_does_not_stop_scoring(server, models, tmp_path):
     earlier = NOW - pd.Timedelta(hours=3)
     assert predict(server.url, models, tmp_path, earlier).returncode == 0
@@ -731,12 +710,12 @@ def test_a_run_killed_between_its_scores_and_its_events_loses_no_event(server, m
 
 
 def test_events_that_ended_while_the_webhook_was_down_are_sent_once_it_is_back(server, models, tmp_path, webhook):
-    url, received, status = webhook
+    url, received = webhook.url, webhook.received
     notify = ["--notify-url", url, "--notify-cooldown", "0s"]
-    status["down"] = True
+    webhook.down = True
     down = predict(server.url, models, tmp_path, NOW, *ratios_file(tmp_path, 1e-9), *notify)
     assert down.returncode == 1 and "notification not sent" in down.stderr
-    status["down"] = False
+    webhook.down = False
     later = NOW + pd.Timedelta(hours=3)  # longer than --incident-window + 2 intervals
     back = predict(server.url, models, tmp_path, later, *ratios_file(tmp_path, 1e9), *notify)
     assert back.returncode == 0, back.stderr
@@ -770,7 +749,7 @@ def test_training_into_a_models_dir_that_cannot_be_written_stops_before_any_fit(
 
 
 def test_messages_are_held_while_the_state_file_cannot_be_written_then_sent_once(server, models, tmp_path, webhook):
-    url, received, _ = webhook
+    url, received = webhook.url, webhook.received
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the state file's directory should be")
     flag_all = [*ratios_file(tmp_path, 1e-9), "--notify-url", url, "--notify-cooldown", "0s"]
@@ -786,22 +765,22 @@ def test_messages_are_held_while_the_state_file_cannot_be_written_then_sent_once
 
 
 def test_a_scratch_output_shares_no_memory_with_production(server, models, tmp_path, webhook):
-    url, received, status = webhook
-    status["down"] = True
+    url, received = webhook.url, webhook.received
+    webhook.down = True
     scratch = ["--output-measurement", "SCRATCH", "--notify-url", url]
     assert predict(server.url, models, tmp_path, NOW, *ratios_file(tmp_path, 1e-9), *scratch).returncode == 1
-    status["down"] = False
+    webhook.down = False
     production = predict(server.url, models, tmp_path, NOW + INTERVAL, *ratios_file(tmp_path, 1e9), "--notify-url", url)
     assert production.returncode == 0, production.stderr
     assert received == []  # the scratch measurement's events are not production's
 
 
 def test_a_replay_with_now_moved_back_sends_nothing_from_its_future(server, models, tmp_path, webhook):
-    url, received, status = webhook
+    url, received = webhook.url, webhook.received
     notify = ["--notify-url", url, "--notify-cooldown", "0s"]
-    status["down"] = True
+    webhook.down = True
     assert predict(server.url, models, tmp_path, NOW, *ratios_file(tmp_path, 1e-9), *notify).returncode == 1
-    status["down"] = False
+    webhook.down = False
     replay = NOW - FIRST_RUN - pd.Timedelta(hours=1)  # before every event the first run found
     result = predict(server.url, models, tmp_path, replay, *ratios_file(tmp_path, 1e9), *notify)
     assert result.returncode == 0, result.stderr
@@ -811,7 +790,7 @@ def test_a_replay_with_now_moved_back_sends_nothing_from_its_future(server, mode
 def test_a_catch_up_message_does_not_mute_a_new_spike(server, models, tmp_path, webhook):
     """The cooldown runs in event time: the old event a catch-up sends does not hold back a spike that
     comes after it by more than the cooldown, even when the spike's run is within the cooldown of the send."""
-    url, received, _ = webhook
+    url, received = webhook.url, webhook.received
     sensor_id = SENSORS[2]
     blip = pd.date_range(NOW - pd.Timedelta(hours=5), periods=6, freq="5min")
     spike = pd.date_range(NOW + pd.Timedelta(minutes=15), periods=6, freq="5min")
@@ -826,62 +805,13 @@ def test_a_catch_up_message_does_not_mute_a_new_spike(server, models, tmp_path, 
     assert len(received) == 2 and pd.Timestamp(received[1]["start"]) >= spike[0], received
 
 
-class PartialWriteProxy:
-    """HTTP proxy to a real influxd that, for the first write, forwards only every other line and answers
-    400 ``partial write`` as InfluxDB does when some points are refused (a field type conflict in an older
-    shard); every other request goes through unchanged."""
-
-    def __init__(self, influxd: Influxd):
-        self.partial_writes = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                partial = self.path.startswith("/write") and proxy.partial_writes == 0
-                if partial and body is not None:
-                    lines = body.split(b"\n")
-                    body = b"\n".join(lines[::2])
-                upstream = http.client.HTTPConnection("127.0.0.1", influxd.server.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                headers["Content-Length"] = str(len(body or b""))
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data, status = response.read(), response.status
-                upstream.close()
-                if partial:
-                    proxy.partial_writes += 1
-                    dropped = len(lines) - len(lines[::2])
-                    status, data = 400, json.dumps({"error": f"partial write: field type conflict dropped={dropped}"})
-                    data = data.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_a_partial_write_is_scored_again_by_the_next_run(server, models, tmp_path, proxies):
     earlier, later = NOW - pd.Timedelta(hours=3), NOW + pd.Timedelta(hours=1)
     assert predict(server.url, models, tmp_path, earlier).returncode == 0
-    proxy = PartialWriteProxy(server)
+    proxy = FaultProxy(server, is_write, nth=1, when="partial")
     proxies.append(proxy)
     result = predict(proxy.url, models, tmp_path, NOW)
-    assert proxy.partial_writes == 1 and result.returncode == 1, result.stderr
+    assert proxy.count >= 1 and not proxy.killed and result.returncode == 1, result.stderr
     assert "partial write" in result.stderr
     # every other point landed: each sensor's newest score is there, with holes before it
     assert all(scored(server.url, s)[-1] >= NOW - 2 * INTERVAL for s in SENSORS)
@@ -913,7 +843,7 @@ def test_thirty_ticks_of_kills_and_a_flaky_webhook_deliver_every_event_once(serv
     """Thirty scoring ticks, as cron runs them, with the job SIGKILLed or the server killed at seeded random
     moments and the webhook refusing a third of the time; then two quiet ticks. Every interval is scored
     exactly once, and every event in the stored scores reached the webhook exactly once."""
-    url, received, status = webhook
+    url, received = webhook.url, webhook.received
     rng = random.Random(7)
     for sensor_id in SENSORS:  # excursions to a level far beyond training, at random times of the ticks' span
         for _ in range(3):
@@ -941,7 +871,7 @@ def test_thirty_ticks_of_kills_and_a_flaky_webhook_deliver_every_event_once(serv
     faults = []
     for tick in range(30):
         now = NOW + tick * INTERVAL + pd.Timedelta(seconds=rng.randrange(0, 120))
-        status["down"] = rng.random() < 1 / 3
+        webhook.down = rng.random() < 1 / 3
         fault = rng.choice(["none", "none", "kill the job", "kill the server"])
         faults.append(fault)
         command = [sys.executable, str(ROOT / "sensor_predict.py"), *predict_args(models, tmp_path, now), *args]
@@ -959,7 +889,7 @@ def test_thirty_ticks_of_kills_and_a_flaky_webhook_deliver_every_event_once(serv
         assert b"Traceback" not in stderr or fault != "none", stderr.decode()
         if fault == "kill the server":
             server.restart()
-    status["down"] = False
+    webhook.down = False
     for quiet in (1, 2):
         now = NOW + (30 + quiet) * INTERVAL
         result = run_job("sensor_predict.py", [*predict_args(models, tmp_path, now), *args], env(server.url), tmp_path)

@@ -439,34 +439,9 @@ def test_a_failed_notification_or_alert_step_is_named_in_the_summary_and_the_hea
     assert [row[1:] for row in values] == [[0, *expected, 1]]
 
 
-@pytest.fixture
-def webhook():
-    """A local receiver standing in for Slack/Teams (no real one is reachable here): it keeps every body
-    and every Authorization header."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received, authorizations = [], []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            authorizations.append(self.headers["Authorization"])
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-path", received, authorizations
-    server.shutdown()
-
-
 def test_events_become_annotations_incidents_and_one_message_each(scoring, influxd, webhook, tmp_path):
     predict, _scores, anomalies, database = scoring
-    url, received, _ = webhook
+    url, received = webhook.url, webhook.received
     args = ["--notify-cooldown", "0s", "--incident-tag", "siteRef", "--state-file", str(tmp_path / "state.json")]
     first = predict("--now", (NOW - pd.Timedelta(hours=9)).isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert first.returncode == 0, first.stderr
@@ -492,7 +467,7 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, influ
 
 def test_a_webhook_url_with_a_user_and_password_sends_them_as_basic_auth_and_logs_neither(scoring, webhook, tmp_path):
     predict, _, _, _ = scoring
-    url, received, authorizations = webhook
+    url, received, authorizations = webhook.url, webhook.received, webhook.authorizations
     with_credentials = url.replace("http://", "http://hook:hunter2@")
     result = predict(
         "--now", NOW.isoformat(), "--state-file", str(tmp_path / "s.json"), env={"SENSOR_NOTIFY_URL": with_credentials}

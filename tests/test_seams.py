@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import rows, run_job
+from conftest import rows, run_job, tiny_training
 
 from anomaly import store
 from anomaly.influx.influxql import influxql_string
@@ -45,24 +45,7 @@ SPIKE = T0 + pd.Timedelta(days=5, minutes=30)
 # The job's defaults that these promises depend on.
 DELAY = pd.Timedelta(minutes=2)
 FIRST_RUN = pd.Timedelta(days=1)
-TRAIN = [
-    "--start",
-    T0.isoformat(),
-    "--stop",
-    TRAINED.isoformat(),
-    "--units",
-    "4",
-    "--epochs",
-    "2",
-    "--patience",
-    "1",
-    "--min-windows",
-    "50",
-    "--seed",
-    "1",
-    "--jobs",
-    "1",
-]
+TRAIN = tiny_training(T0, TRAINED)
 FIELDS = ("val_num", "loss", "threshold", "anomaly", "kind", "smoothed_loss", "score")
 
 
