@@ -247,7 +247,7 @@ class Run:
         wrong, a hand-written test point) would hold a sensor's scoring back until then: it is passed over,
         with a warning, and the newest score before now counts. A sensor whose newest score is older than
         --max-catchup (the scorer was down longer) resumes --max-catchup back, not --first-run back as a
-        sensor never scored would: one more query, for the sensors without a recent score only."""
+        sensor never scored would. Both take one more query, for those sensors only."""
         schedule = self.settings.schedule
         since = schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval
         newest = self.db.last_scored(sensor_ids, since)
@@ -262,8 +262,7 @@ class Run:
                 times.format_time(schedule.now),
             )
             del newest[sensor_id]
-        if ahead:
-            newest |= self.db.last_scored(ahead, since, until=schedule.now)
+        # One more query covers both: the sensors whose newest score lay ahead, and those without a recent one.
         absent = [s for s in sensor_ids if s not in newest]
         if absent:
             newest |= self.db.last_scored(absent, pd.Timestamp(0, tz="UTC"), until=schedule.now)
