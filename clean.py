@@ -61,6 +61,56 @@ def regular(raw: pd.Series, interval: pd.Timedelta, start: pd.Timestamp, stop: p
     return regularize(validate_series(raw), interval, start, stop)
 
 
+def on_grid(
+    raws: list[pd.Series], interval: pd.Timedelta, start: pd.Timestamp, stop: pd.Timestamp
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """``regular`` for many series at once, for those that need none of its repairs: readings as the
+    database aggregates them (float, UTC, sorted, unique, on the grid of interval starts).
+
+    Returns
+    -------
+    grid : DatetimeIndex, the interval starts of [start, stop), as ``regular`` makes them
+    values : array, shape [len(raws), len(grid)]: row k is ``regular(raws[k], ...)``'s values where ``done[k]``
+    done : bool array, shape [len(raws)]; the other rows are NaN: give those series to ``regular`` itself
+    """
+    grid = pd.date_range(start.floor(interval), (stop - pd.Timedelta(1)).floor(interval), freq=interval)
+    values = np.full((len(raws), len(grid)), np.nan)
+    done = np.zeros(len(raws), dtype=bool)
+    origin, step = grid[0].value if len(grid) else 0, interval.value
+    for k, raw in enumerate(raws):
+        index = raw.index
+        if not (
+            raw.dtype == np.float64
+            and isinstance(index, pd.DatetimeIndex)
+            and str(index.tz) == "UTC"
+            and index.is_monotonic_increasing
+            and index.is_unique
+        ):
+            continue
+        offset = index.as_unit("ns").asi8 - origin
+        if (offset % step).any():
+            continue
+        at = offset // step
+        keep = (at >= 0) & (at < len(grid))
+        found = raw.to_numpy()[keep]
+        values[k, at[keep]] = np.where(np.isinf(found), np.nan, found)
+        done[k] = True
+    return grid, values, done
+
+
+def fillable(values: np.ndarray, max_gap_points: int) -> np.ndarray:
+    """Which rows of regular series' values [n_series, n] hold a gap ``fill_short_gaps`` would fill: a run
+    of at most ``max_gap_points`` NaNs with a reading on both sides. Returns bool [n_series]."""
+    if max_gap_points < 1 or values.shape[1] == 0:
+        return np.zeros(len(values), dtype=bool)
+    present = ~np.isnan(values)
+    n = values.shape[1]
+    position = np.arange(n)
+    before = np.maximum.accumulate(np.where(present, position, -1), axis=1)
+    after = np.minimum.accumulate(np.where(present, position, n)[:, ::-1], axis=1)[:, ::-1]
+    return (~present & (before >= 0) & (after < n) & (after - before - 1 <= max_gap_points)).any(axis=1)
+
+
 def fill_short_gaps(series: pd.Series, max_gap_points: int) -> pd.Series:
     """Interpolate linearly across runs of at most ``max_gap_points`` NaNs between two readings.
 
@@ -114,16 +164,25 @@ def windows_without_gaps(series: pd.Series, window: int) -> tuple[np.ndarray, pd
     windows : array, shape [n_windows, window, 1]
     ends : DatetimeIndex, length n_windows
     """
-    present = series.notna().to_numpy()
-    if len(series) >= window:
-        full = np.lib.stride_tricks.sliding_window_view(present, window).all(axis=1)
-    else:
-        full = np.zeros(0, dtype=bool)
-    starts = np.flatnonzero(full)
+    starts = full_window_starts(series.notna().to_numpy(), window)
     if starts.size == 0:
         return np.empty((0, window, 1), dtype="float32"), series.index[:0]
     all_windows = make_windows(series.fillna(0.0).to_numpy(), window)
     return all_windows[starts], series.index[starts + window - 1]
+
+
+def full_window_starts(present: np.ndarray, window: int) -> np.ndarray:
+    """Where the windows of ``window`` values that are all ``present`` [n] (bool) start, increasing."""
+    if len(present) < window:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.lib.stride_tricks.sliding_window_view(present, window).all(axis=1))
+
+
+def windows_at(values: np.ndarray, window: int, starts: np.ndarray) -> np.ndarray:
+    """The windows [len(starts), window, 1] (float32) of values [n] starting at ``starts``: the rows of
+    ``make_windows(values, window)[starts]``, without building the others."""
+    values = np.asarray(values, dtype="float32")
+    return np.lib.stride_tricks.sliding_window_view(values, window)[starts][:, :, None]
 
 
 def run_lengths(hit: np.ndarray) -> np.ndarray:
@@ -181,8 +240,12 @@ def standardize(series: pd.Series, mean: float, scale: float) -> pd.Series:
     cannot carry (and 0 * inf is NaN, which no threshold flags); clipped at +-MAX_STANDARDIZED, its windows
     still score far above any threshold.
     """
-    values = (series.to_numpy(dtype="float64") - mean) / scale
-    return pd.Series(np.clip(values, -MAX_STANDARDIZED, MAX_STANDARDIZED), index=series.index, name=series.name)
+    return pd.Series(standardized(series.to_numpy(dtype="float64"), mean, scale), index=series.index, name=series.name)
+
+
+def standardized(values: np.ndarray, mean: float, scale: float) -> np.ndarray:
+    """``standardize`` of an array of readings (any shape, float64; NaN stays NaN)."""
+    return np.clip((values - mean) / scale, -MAX_STANDARDIZED, MAX_STANDARDIZED)
 
 
 def drop_intervals(series: pd.Series, labelled: pd.DatetimeIndex) -> pd.Series:

@@ -8,7 +8,6 @@ and ``decide`` (anomaly.detect). A window's score belongs to the time of its las
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 
 import clean
 from anomaly import detect, store, thresholds
-from anomaly.influx.line_protocol import line_protocol
+from anomaly.influx.line_protocol import series_lines
 from anomaly.metadata import ArtifactError, ModelMetadata
 from anomaly.settings import Schema
 
@@ -206,6 +205,51 @@ def prepare(
     return Prepared(windows, ends, values, series)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk's readings on one grid, shaped for all its sensors at once (clean.on_grid): what ``prepare``
+    does per sensor, without pandas per sensor. ``rows`` maps a sensor id to its row; a sensor missing from
+    it needs repairs or gap filling, and is prepared by ``prepare`` itself, which gives the same result."""
+
+    grid: pd.DatetimeIndex
+    values: np.ndarray
+    rows: dict[str, int]
+    names: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls,
+        data: dict[str, pd.Series],
+        sensor_ids: list[str],
+        interval: pd.Timedelta,
+        read: tuple[pd.Timestamp, pd.Timestamp],
+        max_gap_points: int,
+    ) -> Chunk:
+        empty = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
+        raws = [data.get(s, empty) for s in sensor_ids]
+        grid, values, done = clean.on_grid(raws, interval, *read)
+        done &= ~clean.fillable(values, max_gap_points)
+        rows = {s: k for k, s in enumerate(sensor_ids) if done[k]}
+        return cls(grid, values, rows, {s: raws[k].name for s, k in rows.items()})
+
+    def prepare(self, sensor_id: str, model: SensorModel, first: pd.Timestamp, last: pd.Timestamp) -> Prepared:
+        """``prepare`` of a sensor in ``rows``: the same windows, ends, values and series."""
+        values = self.values[self.rows[sensor_id]]
+        metadata = model.metadata
+        standardized = clean.standardized(values, metadata.mean, metadata.scale)
+        starts = clean.full_window_starts(~np.isnan(values), model.window)
+        ends = starts + model.window - 1
+        # The grid's times are first + k * interval: the due range as positions, without comparing times.
+        low = self.grid.searchsorted(first)
+        high = self.grid.searchsorted(last, side="right")
+        keep = (ends >= low) & (ends < high)
+        windows = clean.windows_at(np.where(np.isnan(standardized), 0.0, standardized), model.window, starts[keep])
+        windows = clean.center(windows) if metadata.centered else windows
+        at = ends[keep]
+        series = pd.Series(values, index=self.grid, name=self.names[sensor_id])
+        return Prepared(windows, self.grid[at], values[at], series)
+
+
 def decide(
     prepared: Prepared,
     losses: np.ndarray,
@@ -229,34 +273,17 @@ def decide(
 
 def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
     """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
-    tags = {schema.sensor_tag: sensor_id}
-    smoothed = scores["smoothed_loss"].to_numpy() if "smoothed_loss" in scores else None
     # Columns as arrays, not a row object per point: a tick writes a point for each of thousands of sensors.
-    columns = zip(
-        scores.index.as_unit("s").asi8,
-        scores["value"].to_numpy(),
-        scores["loss"].to_numpy(),
-        scores["threshold"].to_numpy(),
-        scores["anomaly"].to_numpy(),
-        scores["kind"].to_numpy(),
-        scores["score"].to_numpy(),
-        smoothed if smoothed is not None else itertools.repeat(None),
+    fields = {
+        schema.field: scores["value"].to_numpy(),
+        "loss": scores["loss"].to_numpy(),
+        "threshold": scores["threshold"].to_numpy(),
+        "anomaly": scores["anomaly"].to_numpy(dtype=bool),
+        "kind": scores["kind"].to_numpy(),
+        "detector": [detector] * len(scores),
+        **({"smoothed_loss": scores["smoothed_loss"].to_numpy()} if "smoothed_loss" in scores else {}),
+        "score": scores["score"].to_numpy(),
+    }
+    return series_lines(
+        schema.output_measurement, {schema.sensor_tag: sensor_id}, fields, scores.index.as_unit("s").asi8
     )
-    return [
-        line_protocol(
-            schema.output_measurement,
-            tags,
-            {
-                schema.field: value,
-                "loss": loss,
-                "threshold": threshold,
-                "anomaly": bool(anomaly),
-                "kind": kind,
-                "detector": detector,
-                **({"smoothed_loss": smooth} if smoothed is not None else {}),
-                "score": score,
-            },
-            int(stamp),
-        )
-        for stamp, value, loss, threshold, anomaly, kind, score, smooth in columns
-    ]

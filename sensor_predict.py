@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, losses, rescore, runner, settings, store, times
+from anomaly import cold_start, losses, pack, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
 from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
@@ -188,6 +188,9 @@ class Run:
         self.scored: dict[str, pd.DataFrame] = {}
         self.pending = rescore.load(settings.rescore_file) if settings.schedule.start is None else {}
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+        # The NumPy engine reads the models from the packed store (anomaly/pack.py), opened once per run.
+        self.packs = pack.PackedStore.open(self.common.models_dir) if settings.engine == "numpy" else None
+        self.unpacked = 0
 
     def fail(self, sensor_id: str) -> None:
         logger.exception("sensor %r: failed", sensor_id)
@@ -197,21 +200,28 @@ class Run:
         """Usable models of a chunk by sensor id, and the sensors with no model yet for the cold-start
         detector; logs and counts the sensors that cannot be scored."""
         models, cold = {}, []
+        packed = self.packs.models(sensor_ids) if self.packs is not None else {}
         for sensor_id in sensor_ids:
-            directory = store.sensor_dir(self.common.models_dir, sensor_id)
-            if not (directory / store.METADATA).exists():
-                if self.settings.cold_start is not None:
-                    cold.append(sensor_id)
+            if sensor_id in packed:
+                model = SensorModel(*packed[sensor_id])
+            else:
+                directory = store.sensor_dir(self.common.models_dir, sensor_id)
+                if not (directory / store.METADATA).exists():
+                    if self.settings.cold_start is not None:
+                        cold.append(sensor_id)
+                        continue
+                    logger.info("sensor %r: skipped: no model in %s; run sensor_training.py", sensor_id, directory)
+                    self.counts["skipped"] += 1
                     continue
-                logger.info("sensor %r: skipped: no model in %s; run sensor_training.py", sensor_id, directory)
-                self.counts["skipped"] += 1
-                continue
-            try:
-                model = model_predict.load_sensor_model(directory, self.settings.engine)
-            except ArtifactError as e:
-                logger.error("sensor %r: failed: %s", sensor_id, e)
-                self.counts["failed"] += 1
-                continue
+                # Not packed, or retrained, changed or damaged since it was: its own files decide, as they
+                # always did.
+                self.unpacked += self.packs is not None
+                try:
+                    model = model_predict.load_sensor_model(directory, self.settings.engine)
+                except ArtifactError as e:
+                    logger.error("sensor %r: failed: %s", sensor_id, e)
+                    self.counts["failed"] += 1
+                    continue
             problem = model.metadata.mismatch(self.common.sensor_config.window(sensor_id), self.common.interval)
             if problem:
                 logger.warning("sensor %r: skipped: %s", sensor_id, problem)
@@ -310,17 +320,21 @@ class Run:
                 self.no_window(sensor_id, first, last)
             return lines
         prepared = {}
+        chunk = model_predict.Chunk.of(data, list(due), interval, read, self.common.max_gap_points)
         for sensor_id, (first, last) in due.items():
             try:
-                prepared[sensor_id] = model_predict.prepare(
-                    data.get(sensor_id, no_readings()),
-                    models[sensor_id],
-                    interval,
-                    read,
-                    self.common.max_gap_points,
-                    first - leads[sensor_id][0],
-                    last,
-                )
+                if sensor_id in chunk.rows:
+                    prepared[sensor_id] = chunk.prepare(sensor_id, models[sensor_id], first - leads[sensor_id][0], last)
+                else:
+                    prepared[sensor_id] = model_predict.prepare(
+                        data.get(sensor_id, no_readings()),
+                        models[sensor_id],
+                        interval,
+                        read,
+                        self.common.max_gap_points,
+                        first - leads[sensor_id][0],
+                        last,
+                    )
             except Exception:
                 self.fail(sensor_id)
         try:
@@ -420,16 +434,9 @@ def no_readings() -> pd.Series:
     return pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
 
 
-def run(settings: PredictSettings, db: Database) -> runner.Outcome:
-    began = time.monotonic()
-    common = settings.common
-    if not common.models_dir.is_dir():
-        # A mistyped path would otherwise score the whole fleet with the cold-start detector, quietly.
-        raise ConfigError(
-            f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
-            "(which makes it) first; to score with the cold-start detector before any training, create it"
-        )
-    job = Run(settings, db)
+def score(job: Run) -> list[str]:
+    """Score every selected sensor, a chunk at a time (one read and one write each); returns the sensors."""
+    settings, common, db = job.settings, job.common, job.db
     now = common.now.floor(common.interval)
     found = [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)
     common.warn_unmatched_keys(found)
@@ -450,6 +457,31 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
     if not settings.dry_run and settings.schedule.start is None:
         oldest = now - settings.schedule.max_catchup
         rescore.save(settings.rescore_file, {s: at for s, at in job.pending.items() if at >= oldest})
+    return sensor_ids
+
+
+def run(settings: PredictSettings, db: Database) -> runner.Outcome:
+    began = time.monotonic()
+    common = settings.common
+    if not common.models_dir.is_dir():
+        # A mistyped path would otherwise score the whole fleet with the cold-start detector, quietly.
+        raise ConfigError(
+            f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
+            "(which makes it) first; to score with the cold-start detector before any training, create it"
+        )
+    job = Run(settings, db)
+    try:
+        sensor_ids = score(job)
+    finally:
+        if job.packs is not None:
+            job.packs.close()
+    if job.unpacked:
+        logger.info(
+            "%d models were loaded from their own files, not from the packed model store (%s): trained or changed "
+            "since it was built, or never packed; the next sensor_training.py run packs them",
+            job.unpacked,
+            ", ".join(p.path.name for p in job.packs.packs) if job.packs and job.packs.packs else "none found",
+        )
     counts = job.counts
     if not settings.dry_run:
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly import files, logs, runner, settings, times
+from anomaly import files, logs, pack, runner, settings, times
 from anomaly.errors import ConfigError
 from anomaly.settings import Common
 from influx_interact import Database
@@ -187,6 +187,29 @@ def train_chunk(db: Database, chunk: list[str], settings: TrainingSettings, thre
         yield sensor_id, status, message
 
 
+def repack(models_dir: Path) -> bool:
+    """Rebuild the packed model store the scorer reads (anomaly/pack.py) from every model in ``models_dir``.
+    A failure is logged, not fatal: the scorer then loads the models it lacks from their own files."""
+    began = time.monotonic()
+    try:
+        packed = pack.rebuild(models_dir)
+    except OSError as e:
+        logger.error(
+            "could not rebuild the packed model store in %s (%s); scoring loads the models trained since the last "
+            "rebuild from their own files, more slowly, until a training run rebuilds it",
+            models_dir,
+            e,
+        )
+        return False
+    logger.info(
+        "packed %d models (%s) in %.1fs",
+        sum(packed.values()),
+        ", ".join(f"window {w}, {u} units: {n}" for (w, u), n in sorted(packed.items())) or "none",
+        time.monotonic() - began,
+    )
+    return True
+
+
 def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
     began = time.monotonic()
     common, plan = settings.common, settings.plan
@@ -213,8 +236,10 @@ def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
             "on Dask" if client else f"{settings.jobs} jobs x {threads} threads",
         )
         run_tasks = parallel(settings)
+        packed = False
         with logs.progress(len(sensor_ids)) as bar:
             for first in range(0, len(sensor_ids), common.chunk_size):
+                trained = counts["trained"]
                 for sensor_id, status, message in train_chunk(
                     db, sensor_ids[first : first + common.chunk_size], settings, threads, run_tasks
                 ):
@@ -224,6 +249,11 @@ def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
                     else:
                         logger.info("sensor %r: %s", sensor_id, message)
                     bar.update()
+                if counts["trained"] > trained:
+                    packed = repack(common.models_dir)
+        if not packed:
+            # Nothing trained, or the last rebuild failed: a pack may still be missing (models older than packs).
+            repack(common.models_dir)
     finally:
         if client is not None:
             client.close()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from anomaly.influx.influxql import influxql_ident, influxql_means, influxql_string, parse_influxql, series_by_tag
-from anomaly.influx.line_protocol import line_protocol
+from anomaly.influx.line_protocol import line_protocol, series_lines
 from anomaly.settings import Schema
 from influx_interact import InfluxError, dialect_for_version, redact
 
@@ -357,3 +357,40 @@ def test_redact(url, expected):
 )
 def test_dialect_for_version(version, expected):
     assert dialect_for_version(version) == expected
+
+
+def test_series_lines_write_each_point_as_line_protocol_does():
+    """The columnar writer of a sensor's points gives, point for point, the text of line_protocol."""
+    tags = {"uniqueID": 'Boiler,2="hot" loop=ü', "site": "a b"}
+    fields = {
+        "val_num": np.array([1.5, np.nan, -0.0, 1e300, np.inf, 3.0]),
+        "loss": np.array([0.1, 0.2, np.nan, 0.25, 1e-7, 0.3], dtype="float32"),
+        "count": np.array([1, 2, 3, 4, 5, 6]),
+        "anomaly": np.array([True, False, True, False, False, True]),
+        "kind": np.array(["none", 'say "hi"', "back\\slash", "none", "x,y=z", "ü"], dtype=object),
+        "whole": [1, 2, 3, -4, 5, 2**62],
+        "maybe": [None, 1.0, float("nan"), True, "t", 0.5],
+        "field key,with=specials": ["a"] * 6,
+    }
+    stamps = np.array([0, 1, 2, 3, 1767225600, 2**40], dtype=np.int64)
+    got = series_lines('PREDICT ANOMALY,"x"', tags, fields, stamps)
+    want = [
+        line_protocol(
+            'PREDICT ANOMALY,"x"',
+            tags,
+            {k: v[i] for k, v in fields.items() if v[i] is not None},
+            int(stamps[i]),
+        )
+        for i in range(len(stamps))
+    ]
+    assert got == want
+
+
+def test_series_lines_refuse_what_line_protocol_refuses():
+    with pytest.raises(ValueError, match="no finite field"):
+        series_lines("m", {"id": "a"}, {"loss": np.array([1.0, np.nan])}, [1, 2])
+    with pytest.raises(ValueError, match="line break"):
+        series_lines("m", {"id": "a\nb"}, {"loss": np.array([1.0])}, [1])
+    with pytest.raises(ValueError, match="integer range"):
+        series_lines("m", {"id": "a"}, {"n": [2**63]}, [1])
+    assert series_lines("m", {"id": "a"}, {"loss": np.array([])}, []) == []

@@ -8,7 +8,7 @@ first point written to it, so a caller that once wrote a number as a float must 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -72,3 +72,37 @@ def line_protocol(
     if not parts:
         raise ValueError(f"point of {measurement!r} at {timestamp} has no finite field to write")
     return f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} {','.join(parts)} {timestamp}"
+
+
+def series_lines(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, Sequence | np.ndarray], timestamps: Sequence[int]
+) -> list[str]:
+    """``line_protocol`` for many points of one series: ``fields`` maps a key to one value per point, in the
+    order of ``timestamps`` (None: the point has no such field). The same text, with the names escaped once
+    and whole columns formatted at a time (a catch-up writes a hundred points per sensor)."""
+    check_name(measurement, "measurement")
+    tag_text = ""
+    for key in sorted(tags):
+        check_name(tags[key], f"tag {key}")
+        tag_text += f",{_escape(key, ',= ')}={_escape(tags[key], ',= ')}"
+    head = f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} "
+    columns = [
+        _column(f"{_escape(key, ',= ', unescaped=NAME_UNESCAPED)}=", key, values) for key, values in fields.items()
+    ]
+    out = []
+    for stamp, parts in zip(timestamps, zip(*columns) if columns else ((),) * len(timestamps)):
+        text = ",".join(part for part in parts if part is not None)
+        if not text:
+            raise ValueError(f"point of {measurement!r} at {stamp} has no finite field to write")
+        out.append(f"{head}{text} {int(stamp)}")
+    return out
+
+
+def _column(prefix: str, key: str, values: Sequence | np.ndarray) -> list[str | None]:
+    """``prefix`` + each value as ``_field_value`` writes it (None: left out)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "b":
+        return [prefix + ("true" if v else "false") for v in values.tolist()]
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        # NumPy numbers are floats in line protocol, integers too (_field_value: not a Python int).
+        return [prefix + repr(v) if math.isfinite(v) else None for v in values.astype("float64").tolist()]
+    return [None if v is None or (text := _field_value(key, v)) is None else prefix + text for v in values]

@@ -1,0 +1,436 @@
+"""The packed model store: every model of one shape (window, units) in one file, for the scorer.
+
+A tick over thousands of sensors would otherwise open, parse and checksum each sensor's metadata.json
+and weights file. Training writes, beside the sensor directories, one ``pack-w<window>-u<units>.bin`` per
+shape holding what the NumPy scorer needs of each of its sensors (weights, scaler, threshold, window,
+interval, flat-line and level fields) as arrays, and the scorer opens each pack once, verifies its checksum
+once, and reads the weights of a chunk's sensors as slices of those arrays.
+
+The per-sensor files stay the source of truth. A pack records, for each sensor, the size and modification
+time of the four files its model was packed from (metadata.json, the Keras, scaler and weights files it
+names); a sensor whose files differ now (retrained, damaged, deleted since) or that is not in any pack is
+loaded from its own files by the scorer, as before packs existed, with their checks. A pack never holds
+half a sensor: each row is copied from one committed version, read between two identical looks at its
+files. A rebuild writes each pack under a temporary name and renames it over the old one, so a scorer
+reads either the old pack or the new; it holds the file open for its run, so a rebuild during a tick
+never changes what it reads.
+
+File layout (format version 1)::
+
+    b"sensor-anomaly-pack 1\\n"
+    sha256 of everything after this line, 64 hex digits, b"\\n"
+    header: one line of JSON (sorted keys): window, units, sensors; per sensor its id, version and the
+            names of its four files; the arrays' dtype, shape and offset, b"\\n"
+    zero padding to a multiple of 64 bytes from the start of the file
+    the arrays, C order, each at its offset (from the start of the file), 64-byte aligned
+
+Arrays (S sensors, rows in the order of the header's ``sensor_ids``, sorted): the weights of
+``store.WEIGHT_NAMES`` stacked [S, ...] float32; ``interval_s``, ``longest_flat_run`` (-1: not measured)
+int64 [S]; ``threshold``, ``mean``, ``scale``, ``levels_low``, ``levels_high`` (NaN: not recorded) float64
+[S]; ``centered`` bool [S]; ``file_size``, ``file_mtime_ns`` int64 [S, 4] (metadata, model, scaler,
+weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from anomaly import files, store
+from anomaly.metadata import ArtifactError, ModelMetadata
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MAGIC = b"sensor-anomaly-pack"
+PATTERN = re.compile(r"pack-w(\d+)-u(\d+)\.bin")
+ALIGN = 64
+# The files of a model, in the order of the pack's file_size and file_mtime_ns columns.
+TRACKED = ("metadata", *store.FILES)
+FIELDS_FLOAT = ("threshold", "mean", "scale", "levels_low", "levels_high")
+FIELDS_INT = ("interval_s", "longest_flat_run")
+
+
+def pack_name(window: int, units: int) -> str:
+    return f"pack-w{window}-u{units}.bin"
+
+
+def file_names(directory: Path, record_files: dict[str, str]) -> list[Path]:
+    """The four tracked files of a committed model, in TRACKED order."""
+    return [directory / store.METADATA] + [directory / record_files[key] for key in store.FILES]
+
+
+def look(paths: Sequence[Path]) -> tuple[tuple[int, int], ...] | None:
+    """(size, mtime in ns) of each file, or None when one is missing: what a pack row is checked against."""
+    try:
+        found = [os.stat(p) for p in paths]
+    except OSError:
+        return None
+    return tuple((s.st_size, s.st_mtime_ns) for s in found)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class Pack:
+    """One opened, verified pack file: its small per-sensor arrays in memory, the weights read on demand
+    from the open file (``weights``), so a fleet's weights are never all in memory at once."""
+
+    path: Path
+    window: int
+    units: int
+    sensor_ids: list[str]
+    versions: list[str]
+    files: list[list[str]]
+    fields: dict[str, np.ndarray]
+    arrays: dict[str, dict[str, Any]]
+    handle: Any
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.window, self.units
+
+    def metadata(self, row: int) -> ModelMetadata:
+        f = self.fields
+        flat = int(f["longest_flat_run"][row])
+        low, high = float(f["levels_low"][row]), float(f["levels_high"][row])
+        return ModelMetadata(
+            sensor_id=self.sensor_ids[row],
+            window=self.window,
+            interval=pd.Timedelta(seconds=int(f["interval_s"][row])),
+            threshold=float(f["threshold"][row]),
+            mean=float(f["mean"][row]),
+            scale=float(f["scale"][row]),
+            longest_flat_run=None if flat < 0 else flat,
+            centered=bool(f["centered"][row]),
+            levels=None if np.isnan(low) else (low, high),
+            record={"version": self.versions[row]},
+        )
+
+    def weights(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The weights of ``rows`` (sorted, increasing) stacked [len(rows), ...], read from the open file."""
+        rows = np.asarray(rows, dtype=np.int64)
+        # Runs of consecutive rows: one read per run and array (a chunk of a sorted fleet is mostly one run).
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)] if len(rows) else []
+        out = {}
+        for name in store.WEIGHT_NAMES:
+            spec = self.arrays[name]
+            dtype, row_shape = np.dtype(spec["dtype"]), tuple(spec["shape"][1:])
+            row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
+            parts = []
+            for first, stop in runs:
+                data = os.pread(self.handle.fileno(), row_bytes * (stop - first), spec["offset"] + row_bytes * first)
+                if len(data) != row_bytes * (stop - first):
+                    raise ArtifactError(f"{self.path}: shorter than its header says; retrain any sensor to rebuild it")
+                parts.append(np.frombuffer(data, dtype=dtype).reshape((stop - first, *row_shape)))
+            out[name] = np.concatenate(parts) if parts else np.empty((0, *row_shape), dtype=dtype)
+        return out
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _read_line(handle: Any, limit: int) -> bytes:
+    line = handle.readline(limit)
+    if not line.endswith(b"\n"):
+        raise ArtifactError("truncated header")
+    return line[:-1]
+
+
+def open_pack(path: Path) -> Pack:
+    """Open a pack and verify its checksum (reading it once, in blocks); ArtifactError when unusable."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (held open for the run: the pack stays the one verified)
+    except OSError as e:
+        raise ArtifactError(f"{path}: unreadable ({e.strerror or e})") from None
+    try:
+        try:
+            magic = _read_line(handle, 64)
+            if magic != MAGIC + f" {FORMAT_VERSION}".encode():
+                raise ArtifactError(f"not a pack of format version {FORMAT_VERSION} ({magic[:40]!r})")
+            expected = _read_line(handle, 80).decode("ascii", "replace")
+            digest = hashlib.sha256()
+            header_line = handle.readline()
+            digest.update(header_line)
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+            if digest.hexdigest() != expected:
+                raise ArtifactError("checksum mismatch")
+            header = json.loads(header_line)
+            pack = Pack(
+                path=path,
+                window=int(header["window"]),
+                units=int(header["units"]),
+                sensor_ids=list(header["sensor_ids"]),
+                versions=list(header["versions"]),
+                files=[list(names) for names in header["files"]],
+                fields={},
+                arrays=header["arrays"],
+                handle=handle,
+            )
+            small = [*FIELDS_FLOAT, *FIELDS_INT, "centered", "file_size", "file_mtime_ns"]
+            pack.fields = {name: _read_array(handle, header["arrays"][name]) for name in small}
+            count = len(pack.sensor_ids)
+            if not (len(pack.versions) == len(pack.files) == count and pack.sensor_ids == sorted(pack.sensor_ids)):
+                raise ArtifactError("inconsistent header")
+            for name in store.WEIGHT_NAMES:
+                if header["arrays"][name]["shape"][0] != count:
+                    raise ArtifactError(f"array {name} does not have one row per sensor")
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise ArtifactError(f"unreadable ({type(e).__name__}: {e})") from None
+    except ArtifactError as e:
+        handle.close()
+        raise ArtifactError(f"{path}: {e}") from None
+    return pack
+
+
+def _read_array(handle: Any, spec: dict[str, Any]) -> np.ndarray:
+    dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+    size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    data = os.pread(handle.fileno(), size, int(spec["offset"]))
+    if len(data) != size:
+        raise ArtifactError("shorter than its header says")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+class PackedStore:
+    """The packs of a models directory, opened for one scoring run: ``models`` gives, for sensors whose
+    files are unchanged since they were packed, their models from the packs."""
+
+    def __init__(self, models_dir: Path, packs: list[Pack]):
+        self.models_dir = models_dir
+        self.packs = packs
+        self.rows = {sensor_id: (pack, row) for pack in packs for row, sensor_id in enumerate(pack.sensor_ids)}
+
+    @classmethod
+    def open(cls, models_dir: Path) -> PackedStore:
+        """Open every pack in ``models_dir``; a damaged one is logged and left out (its sensors then load
+        from their own files)."""
+        packs = []
+        for path in sorted(models_dir.glob("pack-w*-u*.bin")) if models_dir.is_dir() else []:
+            if not PATTERN.fullmatch(path.name):
+                continue
+            try:
+                packs.append(open_pack(path))
+            except ArtifactError as e:
+                logger.warning(
+                    "%s; its sensors load from their own files; the next sensor_training.py run rebuilds it", e
+                )
+        return cls(models_dir, packs)
+
+    def close(self) -> None:
+        for pack in self.packs:
+            pack.close()
+
+    def current(self, sensor_id: str) -> tuple[Pack, int] | None:
+        """The pack row of a sensor whose four files are as they were packed, or None."""
+        found = self.rows.get(sensor_id)
+        if found is None:
+            return None
+        pack, row = found
+        directory = store.sensor_dir(self.models_dir, sensor_id)
+        now = look([directory / store.METADATA] + [directory / name for name in pack.files[row]])
+        packed = tuple(zip(pack.fields["file_size"][row].tolist(), pack.fields["file_mtime_ns"][row].tolist()))
+        return found if now == packed else None
+
+    def models(self, sensor_ids: Iterable[str]) -> dict[str, tuple[ModelMetadata, dict[str, np.ndarray]]]:
+        """Metadata and weights of each of ``sensor_ids`` that ``current`` finds; the rest are absent."""
+        by_pack: dict[int, list[tuple[int, str]]] = {}
+        for sensor_id in sensor_ids:
+            found = self.current(sensor_id)
+            if found is not None:
+                by_pack.setdefault(id(found[0]), []).append((found[1], sensor_id))
+        out = {}
+        for pack in self.packs:
+            members = sorted(by_pack.get(id(pack), []))
+            if not members:
+                continue
+            rows = np.array([row for row, _ in members])
+            weights = pack.weights(rows)
+            for k, (row, sensor_id) in enumerate(members):
+                out[sensor_id] = (pack.metadata(row), {name: array[k] for name, array in weights.items()})
+        return out
+
+
+# ---------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sensor's packed model: everything a pack holds of it."""
+
+    sensor_id: str
+    version: str
+    files: tuple[str, str, str]
+    looks: tuple[tuple[int, int], ...]
+    fields: dict[str, float | int | bool]
+    weights: dict[str, np.ndarray]
+
+
+def row_from_files(directory: Path) -> Row | None:
+    """A sensor's row read from its own files (checksums verified), or None when they cannot be used or
+    changed while being read (a retrain: the next rebuild packs it)."""
+    try:
+        saved = store.load(directory, verify=())
+        paths = [directory / store.METADATA] + [saved.paths[key] for key in store.FILES]
+        before = look(paths)
+        weights = store.load_weights(saved.paths["weights"], saved.sha256["weights"], saved.metadata.sensor_id)
+        again = store.load(directory, verify=())
+    except (ArtifactError, OSError) as e:
+        logger.debug("%s: not packed: %s", directory, e)
+        return None
+    if (
+        before is None
+        or look(paths) != before
+        or again.metadata.record.get("version") != saved.metadata.record.get("version")
+    ):
+        return None
+    m = saved.metadata
+    return Row(
+        sensor_id=m.sensor_id,
+        version=str(m.record.get("version")),
+        files=(saved.paths["model"].name, saved.paths["scaler"].name, saved.paths["weights"].name),
+        looks=before,
+        fields={
+            "threshold": m.threshold,
+            "mean": m.mean,
+            "scale": m.scale,
+            "levels_low": m.levels[0] if m.levels else float("nan"),
+            "levels_high": m.levels[1] if m.levels else float("nan"),
+            "interval_s": int(m.interval.total_seconds()),
+            "longest_flat_run": -1 if m.longest_flat_run is None else int(m.longest_flat_run),
+            "centered": bool(m.centered),
+            "window": m.window,
+        },
+        weights=weights,
+    )
+
+
+def _rows_from_pack(pack: Pack, models_dir: Path) -> dict[str, Row]:
+    """The rows of an existing pack whose sensors' files are unchanged: reused without reading them again."""
+    current = PackedStore(models_dir, [pack])
+    rows = [row for row, sensor_id in enumerate(pack.sensor_ids) if current.current(sensor_id)]
+    if not rows:
+        return {}
+    weights = pack.weights(np.array(rows))
+    out = {}
+    for k, row in enumerate(rows):
+        m = pack.metadata(row)
+        out[m.sensor_id] = Row(
+            sensor_id=m.sensor_id,
+            version=pack.versions[row],
+            files=(pack.files[row][0], pack.files[row][1], pack.files[row][2]),
+            looks=tuple(zip(pack.fields["file_size"][row].tolist(), pack.fields["file_mtime_ns"][row].tolist())),
+            fields={
+                **{name: float(pack.fields[name][row]) for name in FIELDS_FLOAT},
+                **{name: int(pack.fields[name][row]) for name in FIELDS_INT},
+                "centered": bool(pack.fields["centered"][row]),
+                "window": pack.window,
+            },
+            weights={name: array[k] for name, array in weights.items()},
+        )
+    return out
+
+
+def write_pack(path: Path, rows: list[Row]) -> Path:
+    """Write the rows of one shape (sorted by sensor id here) as a pack, atomically and durably."""
+    rows = sorted(rows, key=lambda r: r.sensor_id)
+    window = int(rows[0].fields["window"])
+    units = int(rows[0].weights["encoder_recurrent_kernel"].shape[0])
+    arrays: dict[str, np.ndarray] = {
+        name: np.ascontiguousarray(np.stack([r.weights[name] for r in rows]), dtype="float32")
+        for name in store.WEIGHT_NAMES
+    }
+    arrays |= {name: np.array([r.fields[name] for r in rows], dtype="float64") for name in FIELDS_FLOAT}
+    arrays |= {name: np.array([r.fields[name] for r in rows], dtype="int64") for name in FIELDS_INT}
+    arrays["centered"] = np.array([r.fields["centered"] for r in rows], dtype=bool)
+    arrays["file_size"] = np.array([[size for size, _ in r.looks] for r in rows], dtype="int64")
+    arrays["file_mtime_ns"] = np.array([[mtime for _, mtime in r.looks] for r in rows], dtype="int64")
+    # Offsets depend on the header's length, which holds them: lay the arrays out after a generous guess.
+    specs: dict[str, dict[str, Any]] = {}
+    header: dict[str, Any] = {
+        "window": window,
+        "units": units,
+        "sensors": len(rows),
+        "sensor_ids": [r.sensor_id for r in rows],
+        "versions": [r.version for r in rows],
+        "files": [list(r.files) for r in rows],
+        "arrays": specs,
+    }
+    first_line = MAGIC + f" {FORMAT_VERSION}\n".encode()
+    prefix = len(first_line) + 65
+    room = len(json.dumps(header, sort_keys=True)) + 128 * len(arrays) + ALIGN
+    offset = -(-(prefix + room) // ALIGN) * ALIGN
+    for name, array in arrays.items():
+        specs[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
+        offset += -(-array.nbytes // ALIGN) * ALIGN
+    header_line = json.dumps(header, sort_keys=True).encode("utf-8") + b"\n"
+    start = specs[next(iter(arrays))]["offset"]
+    if prefix + len(header_line) > start:
+        raise AssertionError("pack header larger than the room left for it")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w+b") as f:
+            f.write(first_line)
+            f.write(b"0" * 64 + b"\n")
+            f.write(header_line)
+            for name, array in arrays.items():
+                f.write(b"\0" * (specs[name]["offset"] - f.tell()))
+                f.write(array.tobytes())
+            f.write(b"\0" * (offset - f.tell()))
+            digest = hashlib.sha256()
+            f.seek(prefix)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+            f.seek(len(first_line))
+            f.write(digest.hexdigest().encode("ascii"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    files.fsync_path(path.parent)
+    return path
+
+
+def rebuild(models_dir: Path) -> dict[tuple[int, int], int]:
+    """Pack every usable model of ``models_dir``, one pack per shape, replacing the packs there; rows of the
+    old packs whose files are unchanged are reused, the rest read from their own files. Models that cannot
+    be read are left out (the scorer loads, and fails, them alone). Returns the sensors packed per shape."""
+    old = PackedStore.open(models_dir)
+    try:
+        reusable: dict[str, Row] = {}
+        for pack in old.packs:
+            reusable |= _rows_from_pack(pack, models_dir)
+    finally:
+        old.close()
+    # An old row is matched to its directory by name, so an unchanged model is not read again.
+    by_directory = {store.sensor_dir(models_dir, sensor_id).name: row for sensor_id, row in reusable.items()}
+    shapes: dict[tuple[int, int], list[Row]] = {}
+    for directory in sorted(models_dir.iterdir()):
+        if not directory.is_dir() or not (directory / store.METADATA).exists():
+            continue
+        row = by_directory.get(directory.name) or row_from_files(directory)
+        if row is None or store.sensor_dir(models_dir, row.sensor_id) != directory:
+            continue
+        shape = (int(row.fields["window"]), int(row.weights["encoder_recurrent_kernel"].shape[0]))
+        shapes.setdefault(shape, []).append(row)
+    for (window, units), rows in shapes.items():
+        write_pack(models_dir / pack_name(window, units), rows)
+    for path in models_dir.glob("pack-w*-u*.bin"):
+        match = PATTERN.fullmatch(path.name)
+        if match and (int(match.group(1)), int(match.group(2))) not in shapes:
+            path.unlink(missing_ok=True)
+    return {shape: len(rows) for shape, rows in shapes.items()}

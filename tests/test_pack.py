@@ -1,0 +1,244 @@
+"""anomaly/pack.py: the packed model store is a faithful, checked copy of the per-sensor files, and a
+sensor whose files changed since it was packed is never read from the pack."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.preprocessing import StandardScaler
+
+import model_predict
+from anomaly import pack, store
+from anomaly.metadata import ArtifactError
+
+
+class FakeModel:
+    def __init__(self, payload: bytes):
+        self.payload = payload
+
+    def save(self, path: Path) -> None:
+        Path(path).write_bytes(self.payload)
+
+
+def weights(seed: int, units: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "encoder_kernel": (1, 4 * units),
+        "encoder_recurrent_kernel": (units, 4 * units),
+        "encoder_bias": (4 * units,),
+        "decoder_kernel": (units, 4 * units),
+        "decoder_recurrent_kernel": (units, 4 * units),
+        "decoder_bias": (4 * units,),
+        "output_kernel": (units, 1),
+        "output_bias": (1,),
+    }
+    return {name: rng.normal(0, 0.3, shape).astype("float32") for name, shape in shapes.items()}
+
+
+def save(models: Path, sensor_id: str, seed: int, window: int = 6, units: int = 3, **extra) -> Path:
+    """A model whose every number carries ``seed``."""
+    scaler = StandardScaler().fit(np.array([[seed], [seed + 2.0]]))
+    record = {
+        "sensor_id": sensor_id,
+        "window": window,
+        "interval_s": 900,
+        "threshold": 0.1 + seed,
+        "scaler": {"mean": float(seed), "scale": 1.0 + seed},
+        "longest_flat_run": seed,
+        "centered": True,
+        "levels": {"low": -float(seed), "high": float(seed)},
+        "trained_at": f"2026-01-{1 + seed % 28:02d}T00:00:00Z",
+        **extra,
+    }
+    directory = store.sensor_dir(models, sensor_id)
+    store.save(directory, FakeModel(f"model-{seed}".encode()), scaler, weights(seed, units), record)
+    return directory
+
+
+SENSORS = ["AHU-1 supply", 'Boiler,2="hot" loop=ü', "chiller:3", "zone 7\\a"]
+
+
+@pytest.fixture
+def models(tmp_path):
+    models = tmp_path / "models"
+    for seed, sensor_id in enumerate(SENSORS):
+        save(models, sensor_id, seed)
+    return models
+
+
+def packed(models: Path, sensor_ids=SENSORS):
+    opened = pack.PackedStore.open(models)
+    try:
+        return opened.models(sensor_ids)
+    finally:
+        opened.close()
+
+
+def test_the_pack_holds_what_each_sensors_own_files_give_the_scorer(models):
+    assert pack.rebuild(models) == {(6, 3): 4}
+    assert sorted(p.name for p in models.glob("pack-*")) == ["pack-w6-u3.bin"]
+    found = packed(models, [*SENSORS, "never trained"])
+    assert sorted(found) == sorted(SENSORS)
+    for sensor_id in SENSORS:
+        own = model_predict.load_sensor_model(store.sensor_dir(models, sensor_id))
+        metadata, got = found[sensor_id]
+        assert metadata == own.metadata  # every field the scorer uses (ModelMetadata compares them, not the record)
+        assert metadata.record["version"] == own.metadata.record["version"]
+        assert sorted(got) == sorted(own.weights)
+        for name, array in own.weights.items():
+            assert got[name].dtype == np.float32 and np.array_equal(got[name], array), name
+
+
+def test_a_model_without_the_optional_fields_keeps_them_absent(tmp_path):
+    models = tmp_path / "models"
+    directory = save(models, "old model", 3)
+    record = json.loads((directory / store.METADATA).read_text())
+    for key in ("longest_flat_run", "levels", "centered"):
+        del record[key]
+    (directory / store.METADATA).write_text(json.dumps(record))
+    pack.rebuild(models)
+    metadata, _ = packed(models, ["old model"])["old model"]
+    assert (metadata.longest_flat_run, metadata.levels, metadata.centered) == (None, None, False)
+    assert metadata == model_predict.load_sensor_model(directory).metadata
+
+
+def test_one_pack_per_shape_and_none_for_a_shape_gone(tmp_path):
+    models = tmp_path / "models"
+    save(models, "a", 1, window=6, units=3)
+    save(models, "b", 2, window=8, units=3)
+    save(models, "c", 3, window=6, units=5)
+    assert pack.rebuild(models) == {(6, 3): 1, (8, 3): 1, (6, 5): 1}
+    assert {s: m.window for s, (m, _) in packed(models, ["a", "b", "c"]).items()} == {"a": 6, "b": 8, "c": 6}
+    save(models, "b", 4, window=6, units=3)  # retrained with another window
+    assert pack.rebuild(models) == {(6, 3): 2, (6, 5): 1}
+    assert sorted(p.name for p in models.glob("pack-*")) == ["pack-w6-u3.bin", "pack-w6-u5.bin"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["retrained", "weights rewritten", "weights deleted", "metadata rewritten", "model deleted", "scaler deleted"],
+)
+def test_a_sensor_whose_files_changed_since_packing_is_not_read_from_the_pack(models, change):
+    pack.rebuild(models)
+    directory = store.sensor_dir(models, SENSORS[1])
+    record = json.loads((directory / store.METADATA).read_text())
+    weights_file = directory / record["files"]["weights"]
+    if change == "retrained":
+        save(models, SENSORS[1], 9)
+    elif change == "weights rewritten":  # same bytes, but written again: the pack cannot know it is the same
+        before = weights_file.stat().st_mtime_ns
+        weights_file.write_bytes(weights_file.read_bytes())
+        os.utime(weights_file, ns=(before - 10**9, before - 10**9))  # as an older copy put back would be
+    elif change == "weights deleted":
+        weights_file.unlink()
+    elif change == "metadata rewritten":
+        (directory / store.METADATA).write_text(json.dumps(dict(record, threshold=5.0)))
+    elif change == "model deleted":
+        (directory / record["files"]["model"]).unlink()
+    elif change == "scaler deleted":
+        (directory / record["files"]["scaler"]).unlink()
+    found = packed(models)
+    assert SENSORS[1] not in found
+    assert sorted(found) == sorted(set(SENSORS) - {SENSORS[1]})
+
+
+def test_a_rebuild_packs_the_retrained_model_and_reuses_the_others(models, monkeypatch):
+    pack.rebuild(models)
+    save(models, SENSORS[2], 7)
+    read = []
+    original = pack.row_from_files
+    monkeypatch.setattr(pack, "row_from_files", lambda directory: read.append(directory) or original(directory))
+    pack.rebuild(models)
+    assert read == [store.sensor_dir(models, SENSORS[2])]
+    metadata, got = packed(models)[SENSORS[2]]
+    assert metadata.threshold == pytest.approx(7.1) and np.array_equal(got["output_bias"], weights(7, 3)["output_bias"])
+
+
+def test_a_model_retrained_while_it_is_packed_is_left_out_never_mixed(models, monkeypatch):
+    """The retrain lands between reading the sensor's metadata and its weights: that row would mix two
+    versions, so the rebuild leaves the sensor out (the scorer loads it from its own files)."""
+    original = store.load_weights
+    retrained = []
+
+    def load_weights(path, sha256, sensor_id=None):
+        if sensor_id == SENSORS[0] and not retrained:
+            retrained.append(save(path.parent.parent, SENSORS[0], 11))
+        return original(path, sha256, sensor_id)
+
+    monkeypatch.setattr(store, "load_weights", load_weights)
+    assert pack.rebuild(models) == {(6, 3): 3}
+    assert retrained and SENSORS[0] not in packed(models)
+    monkeypatch.setattr(store, "load_weights", original)
+    pack.rebuild(models)
+    metadata, _ = packed(models)[SENSORS[0]]
+    assert metadata.threshold == pytest.approx(11.1)
+
+
+def test_a_damaged_model_is_left_out_of_the_pack(models):
+    directory = store.sensor_dir(models, SENSORS[3])
+    record = json.loads((directory / store.METADATA).read_text())
+    weights_file = directory / record["files"]["weights"]
+    weights_file.write_bytes(weights_file.read_bytes()[:-7])
+    assert pack.rebuild(models) == {(6, 3): 3}
+    assert SENSORS[3] not in packed(models)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("flip a byte of the weights", "checksum mismatch"),
+        ("flip a byte of the header", "checksum mismatch"),
+        ("truncate", "checksum mismatch"),
+        ("another format version", "not a pack of format version 1"),
+        ("empty", "truncated header"),
+    ],
+)
+def test_a_damaged_pack_is_refused_whole_and_its_sensors_load_from_their_own_files(models, caplog, damage, message):
+    pack.rebuild(models)
+    path = models / "pack-w6-u3.bin"
+    content = bytearray(path.read_bytes())
+    if damage == "flip a byte of the weights":
+        content[-100] ^= 0x01
+    elif damage == "flip a byte of the header":
+        content[content.index(b"AHU-1")] ^= 0x01
+    elif damage == "truncate":
+        del content[-64:]
+    elif damage == "another format version":
+        content[len(pack.MAGIC) + 1] = ord("2")
+    elif damage == "empty":
+        content = bytearray()
+    path.write_bytes(bytes(content))
+    with pytest.raises(ArtifactError, match=message):
+        pack.open_pack(path)
+    with caplog.at_level(logging.WARNING):
+        assert packed(models) == {}
+    assert f"{path}: " in caplog.text and "load from their own files" in caplog.text
+
+
+def test_a_scorer_keeps_reading_the_pack_it_verified_while_a_rebuild_replaces_it(models):
+    pack.rebuild(models)
+    opened = pack.PackedStore.open(models)
+    try:
+        before = {s: m.threshold for s, (m, _) in opened.models(SENSORS).items()}
+        save(models, SENSORS[0], 20)
+        pack.rebuild(models)
+        # The old row of the retrained sensor no longer matches its files; the others still come from the
+        # pack opened first, as verified then.
+        after = opened.models(SENSORS)
+        assert SENSORS[0] not in after
+        assert {s: m.threshold for s, (m, _) in after.items()} == {s: before[s] for s in SENSORS[1:]}
+    finally:
+        opened.close()
+
+
+def test_no_models_no_pack(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    assert pack.rebuild(models) == {}
+    assert list(models.iterdir()) == []
+    assert packed(models) == {}

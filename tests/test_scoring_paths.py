@@ -1,0 +1,206 @@
+"""The fast scoring path (models from the packed store, a chunk's readings shaped at once, points written a
+column at a time) writes exactly the points of the per-sensor path it replaced (each model from its own
+files, each series shaped in pandas, each point by line_protocol), on the same data, to the last digit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import clean
+import model_predict
+import sensor_predict
+from anomaly import pack, runner, store
+from anomaly.influx.line_protocol import line_protocol
+from tests.conftest import rows
+from tests.test_pack import save
+from tools import local_influxd, sensor_data
+
+NOW = pd.Timestamp("2026-03-02T00:00:00Z")
+INTERVAL = pd.Timedelta(minutes=15)
+SENSORS = [
+    "plain",
+    "short gaps",
+    "long gap",
+    "absurd reading",
+    "stuck",
+    "silent",
+    'Boiler,2="hot" loop=ü',
+    "retrained since packed",
+    "not packed",
+    "no readings at all",
+]
+
+
+def readings(sensor_id: str, index: pd.DatetimeIndex) -> np.ndarray:
+    values = sensor_data.normal_readings(sensor_id, index, seed=5)
+    if sensor_id == "short gaps":
+        values[[40, 41, 100, 150, 151, 152]] = np.nan  # filled by interpolation
+    elif sensor_id == "long gap":
+        values[60:75] = np.nan
+    elif sensor_id == "absurd reading":
+        values[-20] = 1e300
+    elif sensor_id == "stuck":
+        values[-60:] = 21.5
+    elif sensor_id == "silent":
+        values[-30:] = np.nan
+    return values
+
+
+@pytest.fixture
+def fleet(influxd, database, tmp_path):
+    index = pd.date_range(NOW - pd.Timedelta(days=3), NOW, freq=INTERVAL, inclusive="left")
+    lines = []
+    for sensor_id in SENSORS[:-1]:
+        values = readings(sensor_id, index)
+        present = ~np.isnan(values)
+        lines += sensor_data.readings_lines(sensor_id, index[present], values[present])
+    local_influxd.write(influxd.url, database, lines)
+    models = tmp_path / "models"
+    for seed, sensor_id in enumerate(SENSORS):
+        if sensor_id != "not packed":
+            # Small thresholds, so that some windows of every kind are flagged.
+            save(models, sensor_id, seed, window=6, units=3, threshold=0.02 * (1 + seed % 3), longest_flat_run=4)
+    pack.rebuild(models)
+    save(models, "retrained since packed", 20, window=6, units=3, threshold=0.03)
+    save(models, "not packed", 21, window=6, units=3, threshold=0.03)
+    (tmp_path / "ratios.json").write_text("{}")
+    (tmp_path / "windows.json").write_text('{"default": 6}')
+    return influxd.url, database, models, tmp_path
+
+
+def old_paths(monkeypatch) -> None:
+    """The per-sensor path: no packs, each series through model_predict.prepare, each point by line_protocol."""
+    monkeypatch.setattr(pack.PackedStore, "open", classmethod(lambda cls, models_dir: cls(models_dir, [])))
+    nothing = model_predict.Chunk(pd.DatetimeIndex([], tz="UTC"), np.empty((0, 0)), {}, {})
+    monkeypatch.setattr(model_predict.Chunk, "of", classmethod(lambda cls, *args: nothing))
+
+    def series_lines(measurement, tags, fields, timestamps):
+        return [
+            line_protocol(measurement, tags, {k: v[i] for k, v in fields.items()}, int(stamp))
+            for i, stamp in enumerate(timestamps)
+        ]
+
+    monkeypatch.setattr(model_predict, "series_lines", series_lines)
+
+
+def dry_run(fleet, capsys, *extra: str) -> list[str]:
+    url, database, models, workdir = fleet
+    argv = [
+        "--url",
+        url,
+        "--database",
+        database,
+        "--models-dir",
+        str(models),
+        "--ratios",
+        str(workdir / "ratios.json"),
+        "--windows",
+        str(workdir / "windows.json"),
+        "--now",
+        NOW.isoformat(),
+        "--delay",
+        "0s",
+        "--chunk-size",
+        "4",
+        "--dry-run",
+        *extra,
+    ]
+    capsys.readouterr()
+    assert runner.main(sensor_predict.JOB, argv) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+EVERY_KIND = {"shape", "level", "flatline", "missing"}
+
+
+@pytest.mark.parametrize(
+    "flags, kinds",
+    [
+        pytest.param(["--first-run", "2d"], EVERY_KIND, id="defaults: dynamic threshold, a catch-up of two days"),
+        pytest.param(["--first-run", "1h"], EVERY_KIND - {"level"}, id="a tick"),
+        pytest.param(
+            ["--first-run", "2d", "--threshold", "fixed", "--min-consecutive", "1"],
+            EVERY_KIND - {"level"},  # a window whose shape is flagged is not called a level anomaly
+            id="fixed threshold",
+        ),
+    ],
+)
+def test_the_fast_path_writes_exactly_the_points_of_the_per_sensor_path(fleet, capsys, monkeypatch, flags, kinds):
+    new = dry_run(fleet, capsys, *flags)
+    with monkeypatch.context() as patched:
+        old_paths(patched)
+        old = dry_run(fleet, capsys, *flags)
+    assert new == old
+    scored = {line.split(" ", 1)[0] for line in new}
+    assert len(scored) == len(SENSORS) - 1  # all but the sensor without readings, missing points included
+    assert {kind for line in new for kind in EVERY_KIND if f'kind="{kind}"' in line} == kinds
+
+
+def test_the_fast_path_reads_the_packed_models_and_the_per_sensor_path_does_not(fleet, capsys, monkeypatch):
+    """Both paths above really ran: the pack served the packed sensors, their own files the others."""
+    loaded = []
+    original = model_predict.load_sensor_model
+    monkeypatch.setattr(
+        model_predict, "load_sensor_model", lambda d, e="numpy": loaded.append(d.name) or original(d, e)
+    )
+    dry_run(fleet, capsys, "--first-run", "1h")
+    models = fleet[2]
+    assert sorted(loaded) == sorted(store.sensor_dir(models, s).name for s in SENSORS[-3:-1])
+    loaded.clear()
+    old_paths(monkeypatch)
+    dry_run(fleet, capsys, "--first-run", "1h")
+    assert len(loaded) == len(SENSORS) - 1  # every sensor the database lists
+
+
+def test_a_chunk_shapes_each_series_as_prepare_does():
+    """Chunk.prepare against model_predict.prepare, sensor by sensor, on series with every repair: gaps
+    (filled or not), infinities, points off the grid, duplicates, unsorted, outside the read range."""
+    read = (NOW - pd.Timedelta(days=1), NOW)
+    index = pd.date_range(*read, freq=INTERVAL, inclusive="left")
+    rng = np.random.default_rng(3)
+    data = {}
+    for n in range(12):
+        values = rng.normal(20, 3, len(index))
+        values[rng.integers(0, len(index), n)] = np.nan
+        data[f"s{n}"] = pd.Series(values, index=index, name=f"s{n}").dropna()
+    data["inf"] = data["s0"].where(data["s0"].index != index[0], -np.inf)  # at the edge: nothing to fill
+    data["off grid"] = data["s1"].set_axis(data["s1"].index + pd.Timedelta(minutes=1))
+    data["duplicates"] = pd.concat([data["s2"], data["s2"].iloc[:5] + 1])
+    data["unsorted"] = data["s3"].iloc[::-1]
+    data["wider"] = pd.Series(
+        1.0 + np.arange(200.0), index=pd.date_range(NOW - pd.Timedelta(days=2), periods=200, freq=INTERVAL)
+    )
+    data["ints"] = data["s4"].astype("int64")
+    data["other zone"] = data["s5"].tz_convert("Europe/Berlin")
+    sensor_ids = [*data, "absent"]
+    chunk = model_predict.Chunk.of(data, sensor_ids, INTERVAL, read, max_gap_points=4)
+    assert set(chunk.rows) >= {"s0", "inf", "wider", "absent"}
+    assert not {"off grid", "duplicates", "unsorted", "ints", "other zone"} & set(chunk.rows)
+    for sensor_id in chunk.rows:
+        for centered, window in ((True, 6), (False, 15)):
+            model = model_predict.SensorModel(
+                model_predict.ModelMetadata(sensor_id, window, INTERVAL, 0.1, 19.0, 2.5, centered=centered)
+            )
+            first, last = NOW - pd.Timedelta(hours=5), NOW - INTERVAL
+            raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
+            want = model_predict.prepare(raw, model, INTERVAL, read, 4, first, last)
+            got = chunk.prepare(sensor_id, model, first, last)
+            assert got.windows.dtype == want.windows.dtype and np.array_equal(got.windows, want.windows), sensor_id
+            assert got.ends.equals(want.ends) and np.array_equal(got.values, want.values, equal_nan=True)
+            pd.testing.assert_series_equal(got.series, want.series, check_freq=False)
+    assert clean.fillable(np.array([[1, np.nan, 2], [np.nan, 1, np.nan]]), 1).tolist() == [True, False]
+
+
+def test_written_points_are_the_dry_run_lines(fleet, capsys):
+    """The dry run above prints what a run writes: the same lines land in the database."""
+    url, database, _, _ = fleet
+    lines = dry_run(fleet, capsys, "--first-run", "1h")
+    argv_lines = len(lines)
+    url, database, models, workdir = fleet
+    args = ["--url", url, "--database", database, "--models-dir", str(models), "--ratios", str(workdir / "ratios.json")]
+    args += ["--windows", str(workdir / "windows.json"), "--now", NOW.isoformat(), "--delay", "0s", "--first-run", "1h"]
+    assert runner.main(sensor_predict.JOB, args) == 0
+    found = rows(url, database, 'SELECT count("anomaly") FROM "PREDICT_ANOMALY"')
+    assert found[0][1][0][1] == argv_lines
