@@ -50,7 +50,8 @@ def test_bench_predict_runs_and_reports_every_scenario(tmp_path):
     assert report["tick"]["keras_ratio"] > 0
     assert report["floor"]["requests"] > 0 and report["floor"]["wall_s"] > 0
     assert report["tick"]["floor_ratio"] > 0 and report["catchup"]["floor_ratio"] > 0
-    assert "floor_ratio" not in report["tick_big"]  # other sensors than the floor's
+    assert report["floor_big"]["requests"] > 0 and report["tick_big"]["floor_ratio"] > 0  # the big tick's own floor
+    assert report["catchup"]["tick_ratio"] > 0
     assert report["tick_keras"]["engine"] == "keras" and report["tick"]["engine"] == "numpy"
     assert report["models"] == {
         "trained": 4,
