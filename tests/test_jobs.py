@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import rows, run_job
 
+from anomaly import pack
 from anomaly.runs import runs
 from tools import local_influxd, sensor_data
 
@@ -130,6 +131,14 @@ def test_training_saves_a_model_per_sensor_with_its_metadata(trained):
     assert record["training_range"]["stop"] == "2026-01-14T00:00:00Z"
     assert {"tensorflow", "keras", "numpy"} <= set(record["versions"])
     assert "done in" in result.stderr and "4 trained, 0 skipped, 0 failed" in result.stderr
+    # The scorer's packed store holds every model as its own files give it.
+    assert f"packed 4 models (window {WINDOW}, 16 units: 4)" in result.stderr
+    packs = pack.PackedStore.open(models_dir)
+    try:
+        found = packs.models([*SENSORS, QUIET])
+    finally:
+        packs.close()
+    assert {s: m.record["version"] for s, (m, _) in found.items()} == {s: r["version"] for s, r in metadata.items()}
 
 
 def holding(anomaly: sensor_data.Anomaly) -> pd.DatetimeIndex:

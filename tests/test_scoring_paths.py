@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import rows
+from test_pack import save
 
 import clean
 import model_predict
 import sensor_predict
 from anomaly import pack, runner, store
 from anomaly.influx.line_protocol import line_protocol
-from tests.conftest import rows
-from tests.test_pack import save
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-03-02T00:00:00Z")
