@@ -79,16 +79,11 @@ def on_grid(
     origin, step = grid[0].value if len(grid) else 0, interval.value
     for k, raw in enumerate(raws):
         index = raw.index
-        if not (
-            raw.dtype == np.float64
-            and isinstance(index, pd.DatetimeIndex)
-            and str(index.tz) == "UTC"
-            and index.is_monotonic_increasing
-            and index.is_unique
-        ):
+        if not (raw.dtype == np.float64 and isinstance(index, pd.DatetimeIndex) and str(index.tz) == "UTC"):
             continue
         offset = index.as_unit("ns").asi8 - origin
-        if (offset % step).any():
+        # Strictly increasing: sorted and without duplicates, as validate_series would leave it.
+        if (offset % step).any() or (np.diff(offset) <= 0).any():
             continue
         at = offset // step
         keep = (at >= 0) & (at < len(grid))

@@ -8,6 +8,7 @@ and ``decide`` (anomaly.detect). A window's score belongs to the time of its las
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,9 +213,15 @@ class Chunk:
     it needs repairs or gap filling, and is prepared by ``prepare`` itself, which gives the same result."""
 
     grid: pd.DatetimeIndex
+    interval: pd.Timedelta
     values: np.ndarray
     rows: dict[str, int]
     names: dict[str, Any]
+
+    @functools.cached_property
+    def origin(self) -> int:
+        """The grid's first time in nanoseconds since 1970 (Timestamp.value, whatever the index's unit)."""
+        return self.grid[0].value if len(self.grid) else 0
 
     @classmethod
     def of(
@@ -230,7 +237,7 @@ class Chunk:
         grid, values, done = clean.on_grid(raws, interval, *read)
         done &= ~clean.fillable(values, max_gap_points)
         rows = {s: k for k, s in enumerate(sensor_ids) if done[k]}
-        return cls(grid, values, rows, {s: raws[k].name for s, k in rows.items()})
+        return cls(grid, interval, values, rows, {s: raws[k].name for s, k in rows.items()})
 
     def prepare(self, sensor_id: str, model: SensorModel, first: pd.Timestamp, last: pd.Timestamp) -> Prepared:
         """``prepare`` of a sensor in ``rows``: the same windows, ends, values and series."""
@@ -239,10 +246,9 @@ class Chunk:
         standardized = clean.standardized(values, metadata.mean, metadata.scale)
         starts = clean.full_window_starts(~np.isnan(values), model.window)
         ends = starts + model.window - 1
-        # The grid's times are first + k * interval: the due range as positions, without comparing times.
-        low = self.grid.searchsorted(first)
-        high = self.grid.searchsorted(last, side="right")
-        keep = (ends >= low) & (ends < high)
+        # The grid's times are its first + k * interval: the due range [first, last] as positions.
+        origin, step = self.origin, self.interval.value
+        keep = (ends >= -(-(first.value - origin) // step)) & (ends <= (last.value - origin) // step)
         windows = clean.windows_at(np.where(np.isnan(standardized), 0.0, standardized), model.window, starts[keep])
         windows = clean.center(windows) if metadata.centered else windows
         at = ends[keep]

@@ -73,7 +73,7 @@ def fleet(influxd, database, tmp_path):
 def old_paths(monkeypatch) -> None:
     """The per-sensor path: no packs, each series through model_predict.prepare, each point by line_protocol."""
     monkeypatch.setattr(pack.PackedStore, "open", classmethod(lambda cls, models_dir: cls(models_dir, [])))
-    nothing = model_predict.Chunk(pd.DatetimeIndex([], tz="UTC"), np.empty((0, 0)), {}, {})
+    nothing = model_predict.Chunk(pd.DatetimeIndex([], tz="UTC"), INTERVAL, np.empty((0, 0)), {}, {})
     monkeypatch.setattr(model_predict.Chunk, "of", classmethod(lambda cls, *args: nothing))
 
     def series_lines(measurement, tags, fields, timestamps):
