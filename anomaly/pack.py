@@ -433,4 +433,8 @@ def rebuild(models_dir: Path) -> dict[tuple[int, int], int]:
         match = PATTERN.fullmatch(path.name)
         if match and (int(match.group(1)), int(match.group(2))) not in shapes:
             path.unlink(missing_ok=True)
+    # A rebuild killed while writing leaves its temporary file (as large as the pack); training's lock means
+    # no other rebuild is writing one now.
+    for path in models_dir.glob(".pack-w*-u*.bin.*.tmp"):
+        path.unlink(missing_ok=True)
     return {shape: len(rows) for shape, rows in shapes.items()}

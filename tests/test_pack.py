@@ -236,6 +236,15 @@ def test_a_scorer_keeps_reading_the_pack_it_verified_while_a_rebuild_replaces_it
         opened.close()
 
 
+def test_a_rebuild_removes_what_a_killed_one_left(models):
+    pack.rebuild(models)
+    left = models / ".pack-w6-u3.bin.12345.tmp"
+    left.write_bytes(b"half a pack")
+    pack.rebuild(models)
+    assert not left.exists() and (models / "pack-w6-u3.bin").exists()
+    assert sorted(packed(models)) == sorted(SENSORS)
+
+
 def test_no_models_no_pack(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
