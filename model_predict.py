@@ -142,10 +142,6 @@ class Policy:
     level_margin: float = LEVEL_MARGIN
 
 
-# A flat-line longer than this is not looked for: reading that far back every tick would cost more.
-FLAT_CONTEXT = pd.Timedelta(days=2)
-
-
 def levels(model: SensorModel, margin: float) -> tuple[float, float] | None:
     """The readings a sensor may take without a level anomaly: its training range widened by ``margin`` of
     the range on each side (None for models saved before training recorded it)."""
@@ -172,12 +168,12 @@ def rules_for(model: SensorModel, ratio: float, policy: Policy) -> detect.Rules:
 def lead(model: SensorModel, policy: Policy, interval: pd.Timedelta) -> tuple[pd.Timedelta, pd.Timedelta]:
     """How far before a sensor's first due window the windows that decide it begin (persistence and the
     dynamic threshold's history), and how far before those its readings must be read (the window itself,
-    a flat-line run up to FLAT_CONTEXT)."""
+    a flat-line run up to the flat-line limit, which metadata.FLAT_CONTEXT bounds)."""
     decided = (policy.min_consecutive - 1) * interval
     if policy.dynamic_history:
         decided += thresholds.history_needed(policy.dynamic_history) * interval
     # Twice the window: the level detector must see where a move beyond the training range began.
-    readings = max(2 * model.window, min(model.flat_limit or 0, int(FLAT_CONTEXT / interval))) * interval
+    readings = max(2 * model.window, model.flat_limit or 0) * interval
     return decided, readings
 
 

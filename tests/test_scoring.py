@@ -157,12 +157,27 @@ def test_rules_for_take_the_threshold_times_the_ratio_and_everything_else_from_t
         ),
         pytest.param({}, 3, 0, 8, id="a short flat-line limit is within the windows read anyway"),
         pytest.param({}, 5, 0, 10, id="a flat-line run longer than two windows is read back"),
-        pytest.param({}, 1000, 0, 192, id="flat-line runs are looked for two days back at most"),
+        pytest.param({}, 96, 0, 192, id="a flat-line limit of two days is read back"),
+        pytest.param({}, 97, 0, 8, id="a limit beyond two days is not checked, so not read"),
     ],
 )
 def test_lead_reaches_back_for_what_decides_the_first_due_window(policy, longest_flat_run, decided, readings):
     model = trained(window=4, longest_flat_run=longest_flat_run)
     assert model_predict.lead(model, model_predict.Policy(**policy), Q) == (decided * Q, readings * Q)
+
+
+@pytest.mark.parametrize("longest_flat_run, flagged", [(96, True), (97, False)])
+def test_a_backfill_flags_no_flat_line_a_tick_could_not_see(longest_flat_run, flagged):
+    # Training saw flat runs of a day (96 or 97 intervals of 15 minutes): the limit is twice that. A tick reads
+    # two days back for flat-lines; a backfill over a week reads the whole week, so a limit past two days
+    # would flag there what no tick ever flags.
+    model = trained(window=4, longest_flat_run=longest_flat_run)
+    ends = pd.date_range("2026-01-01", periods=7 * 96, freq=Q, tz="UTC")
+    series = pd.Series(5.0, index=ends)
+    rules = model_predict.rules_for(model, 1.0, model_predict.Policy())
+    context = detect.Context(interval=Q, series=series, first=ends[0], last=ends[-1])
+    scores = detect.decide(ends, series.to_numpy(), np.zeros(len(ends)), rules, context)
+    assert (scores["kind"] == "flatline").any() == flagged
 
 
 def test_prepare_puts_the_readings_as_read_on_the_grid_and_keeps_the_due_windows():
