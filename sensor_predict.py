@@ -431,9 +431,7 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
         )
     job = Run(settings, db)
     now = common.now.floor(common.interval)
-    found = [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)
-    common.warn_unmatched_keys(found)
-    sensor_ids = common.selected(found)
+    sensor_ids = runner.sensors_to_process(common, db, now - settings.schedule.max_catchup, common.now)
     for first in range(0, len(sensor_ids), common.chunk_size):
         job.due = {}
         lines = job.score_chunk(sensor_ids[first : first + common.chunk_size])
