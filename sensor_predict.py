@@ -15,8 +15,10 @@ nothing).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, losses, rescore, runner, settings, store, times
+from anomaly import cold_start, files, losses, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
 from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
@@ -59,11 +61,7 @@ class PredictSettings:
     dry_run: bool
     cold_start: cold_start.ColdStartSettings | None
     alerts: alerts.AlertSettings
-
-    @property
-    def rescore_file(self) -> Path:
-        """The ranges to score again (rescore.py), beside the state file: both belong to one output."""
-        return self.alerts.state_file.with_suffix(".rescore.json")
+    rescore_file: Path  # the ranges to score again (rescore.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +153,7 @@ def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     common = settings.common_from_args(args)
     interval = common.interval
+    alert_settings = alerts.settings_from_args(args, common, settings.state_dir(os.environ))
     return PredictSettings(
         common=common,
         schedule=schedule_from_args(args, common),
@@ -173,7 +172,40 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         engine=args.engine,
         dry_run=args.dry_run,
         cold_start=cold_start.settings_from_args(args),
-        alerts=alerts.settings_from_args(args, common),
+        alerts=alert_settings,
+        rescore_file=rescore.beside(alert_settings.state_file),
+    )
+
+
+def settled(former: Path, path: Path, move: bool) -> Path:
+    """Where a file that an earlier version kept at ``former`` (in the models directory) is used from: moved
+    to ``path`` unless a file is there already, so an upgrade forgets no ongoing event and no range to score
+    again. Where it lies, on a dry run (which moves nothing) or when it cannot be moved (logged): this run
+    keeps using it there rather than start with no memory."""
+    if path.exists() or not former.exists():
+        return path
+    if not move:
+        return former
+    try:
+        files.move(former, path)
+    except OSError as e:
+        logger.error("%s cannot be moved to %s (%s); it is used where it is until it can be", former, path, e)
+        return former
+    logger.warning("%s moved to %s, where it is kept from now on", former, path)
+    return path
+
+
+def with_former_state(settings: PredictSettings) -> PredictSettings:
+    """``settings`` with the state and rescore files where ``settled`` finds them (upgrades from versions that
+    kept them in the models directory)."""
+    former = settings.alerts.former_state_file
+    if former is None:
+        return settings
+    move = not settings.dry_run
+    return dataclasses.replace(
+        settings,
+        alerts=dataclasses.replace(settings.alerts, state_file=settled(former, settings.alerts.state_file, move)),
+        rescore_file=settled(rescore.beside(former), settings.rescore_file, move),
     )
 
 
@@ -429,6 +461,7 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
             "(which makes it) first; to score with the cold-start detector before any training, create it"
         )
+    settings = with_former_state(settings)
     job = Run(settings, db)
     now = common.now.floor(common.interval)
     sensor_ids = runner.sensors_to_process(common, db, now - settings.schedule.max_catchup, common.now)

@@ -214,6 +214,36 @@ def test_a_failed_write_keeps_each_sensors_earliest_range_start_to_score_again()
     assert rescore.failed(pending, {}) == pending
 
 
+@pytest.mark.parametrize(
+    "old, new, move, used, text, moved",
+    [
+        ("former", None, True, "new", "former", True),  # the upgrade: moved
+        ("former", "current", True, "new", "current", False),  # moved already: the copy left is not read
+        (None, None, True, "new", None, False),  # nothing kept yet
+        ("former", None, False, "old", "former", False),  # a dry run moves nothing and reads it where it is
+        ("former", "blocked", True, "old", "former", False),  # cannot be moved: used where it is
+    ],
+)
+def test_a_file_an_earlier_version_kept_in_the_models_directory_is_moved_once(
+    tmp_path, old, new, move, used, text, moved
+):
+    import sensor_predict
+
+    former, path = tmp_path / "models" / "state.json", tmp_path / "state" / "state.json"
+    former.parent.mkdir()
+    if old:
+        former.write_text(old)
+    if new == "blocked":
+        path.parent.write_text("a file where the state directory should be")
+    elif new:
+        path.parent.mkdir()
+        path.write_text(new)
+    found = sensor_predict.settled(former, path, move)
+    assert found == (path if used == "new" else former)
+    assert (found.read_text() if found.exists() else None) == text
+    assert former.exists() is (old is not None and not moved)
+
+
 class Identity:
     """Stands in for a model that reconstructs perfectly except where told: loss is then known exactly."""
 
