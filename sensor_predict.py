@@ -220,6 +220,11 @@ class Run:
         self.scored: dict[str, pd.DataFrame] = {}
         self.pending = rescore.load(settings.rescore_file) if settings.schedule.start is None else {}
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+        # A backfill that writes clears what it does not write over (clear_stale): per sensor of the chunk, the
+        # ranges it holds no window in, and the chunk's points without a loss.
+        self.clears = settings.schedule.start is not None and not settings.dry_run
+        self.stale: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+        self.unscored: list[str] = []
 
     def fail(self, sensor_id: str) -> None:
         logger.exception("sensor %r: failed", sensor_id)
@@ -386,6 +391,9 @@ class Run:
         except Exception:
             self.fail(sensor_id)
             return []
+        if self.clears and not scores.empty:
+            self.stale[sensor_id] = model_predict.without_windows(scores, *due, self.common.interval)
+            self.unscored += [line for line, void in zip(lines, scores["loss"].isna()) if void]
         if scores.empty:
             if detector == "lstm":
                 self.no_window(sensor_id, *due)
@@ -405,6 +413,15 @@ class Run:
             "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
         )
         return lines
+
+    def clear_stale(self) -> None:
+        """After a backfill's chunk is written: InfluxDB merges a point into the one already at its key, so where
+        this run wrote a point without a loss, or none (no window), an earlier run's fields would remain. Those
+        ranges are deleted now that the windows are written, and the points without a loss written again: a
+        run that dies midway never loses a score it did not replace."""
+        self.db.delete_scores({s: spans for s, spans in self.stale.items() if spans})
+        self.db.write(self.unscored)
+        self.stale, self.unscored = {}, []
 
     def score_cold(self, sensor_ids: list[str]) -> list[str]:
         """Sensors with no model yet, scored by the robust detector until training gives them one (see
@@ -474,6 +491,8 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
         try:
             if lines:
                 db.write(lines)
+            if job.clears:
+                job.clear_stale()
         except InfluxError:
             rescore.save(settings.rescore_file, rescore.failed(job.pending, job.due))
             raise
