@@ -8,7 +8,6 @@ and ``decide`` (anomaly.detect). A window's score belongs to the time of its las
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import detect, store, thresholds
+from anomaly import detect, runs, store, thresholds
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.metadata import ArtifactError, ModelMetadata
 from anomaly.settings import Schema
@@ -223,10 +222,22 @@ def decide(
     return scores[(scores.index >= first) & (scores.index <= last)]
 
 
+def without_windows(
+    scores: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp, interval: pd.Timedelta
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The runs of window ends in [first, last] at which ``scores`` holds no window: no point (a window across
+    a long gap, too little history) or a point without a loss (an interval without readings). (first, last)
+    of each run, both ends included."""
+    grid = pd.date_range(first, last, freq=interval)
+    windows = scores.index[scores["loss"].notna().to_numpy()]
+    return [(grid[a], grid[b]) for a, b in runs.runs(~grid.isin(windows))]
+
+
 def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
-    """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
+    """One point per row of ``scores``, in time order (a written prefix never leaves a gap behind it). A window
+    carries every field; a point without a reading has no value, loss, smoothed loss or score (a non-finite
+    float is left out)."""
     tags = {schema.sensor_tag: sensor_id}
-    smoothed = scores["smoothed_loss"].to_numpy() if "smoothed_loss" in scores else None
     # Columns as arrays, not a row object per point: a tick writes a point for each of thousands of sensors.
     columns = zip(
         scores.index.as_unit("s").asi8,
@@ -236,7 +247,7 @@ def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: 
         scores["anomaly"].to_numpy(),
         scores["kind"].to_numpy(),
         scores["score"].to_numpy(),
-        smoothed if smoothed is not None else itertools.repeat(None),
+        scores["smoothed_loss"].to_numpy(),
     )
     return [
         line_protocol(
@@ -249,7 +260,7 @@ def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: 
                 "anomaly": bool(anomaly),
                 "kind": kind,
                 "detector": detector,
-                **({"smoothed_loss": smooth} if smoothed is not None else {}),
+                "smoothed_loss": smooth,
                 "score": score,
             },
             int(stamp),

@@ -15,8 +15,10 @@ nothing).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, losses, rescore, runner, settings, store, times
+from anomaly import cold_start, files, losses, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
 from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
@@ -59,11 +61,7 @@ class PredictSettings:
     dry_run: bool
     cold_start: cold_start.ColdStartSettings | None
     alerts: alerts.AlertSettings
-
-    @property
-    def rescore_file(self) -> Path:
-        """The ranges to score again (rescore.py), beside the state file: both belong to one output."""
-        return self.alerts.state_file.with_suffix(".rescore.json")
+    rescore_file: Path  # the ranges to score again (rescore.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +153,7 @@ def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     common = settings.common_from_args(args)
     interval = common.interval
+    alert_settings = alerts.settings_from_args(args, common, settings.state_dir(os.environ))
     return PredictSettings(
         common=common,
         schedule=schedule_from_args(args, common),
@@ -173,7 +172,40 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         engine=args.engine,
         dry_run=args.dry_run,
         cold_start=cold_start.settings_from_args(args),
-        alerts=alerts.settings_from_args(args, common),
+        alerts=alert_settings,
+        rescore_file=rescore.beside(alert_settings.state_file),
+    )
+
+
+def settled(former: Path, path: Path, move: bool) -> Path:
+    """Where a file that an earlier version kept at ``former`` (in the models directory) is used from: moved
+    to ``path`` unless a file is there already, so an upgrade forgets no ongoing event and no range to score
+    again. Where it lies, on a dry run (which moves nothing) or when it cannot be moved (logged): this run
+    keeps using it there rather than start with no memory."""
+    if path.exists() or not former.exists():
+        return path
+    if not move:
+        return former
+    try:
+        files.move(former, path)
+    except OSError as e:
+        logger.error("%s cannot be moved to %s (%s); it is used where it is until it can be", former, path, e)
+        return former
+    logger.warning("%s moved to %s, where it is kept from now on", former, path)
+    return path
+
+
+def with_former_state(settings: PredictSettings) -> PredictSettings:
+    """``settings`` with the state and rescore files where ``settled`` finds them (upgrades from versions that
+    kept them in the models directory)."""
+    former = settings.alerts.former_state_file
+    if former is None:
+        return settings
+    move = not settings.dry_run
+    return dataclasses.replace(
+        settings,
+        alerts=dataclasses.replace(settings.alerts, state_file=settled(former, settings.alerts.state_file, move)),
+        rescore_file=settled(rescore.beside(former), settings.rescore_file, move),
     )
 
 
@@ -188,6 +220,11 @@ class Run:
         self.scored: dict[str, pd.DataFrame] = {}
         self.pending = rescore.load(settings.rescore_file) if settings.schedule.start is None else {}
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+        # A backfill that writes clears what it does not write over (clear_stale): per sensor of the chunk, the
+        # ranges it holds no window in, and the chunk's points without a loss.
+        self.clears = settings.schedule.start is not None and not settings.dry_run
+        self.stale: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+        self.unscored: list[str] = []
 
     def fail(self, sensor_id: str) -> None:
         logger.exception("sensor %r: failed", sensor_id)
@@ -354,6 +391,9 @@ class Run:
         except Exception:
             self.fail(sensor_id)
             return []
+        if self.clears and not scores.empty:
+            self.stale[sensor_id] = model_predict.without_windows(scores, *due, self.common.interval)
+            self.unscored += [line for line, void in zip(lines, scores["loss"].isna()) if void]
         if scores.empty:
             if detector == "lstm":
                 self.no_window(sensor_id, *due)
@@ -373,6 +413,15 @@ class Run:
             "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
         )
         return lines
+
+    def clear_stale(self) -> None:
+        """After a backfill's chunk is written: InfluxDB merges a point into the one already at its key, so where
+        this run wrote a point without a loss, or none (no window), an earlier run's fields would remain. Those
+        ranges are deleted now that the windows are written, and the points without a loss written again: a
+        run that dies midway never loses a score it did not replace."""
+        self.db.delete_scores({s: spans for s, spans in self.stale.items() if spans})
+        self.db.write(self.unscored)
+        self.stale, self.unscored = {}, []
 
     def score_cold(self, sensor_ids: list[str]) -> list[str]:
         """Sensors with no model yet, scored by the robust detector until training gives them one (see
@@ -429,11 +478,10 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
             "(which makes it) first; to score with the cold-start detector before any training, create it"
         )
+    settings = with_former_state(settings)
     job = Run(settings, db)
     now = common.now.floor(common.interval)
-    found = [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)
-    common.warn_unmatched_keys(found)
-    sensor_ids = common.selected(found)
+    sensor_ids = runner.sensors_to_process(common, db, now - settings.schedule.max_catchup, common.now)
     for first in range(0, len(sensor_ids), common.chunk_size):
         job.due = {}
         lines = job.score_chunk(sensor_ids[first : first + common.chunk_size])
@@ -443,6 +491,8 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
         try:
             if lines:
                 db.write(lines)
+            if job.clears:
+                job.clear_stale()
         except InfluxError:
             rescore.save(settings.rescore_file, rescore.failed(job.pending, job.due))
             raise

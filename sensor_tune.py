@@ -272,7 +272,7 @@ def run(settings: TuneSettings, db: Database) -> runner.Outcome:
         f"{len(settings.grid)} candidate ratios {settings.grid[0]:g} .. {settings.grid[-1]:g}, --min-consecutive "
         f"{','.join(map(str, settings.consecutive))}, objective: {objective_text(settings)}"
     )
-    sensor_ids = common.selected([] if common.sensors else db.sensor_ids(settings.start, settings.stop))
+    sensor_ids = runner.sensors_to_process(common, db, settings.start, settings.stop)
     found = [t for chunk in review.chunks(sensor_ids, common.chunk_size) for t in tune_chunk(db, chunk, settings)]
     tuned = [t for t in found if t is not None]
     failed = len(found) - len(tuned)

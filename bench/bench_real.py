@@ -632,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_real: {len(series)} series, --interval {args.interval}, training on the first "
         f"{args.train_fraction:.0%} of each; working in {workdir}"
     )
+    # The jobs' state (notifications, ranges to score again) stays with the run, not in the user's home.
+    os.environ["STATE_DIRECTORY"] = str(workdir / "state")
     server = local_influxd.LocalInfluxd(workdir / "influxd").start()
     try:
         local_influxd.query(server.url, f'CREATE DATABASE "{DATABASE}"')

@@ -21,6 +21,25 @@ from tools import local_influxd  # noqa: E402
 _databases = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_home(tmp_path_factory):
+    """The scoring job keeps its state under $XDG_STATE_HOME (anomaly.settings.state_dir): in the tests,
+    never under the real home, nor in a $STATE_DIRECTORY of the machine's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("STATE_DIRECTORY", raising=False)
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def state_dir(monkeypatch, tmp_path_factory) -> Path:
+    """This test's state directory: every job a test runs keeps its state here, so no test sees another's
+    (the fixtures trained once per module keep the session's). Returns where the scoring job puts it."""
+    home = tmp_path_factory.mktemp("state-home")
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home / "sensor-anomaly"
+
+
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory):
     """One throwaway influxd for the session; each test takes a database of its own."""

@@ -718,6 +718,23 @@ def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, 
     assert [w["body"] for w in fake.writes] == ["\n".join(lines[:2]), lines[2]]
 
 
+def test_delete_scores_sends_influxql_deletes_on_the_v1_api(fake):
+    """Fake server: it records the v1 request. InfluxDB 2.x takes InfluxQL's DELETE on /query for the bucket's
+    DBRP mapping; /api/v2/delete's predicates could not name an id with parentheses or quotes."""
+    first, last = START, START + 3 * INTERVAL
+    with connect(fake.url) as db:
+        db.delete_scores({ODD_ID: [(first, first), (first + INTERVAL, last)], "AHU-1 supply": []})
+    assert fake.v1_queries == [
+        {
+            "db": BUCKET,
+            "q": 'DELETE FROM "PREDICT_ANOMALY" WHERE "uniqueID" = \'Zone 3, "Café"=Süd\' '
+            "AND time >= '2026-01-05T00:00:00Z' AND time <= '2026-01-05T00:00:00Z'; "
+            'DELETE FROM "PREDICT_ANOMALY" WHERE "uniqueID" = \'Zone 3, "Café"=Süd\' '
+            "AND time >= '2026-01-05T00:15:00Z' AND time <= '2026-01-05T00:45:00Z'",
+        }
+    ]
+
+
 def test_record_run_writes_numbers_as_floats_in_nanoseconds(fake):
     # JOB_HEALTH has held its numbers as floats since its first point: an integer now would be refused.
     with connect(fake.url) as db:

@@ -229,6 +229,36 @@ def test_a_failed_write_keeps_each_sensors_earliest_range_start_to_score_again()
     assert rescore.failed(pending, {}) == pending
 
 
+@pytest.mark.parametrize(
+    "old, new, move, used, text, moved",
+    [
+        ("former", None, True, "new", "former", True),  # the upgrade: moved
+        ("former", "current", True, "new", "current", False),  # moved already: the copy left is not read
+        (None, None, True, "new", None, False),  # nothing kept yet
+        ("former", None, False, "old", "former", False),  # a dry run moves nothing and reads it where it is
+        ("former", "blocked", True, "old", "former", False),  # cannot be moved: used where it is
+    ],
+)
+def test_a_file_an_earlier_version_kept_in_the_models_directory_is_moved_once(
+    tmp_path, old, new, move, used, text, moved
+):
+    import sensor_predict
+
+    former, path = tmp_path / "models" / "state.json", tmp_path / "state" / "state.json"
+    former.parent.mkdir()
+    if old:
+        former.write_text(old)
+    if new == "blocked":
+        path.parent.write_text("a file where the state directory should be")
+    elif new:
+        path.parent.mkdir()
+        path.write_text(new)
+    found = sensor_predict.settled(former, path, move)
+    assert found == (path if used == "new" else former)
+    assert (found.read_text() if found.exists() else None) == text
+    assert former.exists() is (old is not None and not moved)
+
+
 class Identity:
     """Stands in for a model that reconstructs perfectly except where told: loss is then known exactly."""
 
@@ -281,6 +311,7 @@ def test_score_lines_one_point_per_window_in_time_order():
             "threshold": [0.5, 0.5],
             "anomaly": [False, False],
             "kind": ["none", "missing"],
+            "smoothed_loss": [0.1, np.nan],
             "score": [0.2, np.nan],
         },
         index=index,
@@ -288,7 +319,7 @@ def test_score_lines_one_point_per_window_in_time_order():
     lines = model_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",'
-        f'detector="lstm",score=0.2 {int(index[0].timestamp())}',
+        f'detector="lstm",smoothed_loss=0.1,score=0.2 {int(index[0].timestamp())}',
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 threshold=0.5,anomaly=false,kind="missing",'
         f'detector="lstm" {int(index[1].timestamp())}',
     ]
@@ -314,6 +345,35 @@ def test_score_lines_carry_the_flag_and_the_smoothed_loss_of_a_dynamic_threshold
         'PREDICT_ANOMALY,uniqueID=s val_num=1.5,loss=0.9,threshold=0.5,anomaly=true,kind="shape",'
         f'detector="robust",smoothed_loss=0.75,score=1.5 {int(index[0].timestamp())}'
     ]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        detect.Rules(threshold=0.5),
+        detect.Rules(threshold=0.5, min_consecutive=2, missing_limit=1),
+        detect.Rules(threshold=0.5, dynamic_history=4, missing_limit=1),
+        detect.Rules(threshold=6.0, kind="outlier"),  # the cold-start detector's
+    ],
+    ids=["fixed", "fixed, persistence", "dynamic", "cold start"],
+)
+def test_every_window_carries_every_field_whatever_the_rules(rules):
+    """InfluxDB merges a point into the one at its key: a field written under one configuration and not under
+    another (smoothed_loss, which only the dynamic threshold computes) would outlive a backfill (issue 11)."""
+    from anomaly.settings import Schema
+
+    ends = pd.date_range("2026-01-01", periods=12, freq="15min", tz="UTC")
+    losses = np.array([0.1, 0.2, 0.1, 0.3, 0.1, 0.2, 0.9, 0.1, 0.2, 0.1, 0.2, 0.1])
+    context = detect.Context(interval=Q, decided_from=ends[5])
+    frame = detect.decide(ends, np.arange(12.0), losses, rules, context).iloc[5:]  # before: history only
+    assert frame["score"].tolist() == pytest.approx((frame["smoothed_loss"] / frame["threshold"]).tolist())
+    if not rules.dynamic_history:
+        assert frame["smoothed_loss"].tolist() == frame["loss"].tolist()  # the flag compares the loss itself
+    fields = {
+        tuple(part.split("=")[0] for part in line.split(" ")[1].split(","))
+        for line in model_predict.score_lines("s", frame, Schema())
+    }
+    assert fields == {("val_num", "loss", "threshold", "anomaly", "kind", "detector", "smoothed_loss", "score")}
 
 
 def test_model_shapes_and_threshold():

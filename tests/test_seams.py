@@ -264,6 +264,34 @@ def test_a_backfill_rewrites_the_same_points_and_scoring_resumes_where_it_was(jo
     assert_scored(jobs, before - FIRST_RUN, before)
 
 
+def test_a_backfill_under_other_rules_leaves_nothing_of_the_earlier_rules(unseeded):
+    """Issue 11: InfluxDB merges a point into the one already at its key, so a backfill left every field it did
+    not write: smoothed_loss, which only the dynamic threshold computed, and the value and loss of a window
+    that the backfill finds without readings; and a window it no longer makes stayed whole. Scored with the
+    defaults and a --max-gap that fills a 90-minute outage of the readings, then backfilled with a fixed
+    threshold and a --max-gap that does not: the range holds exactly what that backfill writes into an empty
+    measurement, and the rest is as it was."""
+    jobs, before = unseeded, TRAINED + pd.Timedelta(days=1)
+    outage = pd.date_range(before - pd.Timedelta(hours=9), periods=18, freq=SAMPLE)  # six whole intervals
+    jobs.write(readings(without=tuple(outage)))
+    jobs.predict(tick(before), "--max-gap", "2h")
+    stored = {s: jobs.points(s) for s in SENSORS}
+    start, stop = before - pd.Timedelta(hours=12), before - pd.Timedelta(hours=6)
+    backfill = ("--threshold", "fixed", "--max-gap", "1h", "--start", start.isoformat(), "--stop", stop.isoformat())
+    jobs.predict(tick(before), *backfill)
+    jobs.predict(tick(before), *backfill, "--output-measurement", "FRESH")
+    for sensor_id in SENSORS:
+        points, earlier, fresh = jobs.points(sensor_id), stored[sensor_id], jobs.points(sensor_id, "FRESH")
+        inside = (points.index >= start) & (points.index < stop)
+        pd.testing.assert_frame_equal(points[inside], fresh)
+        pd.testing.assert_frame_equal(points[~inside], earlier[~earlier.index.isin(grid(start, stop - INTERVAL))])
+        # What the earlier rules left there, which the backfill had to clear:
+        was = earlier.loc[grid(start, stop - INTERVAL)]
+        assert (was["smoothed_loss"] != was["loss"]).any(), "the first run's dynamic threshold smoothed nothing"
+        assert was.loc[outage[0] : outage[-1], "loss"].notna().all(), "the first run scored no window in the outage"
+        assert (fresh["kind"] == "missing").any() and len(fresh) < len(was), "the backfill made windows at the outage"
+
+
 # ---------------------------------------------------------------- late readings and --delay
 
 

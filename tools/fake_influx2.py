@@ -2,9 +2,10 @@
 read benchmark (bench/bench_flux_read.py): no InfluxDB 2.x server can run on this machine.
 
 It serves ``GET /ping``, ``GET /api/v2``, ``POST /api/v2/query`` and ``POST /api/v2/write`` for one org
-(``my-org``), one bucket (``sensors``) and one token (``secret-token``). It records what influxdb-client
-sends (Flux text, the ``extern`` options that carry the bind parameters, line protocol, org, bucket,
-precision) and answers as InfluxDB 2.7 does: annotated CSV with ``#datatype``/``#group``/``#default`` rows,
+(``my-org``), one bucket (``sensors``) and one token (``secret-token``), and the v1 API's ``POST /query`` for
+InfluxQL ``DELETE`` statements only (recorded, never applied; any other statement is refused). It records
+what influxdb-client sends (Flux text, the ``extern`` options that carry the bind parameters, line protocol,
+org, bucket, precision) and answers as InfluxDB 2.7 does: annotated CSV with ``#datatype``/``#group``/``#default`` rows,
 CRLF line ends and one table per sensor; 204 for a write; JSON errors ``{"code": ..., "message": ...}`` for a
 wrong token (401), an unknown bucket (404, worded as 2.7 words it for queries and for writes) and a query
 that uses an identifier its options do not define (400).
@@ -301,7 +302,8 @@ class FakeInflux2:
     ``answers`` are the CSV the next queries get, one each, and ``answer`` the CSV every query gets after them;
     with ``points``, queries are answered from them instead (``run_flux``). ``version`` and ``build`` are the
     X-Influxdb-* headers (None: not sent) and ``v2_api`` whether GET /api/v2 lists the v2 routes, so that it
-    can imitate what other products answer there. ``gets``, ``queries`` and ``writes`` record the requests.
+    can imitate what other products answer there. ``gets``, ``queries``, ``writes`` and ``v1_queries``
+    record the requests.
     """
 
     def __init__(self) -> None:
@@ -314,6 +316,7 @@ class FakeInflux2:
         self.gets: list[str] = []
         self.queries: list[dict] = []
         self.writes: list[dict] = []
+        self.v1_queries: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -377,6 +380,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Authorization") != f"Token {TOKEN}":
             self._error(401, "unauthorized", "unauthorized access")
+        elif parts.path == "/query":
+            self._v1_query(fake, fields)
         elif fields.get("org") != ORG:
             self._error(404, "not found", f'organization name "{fields.get("org")}" not found')
         elif parts.path == "/api/v2/query":
@@ -406,6 +411,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             answer = fake.answers.pop(0) if fake.answers else fake.answer
         self._send(200, answer.encode("utf-8"), "text/csv; charset=utf-8")
+
+    def _v1_query(self, fake: FakeInflux2, fields: dict) -> None:
+        """InfluxQL on the v1 API, as 2.x answers it for a bucket's virtual DBRP mapping (database = bucket)."""
+        fake.v1_queries.append(fields)
+        statements = [s.strip() for s in fields.get("q", "").split(";")]
+        if fields.get("db") != BUCKET or not all(s.startswith("DELETE FROM ") for s in statements):
+            self._error(400, "invalid", "the imitation answers DELETE statements on its bucket only")
+        else:
+            results = [{"statement_id": i} for i in range(len(statements))]
+            self._send(200, json.dumps({"results": results}).encode("utf-8"))
 
     def _write(self, fake: FakeInflux2, fields: dict, body: bytes) -> None:
         fake.writes.append({"fields": fields, "body": body.decode("utf-8")})

@@ -24,6 +24,7 @@ import pandas as pd
 import urllib3
 from pandas.api.extensions import take
 
+from anomaly.influx.influxql import influxql_deletes, parse_influxql
 from anomaly.settings import Connection, Schema
 from influx_interact import MISSING, Database, InfluxError
 
@@ -519,6 +520,17 @@ class Flux(Database):
     ) -> dict[str, pd.DataFrame]:
         frame = self._chunk(flux_scores, sensor_ids, start=start, stop=stop, measurement=self.schema.output_measurement)
         return frames_by_tag(frame, self.schema.sensor_tag, score_columns(self.schema))
+
+    def delete_scores(self, ranges: Mapping[str, Sequence[tuple[pd.Timestamp, pd.Timestamp]]]) -> None:
+        """InfluxQL's DELETE on the v1 API, which InfluxDB 2.x takes from a token that may write the bucket (each
+        bucket has a DBRP mapping of its name): the predicates of /api/v2/delete cannot name every sensor id
+        (influxdb#23014: parentheses; quotes)."""
+        for query in influxql_deletes(self.schema, ranges):
+            response = self._request("POST", "/query", fields={"db": self._store, "q": query})
+            try:
+                parse_influxql(response.data)
+            except InfluxError as e:
+                raise self._explain(str(e)) from None
 
     def _write_batch(self, batch: Sequence[str], precision: str, database: str) -> None:
         from influxdb_client import WritePrecision
