@@ -92,7 +92,8 @@ class ModelMetadata:
             ("sensor_id", isinstance(record.get("sensor_id"), str)),
             ("window", _whole(record.get("window"), 2)),
             ("interval_s", _whole(record.get("interval_s"), 1)),
-            ("threshold", _number(record.get("threshold")) and record["threshold"] >= 0),
+            # Scores are loss / threshold, and the dynamic threshold's floor must be positive: 0 cannot score.
+            ("threshold", _number(record.get("threshold")) and record["threshold"] > 0),
             ("scaler", _number(scaler.get("mean")) and _number(scaler.get("scale")) and scaler["scale"] > 0),
             ("longest_flat_run", flat is None or _whole(flat, 0)),
             ("centered", isinstance(record.get("centered", False), bool)),
