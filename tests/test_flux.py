@@ -29,15 +29,9 @@ import pytest
 from conftest import run_job
 
 import influx_interact
-from anomaly.influx.flux import (
-    Flux,
-    FluxAnswerError,
-    flux_error_is_transient,
-    flux_frame,
-    flux_string,
-    frames_by_tag,
-    series_by_tag,
-)
+from anomaly.influx.flux import Flux
+from anomaly.influx.flux_csv import FluxAnswerError, flux_error_is_transient, flux_frame, frames_by_tag, series_by_tag
+from anomaly.influx.flux_text import flux_string
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
