@@ -128,12 +128,13 @@ def answer(scenario: str, sensors: int, days: int, interval: pd.Timedelta, seed:
 
 
 def serve(scenario: str, sensors: int, days: int, interval: pd.Timedelta, seed: int, ready: Any) -> None:
-    """The fake server's process: answer every query with the scenario's answer until terminated; its URL and
-    the answer's size in MiB go to ``ready``."""
+    """The fake server's process: answer every query with the scenario's answer until terminated (canned: this
+    measures transfer and reading, not the imitation's Flux); its URL and the answer's size in MiB go to
+    ``ready``."""
     fake = FakeInflux2()
-    fake.answer = answer(scenario, sensors, days, interval, seed)
+    fake.canned_answer = answer(scenario, sensors, days, interval, seed)
     fake.start()
-    ready.put((fake.url, len(fake.answer.encode()) / MIB))
+    ready.put((fake.url, len(fake.canned_answer.encode()) / MIB))
     threading.Event().wait()
 
 
