@@ -561,13 +561,15 @@ def test_last_reading_and_group_tag_come_from_the_newest_point_whichever_series_
 
 
 def test_read_means_gives_only_the_chunks_sensors(fake):
-    """The sensor filter (equalities joined with or) keeps the
-    chunk's sensors and no other, however alike their ids ("AHU-1 supply 2", "ahu-1 supply") or their series
-    (another sensor with the chunk's other tags); each mean is of its own sensor's points, per interval."""
+    """The sensor filter (equalities joined with or) keeps the chunk's sensors and no other, however alike their
+    ids ("AHU-1 supply 2", "ahu-1 supply") or their series (another sensor with the chunk's other tags); each
+    mean is of its own sensor's points, per interval, whichever of its series they are in (AHU-1's readings with
+    and without an equipment tag: one mean, not one per series)."""
     fake.write(
         [
             reading("2026-01-05T00:05:00Z", 20.0, "AHU-1 supply"),
             reading("2026-01-05T00:10:00Z", 21.0, "AHU-1 supply"),
+            reading("2026-01-05T00:12:00Z", 22.0, "AHU-1 supply", equip="AHU-1"),
             reading("2026-01-05T00:40:00Z", 23.0, "AHU-1 supply", equip="AHU-1"),
             reading("2026-01-05T00:20:00Z", -1.5, ODD_ID),
             reading("2026-01-05T00:05:00Z", 99.0, "AHU-1 supply 2"),
@@ -580,7 +582,7 @@ def test_read_means_gives_only_the_chunks_sensors(fake):
         means = db.read_means(["AHU-1 supply", ODD_ID, "no such sensor"], START, STOP, INTERVAL)
     assert list(means) == ["AHU-1 supply", ODD_ID]
     assert means["AHU-1 supply"].to_dict() == {
-        pd.Timestamp("2026-01-05T00:00Z"): 20.5,
+        pd.Timestamp("2026-01-05T00:00Z"): 21.0,
         pd.Timestamp("2026-01-05T00:30Z"): 23.0,
     }
     assert means[ODD_ID].to_dict() == {pd.Timestamp("2026-01-05T00:15Z"): -1.5}
@@ -644,6 +646,23 @@ def test_missing_counts_are_the_missing_intervals_per_sensor_since_a_time(fake):
     }
     with connect(fake.url) as db:
         assert db.missing_counts(["no such sensor"], since) == {}
+
+
+def test_anomaly_counts_are_the_flagged_windows_per_sensor_since_a_time(fake):
+    """Points flagged at or after ``since``, not those that were not, nor earlier ones."""
+    since = pd.Timestamp("2026-01-04T00:00:00Z")
+    fake.write(
+        [
+            *(score(f"2026-01-05T0{h}:00:00Z", "AHU-1 supply", anomaly=h < 2, kind="spike") for h in range(5)),
+            score("2026-01-03T23:45:00Z", "AHU-1 supply", anomaly=True, kind="spike"),
+            score("2026-01-04T00:00:00Z", ODD_ID, anomaly=True, kind="missing"),
+            score("2026-01-05T00:00:00Z", "chiller 2", anomaly=False, kind="none"),
+        ]
+    )
+    with connect(fake.url) as db:
+        counts = db.anomaly_counts(["AHU-1 supply", ODD_ID, "chiller 2"], since)
+    assert counts == {"AHU-1 supply": 2, ODD_ID: 1}
+    assert all(type(n) is int for n in counts.values())
 
 
 def test_read_scores_gives_the_score_column_even_where_none_was_written(fake):
