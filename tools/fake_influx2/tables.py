@@ -103,14 +103,17 @@ def merged(tables: Iterable[Table]) -> list[Table]:
     """Tables with the same group key made one, rows in the order they came and the columns of all of them
     (null where a table lacked one), as Flux's table builders do when a transformation changes group keys."""
     out: dict[tuple, Table] = {}
+    ragged: set[tuple] = set()  # tables made of parts with different columns: their rows get nulls
     for t in tables:
+        if t.key_id() in out and out[t.key_id()].columns.keys() != t.columns.keys():
+            ragged.add(t.key_id())
         into = out.setdefault(t.key_id(), Table(dict(t.key), {}, []))
         for name, kind in t.columns.items():
             if into.columns.setdefault(name, kind) != kind:
                 raise FluxRuntimeError(f"schema collision: cannot group {into.columns[name]} and {kind} types together")
         into.rows.extend(t.rows)
-    for t in out.values():
-        t.rows = [{name: row.get(name) for name in t.columns} for row in t.rows]
+    for key in ragged:
+        out[key].rows = [{name: row.get(name) for name in out[key].columns} for row in out[key].rows]
     return list(out.values())
 
 
