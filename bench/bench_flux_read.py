@@ -5,7 +5,7 @@ before) and through the bulk CSV reader the Flux dialect uses now. Not part of t
 (tests/test_bench_flux_read_smoke.py only checks that it runs).
 
 No InfluxDB 2.x server runs on this machine, so the server is the imitation of InfluxDB 2.7 that the Flux tests
-use (tools/fake_influx2.py), in a process of its own so that neither its memory nor its CPU is counted as the
+use (tools/fake_influx2/), in a process of its own so that neither its memory nor its CPU is counted as the
 reader's. For each scenario it answers with what InfluxDB 2.7 sends for one chunk of --sensors sensors over
 --days days at --interval-min minutes: one annotated header (the tables share their columns), then a table
 per sensor in turn, CRLF line ends, sensor ids with a space, a comma and quotes (so quoted, as InfluxDB does):

@@ -1,4 +1,4 @@
-"""Runs a parsed Flux program (parser.py) with the functions of functions.py over the buckets of the imitation.
+"""Runs a parsed Flux program (parser.py) with the functions of functions.py and aggregates.py over the buckets.
 
 Values: Python's (tables.py), a ``Record`` for a record such as the ``params`` option, a ``Closure`` for a function
 literal, a ``Builtin`` for a function the imitation implements, a ``Source`` for ``from()`` before ``range()``.

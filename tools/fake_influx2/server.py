@@ -134,7 +134,7 @@ class FakeInflux2:
         """The next query's answer: its first ``tables`` tables, then an error table with ``message``."""
         self.faults.append((tables, message))
 
-    def answer(self, query: str, options: dict[str, Any]) -> str:
+    def respond(self, query: str, options: dict[str, Any]) -> str:
         """What a query gets: annotated CSV; raises FluxError for an error InfluxDB sends before any table."""
         if self.canned_answer is not None:
             return self.canned_answer
@@ -211,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
         options = extern_options(request.get("extern"))
         self.fake.queries.append({"fields": fields, "text": request["query"], "options": options})
         try:
-            answer = self.fake.answer(request["query"], options)
+            answer = self.fake.respond(request["query"], options)
         except FluxError as e:
             self._error(e.status, e.code, e.message)
             return
