@@ -1,7 +1,7 @@
 """Shared fixtures: a real InfluxDB 1.x server on a free loopback port, the imitation of InfluxDB 2.x, and the jobs
 run as processes.
 
-A test that takes the ``server`` fixture runs against InfluxDB 1.6 (InfluxQL); marked ``both_dialects``, it runs
+A test that takes the ``influx`` fixture runs against InfluxDB 1.6 (InfluxQL); marked ``both_dialects``, it runs
 a second time against the imitation of InfluxDB 2.7 (Flux, tools/fake_influx2), with the same assertions.
 """
 
@@ -37,11 +37,11 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
-    """Every test that takes ``server`` gets the dialect as a parameter (so that the module-scoped fixtures built
+    """Every test that takes ``influx`` gets the dialect as a parameter (so that the module-scoped fixtures built
     on it are made once per dialect): InfluxQL, and Flux too for a test marked ``both_dialects``."""
-    if "server" in metafunc.fixturenames:
+    if "influx" in metafunc.fixturenames:
         both = metafunc.definition.get_closest_marker("both_dialects") is not None
-        metafunc.parametrize("server", DIALECTS if both else DIALECTS[:1], indirect=True, scope="module")
+        metafunc.parametrize("influx", DIALECTS if both else DIALECTS[:1], indirect=True, scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +124,7 @@ def _influxql_string(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(request):
+def influx(request):
     """InfluxDB to run the jobs against, in the dialect of the test's parameter (pytest_generate_tests)."""
     if request.param == "influxql":
         yield InfluxQLServer(request.getfixturevalue("influxd").url)

@@ -6,7 +6,7 @@ normal. Sensor ids carry the characters line protocol, InfluxQL and Flux must es
 
 The tests marked ``both_dialects`` (training, the first run's flags, resuming and catching up, a backfill, the
 cold-start detector, events and incidents, the health point, a missing database) run twice: against InfluxDB
-1.6 in InfluxQL, and against the imitation of InfluxDB 2.7 in Flux (tests/conftest.py, ``server``); the others
+1.6 in InfluxQL, and against the imitation of InfluxDB 2.7 in Flux (tests/conftest.py, ``influx``); the others
 against InfluxDB 1.6 only.
 """
 
@@ -48,14 +48,14 @@ TRAIN = [
 FIXED_RULES = ("--threshold", "fixed", "--min-consecutive", "1")
 
 
-def seed_database(server, database: str) -> list[sensor_data.Anomaly]:
-    server.create(database)
+def seed_database(influx, database: str) -> list[sensor_data.Anomaly]:
+    influx.create(database)
     start, stop, sample = NOW - pd.Timedelta(days=15), NOW + pd.Timedelta(days=1), pd.Timedelta(minutes=5)
     lines, anomalies = sensor_data.fleet(
         SENSORS, start, stop, sample, seed=3, anomalies_after=NOW - pd.Timedelta(days=1)
     )
     quiet, _ = sensor_data.fleet([QUIET], start, stop, sample, seed=3)
-    server.write(database, lines + quiet)
+    influx.write(database, lines + quiet)
     return anomalies
 
 
@@ -66,11 +66,11 @@ def write_config(directory, ratios=None, windows=None):
 
 
 @pytest.fixture(scope="module")
-def trained(server, tmp_path_factory):
+def trained(influx, tmp_path_factory):
     """Models trained once for the module (and dialect), from a database of their own."""
-    workdir = tmp_path_factory.mktemp(f"trained-{server.dialect}")
-    seed_database(server, f"training_{server.dialect}")
-    env = server.env(f"training_{server.dialect}")
+    workdir = tmp_path_factory.mktemp(f"trained-{influx.dialect}")
+    seed_database(influx, f"training_{influx.dialect}")
+    env = influx.env(f"training_{influx.dialect}")
     args = [*TRAIN, "--models-dir", str(workdir / "models"), *write_config(workdir)]
     result = run_job("sensor_training.py", args, env, cwd=workdir)
     assert result.returncode == 0, result.stderr
@@ -78,10 +78,10 @@ def trained(server, tmp_path_factory):
 
 
 @pytest.fixture
-def scoring(server, trained, tmp_path):
+def scoring(influx, trained, tmp_path):
     """A fresh database with the same data, and a function that runs sensor_predict.py against it."""
     database = f"scoring_{tmp_path.name}"[:60]
-    anomalies = seed_database(server, database)
+    anomalies = seed_database(influx, database)
     models_dir, _ = trained
 
     def predict(*extra, ratios=None, windows=None, env=None):
@@ -97,12 +97,12 @@ def scoring(server, trained, tmp_path):
         return run_job(
             "sensor_predict.py",
             args,
-            {**server.env(database), **(env or {})},
+            {**influx.env(database), **(env or {})},
             cwd=tmp_path,
         )
 
     def scores(sensor_id):
-        return server.points(
+        return influx.points(
             database, "PREDICT_ANOMALY", ["loss", "threshold", "anomaly", "val_num"], uniqueID=sensor_id
         )
 
@@ -266,9 +266,9 @@ def test_an_unreachable_server_gives_one_clear_line(scoring, tmp_path):
         pytest.param("admin:hunter2@{host}", "'http://…@{host}' holds a user name or password", id="valid"),
     ],
 )
-def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, server, netloc, message):
+def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, influx, netloc, message):
     predict, scores, _, _ = scoring
-    host = server.url.removeprefix("http://")
+    host = influx.url.removeprefix("http://")
     result = predict("--now", NOW.isoformat(), env={"INFLUX_URL": "http://" + netloc.format(host=host)})
     assert result.returncode == 2
     assert "--url / INFLUX_URL: " + message.format(host=host) in result.stderr
@@ -277,11 +277,11 @@ def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, ser
 
 
 @pytest.mark.both_dialects
-def test_a_missing_database_is_named(scoring, server):
+def test_a_missing_database_is_named(scoring, influx):
     predict, _, _, _ = scoring
-    result = predict("--now", NOW.isoformat(), env={server.store_variable: "no_such_db"})
+    result = predict("--now", NOW.isoformat(), env={influx.store_variable: "no_such_db"})
     assert result.returncode == 1
-    assert "no database or bucket 'no_such_db'" in result.stderr and server.store_variable in result.stderr
+    assert "no database or bucket 'no_such_db'" in result.stderr and influx.store_variable in result.stderr
 
 
 def test_training_skips_unusable_sensors_and_trains_the_rest(influxd, database, tmp_path):
@@ -394,7 +394,7 @@ HEALTH_FIELDS = [
 
 
 @pytest.mark.both_dialects
-def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, server):
+def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influx):
     predict, _, _, database = scoring
     result = predict("--now", NOW.isoformat(), "--log-format", "json")
     assert result.returncode == 0, result.stderr
@@ -402,8 +402,8 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, server):
     assert {"time", "level", "logger", "message"} <= set(entries[-1])
     assert entries[-1]["message"].startswith("done in")
     assert predict("--now", (NOW + INTERVAL).isoformat()).returncode == 0
-    frame = server.points(database, "JOB_HEALTH", HEALTH_FIELDS, job="sensor_predict")
-    assert len(server.points(database, "JOB_HEALTH", HEALTH_FIELDS)) == len(frame)  # no point of another job
+    frame = influx.points(database, "JOB_HEALTH", HEALTH_FIELDS, job="sensor_predict")
+    assert len(influx.points(database, "JOB_HEALTH", HEALTH_FIELDS)) == len(frame)  # no point of another job
     assert frame["sensors_selected"].tolist() == [4, 4] and frame["windows"].tolist() == [4 * 96, 4]
     assert frame["exit_status"].tolist() == [0, 0] and (frame["duration_s"] > 0).all()
     assert frame["notifications_failed"].tolist() == [0, 0] and frame["alerts_failed"].tolist() == [0, 0]
@@ -411,7 +411,7 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, server):
 
 @pytest.mark.parametrize("what", ["webhook refuses the connection", "state file cannot be written"])
 def test_a_failed_notification_or_alert_step_is_named_in_the_summary_and_the_health_point(
-    scoring, server, tmp_path, what
+    scoring, influx, tmp_path, what
 ):
     """Exit status 1 with no sensor failed: the summary line and the health point say what did fail."""
     predict, _, _, database = scoring
@@ -427,14 +427,14 @@ def test_a_failed_notification_or_alert_step_is_named_in_the_summary_and_the_hea
     summary = result.stderr.splitlines()[-1]
     assert f"0 failed, {expected[0]} notifications failed" in summary
     assert ("the events, incidents and notifications step failed" in summary) is bool(expected[1])
-    health = server.points(
+    health = influx.points(
         database, "JOB_HEALTH", ["sensors_failed", "notifications_failed", "alerts_failed", "exit_status"]
     )
     assert health.values.tolist() == [[0, *expected, 1]]
 
 
 @pytest.mark.both_dialects
-def test_events_become_annotations_incidents_and_one_message_each(scoring, server, webhook, tmp_path):
+def test_events_become_annotations_incidents_and_one_message_each(scoring, influx, webhook, tmp_path):
     predict, _scores, anomalies, database = scoring
     url, received = webhook.url, webhook.received
     args = ["--notify-cooldown", "0s", "--incident-tag", "siteRef", "--state-file", str(tmp_path / "state.json")]
@@ -451,9 +451,9 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, serve
     assert {a.sensor_id for a in anomalies} <= flagged
     sites = {body["group"] for body in received}
     for site in sites:
-        assert len(server.points(database, "INCIDENTS", ["text", "severity", "sensors"], siteRef=site)) >= 1, site
+        assert len(influx.points(database, "INCIDENTS", ["text", "severity", "sensors"], siteRef=site)) >= 1, site
     for anomaly in anomalies:
-        starts = server.points(database, "ANOMALY_EVENTS", ["text", "end_ms"], uniqueID=anomaly.sensor_id).index
+        starts = influx.points(database, "ANOMALY_EVENTS", ["text", "end_ms"], uniqueID=anomaly.sensor_id).index
         assert any(anomaly.start <= s < anomaly.stop + WINDOW * INTERVAL for s in starts), anomaly
     again = predict("--now", NOW.isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert again.returncode == 0 and len(received) == len(keys)  # nothing new: nothing sent
@@ -482,7 +482,7 @@ def test_a_bad_webhook_url_stops_the_job_before_it_scores_without_showing_the_ur
 
 
 @pytest.mark.both_dialects
-def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, server):
+def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, influx):
     predict, _, _, database = scoring
     index = pd.date_range(NOW - pd.Timedelta(days=4), NOW, freq="15min", inclusive="left")
     values, spike = sensor_data.inject(
@@ -493,15 +493,15 @@ def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_
         NOW - pd.Timedelta(hours=5),
         INTERVAL,
     )
-    server.write(database, sensor_data.readings_lines("new sensor", index, values))
+    influx.write(database, sensor_data.readings_lines("new sensor", index, values))
     result = predict("--now", NOW.isoformat())
     assert result.returncode == 0, result.stderr
     assert "sensor 'new sensor': 96 readings (no model yet: robust detector)" in result.stderr
-    found = server.points(database, "PREDICT_ANOMALY", ["anomaly", "kind", "detector"], uniqueID="new sensor")
+    found = influx.points(database, "PREDICT_ANOMALY", ["anomaly", "kind", "detector"], uniqueID="new sensor")
     flagged = found.index[found["anomaly"].astype(bool)]
     assert flagged.tolist() == [spike.start] and set(found["detector"]) == {"robust"}
     assert set(found["kind"][found["anomaly"].astype(bool)]) == {"outlier"}
-    trained_sensor = server.points(database, "PREDICT_ANOMALY", ["detector"], uniqueID=QUIET)
+    trained_sensor = influx.points(database, "PREDICT_ANOMALY", ["detector"], uniqueID=QUIET)
     assert len(trained_sensor) == 96 and set(trained_sensor["detector"]) == {"lstm"}  # trained: still the LSTM
     skipped = predict("--now", (NOW + INTERVAL).isoformat(), "--no-cold-start")
     assert "sensor 'new sensor': skipped: no model" in skipped.stderr
@@ -528,13 +528,13 @@ def test_a_dynamic_threshold_never_drops_below_its_floor_and_still_flags_the_ano
     assert scores(QUIET)["threshold"].nunique() > 1  # it moves with the recent losses
 
 
-def test_events_can_also_go_where_chronograf_keeps_its_annotations(scoring, server, tmp_path):
+def test_events_can_also_go_where_chronograf_keeps_its_annotations(scoring, influx, tmp_path):
     predict, _, anomalies, _ = scoring
-    server.create("chronograf")
+    influx.create("chronograf")
     result = predict("--now", NOW.isoformat(), "--chronograf-annotations", "--state-file", str(tmp_path / "s.json"))
     assert result.returncode == 0, result.stderr
     found = rows(
-        server.url,
+        influx.url,
         "chronograf",
         'SELECT "text", "start_time", "deleted", "uniqueID" FROM "annotations" WHERE "deleted" = false GROUP BY "id"',
     )

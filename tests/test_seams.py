@@ -7,7 +7,7 @@ readings it waits for, the windows before the first due one that persistence and
 decide from, and the model that was on disk when it started. Each test runs the jobs as processes, as cron
 does, against the real throwaway influxd of tests/conftest.py, on generated readings with known events
 (tools/sensor_data.py), and checks what the server holds afterwards. Those marked ``both_dialects`` run again
-against the imitation of InfluxDB 2.7, in Flux (tests/conftest.py, ``server``).
+against the imitation of InfluxDB 2.7, in Flux (tests/conftest.py, ``influx``).
 
 The models are tiny (window 4, 4 units, 2 epochs), trained once for the module and copied for each test:
 the tests judge the seams, not the model.
@@ -79,12 +79,12 @@ def config_args(directory: Path, ratios: dict[str, float] | None = None) -> list
 
 
 class Jobs:
-    """The jobs as cron runs them, against one test's database (on the test's ``server``), models and working
+    """The jobs as cron runs them, against one test's database (on the test's ``influx``), models and working
     directory."""
 
-    def __init__(self, server, database: str, models: Path, workdir: Path):
-        self.server, self.database, self.models, self.workdir = server, server.create(database), models, workdir
-        self.env = server.env(database)
+    def __init__(self, influx, database: str, models: Path, workdir: Path):
+        self.influx, self.database, self.models, self.workdir = influx, influx.create(database), models, workdir
+        self.env = influx.env(database)
 
     def predict(self, now: pd.Timestamp, *extra: str, ratios: dict[str, float] | None = None) -> int:
         """One scoring run at ``now``; returns the windows it says it scored (its summary line)."""
@@ -104,10 +104,10 @@ class Jobs:
 
     def points(self, sensor_id: str, measurement: str = "PREDICT_ANOMALY") -> pd.DataFrame:
         """A sensor's points in ``measurement``, read straight from the server, by time."""
-        return self.server.points(self.database, measurement, list(FIELDS), uniqueID=sensor_id)
+        return self.influx.points(self.database, measurement, list(FIELDS), uniqueID=sensor_id)
 
     def write(self, lines: list[str]) -> None:
-        self.server.write(self.database, lines)
+        self.influx.write(self.database, lines)
 
 
 def grid(first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
@@ -135,20 +135,20 @@ def assert_scored(jobs: Jobs, first: pd.Timestamp, last: pd.Timestamp) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(server, tmp_path_factory):
+def trained(influx, tmp_path_factory):
     """A models directory with a model of each sensor, trained once for the module (and dialect)."""
-    workdir = tmp_path_factory.mktemp(f"seams-trained-{server.dialect}")
-    jobs = Jobs(server, f"seams_training_{server.dialect}", workdir / "models", workdir)
+    workdir = tmp_path_factory.mktemp(f"seams-trained-{influx.dialect}")
+    jobs = Jobs(influx, f"seams_training_{influx.dialect}", workdir / "models", workdir)
     jobs.write(readings())
     jobs.train()
     return workdir / "models"
 
 
 @pytest.fixture
-def unseeded(server, trained, tmp_path) -> Jobs:
+def unseeded(influx, trained, tmp_path) -> Jobs:
     """This test's database, empty, and its own copy of the models."""
     shutil.copytree(trained, tmp_path / "models")
-    return Jobs(server, f"seams_{tmp_path.name}"[:60], tmp_path / "models", tmp_path)
+    return Jobs(influx, f"seams_{tmp_path.name}"[:60], tmp_path / "models", tmp_path)
 
 
 @pytest.fixture
@@ -339,7 +339,7 @@ def test_the_tick_after_a_retrain_scores_with_the_new_model_and_loses_no_interva
     assert jobs.predict(tick(after), *rules) == len(SENSORS) * 4
     assert_scored(jobs, before - FIRST_RUN, after - INTERVAL)
     # The same windows scored by the new model with no earlier version beside it.
-    alone = Jobs(jobs.server, jobs.database, only_committed(jobs.models, tmp_path / "new-models"), tmp_path)
+    alone = Jobs(jobs.influx, jobs.database, only_committed(jobs.models, tmp_path / "new-models"), tmp_path)
     backfill = ("--start", before.isoformat(), "--stop", after.isoformat(), "--output-measurement", "NEW_MODEL")
     assert alone.predict(tick(after), *rules, *backfill) == len(SENSORS) * 4
     for sensor_id in SENSORS:
