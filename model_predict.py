@@ -8,6 +8,7 @@ and ``decide`` (anomaly.detect). A window's score belongs to the time of its las
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import detect, runs, store, thresholds
+from anomaly import detect, runs, settings, store, thresholds, times
+from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.metadata import ArtifactError, ModelMetadata
 from anomaly.settings import Schema
@@ -139,6 +141,52 @@ class Policy:
     missing_limit: int | None = None
     missing_is_anomaly: bool = False
     level_margin: float = LEVEL_MARGIN
+
+
+def add_rule_arguments(group: argparse._ArgumentGroup) -> None:
+    """The flags that choose the threshold rule and the level margin: sensor_predict.py scores with them and
+    sensor_tune.py decides its candidates with the same ones, so a tuned ratio is tuned for the rule it runs
+    under."""
+    group.add_argument(
+        "--threshold",
+        choices=("fixed", "dynamic"),
+        default="dynamic",
+        help="dynamic (default): per window, from the smoothed losses of --dynamic-history before it, never "
+        "below --dynamic-floor x the model's threshold x ratio; fixed: the model's threshold x ratio (see README)",
+    )
+    group.add_argument(
+        "--dynamic-history",
+        default="1d",
+        help="losses a dynamic threshold is computed from (default 1d; each tick scores that much again)",
+    )
+    group.add_argument(
+        "--dynamic-floor",
+        type=float,
+        default=DYNAMIC_FLOOR,
+        help="share of the model's threshold x ratio below which a dynamic threshold never goes "
+        f"(default {DYNAMIC_FLOOR})",
+    )
+    group.add_argument(
+        "--level-margin",
+        type=float,
+        default=LEVEL_MARGIN,
+        help="a reading beyond the training range by more than this share of the range is a level anomaly "
+        f"(default {LEVEL_MARGIN})",
+    )
+
+
+def rule_policy(args: argparse.Namespace, interval: pd.Timedelta) -> Policy:
+    """The Policy of ``add_rule_arguments``' flags, checked (every other field at its default)."""
+    history = None
+    if args.threshold == "dynamic":
+        history = int(times.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
+        if history < 2:
+            raise ConfigError(f"--dynamic-history: {args.dynamic_history} must hold at least 2 intervals")
+    return Policy(
+        dynamic_history=history,
+        dynamic_floor=settings.non_negative("--dynamic-floor", args.dynamic_floor),
+        level_margin=settings.non_negative("--level-margin", args.level_margin),
+    )
 
 
 def levels(model: SensorModel, margin: float) -> tuple[float, float] | None:

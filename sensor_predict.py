@@ -82,25 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="flag a window only when it and the K-1 before it all exceed the threshold (default 2)",
     )
-    job.add_argument(
-        "--threshold",
-        choices=("fixed", "dynamic"),
-        default="dynamic",
-        help="dynamic (default): per window, from the smoothed losses of --dynamic-history before it, never "
-        "below --dynamic-floor x the model's threshold x ratio; fixed: the model's threshold x ratio (see README)",
-    )
-    job.add_argument(
-        "--dynamic-history",
-        default="1d",
-        help="losses a dynamic threshold is computed from (default 1d; each tick scores that much again)",
-    )
-    job.add_argument(
-        "--dynamic-floor",
-        type=float,
-        default=model_predict.DYNAMIC_FLOOR,
-        help="share of the model's threshold x ratio below which a dynamic threshold never goes "
-        f"(default {model_predict.DYNAMIC_FLOOR})",
-    )
+    model_predict.add_rule_arguments(job)
     job.add_argument(
         "--missing-after",
         help="report intervals of a sensor with no reading for longer than this (default --max-gap)",
@@ -110,13 +92,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="count those intervals as anomalies (anomaly=true, events, alerts); by default they are reported "
         "with kind missing and anomaly=false: an outage of the data is not a process anomaly",
-    )
-    job.add_argument(
-        "--level-margin",
-        type=float,
-        default=model_predict.LEVEL_MARGIN,
-        help="a reading beyond the training range by more than this share of the range is a level anomaly "
-        f"(default {model_predict.LEVEL_MARGIN})",
     )
     job.add_argument(
         "--engine",
@@ -157,17 +132,11 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     return PredictSettings(
         common=common,
         schedule=schedule_from_args(args, common),
-        policy=Policy(
+        policy=dataclasses.replace(
+            model_predict.rule_policy(args, interval),
             min_consecutive=settings.positive_int("--min-consecutive", args.min_consecutive),
-            dynamic_history=(
-                int(times.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
-                if args.threshold == "dynamic"
-                else None
-            ),
             missing_limit=int(times.parse_duration(args.missing_after or args.max_gap, "--missing-after") / interval),
             missing_is_anomaly=args.missing_is_anomaly,
-            dynamic_floor=settings.non_negative("--dynamic-floor", args.dynamic_floor),
-            level_margin=settings.non_negative("--level-margin", args.level_margin),
         ),
         engine=args.engine,
         dry_run=args.dry_run,
