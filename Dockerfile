@@ -19,19 +19,21 @@ WORKDIR /app
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
-# The code stays owned by root: the jobs can write their models and nothing else.
+# The code stays owned by root: the jobs can write their models and their state and nothing else.
 COPY *.py threshold_ratios.json time_step_sizes.json ./
 COPY anomaly/ ./anomaly/
 COPY deploy/container-schedule.sh ./deploy/
 # The generated demo data (docker-compose.yml's seed service: python -m tools.sensor_data).
 COPY tools/ ./tools/
 
-# models/ is the jobs' default --models-dir (beside the scripts). It must exist, owned by the job
-# user, before VOLUME: a new named volume takes its owner from the image.
+# models/ is the jobs' default --models-dir (beside the scripts); state/ is where scoring keeps its
+# notification state (STATE_DIRECTORY, read as systemd's StateDirectory= sets it). Each must exist, owned
+# by the job user, before VOLUME: a new named volume takes its owner from the image.
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin app \
-    && mkdir /app/models \
-    && chown app:app /app/models
+    && mkdir /app/models /app/state \
+    && chown app:app /app/models /app/state
+ENV STATE_DIRECTORY=/app/state
 USER app
-VOLUME ["/app/models"]
+VOLUME ["/app/models", "/app/state"]
 
 CMD ["sh", "deploy/container-schedule.sh"]

@@ -192,6 +192,8 @@ def flat_run_lengths(values: np.ndarray) -> np.ndarray:
     its value (1: differs from the one before; 0: no reading). A sensor stuck at one value has long runs;
     noise never repeats exactly."""
     values = np.asarray(values, dtype="float64")
+    if not values.size:
+        return np.zeros(0, dtype=np.int64)
     lengths = run_lengths(np.r_[False, values[1:] == values[:-1]]) + 1
     lengths[np.isnan(values)] = 0
     return lengths

@@ -246,6 +246,11 @@ class Database(abc.ABC):
         """What sensor_predict.py wrote: per sensor a frame by window end with loss, threshold, anomaly, the
         reading (named like --field) and score (NaN where a point has none: written before the field was)."""
 
+    @abc.abstractmethod
+    def delete_scores(self, ranges: Mapping[str, Sequence[tuple[pd.Timestamp, pd.Timestamp]]]) -> None:
+        """Delete each sensor's points in the output measurement whose time lies in one of its (first, last)
+        ranges, both ends included (a backfill clears what it does not write over: sensor_predict.py)."""
+
     def record_run(self, job: str, host: str, fields: Mapping[str, float | int | str], time_ns: int) -> None:
         """One point per job run in the health measurement, for dashboards and a deadman alert; nanosecond
         time, so runs that end in the same second (shards on one host) each keep their point.

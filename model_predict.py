@@ -8,6 +8,7 @@ and ``decide`` (anomaly.detect). A window's score belongs to the time of its las
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import detect, store, thresholds
+from anomaly import detect, runs, settings, store, thresholds, times
+from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import series_lines
 from anomaly.metadata import ArtifactError, ModelMetadata
 from anomaly.settings import Schema
@@ -142,8 +144,50 @@ class Policy:
     level_margin: float = LEVEL_MARGIN
 
 
-# A flat-line longer than this is not looked for: reading that far back every tick would cost more.
-FLAT_CONTEXT = pd.Timedelta(days=2)
+def add_rule_arguments(group: argparse._ArgumentGroup) -> None:
+    """The flags that choose the threshold rule and the level margin: sensor_predict.py scores with them and
+    sensor_tune.py decides its candidates with the same ones, so a tuned ratio is tuned for the rule it runs
+    under."""
+    group.add_argument(
+        "--threshold",
+        choices=("fixed", "dynamic"),
+        default="dynamic",
+        help="dynamic (default): per window, from the smoothed losses of --dynamic-history before it, never "
+        "below --dynamic-floor x the model's threshold x ratio; fixed: the model's threshold x ratio (see README)",
+    )
+    group.add_argument(
+        "--dynamic-history",
+        default="1d",
+        help="losses a dynamic threshold is computed from (default 1d; each tick scores that much again)",
+    )
+    group.add_argument(
+        "--dynamic-floor",
+        type=float,
+        default=DYNAMIC_FLOOR,
+        help="share of the model's threshold x ratio below which a dynamic threshold never goes "
+        f"(default {DYNAMIC_FLOOR})",
+    )
+    group.add_argument(
+        "--level-margin",
+        type=float,
+        default=LEVEL_MARGIN,
+        help="a reading beyond the training range by more than this share of the range is a level anomaly "
+        f"(default {LEVEL_MARGIN})",
+    )
+
+
+def rule_policy(args: argparse.Namespace, interval: pd.Timedelta) -> Policy:
+    """The Policy of ``add_rule_arguments``' flags, checked (every other field at its default)."""
+    history = None
+    if args.threshold == "dynamic":
+        history = int(times.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
+        if history < 2:
+            raise ConfigError(f"--dynamic-history: {args.dynamic_history} must hold at least 2 intervals")
+    return Policy(
+        dynamic_history=history,
+        dynamic_floor=settings.non_negative("--dynamic-floor", args.dynamic_floor),
+        level_margin=settings.non_negative("--level-margin", args.level_margin),
+    )
 
 
 def levels(model: SensorModel, margin: float) -> tuple[float, float] | None:
@@ -172,12 +216,12 @@ def rules_for(model: SensorModel, ratio: float, policy: Policy) -> detect.Rules:
 def lead(model: SensorModel, policy: Policy, interval: pd.Timedelta) -> tuple[pd.Timedelta, pd.Timedelta]:
     """How far before a sensor's first due window the windows that decide it begin (persistence and the
     dynamic threshold's history), and how far before those its readings must be read (the window itself,
-    a flat-line run up to FLAT_CONTEXT)."""
+    a flat-line run up to the flat-line limit, which metadata.FLAT_CONTEXT bounds)."""
     decided = (policy.min_consecutive - 1) * interval
     if policy.dynamic_history:
         decided += thresholds.history_needed(policy.dynamic_history) * interval
     # Twice the window: the level detector must see where a move beyond the training range began.
-    readings = max(2 * model.window, min(model.flat_limit or 0, int(FLAT_CONTEXT / interval))) * interval
+    readings = max(2 * model.window, model.flat_limit or 0) * interval
     return decided, readings
 
 
@@ -277,8 +321,21 @@ def decide(
     return scores[(scores.index >= first) & (scores.index <= last)]
 
 
+def without_windows(
+    scores: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp, interval: pd.Timedelta
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The runs of window ends in [first, last] at which ``scores`` holds no window: no point (a window across
+    a long gap, too little history) or a point without a loss (an interval without readings). (first, last)
+    of each run, both ends included."""
+    grid = pd.date_range(first, last, freq=interval)
+    windows = scores.index[scores["loss"].notna().to_numpy()]
+    return [(grid[a], grid[b]) for a, b in runs.runs(~grid.isin(windows))]
+
+
 def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
-    """One point per scored window end, in time order (a written prefix never leaves a gap behind it)."""
+    """One point per row of ``scores``, in time order (a written prefix never leaves a gap behind it). A window
+    carries every field; a point without a reading has no value, loss, smoothed loss or score (a non-finite
+    float is left out)."""
     # Columns as arrays, not a row object per point: a tick writes a point for each of thousands of sensors.
     fields = {
         schema.field: scores["value"].to_numpy(),
@@ -287,7 +344,7 @@ def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: 
         "anomaly": scores["anomaly"].to_numpy(dtype=bool),
         "kind": scores["kind"].to_numpy(),
         "detector": [detector] * len(scores),
-        **({"smoothed_loss": scores["smoothed_loss"].to_numpy()} if "smoothed_loss" in scores else {}),
+        "smoothed_loss": scores["smoothed_loss"].to_numpy(),
         "score": scores["score"].to_numpy(),
     }
     return series_lines(

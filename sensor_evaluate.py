@@ -121,7 +121,7 @@ def evaluate_chunk(
 def run(settings: EvaluateSettings, db: Database) -> runner.Outcome:
     began = time.monotonic()
     common = settings.common
-    sensor_ids = common.selected([] if common.sensors else db.sensor_ids(settings.start, settings.stop))
+    sensor_ids = runner.sensors_to_process(common, db, settings.start, settings.stop)
     found = [r for chunk in review.chunks(sensor_ids, common.chunk_size) for r in evaluate_chunk(db, chunk, settings)]
     results = [r for r in found if r is not None]
     failed = len(found) - len(results)

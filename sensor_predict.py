@@ -15,8 +15,10 @@ nothing).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, losses, pack, rescore, runner, settings, store, times
+from anomaly import cold_start, files, losses, pack, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
 from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
@@ -59,11 +61,7 @@ class PredictSettings:
     dry_run: bool
     cold_start: cold_start.ColdStartSettings | None
     alerts: alerts.AlertSettings
-
-    @property
-    def rescore_file(self) -> Path:
-        """The ranges to score again (rescore.py), beside the state file: both belong to one output."""
-        return self.alerts.state_file.with_suffix(".rescore.json")
+    rescore_file: Path  # the ranges to score again (rescore.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,25 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="flag a window only when it and the K-1 before it all exceed the threshold (default 2)",
     )
-    job.add_argument(
-        "--threshold",
-        choices=("fixed", "dynamic"),
-        default="dynamic",
-        help="dynamic (default): per window, from the smoothed losses of --dynamic-history before it, never "
-        "below --dynamic-floor x the model's threshold x ratio; fixed: the model's threshold x ratio (see README)",
-    )
-    job.add_argument(
-        "--dynamic-history",
-        default="1d",
-        help="losses a dynamic threshold is computed from (default 1d; each tick scores that much again)",
-    )
-    job.add_argument(
-        "--dynamic-floor",
-        type=float,
-        default=model_predict.DYNAMIC_FLOOR,
-        help="share of the model's threshold x ratio below which a dynamic threshold never goes "
-        f"(default {model_predict.DYNAMIC_FLOOR})",
-    )
+    model_predict.add_rule_arguments(job)
     job.add_argument(
         "--missing-after",
         help="report intervals of a sensor with no reading for longer than this (default --max-gap)",
@@ -112,13 +92,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="count those intervals as anomalies (anomaly=true, events, alerts); by default they are reported "
         "with kind missing and anomaly=false: an outage of the data is not a process anomaly",
-    )
-    job.add_argument(
-        "--level-margin",
-        type=float,
-        default=model_predict.LEVEL_MARGIN,
-        help="a reading beyond the training range by more than this share of the range is a level anomaly "
-        f"(default {model_predict.LEVEL_MARGIN})",
     )
     job.add_argument(
         "--engine",
@@ -155,25 +128,53 @@ def schedule_from_args(args: argparse.Namespace, common: Common) -> Schedule:
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     common = settings.common_from_args(args)
     interval = common.interval
+    alert_settings = alerts.settings_from_args(args, common, settings.state_dir(os.environ))
     return PredictSettings(
         common=common,
         schedule=schedule_from_args(args, common),
-        policy=Policy(
+        policy=dataclasses.replace(
+            model_predict.rule_policy(args, interval),
             min_consecutive=settings.positive_int("--min-consecutive", args.min_consecutive),
-            dynamic_history=(
-                int(times.parse_duration(args.dynamic_history, "--dynamic-history") / interval)
-                if args.threshold == "dynamic"
-                else None
-            ),
             missing_limit=int(times.parse_duration(args.missing_after or args.max_gap, "--missing-after") / interval),
             missing_is_anomaly=args.missing_is_anomaly,
-            dynamic_floor=settings.non_negative("--dynamic-floor", args.dynamic_floor),
-            level_margin=settings.non_negative("--level-margin", args.level_margin),
         ),
         engine=args.engine,
         dry_run=args.dry_run,
         cold_start=cold_start.settings_from_args(args),
-        alerts=alerts.settings_from_args(args, common),
+        alerts=alert_settings,
+        rescore_file=rescore.beside(alert_settings.state_file),
+    )
+
+
+def settled(former: Path, path: Path, move: bool) -> Path:
+    """Where a file that an earlier version kept at ``former`` (in the models directory) is used from: moved
+    to ``path`` unless a file is there already, so an upgrade forgets no ongoing event and no range to score
+    again. Where it lies, on a dry run (which moves nothing) or when it cannot be moved (logged): this run
+    keeps using it there rather than start with no memory."""
+    if path.exists() or not former.exists():
+        return path
+    if not move:
+        return former
+    try:
+        files.move(former, path)
+    except OSError as e:
+        logger.error("%s cannot be moved to %s (%s); it is used where it is until it can be", former, path, e)
+        return former
+    logger.warning("%s moved to %s, where it is kept from now on", former, path)
+    return path
+
+
+def with_former_state(settings: PredictSettings) -> PredictSettings:
+    """``settings`` with the state and rescore files where ``settled`` finds them (upgrades from versions that
+    kept them in the models directory)."""
+    former = settings.alerts.former_state_file
+    if former is None:
+        return settings
+    move = not settings.dry_run
+    return dataclasses.replace(
+        settings,
+        alerts=dataclasses.replace(settings.alerts, state_file=settled(former, settings.alerts.state_file, move)),
+        rescore_file=settled(rescore.beside(former), settings.rescore_file, move),
     )
 
 
@@ -191,6 +192,11 @@ class Run:
         # The NumPy engine reads the models from the packed store (anomaly/pack.py), opened once per run.
         self.packs = pack.PackedStore.open(self.common.models_dir) if settings.engine == "numpy" else None
         self.unpacked = 0
+        # A backfill that writes clears what it does not write over (clear_stale): per sensor of the chunk, the
+        # ranges it holds no window in, and the chunk's points without a loss.
+        self.clears = settings.schedule.start is not None and not settings.dry_run
+        self.stale: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+        self.unscored: list[str] = []
 
     def fail(self, sensor_id: str) -> None:
         logger.exception("sensor %r: failed", sensor_id)
@@ -368,6 +374,9 @@ class Run:
         except Exception:
             self.fail(sensor_id)
             return []
+        if self.clears and not scores.empty:
+            self.stale[sensor_id] = model_predict.without_windows(scores, *due, self.common.interval)
+            self.unscored += [line for line, void in zip(lines, scores["loss"].isna()) if void]
         if scores.empty:
             if detector == "lstm":
                 self.no_window(sensor_id, *due)
@@ -387,6 +396,15 @@ class Run:
             "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
         )
         return lines
+
+    def clear_stale(self) -> None:
+        """After a backfill's chunk is written: InfluxDB merges a point into the one already at its key, so where
+        this run wrote a point without a loss, or none (no window), an earlier run's fields would remain. Those
+        ranges are deleted now that the windows are written, and the points without a loss written again: a
+        run that dies midway never loses a score it did not replace."""
+        self.db.delete_scores({s: spans for s, spans in self.stale.items() if spans})
+        self.db.write(self.unscored)
+        self.stale, self.unscored = {}, []
 
     def score_cold(self, sensor_ids: list[str]) -> list[str]:
         """Sensors with no model yet, scored by the robust detector until training gives them one (see
@@ -438,9 +456,7 @@ def score(job: Run) -> list[str]:
     """Score every selected sensor, a chunk at a time (one read and one write each); returns the sensors."""
     settings, common, db = job.settings, job.common, job.db
     now = common.now.floor(common.interval)
-    found = [] if common.sensors else db.sensor_ids(now - settings.schedule.max_catchup, common.now)
-    common.warn_unmatched_keys(found)
-    sensor_ids = common.selected(found)
+    sensor_ids = runner.sensors_to_process(common, db, now - settings.schedule.max_catchup, common.now)
     for first in range(0, len(sensor_ids), common.chunk_size):
         job.due = {}
         lines = job.score_chunk(sensor_ids[first : first + common.chunk_size])
@@ -450,6 +466,8 @@ def score(job: Run) -> list[str]:
         try:
             if lines:
                 db.write(lines)
+            if job.clears:
+                job.clear_stale()
         except InfluxError:
             rescore.save(settings.rescore_file, rescore.failed(job.pending, job.due))
             raise
@@ -469,6 +487,7 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             f"--models-dir {common.models_dir}: no such directory; fix the path, or run sensor_training.py "
             "(which makes it) first; to score with the cold-start detector before any training, create it"
         )
+    settings = with_former_state(settings)
     job = Run(settings, db)
     try:
         sensor_ids = score(job)

@@ -224,9 +224,7 @@ def run(settings: TrainingSettings, db: Database) -> runner.Outcome:
         client = Client(settings.dask_scheduler)
         logger.info("training on the Dask cluster at %s", settings.dask_scheduler)
     try:
-        found = [] if common.sensors else db.sensor_ids(plan.start, plan.stop)
-        common.warn_unmatched_keys(found)
-        sensor_ids = common.selected(found)
+        sensor_ids = runner.sensors_to_process(common, db, plan.start, plan.stop)
         logger.info(
             "training %d sensors on %s .. %s, interval %s, %s",
             len(sensor_ids),

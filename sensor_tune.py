@@ -5,8 +5,11 @@ to threshold_ratios.json.
 For a tuning range, per sensor: the loss of every window sensor_predict.py scored there (it does not
 depend on the ratio), its readings, the model's metadata, and the labels (--labels-csv files, or the
 --label-field in InfluxDB). Every ratio of --ratios-grid is tried with every K of --min-consecutive-grid,
-each flag decided as the scorer decides it (detect.decide with the scorer's rules: threshold x ratio,
-level, K windows in a row, flat-line; --level-margin as the scoring job has it). For each K, each sensor's
+each flag decided as the scorer decides it (detect.decide with the scorer's rules: the threshold x ratio,
+fixed or dynamic, level, K windows in a row, flat-line; --threshold, --dynamic-history, --dynamic-floor and
+--level-margin as the scoring job has them, by default its defaults: under the dynamic threshold a ratio
+moves its floor, and the losses of --dynamic-history before the range are read so that each window's
+threshold is the scorer's). For each K, each sensor's
 ratio is chosen (evaluation.tune_ratio):
 
 - with a labelled event in the range: the highest event F1, or, with --max-false-alarms N, the highest
@@ -20,8 +23,7 @@ then the best event F1 (or recall) of the labelled sensors together, then the sm
 --min-consecutive (the scoring job's current K), then the shortest delay. The ratios printed and written
 are the ones tuned for that K: set sensor_predict.py's --min-consecutive to it when writing them (pass
 --min-consecutive-grid N to tune for a K you keep). Points of intervals without readings (kind missing)
-are not windows: never scored, flagged or false alarms. A dynamic threshold (--threshold dynamic) is not
-tuned: the flags are the fixed threshold's.
+are not windows: never scored, flagged or false alarms.
 
 Tuning range: --tune-start/--tune-stop. Without them it is the range of the same length just before the
 evaluation range (--eval-start/--eval-stop), so a report over the evaluation range is never made on the
@@ -75,7 +77,7 @@ class TuneSettings:
     consecutive: tuple[int, ...]
     current_consecutive: int
     objective: tuning.Objective
-    level_margin: float
+    policy: Policy  # the scorer's threshold rule and level margin (min_consecutive is tuned)
     labels: Mapping[str, pd.DatetimeIndex] | None  # from --labels-csv; None: from InfluxDB
     ratios_path: Path
     write: bool
@@ -107,8 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument(
         "--min-consecutive",
         type=int,
-        default=1,
-        help="the --min-consecutive sensor_predict.py runs with now: the metrics before, and ties (default 1)",
+        default=2,
+        help="the --min-consecutive sensor_predict.py runs with now: the metrics before, and ties (default 2, "
+        "as sensor_predict.py's)",
     )
     tune.add_argument(
         "--max-false-alarms",
@@ -124,12 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="without labels: the smallest ratio giving at most this many flag runs a week is chosen, as "
         "training's --alarm-budget (default 0.5)",
     )
-    tune.add_argument(
-        "--level-margin",
-        type=float,
-        default=model_predict.LEVEL_MARGIN,
-        help=f"as sensor_predict.py's --level-margin (default {model_predict.LEVEL_MARGIN})",
-    )
+    model_predict.add_rule_arguments(tune)
     tune.add_argument("--write", action="store_true", help="write the new ratios to --ratios (default: dry run)")
 
 
@@ -176,7 +174,6 @@ def settings_from_args(args: argparse.Namespace) -> TuneSettings:
         raise ConfigError(f"--max-false-alarms: {args.max_false_alarms} must be a number >= 0 (per week)")
     if not (math.isfinite(args.alarm_budget) and args.alarm_budget >= 0):
         raise ConfigError(f"--alarm-budget: {args.alarm_budget} must be a number >= 0 (flag runs per week)")
-    settings.non_negative("--level-margin", args.level_margin)
     return TuneSettings(
         common=common,
         start=start,
@@ -185,7 +182,7 @@ def settings_from_args(args: argparse.Namespace) -> TuneSettings:
         consecutive=tuning.parse_consecutive(args.min_consecutive_grid),
         current_consecutive=settings.positive_int("--min-consecutive", args.min_consecutive),
         objective=tuning.Objective(args.max_false_alarms, args.alarm_budget),
-        level_margin=args.level_margin,
+        policy=model_predict.rule_policy(args, common.interval),
         labels=labels.from_files(args.labels_csv, common.interval),
         ratios_path=args.ratios,
         write=args.write,
@@ -212,9 +209,7 @@ def tune_chunk(db: Database, chunk: Sequence[str], settings: TuneSettings) -> It
     common, interval = settings.common, settings.common.interval
     facts = {s: review.model_facts(common.models_dir, s, common.sensor_config, interval) for s in chunk}
     models = {s: SensorModel(f.metadata) for s, f in facts.items() if f.metadata is not None}
-    widest = Policy(
-        min_consecutive=max(*settings.consecutive, settings.current_consecutive), level_margin=settings.level_margin
-    )
+    widest = replace(settings.policy, min_consecutive=max(*settings.consecutive, settings.current_consecutive))
     # As the scorer reads: the windows that decide persistence before the range, and the readings the level
     # and flat-line detectors look back at before those.
     leads = [model_predict.lead(m, widest, interval) for m in models.values()]
@@ -272,7 +267,7 @@ def run(settings: TuneSettings, db: Database) -> runner.Outcome:
         f"{len(settings.grid)} candidate ratios {settings.grid[0]:g} .. {settings.grid[-1]:g}, --min-consecutive "
         f"{','.join(map(str, settings.consecutive))}, objective: {objective_text(settings)}"
     )
-    sensor_ids = common.selected([] if common.sensors else db.sensor_ids(settings.start, settings.stop))
+    sensor_ids = runner.sensors_to_process(common, db, settings.start, settings.stop)
     found = [t for chunk in review.chunks(sensor_ids, common.chunk_size) for t in tune_chunk(db, chunk, settings)]
     tuned = [t for t in found if t is not None]
     failed = len(found) - len(tuned)

@@ -6,7 +6,9 @@ applied. The scores are plain arrays while the rules run (a cron tick decides th
 no DataFrame is copied per rule); ``decide`` returns them as one frame:
 
     frame, indexed by window end (UTC, on the interval grid): ``value``, ``loss``, ``threshold`` (the
-    effective one), ``anomaly`` (bool) and ``kind`` (why it was flagged; ``none`` when it was not)
+    effective one), ``anomaly`` (bool), ``kind`` (why it was flagged; ``none`` when it was not),
+    ``smoothed_loss`` (what the flag compares with the threshold: the smoothed loss under a dynamic
+    threshold, the loss itself under a fixed one) and ``score``
 
 The rules, in the order ``decide`` applies them: a threshold on the loss of the window's shape (fixed:
 threshold x ratio; or dynamic, from the recent smoothed losses), the level (a move to readings beyond
@@ -60,18 +62,19 @@ class Scores:
         return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
 
     def frame(self) -> pd.DataFrame:
+        loss = self.loss.astype("float64")
+        # Every window gets every column, whatever the rules: InfluxDB merges a point into the one already at its
+        # key, so a field one configuration wrote and a later backfill did not would keep its old value.
+        compared = loss if self.smoothed_loss is None else self.smoothed_loss
         columns = {
             "value": self.value,
-            "loss": self.loss.astype("float64"),
+            "loss": loss,
             "threshold": self.threshold,
             "anomaly": self.anomaly,
             "kind": self.kind,
+            "smoothed_loss": compared,
+            "score": compared / self.threshold,
         }
-        if self.smoothed_loss is not None:
-            columns["smoothed_loss"] = self.smoothed_loss
-        # The score is what the flag compares: the smoothed loss where the threshold is dynamic.
-        compared = columns["loss"] if self.smoothed_loss is None else self.smoothed_loss
-        columns["score"] = compared / self.threshold
         return pd.DataFrame(columns, index=self.ends)
 
 

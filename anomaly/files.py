@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -38,6 +39,16 @@ def write_atomic(path: Path, data: str | bytes, durable: bool = False) -> Path:
     if durable:
         fsync_path(path.parent)
     return path
+
+
+def move(old: Path, new: Path) -> None:
+    """Move a file, across file systems too: written to ``new`` atomically (its directory made), then
+    ``old`` removed. Raises OSError when ``old`` cannot be read or ``new`` written; a removal that fails
+    (a read-only directory) is left: the caller reads ``new`` from now on."""
+    new.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(new, old.read_bytes())
+    with contextlib.suppress(OSError):
+        old.unlink()
 
 
 def check_writable(directory: Path, what: str) -> None:

@@ -51,10 +51,20 @@ def section(record: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def flat_limit(window: int, longest_flat_run: int | None) -> int | None:
+# The longest flat-line a scorer looks for: a tick reads this far back for it, and no further (reading days of
+# every sensor every few minutes would cost more than the rule is worth).
+FLAT_CONTEXT = pd.Timedelta(days=2)
+
+
+def flat_limit(window: int, longest_flat_run: int | None, interval: pd.Timedelta) -> int | None:
     """Intervals of one repeated value beyond which a sensor counts as stuck: twice the longest run seen in
-    training, and never less than a window. None for models saved before training measured it."""
-    return None if longest_flat_run is None else max(window, 2 * int(longest_flat_run))
+    training, and never less than a window. None (no flat-line rule) for models saved before training
+    measured it, and when the limit lies beyond FLAT_CONTEXT: ticks could never see such a run, and a
+    backfill, which reads its whole range, must not flag what ticks would not."""
+    if longest_flat_run is None:
+        return None
+    limit = max(window, 2 * int(longest_flat_run))
+    return limit if limit * interval <= FLAT_CONTEXT else None
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,8 @@ class ModelMetadata:
             ("sensor_id", isinstance(record.get("sensor_id"), str)),
             ("window", _whole(record.get("window"), 2)),
             ("interval_s", _whole(record.get("interval_s"), 1)),
-            ("threshold", _number(record.get("threshold")) and record["threshold"] >= 0),
+            # Scores are loss / threshold, and the dynamic threshold's floor must be positive: 0 cannot score.
+            ("threshold", _number(record.get("threshold")) and record["threshold"] > 0),
             ("scaler", _number(scaler.get("mean")) and _number(scaler.get("scale")) and scaler["scale"] > 0),
             ("longest_flat_run", flat is None or _whole(flat, 0)),
             ("centered", isinstance(record.get("centered", False), bool)),
@@ -131,7 +142,7 @@ class ModelMetadata:
 
     @property
     def flat_limit(self) -> int | None:
-        return flat_limit(self.window, self.longest_flat_run)
+        return flat_limit(self.window, self.longest_flat_run, self.interval)
 
     @property
     def trained_at(self) -> pd.Timestamp | None:

@@ -19,6 +19,11 @@ from anomaly.times import format_time
 logger = logging.getLogger(__name__)
 
 
+def beside(state_file: Path) -> Path:
+    """The file of one output's ranges to score again, beside its state file: both belong to one output."""
+    return state_file.with_suffix(".rescore.json")
+
+
 def load(path: Path) -> dict[str, pd.Timestamp]:  # pragma: no mutate block
     """Sensor id -> first window end to score again; an unreadable file is reported and read as empty."""
     if not path.exists():
@@ -36,6 +41,7 @@ def save(path: Path, pending: Mapping[str, pd.Timestamp]) -> None:  # pragma: no
     since the job is already failing for the write that made the range pending."""
     try:
         if pending:
+            path.parent.mkdir(parents=True, exist_ok=True)
             text = json.dumps({"sensors": {s: format_time(at) for s, at in sorted(pending.items())}}, indent=1)
             write_atomic(path, text + "\n")
         else:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import pandas as pd
+
 from anomaly import logs
 from anomaly.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, ConfigError, LockedError
 from anomaly.settings import Common, add_common_arguments
@@ -65,6 +67,15 @@ class Job(Generic[S]):
         add_common_arguments(parser)
         self.add_arguments(parser)
         return parser
+
+
+def sensors_to_process(common: Common, db: Database, start: pd.Timestamp, stop: pd.Timestamp) -> list[str]:
+    """The sensors a job takes: ``--sensor`` if given, else every sensor the database lists in [start, stop),
+    whose absence from the per-sensor files' keys is warned about (Common.warn_unmatched_keys); then only
+    this shard's. Every job that reads the per-sensor files lists its sensors here, so all of them warn alike."""
+    found = [] if common.sensors else db.sensor_ids(start, stop)
+    common.warn_unmatched_keys(found)
+    return common.selected(found)
 
 
 def lock_path(models_dir: Path, job: str) -> Path:

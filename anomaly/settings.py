@@ -25,6 +25,7 @@ from anomaly.errors import ConfigError
 from anomaly.times import current_time, parse_duration
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+APP_NAME = "sensor-anomaly"
 DEFAULT_RATIO = 1.0
 DEFAULT_WINDOW = 15
 APIS = ("auto", "flux", "influxql")
@@ -90,6 +91,19 @@ class SensorConfig:
             (self.windows_path, [k for k in self.windows if k not in known]),
         ]
         return [(path, keys) for path, keys in found if keys]
+
+
+def state_dir(environ: Mapping[str, str]) -> Path:
+    """Where the scoring job keeps what it remembers between runs (the notification state, the ranges to
+    score again): not the models directory, which scorers may share read-only. ``$STATE_DIRECTORY`` when
+    set (systemd's ``StateDirectory=`` sets it; the first when it names several), else
+    ``$XDG_STATE_HOME/sensor-anomaly``, else ``~/.local/state/sensor-anomaly`` (the XDG base directory
+    rules, which leave out a relative ``XDG_STATE_HOME``)."""
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = Path(environ.get("XDG_STATE_HOME", ""))
+    base = xdg if xdg.is_absolute() else Path(environ.get("HOME") or Path.home()) / ".local" / "state"
+    return base / APP_NAME
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -45,6 +45,7 @@ losses of the ``history`` windows before it, so it depends on its own loss and t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -129,7 +130,9 @@ def dynamic_threshold(
     _check_fence(fence)
     if values.size < 2:
         return float(floor)
-    return float(_thresholds(smooth(values, smoothing)[None, :], float(floor), z, fence, smoothing_span(smoothing))[0])
+    return max(
+        float(floor), float(_eps_rows(smooth(values, smoothing)[None, :], z, fence, smoothing_span(smoothing))[0])
+    )
 
 
 def rolling_dynamic_thresholds(
@@ -177,22 +180,39 @@ def rolling_dynamic_thresholds(
         or not 2 <= min_history <= history
     ):
         raise ValueError(f"min_history must be a whole number in [2, history={history}], not {min_history!r}")
+    smoothed, eps = _rolling_eps(values.tobytes(), history, smoothing, tuple(z), fence, min_history, start)
+    # NaN (before start) stays NaN; -inf (too little history) leaves the floor.
+    threshold = np.maximum(eps, float(floor))
+    return pd.DataFrame(
+        {"smoothed": smoothed, "threshold": threshold, "anomaly": smoothed > threshold}, index=losses.index
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _rolling_eps(
+    losses: bytes, history: int, smoothing: float, z: tuple[float, ...], fence: float, min_history: int, start: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed losses and each window's eps before the floor (-inf where the floor alone decides, NaN
+    before ``start``), read-only. The floor only caps eps from below, so this is cached: tuning decides one
+    sensor's losses at every candidate ratio, which moves nothing but the floor."""
+    values = np.frombuffer(losses, dtype="float64")
     smoothed = smooth(values, smoothing)
     span = smoothing_span(smoothing)
-    threshold = np.full(values.size, float(floor))
-    threshold[:start] = np.nan
+    eps = np.full(values.size, -np.inf)
+    eps[:start] = np.nan
+    z_values = np.asarray(z)
     # The span-1 smoothed losses before the history are looked at too, only to recognise the echo of an
     # anomaly that has just left it. Windows without all of them, one at a time (the start of the data).
     lead = span - 1
     for i in range(max(min_history, start), min(history + lead, values.size)):
-        threshold[i] = _thresholds(smoothed[None, :i], float(floor), z, fence, span, max(0, i - history))[0]
+        eps[i] = _eps_rows(smoothed[None, :i], z_values, fence, span, max(0, i - history))[0]
     first_full = max(history + lead, start)
     if values.size > first_full:
         full = np.lib.stride_tricks.sliding_window_view(smoothed[:-1], history + lead)
-        threshold[first_full:] = _thresholds(full[first_full - history - lead :], float(floor), z, fence, span, lead)
-    return pd.DataFrame(
-        {"smoothed": smoothed, "threshold": threshold, "anomaly": smoothed > threshold}, index=losses.index
-    )
+        eps[first_full:] = _eps_rows(full[first_full - history - lead :], z_values, fence, span, lead)
+    smoothed.flags.writeable = False
+    eps.flags.writeable = False
+    return smoothed, eps
 
 
 def rolling_dynamic_flags(
@@ -208,16 +228,15 @@ def rolling_dynamic_flags(
     return rolling_dynamic_thresholds(losses, floor, history, smoothing, z_range, fence, min_history)["anomaly"]
 
 
-def _thresholds(
-    histories: np.ndarray, floor: float, z: np.ndarray, fence: float, span: int, lead: int = 0
-) -> np.ndarray:
-    """max(eps, floor) for each row of smoothed histories [m, lead + h], h >= 2; the first ``lead`` columns
-    come before the history and only serve to recognise the echo of a fenced loss. See the module docstring."""
+def _eps_rows(histories: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int = 0) -> np.ndarray:
+    """eps, before the floor, for each row of smoothed histories [m, lead + h], h >= 2; the first ``lead``
+    columns come before the history and only serve to recognise the echo of a fenced loss. See the module
+    docstring."""
     out = np.empty(len(histories))
     rows = max(1, _CELLS_PER_BATCH // (len(z) * histories.shape[1]))
     for start in range(0, len(histories), rows):
         out[start : start + rows] = _eps(histories[start : start + rows], z, fence, span, lead)
-    return np.maximum(out, floor)
+    return out
 
 
 def _eps(e: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int) -> np.ndarray:

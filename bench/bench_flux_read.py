@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark of the Flux read path (anomaly/influx/flux.py): how fast, and in how much memory, the answer to a
+"""Benchmark of the Flux read path (anomaly/influx/flux_csv.py): how fast, and in how much memory, the answer to a
 chunk's query becomes a series (or frame) per sensor, through influxdb-client's record parser (the code
 before) and through the bulk CSV reader the Flux dialect uses now. Not part of the test suite
 (tests/test_bench_flux_read_smoke.py only checks that it runs).
 
 No InfluxDB 2.x server runs on this machine, so the server is the imitation of InfluxDB 2.7 that the Flux tests
-use (tools/fake_influx2.py), in a process of its own so that neither its memory nor its CPU is counted as the
+use (tools/fake_influx2/), in a process of its own so that neither its memory nor its CPU is counted as the
 reader's. For each scenario it answers with what InfluxDB 2.7 sends for one chunk of --sensors sensors over
 --days days at --interval-min minutes: one annotated header (the tables share their columns), then a table
 per sensor in turn, CRLF line ends, sensor ids with a space, a comma and quotes (so quoted, as InfluxDB does):
@@ -63,7 +63,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import influx_interact  # noqa: E402
-from anomaly.influx import flux  # noqa: E402
+from anomaly.influx import flux_csv, flux_text  # noqa: E402
 from anomaly.settings import Connection, Schema  # noqa: E402
 from tools.fake_influx2 import BUCKET, ORG, TOKEN, FakeInflux2  # noqa: E402
 
@@ -109,7 +109,8 @@ def answer(scenario: str, sensors: int, days: int, interval: pd.Timedelta, seed:
     if scenario == "means":
         columns = {"_time": "dateTime:RFC3339", "_value": "double", tag: "string"}
     else:
-        columns = {"_time": "dateTime:RFC3339", tag: "string"} | dict.fromkeys(flux.score_columns(SCHEMA), "double")
+        scores = dict.fromkeys(flux_text.score_columns(SCHEMA), "double")
+        columns = {"_time": "dateTime:RFC3339", tag: "string"} | scores
         columns["anomaly"] = "boolean"
     out = io.StringIO()
     out.write(annotated_header(columns, [tag]))
@@ -127,12 +128,13 @@ def answer(scenario: str, sensors: int, days: int, interval: pd.Timedelta, seed:
 
 
 def serve(scenario: str, sensors: int, days: int, interval: pd.Timedelta, seed: int, ready: Any) -> None:
-    """The fake server's process: answer every query with the scenario's answer until terminated; its URL and
-    the answer's size in MiB go to ``ready``."""
+    """The fake server's process: answer every query with the scenario's answer until terminated (canned: this
+    measures transfer and reading, not the imitation's Flux); its URL and the answer's size in MiB go to
+    ``ready``."""
     fake = FakeInflux2()
-    fake.answer = answer(scenario, sensors, days, interval, seed)
+    fake.canned_answer = answer(scenario, sensors, days, interval, seed)
     fake.start()
-    ready.put((fake.url, len(fake.answer.encode()) / MIB))
+    ready.put((fake.url, len(fake.canned_answer.encode()) / MIB))
     threading.Event().wait()
 
 
@@ -143,13 +145,14 @@ def request(scenario: str, ids: list[str], days: int, interval: pd.Timedelta) ->
     """The Flux text and bind parameters the Flux dialect sends for the scenario's read of the chunk."""
     stop = START + pd.Timedelta(days=days)
     if scenario == "means":
-        text = flux.flux_means(SCHEMA, len(ids))
+        text = flux_text.flux_means(SCHEMA, len(ids))
         params = dict(every=interval, measurement=SCHEMA.measurement, field=SCHEMA.field)
     else:
-        text = flux.flux_scores(SCHEMA, len(ids))
+        text = flux_text.flux_scores(SCHEMA, len(ids))
         params = dict(measurement=SCHEMA.output_measurement)
-    option = flux.flux_params(SCHEMA, bucket=BUCKET, start=START, stop=stop, **params, **flux.sensor_params(ids))
-    return text, flux.params_option(option)
+    chunk = flux_text.sensor_params(ids)
+    option = flux_text.flux_params(SCHEMA, bucket=BUCKET, start=START, stop=stop, **params, **chunk)
+    return text, flux_text.params_option(option)
 
 
 # The code that read Flux answers before the bulk reader, kept here as the benchmark's "before".
@@ -186,7 +189,7 @@ def read_records(client: Any, scenario: str, text: str, option: dict) -> dict:
     records = [row.values for table in client.query_api().query(text, params=option) for row in table.records]
     if scenario == "means":
         return records_by_tag(records, SCHEMA.sensor_tag)
-    return record_frames_by_tag(records, SCHEMA.sensor_tag, flux.score_columns(SCHEMA))
+    return record_frames_by_tag(records, SCHEMA.sensor_tag, flux_text.score_columns(SCHEMA))
 
 
 def read_data_frame(client: Any, scenario: str, text: str, option: dict) -> dict:
@@ -197,8 +200,8 @@ def read_data_frame(client: Any, scenario: str, text: str, option: dict) -> dict
         found = client.query_api().query_data_frame(text, params=option)
     frame = pd.concat(found, ignore_index=True) if isinstance(found, list) else found
     if scenario == "means":
-        return flux.series_by_tag(frame, SCHEMA.sensor_tag)
-    return flux.frames_by_tag(frame, SCHEMA.sensor_tag, flux.score_columns(SCHEMA))
+        return flux_csv.series_by_tag(frame, SCHEMA.sensor_tag)
+    return flux_csv.frames_by_tag(frame, SCHEMA.sensor_tag, flux_text.score_columns(SCHEMA))
 
 
 def read_bulk(db: influx_interact.Database, scenario: str, ids: list[str], days: int, interval: pd.Timedelta) -> dict:

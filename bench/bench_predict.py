@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -210,6 +211,8 @@ def prepare(args: argparse.Namespace, url: str, workdir: Path) -> list[Scenario]
     """Readings, models and earlier scores for every scenario; returns the scenarios in the order to run."""
     began = time.monotonic()
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    # The jobs' state (notifications, ranges to score again) stays with the run, not in the user's home.
+    os.environ["STATE_DIRECTORY"] = str(workdir / "state")
     (workdir / "ratios.json").write_text("{}")
     (workdir / "windows.json").write_text("{}")
     fleet_ids = [fleet.sensor_id(n) for n in range(args.sensors)]

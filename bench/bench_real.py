@@ -62,6 +62,9 @@ window's last interval); ``window`` is the model's (15), or 1 for a sensor score
 
     .venv/bin/python bench/bench_real.py            # all 31 series, under 15 minutes on two cores
     .venv/bin/python bench/bench_real.py --quick    # 5 series, for development
+    .venv/bin/python bench/bench_real.py --keep DIR # keep the models, logs and database of the run
+    # other scoring rules on the same models, without training again (a few minutes):
+    .venv/bin/python bench/bench_real.py --models-from DIR --predict-flags="--min-consecutive 3"
 
 Progress goes to stderr; stdout gets the table and, as its last line, one JSON object with the figures.
 """
@@ -73,6 +76,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -452,14 +456,18 @@ def train_and_score(
         str(args.seed),
         *(["--jobs", str(args.jobs)] if args.jobs is not None else []),
     ]
-    seconds["training"] = run_job("sensor_training.py", argv, url, logs / "training.log")
-    log(f"trained in {seconds['training']:.0f}s; scoring")
+    if args.models_from is None:
+        seconds["training"] = run_job("sensor_training.py", argv, url, logs / "training.log")
+        log(f"trained in {seconds['training']:.0f}s; scoring")
+    else:
+        shutil.copytree(args.models_from / "models", models)
+        log(f"models copied from {args.models_from}; scoring")
     seconds["import"] += run_job(
         "sensor_import.py", [str(scored_csv), "--label-field", LABEL_FIELD], url, logs / "import.log"
     )
     seconds["predict"] = 0.0
     for sensor_id, (first, end) in splits.items():
-        argv = [*common, "--sensor", sensor_id, "--start", rfc3339(first), "--stop", rfc3339(end)]
+        argv = [*common, "--sensor", sensor_id, "--start", rfc3339(first), "--stop", rfc3339(end), *args.predict_flags]
         seconds["predict"] += run_job("sensor_predict.py", argv, url, logs / "predict.log")
     log(f"scored in {seconds['predict']:.0f}s ({len(splits)} runs); evaluating")
     argv = [
@@ -538,6 +546,8 @@ def summary(
             "event_span": "NAB window on the interval grid + (window-1) intervals",
             "flags": "anomaly=true of every kind, missing included",
             "model": "job defaults",
+            "models_from": None if args.models_from is None else str(args.models_from),
+            "predict_flags": args.predict_flags,
         },
     }
 
@@ -576,6 +586,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="work in DIR (made, must be empty) and keep it: CSVs, logs, models, evaluation",
     )
+    parser.add_argument(
+        "--models-from",
+        type=Path,
+        metavar="DIR",
+        help="score with the models of an earlier run kept with --keep DIR instead of training (same --interval, "
+        "--train-fraction and --seed): compares scoring rules on the same models in a few minutes",
+    )
+    parser.add_argument(
+        "--predict-flags",
+        type=shlex.split,
+        default=[],
+        metavar="FLAGS",
+        help="extra sensor_predict.py flags for every scoring run, e.g. '--min-consecutive 3'",
+    )
     return parser
 
 
@@ -600,11 +624,16 @@ def main(argv: list[str] | None = None) -> int:
     except FileExistsError as e:
         log(str(e))
         return 2
+    if args.models_from is not None and not (args.models_from / "models").is_dir():
+        log(f"--models-from {args.models_from}: no models directory in it; pass a directory kept with --keep")
+        return 2
     series = load_series(args.data, QUICK if args.quick else None)
     log(
         f"bench_real: {len(series)} series, --interval {args.interval}, training on the first "
         f"{args.train_fraction:.0%} of each; working in {workdir}"
     )
+    # The jobs' state (notifications, ranges to score again) stays with the run, not in the user's home.
+    os.environ["STATE_DIRECTORY"] = str(workdir / "state")
     server = local_influxd.LocalInfluxd(workdir / "influxd").start()
     try:
         local_influxd.query(server.url, f'CREATE DATABASE "{DATABASE}"')

@@ -12,6 +12,7 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s demo-run/url ] && break; sleep 0.2; done
 [ -s demo-run/url ] || { cat demo-run/influxd.err >&2; exit 1; }
 export INFLUX_URL="$(head -1 demo-run/url)" INFLUX_DATABASE=demo
+export STATE_DIRECTORY="$PWD/demo-run/state"  # scoring's memory of events, with the rest of the demo
 echo "== throwaway InfluxDB at $INFLUX_URL"
 
 echo "== seeding 30 days of 5 sensors (the last day has injected anomalies)"

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real InfluxDB 1.x server on a free loopback port, and the jobs run as processes."""
+"""Shared fixtures: a real InfluxDB 1.x server on a free loopback port, the imitation of InfluxDB 2.x, and the jobs
+run as processes.
+
+A test that takes the ``influx`` fixture runs against InfluxDB 1.6 (InfluxQL); marked ``both_dialects``, it runs
+a second time against the imitation of InfluxDB 2.7 (Flux, tools/fake_influx2), with the same assertions.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,46 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pandas as pd  # noqa: E402
+
 from tools import local_influxd  # noqa: E402
+from tools.fake_influx2 import ORG, TOKEN, FakeInflux2  # noqa: E402
 
 _databases = itertools.count()
+DIALECTS = ("influxql", "flux")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "both_dialects: run against InfluxDB 1.6 (InfluxQL) and the imitation of InfluxDB 2.7 (Flux)"
+    )
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that takes ``influx`` gets the dialect as a parameter (so that the module-scoped fixtures built
+    on it are made once per dialect): InfluxQL, and Flux too for a test marked ``both_dialects``."""
+    if "influx" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_dialects") is not None
+        metafunc.parametrize("influx", DIALECTS if both else DIALECTS[:1], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_home(tmp_path_factory):
+    """The scoring job keeps its state under $XDG_STATE_HOME (anomaly.settings.state_dir): in the tests,
+    never under the real home, nor in a $STATE_DIRECTORY of the machine's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("STATE_DIRECTORY", raising=False)
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def state_dir(monkeypatch, tmp_path_factory) -> Path:
+    """This test's state directory: every job a test runs keeps its state here, so no test sees another's
+    (the fixtures trained once per module keep the session's). Returns where the scoring job puts it."""
+    home = tmp_path_factory.mktemp("state-home")
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home / "sensor-anomaly"
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +76,81 @@ def database(influxd):
     name = f"test_{next(_databases)}"
     local_influxd.query(influxd.url, f'CREATE DATABASE "{name}"')
     return name
+
+
+class InfluxQLServer:
+    """The session's influxd, spoken to in InfluxQL: a store is a database."""
+
+    dialect = "influxql"
+    store_variable = "INFLUX_DATABASE"
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def create(self, name: str) -> str:
+        local_influxd.query(self.url, f'CREATE DATABASE "{name}"')
+        return name
+
+    def env(self, name: str) -> dict[str, str]:
+        return {"INFLUX_URL": self.url, "INFLUX_DATABASE": name}
+
+    def write(self, name: str, lines: list[str]) -> None:
+        local_influxd.write(self.url, name, lines)
+
+    def points(self, name: str, measurement: str, fields: list[str], **tags: str) -> pd.DataFrame:
+        """``fields`` of the points of ``measurement`` with ``tags``, by UTC time (second precision), read with
+        InfluxQL straight from the server: a row per time any of them has, NaN or None where one has none."""
+        where = " AND ".join(f'"{key}" = {_influxql_string(value)}' for key, value in tags.items())
+        columns = ", ".join(f'"{field}"' for field in fields)
+        query = f'SELECT {columns} FROM "{measurement}"' + (f" WHERE {where}" if where else "")
+        found = rows(self.url, name, query)
+        values = found[0][1] if found else []
+        frame = pd.DataFrame(values, columns=["time", *fields])
+        return frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), unit="s", utc=True)))
+
+
+class FluxServer:
+    """The imitation of InfluxDB 2.7 (tools/fake_influx2), spoken to in Flux: a store is a bucket."""
+
+    dialect = "flux"
+    store_variable = "INFLUX_BUCKET"
+
+    def __init__(self, fake: FakeInflux2):
+        self.fake = fake
+        self.url = fake.url
+
+    def create(self, name: str) -> str:
+        self.fake.create_bucket(name)
+        return name
+
+    def env(self, name: str) -> dict[str, str]:
+        return {"INFLUX_URL": self.url, "INFLUX_TOKEN": TOKEN, "INFLUX_ORG": ORG, "INFLUX_BUCKET": name}
+
+    def write(self, name: str, lines: list[str]) -> None:
+        self.fake.write(lines, "s", name)
+
+    def points(self, name: str, measurement: str, fields: list[str], **tags: str) -> pd.DataFrame:
+        """As InfluxQLServer.points, read from the imitation's storage, not through Flux."""
+        frame = self.fake.buckets[name].frame(measurement, fields, **tags)
+        frame.index = frame.index.floor("s")
+        return frame
+
+
+def _influxql_string(text: str) -> str:
+    from anomaly.influx.influxql import influxql_string
+
+    return influxql_string(text)
+
+
+@pytest.fixture(scope="module")
+def influx(request):
+    """InfluxDB to run the jobs against, in the dialect of the test's parameter (pytest_generate_tests)."""
+    if request.param == "influxql":
+        yield InfluxQLServer(request.getfixturevalue("influxd").url)
+        return
+    fake = FakeInflux2().start()
+    yield FluxServer(fake)
+    fake.stop()
 
 
 def run_job(

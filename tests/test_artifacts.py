@@ -11,7 +11,7 @@ import pytest
 from sklearn.preprocessing import StandardScaler
 
 from anomaly import store as artifacts
-from anomaly.metadata import ArtifactError
+from anomaly.metadata import ArtifactError, ModelMetadata
 
 # ---------------------------------------------------------------- sensor_dir
 
@@ -239,3 +239,20 @@ def test_load_weights_refuses_a_damaged_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ArtifactError, match=r"weights-.*: missing or damaged"):
         artifacts.load_weights(path, record["sha256"]["weights"])
+
+
+@pytest.mark.parametrize("threshold", [0, 0.0, -0.5])
+def test_a_threshold_that_cannot_score_is_refused_with_the_sensor_named(threshold):
+    # A score is loss / threshold: a threshold of 0 would write inf (or NaN) on every point.
+    record = {
+        "sensor_id": "s1",
+        "window": 15,
+        "interval_s": 900,
+        "threshold": threshold,
+        "scaler": {"mean": 0, "scale": 1},
+    }
+    with pytest.raises(
+        ArtifactError, match=f"metadata.json has threshold {threshold!r}; retrain this sensor"
+    ) as raised:
+        ModelMetadata.from_record(record)
+    assert raised.value.sensor_id == "s1"

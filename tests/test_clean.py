@@ -266,6 +266,7 @@ def test_standardize_clips_absurd_readings_on_both_sides():
         pytest.param([1, 2, 2, 2, 3], [1, 1, 2, 3, 1], [0, 0, 0, 0, 0], id="a run of three"),
         pytest.param([4, 4, nan, 4, 4], [1, 2, 0, 1, 2], [0, 0, 1, 0, 0], id="a gap ends a run"),
         pytest.param([nan, nan, 7, nan], [0, 0, 1, 0], [1, 2, 0, 1], id="no reading: no flat run"),
+        pytest.param([], [], [], id="no intervals"),
     ],
 )
 def test_flat_and_missing_run_lengths(values, flat, missing):

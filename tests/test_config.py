@@ -5,6 +5,7 @@ import io
 import logging
 import re
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -397,3 +398,21 @@ def test_no_progress_bar_under_cron_or_a_pipe():
     with logs.progress(12, stream=stream) as bar:
         bar.update(3)
     assert stream.getvalue() == ""
+
+
+# ---------------------------------------------------------------- state_dir
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({"STATE_DIRECTORY": "/var/lib/s", "XDG_STATE_HOME": "/x", "HOME": "/h"}, "/var/lib/s"),
+        ({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}, "/var/lib/a"),  # StateDirectory= naming two
+        ({"STATE_DIRECTORY": "", "XDG_STATE_HOME": "/x", "HOME": "/h"}, "/x/sensor-anomaly"),
+        ({"XDG_STATE_HOME": "relative/state", "HOME": "/h"}, "/h/.local/state/sensor-anomaly"),
+        ({"XDG_STATE_HOME": "", "HOME": "/h"}, "/h/.local/state/sensor-anomaly"),
+        ({"HOME": "/opt/sensor-anomaly"}, "/opt/sensor-anomaly/.local/state/sensor-anomaly"),
+    ],
+)
+def test_state_dir(environ, expected):
+    assert settings.state_dir(environ) == Path(expected)

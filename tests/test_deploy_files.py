@@ -327,7 +327,7 @@ def test_compose_app_names_only_variables_the_jobs_read():
     assert influx <= read, f"anomaly/settings.py reads none of {sorted(influx - read)}"
 
 
-def test_compose_app_is_built_here_and_keeps_models_in_the_image_volume():
+def test_compose_app_is_built_here_and_keeps_models_and_state_in_the_image_volumes():
     app = compose()["services"]["app"]
     build = app["build"]
     context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
@@ -335,7 +335,7 @@ def test_compose_app_is_built_here_and_keeps_models_in_the_image_volume():
     assert (context / dockerfile_name).is_file()
     volumes = [a for k, a in dockerfile() if k == "VOLUME"]
     declared = {path for a in volumes for path in exec_form_or_words(a)}
-    assert set(named_volumes(app).values()) & declared == {"/app/models"}
+    assert set(named_volumes(app).values()) & declared == {"/app/models", "/app/state"}
 
 
 def test_compose_top_level_volumes_are_exactly_the_ones_used():
@@ -439,6 +439,28 @@ def test_dockerfile_models_volume_is_the_jobs_default_models_dir():
     )
 
 
+def predict_state_dir(monkeypatch: pytest.MonkeyPatch, state_directory: str) -> Path:
+    """Where sensor_predict.py keeps its state file with $STATE_DIRECTORY as a deployment sets it."""
+    monkeypatch.setenv("STATE_DIRECTORY", state_directory)
+    settings = sensor_predict.JOB.settings(sensor_predict.JOB.parser().parse_args([]))
+    assert settings.rescore_file.parent == settings.alerts.state_file.parent
+    return settings.alerts.state_file.parent
+
+
+def test_the_image_keeps_the_scoring_state_in_a_volume_of_its_own(job_env, monkeypatch):
+    """Issue 11: the state was kept in the models directory, which scorers may use read-only. In the image it goes
+    to STATE_DIRECTORY, a volume the job user owns and compose mounts, so a rebuilt container sends nothing twice."""
+    instructions = dockerfile()
+    env = dict(word.split("=", 1) for k, a in instructions if k == "ENV" for word in shlex.split(a))
+    state = env["STATE_DIRECTORY"]
+    volumes = {p for k, a in instructions if k == "VOLUME" for p in exec_form_or_words(a)}
+    user = [a for k, a in instructions if k == "USER"][-1]
+    assert state in volumes and state != "/app/models"
+    assert any(k == "RUN" and re.search(rf"chown {user}:{user} .*{state}\b", a) for k, a in instructions)
+    assert state in named_volumes(compose()["services"]["app"]).values()
+    assert predict_state_dir(monkeypatch, state) == Path(state)
+
+
 @pytest.mark.parametrize(
     "path, excluded",
     [
@@ -485,6 +507,20 @@ def test_service_unit(unit_name, job_env):
     script, args = job_invocation(command)
     assert script == f"{INSTALL_DIR}/{UNIT_SCRIPTS[unit_name]}" and (ROOT / Path(script).name).is_file()
     check_job_args(script, args, path.name)
+
+
+def test_systemd_and_cron_keep_the_scoring_state_in_one_directory_outside_the_models(job_env, monkeypatch):
+    """systemd's StateDirectory= sets $STATE_DIRECTORY to /var/lib/<name>; the crontab sets the same, so a host
+    that moves from one to the other remembers its events; the job keeps its state there."""
+    unit = read_unit(DEPLOY / "sensor-predict.service")
+    directory = "/var/lib/" + one(unit, "Service", "StateDirectory", "sensor-predict.service")
+    variables = dict(
+        re.match(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", line.strip()).groups()
+        for line in (DEPLOY / "crontab").read_text(encoding="utf-8").splitlines()
+        if re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=", line)
+    )
+    assert variables.get("STATE_DIRECTORY") == directory, "deploy/crontab must set the unit's state directory"
+    assert predict_state_dir(monkeypatch, directory) == Path(directory)
 
 
 @pytest.mark.parametrize(

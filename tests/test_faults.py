@@ -764,6 +764,59 @@ def test_messages_are_held_while_the_state_file_cannot_be_written_then_sent_once
     assert sorted(body["sensor_id"] for body in received) == sorted(SENSORS)
 
 
+@pytest.fixture
+def read_only(tmp_path):
+    """Makes a directory read-only for this process, root included (chattr +i where chmod does not bind);
+    skips the test where neither can. Undone at the end, so the temporary directory can be removed."""
+    made = []
+
+    def make(directory: Path) -> None:
+        directory.chmod(0o555)
+        made.append(directory)
+        if os.access(directory, os.W_OK) and subprocess.run(["chattr", "+i", str(directory)]).returncode != 0:
+            pytest.skip("cannot make a directory read-only for root here (no chattr +i)")
+
+    yield make
+    for directory in made:
+        subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+        directory.chmod(0o755)
+
+
+def test_a_read_only_models_directory_does_not_hold_messages(server, models, tmp_path, webhook, read_only, state_dir):
+    """Issue 11: the state file defaulted to the models directory, which scorers may use read-only; every message
+    was then held (exit 1) until --state-file was set. It is kept in the state directory now."""
+    read_only(models)
+    flag_all = [*ratios_file(tmp_path, 1e-9), "--notify-url", webhook.url, "--notify-cooldown", "0s"]
+    for now in (NOW, NOW + INTERVAL):
+        result = predict(server.url, models, tmp_path, now, *flag_all)
+        assert result.returncode == 0, result.stderr
+    assert sorted(body["sensor_id"] for body in webhook.received) == sorted(SENSORS)  # sent once each
+    assert len(list(state_dir.glob(".sensor_predict-state-*.json"))) == 1
+
+
+def test_an_upgrade_keeps_the_state_and_the_ranges_to_score_again_from_the_models_directory(
+    server, models, tmp_path, webhook, state_dir
+):
+    """A state file and a rescore file where earlier versions kept them (the models directory) are moved to the
+    state directory by the first run after an upgrade: it sends no ongoing event again, and scores again the
+    range a failed write left."""
+    flag_all = [*ratios_file(tmp_path, 1e-9), "--notify-url", webhook.url, "--notify-cooldown", "0s"]
+    assert predict(server.url, models, tmp_path, NOW, *flag_all).returncode == 0
+    assert sorted(body["sensor_id"] for body in webhook.received) == sorted(SENSORS)  # one ongoing event each
+    (state,) = state_dir.glob(".sensor_predict-state-*.json")
+    former = models / state.name
+    state.rename(former)  # where the version before kept it
+    again = NOW - pd.Timedelta(hours=2)
+    former.with_suffix(".rescore.json").write_text(json.dumps({"sensors": {SENSORS[0]: again.isoformat()}}))
+    result = predict(server.url, models, tmp_path, NOW + INTERVAL, *flag_all)
+    assert result.returncode == 0, result.stderr
+    assert len(webhook.received) == len(SENSORS), webhook.received  # nothing sent twice
+    assert f"{former} moved to {state}" in result.stderr
+    assert f"sensor {SENSORS[0]!r}: scored again from {again.strftime('%Y-%m-%dT%H:%M:%SZ')}" in result.stderr
+    assert state.exists() and not former.exists() and not former.with_suffix(".rescore.json").exists()
+    assert not state.with_suffix(".rescore.json").exists()  # scored again, so forgotten
+
+
 def test_a_scratch_output_shares_no_memory_with_production(server, models, tmp_path, webhook):
     url, received = webhook.url, webhook.received
     webhook.down = True

@@ -1,24 +1,20 @@
-"""The Flux dialect (anomaly/influx/flux.py), against a fake InfluxDB 2.7 HTTP server.
+"""The Flux dialect (anomaly/influx/flux.py, flux_text.py, flux_csv.py), against an imitation of InfluxDB 2.7.
 
 The InfluxQL dialect is tested against a real InfluxDB 1.6 server, which does not answer Flux, and no
-InfluxDB 2.x server can run on this machine. So these tests, and only these, talk to a small imitation of
-InfluxDB 2.7 running in a thread of the test process: tools/fake_influx2.py, which says what it serves and
-how it answers (the Flux read benchmark uses it too). It records what influxdb-client sends and answers as
-InfluxDB 2.7 does, errors included; an error met while a query ran comes as an error table (annotated CSV)
-at the end of a 200 answer (``error_table``).
+InfluxDB 2.x server can run on this machine. So these tests talk to tools/fake_influx2, an imitation of InfluxDB
+2.7 running in a thread of the test process: it keeps the points written to it and runs each query the dialect
+sends over them, with the Flux functions those queries use, as InfluxDB's documentation says they behave
+(tests/test_fake_flux_docs.py checks it against the documented examples), refusing any other; it answers in
+annotated CSV as 2.7 does, errors included, and on request breaks an answer off with an error table
+(``fail_after``), as InfluxDB does when it meets an error after it began sending tables.
 
-What a fake cannot check is Flux semantics in general. Most CSV answers are written by hand to match
-what InfluxDB returns for each pipeline, so those tests pin the pipeline's text and parameters, and
-the parsing of realistic answers, not what a real server computes from them. Where the answer hangs
-on how Flux orders, groups and filters rows (a sensor's newest point, the sensors a bucket holds, the
-sensors of a chunk, means per interval), the fake keeps points and runs the few Flux steps those queries
-use (``run_flux``), refusing any other; the tests that use it say so.
+The parsing of answers (``flux_frame``) is also tested on CSV written by hand the way InfluxDB writes it: one
+header shared by the tables of the same columns, a new one where they change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import re
@@ -29,20 +25,14 @@ import pytest
 from conftest import run_job
 
 import influx_interact
-from anomaly.influx.flux import (
-    Flux,
-    FluxAnswerError,
-    flux_error_is_transient,
-    flux_frame,
-    flux_string,
-    frames_by_tag,
-    series_by_tag,
-)
+from anomaly.influx.flux import Flux
+from anomaly.influx.flux_csv import FluxAnswerError, flux_error_is_transient, flux_frame, frames_by_tag, series_by_tag
+from anomaly.influx.flux_text import flux_string
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.settings import Connection, Schema
 from influx_interact import Database, InfluxError, dialect_for_routes, dialect_for_version
-from tools.fake_influx2 import BUCKET, EMPTY_CSV, ORG, TOKEN, V2_ROUTES, FakeInflux2, Point
+from tools.fake_influx2 import BUCKET, EMPTY_CSV, ORG, TOKEN, V2_ROUTES, FakeInflux2
 
 ODD_ID = 'Zone 3, "Café"=Süd'  # space, comma, quotes, equals sign, non-ASCII
 SCHEMA = Schema(
@@ -64,18 +54,6 @@ def csv_answer(text: str) -> str:
     return text.strip("\n").replace("\n", "\r\n") + "\r\n\r\n"
 
 
-# What InfluxDB 2.7 answers to each pipeline (columns and groups as its Flux planner leaves them).
-# schema.tagValues() gives one table with the values in _value.
-SENSORS_CSV = csv_answer("""
-#datatype,string,long,string
-#group,false,false,false
-#default,_result,,
-,result,table,_value
-,,0,AHU-1 supply
-,,0,"Zone 3, ""Café""=Süd"
-,,0,chiller 2
-""")
-
 MEANS_CSV = csv_answer("""
 #datatype,string,long,dateTime:RFC3339,double,string
 #group,false,false,false,false,true
@@ -85,47 +63,7 @@ MEANS_CSV = csv_answer("""
 ,,0,2026-01-05T00:15:00Z,21,AHU-1 supply
 ,,0,2026-01-05T00:45:00Z,22.25,AHU-1 supply
 ,,1,2026-01-05T00:00:00Z,-3.5,"Zone 3, ""Café""=Süd"
-,,1,2026-01-05T00:15:00Z,1e-05,"Zone 3, ""Café""=Süd"
-""")
-
-LABELS_CSV = csv_answer("""
-#datatype,string,long,dateTime:RFC3339,long,string
-#group,false,false,false,false,true
-#default,_result,,,,
-,result,table,_time,_value,uniqueID
-,,0,2026-01-05T00:15:00Z,2,AHU-1 supply
-,,1,2026-01-05T00:00:00Z,1,"Zone 3, ""Café""=Süd"
-,,1,2026-01-05T01:30:00Z,4,"Zone 3, ""Café""=Süd"
-""")
-
-LAST_SCORED_CSV = csv_answer("""
-#datatype,string,long,dateTime:RFC3339,double,string
-#group,false,false,false,false,true
-#default,_result,,,,
-,result,table,_time,_value,uniqueID
-,,0,2026-01-05T23:45:00Z,0.125,AHU-1 supply
-,,1,2026-01-04T06:00:00Z,3.75,"Zone 3, ""Café""=Süd"
-""")
-
-# count() leaves one row per sensor table, without _time.
-MISSING_CSV = csv_answer("""
-#datatype,string,long,long,string
-#group,false,false,false,true
-#default,_result,,,
-,result,table,_value,uniqueID
-,,0,3,AHU-1 supply
-,,1,96,"Zone 3, ""Café""=Süd"
-""")
-
-# Scores pivoted by field: one column per field written in the range. These points were written before
-# the score field was, so pivot makes no column for it.
-SCORES_WITHOUT_SCORE_CSV = csv_answer("""
-#datatype,string,long,dateTime:RFC3339,string,double,double,boolean,double
-#group,false,false,false,true,false,false,false,false
-#default,_result,,,,,,,
-,result,table,_time,uniqueID,loss,threshold,anomaly,val_num
-,,0,2026-01-05T00:15:00Z,AHU-1 supply,0.25,0.5,false,20.5
-,,0,2026-01-05T00:30:00Z,AHU-1 supply,0.75,0.5,true,21
+,,1,2026-01-05T00:15:00Z,0.00001,"Zone 3, ""Café""=Süd"
 """)
 
 # Two sensors' scores: one (first) wrote only intervals without readings (threshold and anomaly, no loss,
@@ -146,16 +84,6 @@ SCORES_WITHOUT_LOSS_CSV = csv_answer("""
 ,,1,2026-01-05T00:30:00Z,AHU-1 supply,0.75,0.5,true,21,1.5
 """)
 
-SCORES_CSV = csv_answer("""
-#datatype,string,long,dateTime:RFC3339,string,double,double,boolean,double,double
-#group,false,false,false,true,false,false,false,false,false
-#default,_result,,,,,,,,
-,result,table,_time,uniqueID,loss,threshold,anomaly,val_num,score
-,,0,2026-01-05T00:15:00Z,AHU-1 supply,0.25,0.5,false,20.5,0.5
-,,0,2026-01-05T00:30:00Z,AHU-1 supply,,0.5,false,,
-,,0,2026-01-05T00:45:00Z,AHU-1 supply,0.75,0.5,true,21,1.5
-""")
-
 
 def error_table(message: str) -> str:
     """How InfluxDB reports an error that came up after it began a 200 answer: a table with an ``error`` and a
@@ -173,9 +101,33 @@ def error_table(message: str) -> str:
 # ---------------------------------------------------------------- the fake server
 
 
-def reading(time: str, value: float, **tags: str) -> Point:
-    """A reading of SCHEMA's measurement and field, with the --where tags SCHEMA selects unless ``tags`` differ."""
-    return Point(time, value, tuple(sorted({**dict(SCHEMA.where), **tags}.items())))
+def seconds(time: str) -> int:
+    return int(pd.Timestamp(time).timestamp())
+
+
+def reading(time: str, value: float | bool, sensor: str, field: str = "val_num", **tags: str) -> str:
+    """Line protocol of a reading of ``sensor`` in SCHEMA's measurement, with the --where tags SCHEMA selects
+    unless ``tags`` differ."""
+    measurement = tags.pop("measurement", SCHEMA.measurement)
+    return line_protocol(measurement, {**dict(SCHEMA.where), "uniqueID": sensor, **tags}, {field: value}, seconds(time))
+
+
+def score(time: str, sensor: str, **fields: float | bool | str) -> str:
+    """Line protocol of a point as sensor_predict.py writes it: the output measurement, the sensor tag only."""
+    return line_protocol(SCHEMA.output_measurement, {"uniqueID": sensor}, fields, seconds(time))
+
+
+# Readings whose means per 15 minutes are MEANS_CSV's; a chiller's are in the next day.
+MEANS_READINGS = [
+    reading("2026-01-05T00:05:00Z", 20.0, "AHU-1 supply"),
+    reading("2026-01-05T00:10:00Z", 21.0, "AHU-1 supply"),
+    reading("2026-01-05T00:15:00Z", 21.0, "AHU-1 supply"),
+    reading("2026-01-05T00:45:00Z", 22.0, "AHU-1 supply"),
+    reading("2026-01-05T00:59:59Z", 22.5, "AHU-1 supply"),
+    reading("2026-01-05T00:00:00Z", -3.5, ODD_ID),
+    reading("2026-01-05T00:20:00Z", 0.00001, ODD_ID),
+    reading("2026-01-06T00:00:00Z", 9.0, "chiller 2"),
+]
 
 
 @pytest.fixture
@@ -433,9 +385,9 @@ def test_a_cloud_token_that_is_refused_names_the_token_variable(fake):
 
 
 def test_sensor_ids_are_sorted_and_exact(fake):
-    """Fake server, with the answer InfluxDB 2.7 gives schema.tagValues(): the call, its predicate and its
-    parameters (every value one, the start Unix time 0), and the ids read back exactly."""
-    fake.answer = SENSORS_CSV
+    """schema.tagValues(): the call, its predicate and its parameters (every value one, the start Unix time 0),
+    and the ids read back exactly."""
+    fake.write(MEANS_READINGS)
     with connect(fake.url) as db:
         ids = db.sensor_ids(START, STOP)
     assert ids == ["AHU-1 supply", 'Zone 3, "Café"=Süd', "chiller 2"]
@@ -462,22 +414,26 @@ def test_sensor_ids_are_sorted_and_exact(fake):
 
 
 def test_sensor_ids_are_every_sensor_the_bucket_holds_however_long_it_has_been_silent(fake):
-    """Fake server, answering from stored points: as InfluxQL's SHOW TAG VALUES, the list holds every sensor of
+    """As InfluxQL's SHOW TAG VALUES, the list holds every sensor of
     the measurement that matches --where, whenever it last wrote (the chiller, ten months before the window)
     and whatever field it wrote; not the sensors of another measurement or site."""
-    fake.points = [
-        reading("2026-01-05T10:00:00Z", 1.0, uniqueID="AHU-1 supply"),
-        reading("2025-03-01T00:00:00Z", 2.0, uniqueID="chiller 2"),
-        dataclasses.replace(reading("2026-01-05T10:00:00Z", 1.0, uniqueID=ODD_ID), field="manual_anomaly"),
-        reading("2026-01-05T10:00:00Z", 1.0, uniqueID="other site", siteRef="Other site"),
-        dataclasses.replace(reading("2026-01-05T10:00:00Z", 1.0, uniqueID="weather"), measurement="WEATHER"),
-    ]
+    fake.write(
+        [
+            reading("2026-01-05T10:00:00Z", 1.0, "AHU-1 supply"),
+            reading("2025-03-01T00:00:00Z", 2.0, "chiller 2"),
+            reading("2026-01-05T10:00:00Z", True, ODD_ID, field="manual_anomaly"),
+            reading("2026-01-05T10:00:00Z", 1.0, "other site", siteRef="Other site"),
+            reading("2026-01-05T10:00:00Z", 1.0, "weather", measurement="WEATHER"),
+        ]
+    )
     with connect(fake.url) as db:
         assert db.sensor_ids(START, STOP) == ["AHU-1 supply", ODD_ID, "chiller 2"]
 
 
 def test_read_means_returns_float_series_per_sensor_on_interval_starts(fake):
-    fake.answer = MEANS_CSV
+    """The mean of each interval's readings at its start, start inclusive (00:15 is the second interval's), the
+    stop exclusive (the chiller's reading at STOP is not read)."""
+    fake.write(MEANS_READINGS)
     with connect(fake.url) as db:
         means = db.read_means(["AHU-1 supply", ODD_ID, "chiller 2"], START, STOP, INTERVAL)
     assert list(means) == ["AHU-1 supply", ODD_ID]
@@ -491,7 +447,7 @@ def test_read_means_returns_float_series_per_sensor_on_interval_starts(fake):
 
 
 def test_read_means_sends_the_pipeline_with_every_value_as_a_parameter(fake):
-    fake.answer = MEANS_CSV
+    fake.write(MEANS_READINGS)
     sensors = ["AHU-1 supply", ODD_ID]
     with connect(fake.url) as db:
         db.read_means(sensors, START, STOP, INTERVAL)
@@ -524,7 +480,20 @@ def test_read_means_sends_the_pipeline_with_every_value_as_a_parameter(fake):
 
 
 def test_labelled_intervals_are_the_starts_of_intervals_with_a_true_label(fake):
-    fake.answer = LABELS_CSV
+    """Intervals holding a point whose label field (SCHEMA: anomaly) is true, not those whose labels are all
+    false, nor a true label of another field or site."""
+    fake.write(
+        [
+            reading("2026-01-05T00:20:00Z", True, "AHU-1 supply", field="anomaly"),
+            reading("2026-01-05T00:25:00Z", True, "AHU-1 supply", field="anomaly"),
+            reading("2026-01-05T00:50:00Z", False, "AHU-1 supply", field="anomaly"),
+            reading("2026-01-05T01:00:00Z", True, "AHU-1 supply", field="manual_anomaly"),
+            reading("2026-01-05T02:00:00Z", True, "AHU-1 supply", field="anomaly", siteRef="elsewhere"),
+            reading("2026-01-05T00:00:00Z", True, ODD_ID, field="anomaly"),
+            reading("2026-01-05T01:44:59Z", True, ODD_ID, field="anomaly"),
+            reading("2026-01-05T03:00:00Z", False, ODD_ID, field="anomaly"),
+        ]
+    )
     with connect(fake.url) as db:
         labelled = db.labelled_intervals(["AHU-1 supply", ODD_ID], START, STOP, INTERVAL)
     assert set(labelled) == {"AHU-1 supply", ODD_ID}
@@ -541,8 +510,19 @@ def test_labelled_intervals_are_the_starts_of_intervals_with_a_true_label(fake):
 
 
 def test_last_scored_is_the_newest_score_time_per_sensor(fake):
-    fake.answer = LAST_SCORED_CSV
+    """The newest loss at or after ``since``, whatever came later in other fields (a missing interval writes no
+    loss) or before ``since``; a sensor scored only before it is absent."""
     since = pd.Timestamp("2026-01-01T00:00:00Z")
+    fake.write(
+        [
+            score("2026-01-05T23:30:00Z", "AHU-1 supply", loss=0.5),
+            score("2026-01-05T23:45:00Z", "AHU-1 supply", loss=0.125),
+            score("2026-01-06T00:00:00Z", "AHU-1 supply", threshold=1.0, kind="missing"),
+            score("2026-01-04T06:00:00Z", ODD_ID, loss=3.75),
+            score("2025-12-31T23:45:00Z", "chiller 2", loss=1.0),
+            reading("2026-01-05T12:00:00Z", 1.0, "chiller 2", field="loss"),
+        ]
+    )
     with connect(fake.url) as db:
         last = db.last_scored(["AHU-1 supply", ODD_ID, "chiller 2"], since)
     assert last == {"AHU-1 supply": pd.Timestamp("2026-01-05T23:45:00Z"), ODD_ID: pd.Timestamp("2026-01-04T06:00:00Z")}
@@ -556,19 +536,21 @@ def test_last_scored_is_the_newest_score_time_per_sensor(fake):
 
 
 def test_last_reading_and_group_tag_come_from_the_newest_point_whichever_series_holds_it(fake):
-    """Fake server, answering from stored points: AHU-1's equipment tag changed from AHU-2 to AHU-1, so its
+    """AHU-1's equipment tag changed from AHU-2 to AHU-1, so its
     readings are in two series, and its newest point is in the series that comes first (series key order),
     not in the table that comes last. The other sensor's newest point has no equipment tag: its tag comes
     from its newest point that has one."""
-    fake.points = [
-        reading("2026-01-05T08:00:00Z", 3.0, uniqueID="AHU-1 supply", equip="AHU-2"),
-        reading("2026-01-05T09:00:00Z", 1.0, uniqueID="AHU-1 supply", equip="AHU-1"),
-        reading("2026-01-05T09:30:00Z", 4.0, uniqueID="AHU-1 supply", equip="AHU-2"),
-        reading("2026-01-05T10:00:00Z", 2.0, uniqueID="AHU-1 supply", equip="AHU-1"),
-        reading("2026-01-05T07:00:00Z", 5.0, uniqueID=ODD_ID, equip="chiller"),
-        reading("2026-01-05T11:00:00Z", 6.0, uniqueID=ODD_ID),
-        reading("2026-01-05T12:00:00Z", 7.0, uniqueID="AHU-1 supply", equip="AHU-3", siteRef="elsewhere"),
-    ]
+    fake.write(
+        [
+            reading("2026-01-05T08:00:00Z", 3.0, "AHU-1 supply", equip="AHU-2"),
+            reading("2026-01-05T09:00:00Z", 1.0, "AHU-1 supply", equip="AHU-1"),
+            reading("2026-01-05T09:30:00Z", 4.0, "AHU-1 supply", equip="AHU-2"),
+            reading("2026-01-05T10:00:00Z", 2.0, "AHU-1 supply", equip="AHU-1"),
+            reading("2026-01-05T07:00:00Z", 5.0, ODD_ID, equip="chiller"),
+            reading("2026-01-05T11:00:00Z", 6.0, ODD_ID),
+            reading("2026-01-05T12:00:00Z", 7.0, "AHU-1 supply", equip="AHU-3", siteRef="elsewhere"),
+        ]
+    )
     since = pd.Timestamp("2026-01-05T00:00:00Z")
     sensors = ["AHU-1 supply", ODD_ID, "chiller 2"]
     with connect(fake.url) as db:
@@ -579,24 +561,28 @@ def test_last_reading_and_group_tag_come_from_the_newest_point_whichever_series_
 
 
 def test_read_means_gives_only_the_chunks_sensors(fake):
-    """Fake server, answering from stored points: the sensor filter (equalities joined with or) keeps the
-    chunk's sensors and no other, however alike their ids ("AHU-1 supply 2", "ahu-1 supply") or their series
-    (another sensor with the chunk's other tags); each mean is of its own sensor's points, per interval."""
-    fake.points = [
-        reading("2026-01-05T00:05:00Z", 20.0, uniqueID="AHU-1 supply"),
-        reading("2026-01-05T00:10:00Z", 21.0, uniqueID="AHU-1 supply"),
-        reading("2026-01-05T00:40:00Z", 23.0, uniqueID="AHU-1 supply", equip="AHU-1"),
-        reading("2026-01-05T00:20:00Z", -1.5, uniqueID=ODD_ID),
-        reading("2026-01-05T00:05:00Z", 99.0, uniqueID="AHU-1 supply 2"),
-        reading("2026-01-05T00:05:00Z", 98.0, uniqueID="ahu-1 supply"),
-        reading("2026-01-05T00:05:00Z", 97.0, uniqueID="chiller 2", equip="AHU-1"),
-        reading("2026-01-06T00:05:00Z", 96.0, uniqueID=ODD_ID),  # after the range
-    ]
+    """The sensor filter (equalities joined with or) keeps the chunk's sensors and no other, however alike their
+    ids ("AHU-1 supply 2", "ahu-1 supply") or their series (another sensor with the chunk's other tags); each
+    mean is of its own sensor's points, per interval, whichever of its series they are in (AHU-1's readings with
+    and without an equipment tag: one mean, not one per series)."""
+    fake.write(
+        [
+            reading("2026-01-05T00:05:00Z", 20.0, "AHU-1 supply"),
+            reading("2026-01-05T00:10:00Z", 21.0, "AHU-1 supply"),
+            reading("2026-01-05T00:12:00Z", 22.0, "AHU-1 supply", equip="AHU-1"),
+            reading("2026-01-05T00:40:00Z", 23.0, "AHU-1 supply", equip="AHU-1"),
+            reading("2026-01-05T00:20:00Z", -1.5, ODD_ID),
+            reading("2026-01-05T00:05:00Z", 99.0, "AHU-1 supply 2"),
+            reading("2026-01-05T00:05:00Z", 98.0, "ahu-1 supply"),
+            reading("2026-01-05T00:05:00Z", 97.0, "chiller 2", equip="AHU-1"),
+            reading("2026-01-06T00:05:00Z", 96.0, ODD_ID),  # after the range
+        ]
+    )
     with connect(fake.url) as db:
         means = db.read_means(["AHU-1 supply", ODD_ID, "no such sensor"], START, STOP, INTERVAL)
     assert list(means) == ["AHU-1 supply", ODD_ID]
     assert means["AHU-1 supply"].to_dict() == {
-        pd.Timestamp("2026-01-05T00:00Z"): 20.5,
+        pd.Timestamp("2026-01-05T00:00Z"): 21.0,
         pd.Timestamp("2026-01-05T00:30Z"): 23.0,
     }
     assert means[ODD_ID].to_dict() == {pd.Timestamp("2026-01-05T00:15Z"): -1.5}
@@ -620,7 +606,6 @@ def test_no_sensor_asks_the_server_nothing(fake):
 
 
 def test_no_data_gives_empty_results(fake):
-    fake.answer = EMPTY_CSV
     with connect(fake.url) as db:
         assert db.sensor_ids(START, STOP) == []
         assert db.read_means(["AHU-1 supply"], START, STOP, INTERVAL) == {}
@@ -630,11 +615,20 @@ def test_no_data_gives_empty_results(fake):
 
 
 def test_missing_counts_are_the_missing_intervals_per_sensor_since_a_time(fake):
-    fake.answer = MISSING_CSV
+    """Points of kind "missing" at or after ``since``, flagged or not; not other kinds, nor earlier ones."""
     since = pd.Timestamp("2026-01-04T00:00:00Z")
+    fake.write(
+        [
+            *(score(f"2026-01-05T0{h}:00:00Z", "AHU-1 supply", kind="missing", anomaly=h == 1) for h in range(3)),
+            score("2026-01-05T03:00:00Z", "AHU-1 supply", kind="none", anomaly=False),
+            score("2026-01-03T23:45:00Z", "AHU-1 supply", kind="missing", anomaly=False),
+            *(score(f"2026-01-04T{h:02d}:00:00Z", ODD_ID, kind="missing", anomaly=False) for h in range(24)),
+            score("2026-01-05T00:00:00Z", "chiller 2", kind="flatline", anomaly=True),
+        ]
+    )
     with connect(fake.url) as db:
         counts = db.missing_counts(["AHU-1 supply", ODD_ID, "chiller 2"], since)
-    assert counts == {"AHU-1 supply": 3, ODD_ID: 96}
+    assert counts == {"AHU-1 supply": 3, ODD_ID: 24}
     assert all(type(n) is int for n in counts.values())
     text, params = fake.query["text"], fake.query["options"]["params"]
     assert 'r._field == "kind"' in text and "r._value == params.kind" in text and "|> count()" in text
@@ -650,33 +644,72 @@ def test_missing_counts_are_the_missing_intervals_per_sensor_since_a_time(fake):
         "sensor1": ODD_ID,
         "sensor2": "chiller 2",
     }
-    fake.answer = EMPTY_CSV
     with connect(fake.url) as db:
-        assert db.missing_counts(["AHU-1 supply"], since) == {}
+        assert db.missing_counts(["no such sensor"], since) == {}
+
+
+def test_anomaly_counts_are_the_flagged_windows_per_sensor_since_a_time(fake):
+    """Points flagged at or after ``since``, not those that were not, nor earlier ones."""
+    since = pd.Timestamp("2026-01-04T00:00:00Z")
+    fake.write(
+        [
+            *(score(f"2026-01-05T0{h}:00:00Z", "AHU-1 supply", anomaly=h < 2, kind="spike") for h in range(5)),
+            score("2026-01-03T23:45:00Z", "AHU-1 supply", anomaly=True, kind="spike"),
+            score("2026-01-04T00:00:00Z", ODD_ID, anomaly=True, kind="missing"),
+            score("2026-01-05T00:00:00Z", "chiller 2", anomaly=False, kind="none"),
+        ]
+    )
+    with connect(fake.url) as db:
+        counts = db.anomaly_counts(["AHU-1 supply", ODD_ID, "chiller 2"], since)
+    assert counts == {"AHU-1 supply": 2, ODD_ID: 1}
+    assert all(type(n) is int for n in counts.values())
 
 
 def test_read_scores_gives_the_score_column_even_where_none_was_written(fake):
+    """Each point's fields by its time, NaN for a field a point lacks (an interval without readings has no loss,
+    reading or score); points written before the score field was have no score column at all."""
     columns = ["loss", "threshold", "anomaly", "val_num", "score"]
-    fake.answer = SCORES_CSV
+    fake.write(
+        [
+            score(
+                "2026-01-05T00:15:00Z", "AHU-1 supply", loss=0.25, threshold=0.5, anomaly=False, val_num=20.5, score=0.5
+            ),
+            score("2026-01-05T00:30:00Z", "AHU-1 supply", threshold=0.5, anomaly=False, kind="missing"),
+            score(
+                "2026-01-05T00:45:00Z", "AHU-1 supply", loss=0.75, threshold=0.5, anomaly=True, val_num=21.0, score=1.5
+            ),
+            score("2026-01-05T00:15:00Z", "chiller 2", loss=0.25, threshold=0.5, anomaly=False, val_num=20.5),
+            score("2026-01-05T00:30:00Z", "chiller 2", loss=0.75, threshold=0.5, anomaly=True, val_num=21.0),
+        ]
+    )
     with connect(fake.url) as db:
-        (frame,) = db.read_scores(["AHU-1 supply"], START, STOP).values()
+        frames = db.read_scores(["AHU-1 supply", "chiller 2"], START, STOP)
+    frame = frames["AHU-1 supply"]
     assert list(frame.columns) == columns
     assert frame.index.equals(utc("2026-01-05T00:15Z", "2026-01-05T00:30Z", "2026-01-05T00:45Z"))
     assert frame["score"].tolist()[::2] == [0.5, 1.5] and pd.isna(frame["score"].iloc[1])
     assert frame["anomaly"].tolist() == [False, False, True]
-    fake.answer = SCORES_WITHOUT_SCORE_CSV
-    with connect(fake.url) as db:
-        (frame,) = db.read_scores(["AHU-1 supply"], START, STOP).values()
+    frame = frames["chiller 2"]
     assert list(frame.columns) == columns
     assert frame["score"].isna().all() and frame["loss"].tolist() == [0.25, 0.75]
     assert fake.queries[-1]["options"]["params"]["measurement"] == "PREDICT_ANOMALY"
 
 
+# A sensor whose points in range are all intervals without readings (threshold and anomaly only) beside one
+# scored in full.
+SCORES_WITHOUT_LOSS = [
+    score("2026-01-05T00:15:00Z", ODD_ID, threshold=0.5, anomaly=False, kind="missing"),
+    score("2026-01-05T00:30:00Z", ODD_ID, threshold=0.5, anomaly=True, kind="missing"),
+    score("2026-01-05T00:15:00Z", "AHU-1 supply", loss=0.25, threshold=0.5, anomaly=False, val_num=20.5, score=0.5),
+    score("2026-01-05T00:30:00Z", "AHU-1 supply", loss=0.75, threshold=0.5, anomaly=True, val_num=21.0, score=1.5),
+]
+
+
 def test_read_scores_gives_every_column_as_influxql_does_when_a_sensor_wrote_no_loss_or_reading(fake):
-    """Fake server: a sensor whose points in range are all intervals without readings has no loss, reading
-    or score column in its pivoted table. Its frame has all five columns, as InfluxQL's (which names every
-    column it selects) has, NaN where nothing was written; the other sensor's frame is whole."""
-    fake.answer = SCORES_WITHOUT_LOSS_CSV
+    """A sensor whose points in range are all intervals without readings has no loss, reading or score column
+    in its pivoted table. Its frame has all five columns, as InfluxQL's (which names every column it selects)
+    has, NaN where nothing was written; the other sensor's frame is whole."""
+    fake.write(SCORES_WITHOUT_LOSS)
     with connect(fake.url) as db:
         frames = db.read_scores(["AHU-1 supply", ODD_ID], START, STOP)
     assert set(frames) == {"AHU-1 supply", ODD_ID}
@@ -688,9 +721,9 @@ def test_read_scores_gives_every_column_as_influxql_does_when_a_sensor_wrote_no_
 
 
 def test_sensor_plot_draws_every_sensor_when_one_wrote_no_loss_or_reading(fake, tmp_path):
-    """Fake server, with sensor_plot.py run as cron runs it: the sensor whose scores have no loss column
-    gets its picture (no windows scored) and the other sensors theirs; exit 0."""
-    fake.answers = [MEANS_CSV, SCORES_WITHOUT_LOSS_CSV]  # read_means, then read_scores
+    """sensor_plot.py run as cron runs it: the sensor whose scores have no loss column gets its picture (no
+    windows scored) and the other sensors theirs; exit 0."""
+    fake.write([*MEANS_READINGS, *SCORES_WITHOUT_LOSS])
     env = {"INFLUX_URL": fake.url, "INFLUX_TOKEN": TOKEN, "INFLUX_ORG": ORG, "INFLUX_BUCKET": BUCKET}
     sensors = ["--sensor", "AHU-1 supply", "--sensor", ODD_ID]
     window = ["--start", "2026-01-05T00:00:00Z", "--stop", "2026-01-06T00:00:00Z"]
@@ -716,6 +749,35 @@ def test_write_sends_exact_line_protocol_in_seconds_to_the_org_and_bucket(fake, 
         db.write(lines)
     assert [w["fields"] for w in fake.writes] == [{"org": ORG, "bucket": BUCKET, "precision": "s"}] * 2
     assert [w["body"] for w in fake.writes] == ["\n".join(lines[:2]), lines[2]]
+
+
+def test_delete_scores_sends_influxql_deletes_on_the_v1_api(fake):
+    """Fake server: it records the v1 request and applies it. InfluxDB 2.x takes InfluxQL's DELETE on /query for
+    the bucket's DBRP mapping; /api/v2/delete's predicates could not name an id with parentheses or quotes."""
+    first, last = START, START + 3 * INTERVAL
+    stamps = [int((START + i * INTERVAL).timestamp()) for i in range(6)]
+    kept = "AHU-1 supply"
+    fake.write(
+        [
+            line_protocol("PREDICT_ANOMALY", {"uniqueID": s}, {"loss": 1.0, "kind": "none"}, t)
+            for s in (ODD_ID, kept)
+            for t in stamps
+        ]
+    )
+    with connect(fake.url) as db:
+        db.delete_scores({ODD_ID: [(first, first), (first + INTERVAL, last)], "AHU-1 supply": []})
+    assert fake.v1_queries == [
+        {
+            "db": BUCKET,
+            "q": 'DELETE FROM "PREDICT_ANOMALY" WHERE "uniqueID" = \'Zone 3, "Café"=Süd\' '
+            "AND time >= '2026-01-05T00:00:00Z' AND time <= '2026-01-05T00:00:00Z'; "
+            'DELETE FROM "PREDICT_ANOMALY" WHERE "uniqueID" = \'Zone 3, "Café"=Süd\' '
+            "AND time >= '2026-01-05T00:15:00Z' AND time <= '2026-01-05T00:45:00Z'",
+        }
+    ]
+    remaining = fake.buckets[BUCKET].frame("PREDICT_ANOMALY", ["loss", "kind"], uniqueID=ODD_ID)
+    assert list(remaining.index) == [START + 4 * INTERVAL, START + 5 * INTERVAL]
+    assert len(fake.buckets[BUCKET].frame("PREDICT_ANOMALY", ["loss", "kind"], uniqueID=kept)) == 6
 
 
 def test_record_run_writes_numbers_as_floats_in_nanoseconds(fake):
@@ -769,23 +831,24 @@ def test_unknown_bucket_names_the_bucket_and_variable(fake, operation):
 
 
 def test_an_error_inside_a_200_answer_is_an_influx_error_with_the_servers_message(fake):
-    """Fake server: InfluxDB sends a query's first tables, then meets an error, which it reports as an error
-    table in the same 200 answer. That is an InfluxError quoting the server, not a traceback, and it is not
-    tried again: the same query would meet the same error."""
+    """InfluxDB sends a query's first tables, then meets an error, which it reports as an error table in the
+    same 200 answer. That is an InfluxError quoting the server, not a traceback, and it is not tried again: the
+    same query would meet the same error."""
     message = "runtime error @7:6-7:99: aggregateWindow: unsupported aggregate column type string"
-    fake.answer = MEANS_CSV + error_table(message)
+    fake.write(MEANS_READINGS)
+    fake.fail_after(1, message)
     with connect(fake.url) as db, pytest.raises(InfluxError) as caught:
-        db.read_means(["AHU-1 supply"], START, STOP, INTERVAL)
+        db.read_means(["AHU-1 supply", ODD_ID], START, STOP, INTERVAL)
     assert str(caught.value) == f"InfluxDB at {fake.url} failed: query error: {message}"
     assert not caught.value.transient
     assert len(fake.queries) == 1
 
 
 def test_an_error_inside_a_200_answer_that_may_pass_is_tried_again(fake):
-    """Fake server: the first answer is an error table for a query the server gave up on (its deadline); the
-    query is sent again and the second answer is read."""
-    fake.answers = [error_table("context deadline exceeded")]
-    fake.answer = MEANS_CSV
+    """The first answer breaks off after a table with an error table for a query the server gave up on (its
+    deadline); the query is sent again and the second answer is read whole."""
+    fake.write(MEANS_READINGS)
+    fake.fail_after(1, "context deadline exceeded")
     with connect(fake.url) as db:
         means = db.read_means(["AHU-1 supply", ODD_ID], START, STOP, INTERVAL)
     assert list(means) == ["AHU-1 supply", ODD_ID]

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from anomaly.influx.flux import (
+from anomaly.influx.flux_text import (
     flux_anomaly_counts,
     flux_group_tags,
     flux_labels,

@@ -2,7 +2,12 @@
 
 The data are generated (tools/sensor_data.py) around a fixed NOW: two weeks of normal history to train
 on, then a day in which three sensors get a spike, a level shift and a flat-line, and a fourth stays
-normal. Sensor ids carry the characters line protocol and InfluxQL must escape.
+normal. Sensor ids carry the characters line protocol, InfluxQL and Flux must escape.
+
+The tests marked ``both_dialects`` (training, the first run's flags, resuming and catching up, a backfill, the
+cold-start detector, events and incidents, the health point, a missing database) run twice: against InfluxDB
+1.6 in InfluxQL, and against the imitation of InfluxDB 2.7 in Flux (tests/conftest.py, ``influx``); the others
+against InfluxDB 1.6 only.
 """
 
 from __future__ import annotations
@@ -44,14 +49,14 @@ TRAIN = [
 FIXED_RULES = ("--threshold", "fixed", "--min-consecutive", "1")
 
 
-def seed_database(url: str, database: str) -> list[sensor_data.Anomaly]:
-    local_influxd.query(url, f'CREATE DATABASE "{database}"')
+def seed_database(influx, database: str) -> list[sensor_data.Anomaly]:
+    influx.create(database)
     start, stop, sample = NOW - pd.Timedelta(days=15), NOW + pd.Timedelta(days=1), pd.Timedelta(minutes=5)
     lines, anomalies = sensor_data.fleet(
         SENSORS, start, stop, sample, seed=3, anomalies_after=NOW - pd.Timedelta(days=1)
     )
     quiet, _ = sensor_data.fleet([QUIET], start, stop, sample, seed=3)
-    local_influxd.write(url, database, lines + quiet)
+    influx.write(database, lines + quiet)
     return anomalies
 
 
@@ -62,11 +67,11 @@ def write_config(directory, ratios=None, windows=None):
 
 
 @pytest.fixture(scope="module")
-def trained(influxd, tmp_path_factory):
-    """Models trained once for the module, from a database of their own."""
-    workdir = tmp_path_factory.mktemp("trained")
-    seed_database(influxd.url, "training")
-    env = {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": "training"}
+def trained(influx, tmp_path_factory):
+    """Models trained once for the module (and dialect), from a database of their own."""
+    workdir = tmp_path_factory.mktemp(f"trained-{influx.dialect}")
+    seed_database(influx, f"training_{influx.dialect}")
+    env = influx.env(f"training_{influx.dialect}")
     args = [*TRAIN, "--models-dir", str(workdir / "models"), *write_config(workdir)]
     result = run_job("sensor_training.py", args, env, cwd=workdir)
     assert result.returncode == 0, result.stderr
@@ -74,10 +79,10 @@ def trained(influxd, tmp_path_factory):
 
 
 @pytest.fixture
-def scoring(influxd, trained, tmp_path):
+def scoring(influx, trained, tmp_path):
     """A fresh database with the same data, and a function that runs sensor_predict.py against it."""
     database = f"scoring_{tmp_path.name}"[:60]
-    anomalies = seed_database(influxd.url, database)
+    anomalies = seed_database(influx, database)
     models_dir, _ = trained
 
     def predict(*extra, ratios=None, windows=None, env=None):
@@ -93,31 +98,19 @@ def scoring(influxd, trained, tmp_path):
         return run_job(
             "sensor_predict.py",
             args,
-            {"INFLUX_URL": influxd.url, "INFLUX_DATABASE": database, **(env or {})},
+            {**influx.env(database), **(env or {})},
             cwd=tmp_path,
         )
 
     def scores(sensor_id):
-        query = (
-            f'SELECT "loss", "threshold", "anomaly", "val_num" FROM "PREDICT_ANOMALY" '
-            f'WHERE "uniqueID" = {_influxql_string(sensor_id)}'
+        return influx.points(
+            database, "PREDICT_ANOMALY", ["loss", "threshold", "anomaly", "val_num"], uniqueID=sensor_id
         )
-        found = rows(influxd.url, database, query)
-        if not found:
-            return pd.DataFrame(columns=["loss", "threshold", "anomaly", "val_num"])
-        ((_, values),) = found
-        frame = pd.DataFrame(values, columns=["time", "loss", "threshold", "anomaly", "val_num"])
-        return frame.set_index(pd.to_datetime(frame.pop("time"), unit="s", utc=True))
 
     return predict, scores, anomalies, database
 
 
-def _influxql_string(text):
-    from anomaly.influx.influxql import influxql_string
-
-    return influxql_string(text)
-
-
+@pytest.mark.both_dialects
 def test_training_saves_a_model_per_sensor_with_its_metadata(trained):
     models_dir, result = trained
     metadata = {}
@@ -156,6 +149,7 @@ def assert_quiet(frame: pd.DataFrame, normal: pd.DatetimeIndex, name: str) -> No
     assert len(found) <= 1 and flags.sum() <= WINDOW, f"{name}: false alarms at {list(normal[flags])}"
 
 
+@pytest.mark.both_dialects
 def test_first_run_scores_the_last_day_and_flags_the_injected_anomalies(scoring):
     predict, scores, anomalies, _ = scoring
     result = predict("--now", NOW.isoformat())
@@ -173,8 +167,9 @@ def test_first_run_scores_the_last_day_and_flags_the_injected_anomalies(scoring)
     assert_quiet(quiet, quiet.index, QUIET)
 
 
-def test_a_rerun_adds_nothing_and_a_missed_schedule_is_caught_up(scoring, influxd):
-    predict, scores, _, _database = scoring
+@pytest.mark.both_dialects
+def test_a_rerun_adds_nothing_and_a_missed_schedule_is_caught_up(scoring):
+    predict, scores, _, _ = scoring
     assert predict("--now", NOW.isoformat()).returncode == 0
     again = predict("--now", (NOW + pd.Timedelta(minutes=5)).isoformat())
     assert again.returncode == 0 and "4 up to date" in again.stderr
@@ -187,6 +182,7 @@ def test_a_rerun_adds_nothing_and_a_missed_schedule_is_caught_up(scoring, influx
         assert frame.index.equals(expected), sensor_id
 
 
+@pytest.mark.both_dialects
 def test_backfill_rewrites_the_same_points(scoring):
     predict, scores, _, _ = scoring
     assert predict("--now", NOW.isoformat()).returncode == 0
@@ -279,9 +275,9 @@ def test_an_unreachable_server_gives_one_clear_line(scoring, tmp_path):
         pytest.param("admin:hunter2@{host}", "'http://…@{host}' holds a user name or password", id="valid"),
     ],
 )
-def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, influxd, netloc, message):
+def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, influx, netloc, message):
     predict, scores, _, _ = scoring
-    host = influxd.url.removeprefix("http://")
+    host = influx.url.removeprefix("http://")
     result = predict("--now", NOW.isoformat(), env={"INFLUX_URL": "http://" + netloc.format(host=host)})
     assert result.returncode == 2
     assert "--url / INFLUX_URL: " + message.format(host=host) in result.stderr
@@ -289,11 +285,12 @@ def test_credentials_in_influx_url_stop_the_job_and_are_never_shown(scoring, inf
     assert scores(QUIET).empty
 
 
-def test_a_missing_database_is_named(scoring):
+@pytest.mark.both_dialects
+def test_a_missing_database_is_named(scoring, influx):
     predict, _, _, _ = scoring
-    result = predict("--now", NOW.isoformat(), env={"INFLUX_DATABASE": "no_such_db"})
+    result = predict("--now", NOW.isoformat(), env={influx.store_variable: "no_such_db"})
     assert result.returncode == 1
-    assert "no database or bucket 'no_such_db'" in result.stderr and "INFLUX_DATABASE" in result.stderr
+    assert "no database or bucket 'no_such_db'" in result.stderr and influx.store_variable in result.stderr
 
 
 def test_training_skips_unusable_sensors_and_trains_the_rest(influxd, database, tmp_path):
@@ -389,7 +386,24 @@ def test_a_second_run_refuses_to_start_while_the_first_holds_the_lock(scoring, t
     assert predict("--now", NOW.isoformat()).returncode == 0  # the lock goes with its holder
 
 
-def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
+HEALTH_FIELDS = [
+    "alerts_failed",
+    "anomalies",
+    "duration_s",
+    "exit_status",
+    "host",
+    "missing",
+    "notifications_failed",
+    "sensors_done",
+    "sensors_failed",
+    "sensors_selected",
+    "sensors_skipped",
+    "windows",
+]
+
+
+@pytest.mark.both_dialects
+def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influx):
     predict, _, _, database = scoring
     result = predict("--now", NOW.isoformat(), "--log-format", "json")
     assert result.returncode == 0, result.stderr
@@ -397,26 +411,8 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
     assert {"time", "level", "logger", "message"} <= set(entries[-1])
     assert entries[-1]["message"].startswith("done in")
     assert predict("--now", (NOW + INTERVAL).isoformat()).returncode == 0
-    ((tags, values),) = rows(influxd.url, database, 'SELECT * FROM "JOB_HEALTH" GROUP BY "job"')
-    assert tags == {"job": "sensor_predict"}
-    frame = pd.DataFrame(
-        values,
-        columns=[
-            "time",
-            "alerts_failed",
-            "anomalies",
-            "duration_s",
-            "exit_status",
-            "host",
-            "missing",
-            "notifications_failed",
-            "sensors_done",
-            "sensors_failed",
-            "sensors_selected",
-            "sensors_skipped",
-            "windows",
-        ],
-    )
+    frame = influx.points(database, "JOB_HEALTH", HEALTH_FIELDS, job="sensor_predict")
+    assert len(influx.points(database, "JOB_HEALTH", HEALTH_FIELDS)) == len(frame)  # no point of another job
     assert frame["sensors_selected"].tolist() == [4, 4] and frame["windows"].tolist() == [4 * 96, 4]
     assert frame["exit_status"].tolist() == [0, 0] and (frame["duration_s"] > 0).all()
     assert frame["notifications_failed"].tolist() == [0, 0] and frame["alerts_failed"].tolist() == [0, 0]
@@ -424,7 +420,7 @@ def test_every_run_leaves_a_health_point_and_json_logs_parse(scoring, influxd):
 
 @pytest.mark.parametrize("what", ["webhook refuses the connection", "state file cannot be written"])
 def test_a_failed_notification_or_alert_step_is_named_in_the_summary_and_the_health_point(
-    scoring, influxd, tmp_path, what
+    scoring, influx, tmp_path, what
 ):
     """Exit status 1 with no sensor failed: the summary line and the health point say what did fail."""
     predict, _, _, database = scoring
@@ -440,15 +436,14 @@ def test_a_failed_notification_or_alert_step_is_named_in_the_summary_and_the_hea
     summary = result.stderr.splitlines()[-1]
     assert f"0 failed, {expected[0]} notifications failed" in summary
     assert ("the events, incidents and notifications step failed" in summary) is bool(expected[1])
-    ((_, values),) = rows(
-        influxd.url,
-        database,
-        'SELECT "sensors_failed", "notifications_failed", "alerts_failed", "exit_status" FROM "JOB_HEALTH"',
+    health = influx.points(
+        database, "JOB_HEALTH", ["sensors_failed", "notifications_failed", "alerts_failed", "exit_status"]
     )
-    assert [row[1:] for row in values] == [[0, *expected, 1]]
+    assert health.values.tolist() == [[0, *expected, 1]]
 
 
-def test_events_become_annotations_incidents_and_one_message_each(scoring, influxd, webhook, tmp_path):
+@pytest.mark.both_dialects
+def test_events_become_annotations_incidents_and_one_message_each(scoring, influx, webhook, tmp_path):
     predict, _scores, anomalies, database = scoring
     url, received = webhook.url, webhook.received
     args = ["--notify-cooldown", "0s", "--incident-tag", "siteRef", "--state-file", str(tmp_path / "state.json")]
@@ -463,12 +458,11 @@ def test_events_become_annotations_incidents_and_one_message_each(scoring, influ
     assert len(keys) == len(set(keys))
     flagged = set().union(*(body["sensors"] for body in received))
     assert {a.sensor_id for a in anomalies} <= flagged
-    ((_, incident_rows),) = rows(influxd.url, database, 'SELECT * FROM "INCIDENTS" GROUP BY "siteRef"')
-    assert len(incident_rows) >= 1
-    events = rows(influxd.url, database, 'SELECT "text", "end_ms" FROM "ANOMALY_EVENTS" GROUP BY "uniqueID"')
-    by_sensor = {tags["uniqueID"]: values for tags, values in events}
+    sites = {body["group"] for body in received}
+    for site in sites:
+        assert len(influx.points(database, "INCIDENTS", ["text", "severity", "sensors"], siteRef=site)) >= 1, site
     for anomaly in anomalies:
-        starts = [pd.Timestamp(t, unit="s", tz="UTC") for t, _, _ in by_sensor[anomaly.sensor_id]]
+        starts = influx.points(database, "ANOMALY_EVENTS", ["text", "end_ms"], uniqueID=anomaly.sensor_id).index
         assert any(anomaly.start <= s < anomaly.stop + WINDOW * INTERVAL for s in starts), anomaly
     again = predict("--now", NOW.isoformat(), *args, env={"SENSOR_NOTIFY_URL": url})
     assert again.returncode == 0 and len(received) == len(keys)  # nothing new: nothing sent
@@ -496,8 +490,9 @@ def test_a_bad_webhook_url_stops_the_job_before_it_scores_without_showing_the_ur
     assert scores(QUIET).empty
 
 
-def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, influxd):
-    predict, scores, _, database = scoring
+@pytest.mark.both_dialects
+def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_one(scoring, influx):
+    predict, _, _, database = scoring
     index = pd.date_range(NOW - pd.Timedelta(days=4), NOW, freq="15min", inclusive="left")
     values, spike = sensor_data.inject(
         sensor_data.normal_readings("new sensor", index, 9),
@@ -507,19 +502,16 @@ def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_
         NOW - pd.Timedelta(hours=5),
         INTERVAL,
     )
-    local_influxd.write(influxd.url, database, sensor_data.readings_lines("new sensor", index, values))
+    influx.write(database, sensor_data.readings_lines("new sensor", index, values))
     result = predict("--now", NOW.isoformat())
     assert result.returncode == 0, result.stderr
     assert "sensor 'new sensor': 96 readings (no model yet: robust detector)" in result.stderr
-    ((_, found),) = rows(
-        influxd.url,
-        database,
-        'SELECT "anomaly", "kind", "detector" FROM "PREDICT_ANOMALY" WHERE "uniqueID" = \'new sensor\'',
-    )
-    flagged = [pd.Timestamp(t, unit="s", tz="UTC") for t, anomaly, _, _ in found if anomaly]
-    assert flagged == [spike.start] and {d for *_, d in found} == {"robust"}
-    assert {k for _, a, k, _ in found if a} == {"outlier"}
-    assert len(scores(QUIET)) == 96 and "detector" not in scores(QUIET).columns  # trained sensors stay on the LSTM
+    found = influx.points(database, "PREDICT_ANOMALY", ["anomaly", "kind", "detector"], uniqueID="new sensor")
+    flagged = found.index[found["anomaly"].astype(bool)]
+    assert flagged.tolist() == [spike.start] and set(found["detector"]) == {"robust"}
+    assert set(found["kind"][found["anomaly"].astype(bool)]) == {"outlier"}
+    trained_sensor = influx.points(database, "PREDICT_ANOMALY", ["detector"], uniqueID=QUIET)
+    assert len(trained_sensor) == 96 and set(trained_sensor["detector"]) == {"lstm"}  # trained: still the LSTM
     skipped = predict("--now", (NOW + INTERVAL).isoformat(), "--no-cold-start")
     assert "sensor 'new sensor': skipped: no model" in skipped.stderr
 
@@ -545,13 +537,13 @@ def test_a_dynamic_threshold_never_drops_below_its_floor_and_still_flags_the_ano
     assert scores(QUIET)["threshold"].nunique() > 1  # it moves with the recent losses
 
 
-def test_events_can_also_go_where_chronograf_keeps_its_annotations(scoring, influxd, tmp_path):
+def test_events_can_also_go_where_chronograf_keeps_its_annotations(scoring, influx, tmp_path):
     predict, _, anomalies, _ = scoring
-    local_influxd.query(influxd.url, 'CREATE DATABASE "chronograf"')
+    influx.create("chronograf")
     result = predict("--now", NOW.isoformat(), "--chronograf-annotations", "--state-file", str(tmp_path / "s.json"))
     assert result.returncode == 0, result.stderr
     found = rows(
-        influxd.url,
+        influx.url,
         "chronograf",
         'SELECT "text", "start_time", "deleted", "uniqueID" FROM "annotations" WHERE "deleted" = false GROUP BY "id"',
     )

@@ -1029,7 +1029,7 @@ def test_a_bad_notify_url_is_refused_at_start_up_without_echoing_it():
     url = "https://hook:s3cret@example.com:port/s3cretT0ken"
     args = parser.parse_args(["--notify-url", url], argparse.Namespace(shard=None))
     with pytest.raises(ConfigError) as caught:
-        settings_from_args(args, Path("models"))
+        settings_from_args(args, Path("models"), Path("state"))
     assert str(caught.value) == (
         "--notify-url / SENSOR_NOTIFY_URL: the webhook URL has a port that is not a number from 0 to 65535 "
         "(the URL is a secret, so it is not shown)"

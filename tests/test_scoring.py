@@ -157,12 +157,27 @@ def test_rules_for_take_the_threshold_times_the_ratio_and_everything_else_from_t
         ),
         pytest.param({}, 3, 0, 8, id="a short flat-line limit is within the windows read anyway"),
         pytest.param({}, 5, 0, 10, id="a flat-line run longer than two windows is read back"),
-        pytest.param({}, 1000, 0, 192, id="flat-line runs are looked for two days back at most"),
+        pytest.param({}, 96, 0, 192, id="a flat-line limit of two days is read back"),
+        pytest.param({}, 97, 0, 8, id="a limit beyond two days is not checked, so not read"),
     ],
 )
 def test_lead_reaches_back_for_what_decides_the_first_due_window(policy, longest_flat_run, decided, readings):
     model = trained(window=4, longest_flat_run=longest_flat_run)
     assert model_predict.lead(model, model_predict.Policy(**policy), Q) == (decided * Q, readings * Q)
+
+
+@pytest.mark.parametrize("longest_flat_run, flagged", [(96, True), (97, False)])
+def test_a_backfill_flags_no_flat_line_a_tick_could_not_see(longest_flat_run, flagged):
+    # Training saw flat runs of a day (96 or 97 intervals of 15 minutes): the limit is twice that. A tick reads
+    # two days back for flat-lines; a backfill over a week reads the whole week, so a limit past two days
+    # would flag there what no tick ever flags.
+    model = trained(window=4, longest_flat_run=longest_flat_run)
+    ends = pd.date_range("2026-01-01", periods=7 * 96, freq=Q, tz="UTC")
+    series = pd.Series(5.0, index=ends)
+    rules = model_predict.rules_for(model, 1.0, model_predict.Policy())
+    context = detect.Context(interval=Q, series=series, first=ends[0], last=ends[-1])
+    scores = detect.decide(ends, series.to_numpy(), np.zeros(len(ends)), rules, context)
+    assert (scores["kind"] == "flatline").any() == flagged
 
 
 def test_prepare_puts_the_readings_as_read_on_the_grid_and_keeps_the_due_windows():
@@ -212,6 +227,36 @@ def test_a_failed_write_keeps_each_sensors_earliest_range_start_to_score_again()
     assert rescore.failed(pending, due) == {"a": FLOOR - 2 * H, "b": FLOOR - 5 * H, "c": FLOOR - H / 2}
     assert pending == {"a": FLOOR - 2 * H, "b": FLOOR - 3 * H}  # the given ranges are not changed
     assert rescore.failed(pending, {}) == pending
+
+
+@pytest.mark.parametrize(
+    "old, new, move, used, text, moved",
+    [
+        ("former", None, True, "new", "former", True),  # the upgrade: moved
+        ("former", "current", True, "new", "current", False),  # moved already: the copy left is not read
+        (None, None, True, "new", None, False),  # nothing kept yet
+        ("former", None, False, "old", "former", False),  # a dry run moves nothing and reads it where it is
+        ("former", "blocked", True, "old", "former", False),  # cannot be moved: used where it is
+    ],
+)
+def test_a_file_an_earlier_version_kept_in_the_models_directory_is_moved_once(
+    tmp_path, old, new, move, used, text, moved
+):
+    import sensor_predict
+
+    former, path = tmp_path / "models" / "state.json", tmp_path / "state" / "state.json"
+    former.parent.mkdir()
+    if old:
+        former.write_text(old)
+    if new == "blocked":
+        path.parent.write_text("a file where the state directory should be")
+    elif new:
+        path.parent.mkdir()
+        path.write_text(new)
+    found = sensor_predict.settled(former, path, move)
+    assert found == (path if used == "new" else former)
+    assert (found.read_text() if found.exists() else None) == text
+    assert former.exists() is (old is not None and not moved)
 
 
 class Identity:
@@ -266,6 +311,7 @@ def test_score_lines_one_point_per_window_in_time_order():
             "threshold": [0.5, 0.5],
             "anomaly": [False, False],
             "kind": ["none", "missing"],
+            "smoothed_loss": [0.1, np.nan],
             "score": [0.2, np.nan],
         },
         index=index,
@@ -273,7 +319,7 @@ def test_score_lines_one_point_per_window_in_time_order():
     lines = model_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",'
-        f'detector="lstm",score=0.2 {int(index[0].timestamp())}',
+        f'detector="lstm",smoothed_loss=0.1,score=0.2 {int(index[0].timestamp())}',
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 threshold=0.5,anomaly=false,kind="missing",'
         f'detector="lstm" {int(index[1].timestamp())}',
     ]
@@ -299,6 +345,35 @@ def test_score_lines_carry_the_flag_and_the_smoothed_loss_of_a_dynamic_threshold
         'PREDICT_ANOMALY,uniqueID=s val_num=1.5,loss=0.9,threshold=0.5,anomaly=true,kind="shape",'
         f'detector="robust",smoothed_loss=0.75,score=1.5 {int(index[0].timestamp())}'
     ]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        detect.Rules(threshold=0.5),
+        detect.Rules(threshold=0.5, min_consecutive=2, missing_limit=1),
+        detect.Rules(threshold=0.5, dynamic_history=4, missing_limit=1),
+        detect.Rules(threshold=6.0, kind="outlier"),  # the cold-start detector's
+    ],
+    ids=["fixed", "fixed, persistence", "dynamic", "cold start"],
+)
+def test_every_window_carries_every_field_whatever_the_rules(rules):
+    """InfluxDB merges a point into the one at its key: a field written under one configuration and not under
+    another (smoothed_loss, which only the dynamic threshold computes) would outlive a backfill (issue 11)."""
+    from anomaly.settings import Schema
+
+    ends = pd.date_range("2026-01-01", periods=12, freq="15min", tz="UTC")
+    losses = np.array([0.1, 0.2, 0.1, 0.3, 0.1, 0.2, 0.9, 0.1, 0.2, 0.1, 0.2, 0.1])
+    context = detect.Context(interval=Q, decided_from=ends[5])
+    frame = detect.decide(ends, np.arange(12.0), losses, rules, context).iloc[5:]  # before: history only
+    assert frame["score"].tolist() == pytest.approx((frame["smoothed_loss"] / frame["threshold"]).tolist())
+    if not rules.dynamic_history:
+        assert frame["smoothed_loss"].tolist() == frame["loss"].tolist()  # the flag compares the loss itself
+    fields = {
+        tuple(part.split("=")[0] for part in line.split(" ")[1].split(","))
+        for line in model_predict.score_lines("s", frame, Schema())
+    }
+    assert fields == {("val_num", "loss", "threshold", "anomaly", "kind", "detector", "smoothed_loss", "score")}
 
 
 def test_model_shapes_and_threshold():

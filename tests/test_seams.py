@@ -6,7 +6,8 @@ tick hands the next one exactly what it needs: where scoring resumes, how far ba
 readings it waits for, the windows before the first due one that persistence and the dynamic threshold
 decide from, and the model that was on disk when it started. Each test runs the jobs as processes, as cron
 does, against the real throwaway influxd of tests/conftest.py, on generated readings with known events
-(tools/sensor_data.py), and checks what the server holds afterwards.
+(tools/sensor_data.py), and checks what the server holds afterwards. Those marked ``both_dialects`` run again
+against the imitation of InfluxDB 2.7, in Flux (tests/conftest.py, ``influx``).
 
 The models are tiny (window 4, 4 units, 2 epochs), trained once for the module and copied for each test:
 the tests judge the seams, not the model.
@@ -23,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import rows, run_job, tiny_training
+from conftest import run_job, tiny_training
 
 from anomaly import store
-from anomaly.influx.influxql import influxql_string
-from tools import local_influxd, sensor_data
+from tools import sensor_data
 
 T0 = pd.Timestamp("2026-03-01T00:00:00Z")
 TRAINED = T0 + pd.Timedelta(days=3)  # training range [T0, TRAINED); every tick scores after it
@@ -79,11 +79,12 @@ def config_args(directory: Path, ratios: dict[str, float] | None = None) -> list
 
 
 class Jobs:
-    """The jobs as cron runs them, against one test's database, models and working directory."""
+    """The jobs as cron runs them, against one test's database (on the test's ``influx``), models and working
+    directory."""
 
-    def __init__(self, url: str, database: str, models: Path, workdir: Path):
-        self.url, self.database, self.models, self.workdir = url, database, models, workdir
-        self.env = {"INFLUX_URL": url, "INFLUX_DATABASE": database}
+    def __init__(self, influx, database: str, models: Path, workdir: Path):
+        self.influx, self.database, self.models, self.workdir = influx, influx.create(database), models, workdir
+        self.env = influx.env(database)
 
     def predict(self, now: pd.Timestamp, *extra: str, ratios: dict[str, float] | None = None) -> int:
         """One scoring run at ``now``; returns the windows it says it scored (its summary line)."""
@@ -103,17 +104,10 @@ class Jobs:
 
     def points(self, sensor_id: str, measurement: str = "PREDICT_ANOMALY") -> pd.DataFrame:
         """A sensor's points in ``measurement``, read straight from the server, by time."""
-        columns = ", ".join(f'"{field}"' for field in FIELDS)
-        query = f'SELECT {columns} FROM "{measurement}" WHERE "uniqueID" = {influxql_string(sensor_id)}'
-        found = rows(self.url, self.database, query)
-        if not found:
-            return pd.DataFrame(columns=FIELDS, index=pd.DatetimeIndex([], tz="UTC"))
-        ((_, values),) = found
-        frame = pd.DataFrame(values, columns=["time", *FIELDS])
-        return frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), unit="s", utc=True)))
+        return self.influx.points(self.database, measurement, list(FIELDS), uniqueID=sensor_id)
 
     def write(self, lines: list[str]) -> None:
-        local_influxd.write(self.url, self.database, lines)
+        self.influx.write(self.database, lines)
 
 
 def grid(first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
@@ -141,21 +135,20 @@ def assert_scored(jobs: Jobs, first: pd.Timestamp, last: pd.Timestamp) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(influxd, tmp_path_factory):
-    """A models directory with a model of each sensor, trained once for the module."""
-    workdir = tmp_path_factory.mktemp("seams-trained")
-    local_influxd.query(influxd.url, 'CREATE DATABASE "seams_training"')
-    jobs = Jobs(influxd.url, "seams_training", workdir / "models", workdir)
+def trained(influx, tmp_path_factory):
+    """A models directory with a model of each sensor, trained once for the module (and dialect)."""
+    workdir = tmp_path_factory.mktemp(f"seams-trained-{influx.dialect}")
+    jobs = Jobs(influx, f"seams_training_{influx.dialect}", workdir / "models", workdir)
     jobs.write(readings())
     jobs.train()
     return workdir / "models"
 
 
 @pytest.fixture
-def unseeded(influxd, database, trained, tmp_path) -> Jobs:
+def unseeded(influx, trained, tmp_path) -> Jobs:
     """This test's database, empty, and its own copy of the models."""
     shutil.copytree(trained, tmp_path / "models")
-    return Jobs(influxd.url, database, tmp_path / "models", tmp_path)
+    return Jobs(influx, f"seams_{tmp_path.name}"[:60], tmp_path / "models", tmp_path)
 
 
 @pytest.fixture
@@ -168,6 +161,7 @@ def jobs(unseeded) -> Jobs:
 # ---------------------------------------------------------------- catch-up after a scorer outage
 
 
+@pytest.mark.both_dialects
 @pytest.mark.parametrize(
     "outage", [pd.Timedelta(hours=2), pd.Timedelta(days=1), pd.Timedelta(days=5)], ids=["2h", "1d", "5d"]
 )
@@ -183,6 +177,7 @@ def test_after_an_outage_within_max_catchup_every_interval_since_the_last_score_
     assert windows == len(SENSORS) * len(grid(before, after - INTERVAL)), "the catch-up scored an interval twice"
 
 
+@pytest.mark.both_dialects
 @pytest.mark.parametrize("first_run", [FIRST_RUN, pd.Timedelta(days=5)], ids=["first-run 1d", "first-run 5d"])
 def test_after_an_outage_longer_than_max_catchup_nothing_further_back_is_scored(jobs, first_run):
     """README: --max-catchup "never score further back than this, however long the job was down". A sensor
@@ -201,6 +196,7 @@ def test_after_an_outage_longer_than_max_catchup_nothing_further_back_is_scored(
 # ---------------------------------------------------------------- ticks and backfills decide alike
 
 
+@pytest.mark.both_dialects
 @pytest.mark.parametrize(
     "rules",
     [
@@ -236,6 +232,7 @@ def test_ticks_one_interval_apart_decide_as_one_backfill_over_the_same_range(job
 # ---------------------------------------------------------------- a backfill rewrites
 
 
+@pytest.mark.both_dialects
 def test_a_backfill_rewrites_the_same_points_and_scoring_resumes_where_it_was(jobs):
     """README: --start/--stop "score the windows ending in [start, stop), ignoring what is already scored";
     "Points are keyed by sensor and time, so scoring a range again rewrites the same points: never
@@ -264,9 +261,38 @@ def test_a_backfill_rewrites_the_same_points_and_scoring_resumes_where_it_was(jo
     assert_scored(jobs, before - FIRST_RUN, before)
 
 
+def test_a_backfill_under_other_rules_leaves_nothing_of_the_earlier_rules(unseeded):
+    """Issue 11: InfluxDB merges a point into the one already at its key, so a backfill left every field it did
+    not write: smoothed_loss, which only the dynamic threshold computed, and the value and loss of a window
+    that the backfill finds without readings; and a window it no longer makes stayed whole. Scored with the
+    defaults and a --max-gap that fills a 90-minute outage of the readings, then backfilled with a fixed
+    threshold and a --max-gap that does not: the range holds exactly what that backfill writes into an empty
+    measurement, and the rest is as it was."""
+    jobs, before = unseeded, TRAINED + pd.Timedelta(days=1)
+    outage = pd.date_range(before - pd.Timedelta(hours=9), periods=18, freq=SAMPLE)  # six whole intervals
+    jobs.write(readings(without=tuple(outage)))
+    jobs.predict(tick(before), "--max-gap", "2h")
+    stored = {s: jobs.points(s) for s in SENSORS}
+    start, stop = before - pd.Timedelta(hours=12), before - pd.Timedelta(hours=6)
+    backfill = ("--threshold", "fixed", "--max-gap", "1h", "--start", start.isoformat(), "--stop", stop.isoformat())
+    jobs.predict(tick(before), *backfill)
+    jobs.predict(tick(before), *backfill, "--output-measurement", "FRESH")
+    for sensor_id in SENSORS:
+        points, earlier, fresh = jobs.points(sensor_id), stored[sensor_id], jobs.points(sensor_id, "FRESH")
+        inside = (points.index >= start) & (points.index < stop)
+        pd.testing.assert_frame_equal(points[inside], fresh)
+        pd.testing.assert_frame_equal(points[~inside], earlier[~earlier.index.isin(grid(start, stop - INTERVAL))])
+        # What the earlier rules left there, which the backfill had to clear:
+        was = earlier.loc[grid(start, stop - INTERVAL)]
+        assert (was["smoothed_loss"] != was["loss"]).any(), "the first run's dynamic threshold smoothed nothing"
+        assert was.loc[outage[0] : outage[-1], "loss"].notna().all(), "the first run scored no window in the outage"
+        assert (fresh["kind"] == "missing").any() and len(fresh) < len(was), "the backfill made windows at the outage"
+
+
 # ---------------------------------------------------------------- late readings and --delay
 
 
+@pytest.mark.both_dialects
 def test_a_reading_that_arrives_within_the_delay_counts_and_one_after_its_score_waits_for_a_backfill(unseeded):
     """README: --delay (2m) "score an interval only once it ended this long ago, so readings that arrive late
     still count"; "readings that arrive after their interval was scored are not rescored unless you backfill
@@ -325,6 +351,7 @@ def only_committed(models: Path, copy: Path) -> Path:
     return copy
 
 
+@pytest.mark.both_dialects
 def test_the_tick_after_a_retrain_scores_with_the_new_model_and_loses_no_interval(jobs, tmp_path):
     """README, Models: a save writes new files under a new version, then replaces metadata.json atomically,
     and keeps the previous version's files one cycle; the scorer loads each sensor's model when it runs. The
@@ -340,7 +367,7 @@ def test_the_tick_after_a_retrain_scores_with_the_new_model_and_loses_no_interva
     assert jobs.predict(tick(after), *rules) == len(SENSORS) * 4
     assert_scored(jobs, before - FIRST_RUN, after - INTERVAL)
     # The same windows scored by the new model with no earlier version beside it.
-    alone = Jobs(jobs.url, jobs.database, only_committed(jobs.models, tmp_path / "new-models"), tmp_path)
+    alone = Jobs(jobs.influx, jobs.database, only_committed(jobs.models, tmp_path / "new-models"), tmp_path)
     backfill = ("--start", before.isoformat(), "--stop", after.isoformat(), "--output-measurement", "NEW_MODEL")
     assert alone.predict(tick(after), *rules, *backfill) == len(SENSORS) * 4
     for sensor_id in SENSORS:

@@ -383,3 +383,37 @@ def test_import_writes_values_and_labels_and_refuses_a_malformed_file(influxd, d
         influxd.url, 'SELECT count("val_num") FROM "READINGS" WHERE time >= \'2026-01-15T00:00:00Z\'', database
     )["results"][0]
     assert "series" not in count  # nothing of the bad file was written
+
+
+def test_tuning_decides_the_current_ratio_as_the_scorer_did(scored):
+    """At the ratio and K the scorer ran with, the tuner's flags are the stored ones: its 'before' figures are
+    what sensor_evaluate.py reports from the stored flags over the same range. The scorer runs with its
+    default, the dynamic threshold, so the tuner must decide by it too (it used the fixed one). At ratio 0.3
+    the two rules part: the fixed threshold floods, the dynamic one rises with the losses."""
+    tool, _, workdir, common, env = scored
+    ratios = {"default": 1, LABELLED: 0.3}
+    output = ["--output-measurement", "LOW_RATIO"]
+    ratios_path = workdir / "ratios-low.json"
+    ratios_path.write_text(json.dumps(ratios))
+    window = ["--start", (NOW - pd.Timedelta(days=8)).isoformat(), "--stop", NOW.isoformat()]
+    rescored = run_job(
+        "sensor_predict.py",
+        [*common, *output, "--ratios", str(ratios_path), "--now", NOW.isoformat(), *window, "--events-measurement", ""],
+        env,
+        cwd=workdir,
+    )
+    assert rescored.returncode == 0, rescored.stderr
+    # Two days after scoring began: the dynamic threshold's day of history is stored before the range.
+    span = ["--start", (NOW - pd.Timedelta(days=6)).isoformat(), "--stop", (NOW - pd.Timedelta(days=4)).isoformat()]
+    tuned, _ = tool("sensor_tune.py", *output, *span, "--min-consecutive-grid", "2", ratios=ratios)
+    assert tuned.returncode == 0, tuned.stderr
+    line = next(t for t in tuned.stdout.splitlines() if t.startswith(LABELLED + ":"))
+    out = workdir / "report-low-ratio"
+    evaluated, _ = tool("sensor_evaluate.py", *output, *span, "--output", str(out), "--no-plots", ratios=ratios)
+    assert evaluated.returncode == 0, evaluated.stderr
+    with open(out / "summary.csv", newline="") as handle:
+        stored = next(row for row in csv.DictReader(handle) if row["sensor"] == LABELLED)
+    before = {name: float(line.split(f"{name} ")[1].split(" -> ")[0]) for name in ("event F1", "false alarms/week")}
+    assert before == pytest.approx(
+        {"event F1": float(stored["event_f1"]), "false alarms/week": float(stored["false_alarms_per_week"])}, abs=0.01
+    ), (line, stored)

@@ -17,7 +17,7 @@ server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/url" ] && break; sleep 0.2; done
 [ -s "$work/url" ] || { cat "$work/influxd.err" >&2; exit 1; }
-export INFLUX_URL="$(head -1 "$work/url")" INFLUX_DATABASE=docs
+export INFLUX_URL="$(head -1 "$work/url")" INFLUX_DATABASE=docs STATE_DIRECTORY="$work/state"
 echo '{}' > "$work/empty.json"
 common=(--now "$now" --models-dir "$work/models" --ratios "$work/empty.json" --windows "$work/empty.json")
 

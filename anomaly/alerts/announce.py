@@ -56,6 +56,9 @@ class AlertSettings:
     notify_cooldown: pd.Timedelta
     notify_max_age: pd.Timedelta
     state_file: Path
+    # Where versions before the state directory kept the default state file (the models directory); moved
+    # from there once (sensor_predict.py). None with --state-file.
+    former_state_file: Path | None = None
 
     @property
     def enabled(self) -> bool:
@@ -114,20 +117,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-file",
         type=Path,
         help="memory of ongoing events and sent messages; it must be writable (default "
-        ".sensor_predict-state-<hash>.json in --models-dir, one per database, output measurement and --shard)",
+        ".sensor_predict-state-<hash>.json, one per database, output measurement and --shard, in $STATE_DIRECTORY, "
+        "else $XDG_STATE_HOME/sensor-anomaly, else ~/.local/state/sensor-anomaly)",
     )
 
 
-def default_state_file(common: Common, shard: str | None) -> Path:
-    """The state file of one output: the events it remembers are those of one database's output
+def state_file_name(common: Common, shard: str | None) -> str:
+    """The state file's name for one output: the events it remembers are those of one database's output
     measurement, so a run into a scratch measurement never shares memory with production."""
     where = "\n".join([common.connection.database or common.connection.bucket or "", common.schema.output_measurement])
     digest = hashlib.sha256(f"{where}\n{shard or ''}".encode()).hexdigest()[:12]
-    return common.models_dir / f".sensor_predict-state-{digest}.json"
+    return f".sensor_predict-state-{digest}.json"
 
 
-def settings_from_args(args: argparse.Namespace, common: Common) -> AlertSettings:
-    """Validate the flags of ``add_arguments``; ``args.shard`` and the output name the default state file."""
+def settings_from_args(args: argparse.Namespace, common: Common, state_dir: Path) -> AlertSettings:
+    """Validate the flags of ``add_arguments``; ``args.shard`` and the output name the default state file,
+    which lies in ``state_dir`` (settings.state_dir)."""
     problem = url_problem(args.notify_url) if args.notify_url else None
     if problem:
         raise ConfigError(
@@ -143,7 +148,8 @@ def settings_from_args(args: argparse.Namespace, common: Common) -> AlertSetting
         notify_style=args.notify_style,
         notify_cooldown=parse_duration(args.notify_cooldown, "--notify-cooldown", allow_zero=True),
         notify_max_age=parse_duration(args.notify_max_age, "--notify-max-age"),
-        state_file=args.state_file or default_state_file(common, args.shard),
+        state_file=args.state_file or state_dir / state_file_name(common, args.shard),
+        former_state_file=None if args.state_file else common.models_dir / state_file_name(common, args.shard),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -142,6 +142,22 @@ def influxql_scores(schema: Schema, sensor_ids: Sequence[str], start: pd.Timesta
         f"WHERE {_influxql_filters(schema, sensor_ids, start, stop, with_where=False)} "
         f"GROUP BY {influxql_ident(schema.sensor_tag)}"
     )
+
+
+# DELETE statements sent in one request: a backfill may clear a range per outage of every sensor of a chunk.
+DELETE_BATCH = 100
+
+
+def influxql_deletes(schema: Schema, ranges: Mapping[str, Sequence[tuple[pd.Timestamp, pd.Timestamp]]]) -> list[str]:
+    """Queries of ``DELETE_BATCH`` DELETE statements each, one statement per sensor and (first, last) range of
+    its points in the output measurement, both ends included."""
+    statements = [
+        f"DELETE FROM {influxql_ident(schema.output_measurement)} WHERE {influxql_ident(schema.sensor_tag)} = "
+        f"{influxql_string(sensor_id)} AND time >= {influxql_time(first)} AND time <= {influxql_time(last)}"
+        for sensor_id, spans in ranges.items()
+        for first, last in spans
+    ]
+    return ["; ".join(statements[i : i + DELETE_BATCH]) for i in range(0, len(statements), DELETE_BATCH)]
 
 
 # ---------------------------------------------------------------- answers
@@ -292,6 +308,10 @@ class InfluxQL(Database):
     ) -> dict[str, pd.DataFrame]:
         series = self._influxql(influxql_scores(self.schema, sensor_ids, start, stop))
         return frames_by_tag(series, self.schema.sensor_tag)
+
+    def delete_scores(self, ranges: Mapping[str, Sequence[tuple[pd.Timestamp, pd.Timestamp]]]) -> None:
+        for query in influxql_deletes(self.schema, ranges):
+            self._influxql(query)
 
     def _write_batch(self, batch: Sequence[str], precision: str, database: str) -> None:
         self._request(
