@@ -17,6 +17,9 @@ import pandas as pd
 FORMAT_VERSION = 1
 
 
+# pragma: no mutate start
+# Mutation testing (docs/mutation.md) covers the decision in this module, flat_limit; the schema checks are
+# tested where models are saved and loaded (tests/test_artifacts.py, tests/test_status.py), not by its fast tests.
 class ArtifactError(RuntimeError):
     """A model directory that cannot be used: missing, corrupt or of another format. ``sensor_id`` is the
     sensor its metadata names, when it names one."""
@@ -51,6 +54,9 @@ def section(record: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# pragma: no mutate end
+
+
 # The longest flat-line a scorer looks for: a tick reads this far back for it, and no further (reading days of
 # every sensor every few minutes would cost more than the rule is worth).
 FLAT_CONTEXT = pd.Timedelta(days=2)
@@ -68,7 +74,7 @@ def flat_limit(window: int, longest_flat_run: int | None, interval: pd.Timedelta
 
 
 @dataclass(frozen=True)
-class ModelMetadata:
+class ModelMetadata:  # pragma: no mutate block
     """What a model's metadata.json says, checked. ``record`` keeps the whole JSON object as read or written."""
 
     sensor_id: str

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of the decision code: mutmut, configured in pyproject.toml ([tool.mutmut]), run over the
 # fast unit-test selection, from scratch, in its own ./.venv-mut; then the summary and the surviving mutants.
-# 6 to 11 minutes on 2 shared cores; docs/mutation.md has the last figures and why each survivor is left.
+# 3 to 12 minutes on 2 shared cores; docs/mutation.md has the last figures and why each survivor is left.
 #
 #   bash scripts/mutation.sh                      every mutant; exit 1 when the kill rate is below 90%
 #   bash scripts/mutation.sh 'anomaly.runs.*'     only the mutants whose names match (the rate then means little)

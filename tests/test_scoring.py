@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,6 +223,34 @@ def test_decide_uses_the_lead_windows_and_returns_only_the_due_range():
     assert scores["anomaly"].tolist() == [True, False, False]
 
 
+@pytest.mark.parametrize(
+    "k, spikes, expected",
+    [
+        pytest.param(1, "........x...", "x...", id="the first due window"),
+        pytest.param(2, ".......xx...", "x...", id="the first due window and the one before it"),
+        pytest.param(3, "......xxxx..", "xx..", id="k-1 windows before the first due one"),
+        pytest.param(2, "........x...", "....", id="one window is not two in a row"),
+    ],
+)
+def test_decide_decides_every_window_persistence_looks_at_under_a_dynamic_threshold(k, spikes, expected):
+    # Windows 8 to 11 are due; the ones before are read only to decide them. Losses of 0.1 under a floor of
+    # 0.5 (the history is fenced or too short to raise it); a spike (x) of 1.0 smooths to 0.55, above it, and
+    # the echo after two of them (0.44) stays below it.
+    grid = pd.date_range("2026-01-01", periods=12, freq="15min", tz="UTC")
+    series = pd.Series(np.arange(12.0), index=grid)
+    prepared = model_predict.Prepared(np.zeros((12, 1, 1)), grid, series.to_numpy(), series)
+    losses = np.array([1.0 if c == "x" else 0.1 for c in spikes])
+    rules = detect.Rules(threshold=0.5, min_consecutive=k, dynamic_history=8)
+    scores = model_predict.decide(prepared, losses, rules, Q, grid[8], grid[11])
+    assert "".join("x" if a else "." for a in scores["anomaly"]) == expected
+
+
+def test_the_ranges_to_score_again_are_kept_beside_the_state_file_of_their_output():
+    # An upgrade looks for them beside the state file an earlier version kept (README, the state directory).
+    state = Path("/var/lib/sensor-anomaly/.sensor_predict-state-0123456789ab.json")
+    assert rescore.beside(state) == Path("/var/lib/sensor-anomaly/.sensor_predict-state-0123456789ab.rescore.json")
+
+
 def test_a_failed_write_keeps_each_sensors_earliest_range_start_to_score_again():
     pending = {"a": FLOOR - 2 * H, "b": FLOOR - 3 * H}
     due = {"a": (FLOOR - H, FLOOR - H / 4), "b": (FLOOR - 5 * H, FLOOR - H / 4), "c": (FLOOR - H / 2, FLOOR)}
@@ -298,6 +328,25 @@ def test_flags_mark_losses_above_the_effective_threshold():
     assert frame["anomaly"].tolist() == [False, False, True]
     assert frame["kind"].tolist() == ["none", "none", "shape"]
     assert frame["threshold"].tolist() == [0.6, 0.6, 0.6] and frame.index.equals(ends)
+
+
+@pytest.mark.parametrize(
+    "points, expected",
+    [
+        pytest.param("wwwwwwww", [], id="a window at every end: nothing to clear"),
+        pytest.param("", [(0, 7)], id="no window at all: the whole range"),
+        pytest.param("...wwwww", [(0, 2)], id="too little history at the start"),
+        pytest.param("ww..ww.w", [(2, 3), (6, 6)], id="windows across gaps: one range per run"),
+        pytest.param("wwmmwwmw", [(2, 3), (6, 6)], id="points without a loss count as no window"),
+        pytest.param("w.mmw..w", [(1, 3), (5, 6)], id="no point and a point without a loss make one run"),
+    ],
+)
+def test_without_windows_gives_the_runs_of_ends_a_backfill_wrote_no_window_at(points, expected):
+    # One character per end of the range T: w a window (a loss), m a point without a loss (missing), . no point.
+    at = [i for i, c in enumerate(points) if c != "."]
+    scores = pd.DataFrame({"loss": [0.1 if points[i] == "w" else np.nan for i in at]}, index=T[at])
+    ranges = model_predict.without_windows(scores, T[0], T[-1], Q)
+    assert ranges == [(T[a], T[b]) for a, b in expected]
 
 
 def test_score_lines_one_point_per_window_in_time_order():
@@ -497,15 +546,29 @@ def test_missing_points_among_dynamic_scores_have_no_smoothed_loss():
     series = pd.Series([1.0, 2.0, np.nan, np.nan, 5.0, 6.0, 7.0, 8.0], index=T)
     present = series.notna().to_numpy()
     rules = detect.Rules(threshold=0.5, dynamic_history=2, missing_limit=1)
-    frame = detect.decide(
-        T[present], series[present].to_numpy(), np.full(6, 0.1), rules, detect.Context(Q, series, T[0], T[-1])
-    )
+    losses = np.array([0.0, 0.3, 0.3, 0.3, 0.3, 0.3])
+    frame = detect.decide(T[present], series[present].to_numpy(), losses, rules, detect.Context(Q, series, T[0], T[-1]))
     assert frame.index.equals(T.delete(2))
     assert frame["kind"].tolist() == ["none", "none", "missing", "none", "none", "none", "none"]
     assert np.isnan(frame.loc[T[3], ["value", "loss", "smoothed_loss", "score"]].to_numpy(dtype=float)).all()
     assert frame.loc[T[3], "threshold"] == 0.5  # the fixed threshold: a dynamic one needs losses
     assert frame["value"].drop(T[3]).tolist() == [1.0, 2.0, 5.0, 6.0, 7.0, 8.0]
-    assert frame["smoothed_loss"].drop(T[3]).tolist() == pytest.approx([0.1] * 6)
+    # The windows keep their smoothed losses (0, 0.2, 0.257, ...: not the losses themselves) and the scores made
+    # of them.
+    windows = frame.drop(T[3])
+    assert windows["smoothed_loss"].tolist() == pytest.approx(thresholds.smooth(losses).tolist())
+    assert windows["smoothed_loss"].iloc[1] == pytest.approx(0.2)
+    assert windows["score"].tolist() == pytest.approx((windows["smoothed_loss"] / windows["threshold"]).tolist())
+
+
+@pytest.mark.parametrize("dynamic_history", [None, 4], ids=["fixed", "dynamic"])
+def test_a_sensor_silent_over_the_whole_range_gets_missing_points_without_a_loss_or_score(dynamic_history):
+    # No reading since before the range: no window at all, one missing point per interval past the first.
+    series = pd.Series(np.nan, index=T)
+    rules = detect.Rules(threshold=0.5, dynamic_history=dynamic_history, missing_limit=1)
+    frame = detect.decide(T[:0], np.empty(0), np.empty(0), rules, detect.Context(Q, series, T[0], T[-1]))
+    assert frame.index.equals(T[1:]) and (frame["kind"] == "missing").all()
+    assert frame[["value", "loss", "smoothed_loss", "score"]].isna().all().all()
 
 
 @pytest.mark.parametrize(

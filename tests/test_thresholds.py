@@ -167,6 +167,15 @@ def test_a_sensor_that_spikes_every_few_windows_still_gets_a_threshold():
     assert (frame["threshold"] >= 0.2).all()  # "float >= floor", as dynamic_threshold promises
 
 
+def test_a_history_the_fence_leaves_one_loss_of_gets_that_loss_as_eps():
+    # Smoothing 0.99 spans two windows. Window 3's history is windows 1 and 2 (0.109 and 0.1), and window 0,
+    # just before it, is fenced (1.0 is far above them) and sets aside its echo, window 1: one loss is kept,
+    # so eps is its mean (0.1) plus z times a std of 0. The smoothed loss of window 3 (0.12) is over it.
+    frame = rolling_dynamic_thresholds(by_end([1.0, 0.1, 0.1, 0.12]), 0.01, history=2, smoothing=0.99)
+    assert frame["threshold"].iloc[3] == pytest.approx(0.1)
+    assert frame["anomaly"].iloc[3]
+
+
 def test_windows_before_min_history_get_the_floor():
     losses = np.abs(np.random.default_rng(5).normal(0.3, 0.05, 60))
     frame = rolling_dynamic_thresholds(by_end(losses), 0.01, history=30, min_history=10)
