@@ -144,7 +144,7 @@ class Policy:
     level_margin: float = LEVEL_MARGIN
 
 
-def add_rule_arguments(group: argparse._ArgumentGroup) -> None:
+def add_rule_arguments(group: argparse._ArgumentGroup) -> None:  # pragma: no mutate block
     """The flags that choose the threshold rule and the level margin: sensor_predict.py scores with them and
     sensor_tune.py decides its candidates with the same ones, so a tuned ratio is tuned for the rule it runs
     under."""
@@ -176,7 +176,7 @@ def add_rule_arguments(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def rule_policy(args: argparse.Namespace, interval: pd.Timedelta) -> Policy:
+def rule_policy(args: argparse.Namespace, interval: pd.Timedelta) -> Policy:  # pragma: no mutate block
     """The Policy of ``add_rule_arguments``' flags, checked (every other field at its default)."""
     history = None
     if args.threshold == "dynamic":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import model_predict
 from anomaly import logs, settings, times
 from anomaly.errors import ConfigError
 
@@ -416,3 +417,26 @@ def test_no_progress_bar_under_cron_or_a_pipe():
 )
 def test_state_dir(environ, expected):
     assert settings.state_dir(environ) == Path(expected)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        pytest.param([], (96, 1.0, 0.1), id="defaults: a day of 15-minute windows"),
+        pytest.param(["--threshold", "fixed", "--dynamic-history", "junk"], (None, 1.0, 0.1), id="fixed: no history"),
+        pytest.param(["--dynamic-history", "2h", "--dynamic-floor", "0.5"], (8, 0.5, 0.1), id="dynamic"),
+        pytest.param(["--dynamic-history", "15m"], "--dynamic-history: 15m must hold at least 2 intervals", id="one"),
+        pytest.param(["--dynamic-floor", "-1"], "--dynamic-floor: -1.0 must be a number >= 0", id="floor"),
+        pytest.param(["--level-margin", "inf"], "--level-margin: inf must be a number >= 0", id="margin"),
+    ],
+)
+def test_the_rule_flags_scoring_and_tuning_share_are_checked_once(flags, expected):
+    parser = argparse.ArgumentParser()
+    model_predict.add_rule_arguments(parser.add_argument_group("rules"))
+    args = parser.parse_args(flags)
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match="^" + re.escape(expected)):
+            model_predict.rule_policy(args, pd.Timedelta(minutes=15))
+        return
+    policy = model_predict.rule_policy(args, pd.Timedelta(minutes=15))
+    assert (policy.dynamic_history, policy.dynamic_floor, policy.level_margin) == expected

@@ -10,7 +10,6 @@ import pytest
 from conftest import rows
 from test_pack import save
 
-import clean
 import model_predict
 import sensor_predict
 from anomaly import pack, runner, store
@@ -152,45 +151,6 @@ def test_the_fast_path_reads_the_packed_models_and_the_per_sensor_path_does_not(
     old_paths(monkeypatch)
     dry_run(fleet, capsys, "--first-run", "1h")
     assert len(loaded) == len(SENSORS) - 1  # every sensor the database lists
-
-
-def test_a_chunk_shapes_each_series_as_prepare_does():
-    """Chunk.prepare against model_predict.prepare, sensor by sensor, on series with every repair: gaps
-    (filled or not), infinities, points off the grid, duplicates, unsorted, outside the read range."""
-    read = (NOW - pd.Timedelta(days=1), NOW)
-    index = pd.date_range(*read, freq=INTERVAL, inclusive="left")
-    rng = np.random.default_rng(3)
-    data = {}
-    for n in range(12):
-        values = rng.normal(20, 3, len(index))
-        values[rng.integers(0, len(index), n)] = np.nan
-        data[f"s{n}"] = pd.Series(values, index=index, name=f"s{n}").dropna()
-    data["inf"] = data["s0"].where(data["s0"].index != index[0], -np.inf)  # at the edge: nothing to fill
-    data["off grid"] = data["s1"].set_axis(data["s1"].index + pd.Timedelta(minutes=1))
-    data["duplicates"] = pd.concat([data["s2"], data["s2"].iloc[:5] + 1])
-    data["unsorted"] = data["s3"].iloc[::-1]
-    data["wider"] = pd.Series(
-        1.0 + np.arange(200.0), index=pd.date_range(NOW - pd.Timedelta(days=2), periods=200, freq=INTERVAL)
-    )
-    data["ints"] = data["s4"].astype("int64")
-    data["other zone"] = data["s5"].tz_convert("Europe/Berlin")
-    sensor_ids = [*data, "absent"]
-    chunk = model_predict.Chunk.of(data, sensor_ids, INTERVAL, read, max_gap_points=4)
-    assert set(chunk.rows) >= {"s0", "inf", "wider", "absent"}
-    assert not {"off grid", "duplicates", "unsorted", "ints", "other zone"} & set(chunk.rows)
-    for sensor_id in chunk.rows:
-        for centered, window in ((True, 6), (False, 15)):
-            model = model_predict.SensorModel(
-                model_predict.ModelMetadata(sensor_id, window, INTERVAL, 0.1, 19.0, 2.5, centered=centered)
-            )
-            first, last = NOW - pd.Timedelta(hours=5), NOW - INTERVAL
-            raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
-            want = model_predict.prepare(raw, model, INTERVAL, read, 4, first, last)
-            got = chunk.prepare(sensor_id, model, first, last)
-            assert got.windows.dtype == want.windows.dtype and np.array_equal(got.windows, want.windows), sensor_id
-            assert got.ends.equals(want.ends) and np.array_equal(got.values, want.values, equal_nan=True)
-            pd.testing.assert_series_equal(got.series, want.series, check_freq=False)
-    assert clean.fillable(np.array([[1, np.nan, 2], [np.nan, 1, np.nan]]), 1).tolist() == [True, False]
 
 
 def test_written_points_are_the_dry_run_lines(fleet, capsys):
