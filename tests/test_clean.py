@@ -151,6 +151,9 @@ def test_fill_short_gaps(limit, values, expected):
     result = clean.fill_short_gaps(raw, limit)
     assert_series(result, minutes_of(raw.index), expected)
     np.testing.assert_array_equal(raw.to_numpy(), np.array(values, dtype="float64"))  # input untouched
+    # fillable, the scorer's check of many series at once, says whether fill_short_gaps fills anything.
+    fills = clean.fillable(np.array([values], dtype="float64"), limit)
+    assert fills.dtype == bool and fills.tolist() == [not result.equals(raw)]
 
 
 # ---------------------------------------------------------------- make_windows

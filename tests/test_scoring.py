@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -647,24 +648,28 @@ def test_a_chunk_shapes_each_series_as_prepare_does():
         values[rng.integers(0, len(index), n)] = np.nan
         data[f"s{n}"] = pd.Series(values, index=index, name=f"s{n}").dropna()
     data["inf"] = data["s0"].where(data["s0"].index != index[0], -np.inf)  # at the edge: nothing to fill
-    data["off grid"] = data["s1"].set_axis(data["s1"].index + pd.Timedelta(minutes=1))
-    data["duplicates"] = pd.concat([data["s2"], data["s2"].iloc[:5] + 1])
-    data["unsorted"] = data["s3"].iloc[::-1]
+    # The repairs, of s0, which has no gap (a gap to fill alone would leave a series out of the chunk's rows).
+    data["off grid"] = data["s0"].set_axis(data["s0"].index + pd.Timedelta(minutes=1))
+    data["duplicates"] = pd.concat([data["s0"], data["s0"].iloc[:5] + 1])
+    data["duplicates, sorted"] = data["duplicates"].sort_index(kind="stable")
+    data["unsorted"] = data["s0"].iloc[::-1]
     data["wider"] = pd.Series(
         1.0 + np.arange(200.0), index=pd.date_range(CHUNK_NOW - pd.Timedelta(days=2), periods=200, freq=Q)
     )
-    data["ints"] = data["s4"].astype("int64")
-    data["other zone"] = data["s5"].tz_convert("Europe/Berlin")
+    data["ints"] = data["s0"].astype("int64")
+    data["other zone"] = data["s0"].tz_convert("Europe/Berlin")
     sensor_ids = [*data, "absent"]
     chunk = model_predict.Chunk.of(data, sensor_ids, Q, read, max_gap_points=4)
     assert set(chunk.rows) >= {"s0", "inf", "wider", "absent"}
-    assert not {"off grid", "duplicates", "unsorted", "ints", "other zone"} & set(chunk.rows)
+    assert not {"off grid", "duplicates", "duplicates, sorted", "unsorted", "ints", "other zone"} & set(chunk.rows)
+    # The due range ends at the read range's last interval (a tick), or before it.
+    hour = pd.Timedelta(hours=1)
+    ranges = [(CHUNK_NOW - 5 * hour, CHUNK_NOW - Q), (CHUNK_NOW - 9 * hour, CHUNK_NOW - 4 * Q)]
     for sensor_id in chunk.rows:
-        for centered, window in ((True, 6), (False, 15)):
+        for (centered, window), (first, last) in itertools.product(((True, 6), (False, 15)), ranges):
             model = model_predict.SensorModel(
                 model_predict.ModelMetadata(sensor_id, window, Q, 0.1, 19.0, 2.5, centered=centered)
             )
-            first, last = CHUNK_NOW - pd.Timedelta(hours=5), CHUNK_NOW - Q
             raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
             want = model_predict.prepare(raw, model, Q, read, 4, first, last)
             got = chunk.prepare(sensor_id, model, first, last)

@@ -176,6 +176,12 @@ def test_a_history_the_fence_leaves_one_loss_of_gets_that_loss_as_eps():
     assert frame["anomaly"].iloc[3]
 
 
+def test_a_history_mostly_at_one_loss_gets_that_loss_as_eps():
+    # A MAD of 0: the fence keeps the losses equal to the median and sets the others aside, so eps is that
+    # loss (std 0), above the floor.
+    assert dynamic_threshold(np.array([0.3] * 7 + [0.5, 0.6, 0.7]), 0.01, smoothing=1) == pytest.approx(0.3)
+
+
 def test_windows_before_min_history_get_the_floor():
     losses = np.abs(np.random.default_rng(5).normal(0.3, 0.05, 60))
     frame = rolling_dynamic_thresholds(by_end(losses), 0.01, history=30, min_history=10)
