@@ -144,10 +144,11 @@ class Policy:
     level_margin: float = LEVEL_MARGIN
 
 
-def add_rule_arguments(group: argparse._ArgumentGroup) -> None:  # pragma: no mutate block
+def add_rule_arguments(parser: argparse.ArgumentParser) -> None:  # pragma: no mutate block
     """The flags that choose the threshold rule and the level margin: sensor_predict.py scores with them and
     sensor_tune.py decides its candidates with the same ones, so a tuned ratio is tuned for the rule it runs
     under."""
+    group = parser.add_argument_group("threshold rule (the same in sensor_predict.py and sensor_tune.py)")
     group.add_argument(
         "--threshold",
         choices=("fixed", "dynamic"),

@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="flag a window only when it and the K-1 before it all exceed the threshold (default 2)",
     )
-    model_predict.add_rule_arguments(job)
+    model_predict.add_rule_arguments(parser)
     job.add_argument(
         "--missing-after",
         help="report intervals of a sensor with no reading for longer than this (default --max-gap)",

@@ -127,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="without labels: the smallest ratio giving at most this many flag runs a week is chosen, as "
         "training's --alarm-budget (default 0.5)",
     )
-    model_predict.add_rule_arguments(tune)
+    model_predict.add_rule_arguments(parser)
     tune.add_argument("--write", action="store_true", help="write the new ratios to --ratios (default: dry run)")
 
 

@@ -432,7 +432,7 @@ def test_state_dir(environ, expected):
 )
 def test_the_rule_flags_scoring_and_tuning_share_are_checked_once(flags, expected):
     parser = argparse.ArgumentParser()
-    model_predict.add_rule_arguments(parser.add_argument_group("rules"))
+    model_predict.add_rule_arguments(parser)
     args = parser.parse_args(flags)
     if isinstance(expected, str):
         with pytest.raises(ConfigError, match="^" + re.escape(expected)):
