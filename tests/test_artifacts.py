@@ -8,6 +8,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from conftest import weight_shapes
 from sklearn.preprocessing import StandardScaler
 
 from anomaly import store as artifacts
@@ -80,17 +81,7 @@ def scaler(values: list[float]) -> StandardScaler:
 
 def weights(n: int, units: int = 2) -> dict:
     """A complete, consistent set of weights whose values carry the version n."""
-    shapes = {
-        "encoder_kernel": (1, 4 * units),
-        "encoder_recurrent_kernel": (units, 4 * units),
-        "encoder_bias": (4 * units,),
-        "decoder_kernel": (units, 4 * units),
-        "decoder_recurrent_kernel": (units, 4 * units),
-        "decoder_bias": (4 * units,),
-        "output_kernel": (units, 1),
-        "output_bias": (1,),
-    }
-    return {name: np.full(shape, float(n), dtype="float32") for name, shape in shapes.items()}
+    return {name: np.full(shape, float(n), dtype="float32") for name, shape in weight_shapes(units).items()}
 
 
 def metadata(trained_at: str) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import weight_shapes
 from sklearn.preprocessing import StandardScaler
 
 import model_predict
@@ -27,17 +28,7 @@ class FakeModel:
 
 def weights(seed: int, units: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    shapes = {
-        "encoder_kernel": (1, 4 * units),
-        "encoder_recurrent_kernel": (units, 4 * units),
-        "encoder_bias": (4 * units,),
-        "decoder_kernel": (units, 4 * units),
-        "decoder_recurrent_kernel": (units, 4 * units),
-        "decoder_bias": (4 * units,),
-        "output_kernel": (units, 1),
-        "output_bias": (1,),
-    }
-    return {name: rng.normal(0, 0.3, shape).astype("float32") for name, shape in shapes.items()}
+    return {name: rng.normal(0, 0.3, shape).astype("float32") for name, shape in weight_shapes(units).items()}
 
 
 def save(models: Path, sensor_id: str, seed: int, window: int = 6, units: int = 3, **extra) -> Path:
