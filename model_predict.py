@@ -216,14 +216,14 @@ def rules_for(model: SensorModel, ratio: float, policy: Policy) -> detect.Rules:
 
 def lead(model: SensorModel, policy: Policy, interval: pd.Timedelta) -> tuple[pd.Timedelta, pd.Timedelta]:
     """How far before a sensor's first due window the windows that decide it begin (persistence and the
-    dynamic threshold's history), and how far before those its readings must be read (the window itself,
-    a flat-line run up to the flat-line limit, which metadata.FLAT_CONTEXT bounds)."""
-    decided = (policy.min_consecutive - 1) * interval
-    if policy.dynamic_history:
-        decided += thresholds.history_needed(policy.dynamic_history) * interval
-    # Twice the window: the level detector must see where a move beyond the training range began.
-    readings = max(2 * model.window, model.flat_limit or 0) * interval
-    return decided, readings
+    dynamic threshold's history), and how far before those its readings must be read: the window itself, a
+    flat-line run up to the flat-line limit (which metadata.FLAT_CONTEXT bounds), and the level detector's
+    ``LEVEL_REARM`` before a window's first reading, of which the history's readings are part."""
+    history = thresholds.history_needed(policy.dynamic_history) if policy.dynamic_history else 0
+    decided = policy.min_consecutive - 1 + history
+    rearm = detect.LEVEL_REARM // interval
+    readings = max(model.window, model.window + rearm - history, model.flat_limit or 0)
+    return decided * interval, readings * interval
 
 
 @dataclass(frozen=True)

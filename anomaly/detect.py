@@ -11,12 +11,12 @@ no DataFrame is copied per rule); ``decide`` returns them as one frame:
     threshold, the loss itself under a fixed one) and ``score``
 
 The rules, in the order ``decide`` applies them: a threshold on the loss of the window's shape (fixed:
-threshold x ratio; or dynamic, from the recent smoothed losses), the level (a move to readings beyond
-any level seen in training), persistence (K windows in a row), flat-line (stuck far longer than training
-saw) and missing (no reading for longer than --missing-after: reported, an anomaly only when asked for).
-Every window also gets ``score`` = loss / effective threshold, which compares sensors: 1.0 is at the
-threshold. The cold-start detector is the same fixed threshold applied to a robust z-score instead of a
-reconstruction loss (cold_start.py).
+threshold x ratio; or dynamic, from the recent smoothed losses), the level (an excursion to readings
+beyond every level seen in training, where it begins), persistence (K windows in a row), flat-line (stuck
+far longer than training saw) and missing (no reading for longer than --missing-after: reported, an
+anomaly only when asked for). Every window also gets ``score`` = loss / effective threshold, which compares
+sensors: 1.0 is at the threshold. The cold-start detector is the same fixed threshold applied to a robust
+z-score instead of a reconstruction loss (cold_start.py).
 """
 
 from __future__ import annotations
@@ -125,27 +125,39 @@ def dynamic_threshold(history: int, floor: float, kind: str) -> Detector:
     return detect
 
 
+# An excursion beyond the training range ends when the readings have stayed inside it this long: a sensor that
+# hovers at the edge of its range, or goes beyond it at every daily peak, is told once, not at every crossing.
+LEVEL_REARM = pd.Timedelta(days=1)
+
+
+def excursion_starts(beyond: np.ndarray, rearm: int) -> np.ndarray:
+    """Where an excursion begins: a position ``beyond`` with no other within the ``rearm`` positions before
+    it (or none known: the first one given). Bool [n]."""
+    at = np.flatnonzero(beyond)
+    starts = np.zeros(len(beyond), dtype=bool)
+    if len(at):
+        starts[at[np.r_[True, np.diff(at) > rearm]]] = True
+    return starts
+
+
 def level(low: float, high: float, window: int) -> Detector:
-    """A move to readings beyond every level the sensor used in training: the first ``window`` windows whose
-    readings all lie beyond the same side of [low, high] (the training range widened by a margin) are
-    anomalies of kind ``level``, unless their shape is flagged already. Levels inside the range are left to
-    the shape and flat-line detectors, a lone reading beyond it to the shape detector; and a sensor that
-    stays at a new level is flagged when it gets there, not for as long as it stays."""
+    """A move beyond every level the sensor used in training: an excursion begins at a reading beyond
+    [low, high] (the training range widened by a margin) after ``LEVEL_REARM`` of readings inside it, and the
+    ``window`` windows that take in its first reading are anomalies of kind ``level``, unless their shape is
+    flagged already. Levels inside the range are left to the shape and flat-line detectors; an excursion is
+    told where it begins, not for as long as it lasts, however often its readings cross back and forth."""
 
     def detect(scores: Scores, context: Context) -> Scores:
         series = context.series
         if series is None or not len(scores.ends):
             return scores
         values = series.to_numpy(dtype="float64")
-        beyond = np.zeros(len(values), dtype=bool)
-        if len(values) >= window:
-            # A window with a missing reading is never beyond (NaN compares false), as a rolling min would say.
-            readings = np.lib.stride_tricks.sliding_window_view(values, window)
-            beyond[window - 1 :] = (readings.min(axis=1) > high) | (readings.max(axis=1) < low)
-        lengths = clean.run_lengths(beyond)
-        onset = (lengths >= 1) & (lengths <= window)
+        # A missing reading (NaN) is never beyond.
+        starts = excursion_starts((values > high) | (values < low), LEVEL_REARM // context.interval)
+        position = np.arange(len(values))
+        latest = np.maximum.accumulate(np.where(starts, position, -window))
         at = series.index.get_indexer(scores.ends)
-        moved = (at >= 0) & onset[at] & ~scores.anomaly
+        moved = (at >= 0) & ((position - latest)[at] < window) & ~scores.anomaly
         if not moved.any():
             return scores
         return replace(scores, anomaly=scores.anomaly | moved, kind=np.where(moved, "level", scores.kind))

@@ -154,15 +154,20 @@ def test_rules_for_take_the_threshold_times_the_ratio_and_everything_else_from_t
 @pytest.mark.parametrize(
     "policy, longest_flat_run, decided, readings",
     [
-        pytest.param({}, None, 0, 8, id="one window decides; twice the window read"),
-        pytest.param({"min_consecutive": 3}, None, 2, 8, id="persistence: the k-1 windows before"),
+        # Window 4 at 15 minutes; the level detector reads a day (96) before a window's first reading.
+        pytest.param({}, None, 0, 4 + 96, id="one window decides; a day before its readings"),
+        pytest.param({"min_consecutive": 3}, None, 2, 4 + 96, id="persistence: the k-1 windows before"),
         pytest.param(
-            {"min_consecutive": 2, "dynamic_history": 10}, None, 1 + 10 + 2 * 9, 8, id="dynamic: history_needed"
+            {"min_consecutive": 2, "dynamic_history": 10},
+            None,
+            1 + 10 + 2 * 9,
+            4 + 96 - (10 + 2 * 9),
+            id="dynamic: history_needed, whose readings count toward the day",
         ),
-        pytest.param({}, 3, 0, 8, id="a short flat-line limit is within the windows read anyway"),
-        pytest.param({}, 5, 0, 10, id="a flat-line run longer than two windows is read back"),
+        pytest.param({"dynamic_history": 96}, None, 96 + 18, 4, id="a history longer than a day: the window alone"),
+        pytest.param({}, 5, 0, 4 + 96, id="a flat-line limit within the day is read anyway"),
         pytest.param({}, 96, 0, 192, id="a flat-line limit of two days is read back"),
-        pytest.param({}, 97, 0, 8, id="a limit beyond two days is not checked, so not read"),
+        pytest.param({}, 97, 0, 4 + 96, id="a limit beyond two days is not checked, so not read"),
     ],
 )
 def test_lead_reaches_back_for_what_decides_the_first_due_window(policy, longest_flat_run, decided, readings):
@@ -595,13 +600,15 @@ def test_no_windows_give_an_empty_frame_with_the_columns_and_types_of_a_full_one
     "values, window, losses, kinds",
     [
         pytest.param(
-            [5, 5, 11, 12, 13, 14, 5, 5], 2, {}, {3: "level", 4: "level"}, id="the first window windows beyond"
+            [5, 5, 11, 12, 13, 14, 5, 5], 2, {}, {2: "level", 3: "level"}, id="the windows of its first reading"
         ),
-        pytest.param([5, 5, 11, 12, 13, 14, 5, 5], 2, {3: 1.0}, {3: "shape", 4: "level"}, id="a shape flag stays"),
+        pytest.param([5, 5, 11, 12, 13, 14, 5, 5], 2, {3: 1.0}, {2: "level", 3: "shape"}, id="a shape flag stays"),
         pytest.param([5, 10, 10, 10, 0, 0, 0, 5], 2, {}, {}, id="at the edges of the range is inside it"),
-        pytest.param([5, -1, -2, -3, 5, 5, 5, 5], 2, {}, {2: "level", 3: "level"}, id="below the range"),
-        pytest.param([5, 11, 5, 11, 5, 11, 5, 5], 2, {}, {}, id="lone readings beyond are the shape's to judge"),
-        pytest.param([11, 5, 5, 5, 5, 5, 5, 12], 1, {}, {0: "level", 7: "level"}, id="a window of one, from the start"),
+        pytest.param([5, -1, -2, -3, 5, 5, 5, 5], 2, {}, {1: "level", 2: "level"}, id="below the range"),
+        pytest.param(
+            [5, 11, 5, 11, 5, 11, 5, 5], 2, {}, {1: "level", 2: "level"}, id="back and forth within a day: once"
+        ),
+        pytest.param([11, 5, 5, 5, 5, 5, 5, 12], 1, {}, {0: "level"}, id="a window of one, from the start"),
     ],
 )
 def test_a_move_beyond_the_training_range_is_flagged_where_it_begins(values, window, losses, kinds):
@@ -611,6 +618,18 @@ def test_a_move_beyond_the_training_range_is_flagged_where_it_begins(values, win
     frame = detect.decide(T, series.to_numpy(), loss, rules, detect.Context(Q, series, T[0], T[-1]))
     assert {k: kind for k, kind in enumerate(frame["kind"]) if kind != "none"} == kinds
     assert frame["anomaly"].tolist() == [k in kinds for k in range(8)]
+
+
+@pytest.mark.parametrize("apart, kinds", [(4, {0: "level"}), (5, {0: "level", 5: "level"})])
+def test_an_excursion_after_a_day_of_readings_inside_the_range_is_told_again(apart, kinds):
+    # Six-hour intervals: a day is four of them. Readings beyond the range at 0 and at `apart`.
+    grid = pd.date_range("2026-03-01", periods=8, freq="6h", tz="UTC")
+    values = np.full(8, 5.0)
+    values[[0, apart]] = 11.0
+    rules = detect.Rules(threshold=0.5, levels=(0.0, 10.0), window=1)
+    context = detect.Context(pd.Timedelta("6h"), pd.Series(values, index=grid), grid[0], grid[-1])
+    frame = detect.decide(grid, values, np.full(8, 0.1), rules, context)
+    assert {k: kind for k, kind in enumerate(frame["kind"]) if kind != "none"} == kinds
 
 
 def test_without_readings_the_rules_that_read_them_are_left_out():
