@@ -127,7 +127,7 @@ def score_range(last_scored: pd.Timestamp | None, schedule: Schedule) -> tuple[p
 # The dynamic threshold never goes below the model's calibrated threshold x ratio (a lower floor found more
 # of NAB's events but broke the alarm budget on clean generated sensors: README, Detection quality).
 DYNAMIC_FLOOR = 1.0
-# Share of a sensor's training range its readings may go beyond, on either side, before they are a level
+# Share of a sensor's training range its readings may go beyond, on either side, before they begin a level
 # anomaly.
 LEVEL_MARGIN = 0.1
 
@@ -172,8 +172,8 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:  # pragma: no m
         "--level-margin",
         type=float,
         default=LEVEL_MARGIN,
-        help="a reading beyond the training range by more than this share of the range is a level anomaly "
-        f"(default {LEVEL_MARGIN})",
+        help="a reading beyond the training range by more than this share of the range begins a level anomaly, "
+        f"told once until the readings have stayed inside it for a day (default {LEVEL_MARGIN})",
     )
 
 

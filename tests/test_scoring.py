@@ -189,6 +189,29 @@ def test_a_backfill_flags_no_flat_line_a_tick_could_not_see(longest_flat_run, fl
     assert (scores["kind"] == "flatline").any() == flagged
 
 
+@pytest.mark.parametrize("policy", [{"min_consecutive": 2}, {"min_consecutive": 2, "dynamic_history": 8}])
+def test_a_tick_reading_from_the_lead_tells_each_excursion_as_a_backfill_does(policy):
+    # Readings beyond the range (0, 10) over four days: at 100, 150 and 230 one excursion (each within a day of
+    # the last), at 330 and 333 another. A tick that reads from lead() before its one due window flags it as a
+    # backfill over everything does: at 230 it must see 150.
+    model = trained(window=4, levels=(0.0, 10.0))
+    rules = model_predict.rules_for(model, 1.0, model_predict.Policy(**policy, level_margin=0.0))
+    ends = pd.date_range("2026-01-01", periods=4 * 96, freq=Q, tz="UTC")
+    values = np.full(len(ends), 5.0)
+    values[[100, 150, 230, 330, 333]] = 11.0
+    series = pd.Series(values, index=ends)
+    backfill = detect.decide(ends, values, np.zeros(len(ends)), rules, detect.Context(Q, series, ends[0], ends[-1]))
+    # The windows that take in 100 and 330, each but the first (K=2).
+    assert backfill.index[backfill["kind"] == "level"].equals(ends[[101, 102, 103, 331, 332, 333]])
+    decided, readings = model_predict.lead(model, model_predict.Policy(**policy), Q)
+    for due in range(200, len(ends)):
+        read = series[series.index >= ends[due] - decided - readings]
+        kept = read.index >= ends[due] - decided
+        context = detect.Context(Q, read, ends[due], ends[due], decided_from=ends[due] - decided)
+        tick = detect.decide(read.index[kept], read.to_numpy()[kept], np.zeros(kept.sum()), rules, context)
+        assert tick.loc[ends[due], "kind"] == backfill.loc[ends[due], "kind"], ends[due]
+
+
 def test_prepare_puts_the_readings_as_read_on_the_grid_and_keeps_the_due_windows():
     grid = pd.date_range("2026-01-01", periods=8, freq="15min", tz="UTC")
     # Off the grid, out of order, a duplicate time and nothing read in the last interval.
