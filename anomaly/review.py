@@ -18,7 +18,8 @@ import pandas as pd
 
 from anomaly import store
 from anomaly.metadata import ArtifactError, ModelMetadata
-from anomaly.settings import Common, SensorConfig
+from anomaly.sensor_config import SensorConfig
+from anomaly.settings import Common
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from anomaly import review, settings, store, times
 from anomaly.metadata import ArtifactError, ModelMetadata
-from anomaly.settings import SensorConfig
+from anomaly.sensor_config import SensorConfig
 from influx_interact import Database
 
 OK = "ok"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import model_predict
-from anomaly import logs, settings, times
+from anomaly import logs, sensor_config, settings, times
 from anomaly.errors import ConfigError
 
 NOW = pd.Timestamp("2026-03-01T12:00:00Z")
@@ -111,13 +111,13 @@ def write_files(tmp_path, ratios: str | bytes = "{}", windows: str | bytes = "{}
 
 
 def test_load_sensor_config_defaults(tmp_path):
-    cfg = settings.load_sensor_config(*write_files(tmp_path))
+    cfg = sensor_config.load_sensor_config(*write_files(tmp_path))
     assert (cfg.ratio("s1"), cfg.window("s1")) == (1.0, 15)
     assert dict(cfg.ratios) == {} and dict(cfg.windows) == {}
 
 
 def test_load_sensor_config_values_and_default_key(tmp_path):
-    cfg = settings.load_sensor_config(
+    cfg = sensor_config.load_sensor_config(
         *write_files(tmp_path, '{"default": 2, "s1": 1.5, "Température": 3}', '{"default": 10, "s1": 30}')
     )
     assert cfg.ratio("s1") == 1.5
@@ -163,7 +163,7 @@ def test_load_sensor_config_errors_name_file_key_and_value(tmp_path, which, text
     ratios, windows = write_files(tmp_path, **{which: text})
     bad = ratios if which == "ratios" else windows
     with pytest.raises(ConfigError, match="^" + re.escape(f"{bad}: {message}")):
-        settings.load_sensor_config(ratios, windows)
+        sensor_config.load_sensor_config(ratios, windows)
 
 
 @pytest.mark.parametrize("missing", ["ratios", "windows"])
@@ -172,7 +172,7 @@ def test_load_sensor_config_missing_file(tmp_path, missing):
     gone = ratios if missing == "ratios" else windows
     gone.unlink()
     with pytest.raises(ConfigError, match="^" + re.escape(f"{gone}: file not found; create it with {{}}")):
-        settings.load_sensor_config(ratios, windows)
+        sensor_config.load_sensor_config(ratios, windows)
 
 
 def test_load_sensor_config_directory_instead_of_file(tmp_path):
@@ -180,7 +180,7 @@ def test_load_sensor_config_directory_instead_of_file(tmp_path):
     ratios.unlink()
     ratios.mkdir()
     with pytest.raises(ConfigError, match="^" + re.escape(f"{ratios}: cannot be read")):
-        settings.load_sensor_config(ratios, windows)
+        sensor_config.load_sensor_config(ratios, windows)
 
 
 # ---------------------------------------------------------------- connection flags

@@ -32,7 +32,8 @@ from anomaly.alerts.state import dump_state, load_state, new_state
 from anomaly.alerts.webhook import NotifyError, post, redact_url, url_problem
 from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import line_protocol
-from anomaly.settings import Common, Connection, Schema, SensorConfig
+from anomaly.sensor_config import SensorConfig
+from anomaly.settings import Common, Connection, Schema
 from anomaly.times import format_time
 from tools import local_influxd
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import clean
-from anomaly import settings as project_settings
+from anomaly import sensor_config
 from anomaly.errors import ConfigError
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
@@ -173,7 +173,7 @@ def test_config_parser_raises_only_config_errors(config_dir, text):
     for path in (ratios, windows):
         path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
     try:
-        parsed = project_settings.load_sensor_config(ratios, windows)
+        parsed = sensor_config.load_sensor_config(ratios, windows)
     except ConfigError as e:
         assert str(e).startswith(f"{ratios}: ") or str(e).startswith(f"{windows}: ")
         return
@@ -192,10 +192,10 @@ def test_config_parser_keeps_every_valid_entry(config_dir, ratios, windows):
     ratios_path, windows_path = config_dir / "valid-ratios.json", config_dir / "valid-windows.json"
     ratios_path.write_text(json.dumps(ratios), encoding="utf-8")
     windows_path.write_text(json.dumps(windows), encoding="utf-8")
-    parsed = project_settings.load_sensor_config(ratios_path, windows_path)
+    parsed = sensor_config.load_sensor_config(ratios_path, windows_path)
     for key, value in ratios.items():
         assert parsed.ratio(key) == float(value)
     for key, value in windows.items():
         assert parsed.window(key) == value
-    assert parsed.ratio("\x00 not listed") == float(ratios.get("default", project_settings.DEFAULT_RATIO))
-    assert parsed.window("\x00 not listed") == windows.get("default", project_settings.DEFAULT_WINDOW)
+    assert parsed.ratio("\x00 not listed") == float(ratios.get("default", sensor_config.DEFAULT_RATIO))
+    assert parsed.window("\x00 not listed") == windows.get("default", sensor_config.DEFAULT_WINDOW)

@@ -16,7 +16,7 @@ import sensor_status
 from anomaly import status as st
 from anomaly import store, table
 from anomaly.metadata import FORMAT_VERSION
-from anomaly.settings import SensorConfig
+from anomaly.sensor_config import SensorConfig
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
