@@ -119,6 +119,7 @@ def run(settings: StatusSettings, db: Database) -> runner.Outcome:
         logger.error("cannot read the models directory %s: %s", common.models_dir, e)
         return runner.Outcome(EXIT_FAILED)
     found = [] if common.sensors else db.sensor_ids(common.now - settings.lookback, common.now)
+    common.warn_unmatched_keys(found)
     selected = status.select_sensors(models, found, common.sensors, common.shard, only_found=bool(common.schema.where))
     newest = status.newest(
         db, [s for s, _ in selected if s is not None], common.now, settings.lookback, common.chunk_size

@@ -580,13 +580,15 @@ def test_keys_that_match_no_sensor_found_are_named_in_a_warning(influxd, databas
     (tmp_path / "models").mkdir()  # the sensors have no window to train on, and the scorer needs the directory
     models = ["--models-dir", str(tmp_path / "models")]
     scoring = ["--no-cold-start", "--now", NOW.isoformat()]
-    # The review tools read the same files (issue 11: they said nothing); neither has a model or a score to use.
+    # The review and status tools read the same files (issue 11: they said nothing); none has a model or a score to
+    # use.
     review = ["--now", NOW.isoformat(), "--start=-4d", "--no-plots", "--output", str(tmp_path / "report")]
     jobs = {
         "sensor_training.py": TRAIN,
         "sensor_predict.py": scoring,
         "sensor_evaluate.py": review,
         "sensor_tune.py": ["--now", NOW.isoformat(), "--tune-start=-4d"],
+        "sensor_status.py": ["--now", NOW.isoformat()],
     }
     for script, extra in jobs.items():
         result = run_job(script, [*extra, *models, *config_args(tmp_path, ratios, windows)], env, tmp_path)
