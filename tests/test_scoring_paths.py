@@ -24,6 +24,7 @@ SENSORS = [
     "long gap",
     "absurd reading",
     "stuck",
+    "beyond its range",
     "silent",
     'Boiler,2="hot" loop=ü',
     "retrained since packed",
@@ -44,6 +45,8 @@ def readings(sensor_id: str, index: pd.DatetimeIndex) -> np.ndarray:
         values[-60:] = 21.5
     elif sensor_id == "silent":
         values[-30:] = np.nan
+    elif sensor_id == "beyond its range":
+        values[-60:] += np.linspace(0, 20, 60)  # a slow rise past every reading before it: a level excursion
     return values
 
 
@@ -60,7 +63,11 @@ def fleet(influxd, database, tmp_path):
     for seed, sensor_id in enumerate(SENSORS):
         if sensor_id != "not packed":
             # Small thresholds, so that some windows of every kind are flagged.
-            save(models, sensor_id, seed, window=6, units=3, threshold=0.02 * (1 + seed % 3), longest_flat_run=4)
+            # The range of the readings of the day before, which only "beyond its range" leaves for good.
+            before = readings(sensor_id, index)[-160:-60]
+            levels = {"low": float(np.nanmin(before)), "high": float(np.nanmax(before))}
+            threshold = 0.02 * (1 + seed % 3)
+            save(models, sensor_id, seed, window=6, units=3, threshold=threshold, longest_flat_run=4, levels=levels)
     pack.rebuild(models)
     save(models, "retrained since packed", 20, window=6, units=3, threshold=0.03)
     save(models, "not packed", 21, window=6, units=3, threshold=0.03)
