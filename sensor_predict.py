@@ -353,10 +353,19 @@ class Run:
             )
             self.counts["failed"] += len(prepared)
             return lines
-        for (sensor_id, p), loss in zip(prepared.items(), found):
-            rules = model_predict.rules_for(models[sensor_id], self.common.sensor_config.ratio(sensor_id), policy)
-            scoring = functools.partial(model_predict.decide, p, loss, rules, interval, *due[sensor_id])
-            lines += self.decide(sensor_id, scoring, due[sensor_id], rules.threshold)
+        rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in prepared}
+        try:
+            deciders = model_predict.deciders(
+                [(p, loss, rules[s], due[s]) for (s, p), loss in zip(prepared.items(), found)], interval
+            )
+        except Exception:
+            logger.exception(
+                "failed to compute the thresholds of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared))
+            )
+            self.counts["failed"] += len(prepared)
+            return lines
+        for sensor_id, scoring in zip(prepared, deciders):
+            lines += self.decide(sensor_id, scoring, due[sensor_id], rules[sensor_id].threshold)
         return lines
 
     def decide(
