@@ -438,11 +438,13 @@ class Run:
         anomaly = scores["anomaly"].to_numpy(dtype=bool)
         flagged = int(anomaly.sum())
         windows = int(np.isfinite(scores["loss"].to_numpy(dtype="float64")).sum())
-        kinds = scores["kind"][anomaly].value_counts() if flagged else {}
         self.counts["scored"] += 1
         self.counts["windows"] += windows
         self.counts["anomalies"] += flagged
         self.counts["missing"] += len(scores) - windows
+        if not logger.isEnabledFor(logging.INFO):
+            return  # formatted only when logged: a tick at WARNING decides thousands of sensors
+        kinds = scores["kind"][anomaly].value_counts() if flagged else {}
         logger.info(
             "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f",
             sensor_id,
