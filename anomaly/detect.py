@@ -63,6 +63,20 @@ class Scores:
     def flag(self, anomaly: np.ndarray, kind: str) -> Scores:
         return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
 
+    def between(self, first: pd.Timestamp, last: pd.Timestamp) -> Scores:
+        """The windows ending in [first, last] (``ends`` are sorted). Their ends are copied: a frame keeps its
+        index, and a run keeps every sensor's frame for the events."""
+        at = slice(self.ends.searchsorted(first), self.ends.searchsorted(last, side="right"))
+        return Scores(
+            ends=self.ends[at].copy(deep=True),
+            value=self.value[at],
+            loss=self.loss[at],
+            threshold=self.threshold[at],
+            anomaly=self.anomaly[at],
+            kind=self.kind[at],
+            smoothed_loss=None if self.smoothed_loss is None else self.smoothed_loss[at],
+        )
+
     def frame(self) -> pd.DataFrame:
         loss = self.loss.astype("float64")
         # Every window gets every column, whatever the rules: InfluxDB merges a point into the one already at its
@@ -288,9 +302,15 @@ def detectors(rules: Rules) -> Sequence[Detector]:
 
 
 def decide(
-    ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, rules: Rules, context: Context
+    ends: pd.DatetimeIndex,
+    values: np.ndarray,
+    losses: np.ndarray,
+    rules: Rules,
+    context: Context,
+    between: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> pd.DataFrame:
-    """The scores frame of one sensor with every rule applied (see the module docstring)."""
+    """The scores frame of one sensor with every rule applied (see the module docstring); only its windows
+    ending in ``between`` (first, last) when given, which costs less than selecting them from the frame."""
     n = len(ends)
     scores = Scores(
         ends=ends,
@@ -302,4 +322,4 @@ def decide(
     )
     for detect in detectors(rules):
         scores = detect(scores, context)
-    return scores.frame()
+    return (scores if between is None else scores.between(*between)).frame()
