@@ -203,13 +203,13 @@ def rolling_eps(
     z_range: Sequence[float] = Z_RANGE,
     fence: float = FENCE,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``rolling_dynamic_thresholds`` of many sensors at once, before the floor: a scorer decides a chunk of
-    sensors with one computation instead of one per sensor, and gets the same thresholds.
+    """``rolling_dynamic_thresholds`` of many sensors at once (with ``min_history`` = ``history``), before the
+    floor: a scorer decides a chunk of sensors with one computation instead of one per sensor, and gets the
+    same thresholds.
 
     Parameters
     ----------
-    losses : arrays, shape [n_k] each, finite: each sensor's losses, oldest first (``min_history`` is
-        ``history``)
+    losses : arrays, shape [n_k] each, finite: each sensor's losses, oldest first
     history, smoothing, z_range, fence : as ``rolling_dynamic_thresholds``
     starts : each sensor's first position whose threshold is wanted
 
@@ -235,7 +235,7 @@ def _rolling_eps_many(
     starts: list[int],
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The smoothed losses and eps of each series in ``losses``, computed together: every wanted window of
-    every series is one row of ``_eps_at``, rows of one width in one call."""
+    every series is one row of ``candidates.eps_at``, the rows of one width in one call."""
     span = smoothing_span(smoothing)
     smoothed = [smooth(v, smoothing) for v in losses]
     sizes = np.array([v.size for v in losses], dtype=np.intp)
