@@ -301,6 +301,20 @@ class Chunk:
         return Prepared(windows, self.grid[at], values[at], series)
 
 
+def context(
+    prepared: Prepared, rules: detect.Rules, interval: pd.Timedelta, first: pd.Timestamp, last: pd.Timestamp
+) -> detect.Context:
+    """What ``decide`` decides a sensor's windows ending in [first, last] with."""
+    # Persistence looks at the K-1 windows before the first one kept; the windows before those are history.
+    return detect.Context(
+        interval=interval,
+        series=prepared.series,
+        first=first,
+        last=last,
+        decided_from=first - (rules.min_consecutive - 1) * interval,
+    )
+
+
 def decide(
     prepared: Prepared,
     losses: np.ndarray,
@@ -308,18 +322,32 @@ def decide(
     interval: pd.Timedelta,
     first: pd.Timestamp,
     last: pd.Timestamp,
+    decided_in: detect.Context | None = None,
 ) -> pd.DataFrame:
-    """The sensor's scores frame for the window ends in [first, last] (detect.decide)."""
-    # Persistence looks at the K-1 windows before the first one kept; the windows before those are history.
-    context = detect.Context(
-        interval=interval,
-        series=prepared.series,
-        first=first,
-        last=last,
-        decided_from=first - (rules.min_consecutive - 1) * interval,
-    )
-    scores = detect.decide(prepared.ends, prepared.values, losses, rules, context)
-    return scores[(scores.index >= first) & (scores.index <= last)]
+    """The sensor's scores frame for the window ends in [first, last] (detect.decide), in ``decided_in``
+    when given (``deciders``), else in its ``context``."""
+    decided_in = decided_in or context(prepared, rules, interval, first, last)
+    return detect.decide(prepared.ends, prepared.values, losses, rules, decided_in, between=(first, last))
+
+
+def deciders(
+    sensors: list[tuple[Prepared, np.ndarray, detect.Rules, tuple[pd.Timestamp, pd.Timestamp]]],
+    interval: pd.Timedelta,
+) -> list[functools.partial[pd.DataFrame]]:
+    """``decide`` of each sensor (its prepared windows, losses, rules and due range), to be called in its own
+    error boundary; the dynamic thresholds of all of them are computed first, at once (detect.dynamic_eps)."""
+    contexts = [context(p, rules, interval, *due) for p, _, rules, due in sensors]
+    for history in {rules.dynamic_history for _, _, rules, _ in sensors if rules.dynamic_history}:
+        at = [k for k, (_, _, rules, _) in enumerate(sensors) if rules.dynamic_history == history]
+        found = detect.dynamic_eps(
+            history, [sensors[k][0].ends for k in at], [sensors[k][1] for k in at], [contexts[k] for k in at]
+        )
+        for k, found_context in zip(at, found):
+            contexts[k] = found_context
+    return [
+        functools.partial(decide, p, losses, rules, interval, *due, decided_in=c)
+        for (p, losses, rules, due), c in zip(sensors, contexts)
+    ]
 
 
 def without_windows(

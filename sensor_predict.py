@@ -353,10 +353,19 @@ class Run:
             )
             self.counts["failed"] += len(prepared)
             return lines
-        for (sensor_id, p), loss in zip(prepared.items(), found):
-            rules = model_predict.rules_for(models[sensor_id], self.common.sensor_config.ratio(sensor_id), policy)
-            scoring = functools.partial(model_predict.decide, p, loss, rules, interval, *due[sensor_id])
-            lines += self.decide(sensor_id, scoring, due[sensor_id], rules.threshold)
+        rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in prepared}
+        try:
+            deciders = model_predict.deciders(
+                [(p, loss, rules[s], due[s]) for (s, p), loss in zip(prepared.items(), found)], interval
+            )
+        except Exception:
+            logger.exception(
+                "failed to compute the thresholds of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared))
+            )
+            self.counts["failed"] += len(prepared)
+            return lines
+        for sensor_id, scoring in zip(prepared, deciders):
+            lines += self.decide(sensor_id, scoring, due[sensor_id], rules[sensor_id].threshold)
         return lines
 
     def decide(
@@ -429,11 +438,13 @@ class Run:
         anomaly = scores["anomaly"].to_numpy(dtype=bool)
         flagged = int(anomaly.sum())
         windows = int(np.isfinite(scores["loss"].to_numpy(dtype="float64")).sum())
-        kinds = scores["kind"][anomaly].value_counts() if flagged else {}
         self.counts["scored"] += 1
         self.counts["windows"] += windows
         self.counts["anomalies"] += flagged
         self.counts["missing"] += len(scores) - windows
+        if not logger.isEnabledFor(logging.INFO):
+            return  # formatted only when logged: a tick at WARNING decides thousands of sensors
+        kinds = scores["kind"][anomaly].value_counts() if flagged else {}
         logger.info(
             "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f",
             sensor_id,

@@ -34,15 +34,17 @@ from anomaly import thresholds
 @dataclass(frozen=True)
 class Context:
     """What detectors may look at besides the scores: the grid, the readings as read (before gaps are
-    filled; None when only losses are known, as in tuning), the range whose decisions count, and
+    filled; None when only losses are known, as in tuning), the range whose decisions count,
     ``decided_from``: the windows before it are only history (a tick scores a day of them to decide one),
-    so a detector may leave them undecided."""
+    so a detector may leave them undecided, and ``dynamic``: the dynamic threshold's smoothed losses and
+    eps when ``dynamic_eps`` computed them for many sensors at once (None: computed for this one)."""
 
     interval: pd.Timedelta
     series: pd.Series | None = None
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
     decided_from: pd.Timestamp | None = None
+    dynamic: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,20 @@ class Scores:
 
     def flag(self, anomaly: np.ndarray, kind: str) -> Scores:
         return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
+
+    def between(self, first: pd.Timestamp, last: pd.Timestamp) -> Scores:
+        """The windows ending in [first, last] (``ends`` are sorted). Their ends are copied: a frame keeps its
+        index, and a run keeps every sensor's frame for the events."""
+        at = slice(self.ends.searchsorted(first), self.ends.searchsorted(last, side="right"))
+        return Scores(
+            ends=self.ends[at].copy(deep=True),
+            value=self.value[at],
+            loss=self.loss[at],
+            threshold=self.threshold[at],
+            anomaly=self.anomaly[at],
+            kind=self.kind[at],
+            smoothed_loss=None if self.smoothed_loss is None else self.smoothed_loss[at],
+        )
 
     def frame(self) -> pd.DataFrame:
         loss = self.loss.astype("float64")
@@ -116,13 +132,41 @@ def dynamic_threshold(history: int, floor: float, kind: str) -> Detector:
     def detect(scores: Scores, context: Context) -> Scores:
         if not len(scores.ends):
             return replace(scores, smoothed_loss=np.empty(0))
-        losses = pd.Series(scores.loss.astype("float64"), index=scores.ends)
-        start = 0 if context.decided_from is None else int(scores.ends.searchsorted(context.decided_from))
-        dynamic = thresholds.rolling_dynamic_thresholds(losses, floor, history, start=start)
-        smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
+        if context.dynamic is None:
+            losses = pd.Series(scores.loss.astype("float64"), index=scores.ends)
+            dynamic = thresholds.rolling_dynamic_thresholds(losses, floor, history, start=_start(scores.ends, context))
+            smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
+        else:
+            smoothed, eps = context.dynamic
+            if len(smoothed) != len(scores.ends):
+                raise ValueError(f"context.dynamic holds {len(smoothed)} windows, the scores {len(scores.ends)}")
+            threshold = np.maximum(eps, float(floor))
         return replace(scores, threshold=threshold, smoothed_loss=smoothed).flag(smoothed > threshold, kind)
 
     return detect
+
+
+def _start(ends: pd.DatetimeIndex, context: Context) -> int:
+    return 0 if context.decided_from is None else int(ends.searchsorted(context.decided_from))
+
+
+def dynamic_eps(
+    history: int, ends: Sequence[pd.DatetimeIndex], losses: Sequence[np.ndarray], contexts: Sequence[Context]
+) -> list[Context]:
+    """``contexts`` with ``dynamic`` set: what ``dynamic_threshold`` computes for each sensor alone (before its
+    floor), computed for all of them in one thresholds.rolling_eps call, which gives the same figures. A tick
+    decides thousands of sensors, and one call per sensor cost more than the computation. A sensor without
+    windows or with a non-finite loss keeps its context: its detector computes (or rejects) it alone."""
+    usable = [k for k, loss in enumerate(losses) if len(loss) and np.isfinite(loss).all()]
+    computed = thresholds.rolling_eps(
+        [np.asarray(losses[k]).astype("float64") for k in usable],
+        history,
+        [_start(ends[k], contexts[k]) for k in usable],
+    )
+    out = list(contexts)
+    for k, dynamic in zip(usable, computed):
+        out[k] = replace(contexts[k], dynamic=dynamic)
+    return out
 
 
 # An excursion beyond the training range ends when the readings have stayed inside it this long: a sensor that
@@ -156,7 +200,7 @@ def level(low: float, high: float, window: int) -> Detector:
         starts = excursion_starts((values > high) | (values < low), LEVEL_REARM // context.interval)
         position = np.arange(len(values))
         latest = np.maximum.accumulate(np.where(starts, position, -window))
-        at = series.index.get_indexer(scores.ends)
+        at = positions(series.index, scores.ends)
         moved = (at >= 0) & ((position - latest)[at] < window) & ~scores.anomaly
         if not moved.any():
             return scores
@@ -165,13 +209,25 @@ def level(low: float, high: float, window: int) -> Detector:
     return detect
 
 
+def positions(index: pd.Index, ends: pd.DatetimeIndex) -> np.ndarray:
+    """``index.get_indexer(ends)``: each end's position in ``index``, -1 where it is not there. A binary search
+    when ``index`` is sorted, unique and of the same dtype (the scorer's always are): get_indexer was a
+    seventh of deciding a sensor, and a tick decides thousands."""
+    if index.dtype != ends.dtype or not len(index) or not (index.is_monotonic_increasing and index.is_unique):
+        return index.get_indexer(ends)
+    times, wanted = index.asi8, ends.asi8
+    at = np.minimum(np.searchsorted(times, wanted), len(times) - 1)
+    return np.where(times[at] == wanted, at, -1)
+
+
 def persistent(ends: pd.DatetimeIndex, above: np.ndarray, min_consecutive: int, interval: pd.Timedelta) -> np.ndarray:
     """Where a window and the ``min_consecutive`` - 1 windows ending in the intervals just before it are all
     ``above``; a window missing among them (a gap) breaks the run. ``ends`` lie on the interval grid."""
     above = np.asarray(above, dtype=bool)
     if min_consecutive <= 1 or not len(above):
         return above
-    at = np.asarray((ends - ends[0]) // interval, dtype=np.int64)
+    times = ends.as_unit("ns").asi8
+    at = (times - times[0]) // pd.Timedelta(interval).value
     grid = np.zeros(at[-1] + 1, dtype=bool)
     grid[at] = above
     return clean.run_lengths(grid)[at] >= min_consecutive
@@ -194,7 +250,7 @@ def flatline(limit: int) -> Detector:
     def detect(scores: Scores, context: Context) -> Scores:
         if context.series is None or not len(scores.ends):
             return scores
-        at = context.series.index.get_indexer(scores.ends)
+        at = positions(context.series.index, scores.ends)
         stuck = (at >= 0) & (clean.flat_run_lengths(context.series.to_numpy(dtype="float64"))[at] > limit)
         if not stuck.any():
             return scores
@@ -212,11 +268,10 @@ def missing(limit: int, threshold: float, anomaly: bool = False) -> Detector:
         series = context.series
         if series is None:
             return scores
-        silent = (
-            (clean.missing_run_lengths(series.to_numpy(dtype="float64")) > limit)
-            & (series.index >= context.first)
-            & (series.index <= context.last)
-        )
+        silent = clean.missing_run_lengths(series.to_numpy(dtype="float64")) > limit
+        if not silent.any():
+            return scores
+        silent &= (series.index >= context.first) & (series.index <= context.last)
         silent = series.index[silent].difference(scores.ends) if silent.any() else series.index[:0]
         if not len(silent):
             return scores
@@ -259,9 +314,15 @@ def detectors(rules: Rules) -> Sequence[Detector]:
 
 
 def decide(
-    ends: pd.DatetimeIndex, values: np.ndarray, losses: np.ndarray, rules: Rules, context: Context
+    ends: pd.DatetimeIndex,
+    values: np.ndarray,
+    losses: np.ndarray,
+    rules: Rules,
+    context: Context,
+    between: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> pd.DataFrame:
-    """The scores frame of one sensor with every rule applied (see the module docstring)."""
+    """The scores frame of one sensor with every rule applied (see the module docstring); only its windows
+    ending in ``between`` (first, last) when given, which costs less than selecting them from the frame."""
     n = len(ends)
     scores = Scores(
         ends=ends,
@@ -273,4 +334,4 @@ def decide(
     )
     for detect in detectors(rules):
         scores = detect(scores, context)
-    return scores.frame()
+    return (scores if between is None else scores.between(*between)).frame()

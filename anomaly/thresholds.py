@@ -40,7 +40,8 @@ The two known traps and how they are handled:
 
 A window's decision compares its own *smoothed* loss with the threshold computed from the smoothed
 losses of the ``history`` windows before it, so it depends on its own loss and the
-``history_needed(history, smoothing)`` losses before it, never on later ones.
+``history_needed(history, smoothing)`` losses before it, never on later ones. Steps 2 and 3 are computed
+by candidates.py, for every window of every sensor given at once (``rolling_eps``).
 """
 
 from __future__ import annotations
@@ -52,15 +53,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from anomaly import candidates
+
 SMOOTHING = 0.5
 # From the paper's range of z (2.5 up to 12, steps of 0.5).
 Z_RANGE = tuple(float(z) for z in np.arange(2.5, 12.01, 0.5))
 FENCE = 6.0
 # Weight left out of the truncated EWMA.
 _TAIL = 1e-3
-# Cells of the [histories, candidates, history] arrays computed at once: bounds memory to tens of MB.
-_CELLS_PER_BATCH = 2_000_000
-_MAD_TO_STD = 1.4826
 
 
 def smoothing_span(smoothing: float) -> int:
@@ -130,9 +130,9 @@ def dynamic_threshold(
     _check_fence(fence)
     if values.size < 2:
         return float(floor)
-    return max(
-        float(floor), float(_eps_rows(smooth(values, smoothing)[None, :], z, fence, smoothing_span(smoothing))[0])
-    )
+    span = smoothing_span(smoothing)
+    eps = candidates.eps_at(smooth(values, smoothing), np.zeros(1, dtype=np.intp), values.size, z, fence, span)
+    return max(float(floor), float(eps[0]))
 
 
 def rolling_dynamic_thresholds(
@@ -171,15 +171,8 @@ def rolling_dynamic_thresholds(
     _check_floor(floor)
     z = _z_values(z_range)
     _check_fence(fence)
-    if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 2:
-        raise ValueError(f"history must be a whole number of windows >= 2, not {history!r}")
     min_history = history if min_history is None else min_history
-    if (
-        isinstance(min_history, bool)
-        or not isinstance(min_history, (int, np.integer))
-        or not 2 <= min_history <= history
-    ):
-        raise ValueError(f"min_history must be a whole number in [2, history={history}], not {min_history!r}")
+    _check_history(history, min_history)
     smoothed, eps = _rolling_eps(values.tobytes(), history, smoothing, tuple(z), fence, min_history, start)
     # NaN (before start) stays NaN; -inf (too little history) leaves the floor.
     threshold = np.maximum(eps, float(floor))
@@ -196,23 +189,69 @@ def _rolling_eps(
     before ``start``), read-only. The floor only caps eps from below, so this is cached: tuning decides one
     sensor's losses at every candidate ratio, which moves nothing but the floor."""
     values = np.frombuffer(losses, dtype="float64")
-    smoothed = smooth(values, smoothing)
-    span = smoothing_span(smoothing)
-    eps = np.full(values.size, -np.inf)
-    eps[:start] = np.nan
-    z_values = np.asarray(z)
-    # The span-1 smoothed losses before the history are looked at too, only to recognise the echo of an
-    # anomaly that has just left it. Windows without all of them, one at a time (the start of the data).
-    lead = span - 1
-    for i in range(max(min_history, start), min(history + lead, values.size)):
-        eps[i] = _eps_rows(smoothed[None, :i], z_values, fence, span, max(0, i - history))[0]
-    first_full = max(history + lead, start)
-    if values.size > first_full:
-        full = np.lib.stride_tricks.sliding_window_view(smoothed[:-1], history + lead)
-        eps[first_full:] = _eps_rows(full[first_full - history - lead :], z_values, fence, span, lead)
+    smoothed, eps = _rolling_eps_many([values], history, smoothing, z, fence, min_history, [start])[0]
     smoothed.flags.writeable = False
     eps.flags.writeable = False
     return smoothed, eps
+
+
+def rolling_eps(
+    losses: Sequence[np.ndarray],
+    history: int,
+    starts: Sequence[int],
+    smoothing: float = SMOOTHING,
+    z_range: Sequence[float] = Z_RANGE,
+    fence: float = FENCE,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``rolling_dynamic_thresholds`` of many sensors at once (with ``min_history`` = ``history``), before the
+    floor: a scorer decides a chunk of sensors with one computation instead of one per sensor, and gets the
+    same thresholds.
+
+    Parameters
+    ----------
+    losses : arrays, shape [n_k] each, finite: each sensor's losses, oldest first
+    history, smoothing, z_range, fence : as ``rolling_dynamic_thresholds``
+    starts : each sensor's first position whose threshold is wanted
+
+    Returns
+    -------
+    per sensor: the smoothed losses [n_k] and eps [n_k], -inf where the floor alone decides, NaN before its
+    start; the threshold is max(eps, floor)
+    """
+    values = [_finite_array(v, "losses") for v in losses]
+    z = _z_values(z_range)
+    _check_fence(fence)
+    _check_history(history, history)
+    return _rolling_eps_many(values, history, smoothing, tuple(z), fence, history, list(starts))
+
+
+def _rolling_eps_many(
+    losses: list[np.ndarray],
+    history: int,
+    smoothing: float,
+    z: tuple[float, ...],
+    fence: float,
+    min_history: int,
+    starts: list[int],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The smoothed losses and eps of each series in ``losses``, computed together: every wanted window of
+    every series is one row of ``candidates.eps_at``, the rows of one width in one call."""
+    span = smoothing_span(smoothing)
+    smoothed = [smooth(v, smoothing) for v in losses]
+    sizes = np.array([v.size for v in losses], dtype=np.intp)
+    offsets = np.cumsum(sizes) - sizes
+    flat = np.concatenate(smoothed) if smoothed else np.empty(0)
+    position = np.arange(flat.size) - np.repeat(offsets, sizes)
+    first = np.repeat(np.asarray(starts, dtype=np.intp).reshape(-1), sizes)
+    eps = np.where(position < first, np.nan, -np.inf)
+    # A window's history is the ``history`` smoothed losses before it and, to recognise the echo of an
+    # anomaly that has just left it, the span-1 before those: fewer where the series begins.
+    width = np.minimum(position, history + span - 1)
+    wanted = position >= np.maximum(first, min_history)
+    for w in np.unique(width[wanted]):
+        at = np.flatnonzero(wanted & (width == w))
+        eps[at] = candidates.eps_at(flat, at - w, int(w), np.asarray(z), fence, span, max(0, int(w) - history))
+    return [(smoothed[k], eps[o : o + n]) for k, (o, n) in enumerate(zip(offsets, sizes))]
 
 
 def rolling_dynamic_flags(
@@ -228,65 +267,15 @@ def rolling_dynamic_flags(
     return rolling_dynamic_thresholds(losses, floor, history, smoothing, z_range, fence, min_history)["anomaly"]
 
 
-def _eps_rows(histories: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int = 0) -> np.ndarray:
-    """eps, before the floor, for each row of smoothed histories [m, lead + h], h >= 2; the first ``lead``
-    columns come before the history and only serve to recognise the echo of a fenced loss. See the module
-    docstring."""
-    out = np.empty(len(histories))
-    rows = max(1, _CELLS_PER_BATCH // (len(z) * histories.shape[1]))
-    for start in range(0, len(histories), rows):
-        out[start : start + rows] = _eps(histories[start : start + rows], z, fence, span, lead)
-    return out
-
-
-def _eps(e: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int) -> np.ndarray:
-    if math.isfinite(fence):
-        median = np.median(e[:, lead:], axis=1, keepdims=True)
-        mad = _MAD_TO_STD * np.median(np.abs(e[:, lead:] - median), axis=1, keepdims=True)
-        # A MAD of 0 keeps the losses equal to the median and sets the rest aside; what is left has std 0,
-        # so eps is its mean and the floor decides.
-        count = np.cumsum(e > median + fence * mad, axis=1)
-        # A smoothed loss within span-1 windows after a fenced one still carries part of it.
-        earlier = np.zeros_like(count)
-        if span < count.shape[1]:
-            earlier[:, span:] = count[:, :-span]
-        kept = (count == earlier)[:, lead:]
-    else:
-        kept = np.ones((len(e), e.shape[1] - lead), dtype=bool)
-    e = e[:, lead:]
-    m, h = e.shape
-    n = kept.sum(axis=1)
-    # A history whose every loss the fence set aside (a spike more often than the smoothing span) leaves
-    # nothing to learn from: eps is 0 there, so the floor decides, rather than 0/0 leaving no threshold.
-    counted = np.maximum(n, 1)
-    mean = np.where(kept, e, 0.0).sum(axis=1) / counted
-    std = np.sqrt(np.where(kept, (e - mean[:, None]) ** 2, 0.0).sum(axis=1) / counted)
-    eps = mean[:, None] + z[None, :] * std[:, None]  # [m, Z]
-    above = kept[:, None, :] & (e[:, None, :] > eps[:, :, None])  # [m, Z, h]
-    below = kept[:, None, :] & ~above
-    n_above = above.sum(axis=2)
-    n_below = np.maximum(n[:, None] - n_above, 1)
-    mean_below = np.where(below, e[:, None, :], 0.0).sum(axis=2) / n_below
-    std_below = np.sqrt(np.where(below, (e[:, None, :] - mean_below[..., None]) ** 2, 0.0).sum(axis=2) / n_below)
-    # Runs of losses above eps, in time order over the kept losses: a fenced loss neither starts nor breaks one.
-    position = np.where(kept, np.arange(h)[None, :], -1)
-    previous = np.concatenate([np.full((m, 1), -1), np.maximum.accumulate(position, axis=1)[:, :-1]], axis=1)
-    previous_above = (
-        np.take_along_axis(above, np.broadcast_to(np.maximum(previous, 0)[:, None, :], above.shape), axis=2)
-        & (previous >= 0)[:, None, :]
-    )
-    sequences = (above & ~previous_above).sum(axis=2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        drop = np.where(mean[:, None] > 0, (mean[:, None] - mean_below) / mean[:, None], 0.0) + np.where(
-            std[:, None] > 0, (std[:, None] - std_below) / std[:, None], 0.0
-        )
-        score = drop / (n_above + sequences**2)
-    eligible = (n_above >= 1) & (2 * n_above < n[:, None])
-    score = np.where(eligible, score, -np.inf)
-    # Ties go to the larger z: argmax over the candidates in reverse order.
-    best = len(z) - 1 - np.argmax(score[:, ::-1], axis=1)
-    chosen = eps[np.arange(m), best]
-    return np.where(eligible.any(axis=1), chosen, eps[:, 0])
+def _check_history(history: int, min_history: int) -> None:
+    if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 2:
+        raise ValueError(f"history must be a whole number of windows >= 2, not {history!r}")
+    if (
+        isinstance(min_history, bool)
+        or not isinstance(min_history, (int, np.integer))
+        or not 2 <= min_history <= history
+    ):
+        raise ValueError(f"min_history must be a whole number in [2, history={history}], not {min_history!r}")
 
 
 def _check_smoothing(smoothing: float) -> None:

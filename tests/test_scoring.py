@@ -719,3 +719,19 @@ def test_a_chunk_shapes_each_series_as_prepare_does():
             assert got.ends.equals(want.ends) and np.array_equal(got.values, want.values, equal_nan=True)
             pd.testing.assert_series_equal(got.series, want.series, check_freq=False)
     assert clean.fillable(np.array([[1, np.nan, 2], [np.nan, 1, np.nan]]), 1).tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    "index, ends",
+    [
+        (T, T[[0, 3, 7]]),
+        (T[2:6], T),  # ends before, inside and after the index
+        (T[:0], T[:3]),  # an empty index
+        (T[[0, 2, 4]], T[[1, 2, 3, 4, 5]]),  # a gap in the index
+        (T[::-1], T[[1, 5]]),  # not sorted: pandas itself
+        (T.as_unit("s"), T[[1, 5]]),  # another unit: pandas itself
+        (T.tz_localize(None), T[[1, 5]]),  # no time zone: nothing matches, as in pandas
+    ],
+)
+def test_positions_are_those_of_get_indexer(index, ends):
+    assert detect.positions(index, ends).tolist() == index.get_indexer(ends).tolist()

@@ -432,3 +432,24 @@ def test_rolling_thresholds_agree_with_the_plain_reading_of_the_rules_echo_inclu
         start = max(0, i - history - lead)
         expected = reference_eps(list(smoothed[start:i]), Z_CANDIDATES, 2.0, span, lead=i - history - start)
         assert frame["threshold"].iloc[i] == pytest.approx(expected, rel=1e-9), i
+
+
+def test_thresholds_of_many_sensors_at_once_are_those_of_each_alone():
+    """A scorer computes a chunk's thresholds together (rolling_eps); each sensor's must be exactly what it
+    gets alone: series of any length (shorter than the history, empty), any start, bursts and spikes."""
+    rng = np.random.default_rng(11)
+    series = [bursts(seed, n) for seed, n in enumerate([80, 45, 120, 31, 60])]
+    series[1:1] = [np.array([0.3, 0.1, 0.2]), np.empty(0), np.array([0.2, 0.4])]
+    starts = [int(rng.integers(0, max(1, len(s)))) for s in series]
+    together = thresholds.rolling_eps(series, 30, starts, smoothing=0.6, z_range=Z_CANDIDATES, fence=2.0)
+    for losses, start, (smoothed, eps) in zip(series, starts, together):
+        alone = rolling_dynamic_thresholds(
+            by_end(losses), 1e-9, 30, smoothing=0.6, z_range=Z_CANDIDATES, fence=2.0, start=start
+        )
+        np.testing.assert_array_equal(smoothed, alone["smoothed"].to_numpy())
+        np.testing.assert_array_equal(np.maximum(eps, 1e-9), alone["threshold"].to_numpy())
+
+
+def test_rolling_eps_wants_finite_losses():
+    with pytest.raises(ValueError, match="finite"):
+        thresholds.rolling_eps([np.array([0.1, np.nan, 0.2])], 2, [0])

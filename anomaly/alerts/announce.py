@@ -285,7 +285,8 @@ def announce(
     silent = [
         e
         for sensor_id, scores in scored.items()
-        if (scores["kind"] == MISSING).any()
+        # On the column's array: a Series comparison per sensor was a fifth of this step at 10,000 sensors.
+        if (scores["kind"].to_numpy() == MISSING).any()
         for e in outages(sensor_id, scores, interval)
     ]
     silent, state = resume(silent, state, interval, last_scored, kind=MISSING)
