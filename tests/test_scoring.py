@@ -735,3 +735,46 @@ def test_a_chunk_shapes_each_series_as_prepare_does():
 )
 def test_positions_are_those_of_get_indexer(index, ends):
     assert detect.positions(index, ends).tolist() == index.get_indexer(ends).tolist()
+
+
+def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives():
+    """model_predict.deciders (a chunk's dynamic thresholds in one call) against decide, sensor by sensor:
+    two histories, a fixed threshold, K 1 to 3, due ranges that start at, after and before enough history,
+    a sensor without windows and one whose losses are not finite."""
+    rng = np.random.default_rng(3)
+    grid = pd.date_range("2026-01-01", periods=160, freq=Q, tz="UTC")
+
+    def prepared(n: int, at: int = 0) -> model_predict.Prepared:
+        ends = grid[at : at + n]
+        series = pd.Series(rng.normal(5, 1, len(grid)), index=grid)
+        return model_predict.Prepared(np.zeros((n, 2, 1)), ends, series.reindex(ends).to_numpy(), series)
+
+    def losses(n: int, spikes: tuple[int, ...] = ()) -> np.ndarray:
+        loss = rng.gamma(2.0, 0.05, n)
+        loss[list(spikes)] += 2.0
+        return loss.astype("float32")
+
+    infinite = losses(120)
+    infinite[60] = np.inf
+    sensors = [
+        (prepared(150), losses(150, (70, 71, 140)), detect.Rules(0.2, 2, 40, levels=(0, 10), window=2), (80, 149)),
+        (prepared(150), losses(150, (145,)), detect.Rules(0.1, 1, 40), (140, 149)),
+        (prepared(100, 50), losses(100, (20, 90)), detect.Rules(0.2, 3, 24), (60, 149)),
+        (prepared(130), losses(130, (5, 125)), detect.Rules(0.25, 2, 40), (2, 129)),
+        (prepared(150), losses(150, (30,)), detect.Rules(0.2, 2), (100, 149)),
+        (prepared(0), losses(0), detect.Rules(0.2, 2, 40), (100, 149)),
+        (prepared(120), infinite, detect.Rules(0.2, 2, 40), (100, 119)),
+    ]
+    chunk = [(p, loss, rules, (grid[a], grid[b])) for p, loss, rules, (a, b) in sensors]
+    for (p, loss, rules, due), decider in zip(chunk, model_predict.deciders(chunk, Q)):
+        try:
+            alone = model_predict.decide(p, loss, rules, Q, *due)
+        except ValueError as e:
+            with pytest.raises(ValueError, match=str(e)):
+                decider()
+            continue
+        pd.testing.assert_frame_equal(decider(), alone)
+        assert alone.empty or alone.index[0] >= due[0]
+    decided = [decider() for decider in model_predict.deciders(chunk[:4], Q)]
+    assert all(frame["anomaly"].any() for frame in decided)
+    assert all(frame["threshold"].nunique() > 1 for frame in decided)
