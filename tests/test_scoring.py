@@ -778,3 +778,25 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
     decided = [decider() for decider in model_predict.deciders(chunk[:4], Q)]
     assert all(frame["anomaly"].any() for frame in decided)
     assert all(frame["threshold"].nunique() > 1 for frame in decided)
+
+
+@pytest.mark.parametrize("history", [None, 12])
+def test_deciding_between_two_times_gives_the_rows_of_the_whole_frame_between_them(history):
+    # detect.decide(between=...) keeps the windows before making the frame: the same rows, every column.
+    rng = np.random.default_rng(8)
+    grid = pd.date_range("2026-01-01", periods=80, freq=Q, tz="UTC")
+    series = pd.Series(rng.normal(5, 1, len(grid)), index=grid)
+    series.iloc[30:36] = np.nan  # missing points inside the range
+    series.iloc[60] = 40.0  # beyond the range: a level excursion
+    kept = series.notna().to_numpy()
+    ends, values = grid[kept], series.to_numpy()[kept]
+    losses = rng.gamma(2.0, 0.05, len(ends))
+    losses[[20, 21, 50]] += 1.0
+    rules = detect.Rules(0.15, 2, history, levels=(0.0, 10.0), window=3, missing_limit=2)
+    context = detect.Context(Q, series, grid[10], grid[70], decided_from=grid[9])
+    whole = detect.decide(ends, values, losses, rules, context)
+    for first, last in [(grid[10], grid[70]), (grid[25], grid[40]), (grid[0], grid[79]), (grid[71], grid[79])]:
+        part = detect.decide(ends, values, losses, rules, context, between=(first, last))
+        expected = whole[(whole.index >= first) & (whole.index <= last)]
+        pd.testing.assert_frame_equal(part, expected)
+    assert whole["anomaly"].any() and (whole["kind"] == "missing").any() and whole["value"].notna().any()
