@@ -104,7 +104,7 @@ def scoring(influx, trained, tmp_path):
 
     def scores(sensor_id):
         return influx.points(
-            database, "PREDICT_ANOMALY", ["loss", "threshold", "anomaly", "val_num"], uniqueID=sensor_id
+            database, "PREDICT_ANOMALY", ["loss", "threshold", "anomaly", "kind", "val_num"], uniqueID=sensor_id
         )
 
     return predict, scores, anomalies, database
@@ -206,15 +206,17 @@ def test_the_ratio_scales_the_threshold(scoring, trained):
     quiet, other = scores(QUIET), scores(SENSORS[0])
     assert quiet["threshold"].tolist() == pytest.approx([2.5 * saved[QUIET]] * 96)
     assert other["threshold"].tolist() == pytest.approx([saved[SENSORS[0]]] * 96)
-    # README: "Raising a ratio makes a sensor flag less". The spike's worst window is `peak` times its
-    # threshold: scored again with a ratio just above that, nothing is flagged; just below, that window still is.
+    # README: "Raising a ratio makes a sensor flag less by its shape". The spike's worst window is `peak` times
+    # its threshold: scored again with a ratio just above that, no shape is flagged (the spike, beyond the
+    # training range, stays a level anomaly at any ratio); just below, that window still is.
     (spike,) = [a for a in anomalies if a.sensor_id == SENSORS[0]]
     peak = (other["loss"] / other["threshold"]).max()
     worst = (other["loss"] / other["threshold"]).idxmax()
     assert worst in holding(spike) and peak > 1.5
     again = ("--now", NOW.isoformat(), "--start", (NOW - pd.Timedelta(days=1)).isoformat())
     assert predict(*again, ratios={SENSORS[0]: peak * 1.01}).returncode == 0
-    assert not scores(SENSORS[0])["anomaly"].astype(bool).any()
+    kinds = scores(SENSORS[0]).query("anomaly")["kind"]
+    assert set(kinds) <= {"level"} and kinds.index.isin(holding(spike)).all()
     assert predict(*again, ratios={SENSORS[0]: peak * 0.99}).returncode == 0
     flagged = scores(SENSORS[0]).query("anomaly").index
     assert worst in flagged and flagged.isin(other.query("anomaly").index).all()
