@@ -118,8 +118,9 @@ def run(settings: StatusSettings, db: Database) -> runner.Outcome:
     except OSError as e:
         logger.error("cannot read the models directory %s: %s", common.models_dir, e)
         return runner.Outcome(EXIT_FAILED)
-    found = [] if common.sensors else db.sensor_ids(common.now - settings.lookback, common.now)
-    common.warn_unmatched_keys(found)
+    # This shard's sensors found (or --sensor's), with the unknown keys of the per-sensor files warned about as in
+    # every job; select_sensors adds the models and applies --sensor and the shard itself.
+    found = runner.sensors_to_process(common, db, common.now - settings.lookback, common.now)
     selected = status.select_sensors(models, found, common.sensors, common.shard, only_found=bool(common.schema.where))
     newest = status.newest(
         db, [s for s, _ in selected if s is not None], common.now, settings.lookback, common.chunk_size
