@@ -54,19 +54,19 @@ def readings(sensor_id: str, index: pd.DatetimeIndex) -> np.ndarray:
 @pytest.fixture
 def fleet(influxd, database, tmp_path):
     index = pd.date_range(NOW - pd.Timedelta(days=3), NOW, freq=INTERVAL, inclusive="left")
+    values = {sensor_id: readings(sensor_id, index) for sensor_id in SENSORS}
     lines = []
     for sensor_id in SENSORS[:-1]:
-        values = readings(sensor_id, index)
-        present = ~np.isnan(values)
-        lines += sensor_data.readings_lines(sensor_id, index[present], values[present])
+        present = ~np.isnan(values[sensor_id])
+        lines += sensor_data.readings_lines(sensor_id, index[present], values[sensor_id][present])
     local_influxd.write(influxd.url, database, lines)
     models = tmp_path / "models"
     for seed, sensor_id in enumerate(SENSORS):
         if sensor_id != "not packed":
-            # Small thresholds, so that some windows of every kind are flagged.
             # The range of the readings of the day before, which only "beyond its range" leaves for good.
-            before = readings(sensor_id, index)[-160:-60]
+            before = values[sensor_id][-160:-60]
             levels = {"low": float(np.nanmin(before)), "high": float(np.nanmax(before))}
+            # Small thresholds, so that some windows of every kind are flagged.
             threshold = 0.02 * (1 + seed % 3)
             save(models, sensor_id, seed, window=6, units=3, threshold=threshold, longest_flat_run=4, levels=levels)
     pack.rebuild(models)
