@@ -162,8 +162,7 @@ def windows_without_gaps(series: pd.Series, window: int) -> tuple[np.ndarray, pd
     starts = full_window_starts(series.notna().to_numpy(), window)
     if starts.size == 0:
         return np.empty((0, window, 1), dtype="float32"), series.index[:0]
-    all_windows = make_windows(series.fillna(0.0).to_numpy(), window)
-    return all_windows[starts], series.index[starts + window - 1]
+    return windows_at(series.fillna(0.0).to_numpy(), window, starts), series.index[starts + window - 1]
 
 
 def full_window_starts(present: np.ndarray, window: int) -> np.ndarray:
