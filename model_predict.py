@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,9 +324,9 @@ def decide(
     first: pd.Timestamp,
     last: pd.Timestamp,
     decided_in: detect.Context | None = None,
-) -> pd.DataFrame:
-    """The sensor's scores frame for the window ends in [first, last] (detect.decide), in ``decided_in``
-    when given (``deciders``), else in its ``context``."""
+) -> detect.Scores:
+    """The sensor's scores for the window ends in [first, last] (detect.decide), in ``decided_in`` when
+    given (``deciders``), else in its ``context``."""
     decided_in = decided_in or context(prepared, rules, interval, first, last)
     return detect.decide(prepared.ends, prepared.values, losses, rules, decided_in, between=(first, last))
 
@@ -333,7 +334,7 @@ def decide(
 def deciders(
     sensors: list[tuple[Prepared, np.ndarray, detect.Rules, tuple[pd.Timestamp, pd.Timestamp]]],
     interval: pd.Timedelta,
-) -> list[functools.partial[pd.DataFrame]]:
+) -> list[functools.partial[detect.Scores]]:
     """``decide`` of each sensor (its prepared windows, losses, rules and due range), to be called in its own
     error boundary; the dynamic thresholds of all of them are computed first, at once (detect.dynamic_eps)."""
     contexts = [context(p, rules, interval, *due) for p, _, rules, due in sensors]
@@ -351,31 +352,31 @@ def deciders(
 
 
 def without_windows(
-    scores: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp, interval: pd.Timedelta
+    scores: detect.Scores, first: pd.Timestamp, last: pd.Timestamp, interval: pd.Timedelta
 ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """The runs of window ends in [first, last] at which ``scores`` holds no window: no point (a window across
     a long gap, too little history) or a point without a loss (an interval without readings). (first, last)
     of each run, both ends included."""
     grid = pd.date_range(first, last, freq=interval)
-    windows = scores.index[scores["loss"].notna().to_numpy()]
+    windows = scores.ends[np.isfinite(scores.loss)]
     return [(grid[a], grid[b]) for a, b in runs.runs(~grid.isin(windows))]
 
 
-def score_lines(sensor_id: str, scores: pd.DataFrame, schema: Schema, detector: str = "lstm") -> list[str]:
-    """One point per row of ``scores``, in time order (a written prefix never leaves a gap behind it). A window
-    carries every field; a point without a reading has no value, loss, smoothed loss or score (a non-finite
-    float is left out)."""
-    # Columns as arrays, not a row object per point: a tick writes a point for each of thousands of sensors.
-    fields = {
-        schema.field: scores["value"].to_numpy(),
-        "loss": scores["loss"].to_numpy(),
-        "threshold": scores["threshold"].to_numpy(),
-        "anomaly": scores["anomaly"].to_numpy(dtype=bool),
-        "kind": scores["kind"].to_numpy(),
-        "detector": [detector] * len(scores),
-        "smoothed_loss": scores["smoothed_loss"].to_numpy(),
-        "score": scores["score"].to_numpy(),
+def score_lines(sensor_id: str, scores: detect.Scores, schema: Schema, detector: str = "lstm") -> list[str]:
+    """One point per window of ``scores``, in time order (a written prefix never leaves a gap behind it). A
+    window carries every field; a point without a reading has no value, loss, smoothed loss or score (a
+    non-finite float is left out)."""
+    columns = scores.columns()
+    fields: dict[str, Sequence | np.ndarray] = {
+        schema.field: columns["value"],
+        "loss": columns["loss"],
+        "threshold": columns["threshold"],
+        "anomaly": columns["anomaly"],
+        "kind": columns["kind"],
+        "detector": [detector] * len(scores.ends),
+        "smoothed_loss": columns["smoothed_loss"],
+        "score": columns["score"],
     }
     return series_lines(
-        schema.output_measurement, {schema.sensor_tag: sensor_id}, fields, scores.index.as_unit("s").asi8
+        schema.output_measurement, {schema.sensor_tag: sensor_id}, fields, scores.ends.as_unit("s").asi8
     )

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, files, losses, pack, rescore, runner, settings, store, times
+from anomaly import cold_start, detect, files, losses, pack, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
 from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
@@ -186,7 +186,7 @@ class Run:
         self.common = settings.common
         self.db = db
         self.counts = dict.fromkeys(COUNTS, 0)
-        self.scored: dict[str, pd.DataFrame] = {}
+        self.scored: dict[str, detect.Scores] = {}
         self.pending = rescore.load(settings.rescore_file) if settings.schedule.start is None else {}
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
         # The NumPy engine reads the models from the packed store (anomaly/pack.py), opened once per run.
@@ -371,7 +371,7 @@ class Run:
     def decide(
         self,
         sensor_id: str,
-        scoring: Callable[[], pd.DataFrame],
+        scoring: Callable[[], detect.Scores],
         due: tuple[pd.Timestamp, pd.Timestamp],
         threshold: float,
         detector: str = "lstm",
@@ -383,10 +383,10 @@ class Run:
         except Exception:
             self.fail(sensor_id)
             return []
-        if self.clears and not scores.empty:
+        if self.clears and len(scores.ends):
             self.stale[sensor_id] = model_predict.without_windows(scores, *due, self.common.interval)
-            self.unscored += [line for line, void in zip(lines, scores["loss"].isna()) if void]
-        if scores.empty:
+            self.unscored += [line for line, void in zip(lines, np.isnan(scores.loss)) if void]
+        if not len(scores.ends):
             if detector == "lstm":
                 self.no_window(sensor_id, *due)
             else:
@@ -432,27 +432,26 @@ class Run:
             lines += self.decide(sensor_id, scoring, (first, last), threshold, detector="robust")
         return lines
 
-    def record(self, sensor_id: str, scores: pd.DataFrame, threshold: float, what: str) -> None:
+    def record(self, sensor_id: str, scores: detect.Scores, threshold: float, what: str) -> None:
         """Keep a sensor's scores for the events, count them, and log its one line."""
         self.scored[sensor_id] = scores
-        anomaly = scores["anomaly"].to_numpy(dtype=bool)
-        flagged = int(anomaly.sum())
-        windows = int(np.isfinite(scores["loss"].to_numpy(dtype="float64")).sum())
+        flagged = int(scores.anomaly.sum())
+        windows = int(np.isfinite(scores.loss).sum())
         self.counts["scored"] += 1
         self.counts["windows"] += windows
         self.counts["anomalies"] += flagged
-        self.counts["missing"] += len(scores) - windows
+        self.counts["missing"] += len(scores.ends) - windows
         if not logger.isEnabledFor(logging.INFO):
             return  # formatted only when logged: a tick at WARNING decides thousands of sensors
-        kinds = scores["kind"][anomaly].value_counts() if flagged else {}
+        kinds = pd.Series(scores.kind[scores.anomaly]).value_counts() if flagged else {}
         logger.info(
             "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f",
             sensor_id,
             windows,
             what,
-            f" and {len(scores) - windows} intervals without readings" if len(scores) > windows else "",
-            times.format_time(scores.index[0]),
-            times.format_time(scores.index[-1]),
+            f" and {len(scores.ends) - windows} intervals without readings" if len(scores.ends) > windows else "",
+            times.format_time(scores.ends[0]),
+            times.format_time(scores.ends[-1]),
             flagged,
             " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "",
             threshold,

@@ -91,7 +91,7 @@ def robust_losses(
 
 def robust_scores(
     series: pd.Series, history: int, min_history: int, z: float, first: pd.Timestamp, last: pd.Timestamp, period: int
-) -> pd.DataFrame:
+) -> detect.Scores:
     """The cold-start detector, for a sensor with no model yet: each reading in [first, last] against the
     median and MAD of the readings at the same time of day (that interval and its two neighbours) on the
     days within ``history`` intervals before it, so a daily cycle is not mistaken for an outlier.
@@ -100,7 +100,7 @@ def robust_scores(
     such days lie behind it. ``loss`` is the robust z-score ``|x - median| / (1.4826 MAD)``, flagged above
     ``z``. The MAD is floored at 5% of the history's 5-95% range and a thousandth of the median's size, so
     that a sensor that barely moves, whose MAD is zero, does not turn every small change into an outlier.
-    Frame as ``detect.decide`` gives, with kind ``outlier`` for flagged intervals.
+    Scores as ``detect.decide`` gives, with kind ``outlier`` for flagged intervals.
     """
     due, losses = robust_losses(series, history, min_history, first, last, period)
     values = series.to_numpy(dtype="float64")[due]
@@ -121,7 +121,7 @@ def cold_scores(
     threshold: float,
     first: pd.Timestamp,
     last: pd.Timestamp,
-) -> pd.DataFrame:
+) -> detect.Scores:
     """A sensor with no model yet, from its readings as read over ``read``."""
     return robust_scores(
         clean.regular(raw, interval, *read),

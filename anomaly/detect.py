@@ -2,8 +2,9 @@
 
 Scoring, evaluation and tuning all call ``decide``, so they can never disagree on a flag. A detector
 takes the scores of one sensor and the context it may need and returns the scores with its decision
-applied. The scores are plain arrays while the rules run (a cron tick decides thousands of sensors, so
-no DataFrame is copied per rule); ``decide`` returns them as one frame:
+applied. The scores are plain arrays (``Scores``) while the rules run and after: a cron tick decides
+thousands of sensors and writes their points straight from the arrays. ``Scores.frame()`` gives them as
+one frame for the callers that want one:
 
     frame, indexed by window end (UTC, on the interval grid): ``value``, ``loss``, ``threshold`` (the
     effective one), ``anomaly`` (bool), ``kind`` (why it was flagged; ``none`` when it was not),
@@ -77,21 +78,28 @@ class Scores:
             smoothed_loss=None if self.smoothed_loss is None else self.smoothed_loss[at],
         )
 
-    def frame(self) -> pd.DataFrame:
-        loss = self.loss.astype("float64")
+    @property
+    def compared(self) -> np.ndarray:
+        """What the flag compared with the threshold: the smoothed loss under a dynamic threshold, else the loss."""
+        return self.loss.astype("float64") if self.smoothed_loss is None else self.smoothed_loss
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The frame's columns, by name, in its order."""
         # Every window gets every column, whatever the rules: InfluxDB merges a point into the one already at its
         # key, so a field one configuration wrote and a later backfill did not would keep its old value.
-        compared = loss if self.smoothed_loss is None else self.smoothed_loss
-        columns = {
+        compared = self.compared
+        return {
             "value": self.value,
-            "loss": loss,
+            "loss": self.loss.astype("float64"),
             "threshold": self.threshold,
             "anomaly": self.anomaly,
             "kind": self.kind,
             "smoothed_loss": compared,
             "score": compared / self.threshold,
         }
-        return pd.DataFrame(columns, index=self.ends)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns(), index=self.ends)
 
 
 Detector = Callable[[Scores, Context], Scores]
@@ -320,9 +328,9 @@ def decide(
     rules: Rules,
     context: Context,
     between: tuple[pd.Timestamp, pd.Timestamp] | None = None,
-) -> pd.DataFrame:
-    """The scores frame of one sensor with every rule applied (see the module docstring); only its windows
-    ending in ``between`` (first, last) when given, which costs less than selecting them from the frame."""
+) -> Scores:
+    """The scores of one sensor with every rule applied (see the module docstring); only its windows ending
+    in ``between`` (first, last) when given."""
     n = len(ends)
     scores = Scores(
         ends=ends,
@@ -334,4 +342,4 @@ def decide(
     )
     for detect in detectors(rules):
         scores = detect(scores, context)
-    return (scores if between is None else scores.between(*between)).frame()
+    return scores if between is None else scores.between(*between)

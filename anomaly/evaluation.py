@@ -317,7 +317,7 @@ def decided_flags(loss: pd.Series, rules: detect.Rules, context: detect.Context)
     values = np.full(len(ends), np.nan) if context.series is None else context.series.reindex(ends).to_numpy()
     decided = detect.decide(ends, values, losses, rules, context)
     # decide may add missing points (no reading): they are not windows, and never flags here.
-    flags = pd.Series(decided["anomaly"].to_numpy(dtype=bool), index=decided.index).reindex(ends, fill_value=False)
+    flags = pd.Series(decided.anomaly, index=decided.ends).reindex(ends, fill_value=False)
     keep = np.ones(len(ends), dtype=bool)
     if context.first is not None:
         keep &= ends >= context.first

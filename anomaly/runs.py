@@ -20,6 +20,7 @@ def runs(
         return []
     breaks = np.diff(positions) != 1
     if index is not None and interval is not None:
-        breaks |= (index[positions[1:]] - index[positions[:-1]]) != interval
+        times = index.as_unit("ns").asi8[positions]
+        breaks |= np.diff(times) != pd.Timedelta(interval).value
     cuts = np.flatnonzero(breaks) + 1
     return [(int(run[0]), int(run[-1])) for run in np.split(positions, cuts)]

@@ -91,7 +91,7 @@ def run_sensor(
     loss = losses.fleet_losses([trained.model], [prepared.windows])[0]
     effective = trained.model.threshold * defaults.ratio
     scores = {
-        method: model_predict.decide(prepared, loss, rules, interval, first, last)
+        method: model_predict.decide(prepared, loss, rules, interval, first, last).frame()
         for method, rules in method_rules(effective, history).items()
     }
     held_out = prepared.ends >= holdout_start

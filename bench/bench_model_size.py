@@ -108,7 +108,7 @@ def run_sensor(
     scores = model_predict.decide(
         prepared, keras_losses, detect.Rules(threshold * defaults.ratio), interval, holdout_start, series.index[-1]
     )
-    flagged = scores["anomaly"].to_numpy(dtype=bool)
+    flagged = scores.anomaly
 
     positive, near, zones = window_labels(ends, anomalies, window, interval)
     detected = {kind: [0, 0] for kind in sensor_data.ANOMALY_KINDS}

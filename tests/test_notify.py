@@ -24,7 +24,7 @@ import influx_interact
 from anomaly.alerts.annotations import annotation_id, annotation_lines, chronograf_lines
 from anomaly.alerts.announce import AlertSettings, add_arguments, announce, settings_from_args
 from anomaly.alerts.delivery import due_notifications, mark_sent
-from anomaly.alerts.events import MISSING, Event, events, outages
+from anomaly.alerts.events import MISSING, Event, as_scores, events, outages
 from anomaly.alerts.incidents import Incident, incident_lines, incidents
 from anomaly.alerts.payloads import Context, message, payload
 from anomaly.alerts.resume import mark_announced, outbox_events, resume, tracked_events, unannounced, with_outbox
@@ -1070,7 +1070,9 @@ def test_announce_annotates_outages_across_runs_and_never_sends_or_groups_them(i
         common = Common(connection, Schema(), (), None, SensorConfig({}, {}), I, HOUR, tmp_path, 100, now)
         counts = {"notifications_failed": 0}
         with influx_interact.connect(connection, Schema()) as db:
-            announce(db, settings, common, pd.Timedelta(days=7), scored, counts)
+            announce(
+                db, settings, common, pd.Timedelta(days=7), {s: as_scores(f, True) for s, f in scored.items()}, counts
+            )
         return counts
 
     assert run_at(t(4), {"a": points("..xx"), "b": points("..mm")}) == {"notifications_failed": 0}

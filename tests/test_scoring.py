@@ -42,7 +42,7 @@ def flags(ends, values, losses, threshold, min_consecutive=1, interval=None) -> 
         losses,
         detect.Rules(threshold, min_consecutive),
         detect.Context(interval or pd.Timedelta(minutes=15)),
-    )
+    ).frame()
 
 
 FLOOR = pd.Timestamp("2026-01-15T10:00:00Z")
@@ -185,7 +185,7 @@ def test_a_backfill_flags_no_flat_line_a_tick_could_not_see(longest_flat_run, fl
     series = pd.Series(5.0, index=ends)
     rules = model_predict.rules_for(model, 1.0, model_predict.Policy())
     context = detect.Context(interval=Q, series=series, first=ends[0], last=ends[-1])
-    scores = detect.decide(ends, series.to_numpy(), np.zeros(len(ends)), rules, context)
+    scores = detect.decide(ends, series.to_numpy(), np.zeros(len(ends)), rules, context).frame()
     assert (scores["kind"] == "flatline").any() == flagged
 
 
@@ -200,7 +200,7 @@ def test_a_tick_reading_from_the_lead_tells_each_excursion_as_a_backfill_does(po
     values = np.full(len(ends), 5.0)
     values[[100, 150, 230, 330, 333]] = 11.0
     series = pd.Series(values, index=ends)
-    backfill = detect.decide(ends, values, np.zeros(len(ends)), rules, detect.Context(Q, series, ends[0], ends[-1]))
+    backfill = detect.decide(ends, values, np.zeros(len(ends)), rules, detect.Context(Q, series, ends[0], ends[-1])).frame()
     # The windows that take in 100 and 330, each but the first (K=2).
     assert backfill.index[backfill["kind"] == "level"].equals(ends[[101, 102, 103, 331, 332, 333]])
     decided, readings = model_predict.lead(model, model_predict.Policy(**policy), Q)
@@ -208,7 +208,7 @@ def test_a_tick_reading_from_the_lead_tells_each_excursion_as_a_backfill_does(po
         read = series[series.index >= ends[due] - decided - readings]
         kept = read.index >= ends[due] - decided
         context = detect.Context(Q, read, ends[due], ends[due], decided_from=ends[due] - decided)
-        tick = detect.decide(read.index[kept], read.to_numpy()[kept], np.zeros(kept.sum()), rules, context)
+        tick = detect.decide(read.index[kept], read.to_numpy()[kept], np.zeros(kept.sum()), rules, context).frame()
         assert tick.loc[ends[due], "kind"] == backfill.loc[ends[due], "kind"], ends[due]
 
 
@@ -245,7 +245,7 @@ def test_decide_uses_the_lead_windows_and_returns_only_the_due_range():
     series = pd.Series([1.0, 2.0, 3.0, np.nan, np.nan, np.nan], index=grid)
     prepared = model_predict.Prepared(np.zeros((3, 1, 1)), grid[:3], series.iloc[:3].to_numpy(), series)
     rules = detect.Rules(threshold=0.5, min_consecutive=2, missing_limit=1)
-    scores = model_predict.decide(prepared, np.array([0.9, 0.9, 0.1]), rules, Q, grid[1], grid[4])
+    scores = model_predict.decide(prepared, np.array([0.9, 0.9, 0.1]), rules, Q, grid[1], grid[4]).frame()
     # grid[0] only made grid[1] the second window in a row; the outage is reported from its second interval
     # (grid[4]) up to the last due one (grid[5] is not due).
     assert scores.index.equals(grid[[1, 2, 4]])
@@ -271,7 +271,7 @@ def test_decide_decides_every_window_persistence_looks_at_under_a_dynamic_thresh
     prepared = model_predict.Prepared(np.zeros((12, 1, 1)), grid, series.to_numpy(), series)
     losses = np.array([1.0 if c == "x" else 0.1 for c in spikes])
     rules = detect.Rules(threshold=0.5, min_consecutive=k, dynamic_history=8)
-    scores = model_predict.decide(prepared, losses, rules, Q, grid[8], grid[11])
+    scores = model_predict.decide(prepared, losses, rules, Q, grid[8], grid[11]).frame()
     assert "".join("x" if a else "." for a in scores["anomaly"]) == expected
 
 
@@ -374,7 +374,10 @@ def test_flags_mark_losses_above_the_effective_threshold():
 def test_without_windows_gives_the_runs_of_ends_a_backfill_wrote_no_window_at(points, expected):
     # One character per end of the range T: w a window (a loss), m a point without a loss (missing), . no point.
     at = [i for i, c in enumerate(points) if c != "."]
-    scores = pd.DataFrame({"loss": [0.1 if points[i] == "w" else np.nan for i in at]}, index=T[at])
+    n = len(at)
+    loss = np.array([0.1 if points[i] == "w" else np.nan for i in at])
+    no = np.zeros(n, dtype=bool)
+    scores = detect.Scores(T[at], np.zeros(n), loss, np.ones(n), no, np.full(n, "none", dtype=object))
     ranges = model_predict.without_windows(scores, T[0], T[-1], Q)
     assert ranges == [(T[a], T[b]) for a, b in expected]
 
@@ -383,17 +386,14 @@ def test_score_lines_one_point_per_window_in_time_order():
     from anomaly.settings import Schema
 
     index = pd.date_range("2026-01-01", periods=2, freq="15min", tz="UTC")
-    scores = pd.DataFrame(
-        {
-            "value": [1.5, np.nan],
-            "loss": [0.1, np.nan],
-            "threshold": [0.5, 0.5],
-            "anomaly": [False, False],
-            "kind": ["none", "missing"],
-            "smoothed_loss": [0.1, np.nan],
-            "score": [0.2, np.nan],
-        },
-        index=index,
+    scores = detect.Scores(
+        ends=index,
+        value=np.array([1.5, np.nan]),
+        loss=np.array([0.1, np.nan]),
+        threshold=np.array([0.5, 0.5]),
+        anomaly=np.array([False, False]),
+        kind=np.array(["none", "missing"], dtype=object),
+        smoothed_loss=np.array([0.1, np.nan]),
     )
     lines = model_predict.score_lines("AHU 1", scores, Schema())
     assert lines == [
@@ -408,17 +408,14 @@ def test_score_lines_carry_the_flag_and_the_smoothed_loss_of_a_dynamic_threshold
     from anomaly.settings import Schema
 
     index = pd.date_range("2026-01-01", periods=1, freq="15min", tz="UTC")
-    scores = pd.DataFrame(
-        {
-            "value": [1.5],
-            "loss": [0.9],
-            "threshold": [0.5],
-            "anomaly": [True],
-            "kind": ["shape"],
-            "smoothed_loss": [0.75],
-            "score": [1.5],
-        },
-        index=index,
+    scores = detect.Scores(
+        ends=index,
+        value=np.array([1.5]),
+        loss=np.array([0.9]),
+        threshold=np.array([0.5]),
+        anomaly=np.array([True]),
+        kind=np.array(["shape"], dtype=object),
+        smoothed_loss=np.array([0.75]),
     )
     assert model_predict.score_lines("s", scores, Schema(), detector="robust") == [
         'PREDICT_ANOMALY,uniqueID=s val_num=1.5,loss=0.9,threshold=0.5,anomaly=true,kind="shape",'
@@ -444,13 +441,14 @@ def test_every_window_carries_every_field_whatever_the_rules(rules):
     ends = pd.date_range("2026-01-01", periods=12, freq="15min", tz="UTC")
     losses = np.array([0.1, 0.2, 0.1, 0.3, 0.1, 0.2, 0.9, 0.1, 0.2, 0.1, 0.2, 0.1])
     context = detect.Context(interval=Q, decided_from=ends[5])
-    frame = detect.decide(ends, np.arange(12.0), losses, rules, context).iloc[5:]  # before: history only
+    decided = detect.decide(ends, np.arange(12.0), losses, rules, context).between(ends[5], ends[-1])
+    frame = decided.frame()  # before ends[5]: history only
     assert frame["score"].tolist() == pytest.approx((frame["smoothed_loss"] / frame["threshold"]).tolist())
     if not rules.dynamic_history:
         assert frame["smoothed_loss"].tolist() == frame["loss"].tolist()  # the flag compares the loss itself
     fields = {
         tuple(part.split("=")[0] for part in line.split(" ")[1].split(","))
-        for line in model_predict.score_lines("s", frame, Schema())
+        for line in model_predict.score_lines("s", decided, Schema())
     }
     assert fields == {("val_num", "loss", "threshold", "anomaly", "kind", "detector", "smoothed_loss", "score")}
 
@@ -507,7 +505,7 @@ def test_data_checks_flag_stuck_and_silent_sensors(values, flat_limit, missing_l
         np.zeros(present.sum(), dtype="float32"),
         detect.Rules(0.5, flat_limit=flat_limit, missing_limit=missing_limit, missing_is_anomaly=missing_is_anomaly),
         detect.Context(Q, series, T[0], T[-1]),
-    )
+    ).frame()
     assert {t: k for t, k in checked["kind"].items() if k != "none"} == kinds
     # An outage is reported (kind missing) but is an anomaly only when asked for.
     flagged_kinds = checked["kind"].isin(["flatline", "missing"] if missing_is_anomaly else ["flatline"])
@@ -525,15 +523,15 @@ def test_the_cold_start_detector_follows_the_daily_cycle_and_ignores_tiny_change
     last_day = index[-96:]
     scores = robust_scores(
         cycle, history=7 * 96, min_history=2 * 96, z=6.0, first=last_day[0], last=last_day[-1], period=96
-    )
+    ).frame()
     assert scores.index.equals(last_day)
     assert scores.index[scores["anomaly"]].tolist() == [index[-40]]
     assert scores.loc[index[-40], "kind"] == "outlier"
     flat = pd.Series(20.0, index=index)
     flat.iloc[-2:] = 20.01  # a MAD of zero must not make a 0.05% change an outlier
-    assert not robust_scores(flat, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96)["anomaly"].any()
+    assert not robust_scores(flat, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).frame()["anomaly"].any()
     young = cycle.where(cycle.index >= index[-130])  # a day and a bit of readings: not enough yet
-    assert robust_scores(young, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).empty
+    assert robust_scores(young, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).frame().empty
 
 
 COLUMNS = ["value", "loss", "threshold", "anomaly", "kind", "score"]
@@ -544,7 +542,7 @@ def test_the_dynamic_threshold_decides_on_the_smoothed_loss_never_below_its_floo
     losses = np.abs(np.random.default_rng(1).normal(0.1, 0.01, 60)).astype("float32")
     losses[[35, 36, 45]] = [0.9, 0.8, 0.3]
     rules = detect.Rules(threshold=0.5, dynamic_history=20, dynamic_floor=0.24)
-    frame = detect.decide(ends, np.arange(60.0), losses, rules, detect.Context(Q))
+    frame = detect.decide(ends, np.arange(60.0), losses, rules, detect.Context(Q)).frame()
     expected = thresholds.rolling_dynamic_thresholds(pd.Series(losses.astype("float64"), index=ends), 0.12, 20)
     assert list(frame.columns) == ["value", "loss", "threshold", "anomaly", "kind", "smoothed_loss", "score"]
     assert frame["threshold"].tolist() == expected["threshold"].tolist()
@@ -561,14 +559,14 @@ def test_the_dynamic_threshold_decides_on_the_smoothed_loss_never_below_its_floo
 def test_a_smoothed_loss_at_the_dynamic_threshold_is_not_over_it():
     # Losses steady at 0.5: the smoothed loss is 0.5, and so is the threshold (its floor, 1.0 x 0.5).
     rules = detect.Rules(threshold=1.0, dynamic_history=4, dynamic_floor=0.5)
-    frame = detect.decide(T, np.zeros(8), np.full(8, 0.5), rules, detect.Context(Q))
+    frame = detect.decide(T, np.zeros(8), np.full(8, 0.5), rules, detect.Context(Q)).frame()
     assert frame["smoothed_loss"].eq(0.5).all() and frame["threshold"].eq(0.5).all()
     assert not frame["anomaly"].any() and frame["score"].eq(1.0).all()
 
 
 def test_readings_are_written_as_floats_whatever_type_they_came_in():
     # InfluxDB keeps one type per field: an integer reading written as such would be refused after floats.
-    frame = detect.decide(T, np.arange(8), np.zeros(8), detect.Rules(threshold=0.5), detect.Context(Q))
+    frame = detect.decide(T, np.arange(8), np.zeros(8), detect.Rules(threshold=0.5), detect.Context(Q)).frame()
     assert frame["value"].dtype == "float64" and frame["value"].tolist() == list(range(8))
 
 
@@ -577,7 +575,7 @@ def test_missing_points_among_dynamic_scores_have_no_smoothed_loss():
     present = series.notna().to_numpy()
     rules = detect.Rules(threshold=0.5, dynamic_history=2, missing_limit=1)
     losses = np.array([0.0, 0.3, 0.3, 0.3, 0.3, 0.3])
-    frame = detect.decide(T[present], series[present].to_numpy(), losses, rules, detect.Context(Q, series, T[0], T[-1]))
+    frame = detect.decide(T[present], series[present].to_numpy(), losses, rules, detect.Context(Q, series, T[0], T[-1])).frame()
     assert frame.index.equals(T.delete(2))
     assert frame["kind"].tolist() == ["none", "none", "missing", "none", "none", "none", "none"]
     assert np.isnan(frame.loc[T[3], ["value", "loss", "smoothed_loss", "score"]].to_numpy(dtype=float)).all()
@@ -596,7 +594,7 @@ def test_a_sensor_silent_over_the_whole_range_gets_missing_points_without_a_loss
     # No reading since before the range: no window at all, one missing point per interval past the first.
     series = pd.Series(np.nan, index=T)
     rules = detect.Rules(threshold=0.5, dynamic_history=dynamic_history, missing_limit=1)
-    frame = detect.decide(T[:0], np.empty(0), np.empty(0), rules, detect.Context(Q, series, T[0], T[-1]))
+    frame = detect.decide(T[:0], np.empty(0), np.empty(0), rules, detect.Context(Q, series, T[0], T[-1])).frame()
     assert frame.index.equals(T[1:]) and (frame["kind"] == "missing").all()
     assert frame[["value", "loss", "smoothed_loss", "score"]].isna().all().all()
 
@@ -611,8 +609,8 @@ def test_a_sensor_silent_over_the_whole_range_gets_missing_points_without_a_loss
     ids=["fixed", "dynamic", "dynamic and persistent"],
 )
 def test_no_windows_give_an_empty_frame_with_the_columns_and_types_of_a_full_one(rules):
-    empty = detect.decide(T[:0], np.empty(0), np.empty(0, dtype="float32"), rules, detect.Context(Q))
-    full = detect.decide(T, np.zeros(8), np.zeros(8, dtype="float32"), rules, detect.Context(Q))
+    empty = detect.decide(T[:0], np.empty(0), np.empty(0, dtype="float32"), rules, detect.Context(Q)).frame()
+    full = detect.decide(T, np.zeros(8), np.zeros(8, dtype="float32"), rules, detect.Context(Q)).frame()
     assert empty.empty and list(empty.columns) == list(full.columns)
     numbers = full.columns.drop("kind")  # (pandas infers a string type for kind only when there are strings)
     assert empty[numbers].dtypes.to_dict() == full[numbers].dtypes.to_dict()
@@ -638,7 +636,7 @@ def test_a_move_beyond_the_training_range_is_flagged_where_it_begins(values, win
     series = pd.Series(values, index=T, dtype="float64")
     loss = np.array([losses.get(k, 0.1) for k in range(8)])
     rules = detect.Rules(threshold=0.5, levels=(0.0, 10.0), window=window)
-    frame = detect.decide(T, series.to_numpy(), loss, rules, detect.Context(Q, series, T[0], T[-1]))
+    frame = detect.decide(T, series.to_numpy(), loss, rules, detect.Context(Q, series, T[0], T[-1])).frame()
     assert {k: kind for k, kind in enumerate(frame["kind"]) if kind != "none"} == kinds
     assert frame["anomaly"].tolist() == [k in kinds for k in range(8)]
 
@@ -651,14 +649,14 @@ def test_an_excursion_after_a_day_of_readings_inside_the_range_is_told_again(apa
     values[[0, apart]] = 11.0
     rules = detect.Rules(threshold=0.5, levels=(0.0, 10.0), window=1)
     context = detect.Context(pd.Timedelta("6h"), pd.Series(values, index=grid), grid[0], grid[-1])
-    frame = detect.decide(grid, values, np.full(8, 0.1), rules, context)
+    frame = detect.decide(grid, values, np.full(8, 0.1), rules, context).frame()
     assert {k: kind for k, kind in enumerate(frame["kind"]) if kind != "none"} == kinds
 
 
 def test_without_readings_the_rules_that_read_them_are_left_out():
     # Tuning knows only the losses: the level, flat-line and missing rules then decide nothing.
     rules = detect.Rules(threshold=0.5, levels=(0.0, 1.0), window=2, flat_limit=2, missing_limit=1)
-    frame = detect.decide(T, np.full(8, 99.0), np.array([0.1] * 7 + [0.9]), rules, detect.Context(Q))
+    frame = detect.decide(T, np.full(8, 99.0), np.array([0.1] * 7 + [0.9]), rules, detect.Context(Q)).frame()
     assert frame.index.equals(T) and frame["kind"].tolist() == ["none"] * 7 + ["shape"]
 
 
@@ -668,7 +666,7 @@ def test_an_outage_is_reported_from_the_first_to_the_last_due_interval_inclusive
     present = series.notna().to_numpy()
     frame = detect.decide(
         T[present], series[present].to_numpy(), np.full(3, 0.1), rules, detect.Context(Q, series, T[3], T[4])
-    )
+    ).frame()
     assert frame.loc[frame["kind"] == "missing"].index.tolist() == [T[3], T[4]]
     assert frame.loc[T[3], "threshold"] == 0.5 and frame.loc[T[3], "anomaly"]
 
@@ -768,14 +766,14 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
     chunk = [(p, loss, rules, (grid[a], grid[b])) for p, loss, rules, (a, b) in sensors]
     for (p, loss, rules, due), decider in zip(chunk, model_predict.deciders(chunk, Q)):
         try:
-            alone = model_predict.decide(p, loss, rules, Q, *due)
+            alone = model_predict.decide(p, loss, rules, Q, *due).frame()
         except ValueError as e:
             with pytest.raises(ValueError, match=str(e)):
                 decider()
             continue
-        pd.testing.assert_frame_equal(decider(), alone)
+        pd.testing.assert_frame_equal(decider().frame(), alone)
         assert alone.empty or alone.index[0] >= due[0]
-    decided = [decider() for decider in model_predict.deciders(chunk[:4], Q)]
+    decided = [decider().frame() for decider in model_predict.deciders(chunk[:4], Q)]
     assert all(frame["anomaly"].any() for frame in decided)
     assert all(frame["threshold"].nunique() > 1 for frame in decided)
 
@@ -794,9 +792,9 @@ def test_deciding_between_two_times_gives_the_rows_of_the_whole_frame_between_th
     losses[[20, 21, 50]] += 1.0
     rules = detect.Rules(0.15, 2, history, levels=(0.0, 10.0), window=3, missing_limit=2)
     context = detect.Context(Q, series, grid[10], grid[70], decided_from=grid[9])
-    whole = detect.decide(ends, values, losses, rules, context)
+    whole = detect.decide(ends, values, losses, rules, context).frame()
     for first, last in [(grid[10], grid[70]), (grid[25], grid[40]), (grid[0], grid[79]), (grid[71], grid[79])]:
-        part = detect.decide(ends, values, losses, rules, context, between=(first, last))
+        part = detect.decide(ends, values, losses, rules, context, between=(first, last)).frame()
         expected = whole[(whole.index >= first) & (whole.index <= last)]
         pd.testing.assert_frame_equal(part, expected)
     assert whole["anomaly"].any() and (whole["kind"] == "missing").any() and whole["value"].notna().any()

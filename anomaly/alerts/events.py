@@ -1,7 +1,8 @@
 """Events: runs of consecutive flagged windows of one sensor, the unit that is annotated and announced; and
 outages: runs of consecutive intervals of one sensor without readings, annotated and never announced.
 
-Pure: a scores frame in, Event objects out. See docs/alerts.md for what makes two windows one event.
+Pure: a sensor's scores (detect.Scores, or a frame of them) in, Event objects out. See docs/alerts.md for
+what makes two windows one event.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from anomaly.detect import Scores
 from anomaly.runs import runs
 
 # An event's kind: a run of flagged windows, or an outage (a run of intervals without readings, the points
@@ -61,7 +63,11 @@ def check_interval(interval: pd.Timedelta) -> pd.Timedelta:
     return interval
 
 
-def _validate_scores(scores: pd.DataFrame, kind: bool = False) -> pd.DataFrame:
+def as_scores(scores: pd.DataFrame | Scores, kind: bool = False) -> Scores:
+    """``scores`` as detect.Scores: a frame is checked, sorted and put in UTC (a missing ``anomaly`` counts as
+    False); Scores, as the scorer decides them (window ends sorted, unique, UTC), are taken as they are."""
+    if isinstance(scores, Scores):
+        return scores
     if not isinstance(scores, pd.DataFrame):
         raise TypeError(f"scores must be a DataFrame, not {type(scores).__name__}")
     if not isinstance(scores.index, pd.DatetimeIndex):
@@ -75,22 +81,27 @@ def _validate_scores(scores: pd.DataFrame, kind: bool = False) -> pd.DataFrame:
         raise ValueError(f"scores lack the column(s) {', '.join(missing)}")
     if scores.index.has_duplicates:
         raise ValueError("scores hold the same window end twice")
-    frame = scores[["loss", "threshold"]].astype("float64")
-    frame["anomaly"] = scores["anomaly"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    if kind:
-        frame["kind"] = scores["kind"].to_numpy(dtype=object)
-    frame.index = scores.index.tz_localize("UTC") if scores.index.tz is None else scores.index.tz_convert("UTC")
-    return frame.sort_index()
+    ends = scores.index.tz_localize("UTC") if scores.index.tz is None else scores.index.tz_convert("UTC")
+    order = np.argsort(ends.asi8, kind="stable")
+    n = len(scores)
+    return Scores(
+        ends=ends[order],
+        value=np.full(n, np.nan),
+        loss=scores["loss"].to_numpy(dtype="float64")[order],
+        threshold=scores["threshold"].to_numpy(dtype="float64")[order],
+        anomaly=scores["anomaly"].astype("boolean").fillna(False).to_numpy(dtype=bool)[order],
+        kind=(scores["kind"].to_numpy(dtype=object) if kind else np.full(n, None, dtype=object))[order],
+    )
 
 
-def events(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list[Event]:
+def events(sensor_id: str, scores: pd.DataFrame | Scores, interval: pd.Timedelta) -> list[Event]:
     """Runs of consecutive flagged windows of one sensor, oldest first.
 
     Parameters
     ----------
-    scores : frame indexed by window end (tz-aware, on the ``interval`` grid), columns ``loss``,
-        ``threshold``, ``anomaly`` (model_predict.flags(); extra columns are ignored, a missing
-        ``anomaly`` value counts as False)
+    scores : the scorer's Scores, or a frame indexed by window end (tz-aware, on the ``interval`` grid),
+        columns ``loss``, ``threshold``, ``anomaly`` (extra columns are ignored, a missing ``anomaly`` value
+        counts as False)
     interval : the scoring interval; an unflagged window or an interval never scored between two
         flagged windows makes them two events
 
@@ -99,10 +110,10 @@ def events(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list
     list of Event; ``ongoing`` on the one that ends at the last scored window
     """
     interval = check_interval(interval)
-    frame = _validate_scores(scores)
-    losses, limits, ends = frame["loss"].to_numpy(), frame["threshold"].to_numpy(), pd.DatetimeIndex(frame.index)
+    checked = as_scores(scores)
+    losses, limits, ends = checked.loss.astype("float64"), checked.threshold, checked.ends
     found = []
-    for first, last in runs(frame["anomaly"].to_numpy(), ends, interval):
+    for first, last in runs(checked.anomaly, ends, interval):
         part = losses[first : last + 1]
         peak = first + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
         found.append(
@@ -119,18 +130,18 @@ def events(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list
     return found
 
 
-def outages(sensor_id: str, scores: pd.DataFrame, interval: pd.Timedelta) -> list[Event]:
+def outages(sensor_id: str, scores: pd.DataFrame | Scores, interval: pd.Timedelta) -> list[Event]:
     """Runs of consecutive intervals without readings of one sensor, oldest first: the points of kind
     ``missing`` that are not anomalies (with --missing-is-anomaly they are, and belong to ``events``).
 
-    ``scores`` as for ``events``, with a ``kind`` column. Returns Events of kind ``missing``: ``windows``
-    counts the intervals, ``peak_loss`` and ``threshold`` are NaN, ``ongoing`` on the one that reaches the
-    last point of ``scores``.
+    ``scores`` as for ``events``, a frame with a ``kind`` column. Returns Events of kind ``missing``:
+    ``windows`` counts the intervals, ``peak_loss`` and ``threshold`` are NaN, ``ongoing`` on the one that
+    reaches the last point of ``scores``.
     """
     interval = check_interval(interval)
-    frame = _validate_scores(scores, kind=True)
-    ends = pd.DatetimeIndex(frame.index)
-    silent = (frame["kind"] == MISSING).to_numpy(dtype=bool) & ~frame["anomaly"].to_numpy(dtype=bool)
+    checked = as_scores(scores, kind=True)
+    ends = checked.ends
+    silent = (checked.kind == MISSING) & ~checked.anomaly
     return [
         Event(
             sensor_id=sensor_id,
