@@ -180,27 +180,31 @@ def windows_at(values: np.ndarray, window: int, starts: np.ndarray) -> np.ndarra
 
 
 def run_lengths(hit: np.ndarray) -> np.ndarray:
-    """For each position, how many consecutive ``hit`` positions end there (0 where not hit)."""
-    position = np.arange(len(hit))
-    last_miss = np.maximum.accumulate(np.where(hit, -1, position))
+    """For each position, how many consecutive ``hit`` positions end there (0 where not hit); along the last
+    axis, so [n_series, n] gives each series' own."""
+    hit = np.asarray(hit, dtype=bool)
+    position = np.arange(hit.shape[-1])
+    last_miss = np.maximum.accumulate(np.where(hit, -1, position), axis=-1)
     return np.where(hit, position - last_miss, 0)
 
 
 def flat_run_lengths(values: np.ndarray) -> np.ndarray:
-    """For each interval of a regular series' values [n], how many intervals in a row up to it hold exactly
-    its value (1: differs from the one before; 0: no reading). A sensor stuck at one value has long runs;
-    noise never repeats exactly."""
+    """For each interval of a regular series' values [n] (or [n_series, n]), how many intervals in a row up to
+    it hold exactly its value (1: differs from the one before; 0: no reading). A sensor stuck at one value
+    has long runs; noise never repeats exactly."""
     values = np.asarray(values, dtype="float64")
     if not values.size:
-        return np.zeros(0, dtype=np.int64)
-    lengths = run_lengths(np.r_[False, values[1:] == values[:-1]]) + 1
+        return np.zeros(values.shape, dtype=np.int64)
+    repeated = np.zeros(values.shape, dtype=bool)
+    repeated[..., 1:] = values[..., 1:] == values[..., :-1]
+    lengths = run_lengths(repeated) + 1
     lengths[np.isnan(values)] = 0
     return lengths
 
 
 def missing_run_lengths(values: np.ndarray) -> np.ndarray:
-    """For each interval of a regular series' values [n], how many intervals in a row up to it have no
-    reading (0 where there is one)."""
+    """For each interval of a regular series' values [n] (or [n_series, n]), how many intervals in a row up to
+    it have no reading (0 where there is one)."""
     return run_lengths(np.isnan(np.asarray(values, dtype="float64")))
 
 
@@ -239,8 +243,9 @@ def standardize(series: pd.Series, mean: float, scale: float) -> pd.Series:
     return pd.Series(standardized(series.to_numpy(dtype="float64"), mean, scale), index=series.index, name=series.name)
 
 
-def standardized(values: np.ndarray, mean: float, scale: float) -> np.ndarray:
-    """``standardize`` of an array of readings (any shape, float64; NaN stays NaN)."""
+def standardized(values: np.ndarray, mean: float | np.ndarray, scale: float | np.ndarray) -> np.ndarray:
+    """``standardize`` of an array of readings (any shape, float64; NaN stays NaN); ``mean`` and ``scale`` may
+    be arrays that broadcast with it (one per row of [n_series, n])."""
     return np.clip((values - mean) / scale, -MAX_STANDARDIZED, MAX_STANDARDIZED)
 
 

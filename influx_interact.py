@@ -113,10 +113,6 @@ def _as_float(value: float | int | str) -> float | str:
     return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
 
 
-def _newest(found: Mapping[str, pd.Series]) -> dict[str, pd.Timestamp]:
-    return {sensor_id: s.index.max() for sensor_id, s in found.items() if len(s)}
-
-
 class Database(abc.ABC):
     """Reads readings and labels, finds the last scored time, writes scores. Get one from ``connect``.
 
@@ -209,21 +205,21 @@ class Database(abc.ABC):
     ) -> dict[str, pd.Timestamp]:
         """Time of each sensor's newest score at or after ``since`` (and before ``until``); sensors never
         scored there are absent."""
-        return _newest(self._last_scores(sensor_ids, since, until))
+        return self._last_scores(sensor_ids, since, until)
 
     @abc.abstractmethod
     def _last_scores(
         self, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None
-    ) -> dict[str, pd.Series]:
-        """Each sensor's newest loss at or after ``since`` and before ``until`` (None: no end), by its time."""
+    ) -> dict[str, pd.Timestamp]:
+        """The time of each sensor's newest loss at or after ``since`` and before ``until`` (None: no end)."""
 
     def last_reading(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
         """Time of each sensor's newest raw reading at or after ``since``: how fresh its data is."""
-        return _newest(self._last_readings(sensor_ids, since))
+        return self._last_readings(sensor_ids, since)
 
     @abc.abstractmethod
-    def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
-        """Each sensor's newest reading at or after ``since``, indexed by its time."""
+    def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
+        """The time of each sensor's newest reading at or after ``since``."""
 
     @abc.abstractmethod
     def group_tags(self, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ and ``decide`` (anomaly.detect). A window's score belongs to the time of its las
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,56 +251,6 @@ def prepare(
     return Prepared(windows, ends, values, series)
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """A chunk's readings on one grid, shaped for all its sensors at once (clean.on_grid): what ``prepare``
-    does per sensor, without pandas per sensor. ``rows`` maps a sensor id to its row; a sensor missing from
-    it needs repairs or gap filling, and is prepared by ``prepare`` itself, which gives the same result."""
-
-    grid: pd.DatetimeIndex
-    interval: pd.Timedelta
-    values: np.ndarray
-    rows: dict[str, int]
-    names: dict[str, Any]
-
-    @functools.cached_property
-    def origin(self) -> int:
-        """The grid's first time in nanoseconds since 1970 (Timestamp.value, whatever the index's unit)."""
-        return self.grid[0].value if len(self.grid) else 0
-
-    @classmethod
-    def of(
-        cls,
-        data: dict[str, pd.Series],
-        sensor_ids: list[str],
-        interval: pd.Timedelta,
-        read: tuple[pd.Timestamp, pd.Timestamp],
-        max_gap_points: int,
-    ) -> Chunk:
-        empty = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
-        raws = [data.get(s, empty) for s in sensor_ids]
-        grid, values, done = clean.on_grid(raws, interval, *read)
-        done &= ~clean.fillable(values, max_gap_points)
-        rows = {s: k for k, s in enumerate(sensor_ids) if done[k]}
-        return cls(grid, interval, values, rows, {s: raws[k].name for s, k in rows.items()})
-
-    def prepare(self, sensor_id: str, model: SensorModel, first: pd.Timestamp, last: pd.Timestamp) -> Prepared:
-        """``prepare`` of a sensor in ``rows``: the same windows, ends, values and series."""
-        values = self.values[self.rows[sensor_id]]
-        metadata = model.metadata
-        standardized = clean.standardized(values, metadata.mean, metadata.scale)
-        starts = clean.full_window_starts(~np.isnan(values), model.window)
-        ends = starts + model.window - 1
-        # The grid's times are its first + k * interval: the due range [first, last] as positions.
-        origin, step = self.origin, self.interval.value
-        keep = (ends >= -(-(first.value - origin) // step)) & (ends <= (last.value - origin) // step)
-        windows = clean.windows_at(np.where(np.isnan(standardized), 0.0, standardized), model.window, starts[keep])
-        windows = clean.center(windows) if metadata.centered else windows
-        at = ends[keep]
-        series = pd.Series(values, index=self.grid, name=self.names[sensor_id])
-        return Prepared(windows, self.grid[at], values[at], series)
-
-
 def context(
     prepared: Prepared, rules: detect.Rules, interval: pd.Timedelta, first: pd.Timestamp, last: pd.Timestamp
 ) -> detect.Context:
@@ -323,32 +272,10 @@ def decide(
     interval: pd.Timedelta,
     first: pd.Timestamp,
     last: pd.Timestamp,
-    decided_in: detect.Context | None = None,
 ) -> detect.Scores:
-    """The sensor's scores for the window ends in [first, last] (detect.decide), in ``decided_in`` when
-    given (``deciders``), else in its ``context``."""
-    decided_in = decided_in or context(prepared, rules, interval, first, last)
+    """The sensor's scores for the window ends in [first, last] (detect.decide)."""
+    decided_in = context(prepared, rules, interval, first, last)
     return detect.decide(prepared.ends, prepared.values, losses, rules, decided_in, between=(first, last))
-
-
-def deciders(
-    sensors: list[tuple[Prepared, np.ndarray, detect.Rules, tuple[pd.Timestamp, pd.Timestamp]]],
-    interval: pd.Timedelta,
-) -> list[functools.partial[detect.Scores]]:
-    """``decide`` of each sensor (its prepared windows, losses, rules and due range), to be called in its own
-    error boundary; the dynamic thresholds of all of them are computed first, at once (detect.dynamic_eps)."""
-    contexts = [context(p, rules, interval, *due) for p, _, rules, due in sensors]
-    for history in {rules.dynamic_history for _, _, rules, _ in sensors if rules.dynamic_history}:
-        at = [k for k, (_, _, rules, _) in enumerate(sensors) if rules.dynamic_history == history]
-        found = detect.dynamic_eps(
-            history, [sensors[k][0].ends for k in at], [sensors[k][1] for k in at], [contexts[k] for k in at]
-        )
-        for k, found_context in zip(at, found):
-            contexts[k] = found_context
-    return [
-        functools.partial(decide, p, losses, rules, interval, *due, decided_in=c)
-        for (p, losses, rules, due), c in zip(sensors, contexts)
-    ]
 
 
 def without_windows(

@@ -31,6 +31,7 @@ import pandas as pd
 import model_predict
 from anomaly import cold_start, detect, files, losses, pack, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
+from anomaly.chunk import Chunk
 from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
 from anomaly.settings import Common
@@ -325,48 +326,94 @@ class Run:
             for sensor_id, (first, last) in due.items():
                 self.no_window(sensor_id, first, last)
             return lines
-        prepared = {}
-        chunk = model_predict.Chunk.of(data, list(due), interval, read, self.common.max_gap_points)
-        for sensor_id, (first, last) in due.items():
+        chunk = Chunk.of(data, list(due), interval, read, self.common.max_gap_points)
+        ranges = {s: (first - leads[s][0], last) for s, (first, last) in due.items()}
+        windows = self.windows(chunk, models, ranges)
+        for sensor_id in [s for s in due if s not in chunk.rows]:
             try:
-                if sensor_id in chunk.rows:
-                    prepared[sensor_id] = chunk.prepare(sensor_id, models[sensor_id], first - leads[sensor_id][0], last)
-                else:
-                    prepared[sensor_id] = model_predict.prepare(
-                        data.get(sensor_id, no_readings()),
-                        models[sensor_id],
-                        interval,
-                        read,
-                        self.common.max_gap_points,
-                        first - leads[sensor_id][0],
-                        last,
-                    )
+                prepared = model_predict.prepare(
+                    data.get(sensor_id, no_readings()),
+                    models[sensor_id],
+                    interval,
+                    read,
+                    self.common.max_gap_points,
+                    *ranges[sensor_id],
+                )
+                windows[sensor_id] = prepared
             except Exception:
                 self.fail(sensor_id)
+        scored = [s for s in due if s in windows]
         try:
-            found = losses.fleet_losses(
-                [models[s] for s in prepared], [p.windows for p in prepared.values()], self.settings.engine
+            found = dict(
+                zip(
+                    scored,
+                    losses.fleet_losses(
+                        [models[s] for s in scored], [_windows_of(windows[s]) for s in scored], self.settings.engine
+                    ),
+                )
             )
         except Exception:
             logger.exception(
-                "failed to compute the losses of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared))
+                "failed to compute the losses of %d sensors: %s", len(scored), ", ".join(map(repr, scored))
             )
-            self.counts["failed"] += len(prepared)
+            self.counts["failed"] += len(scored)
             return lines
-        rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in prepared}
-        try:
-            deciders = model_predict.deciders(
-                [(p, loss, rules[s], due[s]) for (s, p), loss in zip(prepared.items(), found)], interval
-            )
-        except Exception:
-            logger.exception(
-                "failed to compute the thresholds of %d sensors: %s", len(prepared), ", ".join(map(repr, prepared))
-            )
-            self.counts["failed"] += len(prepared)
-            return lines
-        for sensor_id, scoring in zip(prepared, deciders):
-            lines += self.decide(sensor_id, scoring, due[sensor_id], rules[sensor_id].threshold)
+        rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in scored}
+        scorings = self.deciders(chunk, windows, found, rules, due)
+        for sensor_id in scored:
+            if sensor_id in scorings:
+                lines += self.decide(sensor_id, scorings[sensor_id], due[sensor_id], rules[sensor_id].threshold)
         return lines
+
+    def windows(
+        self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray] | model_predict.Prepared]:
+        """The windows of the chunk's sensors on its grid, cut at once (their end positions with them)."""
+        placed = [s for s in ranges if s in chunk.rows]
+        try:
+            cut = chunk.windows(placed, [models[s].metadata for s in placed], [ranges[s] for s in placed])
+        except Exception:
+            logger.exception("failed to cut the windows of %d sensors: %s", len(placed), ", ".join(map(repr, placed)))
+            self.counts["failed"] += len(placed)
+            return {}
+        return dict(zip(placed, cut))
+
+    def deciders(
+        self,
+        chunk: Chunk,
+        windows: dict[str, tuple[np.ndarray, np.ndarray] | model_predict.Prepared],
+        found: dict[str, np.ndarray],
+        rules: dict[str, detect.Rules],
+        due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
+    ) -> dict[str, Callable[[], detect.Scores]]:
+        """How each sensor's scores are made: the sensors on the chunk's grid decided at once (Chunk.decide),
+        the others alone (model_predict.decide)."""
+        together = [s for s, w in windows.items() if isinstance(w, tuple)]
+        out: dict[str, Callable[[], detect.Scores]] = {}
+        if together:
+            try:
+                decided = chunk.decide(
+                    together,
+                    [windows[s][1] for s in together],
+                    [found[s] for s in together],
+                    [rules[s] for s in together],
+                    [due[s] for s in together],
+                )
+                out = dict(zip(together, decided))
+            except Exception:
+                logger.exception("failed to decide %d sensors: %s", len(together), ", ".join(map(repr, together)))
+                self.counts["failed"] += len(together)
+        for sensor_id, prepared in windows.items():
+            if isinstance(prepared, model_predict.Prepared):
+                out[sensor_id] = functools.partial(
+                    model_predict.decide,
+                    prepared,
+                    found[sensor_id],
+                    rules[sensor_id],
+                    self.common.interval,
+                    *due[sensor_id],
+                )
+        return out
 
     def decide(
         self,
@@ -456,6 +503,10 @@ class Run:
             " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "",
             threshold,
         )
+
+
+def _windows_of(cut: tuple[np.ndarray, np.ndarray] | model_predict.Prepared) -> np.ndarray:
+    return cut[0] if isinstance(cut, tuple) else cut.windows
 
 
 def no_readings() -> pd.Series:

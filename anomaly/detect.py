@@ -37,15 +37,13 @@ class Context:
     """What detectors may look at besides the scores: the grid, the readings as read (before gaps are
     filled; None when only losses are known, as in tuning), the range whose decisions count,
     ``decided_from``: the windows before it are only history (a tick scores a day of them to decide one),
-    so a detector may leave them undecided, and ``dynamic``: the dynamic threshold's smoothed losses and
-    eps when ``dynamic_eps`` computed them for many sensors at once (None: computed for this one)."""
+    so a detector may leave them undecided."""
 
     interval: pd.Timedelta
     series: pd.Series | None = None
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
     decided_from: pd.Timestamp | None = None
-    dynamic: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,11 +63,10 @@ class Scores:
         return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
 
     def between(self, first: pd.Timestamp, last: pd.Timestamp) -> Scores:
-        """The windows ending in [first, last] (``ends`` are sorted). Their ends are copied: a frame keeps its
-        index, and a run keeps every sensor's frame for the events."""
+        """The windows ending in [first, last] (``ends`` are sorted)."""
         at = slice(self.ends.searchsorted(first), self.ends.searchsorted(last, side="right"))
         return Scores(
-            ends=self.ends[at].copy(deep=True),
+            ends=self.ends[at],
             value=self.value[at],
             loss=self.loss[at],
             threshold=self.threshold[at],
@@ -140,15 +137,9 @@ def dynamic_threshold(history: int, floor: float, kind: str) -> Detector:
     def detect(scores: Scores, context: Context) -> Scores:
         if not len(scores.ends):
             return replace(scores, smoothed_loss=np.empty(0))
-        if context.dynamic is None:
-            losses = pd.Series(scores.loss.astype("float64"), index=scores.ends)
-            dynamic = thresholds.rolling_dynamic_thresholds(losses, floor, history, start=_start(scores.ends, context))
-            smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
-        else:
-            smoothed, eps = context.dynamic
-            if len(smoothed) != len(scores.ends):
-                raise ValueError(f"context.dynamic holds {len(smoothed)} windows, the scores {len(scores.ends)}")
-            threshold = np.maximum(eps, float(floor))
+        losses = pd.Series(scores.loss.astype("float64"), index=scores.ends)
+        dynamic = thresholds.rolling_dynamic_thresholds(losses, floor, history, start=_start(scores.ends, context))
+        smoothed, threshold = dynamic["smoothed"].to_numpy(), dynamic["threshold"].to_numpy()
         return replace(scores, threshold=threshold, smoothed_loss=smoothed).flag(smoothed > threshold, kind)
 
     return detect
@@ -156,25 +147,6 @@ def dynamic_threshold(history: int, floor: float, kind: str) -> Detector:
 
 def _start(ends: pd.DatetimeIndex, context: Context) -> int:
     return 0 if context.decided_from is None else int(ends.searchsorted(context.decided_from))
-
-
-def dynamic_eps(
-    history: int, ends: Sequence[pd.DatetimeIndex], losses: Sequence[np.ndarray], contexts: Sequence[Context]
-) -> list[Context]:
-    """``contexts`` with ``dynamic`` set: what ``dynamic_threshold`` computes for each sensor alone (before its
-    floor), computed for all of them in one thresholds.rolling_eps call, which gives the same figures. A tick
-    decides thousands of sensors, and one call per sensor cost more than the computation. A sensor without
-    windows or with a non-finite loss keeps its context: its detector computes (or rejects) it alone."""
-    usable = [k for k, loss in enumerate(losses) if len(loss) and np.isfinite(loss).all()]
-    computed = thresholds.rolling_eps(
-        [np.asarray(losses[k]).astype("float64") for k in usable],
-        history,
-        [_start(ends[k], contexts[k]) for k in usable],
-    )
-    out = list(contexts)
-    for k, dynamic in zip(usable, computed):
-        out[k] = replace(contexts[k], dynamic=dynamic)
-    return out
 
 
 # An excursion beyond the training range ends when the readings have stayed inside it this long: a sensor that
@@ -277,10 +249,12 @@ def missing(limit: int, threshold: float, anomaly: bool = False) -> Detector:
         if series is None:
             return scores
         silent = clean.missing_run_lengths(series.to_numpy(dtype="float64")) > limit
+        # Only [first, last] is reported: positions, since the index is sorted.
+        silent[: series.index.searchsorted(context.first)] = False
+        silent[series.index.searchsorted(context.last, side="right") :] = False
         if not silent.any():
             return scores
-        silent &= (series.index >= context.first) & (series.index <= context.last)
-        silent = series.index[silent].difference(scores.ends) if silent.any() else series.index[:0]
+        silent = series.index[silent].difference(scores.ends)
         if not len(silent):
             return scores
         ends = scores.ends.append(silent)

@@ -12,6 +12,7 @@ import pytest
 import clean
 import model_predict
 from anomaly import detect, rescore, thresholds
+from anomaly.chunk import Chunk
 from anomaly.losses import reconstruction_loss
 from anomaly.metadata import ModelMetadata
 from model_predict import SensorModel, windows_to_score
@@ -200,7 +201,9 @@ def test_a_tick_reading_from_the_lead_tells_each_excursion_as_a_backfill_does(po
     values = np.full(len(ends), 5.0)
     values[[100, 150, 230, 330, 333]] = 11.0
     series = pd.Series(values, index=ends)
-    backfill = detect.decide(ends, values, np.zeros(len(ends)), rules, detect.Context(Q, series, ends[0], ends[-1])).frame()
+    backfill = detect.decide(
+        ends, values, np.zeros(len(ends)), rules, detect.Context(Q, series, ends[0], ends[-1])
+    ).frame()
     # The windows that take in 100 and 330, each but the first (K=2).
     assert backfill.index[backfill["kind"] == "level"].equals(ends[[101, 102, 103, 331, 332, 333]])
     decided, readings = model_predict.lead(model, model_predict.Policy(**policy), Q)
@@ -575,7 +578,9 @@ def test_missing_points_among_dynamic_scores_have_no_smoothed_loss():
     present = series.notna().to_numpy()
     rules = detect.Rules(threshold=0.5, dynamic_history=2, missing_limit=1)
     losses = np.array([0.0, 0.3, 0.3, 0.3, 0.3, 0.3])
-    frame = detect.decide(T[present], series[present].to_numpy(), losses, rules, detect.Context(Q, series, T[0], T[-1])).frame()
+    frame = detect.decide(
+        T[present], series[present].to_numpy(), losses, rules, detect.Context(Q, series, T[0], T[-1])
+    ).frame()
     assert frame.index.equals(T.delete(2))
     assert frame["kind"].tolist() == ["none", "none", "missing", "none", "none", "none", "none"]
     assert np.isnan(frame.loc[T[3], ["value", "loss", "smoothed_loss", "score"]].to_numpy(dtype=float)).all()
@@ -675,7 +680,7 @@ CHUNK_NOW = pd.Timestamp("2026-03-02T00:00:00Z")
 
 
 def test_a_chunk_shapes_each_series_as_prepare_does():
-    """Chunk.prepare (the scorer's chunk-wide shaping) against model_predict.prepare, sensor by sensor, on series
+    """Chunk.windows (the scorer's chunk-wide shaping) against model_predict.prepare, sensor by sensor, on series
     with every repair: gaps (filled or not), infinities, points off the grid, duplicates, unsorted, outside the
     read range. Pure, so the mutation run's fast selection has it (tests/test_scoring_paths.py compares the
     whole paths)."""
@@ -699,23 +704,31 @@ def test_a_chunk_shapes_each_series_as_prepare_does():
     data["ints"] = data["s0"].astype("int64")
     data["other zone"] = data["s0"].tz_convert("Europe/Berlin")
     sensor_ids = [*data, "absent"]
-    chunk = model_predict.Chunk.of(data, sensor_ids, Q, read, max_gap_points=4)
+    chunk = Chunk.of(data, sensor_ids, Q, read, max_gap_points=4)
     assert set(chunk.rows) >= {"s0", "inf", "wider", "absent"}
     assert not {"off grid", "duplicates", "duplicates, sorted", "unsorted", "ints", "other zone"} & set(chunk.rows)
-    # The due range ends at the read range's last interval (a tick), or before it.
+    # The due range ends at the read range's last interval (a tick), or before it; each sensor gets one of the
+    # models and ranges, so one call cuts windows of two lengths, centered or not.
     hour = pd.Timedelta(hours=1)
     ranges = [(CHUNK_NOW - 5 * hour, CHUNK_NOW - Q), (CHUNK_NOW - 9 * hour, CHUNK_NOW - 4 * Q)]
-    for sensor_id in chunk.rows:
-        for (centered, window), (first, last) in itertools.product(((True, 6), (False, 15)), ranges):
-            model = model_predict.SensorModel(
-                model_predict.ModelMetadata(sensor_id, window, Q, 0.1, 19.0, 2.5, centered=centered)
-            )
+    kinds = list(itertools.product(((True, 6), (False, 15), (False, 200)), ranges))
+    for turn in range(len(kinds)):
+        placed = list(chunk.rows)
+        chosen = [kinds[(turn + k) % len(kinds)] for k in range(len(placed))]
+        metadata = [
+            ModelMetadata(sensor_id, window, Q, 0.1, 19.0 + k, 2.5, centered=centered)
+            for k, (sensor_id, ((centered, window), _)) in enumerate(zip(placed, chosen))
+        ]
+        cut = chunk.windows(placed, metadata, [due for _, due in chosen])
+        for sensor_id, meta, (_, (first, last)), (windows, ends) in zip(placed, metadata, chosen, cut):
             raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
-            want = model_predict.prepare(raw, model, Q, read, 4, first, last)
-            got = chunk.prepare(sensor_id, model, first, last)
-            assert got.windows.dtype == want.windows.dtype and np.array_equal(got.windows, want.windows), sensor_id
-            assert got.ends.equals(want.ends) and np.array_equal(got.values, want.values, equal_nan=True)
-            pd.testing.assert_series_equal(got.series, want.series, check_freq=False)
+            want = model_predict.prepare(raw, SensorModel(meta), Q, read, 4, first, last)
+            assert windows.dtype == want.windows.dtype and np.array_equal(windows, want.windows), sensor_id
+            assert windows.shape[1:] == (meta.window, 1)
+            assert chunk.grid[ends].equals(want.ends)
+            values = chunk.values[chunk.rows[sensor_id]]
+            assert np.array_equal(values[ends], want.values, equal_nan=True)
+            assert np.array_equal(values, want.series.to_numpy(), equal_nan=True)
     assert clean.fillable(np.array([[1, np.nan, 2], [np.nan, 1, np.nan]]), 1).tolist() == [True, False]
 
 
@@ -735,47 +748,93 @@ def test_positions_are_those_of_get_indexer(index, ends):
     assert detect.positions(index, ends).tolist() == index.get_indexer(ends).tolist()
 
 
-def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives():
-    """model_predict.deciders (a chunk's dynamic thresholds in one call) against decide, sensor by sensor:
-    two histories, a fixed threshold, K 1 to 3, due ranges that start at, after and before enough history,
-    a sensor without windows and one whose losses are not finite."""
-    rng = np.random.default_rng(3)
-    grid = pd.date_range("2026-01-01", periods=160, freq=Q, tz="UTC")
+def chunk_of_every_case(seed: int) -> tuple[dict[str, pd.Series], tuple[pd.Timestamp, pd.Timestamp]]:
+    """Readings of a chunk's sensors on one grid, for deciding: gaps (long ones reported missing), a stretch
+    stuck at one value or a move beyond the range and back, a sensor silent at the end."""
+    rng = np.random.default_rng(seed)
+    read = (CHUNK_NOW - pd.Timedelta(days=2), CHUNK_NOW)
+    index = pd.date_range(*read, freq=Q, inclusive="left")
+    data = {}
+    for n in range(10):
+        values = rng.normal(5, 1, len(index))
+        for _ in range(n % 4):
+            at = int(rng.integers(0, len(index) - 12))
+            values[at : at + int(rng.integers(6, 12))] = np.nan
+        if n % 3 == 0:
+            values[-25 - n : -5 - n] = 4.25  # stuck, into the due range
+        else:
+            values[-6 - n : -4 - n] = -3.0 * n  # beyond the range in the due range: where the excursion begins
+        if n == 9:
+            values[-30:] = np.nan
+        data[f"s{n}"] = pd.Series(values, index=index).dropna()
+    return data, read
 
-    def prepared(n: int, at: int = 0) -> model_predict.Prepared:
-        ends = grid[at : at + n]
-        series = pd.Series(rng.normal(5, 1, len(grid)), index=grid)
-        return model_predict.Prepared(np.zeros((n, 2, 1)), ends, series.reindex(ends).to_numpy(), series)
 
-    def losses(n: int, spikes: tuple[int, ...] = ()) -> np.ndarray:
-        loss = rng.gamma(2.0, 0.05, n)
-        loss[list(spikes)] += 2.0
-        return loss.astype("float32")
-
-    infinite = losses(120)
-    infinite[60] = np.inf
-    sensors = [
-        (prepared(150), losses(150, (70, 71, 140)), detect.Rules(0.2, 2, 40, levels=(0, 10), window=2), (80, 149)),
-        (prepared(150), losses(150, (145,)), detect.Rules(0.1, 1, 40), (140, 149)),
-        (prepared(100, 50), losses(100, (20, 90)), detect.Rules(0.2, 3, 24), (60, 149)),
-        (prepared(130), losses(130, (5, 125)), detect.Rules(0.25, 2, 40), (2, 129)),
-        (prepared(150), losses(150, (30,)), detect.Rules(0.2, 2), (100, 149)),
-        (prepared(0), losses(0), detect.Rules(0.2, 2, 40), (100, 149)),
-        (prepared(120), infinite, detect.Rules(0.2, 2, 40), (100, 119)),
-    ]
-    chunk = [(p, loss, rules, (grid[a], grid[b])) for p, loss, rules, (a, b) in sensors]
-    for (p, loss, rules, due), decider in zip(chunk, model_predict.deciders(chunk, Q)):
+@pytest.mark.parametrize("seed", [4, 5])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        model_predict.Policy(),
+        model_predict.Policy(min_consecutive=2, dynamic_history=24, missing_limit=3),
+        model_predict.Policy(min_consecutive=3, dynamic_history=40, dynamic_floor=0.5, missing_limit=2),
+        model_predict.Policy(min_consecutive=2, missing_limit=4, missing_is_anomaly=True, level_margin=0.0),
+        model_predict.Policy(min_consecutive=1, dynamic_history=24, missing_limit=1, missing_is_anomaly=True),
+    ],
+    ids=["fixed", "dynamic, K=2", "dynamic, K=3, floor", "fixed, K=2, missing anomalies", "dynamic, K=1, missing"],
+)
+def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives(policy, seed):
+    """Chunk.decide (every sensor of a chunk on its grid at once) against model_predict.decide, sensor by sensor:
+    fixed and dynamic thresholds, K 1 to 3, missing points, level and flat-line rules or none, windows of two
+    lengths, due ranges of a tick and of a catch-up, a sensor without windows and one whose losses are not
+    finite. Pure, so the mutation run's fast selection has it."""
+    rng = np.random.default_rng(seed)
+    data, read = chunk_of_every_case(seed)
+    sensor_ids = [*data, "never read"]
+    chunk = Chunk.of(data, sensor_ids, Q, read, max_gap_points=0)
+    assert set(chunk.rows) == set(sensor_ids)
+    models, dues, ranges = [], [], []
+    for k, sensor_id in enumerate(sensor_ids):
+        window = (4, 6)[k % 2]
+        levels = None if k % 4 == 3 else (2.0, 8.0)
+        flat = None if k % 5 == 4 else 6
+        meta = ModelMetadata(sensor_id, window, Q, 0.05 * (1 + k % 3), 5.0, 1.0, levels=levels, longest_flat_run=flat)
+        models.append(SensorModel(meta))
+        last = CHUNK_NOW - Q
+        first = last - (1 + k % 3) * 12 * Q if k % 2 else last
+        decided, _ = model_predict.lead(models[-1], policy, Q)
+        dues.append((first, last))
+        ranges.append((first - decided, last))
+    cut = chunk.windows(sensor_ids, [m.metadata for m in models], ranges)
+    losses = []
+    for k, (windows, _) in enumerate(cut):
+        loss = rng.gamma(2.0, 0.04, len(windows)).astype("float32")
+        loss[rng.integers(0, max(1, len(loss)), 3 if len(loss) else 0)] += 1.0
+        if k == 7 and len(loss):
+            loss[len(loss) // 2] = np.nan
+        losses.append(loss)
+    rules = [model_predict.rules_for(m, 1.0 + 0.25 * (k % 2), policy) for k, m in enumerate(models)]
+    decided = chunk.decide(sensor_ids, [ends for _, ends in cut], losses, rules, dues)
+    kinds = set()
+    for k, sensor_id in enumerate(sensor_ids):
+        alone = model_predict.prepare(
+            data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))),
+            models[k],
+            Q,
+            read,
+            0,
+            *ranges[k],
+        )
         try:
-            alone = model_predict.decide(p, loss, rules, Q, *due).frame()
+            want = model_predict.decide(alone, losses[k], rules[k], Q, *dues[k]).frame()
         except ValueError as e:
             with pytest.raises(ValueError, match=str(e)):
-                decider()
+                decided[k]()
             continue
-        pd.testing.assert_frame_equal(decider().frame(), alone)
-        assert alone.empty or alone.index[0] >= due[0]
-    decided = [decider().frame() for decider in model_predict.deciders(chunk[:4], Q)]
-    assert all(frame["anomaly"].any() for frame in decided)
-    assert all(frame["threshold"].nunique() > 1 for frame in decided)
+        got = decided[k]().frame()
+        # An empty frame's kind column has no strings to tell its dtype by.
+        pd.testing.assert_frame_equal(got, want, check_freq=False, check_dtype=not want.empty, obj=sensor_id)
+        kinds |= set(got["kind"][got["anomaly"]])
+    assert {"shape", "level" if policy.level_margin else "shape", "flatline"} <= kinds
 
 
 @pytest.mark.parametrize("history", [None, 12])

@@ -1,7 +1,7 @@
-"""The fast scoring path (models from the packed store, a chunk's readings shaped at once, the chunk's dynamic
-thresholds computed together, points written a column at a time) writes exactly the points of the per-sensor
-path it replaced (each model from its own files, each series shaped in pandas, each sensor's dynamic
-threshold computed alone, each point by line_protocol), on the same data, to the last digit."""
+"""The fast scoring path (models from the packed store, a chunk's readings shaped and decided at once on one
+grid, points written a column at a time) writes exactly the points of the per-sensor path it replaced (each
+model from its own files, each series shaped in pandas, each sensor decided by detect.decide alone, each point
+by line_protocol), on the same data, to the last digit."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from test_pack import save
 
 import model_predict
 import sensor_predict
-from anomaly import detect, pack, runner, store
+from anomaly import pack, runner, store
+from anomaly.chunk import Chunk
 from anomaly.influx.line_protocol import line_protocol
 from tools import local_influxd, sensor_data
 
@@ -78,12 +79,11 @@ def fleet(influxd, database, tmp_path):
 
 
 def old_paths(monkeypatch) -> None:
-    """The per-sensor path: no packs, each series through model_predict.prepare, each dynamic threshold
-    computed by the sensor's own detector, each point by line_protocol."""
-    monkeypatch.setattr(detect, "dynamic_eps", lambda history, ends, losses, contexts: list(contexts))
+    """The per-sensor path: no packs, each series through model_predict.prepare, each sensor decided by
+    detect.decide alone, each point by line_protocol."""
     monkeypatch.setattr(pack.PackedStore, "open", classmethod(lambda cls, models_dir: cls(models_dir, [])))
-    nothing = model_predict.Chunk(pd.DatetimeIndex([], tz="UTC"), INTERVAL, np.empty((0, 0)), {}, {})
-    monkeypatch.setattr(model_predict.Chunk, "of", classmethod(lambda cls, *args: nothing))
+    nothing = Chunk(pd.DatetimeIndex([], tz="UTC"), INTERVAL, np.empty((0, 0)), {})
+    monkeypatch.setattr(Chunk, "of", classmethod(lambda cls, *args: nothing))
 
     def series_lines(measurement, tags, fields, timestamps):
         return [

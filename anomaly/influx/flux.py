@@ -22,6 +22,7 @@ from anomaly.influx.flux_csv import (
     flux_error_is_transient,
     flux_frame,
     frames_by_tag,
+    newest_by_tag,
     series_by_tag,
     values_by_tag,
 )
@@ -115,7 +116,7 @@ class Flux(Database):
 
     def _last_scores(
         self, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None
-    ) -> dict[str, pd.Series]:
+    ) -> dict[str, pd.Timestamp]:
         frame = self._chunk(
             functools.partial(flux_last_scored, stop=until is not None),
             sensor_ids,
@@ -123,9 +124,9 @@ class Flux(Database):
             stop=until,
             measurement=self.schema.output_measurement,
         )
-        return series_by_tag(frame, self.schema.sensor_tag)
+        return newest_by_tag(frame, self.schema.sensor_tag)
 
-    def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
+    def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
         frame = self._chunk(
             flux_last_reading,
             sensor_ids,
@@ -133,7 +134,7 @@ class Flux(Database):
             measurement=self.schema.measurement,
             field=self.schema.field,
         )
-        return series_by_tag(frame, self.schema.sensor_tag)
+        return newest_by_tag(frame, self.schema.sensor_tag)
 
     def group_tags(self, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> dict[str, str]:
         frame = self._chunk(

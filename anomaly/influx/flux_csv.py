@@ -127,6 +127,13 @@ def series_by_tag(frame: pd.DataFrame, tag: str) -> dict[str, pd.Series]:
     }
 
 
+def newest_by_tag(frame: pd.DataFrame, tag: str) -> dict[str, pd.Timestamp]:
+    """Rows with ``_time`` and the tag -> {sensor id: its newest ``_time``}. A row without the tag is no sensor's."""
+    if tag not in frame or frame.empty:
+        return {}
+    return {sensor_id: time for sensor_id, time in frame.groupby(tag, sort=False, observed=True)["_time"].max().items()}
+
+
 def frames_by_tag(frame: pd.DataFrame, tag: str, columns: list[str]) -> dict[str, pd.DataFrame]:
     """Pivoted rows (``_time``, the tag and ``columns``) -> {sensor id: ``columns`` by UTC time}.
 

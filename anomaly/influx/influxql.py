@@ -217,6 +217,17 @@ def series_by_tag(series_list: Iterable[dict], tag: str) -> dict[str, pd.Series]
     return out
 
 
+def newest_by_tag(series_list: Iterable[dict], tag: str) -> dict[str, pd.Timestamp]:
+    """InfluxQL series grouped by the sensor tag -> {sensor id: the time of its newest point (epoch seconds
+    in)}; no Series per sensor, since a tick asks this of thousands of sensors."""
+    newest: dict[str, int] = {}
+    for s in series_list:
+        sensor_id = s["tags"].get(tag)
+        if sensor_id is not None and s["values"]:
+            newest[sensor_id] = max(newest.get(sensor_id, -(2**63)), *(row[0] for row in s["values"]))
+    return {sensor_id: pd.Timestamp(at, unit="s", tz="UTC") for sensor_id, at in newest.items()}
+
+
 def frames_by_tag(series_list: Iterable[dict], tag: str) -> dict[str, pd.DataFrame]:
     """InfluxQL series of several columns grouped by the sensor tag -> {sensor id: frame by UTC time}."""
     out = {}
@@ -283,13 +294,13 @@ class InfluxQL(Database):
 
     def _last_scores(
         self, sensor_ids: Sequence[str], since: pd.Timestamp, until: pd.Timestamp | None
-    ) -> dict[str, pd.Series]:
+    ) -> dict[str, pd.Timestamp]:
         query = influxql_last_scored(self.schema, sensor_ids, since, until)
-        return series_by_tag(self._influxql(query), self.schema.sensor_tag)
+        return newest_by_tag(self._influxql(query), self.schema.sensor_tag)
 
-    def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Series]:
+    def _last_readings(self, sensor_ids: Sequence[str], since: pd.Timestamp) -> dict[str, pd.Timestamp]:
         query = influxql_last_reading(self.schema, sensor_ids, since)
-        return series_by_tag(self._influxql(query), self.schema.sensor_tag)
+        return newest_by_tag(self._influxql(query), self.schema.sensor_tag)
 
     def group_tags(self, sensor_ids: Sequence[str], since: pd.Timestamp, key: str) -> dict[str, str]:
         series = self._influxql(influxql_group_tags(self.schema, sensor_ids, since, key))

@@ -1,0 +1,162 @@
+"""A chunk's sensors on one grid: their readings placed, windowed and decided together.
+
+A tick scores thousands of sensors, and doing per sensor in pandas what model_predict.prepare and
+detect.decide do cost more than the database. ``Chunk.of`` places a chunk's readings on one grid (one row
+per sensor), ``windows`` cuts every sensor's windows from it, and ``decide`` applies the rules to all of
+them at once (anomaly.grid_rules). Each sensor gets the windows and the detect.Scores that
+model_predict.prepare and model_predict.decide give it alone. A sensor whose readings need repairs or gap
+filling is not in ``rows``: model_predict does it alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import clean
+from anomaly import detect, grid_rules, thresholds
+from anomaly.metadata import ModelMetadata
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk's readings on one grid (clean.on_grid): ``values`` [sensors, grid]; ``rows`` maps a sensor id to
+    its row, for the sensors that need no repairs or gap filling."""
+
+    grid: pd.DatetimeIndex
+    interval: pd.Timedelta
+    values: np.ndarray
+    rows: dict[str, int]
+
+    @classmethod
+    def of(
+        cls,
+        data: dict[str, pd.Series],
+        sensor_ids: list[str],
+        interval: pd.Timedelta,
+        read: tuple[pd.Timestamp, pd.Timestamp],
+        max_gap_points: int,
+    ) -> Chunk:
+        empty = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
+        grid, values, done = clean.on_grid([data.get(s, empty) for s in sensor_ids], interval, *read)
+        done &= ~clean.fillable(values, max_gap_points)
+        return cls(grid, interval, values, {s: k for k, s in enumerate(sensor_ids) if done[k]})
+
+    def at_or_after(self, times: list[pd.Timestamp]) -> np.ndarray:
+        """The first grid position at or after each time (the grid's times are its first + k * interval)."""
+        origin, step = self.grid[0].value if len(self.grid) else 0, self.interval.value
+        return -(-(np.array([t.value for t in times], dtype=np.int64) - origin) // step)
+
+    def at_or_before(self, times: list[pd.Timestamp]) -> np.ndarray:
+        """The last grid position at or before each time."""
+        origin, step = self.grid[0].value if len(self.grid) else 0, self.interval.value
+        return (np.array([t.value for t in times], dtype=np.int64) - origin) // step
+
+    def windows(
+        self, sensor_ids: list[str], models: list[ModelMetadata], ranges: list[tuple[pd.Timestamp, pd.Timestamp]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each sensor's windows ending in its range [first, last], as model_predict.prepare cuts them: standardized
+        by its model, each window's level removed when the model learned shapes, none across a missing reading.
+
+        Returns, per sensor: windows [n, window, 1] (float32) and the grid positions of their ends [n].
+        """
+        out = [(np.empty((0, m.window, 1), dtype="float32"), np.empty(0, np.int64)) for m in models]
+        first = self.at_or_after([f for f, _ in ranges])
+        last = self.at_or_before([b for _, b in ranges])
+        position = np.arange(len(self.grid))
+        for window in sorted({m.window for m in models}):
+            members = [k for k, m in enumerate(models) if m.window == window]
+            if window > len(self.grid):
+                continue
+            values = self.values[[self.rows[sensor_ids[k]] for k in members]]
+            mean = np.array([[models[k].mean] for k in members])
+            scale = np.array([[models[k].scale] for k in members])
+            ends = (clean.run_lengths(~np.isnan(values)) >= window) & (position >= first[members, None])
+            ends &= position <= last[members, None]
+            standardized = clean.standardized(values, mean, scale)
+            standardized = np.where(np.isnan(standardized), 0.0, standardized).astype("float32")
+            row, end = np.nonzero(ends)
+            cut = np.lib.stride_tricks.sliding_window_view(standardized, window, axis=1)[row, end - window + 1]
+            cut = cut[:, :, None]
+            centered = np.array([models[k].centered for k in members])[row]
+            if centered.any():
+                cut = np.where(centered[:, None, None], clean.center(cut), cut)
+            bounds = np.searchsorted(row, np.arange(len(members) + 1))
+            for n, k in enumerate(members):
+                out[k] = (cut[bounds[n] : bounds[n + 1]], end[bounds[n] : bounds[n + 1]])
+        return out
+
+    def decide(
+        self,
+        sensor_ids: list[str],
+        ends: list[np.ndarray],
+        losses: list[np.ndarray],
+        rules: list[detect.Rules],
+        dues: list[tuple[pd.Timestamp, pd.Timestamp]],
+    ) -> list[Callable[[], detect.Scores]]:
+        """Each sensor's scores for its due range [first, last] (model_predict.decide's), from its windows'
+        ends (grid positions, sorted) and finite losses; all under one policy (grid_rules.GridRules.of).
+        Returned as calls, one per sensor, for the caller's error boundary per sensor."""
+        chosen = grid_rules.GridRules.of(rules)
+        values = self.values[[self.rows[s] for s in sensor_ids]]
+        shape = values.shape
+        sizes = [len(e) for e in ends]
+        row, end = np.repeat(np.arange(len(sensor_ids)), sizes), np.concatenate([np.empty(0, np.int64), *ends])
+        window_end = np.zeros(shape, dtype=bool)
+        window_end[row, end] = True
+        dtype = np.result_type(*[np.asarray(x).dtype for x in losses]) if losses else np.float32
+        loss = np.full(shape, np.nan, dtype=dtype)
+        loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
+        first = self.at_or_after([f for f, _ in dues])
+        last = self.at_or_before([b for _, b in dues])
+        history = rules[0].dynamic_history if rules else None
+        finite = [bool(np.isfinite(x).all()) for x in losses]
+        if history:
+            decided_from = first - (chosen.min_consecutive - 1)
+            compared, threshold = self._dynamic(ends, losses, finite, history, decided_from, shape)
+            threshold = np.maximum(threshold, (chosen.threshold * rules[0].dynamic_floor)[:, None])
+        else:
+            compared, threshold = loss, np.broadcast_to(chosen.threshold[:, None], shape)
+        decided = grid_rules.decide(
+            values, window_end, loss, compared, threshold, chosen, first, last, detect.LEVEL_REARM // self.interval
+        )
+        return [
+            functools.partial(decided.scores, k, self.grid, chosen.kind, history is not None)
+            if finite[k] or not history
+            else _not_finite
+            for k in range(len(sensor_ids))
+        ]
+
+    @staticmethod
+    def _dynamic(
+        ends: list[np.ndarray],
+        losses: list[np.ndarray],
+        finite: list[bool],
+        history: int,
+        decided_from: np.ndarray,
+        shape: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The smoothed losses and eps [S, G] of detect.dynamic_threshold, computed for all sensors with finite
+        losses in one thresholds.rolling_eps call (NaN where no window, or before a sensor's decided range)."""
+        used = [k for k, loss in enumerate(losses) if len(loss) and finite[k]]
+        found = thresholds.rolling_eps(
+            [np.asarray(losses[k]).astype("float64") for k in used],
+            history,
+            [int(np.searchsorted(ends[k], decided_from[k])) for k in used],
+        )
+        smoothed, eps = np.full(shape, np.nan), np.full(shape, np.nan)
+        for k, (s, e) in zip(used, found):
+            smoothed[k, ends[k]] = s
+            eps[k, ends[k]] = e
+        return smoothed, eps
+
+
+def _not_finite() -> detect.Scores:
+    """A sensor whose losses are not all finite, under a dynamic threshold: it fails alone, as it does
+    decided by itself (thresholds ranks finite losses only)."""
+    raise ValueError("losses must be finite; leave out windows without a loss")

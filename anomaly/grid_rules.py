@@ -1,0 +1,163 @@
+"""detect.decide for a chunk of sensors on one grid at once: what a tick runs.
+
+A tick decides thousands of sensors whose readings share one grid (anomaly.chunk); the rules themselves
+cost little, their per-sensor calls more than the database. Here every array is [sensors, grid
+positions] and each rule is detect's, applied in detect's order with the same result: the threshold on the
+loss (fixed, or dynamic on the smoothed loss), the level, persistence, flat-line and missing, then the
+due range. tests/test_scoring.py compares the two on random chunks. ``kind`` is a code into ``KINDS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import clean
+from anomaly import detect
+
+NONE, SHAPE, LEVEL, FLATLINE, MISSING = range(5)
+KINDS = ("none", "shape", "level", "flatline", "missing")
+
+
+@dataclass(frozen=True)
+class GridRules:
+    """Each sensor's rules as arrays [S] (detect.Rules, one per row); the rules of the run (persistence,
+    missing) are one value. ``low``/``high`` NaN: no level rule; ``flat_limit`` -1: no flat-line rule."""
+
+    threshold: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    window: np.ndarray
+    flat_limit: np.ndarray
+    min_consecutive: int
+    missing_limit: int | None
+    missing_is_anomaly: bool
+    kind: str
+
+    @classmethod
+    def of(cls, rules: list[detect.Rules]) -> GridRules:
+        """The rules of a chunk's sensors; those of the run must be the same for all of them."""
+        run = {
+            (r.min_consecutive, r.dynamic_history, r.dynamic_floor, r.missing_limit, r.missing_is_anomaly, r.kind)
+            for r in rules
+        }
+        if len(run) > 1:
+            raise ValueError(f"a chunk is decided under one policy, not {len(run)}")
+        first = rules[0] if rules else detect.Rules(threshold=1.0)
+        no_levels = (np.nan, np.nan)
+        return cls(
+            threshold=np.array([r.threshold for r in rules], dtype="float64"),
+            low=np.array([(r.levels or no_levels)[0] for r in rules], dtype="float64"),
+            high=np.array([(r.levels or no_levels)[1] for r in rules], dtype="float64"),
+            window=np.array([r.window for r in rules], dtype=np.int64),
+            flat_limit=np.array([-1 if r.flat_limit is None else r.flat_limit for r in rules], dtype=np.int64),
+            min_consecutive=first.min_consecutive,
+            missing_limit=first.missing_limit,
+            missing_is_anomaly=first.missing_is_anomaly,
+            kind=first.kind,
+        )
+
+
+@dataclass(frozen=True)
+class GridScores:
+    """The decisions of a chunk, [S, G] each: ``point`` where a point is written (a window or an interval
+    reported missing, in the sensor's due range), the rest as detect.Scores holds them."""
+
+    point: np.ndarray
+    value: np.ndarray
+    loss: np.ndarray
+    compared: np.ndarray
+    threshold: np.ndarray
+    anomaly: np.ndarray
+    kind: np.ndarray
+
+    def scores(self, row: int, grid, kind: str, smoothed: bool) -> detect.Scores:
+        """Row ``row`` as the detect.Scores detect.decide gives its sensor (``smoothed``: under a dynamic
+        threshold, which keeps the smoothed loss)."""
+        at = np.flatnonzero(self.point[row])
+        names = np.array([KINDS[0], kind, *KINDS[2:]], dtype=object)
+        return detect.Scores(
+            ends=grid[at],
+            value=self.value[row, at],
+            loss=self.loss[row, at],
+            threshold=self.threshold[row, at],
+            anomaly=self.anomaly[row, at],
+            kind=names[self.kind[row, at]],
+            smoothed_loss=self.compared[row, at] if smoothed else None,
+        )
+
+
+def decide(
+    values: np.ndarray,
+    window_end: np.ndarray,
+    loss: np.ndarray,
+    compared: np.ndarray,
+    threshold: np.ndarray,
+    rules: GridRules,
+    first: np.ndarray,
+    last: np.ndarray,
+    rearm: int,
+) -> GridScores:
+    """Every rule for every sensor of a chunk.
+
+    Parameters
+    ----------
+    values : [S, G] float, the readings on the grid (NaN: none)
+    window_end : [S, G] bool, where a window to decide ends (its history included)
+    loss : [S, G], each window's loss in the engine's dtype (NaN elsewhere)
+    compared, threshold : [S, G], what the threshold rule compares (the loss, or the smoothed loss) and the
+        threshold it compares it with
+    first, last : [S] int, each sensor's due range as grid positions (the windows before it are history)
+    rearm : detect.LEVEL_REARM in intervals
+    """
+    position = np.arange(values.shape[1])
+    # As detect compares: a float32 loss with a float32 threshold.
+    anomaly = window_end & (compared > threshold.astype(compared.dtype))
+    kind = np.where(anomaly, SHAPE, NONE).astype(np.int8)
+    anomaly, kind = _level(values, window_end, anomaly, kind, rules, position, rearm)
+    if rules.min_consecutive > 1:
+        anomaly = clean.run_lengths(anomaly) >= rules.min_consecutive
+        kind = np.where(anomaly, kind, NONE).astype(np.int8)
+    stuck = window_end & (
+        clean.flat_run_lengths(values)
+        > np.where(rules.flat_limit < 0, np.iinfo(np.int64).max, rules.flat_limit)[:, None]
+    )
+    anomaly |= stuck
+    kind[stuck] = FLATLINE
+    due = (position >= first[:, None]) & (position <= last[:, None])
+    point = window_end & due
+    loss = loss.astype("float64")
+    threshold = threshold.astype("float64")
+    if rules.missing_limit is not None:
+        silent = due & ~window_end & (clean.missing_run_lengths(values) > rules.missing_limit)
+        point |= silent
+        threshold = np.where(silent, rules.threshold[:, None], threshold)
+        anomaly = np.where(silent, rules.missing_is_anomaly, anomaly)
+        kind[silent] = MISSING
+    return GridScores(point, values, loss, compared.astype("float64"), threshold, anomaly, kind)
+
+
+def _level(
+    values: np.ndarray,
+    window_end: np.ndarray,
+    anomaly: np.ndarray,
+    kind: np.ndarray,
+    rules: GridRules,
+    position: np.ndarray,
+    rearm: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """detect.level on every row: the ``window`` windows that take in an excursion's first reading."""
+    beyond = (values > rules.high[:, None]) | (values < rules.low[:, None])
+    if not beyond.any():
+        return anomaly, kind
+    # An excursion begins where no reading was beyond in the ``rearm`` positions before (detect.excursion_starts).
+    latest_beyond = np.maximum.accumulate(np.where(beyond, position, np.iinfo(np.int64).min // 2), axis=1)
+    before = np.full(values.shape, np.iinfo(np.int64).min // 2)
+    before[:, 1:] = latest_beyond[:, :-1]
+    starts = beyond & (position - before > rearm)
+    window = rules.window[:, None]
+    latest = np.maximum.accumulate(np.where(starts, position, -window), axis=1)
+    moved = window_end & (position - latest < window) & ~anomaly
+    kind = np.where(moved, LEVEL, kind).astype(np.int8)
+    return anomaly | moved, kind
