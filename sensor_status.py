@@ -42,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 import model_predict
-from anomaly import runner, settings, status, table, times
+from anomaly import runner, settings, status, status_models, table, times
 from anomaly.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from anomaly.metadata import ModelMetadata
 from anomaly.settings import Common
@@ -114,7 +114,7 @@ def run(settings: StatusSettings, db: Database) -> runner.Outcome:
     if not common.models_dir.exists():
         logger.warning("models directory %s does not exist: no sensor has a model", common.models_dir)
     try:
-        models = status.read_models(common.models_dir, scorer_metadata)
+        models = status_models.read_models(common.models_dir, scorer_metadata)
     except OSError as e:
         logger.error("cannot read the models directory %s: %s", common.models_dir, e)
         return runner.Outcome(EXIT_FAILED)

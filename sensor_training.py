@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly import files, logs, pack, runner, settings, times
+from anomaly import files, logs, pack_build, runner, settings, times
 from anomaly.errors import ConfigError
 from anomaly.settings import Common
 from influx_interact import Database
@@ -192,7 +192,7 @@ def repack(models_dir: Path) -> bool:
     A failure is logged, not fatal: the scorer then loads the models it lacks from their own files."""
     began = time.monotonic()
     try:
-        packed = pack.rebuild(models_dir)
+        packed = pack_build.rebuild(models_dir)
     except OSError as e:
         logger.error(
             "could not rebuild the packed model store in %s (%s); scoring loads the models trained since the last "

@@ -10,7 +10,7 @@ fixed or dynamic, level, K windows in a row, flat-line; --threshold, --dynamic-h
 --level-margin as the scoring job has them, by default its defaults: under the dynamic threshold a ratio
 moves its floor, and the losses of --dynamic-history before the range are read so that each window's
 threshold is the scorer's). For each K, each sensor's
-ratio is chosen (evaluation.tune_ratio):
+ratio is chosen (ratio_choice.tune_ratio):
 
 - with a labelled event in the range: the highest event F1, or, with --max-false-alarms N, the highest
   event recall among the ratios with at most N false alarms per week;

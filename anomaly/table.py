@@ -13,7 +13,8 @@ from typing import Any
 import pandas as pd
 
 from anomaly import times
-from anomaly.status import DAMAGED, STATUSES, ModelInfo, Row, duration
+from anomaly.status import DAMAGED, STATUSES, Row, duration
+from anomaly.status_models import ModelInfo
 
 ID_WIDTH = 28  # display cells of the sensor id column; the whole table then fits in 160 (see COLUMNS)
 NAMES_LISTED = 10  # sensor ids named in a summary line before "and N more"

@@ -3,7 +3,7 @@ one sensor's tuning at every candidate K with the metrics at its old and new rat
 the fleet, the lines for people, and the ratios file's new text.
 
 Pure: the losses, readings, labels and rules come in, text and numbers go out. The choice of a ratio is
-``evaluation.tune_ratio``, whose flags come from the one decision step (``detect.decide``) with the
+``ratio_choice.tune_ratio``, whose flags come from the one decision step (``detect.decide``) with the
 scorer's rules. K (``--min-consecutive``) is one flag of the scoring job for every sensor, so it is chosen
 for the fleet (``recommend``) and each sensor's ratio is the one tuned for that K.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from anomaly import detect, evaluation
+from anomaly import detect, evaluation, ratio_choice
 from anomaly.errors import ConfigError
 from anomaly.review import ModelFacts
 
@@ -40,7 +40,7 @@ class Choice:
 @dataclass(frozen=True)
 class SensorTuning:
     """One sensor's tuning: the ratio before, the metrics at it (with the current K), the rule that chose
-    (``evaluation.BY_LABELS`` or ``BY_BUDGET``) and the choice for every K of the grid; ``skipped`` says
+    (``ratio_choice.BY_LABELS`` or ``BY_BUDGET``) and the choice for every K of the grid; ``skipped`` says
     why there is none."""
 
     sensor_id: str
@@ -140,7 +140,7 @@ def tune_sensor(
     choices, rule = {}, ""
     for k in consecutive:
         try:
-            best, table = evaluation.tune_ratio(
+            best, table = ratio_choice.tune_ratio(
                 loss,
                 facts.threshold,
                 grid,
@@ -162,7 +162,7 @@ def tune_sensor(
         choices[k] = Choice(best, metrics, bool(row["within_budget"]))
         rule = str(row["rule"])
     before = evaluation.evaluate(
-        evaluation.decided_flags(loss, rules(old_ratio, current_consecutive), context), grid, facts.window, interval
+        ratio_choice.decided_flags(loss, rules(old_ratio, current_consecutive), context), grid, facts.window, interval
     )
     return SensorTuning(sensor_id, old_ratio, rule, before, choices)
 
@@ -184,7 +184,7 @@ def fleet_choices(tunings: Sequence[SensorTuning], consecutive: Sequence[int]) -
     return [
         FleetChoice(
             k,
-            evaluation.combine([t.choices[k].metrics for t in tuned if t.rule == evaluation.BY_LABELS]),
+            evaluation.combine([t.choices[k].metrics for t in tuned if t.rule == ratio_choice.BY_LABELS]),
             sum(t.choices[k].within_budget for t in tuned),
             len(tuned),
         )
@@ -239,7 +239,7 @@ def describe(tuning: SensorTuning, consecutive: int, objective: Objective) -> st
     if tuning.skipped or tuning.before is None or choice is None:
         return f"{tuning.sensor_id}: ratio {tuning.old_ratio:g} kept: {tuning.skipped}"
     b, a = tuning.before, choice.metrics
-    if tuning.rule == evaluation.BY_LABELS:
+    if tuning.rule == ratio_choice.BY_LABELS:
         pairs = [
             ("event recall", b.event_recall, a.event_recall, "{:.2f}"),
             ("event precision", b.event_precision, a.event_precision, "{:.2f}"),

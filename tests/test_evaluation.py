@@ -1,4 +1,4 @@
-"""anomaly/evaluation.py on hand-built sequences whose answers can be checked by eye.
+"""anomaly/evaluation.py and anomaly/ratio_choice.py on hand-built sequences whose answers can be checked by eye.
 
 Grid: 15-minute intervals t0 .. t11, window 3, so a window ending at t covers t-2 .. t and an event
 labelled over ti .. tj is seen by the windows ending ti .. tj+2 (its detection span).
@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly import evaluation, report, review, tuning
+from anomaly import evaluation, ratio_choice, report, review, tuning
 from anomaly.detect import Context, Rules
 from anomaly.errors import ConfigError
-from anomaly.evaluation import decided_flags, evaluate, flags_for_ratio, label_events, labels_on_grid, tune_ratio
+from anomaly.evaluation import evaluate, label_events, labels_on_grid
+from anomaly.ratio_choice import decided_flags, flags_for_ratio, tune_ratio
 from anomaly.review import ModelFacts
 
 INTERVAL = pd.Timedelta(minutes=15)
@@ -339,7 +340,7 @@ def test_tuning_maximises_event_f1_and_ties_go_to_the_smallest_change_from_the_c
     assert list(table["event_f1"].round(3)) == [0.8, 1.0, 1.0, 0.667, 0.0]
     assert list(table["false_alarms"]) == [1, 0, 0, 0, 0]
     assert list(table["chosen"]) == [False, True, False, False, False]
-    assert (table["rule"] == evaluation.BY_LABELS).all()
+    assert (table["rule"] == ratio_choice.BY_LABELS).all()
     assert tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [1.0, 1.8, 1.9], current=2.5)[0] == 1.9
 
 
@@ -372,7 +373,7 @@ NAN = math.nan
     ],
 )
 def test_the_preferred_ratio(scores, ratios, delays, current, chosen):
-    assert evaluation.preferred(scores, ratios, delays, current) == chosen
+    assert ratio_choice.preferred(scores, ratios, delays, current) == chosen
 
 
 #   TWO_EVENTS without labels over 10 windows (150 min): each flag run is 10080/150 = 67.2 false alarms a week
@@ -392,7 +393,7 @@ def test_without_labelled_events_the_smallest_ratio_within_the_alarm_budget(budg
         TWO_EVENTS, 1.0, labels(), WINDOW, INTERVAL, [1.0, 1.6, 2.1, 2.6, 3.5], alarm_budget=budget, current=3.5
     )
     assert best == expected and list(table["within_budget"]) == within
-    assert list(table["flag_runs"]) == [3, 2, 1, 1, 0] and (table["rule"] == evaluation.BY_BUDGET).all()
+    assert list(table["flag_runs"]) == [3, 2, 1, 1, 0] and (table["rule"] == ratio_choice.BY_BUDGET).all()
 
 
 # ---------------------------------------------------------------- the scorer's rules
@@ -512,7 +513,7 @@ def tune(series: pd.Series, labelled: pd.DatetimeIndex | None, ratio: float = 1.
 
 def test_each_sensor_is_tuned_at_every_k_by_labels_or_by_the_alarm_budget():
     labelled, quiet = tune(BLIP, T[[7, 8]]), tune(QUIET, None)
-    assert labelled.rule == evaluation.BY_LABELS and quiet.rule == evaluation.BY_BUDGET
+    assert labelled.rule == ratio_choice.BY_LABELS and quiet.rule == ratio_choice.BY_BUDGET
     assert {k: c.ratio for k, c in labelled.choices.items()} == {1: 1.0, 2: 1.0, 3: 1.0}
     assert [labelled.choices[k].metrics.event_f1 for k in (1, 2, 3)] == pytest.approx([2 / 3, 1, 1])
     assert labelled.before is not None and labelled.before.false_alarms == 1

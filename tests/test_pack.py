@@ -1,5 +1,5 @@
-"""anomaly/pack.py: the packed model store is a faithful, checked copy of the per-sensor files, and a
-sensor whose files changed since it was packed is never read from the pack."""
+"""anomaly/pack.py and anomaly/pack_build.py: the packed model store is a faithful, checked copy of the
+per-sensor files, and a sensor whose files changed since it was packed is never read from the pack."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import weight_shapes
 from sklearn.preprocessing import StandardScaler
 
 import model_predict
-from anomaly import pack, store
+from anomaly import pack, pack_build, store
 from anomaly.metadata import ArtifactError
 
 
@@ -71,7 +71,7 @@ def packed(models: Path, sensor_ids=SENSORS):
 
 
 def test_the_pack_holds_what_each_sensors_own_files_give_the_scorer(models):
-    assert pack.rebuild(models) == {(6, 3): 4}
+    assert pack_build.rebuild(models) == {(6, 3): 4}
     assert sorted(p.name for p in models.glob("pack-*")) == ["pack-w6-u3.bin"]
     found = packed(models, [*SENSORS, "never trained"])
     assert sorted(found) == sorted(SENSORS)
@@ -92,7 +92,7 @@ def test_a_model_without_the_optional_fields_keeps_them_absent(tmp_path):
     for key in ("longest_flat_run", "levels", "centered"):
         del record[key]
     (directory / store.METADATA).write_text(json.dumps(record))
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     metadata, _ = packed(models, ["old model"])["old model"]
     assert (metadata.longest_flat_run, metadata.levels, metadata.centered) == (None, None, False)
     assert metadata == model_predict.load_sensor_model(directory).metadata
@@ -103,10 +103,10 @@ def test_one_pack_per_shape_and_none_for_a_shape_gone(tmp_path):
     save(models, "a", 1, window=6, units=3)
     save(models, "b", 2, window=8, units=3)
     save(models, "c", 3, window=6, units=5)
-    assert pack.rebuild(models) == {(6, 3): 1, (8, 3): 1, (6, 5): 1}
+    assert pack_build.rebuild(models) == {(6, 3): 1, (8, 3): 1, (6, 5): 1}
     assert {s: m.window for s, (m, _) in packed(models, ["a", "b", "c"]).items()} == {"a": 6, "b": 8, "c": 6}
     save(models, "b", 4, window=6, units=3)  # retrained with another window
-    assert pack.rebuild(models) == {(6, 3): 2, (6, 5): 1}
+    assert pack_build.rebuild(models) == {(6, 3): 2, (6, 5): 1}
     assert sorted(p.name for p in models.glob("pack-*")) == ["pack-w6-u3.bin", "pack-w6-u5.bin"]
 
 
@@ -115,7 +115,7 @@ def test_one_pack_per_shape_and_none_for_a_shape_gone(tmp_path):
     ["retrained", "weights rewritten", "weights deleted", "metadata rewritten", "model deleted", "scaler deleted"],
 )
 def test_a_sensor_whose_files_changed_since_packing_is_not_read_from_the_pack(models, change):
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     directory = store.sensor_dir(models, SENSORS[1])
     record = json.loads((directory / store.METADATA).read_text())
     weights_file = directory / record["files"]["weights"]
@@ -139,12 +139,12 @@ def test_a_sensor_whose_files_changed_since_packing_is_not_read_from_the_pack(mo
 
 
 def test_a_rebuild_packs_the_retrained_model_and_reuses_the_others(models, monkeypatch):
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     save(models, SENSORS[2], 7)
     read = []
-    original = pack.row_from_files
-    monkeypatch.setattr(pack, "row_from_files", lambda directory: read.append(directory) or original(directory))
-    pack.rebuild(models)
+    original = pack_build.row_from_files
+    monkeypatch.setattr(pack_build, "row_from_files", lambda directory: read.append(directory) or original(directory))
+    pack_build.rebuild(models)
     assert read == [store.sensor_dir(models, SENSORS[2])]
     metadata, got = packed(models)[SENSORS[2]]
     assert metadata.threshold == pytest.approx(7.1) and np.array_equal(got["output_bias"], weights(7, 3)["output_bias"])
@@ -162,10 +162,10 @@ def test_a_model_retrained_while_it_is_packed_is_left_out_never_mixed(models, mo
         return original(path, sha256, sensor_id)
 
     monkeypatch.setattr(store, "load_weights", load_weights)
-    assert pack.rebuild(models) == {(6, 3): 3}
+    assert pack_build.rebuild(models) == {(6, 3): 3}
     assert retrained and SENSORS[0] not in packed(models)
     monkeypatch.setattr(store, "load_weights", original)
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     metadata, _ = packed(models)[SENSORS[0]]
     assert metadata.threshold == pytest.approx(11.1)
 
@@ -175,7 +175,7 @@ def test_a_damaged_model_is_left_out_of_the_pack(models):
     record = json.loads((directory / store.METADATA).read_text())
     weights_file = directory / record["files"]["weights"]
     weights_file.write_bytes(weights_file.read_bytes()[:-7])
-    assert pack.rebuild(models) == {(6, 3): 3}
+    assert pack_build.rebuild(models) == {(6, 3): 3}
     assert SENSORS[3] not in packed(models)
 
 
@@ -190,7 +190,7 @@ def test_a_damaged_model_is_left_out_of_the_pack(models):
     ],
 )
 def test_a_damaged_pack_is_refused_whole_and_its_sensors_load_from_their_own_files(models, caplog, damage, message):
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     path = models / "pack-w6-u3.bin"
     content = bytearray(path.read_bytes())
     if damage == "flip a byte of the weights":
@@ -212,12 +212,12 @@ def test_a_damaged_pack_is_refused_whole_and_its_sensors_load_from_their_own_fil
 
 
 def test_a_scorer_keeps_reading_the_pack_it_verified_while_a_rebuild_replaces_it(models):
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     opened = pack.PackedStore.open(models)
     try:
         before = {s: m.threshold for s, (m, _) in opened.models(SENSORS).items()}
         save(models, SENSORS[0], 20)
-        pack.rebuild(models)
+        pack_build.rebuild(models)
         # The old row of the retrained sensor no longer matches its files; the others still come from the
         # pack opened first, as verified then.
         after = opened.models(SENSORS)
@@ -228,10 +228,10 @@ def test_a_scorer_keeps_reading_the_pack_it_verified_while_a_rebuild_replaces_it
 
 
 def test_a_rebuild_removes_what_a_killed_one_left(models):
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     left = models / ".pack-w6-u3.bin.12345.tmp"
     left.write_bytes(b"half a pack")
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     assert not left.exists() and (models / "pack-w6-u3.bin").exists()
     assert sorted(packed(models)) == sorted(SENSORS)
 
@@ -239,6 +239,6 @@ def test_a_rebuild_removes_what_a_killed_one_left(models):
 def test_no_models_no_pack(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    assert pack.rebuild(models) == {}
+    assert pack_build.rebuild(models) == {}
     assert list(models.iterdir()) == []
     assert packed(models) == {}

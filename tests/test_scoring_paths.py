@@ -13,7 +13,7 @@ from test_pack import save
 
 import model_predict
 import sensor_predict
-from anomaly import pack, runner, store
+from anomaly import pack, pack_build, runner, store
 from anomaly.chunk import Chunk
 from anomaly.influx.line_protocol import line_protocol
 from tools import local_influxd, sensor_data
@@ -70,7 +70,7 @@ def fleet(influxd, database, tmp_path):
             # Small thresholds, so that some windows of every kind are flagged.
             threshold = 0.02 * (1 + seed % 3)
             save(models, sensor_id, seed, window=6, units=3, threshold=threshold, longest_flat_run=4, levels=levels)
-    pack.rebuild(models)
+    pack_build.rebuild(models)
     save(models, "retrained since packed", 20, window=6, units=3, threshold=0.03)
     save(models, "not packed", 21, window=6, units=3, threshold=0.03)
     (tmp_path / "ratios.json").write_text("{}")

@@ -1,5 +1,5 @@
-"""sensor_status.py: small tables for the pure shaping (anomaly/status.py, anomaly/table.py), then the script run
-as a process after both jobs."""
+"""sensor_status.py: small tables for the pure shaping (anomaly/status.py, anomaly/status_models.py,
+anomaly/table.py), then the script run as a process after both jobs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import rows, run_job
 
 import sensor_status
 from anomaly import status as st
-from anomaly import store, table
+from anomaly import status_models, store, table
 from anomaly.metadata import FORMAT_VERSION
 from anomaly.sensor_config import SensorConfig
 from tools import local_influxd, sensor_data
@@ -43,12 +43,12 @@ def metadata(sensor_id: str, **changes) -> dict:
     return {k: v for k, v in record.items() if v is not ...}
 
 
-def model(sensor_id: str, **changes) -> st.ModelInfo:
-    return st.model_info(store.sensor_dir(Path(), sensor_id).name, metadata(sensor_id, **changes))
+def model(sensor_id: str, **changes) -> status_models.ModelInfo:
+    return status_models.model_info(store.sensor_dir(Path(), sensor_id).name, metadata(sensor_id, **changes))
 
 
-def damaged(directory: str, sensor_id: str | None = None) -> st.ModelInfo:
-    return st.ModelInfo(directory, sensor_id, problem="broken")
+def damaged(directory: str, sensor_id: str | None = None) -> status_models.ModelInfo:
+    return status_models.ModelInfo(directory, sensor_id, problem="broken")
 
 
 # ---------------------------------------------------------------- model_info
@@ -123,8 +123,8 @@ def test_the_expected_alarm_rate_comes_from_the_models_calibration(changes, rate
 
 
 def test_model_info_without_a_sensor_id_or_in_another_sensors_directory_names_no_sensor():
-    assert st.model_info("x-1", metadata(...)).sensor_id is None
-    moved = st.model_info(store.sensor_dir(Path(), "b").name, metadata("a"))
+    assert status_models.model_info("x-1", metadata(...)).sensor_id is None
+    moved = status_models.model_info(store.sensor_dir(Path(), "b").name, metadata("a"))
     assert moved.sensor_id is None
     assert "names sensor 'a'" in moved.problem and store.sensor_dir(Path(), "a").name in moved.problem
 
@@ -470,7 +470,7 @@ def test_read_models_lists_usable_and_damaged_models_and_skips_the_rest(tmp_path
     flipped = _write_model(tmp_path, "flipped weights") / "weights-1.bin"
     flipped.write_bytes(flipped.read_bytes()[:-1] + b"!")
     (tmp_path / "README").write_text("not a model")
-    found = {m.directory: m for m in st.read_models(tmp_path, sensor_status.scorer_metadata)}
+    found = {m.directory: m for m in status_models.read_models(tmp_path, sensor_status.scorer_metadata)}
     assert len(found) == 6
     assert found[good.name].problem is None and found[good.name].sensor_id == "good"
     problems = {d.rsplit("-", 1)[0]: m.problem for d, m in found.items() if m.problem}
@@ -483,7 +483,7 @@ def test_read_models_lists_usable_and_damaged_models_and_skips_the_rest(tmp_path
             info.sensor_id == name
             and info.problem == f"{path}: missing or damaged (checksum mismatch); retrain this sensor"
         )
-    assert st.read_models(tmp_path / "nowhere", sensor_status.scorer_metadata) == []
+    assert status_models.read_models(tmp_path / "nowhere", sensor_status.scorer_metadata) == []
 
 
 # ---------------------------------------------------------------- errors at the edges

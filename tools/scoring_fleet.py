@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import pack, store, times
+from anomaly import pack_build, store, times
 from anomaly.influx.influxql import influxql_ident, influxql_time
 from anomaly.influx.line_protocol import line_protocol
 from tools import local_influxd, measure, sensor_data
@@ -265,5 +265,5 @@ def derive_models(
         if (number + 1) % 1000 == 0:
             logger.info("derived %d of %d models", number + 1, len(keras_ids) + len(numpy_ids))
     # As a training run does after saving models: the scorer reads them from the packed store.
-    pack.rebuild(models_dir)
+    pack_build.rebuild(models_dir)
     return thresholds
