@@ -62,35 +62,43 @@ def regular(raw: pd.Series, interval: pd.Timedelta, start: pd.Timestamp, stop: p
 
 
 def on_grid(
-    raws: list[pd.Series], interval: pd.Timedelta, start: pd.Timestamp, stop: pd.Timestamp
+    row: np.ndarray,
+    times: np.ndarray,
+    values: np.ndarray,
+    usable: np.ndarray,
+    interval: pd.Timedelta,
+    start: pd.Timestamp,
+    stop: pd.Timestamp,
 ) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
     """``regular`` for many series at once, for those that need none of its repairs: readings as the
     database aggregates them (float, UTC, sorted, unique, on the grid of interval starts).
 
+    Parameters
+    ----------
+    row, times, values : one entry per point, each series' points together: its series (0 .. n_series - 1),
+        its time in nanoseconds since 1970 (UTC) and its value (float64)
+    usable : bool array, shape [n_series]: series whose values are float and times UTC (the others are left out)
+
     Returns
     -------
     grid : DatetimeIndex, the interval starts of [start, stop), as ``regular`` makes them
-    values : array, shape [len(raws), len(grid)]: row k is ``regular(raws[k], ...)``'s values where ``done[k]``
-    done : bool array, shape [len(raws)]; the other rows are NaN: give those series to ``regular`` itself
+    values : array, shape [n_series, len(grid)]: row k is ``regular``'s values of series k where ``done[k]``
+    done : bool array, shape [n_series]; the other rows are NaN: give those series to ``regular`` itself
     """
     grid = pd.date_range(start.floor(interval), (stop - pd.Timedelta(1)).floor(interval), freq=interval)
-    values = np.full((len(raws), len(grid)), np.nan)
-    done = np.zeros(len(raws), dtype=bool)
+    on = np.full((len(usable), len(grid)), np.nan)
     origin, step = grid[0].value if len(grid) else 0, interval.value
-    for k, raw in enumerate(raws):
-        index = raw.index
-        if not (raw.dtype == np.float64 and isinstance(index, pd.DatetimeIndex) and str(index.tz) == "UTC"):
-            continue
-        offset = index.as_unit("ns").asi8 - origin
-        # Strictly increasing: sorted and without duplicates, as validate_series would leave it.
-        if (offset % step).any() or (np.diff(offset) <= 0).any():
-            continue
-        at = offset // step
-        keep = (at >= 0) & (at < len(grid))
-        found = raw.to_numpy()[keep]
-        values[k, at[keep]] = np.where(np.isinf(found), np.nan, found)
-        done[k] = True
-    return grid, values, done
+    offset = np.asarray(times, dtype=np.int64) - origin
+    # Strictly increasing within a series, and on the grid: as validate_series would leave it.
+    unfit = (offset % step) != 0
+    unfit[1:] |= (np.diff(offset) <= 0) & (row[1:] == row[:-1])
+    done = np.asarray(usable, dtype=bool).copy()
+    done[row[unfit]] = False
+    at = offset // step
+    keep = done[row] & (at >= 0) & (at < len(grid))
+    found = np.asarray(values, dtype="float64")[keep]
+    on[row[keep], at[keep]] = np.where(np.isinf(found), np.nan, found)
+    return grid, on, done
 
 
 def fillable(values: np.ndarray, max_gap_points: int) -> np.ndarray:

@@ -184,7 +184,7 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def read_means(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
-    ) -> dict[str, pd.Series]:
+    ) -> Mapping[str, pd.Series]:
         """Mean reading per interval for each sensor, indexed by interval start; sensors with none are absent."""
 
     def labelled_intervals(
@@ -197,7 +197,7 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def _label_counts(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
-    ) -> dict[str, pd.Series]:
+    ) -> Mapping[str, pd.Series]:
         """Points whose label field is true, per sensor and interval (indexed by interval start)."""
 
     def last_scored(

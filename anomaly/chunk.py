@@ -11,7 +11,7 @@ filling is not in ``rows``: model_predict does it alone.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 import clean
 from anomaly import detect, grid_rules, thresholds
+from anomaly.influx.readings import Readings
 from anomaly.metadata import ModelMetadata
 
 
@@ -36,14 +37,13 @@ class Chunk:
     @classmethod
     def of(
         cls,
-        data: dict[str, pd.Series],
+        data: Mapping[str, pd.Series],
         sensor_ids: list[str],
         interval: pd.Timedelta,
         read: tuple[pd.Timestamp, pd.Timestamp],
         max_gap_points: int,
     ) -> Chunk:
-        empty = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
-        grid, values, done = clean.on_grid([data.get(s, empty) for s in sensor_ids], interval, *read)
+        grid, values, done = clean.on_grid(*_points(data, sensor_ids), interval, *read)
         done &= ~clean.fillable(values, max_gap_points)
         return cls(grid, interval, values, {s: k for k, s in enumerate(sensor_ids) if done[k]})
 
@@ -154,6 +154,29 @@ class Chunk:
             smoothed[k, ends[k]] = s
             eps[k, ends[k]] = e
         return smoothed, eps
+
+
+def _points(
+    data: Mapping[str, pd.Series], sensor_ids: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """clean.on_grid's points and usable series of ``sensor_ids``' readings in ``data`` (absent: none), from the
+    arrays of a database read (Readings), else series by series."""
+    if isinstance(data, Readings):
+        return (*data.points(sensor_ids), np.ones(len(sensor_ids), dtype=bool))
+    raws = [data.get(s) for s in sensor_ids]
+    usable = np.array(
+        [
+            raw is None
+            or (raw.dtype == np.float64 and isinstance(raw.index, pd.DatetimeIndex) and str(raw.index.tz) == "UTC")
+            for raw in raws
+        ],
+        dtype=bool,
+    )
+    kept = [raw if raw is not None and ok else None for raw, ok in zip(raws, usable)]
+    row = np.repeat(np.arange(len(raws)), [0 if raw is None else len(raw) for raw in kept])
+    times = [raw.index.as_unit("ns").asi8 for raw in kept if raw is not None]
+    values = [raw.to_numpy() for raw in kept if raw is not None]
+    return row, np.concatenate([np.empty(0, np.int64), *times]), np.concatenate([np.empty(0), *values]), usable
 
 
 def _not_finite() -> detect.Scores:

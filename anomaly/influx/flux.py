@@ -88,7 +88,7 @@ class Flux(Database):
 
     def read_means(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
-    ) -> dict[str, pd.Series]:
+    ) -> Mapping[str, pd.Series]:
         frame = self._chunk(
             flux_means,
             sensor_ids,
@@ -102,7 +102,7 @@ class Flux(Database):
 
     def _label_counts(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
-    ) -> dict[str, pd.Series]:
+    ) -> Mapping[str, pd.Series]:
         frame = self._chunk(
             flux_labels,
             sensor_ids,

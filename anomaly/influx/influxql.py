@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from anomaly.influx.readings import Readings
 from anomaly.settings import Schema
 from influx_interact import MISSING, Database, InfluxError
 
@@ -201,20 +202,13 @@ def parse_influxql(body: bytes, lost: list[str] | None = None) -> list[dict]:
     return list(merged.values())
 
 
-def series_by_tag(series_list: Iterable[dict], tag: str) -> dict[str, pd.Series]:
+def series_by_tag(series_list: Iterable[dict], tag: str) -> Readings:
     """InfluxQL series grouped by the sensor tag -> {sensor id: values by UTC time (epoch seconds in)}."""
     kept = [(s["tags"].get(tag), s["values"]) for s in series_list if s["tags"].get(tag) is not None and s["values"]]
-    if not kept:
-        return {}
-    # Every sensor's times and values converted at once, then sliced: a chunk holds thousands of sensors.
+    # Every sensor's times and values converted at once: a chunk holds thousands of sensors.
     index = pd.to_datetime([row[0] for _, values in kept for row in values], unit="s", utc=True)
     found = np.array([row[1] for _, values in kept for row in values], dtype="float64")
-    out, first = {}, 0
-    for sensor_id, values in kept:
-        stop = first + len(values)
-        out[sensor_id] = pd.Series(found[first:stop], index=index[first:stop], name=sensor_id)
-        first = stop
-    return out
+    return Readings([s for s, _ in kept], index, found, [len(values) for _, values in kept])
 
 
 def newest_by_tag(series_list: Iterable[dict], tag: str) -> dict[str, pd.Timestamp]:
@@ -274,7 +268,7 @@ class InfluxQL(Database):
 
     def read_means(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
-    ) -> dict[str, pd.Series]:
+    ) -> Mapping[str, pd.Series]:
         lost: list[str] = []
         series = self._influxql(influxql_means(self.schema, sensor_ids, start, stop, interval), lost)
         if lost:
@@ -288,7 +282,7 @@ class InfluxQL(Database):
 
     def _label_counts(
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp, interval: pd.Timedelta
-    ) -> dict[str, pd.Series]:
+    ) -> Mapping[str, pd.Series]:
         query = influxql_labels(self.schema, sensor_ids, start, stop, interval)
         return series_by_tag(self._influxql(query), self.schema.sensor_tag)
 
