@@ -31,7 +31,7 @@ import pandas as pd
 import model_predict
 from anomaly import cold_start, detect, files, losses, pack, rescore, runner, settings, store, times
 from anomaly.alerts import announce as alerts
-from anomaly.chunk import Chunk
+from anomaly.chunk import Chunk, Cut
 from anomaly.errors import ConfigError
 from anomaly.metadata import ArtifactError
 from anomaly.settings import Common
@@ -348,7 +348,7 @@ class Run:
                 zip(
                     scored,
                     losses.fleet_losses(
-                        [models[s] for s in scored], [_windows_of(windows[s]) for s in scored], self.settings.engine
+                        [models[s] for s in scored], [windows[s].windows for s in scored], self.settings.engine
                     ),
                 )
             )
@@ -367,7 +367,7 @@ class Run:
 
     def windows(
         self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
-    ) -> dict[str, tuple[np.ndarray, np.ndarray] | model_predict.Prepared]:
+    ) -> dict[str, Cut | model_predict.Prepared]:
         """The windows of the chunk's sensors on its grid, cut at once (their end positions with them)."""
         placed = [s for s in ranges if s in chunk.rows]
         try:
@@ -381,20 +381,20 @@ class Run:
     def deciders(
         self,
         chunk: Chunk,
-        windows: dict[str, tuple[np.ndarray, np.ndarray] | model_predict.Prepared],
+        windows: dict[str, Cut | model_predict.Prepared],
         found: dict[str, np.ndarray],
         rules: dict[str, detect.Rules],
         due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
     ) -> dict[str, Callable[[], detect.Scores]]:
         """How each sensor's scores are made: the sensors on the chunk's grid decided at once (Chunk.decide),
         the others alone (model_predict.decide)."""
-        together = [s for s, w in windows.items() if isinstance(w, tuple)]
+        together = [s for s, w in windows.items() if isinstance(w, Cut)]
         out: dict[str, Callable[[], detect.Scores]] = {}
         if together:
             try:
                 decided = chunk.decide(
                     together,
-                    [windows[s][1] for s in together],
+                    [windows[s].ends for s in together],
                     [found[s] for s in together],
                     [rules[s] for s in together],
                     [due[s] for s in together],
@@ -503,10 +503,6 @@ class Run:
             " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "",
             threshold,
         )
-
-
-def _windows_of(cut: tuple[np.ndarray, np.ndarray] | model_predict.Prepared) -> np.ndarray:
-    return cut[0] if isinstance(cut, tuple) else cut.windows
 
 
 def no_readings() -> pd.Series:

@@ -25,6 +25,15 @@ from anomaly.metadata import ModelMetadata
 
 
 @dataclass(frozen=True)
+class Cut:
+    """A sensor's windows cut from its chunk's grid: ``windows`` [n, window, 1] (float32) and ``ends``, the grid
+    positions of their last points [n], increasing."""
+
+    windows: np.ndarray
+    ends: np.ndarray
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A chunk's readings on one grid (clean.on_grid): ``values`` [sensors, grid]; ``rows`` maps a sensor id to
     its row, for the sensors that need no repairs or gap filling."""
@@ -59,13 +68,10 @@ class Chunk:
 
     def windows(
         self, sensor_ids: list[str], models: list[ModelMetadata], ranges: list[tuple[pd.Timestamp, pd.Timestamp]]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> list[Cut]:
         """Each sensor's windows ending in its range [first, last], as model_predict.prepare cuts them: standardized
-        by its model, each window's level removed when the model learned shapes, none across a missing reading.
-
-        Returns, per sensor: windows [n, window, 1] (float32) and the grid positions of their ends [n].
-        """
-        out = [(np.empty((0, m.window, 1), dtype="float32"), np.empty(0, np.int64)) for m in models]
+        by its model, each window's level removed when the model learned shapes, none across a missing reading."""
+        out = [Cut(np.empty((0, m.window, 1), dtype="float32"), np.empty(0, np.int64)) for m in models]
         first = self.at_or_after([f for f, _ in ranges])
         last = self.at_or_before([b for _, b in ranges])
         position = np.arange(len(self.grid))
@@ -88,7 +94,7 @@ class Chunk:
                 cut = np.where(centered[:, None, None], clean.center(cut), cut)
             bounds = np.searchsorted(row, np.arange(len(members) + 1))
             for n, k in enumerate(members):
-                out[k] = (cut[bounds[n] : bounds[n + 1]], end[bounds[n] : bounds[n + 1]])
+                out[k] = Cut(cut[bounds[n] : bounds[n + 1]], end[bounds[n] : bounds[n + 1]])
         return out
 
     def decide(

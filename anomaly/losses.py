@@ -9,13 +9,16 @@ Shapes: windows are ``[n_windows, window, 1]``, standardized.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
 
 ENGINES = ("numpy", "keras")
-# Windows computed together at most; bounds the forward pass to a few tens of MB per 32 units.
-WINDOWS_PER_BATCH = 32768
+# Windows computed together at most: a batch's activations ([windows, 4 x units] floats) stay in the CPU's
+# cache, which made the forward pass 1.7x faster than batches of 32,768 (see the README's Performance).
+WINDOWS_PER_BATCH = 2048
 
 
 class Scorable(Protocol):
@@ -60,13 +63,25 @@ def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str 
     groups: dict[tuple[int, int], list[int]] = {}
     for k, model in enumerate(models):
         groups.setdefault(model.shape, []).append(k)
+    batches = []
     for members in groups.values():
         members.sort(key=lambda k: len(windows[k]))
-        for batch in _batches(members, [len(windows[k]) for k in members]):
-            losses = _padded_losses([models[k].weights or {} for k in batch], [windows[k] for k in batch])
+        batches += _batches(members, [len(windows[k]) for k in members])
+
+    def compute(batch: list[int]) -> np.ndarray:
+        return _padded_losses([models[k].weights or {} for k in batch], [windows[k] for k in batch])
+
+    # NumPy lets go of the GIL in its loops: the batches run on every core the process may use.
+    with ThreadPoolExecutor(max(1, min(len(batches), _cores()))) as pool:
+        for batch, losses in zip(batches, pool.map(compute, batches)):
             for row, k in enumerate(batch):
                 out[k] = losses[row, : len(windows[k])]
     return out
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _batches(members: list[int], sizes: list[int]) -> list[list[int]]:
@@ -87,7 +102,7 @@ def _padded_losses(weights: list[dict[str, np.ndarray]], windows: list[np.ndarra
     x = np.zeros((len(windows), longest, windows[0].shape[1]), dtype="float32")
     for row, w in enumerate(windows):
         x[row, : len(w)] = w[:, :, 0]
-    stacked = {key: np.stack([w[key] for w in weights]).astype("float32") for key in weights[0]}
+    stacked = {key: np.stack([w[key] for w in weights]).astype("float32", copy=False) for key in weights[0]}
     return forward_losses(stacked, x)
 
 

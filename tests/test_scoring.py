@@ -720,7 +720,9 @@ def test_a_chunk_shapes_each_series_as_prepare_does():
             for k, (sensor_id, ((centered, window), _)) in enumerate(zip(placed, chosen))
         ]
         cut = chunk.windows(placed, metadata, [due for _, due in chosen])
-        for sensor_id, meta, (_, (first, last)), (windows, ends) in zip(placed, metadata, chosen, cut):
+        for sensor_id, meta, (_, (first, last)), (windows, ends) in zip(
+            placed, metadata, chosen, ((c.windows, c.ends) for c in cut)
+        ):
             raw = data.get(sensor_id, pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC")))
             want = model_predict.prepare(raw, SensorModel(meta), Q, read, 4, first, last)
             assert windows.dtype == want.windows.dtype and np.array_equal(windows, want.windows), sensor_id
@@ -806,14 +808,14 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
         ranges.append((first - decided, last))
     cut = chunk.windows(sensor_ids, [m.metadata for m in models], ranges)
     losses = []
-    for k, (windows, _) in enumerate(cut):
-        loss = rng.gamma(2.0, 0.04, len(windows)).astype("float32")
+    for k, found in enumerate(cut):
+        loss = rng.gamma(2.0, 0.04, len(found.windows)).astype("float32")
         loss[rng.integers(0, max(1, len(loss)), 3 if len(loss) else 0)] += 1.0
         if k == 7 and len(loss):
             loss[len(loss) // 2] = np.nan
         losses.append(loss)
     rules = [model_predict.rules_for(m, 1.0 + 0.25 * (k % 2), policy) for k, m in enumerate(models)]
-    decided = chunk.decide(sensor_ids, [ends for _, ends in cut], losses, rules, dues)
+    decided = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues)
     kinds = set()
     for k, sensor_id in enumerate(sensor_ids):
         alone = model_predict.prepare(

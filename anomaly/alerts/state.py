@@ -8,6 +8,7 @@ memory costs at most one repeated message per sensor, while stopping would cost 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -94,6 +95,12 @@ def event_from_dict(sensor_id: str, data: Mapping, kind: str = ANOMALY) -> Event
     return Event(sensor_id, start, end, windows, values[0], values[1], data["ongoing"], kind=kind)
 
 
+@functools.lru_cache(maxsize=1024)
+def _restamped(text: object) -> str:
+    """``format_time(parse_stamp(text))``, once per distinct time: after a tick every sensor holds the same."""
+    return format_time(parse_stamp(text))
+
+
 def _clean_entry(kind: str, name: object, entry: object) -> dict:
     """A state entry with only known, readable keys; raises ValueError (or KeyError) when it cannot be read."""
     if not isinstance(name, str) or not name or not isinstance(entry, dict):
@@ -101,7 +108,7 @@ def _clean_entry(kind: str, name: object, entry: object) -> dict:
     out: dict[str, object] = {}
     for key in ("decided", "notified_at", "notified_end", "announced"):
         if entry.get(key) is not None:
-            out[key] = format_time(parse_stamp(entry[key]))
+            out[key] = _restamped(entry[key])
     for event_kind, slot in SLOTS.items():
         if kind == "sensors" and entry.get(slot) is not None:
             out[slot] = event_to_dict(event_from_dict(name, entry[slot], event_kind))
