@@ -1,9 +1,11 @@
 """Scoring with saved models: which windows are due, load the models, prepare the windows, decide.
 
-The scoring pipeline is read -> prepare -> losses -> decide -> write; the job (sensor_predict.py) does
-the reading and writing, this module the rest: ``score_range`` (what is due), ``load_sensor_model``,
-``prepare`` (regular series, standardized windows without long gaps), ``anomaly.losses.fleet_losses``
-and ``decide`` (anomaly.detect). A window's score belongs to the time of its last point.
+The scoring pipeline is read -> prepare -> losses -> decide -> write; the job (sensor_predict.py,
+anomaly/scoring_run.py) does the reading and writing, this module the rest for one sensor:
+``score_range`` (what is due), ``load_sensor_model``, ``prepare`` (regular series, standardized windows
+without long gaps), ``anomaly.losses.fleet_losses`` and ``decide`` (anomaly.detect). anomaly/chunk.py does
+prepare and decide for a chunk's sensors at once, with the same result. A window's score belongs to the
+time of its last point.
 """
 
 from __future__ import annotations

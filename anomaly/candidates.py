@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from anomaly.parallel import thread_map
+
 # Cells of the [rows, history] and [rows, candidates] arrays computed at once: a few MB each.
 _CELLS_PER_BATCH = 250_000
 _MAD_TO_STD = 1.4826
@@ -24,13 +26,13 @@ def eps_at(
     """eps, before the floor, of each history flat[start : start + width] of smoothed losses, width >= 2;
     the first ``lead`` losses of each come before the history and only serve to recognise the echo of a
     fenced loss. See the module docstring."""
-    out = np.empty(len(starts))
     rows = max(1, _CELLS_PER_BATCH // (width + len(z)))
     columns = np.arange(width)
-    for first in range(0, len(starts), rows):
-        at = starts[first : first + rows]
-        out[first : first + rows] = _eps(flat[at[:, None] + columns], z, fence, span, lead)
-    return out
+
+    def batch(first: int) -> np.ndarray:
+        return _eps(flat[starts[first : first + rows, None] + columns], z, fence, span, lead)
+
+    return np.concatenate([np.empty(0), *thread_map(batch, range(0, len(starts), rows))])
 
 
 def _eps(e: np.ndarray, z: np.ndarray, fence: float, span: int, lead: int) -> np.ndarray:

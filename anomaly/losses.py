@@ -9,11 +9,11 @@ Shapes: windows are ``[n_windows, window, 1]``, standardized.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
+
+from anomaly.parallel import thread_map
 
 ENGINES = ("numpy", "keras")
 # Windows computed together at most: a batch's activations ([windows, 4 x units] floats) stay in the CPU's
@@ -24,8 +24,11 @@ WINDOWS_PER_BATCH = 2048
 class Scorable(Protocol):
     """What the loss needs of a sensor's model: its exported weights, or its Keras model."""
 
-    weights: dict[str, np.ndarray] | None
-    keras_model: Any
+    @property
+    def weights(self) -> dict[str, np.ndarray] | None: ...
+
+    @property
+    def keras_model(self) -> Any: ...
 
     @property
     def shape(self) -> tuple[int, int]: ...
@@ -71,17 +74,10 @@ def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str 
     def compute(batch: list[int]) -> np.ndarray:
         return _padded_losses([models[k].weights or {} for k in batch], [windows[k] for k in batch])
 
-    # NumPy lets go of the GIL in its loops: the batches run on every core the process may use.
-    with ThreadPoolExecutor(max(1, min(len(batches), _cores()))) as pool:
-        for batch, losses in zip(batches, pool.map(compute, batches)):
-            for row, k in enumerate(batch):
-                out[k] = losses[row, : len(windows[k])]
+    for batch, losses in zip(batches, thread_map(compute, batches)):
+        for row, k in enumerate(batch):
+            out[k] = losses[row, : len(windows[k])]
     return out
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _batches(members: list[int], sizes: list[int]) -> list[list[int]]:

@@ -1,0 +1,374 @@
+"""One scoring run of sensor_predict.py, a chunk of sensors at a time: which models, what is due, one read,
+the windows and their losses, the decisions, the lines to write and the counts.
+
+Its lines are the job's: they are logged as ``sensor_predict``, the name operators filter the job's log by.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+import model_predict
+from anomaly import cold_start, detect, losses, pack, store, times
+from anomaly.chunk import Chunk, Cut
+from anomaly.metadata import ArtifactError
+from anomaly.predict_settings import PredictSettings
+from influx_interact import Database
+from model_predict import SensorModel
+
+logger = logging.getLogger("sensor_predict")
+COUNTS = (
+    "scored",
+    "up_to_date",
+    "no_data",
+    "skipped",
+    "failed",
+    "windows",
+    "anomalies",
+    "missing",
+    "notifications_failed",
+    "alerts_failed",
+)
+
+
+class Run:
+    """One scoring run: its settings, its database, its counts and the scores kept for the events."""
+
+    def __init__(self, settings: PredictSettings, db: Database, pending: dict[str, pd.Timestamp]):
+        """``pending``: per sensor, where an earlier run's write failed (rescore.py): scored again from there."""
+        self.settings = settings
+        self.common = settings.common
+        self.db = db
+        self.counts = dict.fromkeys(COUNTS, 0)
+        self.scored: dict[str, detect.Scores] = {}
+        self.pending = pending
+        self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+        # The NumPy engine reads the models from the packed store (anomaly/pack.py), opened once per run.
+        self.packs = pack.PackedStore.open(self.common.models_dir) if settings.engine == "numpy" else None
+        self.unpacked = 0
+        # A backfill that writes clears what it does not write over (clear_stale): per sensor of the chunk, the
+        # ranges it holds no window in, and the chunk's points without a loss.
+        self.clears = settings.schedule.start is not None and not settings.dry_run
+        self.stale: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+        self.unscored: list[str] = []
+
+    @property
+    def cold(self) -> cold_start.ColdStartSettings:
+        """The cold-start detector's settings, asked for only for the sensors it scores, when it is on."""
+        if self.settings.cold_start is None:
+            raise RuntimeError("the cold-start detector is off (--no-cold-start)")
+        return self.settings.cold_start
+
+    def fail(self, sensor_id: str) -> None:
+        logger.exception("sensor %r: failed", sensor_id)
+        self.counts["failed"] += 1
+
+    def load_models(self, sensor_ids: list[str]) -> tuple[dict[str, SensorModel], list[str]]:
+        """Usable models of a chunk by sensor id, and the sensors with no model yet for the cold-start
+        detector; logs and counts the sensors that cannot be scored."""
+        models, cold = {}, []
+        packed = self.packs.models(sensor_ids) if self.packs is not None else {}
+        for sensor_id in sensor_ids:
+            if sensor_id in packed:
+                model = SensorModel(*packed[sensor_id])
+            else:
+                directory = store.sensor_dir(self.common.models_dir, sensor_id)
+                if not (directory / store.METADATA).exists():
+                    if self.settings.cold_start is not None:
+                        cold.append(sensor_id)
+                        continue
+                    logger.info("sensor %r: skipped: no model in %s; run sensor_training.py", sensor_id, directory)
+                    self.counts["skipped"] += 1
+                    continue
+                # Not packed, or retrained, changed or damaged since it was: its own files decide, as they
+                # always did.
+                self.unpacked += self.packs is not None
+                try:
+                    model = model_predict.load_sensor_model(directory, self.settings.engine)
+                except ArtifactError as e:
+                    logger.error("sensor %r: failed: %s", sensor_id, e)
+                    self.counts["failed"] += 1
+                    continue
+            problem = model.metadata.mismatch(self.common.sensor_config.window(sensor_id), self.common.interval)
+            if problem:
+                logger.warning("sensor %r: skipped: %s", sensor_id, problem)
+                self.counts["skipped"] += 1
+                continue
+            models[sensor_id] = model
+        return models, cold
+
+    def due_ranges(self, sensor_ids: list[str]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+        """What each sensor has due, from its last score in the output measurement; logs the ones up to date."""
+        if not sensor_ids:
+            return {}
+        schedule = self.settings.schedule
+        last_scored = {} if schedule.start is not None else self.last_scored(sensor_ids)
+        for sensor_id in set(sensor_ids) & set(self.pending):
+            again = self.pending[sensor_id] - schedule.interval
+            logger.warning(
+                "sensor %r: scored again from %s, where an earlier run's write failed",
+                sensor_id,
+                times.format_time(self.pending[sensor_id]),
+            )
+            last_scored[sensor_id] = min(again, last_scored.get(sensor_id, again))
+        ranges = {s: model_predict.score_range(last_scored.get(s), schedule) for s in sensor_ids}
+        for sensor_id in [s for s, r in ranges.items() if r is None]:
+            logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(last_scored[sensor_id]))
+            self.counts["up_to_date"] += 1
+        due = {s: r for s, r in ranges.items() if r is not None}
+        self.due.update(due)
+        return due
+
+    def last_scored(self, sensor_ids: list[str]) -> dict[str, pd.Timestamp]:
+        """Each sensor's newest score, where its scoring resumes. A point dated after now (a clock that was
+        wrong, a hand-written test point) would hold a sensor's scoring back until then: it is passed over,
+        with a warning, and the newest score before now counts. A sensor whose newest score is older than
+        --max-catchup (the scorer was down longer) resumes --max-catchup back, not --first-run back as a
+        sensor never scored would. Both take one more query, for those sensors only."""
+        schedule = self.settings.schedule
+        since = schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval
+        newest = self.db.last_scored(sensor_ids, since)
+        ahead = sorted(s for s, at in newest.items() if at > schedule.now)
+        for sensor_id in ahead:
+            logger.warning(
+                "sensor %r: a score in %s is dated %s, after now (%s); scoring resumes from the newest score "
+                "before now; delete the points dated in the future",
+                sensor_id,
+                self.common.schema.output_measurement,
+                times.format_time(newest[sensor_id]),
+                times.format_time(schedule.now),
+            )
+            del newest[sensor_id]
+        # One more query covers both: the sensors whose newest score lay ahead, and those without a recent one.
+        absent = [s for s in sensor_ids if s not in newest]
+        if absent:
+            newest |= self.db.last_scored(absent, pd.Timestamp(0, tz="UTC"), until=schedule.now)
+        return newest
+
+    def no_window(self, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
+        logger.info(
+            "sensor %r: no complete window ends in %s .. %s",
+            sensor_id,
+            times.format_time(first),
+            times.format_time(last),
+        )
+        self.counts["no_data"] += 1
+
+    def read(
+        self, due: dict[str, tuple[pd.Timestamp, pd.Timestamp]], before: dict[str, pd.Timedelta]
+    ) -> tuple[Mapping[str, pd.Series], tuple[pd.Timestamp, pd.Timestamp]]:
+        """One read for a chunk: from the earliest reading any due sensor needs to the end of the latest."""
+        start = min(first - before[s] for s, (first, _) in due.items())
+        stop = max(last for _, last in due.values()) + self.common.interval
+        return self.db.read_means(list(due), start, stop, self.common.interval), (start, stop)
+
+    def score_chunk(self, sensor_ids: list[str]) -> list[str]:
+        """Score one chunk of sensors with one read; return the lines to write."""
+        models, cold = self.load_models(sensor_ids)
+        lines = self.score_cold(cold) if cold else []
+        due = self.due_ranges(list(models))
+        if not due:
+            return lines
+        policy, interval = self.settings.policy, self.common.interval
+        leads = {s: model_predict.lead(models[s], policy, interval) for s in due}
+        data, read = self.read(
+            due, {s: decided + readings + self.common.max_gap for s, (decided, readings) in leads.items()}
+        )
+        if not data:
+            # Not one reading for a whole chunk is a wrong --field or --measurement far more often than a chunk
+            # of dead sensors: say so once rather than flag every sensor as missing.
+            logger.warning(
+                "no readings at all for %d sensors in %s .. %s; check --measurement and --field",
+                len(due),
+                times.format_time(read[0]),
+                times.format_time(read[1]),
+            )
+            for sensor_id, (first, last) in due.items():
+                self.no_window(sensor_id, first, last)
+            return lines
+        chunk = Chunk.of(data, list(due), interval, read, self.common.max_gap_points)
+        ranges = {s: (first - leads[s][0], last) for s, (first, last) in due.items()}
+        windows = self.windows(chunk, models, ranges)
+        for sensor_id in [s for s in due if s not in chunk.rows]:
+            try:
+                prepared = model_predict.prepare(
+                    data.get(sensor_id, no_readings()),
+                    models[sensor_id],
+                    interval,
+                    read,
+                    self.common.max_gap_points,
+                    *ranges[sensor_id],
+                )
+                windows[sensor_id] = prepared
+            except Exception:
+                self.fail(sensor_id)
+        scored = [s for s in due if s in windows]
+        try:
+            found = dict(
+                zip(
+                    scored,
+                    losses.fleet_losses(
+                        [models[s] for s in scored], [windows[s].windows for s in scored], self.settings.engine
+                    ),
+                )
+            )
+        except Exception:
+            logger.exception(
+                "failed to compute the losses of %d sensors: %s", len(scored), ", ".join(map(repr, scored))
+            )
+            self.counts["failed"] += len(scored)
+            return lines
+        rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in scored}
+        scorings = self.deciders(chunk, windows, found, rules, due)
+        for sensor_id in scored:
+            if sensor_id in scorings:
+                lines += self.decide(sensor_id, scorings[sensor_id], due[sensor_id], rules[sensor_id].threshold)
+        return lines
+
+    def windows(
+        self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
+    ) -> dict[str, Cut | model_predict.Prepared]:
+        """The windows of the chunk's sensors on its grid, cut at once (their end positions with them)."""
+        placed = [s for s in ranges if s in chunk.rows]
+        try:
+            cut = chunk.windows(placed, [models[s].metadata for s in placed], [ranges[s] for s in placed])
+        except Exception:
+            logger.exception("failed to cut the windows of %d sensors: %s", len(placed), ", ".join(map(repr, placed)))
+            self.counts["failed"] += len(placed)
+            return {}
+        return dict(zip(placed, cut))
+
+    def deciders(
+        self,
+        chunk: Chunk,
+        windows: dict[str, Cut | model_predict.Prepared],
+        found: dict[str, np.ndarray],
+        rules: dict[str, detect.Rules],
+        due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
+    ) -> dict[str, Callable[[], detect.Scores]]:
+        """How each sensor's scores are made: the sensors on the chunk's grid decided at once (Chunk.decide),
+        the others alone (model_predict.decide)."""
+        together = [s for s, w in windows.items() if isinstance(w, Cut)]
+        out: dict[str, Callable[[], detect.Scores]] = {}
+        if together:
+            try:
+                decided = chunk.decide(
+                    together,
+                    [windows[s].ends for s in together],
+                    [found[s] for s in together],
+                    [rules[s] for s in together],
+                    [due[s] for s in together],
+                )
+                out = dict(zip(together, decided))
+            except Exception:
+                logger.exception("failed to decide %d sensors: %s", len(together), ", ".join(map(repr, together)))
+                self.counts["failed"] += len(together)
+        for sensor_id, prepared in windows.items():
+            if isinstance(prepared, model_predict.Prepared):
+                out[sensor_id] = functools.partial(
+                    model_predict.decide,
+                    prepared,
+                    found[sensor_id],
+                    rules[sensor_id],
+                    self.common.interval,
+                    *due[sensor_id],
+                )
+        return out
+
+    def decide(
+        self,
+        sensor_id: str,
+        scoring: Callable[[], detect.Scores],
+        due: tuple[pd.Timestamp, pd.Timestamp],
+        threshold: float,
+        detector: str = "lstm",
+    ) -> list[str]:
+        """A sensor's scores and their lines inside its error boundary; logs its one line."""
+        try:
+            scores = scoring()
+            lines = model_predict.score_lines(sensor_id, scores, self.common.schema, detector)
+        except Exception:
+            self.fail(sensor_id)
+            return []
+        if self.clears and len(scores.ends):
+            self.stale[sensor_id] = model_predict.without_windows(scores, *due, self.common.interval)
+            self.unscored += [line for line, void in zip(lines, np.isnan(scores.loss)) if void]
+        if not len(scores.ends):
+            if detector == "lstm":
+                self.no_window(sensor_id, *due)
+            else:
+                logger.info(
+                    "sensor %r: no model yet, and less than %s of readings before %s for the cold-start detector",
+                    sensor_id,
+                    times.format_duration(self.cold.min_history),
+                    times.format_time(due[1]),
+                )
+                self.counts["no_data"] += 1
+            return lines
+        self.record(
+            sensor_id,
+            scores,
+            threshold,
+            "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
+        )
+        return lines
+
+    def clear_stale(self) -> None:
+        """After a backfill's chunk is written: InfluxDB merges a point into the one already at its key, so where
+        this run wrote a point without a loss, or none (no window), an earlier run's fields would remain. Those
+        ranges are deleted now that the windows are written, and the points without a loss written again: a
+        run that dies midway never loses a score it did not replace."""
+        self.db.delete_scores({s: spans for s, spans in self.stale.items() if spans})
+        self.db.write(self.unscored)
+        self.stale, self.unscored = {}, []
+
+    def score_cold(self, sensor_ids: list[str]) -> list[str]:
+        """Sensors with no model yet, scored by the robust detector until training gives them one (see
+        cold_start.py); one read for all of them, reaching back over their history."""
+        due = self.due_ranges(sensor_ids)
+        if not due:
+            return []
+        cold, interval = self.cold, self.common.interval
+        data, read = self.read(due, dict.fromkeys(due, cold.history))
+        lines = []
+        for sensor_id, (first, last) in due.items():
+            threshold = cold.z * self.common.sensor_config.ratio(sensor_id)
+            scoring = functools.partial(
+                cold_start.cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, threshold, first, last
+            )
+            lines += self.decide(sensor_id, scoring, (first, last), threshold, detector="robust")
+        return lines
+
+    def record(self, sensor_id: str, scores: detect.Scores, threshold: float, what: str) -> None:
+        """Keep a sensor's scores for the events, count them, and log its one line."""
+        self.scored[sensor_id] = scores
+        flagged = int(scores.anomaly.sum())
+        windows = int(np.isfinite(scores.loss).sum())
+        self.counts["scored"] += 1
+        self.counts["windows"] += windows
+        self.counts["anomalies"] += flagged
+        self.counts["missing"] += len(scores.ends) - windows
+        if not logger.isEnabledFor(logging.INFO):
+            return  # formatted only when logged: a tick at WARNING decides thousands of sensors
+        kinds = pd.Series(scores.kind[scores.anomaly]).value_counts() if flagged else {}
+        logger.info(
+            "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f",
+            sensor_id,
+            windows,
+            what,
+            f" and {len(scores.ends) - windows} intervals without readings" if len(scores.ends) > windows else "",
+            times.format_time(scores.ends[0]),
+            times.format_time(scores.ends[-1]),
+            flagged,
+            " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "",
+            threshold,
+        )
+
+
+def no_readings() -> pd.Series:
+    return pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
