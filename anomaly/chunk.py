@@ -23,6 +23,9 @@ from anomaly import detect, grid_rules, thresholds
 from anomaly.influx.readings import Readings
 from anomaly.metadata import ModelMetadata
 
+# Cells of the [sensors, grid] arrays decided at once: a dozen arrays of 16 MB at most.
+DECIDE_CELLS = 2_000_000
+
 
 @dataclass(frozen=True)
 class Cut:
@@ -107,7 +110,25 @@ class Chunk:
     ) -> list[Callable[[], detect.Scores]]:
         """Each sensor's scores for its due range [first, last] (model_predict.decide's), from its windows'
         ends (grid positions, sorted) and finite losses; all under one policy (grid_rules.GridRules.of).
-        Returned as calls, one per sensor, for the caller's error boundary per sensor."""
+        Returned as calls, one per sensor, for the caller's error boundary per sensor. Decided ``DECIDE_CELLS``
+        at a time: a backfill's grid is months long."""
+        per = max(1, DECIDE_CELLS // max(1, len(self.grid)))
+        return [
+            decided
+            for a in range(0, len(sensor_ids), per)
+            for decided in self._decide(
+                sensor_ids[a : a + per], ends[a : a + per], losses[a : a + per], rules[a : a + per], dues[a : a + per]
+            )
+        ]
+
+    def _decide(
+        self,
+        sensor_ids: list[str],
+        ends: list[np.ndarray],
+        losses: list[np.ndarray],
+        rules: list[detect.Rules],
+        dues: list[tuple[pd.Timestamp, pd.Timestamp]],
+    ) -> list[Callable[[], detect.Scores]]:
         chosen = grid_rules.GridRules.of(rules)
         values = self.values[[self.rows[s] for s in sensor_ids]]
         shape = values.shape

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import anomaly.chunk
 import clean
 import model_predict
-from anomaly import detect, rescore, thresholds
+from anomaly import detect, grid_rules, rescore, thresholds
 from anomaly.chunk import Chunk
 from anomaly.losses import reconstruction_loss
 from anomaly.metadata import ModelMetadata
@@ -784,7 +785,7 @@ def chunk_of_every_case(seed: int) -> tuple[dict[str, pd.Series], tuple[pd.Times
     ],
     ids=["fixed", "dynamic, K=2", "dynamic, K=3, floor", "fixed, K=2, missing anomalies", "dynamic, K=1, missing"],
 )
-def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives(policy, seed):
+def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives(policy, seed, monkeypatch):
     """Chunk.decide (every sensor of a chunk on its grid at once) against model_predict.decide, sensor by sensor:
     fixed and dynamic thresholds, K 1 to 3, missing points, level and flat-line rules or none, windows of two
     lengths, due ranges of a tick and of a catch-up, a sensor without windows and one whose losses are not
@@ -816,6 +817,9 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
         losses.append(loss)
     rules = [model_predict.rules_for(m, 1.0 + 0.25 * (k % 2), policy) for k, m in enumerate(models)]
     decided = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues)
+    # A long grid is decided a few sensors at a time: the same scores.
+    monkeypatch.setattr(anomaly.chunk, "DECIDE_CELLS", 3 * len(chunk.grid))
+    in_parts = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues)
     kinds = set()
     for k, sensor_id in enumerate(sensor_ids):
         alone = model_predict.prepare(
@@ -835,6 +839,7 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
         got = decided[k]().frame()
         # An empty frame's kind column has no strings to tell its dtype by.
         pd.testing.assert_frame_equal(got, want, check_freq=False, check_dtype=not want.empty, obj=sensor_id)
+        pd.testing.assert_frame_equal(in_parts[k]().frame(), got, obj=sensor_id)
         kinds |= set(got["kind"][got["anomaly"]])
     assert {"shape", "level" if policy.level_margin else "shape", "flatline"} <= kinds
 
@@ -859,3 +864,32 @@ def test_deciding_between_two_times_gives_the_rows_of_the_whole_frame_between_th
         expected = whole[(whole.index >= first) & (whole.index <= last)]
         pd.testing.assert_frame_equal(part, expected)
     assert whole["anomaly"].any() and (whole["kind"] == "missing").any() and whole["value"].notna().any()
+
+
+@pytest.mark.parametrize("gap, excursions", [(95, 1), (96, 1), (97, 2)])
+def test_the_grid_rules_tell_an_excursion_again_only_after_the_rearm_as_detect_does(gap, excursions):
+    # Two readings beyond the range, ``gap`` intervals apart; LEVEL_REARM is a day, 96 intervals of 15 minutes.
+    grid = pd.date_range("2026-01-01", periods=300, freq=Q, tz="UTC")
+    values = 5.0 + np.arange(300) * 1e-3
+    values[[100, 100 + gap]] = 20.0
+    rules = detect.Rules(threshold=1.0, levels=(0.0, 10.0), window=4)
+    ends = grid[3:]
+    alone = detect.decide(
+        ends, values[3:], np.zeros(len(ends)), rules, detect.Context(Q, pd.Series(values, index=grid))
+    )
+    window_end = np.zeros((1, 300), dtype=bool)
+    window_end[0, 3:] = True
+    zeros = np.where(window_end, 0.0, np.nan)
+    together = grid_rules.decide(
+        values[None, :],
+        window_end,
+        zeros,
+        zeros,
+        np.ones((1, 300)),
+        grid_rules.GridRules.of([rules]),
+        np.array([0]),
+        np.array([299]),
+        detect.LEVEL_REARM // Q,
+    ).scores(0, grid, "shape", smoothed=False)
+    assert together.ends.equals(alone.ends) and (together.kind == alone.kind).all()
+    assert (alone.kind == "level").sum() == 4 * excursions
