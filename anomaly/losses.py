@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from anomaly.parallel import thread_map
+from anomaly.parallel import cores, thread_map
 
 ENGINES = ("numpy", "keras")
 # Windows computed together at most: a batch's activations ([windows, 4 x units] floats) stay in the CPU's
@@ -66,10 +66,12 @@ def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str 
     groups: dict[tuple[int, int], list[int]] = {}
     for k, model in enumerate(models):
         groups.setdefault(model.shape, []).append(k)
+    # Batches small enough that every core gets one, or more.
+    limit = max(1, min(WINDOWS_PER_BATCH, -(-sum(map(len, windows)) // cores())))
     batches = []
     for members in groups.values():
         members.sort(key=lambda k: len(windows[k]))
-        batches += _batches(members, [len(windows[k]) for k in members])
+        batches += _batches(members, [len(windows[k]) for k in members], limit)
 
     def compute(batch: list[int]) -> np.ndarray:
         return _padded_losses([models[k].weights or {} for k in batch], [windows[k] for k in batch])
@@ -80,12 +82,12 @@ def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str 
     return out
 
 
-def _batches(members: list[int], sizes: list[int]) -> list[list[int]]:
-    """Consecutive runs of members (sorted by size) whose padded size stays within WINDOWS_PER_BATCH."""
+def _batches(members: list[int], sizes: list[int], limit: int) -> list[list[int]]:
+    """Consecutive runs of members (sorted by size) whose padded size stays within ``limit`` windows."""
     batches: list[list[int]] = []
     current: list[int] = []
     for k, size in zip(members, sizes):
-        if current and (len(current) + 1) * max(size, 1) > WINDOWS_PER_BATCH:
+        if current and (len(current) + 1) * max(size, 1) > limit:
             batches.append(current)
             current = []
         current.append(k)

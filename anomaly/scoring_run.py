@@ -116,7 +116,9 @@ class Run:
                 times.format_time(self.pending[sensor_id]),
             )
             last_scored[sensor_id] = min(again, last_scored.get(sensor_id, again))
-        ranges = {s: model_predict.score_range(last_scored.get(s), schedule) for s in sensor_ids}
+        # Once per distinct last score: after a tick, every sensor has the same.
+        found = {at: model_predict.score_range(at, schedule) for at in {last_scored.get(s) for s in sensor_ids}}
+        ranges = {s: found[last_scored.get(s)] for s in sensor_ids}
         for sensor_id in [s for s, r in ranges.items() if r is None]:
             logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(last_scored[sensor_id]))
             self.counts["up_to_date"] += 1
