@@ -764,9 +764,11 @@ def chunk_of_every_case(seed: int) -> tuple[dict[str, pd.Series], tuple[pd.Times
             at = int(rng.integers(0, len(index) - 12))
             values[at : at + int(rng.integers(6, 12))] = np.nan
         if n % 3 == 0:
-            values[-25 - n : -5 - n] = 4.25  # stuck, into the due range
+            values[-22 - n % 2 : -2] = 4.25  # stuck: past the flat-line limit (12) inside the due range
         else:
             values[-6 - n : -4 - n] = -3.0 * n  # beyond the range in the due range: where the excursion begins
+        if n == 5:
+            values[-10:-7] = np.nan  # a gap that begins in the due range: told missing from its limit on
         if n == 9:
             values[-30:] = np.nan
         data[f"s{n}"] = pd.Series(values, index=index).dropna()
@@ -816,6 +818,7 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
             loss[len(loss) // 2] = np.nan
         losses.append(loss)
     rules = [model_predict.rules_for(m, 1.0 + 0.25 * (k % 2), policy) for k, m in enumerate(models)]
+    losses[1][-1] = rules[1].threshold  # a loss at the threshold itself is not above it
     decided = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues)
     # A long grid is decided a few sensors at a time: the same scores.
     monkeypatch.setattr(anomaly.chunk, "DECIDE_CELLS", 3 * len(chunk.grid))
