@@ -59,15 +59,12 @@ class Chunk:
         done &= ~clean.fillable(values, max_gap_points)
         return cls(grid, interval, values, {s: k for k, s in enumerate(sensor_ids) if done[k]})
 
-    def at_or_after(self, times: list[pd.Timestamp]) -> np.ndarray:
-        """The first grid position at or after each time (the grid's times are its first + k * interval)."""
+    def positions(self, ranges: list[tuple[pd.Timestamp, pd.Timestamp]]) -> tuple[np.ndarray, np.ndarray]:
+        """Each range [first, last] as grid positions: the first at or after ``first``, the last at or before
+        ``last`` (the grid's times are its first + k * interval)."""
         origin, step = self.grid[0].value if len(self.grid) else 0, self.interval.value
-        return -(-(np.array([t.value for t in times], dtype=np.int64) - origin) // step)
-
-    def at_or_before(self, times: list[pd.Timestamp]) -> np.ndarray:
-        """The last grid position at or before each time."""
-        origin, step = self.grid[0].value if len(self.grid) else 0, self.interval.value
-        return (np.array([t.value for t in times], dtype=np.int64) - origin) // step
+        nanoseconds = np.array([(a.value, b.value) for a, b in ranges], dtype=np.int64).reshape(-1, 2) - origin
+        return -(-nanoseconds[:, 0] // step), nanoseconds[:, 1] // step
 
     def windows(
         self, sensor_ids: list[str], models: list[ModelMetadata], ranges: list[tuple[pd.Timestamp, pd.Timestamp]]
@@ -75,8 +72,7 @@ class Chunk:
         """Each sensor's windows ending in its range [first, last], as model_predict.prepare cuts them: standardized
         by its model, each window's level removed when the model learned shapes, none across a missing reading."""
         out = [Cut(np.empty((0, m.window, 1), dtype="float32"), np.empty(0, np.int64)) for m in models]
-        first = self.at_or_after([f for f, _ in ranges])
-        last = self.at_or_before([b for _, b in ranges])
+        first, last = self.positions(ranges)
         position = np.arange(len(self.grid))
         for window in sorted({m.window for m in models}):
             members = [k for k, m in enumerate(models) if m.window == window]
@@ -139,8 +135,7 @@ class Chunk:
         dtype = np.result_type(*[np.asarray(x).dtype for x in losses]) if losses else np.float32
         loss = np.full(shape, np.nan, dtype=dtype)
         loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
-        first = self.at_or_after([f for f, _ in dues])
-        last = self.at_or_before([b for _, b in dues])
+        first, last = self.positions(dues)
         history = rules[0].dynamic_history if rules else None
         finite = [bool(np.isfinite(x).all()) for x in losses]
         if history:
@@ -153,7 +148,7 @@ class Chunk:
             values, window_end, loss, compared, threshold, chosen, first, last, detect.LEVEL_REARM // self.interval
         )
         return [
-            functools.partial(decided.scores, k, self.grid, chosen.kind, history is not None)
+            functools.partial(decided.scores, k, self.grid, chosen.kinds, history is not None)
             if finite[k] or not history
             else _not_finite
             for k in range(len(sensor_ids))

@@ -23,7 +23,8 @@ KINDS = ("none", "shape", "level", "flatline", "missing")
 @dataclass(frozen=True)
 class GridRules:
     """Each sensor's rules as arrays [S] (detect.Rules, one per row); the rules of the run (persistence,
-    missing) are one value. ``low``/``high`` NaN: no level rule; ``flat_limit`` -1: no flat-line rule."""
+    missing) are one value. ``low``/``high`` NaN: no level rule; ``flat_limit`` the largest int64: no
+    flat-line rule. ``kinds``: the name of each kind code, ``KINDS`` with the threshold's own kind."""
 
     threshold: np.ndarray
     low: np.ndarray
@@ -33,7 +34,7 @@ class GridRules:
     min_consecutive: int
     missing_limit: int | None
     missing_is_anomaly: bool
-    kind: str
+    kinds: np.ndarray
 
     @classmethod
     def of(cls, rules: list[detect.Rules]) -> GridRules:
@@ -51,11 +52,13 @@ class GridRules:
             low=np.array([(r.levels or no_levels)[0] for r in rules], dtype="float64"),
             high=np.array([(r.levels or no_levels)[1] for r in rules], dtype="float64"),
             window=np.array([r.window for r in rules], dtype=np.int64),
-            flat_limit=np.array([-1 if r.flat_limit is None else r.flat_limit for r in rules], dtype=np.int64),
+            flat_limit=np.array(
+                [np.iinfo(np.int64).max if r.flat_limit is None else r.flat_limit for r in rules], dtype=np.int64
+            ),
             min_consecutive=first.min_consecutive,
             missing_limit=first.missing_limit,
             missing_is_anomaly=first.missing_is_anomaly,
-            kind=first.kind,
+            kinds=np.array([KINDS[NONE], first.kind, *KINDS[LEVEL:]], dtype=object),
         )
 
 
@@ -72,18 +75,17 @@ class GridScores:
     anomaly: np.ndarray
     kind: np.ndarray
 
-    def scores(self, row: int, grid, kind: str, smoothed: bool) -> detect.Scores:
-        """Row ``row`` as the detect.Scores detect.decide gives its sensor (``smoothed``: under a dynamic
-        threshold, which keeps the smoothed loss)."""
+    def scores(self, row: int, grid, kinds: np.ndarray, smoothed: bool) -> detect.Scores:
+        """Row ``row`` as the detect.Scores detect.decide gives its sensor (``kinds``: GridRules.kinds;
+        ``smoothed``: under a dynamic threshold, which keeps the smoothed loss)."""
         at = np.flatnonzero(self.point[row])
-        names = np.array([KINDS[0], kind, *KINDS[2:]], dtype=object)
         return detect.Scores(
             ends=grid[at],
             value=self.value[row, at],
             loss=self.loss[row, at],
             threshold=self.threshold[row, at],
             anomaly=self.anomaly[row, at],
-            kind=names[self.kind[row, at]],
+            kind=kinds[self.kind[row, at]],
             smoothed_loss=self.compared[row, at] if smoothed else None,
         )
 
@@ -119,10 +121,7 @@ def decide(
     if rules.min_consecutive > 1:
         anomaly = clean.run_lengths(anomaly) >= rules.min_consecutive
         kind = np.where(anomaly, kind, NONE).astype(np.int8)
-    stuck = window_end & (
-        clean.flat_run_lengths(values)
-        > np.where(rules.flat_limit < 0, np.iinfo(np.int64).max, rules.flat_limit)[:, None]
-    )
+    stuck = window_end & (clean.flat_run_lengths(values) > rules.flat_limit[:, None])
     anomaly |= stuck
     kind[stuck] = FLATLINE
     due = (position >= first[:, None]) & (position <= last[:, None])

@@ -883,16 +883,17 @@ def test_the_grid_rules_tell_an_excursion_again_only_after_the_rearm_as_detect_d
     window_end = np.zeros((1, 300), dtype=bool)
     window_end[0, 3:] = True
     zeros = np.where(window_end, 0.0, np.nan)
+    chosen = grid_rules.GridRules.of([rules])
     together = grid_rules.decide(
         values[None, :],
         window_end,
         zeros,
         zeros,
         np.ones((1, 300)),
-        grid_rules.GridRules.of([rules]),
+        chosen,
         np.array([0]),
         np.array([299]),
         detect.LEVEL_REARM // Q,
-    ).scores(0, grid, "shape", smoothed=False)
+    ).scores(0, grid, chosen.kinds, smoothed=False)
     assert together.ends.equals(alone.ends) and (together.kind == alone.kind).all()
     assert (alone.kind == "level").sum() == 4 * excursions
