@@ -23,7 +23,7 @@ import pandas as pd
 import clean
 from anomaly import detect, runs, settings, store, thresholds, times
 from anomaly.errors import ConfigError
-from anomaly.influx.line_protocol import series_lines
+from anomaly.influx.line_protocol import series_head, series_lines
 from anomaly.metadata import ArtifactError, ModelMetadata
 from anomaly.settings import Schema
 
@@ -291,21 +291,39 @@ def without_windows(
     return [(grid[a], grid[b]) for a, b in runs.runs(~grid.isin(windows))]
 
 
-def score_lines(sensor_id: str, scores: detect.Scores, schema: Schema, detector: str = "lstm") -> list[str]:
-    """One point per window of ``scores``, in time order (a written prefix never leaves a gap behind it). A
-    window carries every field; a point without a reading has no value, loss, smoothed loss or score (a
-    non-finite float is left out)."""
-    columns = scores.columns()
+def score_lines(
+    sensor_ids: Sequence[str], scored: Sequence[detect.Scores], schema: Schema, detector: str = "lstm"
+) -> list[str]:
+    """One point per window of each sensor's scores, sensor by sensor, each in time order (a written prefix
+    never leaves a gap behind it). A window carries every field; a point without a reading has no value,
+    loss, smoothed loss or score (a non-finite float is left out). ValueError when a sensor id cannot be
+    written (score_head tells which)."""
+    columns = [scores.columns() for scores in scored]
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([np.empty(0), *(c[name] for c in columns)]) if columns else np.empty(0)
+
+    sizes = [len(scores.ends) for scores in scored]
     fields: dict[str, Sequence | np.ndarray] = {
-        schema.field: columns["value"],
-        "loss": columns["loss"],
-        "threshold": columns["threshold"],
-        "anomaly": columns["anomaly"],
-        "kind": columns["kind"],
-        "detector": [detector] * len(scores.ends),
-        "smoothed_loss": columns["smoothed_loss"],
-        "score": columns["score"],
+        schema.field: joined("value"),
+        "loss": joined("loss"),
+        "threshold": joined("threshold"),
+        "anomaly": np.concatenate([np.empty(0, bool), *(c["anomaly"] for c in columns)]),
+        "kind": np.concatenate([np.empty(0, object), *(c["kind"] for c in columns)]),
+        "detector": [detector] * sum(sizes),
+        "smoothed_loss": joined("smoothed_loss"),
+        "score": joined("score"),
     }
-    return series_lines(
-        schema.output_measurement, {schema.sensor_tag: sensor_id}, fields, scores.ends.as_unit("s").asi8
+    # Seconds since 1970 from each index's own unit (as_unit per sensor costs more than the lines).
+    seconds = np.concatenate(
+        [
+            np.empty(0, np.int64),
+            *(scores.ends.asi8 // (np.timedelta64(1, "s") // np.timedelta64(1, scores.ends.unit)) for scores in scored),
+        ]
     )
+    return series_lines(schema.output_measurement, [{schema.sensor_tag: s} for s in sensor_ids], sizes, fields, seconds)
+
+
+def score_head(sensor_id: str, schema: Schema) -> str:
+    """What begins each of a sensor's score lines; ValueError when its id cannot be written as a tag."""
+    return series_head(schema.output_measurement, {schema.sensor_tag: sensor_id})

@@ -227,10 +227,8 @@ class Run:
             return lines
         rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in scored}
         scorings = self.deciders(chunk, windows, found, rules, due)
-        for sensor_id in scored:
-            if sensor_id in scorings:
-                lines += self.decide(sensor_id, scorings[sensor_id], due[sensor_id], rules[sensor_id].threshold)
-        return lines
+        decided = {s: self.decide(s, scorings[s], due[s], rules[s].threshold) for s in scored if s in scorings}
+        return lines + self.lines(decided, "lstm")
 
     def windows(
         self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
@@ -289,17 +287,17 @@ class Run:
         due: tuple[pd.Timestamp, pd.Timestamp],
         threshold: float,
         detector: str = "lstm",
-    ) -> list[str]:
-        """A sensor's scores and their lines inside its error boundary; logs its one line."""
+    ) -> detect.Scores | None:
+        """A sensor's scores inside its error boundary (None: it failed, and is logged and counted); logs its
+        one line."""
         try:
             scores = scoring()
-            lines = model_predict.score_lines(sensor_id, scores, self.common.schema, detector)
+            model_predict.score_head(sensor_id, self.common.schema)
         except Exception:
             self.fail(sensor_id)
-            return []
+            return None
         if self.clears and len(scores.ends):
             self.stale[sensor_id] = model_predict.without_windows(scores, *due, self.common.interval)
-            self.unscored += [line for line, void in zip(lines, np.isnan(scores.loss)) if void]
         if not len(scores.ends):
             if detector == "lstm":
                 self.no_window(sensor_id, *due)
@@ -311,13 +309,23 @@ class Run:
                     times.format_time(due[1]),
                 )
                 self.counts["no_data"] += 1
-            return lines
+            return scores
         self.record(
             sensor_id,
             scores,
             threshold,
             "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
         )
+        return scores
+
+    def lines(self, decided: Mapping[str, detect.Scores | None], detector: str) -> list[str]:
+        """The lines of the sensors decided (a failed one has none), all at once; a backfill that writes keeps
+        those without a loss to write again after its deletes (clear_stale)."""
+        done = {s: scores for s, scores in decided.items() if scores is not None}
+        lines = model_predict.score_lines(list(done), list(done.values()), self.common.schema, detector)
+        if self.clears:
+            void = np.concatenate([np.empty(0, bool), *(np.isnan(scores.loss) for scores in done.values())])
+            self.unscored += [line for line, empty in zip(lines, void) if empty]
         return lines
 
     def clear_stale(self) -> None:
@@ -337,14 +345,14 @@ class Run:
             return []
         cold, interval = self.cold, self.common.interval
         data, read = self.read(due, dict.fromkeys(due, cold.history))
-        lines = []
+        decided = {}
         for sensor_id, (first, last) in due.items():
             threshold = cold.z * self.common.sensor_config.ratio(sensor_id)
             scoring = functools.partial(
                 cold_start.cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, threshold, first, last
             )
-            lines += self.decide(sensor_id, scoring, (first, last), threshold, detector="robust")
-        return lines
+            decided[sensor_id] = self.decide(sensor_id, scoring, (first, last), threshold, detector="robust")
+        return self.lines(decided, "robust")
 
     def record(self, sensor_id: str, scores: detect.Scores, threshold: float, what: str) -> None:
         """Keep a sensor's scores for the events, count them, and log its one line."""

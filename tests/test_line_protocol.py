@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from anomaly.influx.influxql import influxql_ident, influxql_means, influxql_string, parse_influxql, series_by_tag
-from anomaly.influx.line_protocol import line_protocol, series_lines
+from anomaly.influx.line_protocol import line_protocol, series_head, series_lines
 from anomaly.settings import Schema
 from influx_interact import InfluxError, dialect_for_version, redact
 
@@ -360,8 +360,10 @@ def test_dialect_for_version(version, expected):
 
 
 def test_series_lines_write_each_point_as_line_protocol_does():
-    """The columnar writer of a sensor's points gives, point for point, the text of line_protocol."""
-    tags = {"uniqueID": 'Boiler,2="hot" loop=ü', "site": "a b"}
+    """The columnar writer of several series' points gives, point for point, the text of line_protocol with
+    each point's own series' tags."""
+    tags = [{"uniqueID": 'Boiler,2="hot" loop=ü', "site": "a b"}, {"uniqueID": "empty"}, {"uniqueID": "AHU 1"}]
+    sizes = [4, 0, 2]
     fields = {
         "val_num": np.array([1.5, np.nan, -0.0, 1e300, np.inf, 3.0]),
         "loss": np.array([0.1, 0.2, np.nan, 0.25, 1e-7, 0.3], dtype="float32"),
@@ -373,24 +375,32 @@ def test_series_lines_write_each_point_as_line_protocol_does():
         "field key,with=specials": ["a"] * 6,
     }
     stamps = np.array([0, 1, 2, 3, 1767225600, 2**40], dtype=np.int64)
-    got = series_lines('PREDICT ANOMALY,"x"', tags, fields, stamps)
+    got = series_lines('PREDICT ANOMALY,"x"', tags, sizes, fields, stamps)
+    of_point = [tags[0]] * 4 + [tags[2]] * 2
     want = [
         line_protocol(
             'PREDICT ANOMALY,"x"',
-            tags,
+            of_point[i],
             {k: v[i] for k, v in fields.items() if v[i] is not None},
             int(stamps[i]),
         )
         for i in range(len(stamps))
     ]
     assert got == want
+    assert [series_head('PREDICT ANOMALY,"x"', t) for t in (tags[0], tags[2])] == [
+        'PREDICT\\ ANOMALY\\,"x",site=a\\ b,uniqueID=Boiler\\,2\\="hot"\\ loop\\=ü ',
+        'PREDICT\\ ANOMALY\\,"x",uniqueID=AHU\\ 1 ',
+    ]
 
 
 def test_series_lines_refuse_what_line_protocol_refuses():
     with pytest.raises(ValueError, match="no finite field"):
-        series_lines("m", {"id": "a"}, {"loss": np.array([1.0, np.nan])}, [1, 2])
+        series_lines("m", [{"id": "a"}], [2], {"loss": np.array([1.0, np.nan])}, [1, 2])
     with pytest.raises(ValueError, match="line break"):
-        series_lines("m", {"id": "a\nb"}, {"loss": np.array([1.0])}, [1])
+        series_lines("m", [{"id": "a"}, {"id": "a\nb"}], [0, 1], {"loss": np.array([1.0])}, [1])
+    with pytest.raises(ValueError, match="line break"):
+        series_head("m", {"id": "a\nb"})
     with pytest.raises(ValueError, match="integer range"):
-        series_lines("m", {"id": "a"}, {"n": [2**63]}, [1])
-    assert series_lines("m", {"id": "a"}, {"loss": np.array([])}, []) == []
+        series_lines("m", [{"id": "a"}], [1], {"n": [2**63]}, [1])
+    assert series_lines("m", [{"id": "a"}], [0], {"loss": np.array([])}, []) == []
+    assert series_lines("m", [], [], {"loss": np.array([])}, []) == []

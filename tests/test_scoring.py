@@ -399,7 +399,7 @@ def test_score_lines_one_point_per_window_in_time_order():
         kind=np.array(["none", "missing"], dtype=object),
         smoothed_loss=np.array([0.1, np.nan]),
     )
-    lines = model_predict.score_lines("AHU 1", scores, Schema())
+    lines = model_predict.score_lines(["AHU 1"], [scores], Schema())
     assert lines == [
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",'
         f'detector="lstm",smoothed_loss=0.1,score=0.2 {int(index[0].timestamp())}',
@@ -421,10 +421,44 @@ def test_score_lines_carry_the_flag_and_the_smoothed_loss_of_a_dynamic_threshold
         kind=np.array(["shape"], dtype=object),
         smoothed_loss=np.array([0.75]),
     )
-    assert model_predict.score_lines("s", scores, Schema(), detector="robust") == [
+    assert model_predict.score_lines(["s"], [scores], Schema(), detector="robust") == [
         'PREDICT_ANOMALY,uniqueID=s val_num=1.5,loss=0.9,threshold=0.5,anomaly=true,kind="shape",'
         f'detector="robust",smoothed_loss=0.75,score=1.5 {int(index[0].timestamp())}'
     ]
+
+
+def test_score_lines_of_several_sensors_are_each_sensors_lines_in_turn():
+    """A chunk's lines are made at once; each sensor's are what it would get alone, in the chunk's order, and a
+    sensor without a window adds none. Times are written in seconds whatever the unit of a sensor's index."""
+    from anomaly.settings import Schema
+
+    index = pd.date_range("2026-01-01", periods=3, freq="15min", tz="UTC")
+
+    def scores(at: slice, loss: list[float], kinds: list[str], unit: str = "ns") -> detect.Scores:
+        n = len(loss)
+        return detect.Scores(
+            ends=index[at].as_unit(unit),
+            value=np.arange(n, dtype="float64"),
+            loss=np.array(loss, dtype="float32"),
+            threshold=np.full(n, 0.5),
+            anomaly=np.array([k != "none" for k in kinds], dtype=bool),
+            kind=np.array(kinds, dtype=object),
+        )
+
+    ids = ["b", "none yet", "a=1"]
+    scored = [
+        scores(slice(0, 2), [0.25, 0.75], ["none", "shape"]),
+        scores(slice(0, 0), [], []),
+        scores(slice(2, 3), [np.nan], ["missing"], unit="s"),
+    ]
+    together = model_predict.score_lines(ids, scored, Schema())
+    alone = [line for s, one in zip(ids, scored) for line in model_predict.score_lines([s], [one], Schema())]
+    assert together == alone
+    assert [line.split(" ")[0] for line in together] == ["PREDICT_ANOMALY,uniqueID=b"] * 2 + [
+        "PREDICT_ANOMALY,uniqueID=a\\=1"
+    ]
+    assert [int(line.split(" ")[-1]) for line in together] == [int(t.timestamp()) for t in index]
+    assert model_predict.score_lines([], [], Schema()) == []
 
 
 @pytest.mark.parametrize(
@@ -452,7 +486,7 @@ def test_every_window_carries_every_field_whatever_the_rules(rules):
         assert frame["smoothed_loss"].tolist() == frame["loss"].tolist()  # the flag compares the loss itself
     fields = {
         tuple(part.split("=")[0] for part in line.split(" ")[1].split(","))
-        for line in model_predict.score_lines("s", decided, Schema())
+        for line in model_predict.score_lines(["s"], [decided], Schema())
     }
     assert fields == {("val_num", "loss", "threshold", "anomaly", "kind", "detector", "smoothed_loss", "score")}
 

@@ -85,9 +85,10 @@ def old_paths(monkeypatch) -> None:
     nothing = Chunk(pd.DatetimeIndex([], tz="UTC"), INTERVAL, np.empty((0, 0)), {})
     monkeypatch.setattr(Chunk, "of", classmethod(lambda cls, *args: nothing))
 
-    def series_lines(measurement, tags, fields, timestamps):
+    def series_lines(measurement, tags, sizes, fields, timestamps):
+        each = [t for t, n in zip(tags, sizes) for _ in range(n)]
         return [
-            line_protocol(measurement, tags, {k: v[i] for k, v in fields.items()}, int(stamp))
+            line_protocol(measurement, each[i], {k: v[i] for k, v in fields.items()}, int(stamp))
             for i, stamp in enumerate(timestamps)
         ]
 

@@ -21,7 +21,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 def _escape(text: str, specials: str, unescaped: str = ",= ") -> str:
     """Backslash-escape ``specials``. Backslashes stay literal, as InfluxDB reads them in names and tags,
     so one right before a character the server unescapes there, or at the end, cannot be written."""
-    if text.endswith("\\") or any("\\" + char in text for char in unescaped):
+    if "\\" in text and (text.endswith("\\") or any("\\" + char in text for char in unescaped)):
         raise ValueError(
             f"{text!r} cannot be written as line protocol: a backslash before one of "
             f"{unescaped!r} or at the end is ambiguous"
@@ -59,11 +59,7 @@ def line_protocol(
 
     Tags are sorted by key (the order InfluxDB stores them in); fields keep the order they are given in.
     """
-    check_name(measurement, "measurement")
-    tag_text = ""
-    for key in sorted(tags):
-        check_name(tags[key], f"tag {key}")
-        tag_text += f",{_escape(key, ',= ')}={_escape(tags[key], ',= ')}"
+    head = series_head(measurement, tags)
     parts = []
     for key, value in fields.items():
         text = _field_value(key, value)
@@ -71,26 +67,38 @@ def line_protocol(
             parts.append(f"{_escape(key, ',= ', unescaped=NAME_UNESCAPED)}={text}")
     if not parts:
         raise ValueError(f"point of {measurement!r} at {timestamp} has no finite field to write")
-    return f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} {','.join(parts)} {timestamp}"
+    return f"{head}{','.join(parts)} {timestamp}"
 
 
-def series_lines(
-    measurement: str, tags: Mapping[str, str], fields: Mapping[str, Sequence | np.ndarray], timestamps: Sequence[int]
-) -> list[str]:
-    """``line_protocol`` for many points of one series: ``fields`` maps a key to one value per point, in the
-    order of ``timestamps`` (None: the point has no such field). The same text, with the names escaped once
-    and whole columns formatted at a time (a catch-up writes a hundred points per sensor)."""
+def series_head(measurement: str, tags: Mapping[str, str]) -> str:
+    """A series' measurement and tags as they begin each of its lines, the space before the fields included;
+    ValueError when they cannot be written."""
     check_name(measurement, "measurement")
     tag_text = ""
     for key in sorted(tags):
         check_name(tags[key], f"tag {key}")
         tag_text += f",{_escape(key, ',= ')}={_escape(tags[key], ',= ')}"
-    head = f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} "
+    return f"{_escape(measurement, ', ', unescaped=NAME_UNESCAPED)}{tag_text} "
+
+
+def series_lines(
+    measurement: str,
+    tags: Sequence[Mapping[str, str]],
+    sizes: Sequence[int],
+    fields: Mapping[str, Sequence | np.ndarray],
+    timestamps: Sequence[int],
+) -> list[str]:
+    """``line_protocol`` for the points of several series of one measurement: series k has ``tags[k]`` and
+    the next ``sizes[k]`` points; ``fields`` maps a key to one value per point, in the order of
+    ``timestamps`` (None: the point has no such field). The same text, with each name escaped once and whole
+    columns formatted at a time (a tick writes a point for each of thousands of sensors)."""
+    heads = [series_head(measurement, t) for t in tags]
     columns = [
         _column(f"{_escape(key, ',= ', unescaped=NAME_UNESCAPED)}=", key, values) for key, values in fields.items()
     ]
     out = []
-    for stamp, parts in zip(timestamps, zip(*columns) if columns else ((),) * len(timestamps)):
+    rows = zip(*columns) if columns else ((),) * len(timestamps)
+    for head, stamp, parts in zip((h for h, n in zip(heads, sizes) for _ in range(n)), timestamps, rows):
         text = ",".join(part for part in parts if part is not None)
         if not text:
             raise ValueError(f"point of {measurement!r} at {stamp} has no finite field to write")
