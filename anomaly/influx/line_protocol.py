@@ -86,7 +86,7 @@ def series_lines(
     tags: Sequence[Mapping[str, str]],
     sizes: Sequence[int],
     fields: Mapping[str, Sequence | np.ndarray],
-    timestamps: Sequence[int],
+    timestamps: Sequence[int] | np.ndarray,
 ) -> list[str]:
     """``line_protocol`` for the points of several series of one measurement: series k has ``tags[k]`` and
     the next ``sizes[k]`` points; ``fields`` maps a key to one value per point, in the order of
