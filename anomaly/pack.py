@@ -34,6 +34,7 @@ weights).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -71,7 +72,7 @@ def file_names(directory: Path, record_files: dict[str, str]) -> list[Path]:
     return [directory / store.METADATA] + [directory / record_files[key] for key in store.FILES]
 
 
-def look(paths: Sequence[Path]) -> tuple[tuple[int, int], ...] | None:
+def look(paths: Sequence[str | Path]) -> tuple[tuple[int, int], ...] | None:
     """(size, mtime in ns) of each file, or None when one is missing: what a pack row is checked against."""
     try:
         found = [os.stat(p) for p in paths]
@@ -109,7 +110,7 @@ class Pack:
         return ModelMetadata(
             sensor_id=self.sensor_ids[row],
             window=self.window,
-            interval=pd.Timedelta(seconds=int(f["interval_s"][row])),
+            interval=_seconds(int(f["interval_s"][row])),
             threshold=float(f["threshold"][row]),
             mean=float(f["mean"][row]),
             scale=float(f["scale"][row]),
@@ -136,11 +137,19 @@ class Pack:
                 if len(data) != row_bytes * (stop - first):
                     raise ArtifactError(f"{self.path}: shorter than its header says; retrain any sensor to rebuild it")
                 parts.append(np.frombuffer(data, dtype=dtype).reshape((stop - first, *row_shape)))
-            out[name] = np.concatenate(parts) if parts else np.empty((0, *row_shape), dtype=dtype)
+            out[name] = (
+                parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, *row_shape), dtype)
+            )
         return out
 
     def close(self) -> None:
         self.handle.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _seconds(count: int) -> pd.Timedelta:
+    """A pack's intervals are a handful of values shared by thousands of rows."""
+    return pd.Timedelta(seconds=count)
 
 
 def _read_line(handle: Any, limit: int) -> bytes:
@@ -241,8 +250,10 @@ class PackedStore:
         if found is None:
             return None
         pack, row = found
-        directory = store.sensor_dir(self.models_dir, sensor_id)
-        now = look([directory / store.METADATA] + [directory / name for name in pack.files[row]])
+        # Paths as text: a tick looks at four files of each of thousands of sensors, and pathlib costs more
+        # than the stat.
+        directory = os.fspath(store.sensor_dir(self.models_dir, sensor_id)) + os.sep
+        now = look([directory + name for name in (store.METADATA, *pack.files[row])])
         packed = tuple(zip(pack.fields["file_size"][row].tolist(), pack.fields["file_mtime_ns"][row].tolist()))
         return found if now == packed else None
 
