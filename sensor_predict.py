@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from anomaly import files, rescore, runner
+from anomaly import files, loss_memory, rescore, runner
 from anomaly.alerts import announce as alerts
 from anomaly.errors import ConfigError
 from anomaly.predict_settings import PredictSettings, add_arguments, settings_from_args
@@ -104,6 +104,10 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
     finally:
         if job.packs is not None:
             job.packs.close()
+    if job.memory is not None and not settings.dry_run:
+        job.memory.forget((common.now - settings.schedule.max_catchup).value // 10**9)
+        loss_memory.save(settings.loss_memory_file, job.memory)
+    logger.debug("%d losses of history windows taken from %s", job.remembered, settings.loss_memory_file)
     if job.unpacked:
         logger.info(
             "%d models were loaded from their own files, not from the packed model store (%s): trained or changed "

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import model_predict
-from anomaly import cold_start, losses, rescore, settings, times
+from anomaly import cold_start, loss_memory, losses, rescore, settings, times
 from anomaly.alerts import announce as alerts
 from anomaly.settings import Common
 from model_predict import Policy, Schedule
@@ -25,6 +25,7 @@ class PredictSettings:
     cold_start: cold_start.ColdStartSettings | None
     alerts: alerts.AlertSettings
     rescore_file: Path  # the ranges to score again (rescore.py)
+    loss_memory_file: Path  # the losses a tick computed, for the next tick (loss_memory.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,4 +107,5 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         cold_start=cold_start.settings_from_args(args),
         alerts=alert_settings,
         rescore_file=rescore.beside(alert_settings.state_file),
+        loss_memory_file=loss_memory.beside(alert_settings.state_file),
     )

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, detect, losses, pack, store, times
+from anomaly import cold_start, detect, loss_memory, losses, pack, store, times
 from anomaly.chunk import Chunk, Cut
 from anomaly.metadata import ArtifactError
 from anomaly.predict_settings import PredictSettings
@@ -56,6 +56,20 @@ class Run:
         self.clears = settings.schedule.start is not None and not settings.dry_run
         self.stale: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
         self.unscored: list[str] = []
+        # A tick takes the losses of its history windows from the one before (loss_memory.py); a backfill
+        # computes every loss from the readings as they are.
+        self.memory = (
+            loss_memory.load(settings.loss_memory_file, self.signature()) if settings.schedule.start is None else None
+        )
+        self.remembered = 0
+
+    def signature(self) -> str:
+        """What, besides its model, a sensor's losses depend on: kept with them (loss_memory.py)."""
+        common = self.common
+        return (
+            f"engine={self.settings.engine} measurement={common.schema.measurement} field={common.schema.field} "
+            f"interval={common.interval.value} max_gap_points={common.max_gap_points}"
+        )
 
     @property
     def cold(self) -> cold_start.ColdStartSettings:
@@ -211,14 +225,7 @@ class Run:
                 self.fail(sensor_id)
         scored = [s for s in due if s in windows]
         try:
-            found = dict(
-                zip(
-                    scored,
-                    losses.fleet_losses(
-                        [models[s] for s in scored], [windows[s].windows for s in scored], self.settings.engine
-                    ),
-                )
-            )
+            found = self.losses(chunk, scored, models, windows, due)
         except Exception:
             logger.exception(
                 "failed to compute the losses of %d sensors: %s", len(scored), ", ".join(map(repr, scored))
@@ -229,6 +236,47 @@ class Run:
         scorings = self.deciders(chunk, windows, found, rules, due)
         decided = {s: self.decide(s, scorings[s], due[s], rules[s].threshold) for s in scored if s in scorings}
         return lines + self.lines(decided, "lstm")
+
+    def losses(
+        self,
+        chunk: Chunk,
+        scored: list[str],
+        models: dict[str, SensorModel],
+        windows: dict[str, Cut | model_predict.Prepared],
+        due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
+    ) -> dict[str, np.ndarray]:
+        """Each sensor's window losses: those of its history that the memory keeps, the rest computed at once;
+        all of them kept for the next tick."""
+        memory = self.memory
+        if memory is None:
+            computed = losses.fleet_losses(
+                [models[s] for s in scored], [windows[s].windows for s in scored], self.settings.engine
+            )
+            return dict(zip(scored, computed))
+        seconds = chunk.grid.as_unit("s").asi8
+        ends = {s: seconds[w.ends] if isinstance(w, Cut) else w.ends.as_unit("s").asi8 for s, w in windows.items()}
+        keys = {s: loss_memory.model_key(models[s].metadata) for s in scored}
+        kept = {}
+        for s, key in keys.items():
+            if key:
+                hit, old = memory.recall(s, key, ends[s], due[s][0].value // 10**9)
+                if hit.any():
+                    kept[s] = hit, old
+        computed = losses.fleet_losses(
+            [models[s] for s in scored],
+            [windows[s].windows[~kept[s][0]] if s in kept else windows[s].windows for s in scored],
+            self.settings.engine,
+        )
+        found = dict(zip(scored, computed))
+        for s, (hit, old) in kept.items():
+            new = found[s]
+            found[s] = np.empty(len(hit), dtype=new.dtype)
+            found[s][hit], found[s][~hit] = old, new
+            self.remembered += int(hit.sum())
+        for s, key in keys.items():
+            if key:
+                memory.keep(s, key, ends[s], found[s])
+        return found
 
     def windows(
         self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]

@@ -13,7 +13,7 @@ from test_pack import save
 
 import model_predict
 import sensor_predict
-from anomaly import pack, pack_build, runner, store
+from anomaly import losses, pack, pack_build, runner, store
 from anomaly.chunk import Chunk
 from anomaly.influx.line_protocol import line_protocol
 from tools import local_influxd, sensor_data
@@ -175,3 +175,46 @@ def test_written_points_are_the_dry_run_lines(fleet, capsys):
     assert runner.main(sensor_predict.JOB, args) == 0
     found = rows(url, database, 'SELECT count("anomaly") FROM "PREDICT_ANOMALY"')
     assert found[0][1][0][1] == argv_lines
+
+
+def test_a_tick_takes_its_history_losses_from_the_tick_before_and_writes_what_computing_them_writes(
+    fleet, capsys, monkeypatch, state_dir
+):
+    """Each tick keeps the losses it computed (anomaly/loss_memory.py) and the next takes those of its history
+    windows from there, computing only its new windows: its points are those of a tick that computes them all.
+    """
+    url, database, models, workdir = fleet
+    args = ["--url", url, "--database", database, "--models-dir", str(models), "--ratios", str(workdir / "ratios.json")]
+    args += ["--windows", str(workdir / "windows.json"), "--delay", "0s", "--chunk-size", "4", "--first-run", "1h"]
+    assert runner.main(sensor_predict.JOB, [*args, "--now", (NOW - INTERVAL).isoformat()]) == 0
+    (memory_file,) = state_dir.glob("*.losses.npz")
+
+    computed: list[int] = []
+    fleet_losses = losses.fleet_losses
+
+    def counted(models, windows, engine="numpy"):
+        computed.append(sum(map(len, windows)))
+        return fleet_losses(models, windows, engine)
+
+    monkeypatch.setattr(losses, "fleet_losses", counted)
+    remembered = dry_run(fleet, capsys, "--first-run", "1h")
+    with_memory, computed[:] = sum(computed), []
+    memory_file.unlink()
+    everything = dry_run(fleet, capsys, "--first-run", "1h")
+    # The same points and flags; a loss computed in another batch may differ in its last float32 bit, and so
+    # what is made from the history's losses (the smoothed loss, the dynamic threshold, the score).
+    assert [_fields(line)[0] for line in everything] == [_fields(line)[0] for line in remembered]
+    for line, again in zip(everything, remembered):
+        assert _fields(again)[1] == pytest.approx(_fields(line)[1], rel=1e-6)
+    # One new window for each sensor with a model and a window that ends at NOW - INTERVAL: the rest of the day
+    # came from the memory.
+    new_windows = sum('kind="missing"' not in line for line in remembered)
+    assert with_memory == new_windows < sum(computed) / 20
+
+
+def _fields(line: str) -> tuple[tuple[str, ...], dict[str, float]]:
+    """A score line as its series, time and text fields (exact), and its number fields."""
+    head, fields, stamp = line.rsplit(" ", 2)
+    pairs = [field.split("=", 1) for field in fields.split(",")]
+    numbers = {k: float(v) for k, v in pairs if v[0] not in '"tf'}
+    return (head, stamp, *sorted(f"{k}={v}" for k, v in pairs if k not in numbers)), numbers

@@ -1,0 +1,120 @@
+"""The losses a tick computed, kept for the next tick, beside the state file.
+
+Under the dynamic threshold a tick decides its new window against the day of losses before it, and
+computing that day again every tick was almost all of a tick's model work: about a hundred windows per
+sensor for the one that is new. The next tick takes them from here instead, so a tick's model work is its
+new windows. A loss is taken only for a window that ends before its sensor's due range (one an earlier run
+scored), from the same model (model_key), under the same signature (engine, measurement, field, interval, gap
+filling): anything else is computed, as it always was. A reading that arrives after its window was scored
+changes neither that window's score nor, from then on, the history of later ones; a backfill computes
+every loss from the readings as they are then. A missing, unreadable or foreign file costs time, never a
+result: every loss is computed, and the run writes a new one.
+
+File layout: a NumPy .npz (no pickles) of ``format`` and ``signature`` (text), ``sensor_ids`` and ``keys``
+(text [S], model_key), ``sizes`` (int64 [S]), ``ends`` (int64, seconds since 1970) and ``losses`` (float64), each
+sensor's windows one run of the last two, in time order.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomaly.files import write_atomic
+from anomaly.metadata import ModelMetadata
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+def model_key(metadata: ModelMetadata) -> str | None:
+    """What a sensor's losses were computed by: its model's version (which names its weights) and the scaling
+    its windows get; None for a model without a version, whose losses are not kept."""
+    version = metadata.record.get("version")
+    if not isinstance(version, str):
+        return None
+    return f"{version} {metadata.window} {metadata.mean!r} {metadata.scale!r} {metadata.centered}"
+
+
+def beside(state_file: Path) -> Path:
+    """The losses of one output's sensors, beside its state file: both belong to one output."""
+    return state_file.with_suffix(".losses.npz")
+
+
+@dataclass
+class LossMemory:
+    """``entries``: sensor id -> (model key, window ends in seconds [n] increasing, losses [n])."""
+
+    signature: str
+    entries: dict[str, tuple[str, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def recall(self, sensor_id: str, key: str, ends: np.ndarray, before: int) -> tuple[np.ndarray, np.ndarray]:
+        """Which of a sensor's windows (``ends``, seconds, increasing) have a loss kept from the model ``key``
+        (model_key) and end before ``before``, and those losses, in order."""
+        entry = self.entries.get(sensor_id)
+        if entry is None or entry[0] != key or not len(entry[1]):
+            return np.zeros(len(ends), dtype=bool), np.empty(0)
+        kept_ends, losses = entry[1], entry[2]
+        at = np.minimum(np.searchsorted(kept_ends, ends), len(kept_ends) - 1)
+        hit = (kept_ends[at] == ends) & (ends < before)
+        return hit, losses[at[hit]]
+
+    def keep(self, sensor_id: str, key: str, ends: np.ndarray, losses: np.ndarray) -> None:
+        """Keep the losses of a sensor's windows this run computed or took from here, in place of the ones kept
+        before: they reach back as far as its history, which is what its next tick looks back on."""
+        self.entries[sensor_id] = (key, ends.astype(np.int64), losses.astype("float64"))
+
+    def forget(self, before: int) -> None:
+        """Drop the sensors none of whose kept windows ends at or after ``before``: no longer scored."""
+        self.entries = {s: e for s, e in self.entries.items() if len(e[1]) and e[1][-1] >= before}
+
+
+def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block
+    """The memory at ``path`` when it was kept under ``signature``; else an empty one (logged when unreadable)."""
+    memory = LossMemory(signature)
+    if not path.exists():
+        return memory
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if int(saved["format"]) != FORMAT or str(saved["signature"]) != signature:
+                logger.info("%s: kept under other settings; every loss is computed this run", path)
+                return memory
+            sensor_ids, keys, sizes = saved["sensor_ids"], saved["keys"], saved["sizes"]
+            ends, losses = saved["ends"], saved["losses"]
+            if not (len(sensor_ids) == len(keys) == len(sizes) and sizes.sum() == len(ends) == len(losses)):
+                raise ValueError("arrays of inconsistent lengths")
+            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            for k, sensor_id in enumerate(sensor_ids.tolist()):
+                run = slice(int(bounds[k]), int(bounds[k + 1]))
+                memory.entries[sensor_id] = (str(keys[k]), ends[run], losses[run])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        logger.warning("%s: unreadable (%s); every loss is computed this run, and the file written anew", path, e)
+        return LossMemory(signature)
+    return memory
+
+
+def save(path: Path, memory: LossMemory) -> None:  # pragma: no mutate block
+    """Write the memory atomically; a failure is logged (the next run computes every loss)."""
+    entries = memory.entries
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        format=np.array(FORMAT),
+        signature=np.array(memory.signature),
+        sensor_ids=np.array(list(entries), dtype=str),
+        keys=np.array([e[0] for e in entries.values()], dtype=str),
+        sizes=np.array([len(e[1]) for e in entries.values()], dtype=np.int64),
+        ends=np.concatenate([np.empty(0, np.int64), *(e[1] for e in entries.values())]),
+        losses=np.concatenate([np.empty(0), *(e[2] for e in entries.values())]),
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buffer.getvalue())
+    except OSError as e:
+        logger.warning("%s: cannot be written (%s); the next run computes every loss", path, e)

@@ -1,0 +1,94 @@
+"""The losses a tick keeps for the next (anomaly/loss_memory.py): what it gives back, and what it refuses."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from anomaly import loss_memory
+from anomaly.loss_memory import LossMemory
+from anomaly.metadata import ModelMetadata
+
+ENDS = np.array([900, 1800, 2700, 3600, 4500], dtype=np.int64)
+LOSSES = np.array([0.1, 0.2, 0.3, 0.4, 0.5], dtype="float32")
+
+
+def kept() -> LossMemory:
+    memory = LossMemory("engine=numpy")
+    memory.keep("a", "v1", ENDS, LOSSES)
+    return memory
+
+
+def test_it_gives_back_the_kept_losses_of_windows_before_the_due_range_only():
+    hit, losses = kept().recall("a", "v1", np.array([0, 1800, 2000, 2700, 3600, 4500, 5400]), before=3600)
+    assert hit.tolist() == [False, True, False, True, False, False, False]
+    # Exactly the float32 losses kept: a float32 loss survives the float64 file.
+    assert losses.astype("float32").tolist() == LOSSES[[1, 2]].tolist()
+
+
+def test_it_gives_nothing_for_another_model_or_sensor_or_when_empty():
+    memory = kept()
+    for sensor_id, key in [("a", "v2"), ("b", "v1")]:
+        hit, losses = memory.recall(sensor_id, key, ENDS, before=10**9)
+        assert not hit.any() and len(losses) == 0
+    memory.keep("a", "v1", np.empty(0, np.int64), np.empty(0, "float32"))
+    assert not memory.recall("a", "v1", ENDS, before=10**9)[0].any()
+
+
+def test_keeping_replaces_what_was_kept_and_forgetting_drops_sensors_no_longer_scored():
+    memory = kept()
+    memory.keep("a", "v2", ENDS[3:], LOSSES[3:])
+    memory.keep("b", "v1", ENDS[:2], LOSSES[:2])
+    assert not memory.recall("a", "v1", ENDS, before=10**9)[0].any()
+    assert memory.recall("a", "v2", ENDS, before=10**9)[0].tolist() == [False, False, False, True, True]
+    memory.forget(before=1800)
+    assert list(memory.entries) == ["a", "b"]  # b's newest window ends at 1800
+    memory.forget(before=1801)
+    assert list(memory.entries) == ["a"]
+
+
+def test_it_survives_a_save_and_a_load_under_the_same_signature_only(tmp_path, caplog):
+    path = tmp_path / "state" / "x.losses.npz"
+    memory = kept()
+    memory.keep('Boiler,2="hot" ü', "v9", ENDS[:1], LOSSES[:1])
+    loss_memory.save(path, memory)
+    again = loss_memory.load(path, "engine=numpy")
+    assert list(again.entries) == ["a", 'Boiler,2="hot" ü']
+    for sensor_id, (key, ends, losses) in memory.entries.items():
+        assert again.entries[sensor_id][0] == key
+        assert again.entries[sensor_id][1].tolist() == ends.tolist()
+        assert again.entries[sensor_id][2].tolist() == losses.tolist()
+    with caplog.at_level(logging.INFO):
+        assert loss_memory.load(path, "engine=keras").entries == {}
+    assert "kept under other settings" in caplog.text
+    assert loss_memory.load(tmp_path / "none.npz", "engine=numpy").entries == {}
+
+
+def test_a_damaged_file_is_reported_and_read_as_empty(tmp_path, caplog):
+    path = tmp_path / "x.losses.npz"
+    loss_memory.save(path, kept())
+    path.write_bytes(path.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        assert loss_memory.load(path, "engine=numpy").entries == {}
+    assert f"{path}: unreadable" in caplog.text and "every loss is computed" in caplog.text
+
+
+def test_the_model_key_names_the_version_and_the_scaling_of_the_windows():
+    metadata = ModelMetadata(
+        sensor_id="a",
+        window=15,
+        interval=pd.Timedelta(minutes=15),
+        threshold=0.1,
+        mean=20.5,
+        scale=2.0,
+        centered=True,
+        record={"version": "20260101T000000-abcdef"},
+    )
+    key = loss_memory.model_key(metadata)
+    assert key is not None and key.startswith("20260101T000000-abcdef ")
+    for changed in [{"mean": 20.25}, {"scale": 2.5}, {"centered": False}, {"window": 12}]:
+        other = ModelMetadata(**{**metadata.__dict__, **changed})
+        assert loss_memory.model_key(other) != key
+    assert loss_memory.model_key(ModelMetadata(**{**metadata.__dict__, "record": {}})) is None
