@@ -300,16 +300,16 @@ def score_lines(
     written (score_head tells which)."""
     columns = [scores.columns() for scores in scored]
 
-    def joined(name: str) -> np.ndarray:
-        return np.concatenate([np.empty(0), *(c[name] for c in columns)]) if columns else np.empty(0)
+    def joined(name: str, dtype: str | type = "float64") -> np.ndarray:
+        return np.concatenate([np.empty(0, dtype), *(c[name] for c in columns)])
 
     sizes = [len(scores.ends) for scores in scored]
     fields: dict[str, Sequence | np.ndarray] = {
         schema.field: joined("value"),
         "loss": joined("loss"),
         "threshold": joined("threshold"),
-        "anomaly": np.concatenate([np.empty(0, bool), *(c["anomaly"] for c in columns)]),
-        "kind": np.concatenate([np.empty(0, object), *(c["kind"] for c in columns)]),
+        "anomaly": joined("anomaly", bool),
+        "kind": joined("kind", object),
         "detector": [detector] * sum(sizes),
         "smoothed_loss": joined("smoothed_loss"),
         "score": joined("score"),

@@ -11,9 +11,14 @@ one-window tick.
 Scenarios, each one run of the job with ``--now`` fixed and ``--delay 0s``:
 
     tick        --sensors sensors, each scored up to the previous interval: one new window each
+    tick_cold   the same tick with no losses kept from a tick before it (the first tick after the state
+                directory was lost): it computes its history's losses too
     tick_keras  the same tick, same data and models, with --engine keras (for keras_ratio)
     catchup     --sensors sensors, each last scored a day ago: 96 windows each
     tick_big    --big sensors, one new window each (numpy engine only)
+
+Every scenario but tick_cold is warm: the job first runs once, not timed, one interval earlier (the tick
+before it, which keeps its losses for the next: anomaly/loss_memory.py), as in a fleet scored every interval.
     floor       the tick once more, into a measurement of its own, through a recording proxy (not timed);
                 then its requests to InfluxDB (the same queries, the same points written) replayed in order
                 from a bare process (tools/http_record.py): what the tick costs the database and the
@@ -52,6 +57,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -71,13 +78,13 @@ TARGET_SENSORS, TARGET_BIG = 1000, 10000
 # ------------------------------------------------------------------ measuring
 
 
-def job_command(workdir: Path, scenario: Scenario, extra: list[str]) -> list[str]:
+def job_command(workdir: Path, scenario: Scenario, extra: list[str], now: pd.Timestamp = NOW) -> list[str]:
     return [
         sys.executable,
         str(ROOT / "sensor_predict.py"),
         *fleet.job_args(workdir),
         "--now",
-        times.format_time(NOW),
+        times.format_time(now),
         "--delay",
         "0s",
         "--engine",
@@ -90,7 +97,19 @@ def job_command(workdir: Path, scenario: Scenario, extra: list[str]) -> list[str
     ]
 
 
+def warm_up(url: str, workdir: Path, scenario: Scenario, extra: list[str]) -> None:
+    """The run before a warm scenario's (not timed): it scores the interval the synthetic scores stop short of,
+    and keeps its losses for the scenario's run, as the tick before does in a fleet scored every interval."""
+    if scenario.warm:
+        now = scenario.last_scored + fleet.INTERVAL
+        log = workdir / "logs" / f"{scenario.name}-warm-up.log"
+        measure.run_checked(
+            job_command(workdir, scenario, extra, now), measure.job_env(url, scenario.database), workdir, log
+        )
+
+
 def run_scenario(url: str, workdir: Path, scenario: Scenario, extra: list[str]) -> Measurement:
+    warm_up(url, workdir, scenario, extra)
     command = job_command(workdir, scenario, extra)
     logger.info(
         "running %s: %d sensors x %d windows, --engine %s",
@@ -113,6 +132,7 @@ def measure_floor(
     """The tick's floor: the same tick run once through a recording proxy (not timed), then its requests
     (the same queries, the same points written) replayed in order from a bare process (timed). Returns the
     replay's measurement, the number of requests and the scenario."""
+    warm_up(url, workdir, scenario, extra)
     recorder = http_record.Recorder(port)
     try:
         logger.info("running %s through a recording proxy (not timed)", scenario.name)
@@ -237,6 +257,7 @@ def prepare(args: argparse.Namespace, url: str, workdir: Path) -> list[Scenario]
     members = tuple(fleet_ids)
     scenarios = [
         Scenario("tick", "fleet", members, 1, "numpy", "PREDICT_ANOMALY"),
+        Scenario("tick_cold", "fleet", members, 1, "numpy", "PREDICT_ANOMALY_COLD", warm=False),
         Scenario("tick_keras", "fleet", members, 1, "keras", "PREDICT_ANOMALY_KERAS"),
         Scenario("catchup", "fleet", members, CATCHUP_WINDOWS, "numpy", "PREDICT_ANOMALY_CATCHUP"),
     ]

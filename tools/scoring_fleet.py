@@ -104,10 +104,18 @@ class Scenario:
     windows_per_sensor: int
     engine: str
     output: str
+    # Warm: the synthetic scores end one interval earlier and a run of the job (the warm-up) scores that
+    # interval first, as the tick before would have, keeping its losses for this one (anomaly/loss_memory.py).
+    warm: bool = True
 
     @property
     def last_scored(self) -> pd.Timestamp:
         return NOW - (self.windows_per_sensor + 1) * INTERVAL
+
+    @property
+    def history_until(self) -> pd.Timestamp:
+        """Where the synthetic earlier scores end."""
+        return self.last_scored - INTERVAL if self.warm else self.last_scored
 
     @property
     def first_end(self) -> pd.Timestamp:
@@ -115,10 +123,10 @@ class Scenario:
 
 
 def write_history(url: str, scenario: Scenario, readings: dict[str, pd.Series], thresholds: dict[str, float]) -> None:
-    """A day of earlier scores per sensor of the scenario, ending where the scenario says it was last scored."""
+    """A day of earlier scores per sensor of the scenario, ending where the scenario says (history_until)."""
     lines = []
     for sid in scenario.sensor_ids:
-        lines += history_lines(scenario.output, readings[sid].rename(sid), scenario.last_scored, thresholds[sid])
+        lines += history_lines(scenario.output, readings[sid].rename(sid), scenario.history_until, thresholds[sid])
     local_influxd.write(url, scenario.database, lines)
 
 
