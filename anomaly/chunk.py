@@ -83,8 +83,8 @@ class Chunk:
             scale = np.array([[models[k].scale] for k in members])
             ends = (clean.run_lengths(~np.isnan(values)) >= window) & (position >= first[members, None])
             ends &= position <= last[members, None]
-            standardized = clean.standardized(values, mean, scale)
-            standardized = np.where(np.isnan(standardized), 0.0, standardized).astype("float32")
+            # NaN where a reading is missing: ``ends`` keeps no window across one.
+            standardized = clean.standardized(values, mean, scale).astype("float32")
             row, end = np.nonzero(ends)
             cut = np.lib.stride_tricks.sliding_window_view(standardized, window, axis=1)[row, end - window + 1]
             cut = cut[:, :, None]

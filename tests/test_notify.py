@@ -111,6 +111,8 @@ def test_an_event_without_a_loss_takes_the_threshold_of_its_first_window():
     assert np.isnan(found.peak_loss) and found.threshold == 1.0
 
 
+# Without a warning: a bool fill of a float column warns, and pandas 4 will raise.
+@pytest.mark.filterwarnings("error")
 def test_events_sorts_and_reads_missing_flags_as_false():
     frame = scores("x.x").iloc[::-1].astype({"anomaly": object})
     frame.iloc[1, frame.columns.get_loc("anomaly")] = None
