@@ -30,6 +30,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, rows, run_job, tiny_training
@@ -687,6 +688,22 @@ def test_a_score_dated_in_the_future_does_not_stop_scoring(server, models, tmp_p
     for sensor_id in SENSORS:
         times = scored(server.url, sensor_id)
         assert times[times <= NOW].equals(grid(earlier - FIRST_RUN, NOW - INTERVAL)), sensor_id
+
+
+def test_a_damaged_loss_memory_costs_time_not_scores(server, models, tmp_path, state_dir):
+    """The losses a tick keeps for the next (anomaly/loss_memory.py) are a cache: damaged, they are reported, every
+    loss is computed, every interval is scored, and the file is written anew."""
+    earlier = NOW - pd.Timedelta(hours=3)
+    assert predict(server.url, models, tmp_path, earlier).returncode == 0
+    (memory,) = state_dir.glob("*.losses.npz")
+    memory.write_bytes(memory.read_bytes()[:-40])
+    result = predict(server.url, models, tmp_path, NOW)
+    assert result.returncode == 0, result.stderr
+    assert f"WARNING anomaly.loss_memory: {memory}: unreadable" in result.stderr
+    for sensor_id in SENSORS:
+        assert_scored(server.url, sensor_id, earlier - FIRST_RUN, NOW - INTERVAL)
+    with np.load(memory, allow_pickle=False) as saved:
+        assert sorted(saved["sensor_ids"].tolist()) == sorted(SENSORS)
 
 
 def test_a_run_killed_between_its_scores_and_its_events_loses_no_event(server, models, tmp_path, proxies):
