@@ -4,8 +4,10 @@ A tick over thousands of sensors would otherwise open, parse and checksum each s
 and weights file. Training writes (pack_build.py), beside the sensor directories, one
 ``pack-w<window>-u<units>.bin`` per shape holding what the NumPy scorer needs of each of its sensors
 (weights, scaler, threshold, window, interval, flat-line and level fields) as arrays, and the scorer opens
-each pack once, verifies its checksum once, and reads the weights of a chunk's sensors as slices of those
-arrays.
+each pack once, verifies the checksum of its header and small arrays, and reads the weights of a chunk's
+sensors as slices of those arrays, each sensor's checked against its own checksum as it is read: a scorer of
+one shard hashes its own sensors' weights, not the fleet's, and a damaged row fails only its sensor's use
+of the pack (that sensor loads from its own files).
 
 The per-sensor files stay the source of truth. A pack records, for each sensor, the size and modification
 time of the four files its model was packed from (metadata.json, the Keras, scaler and weights files it
@@ -16,12 +18,14 @@ files. A rebuild writes each pack under a temporary name and renames it over the
 reads either the old pack or the new; it holds the file open for its run, so a rebuild during a tick
 never changes what it reads.
 
-File layout (format version 1)::
+File layout (format version 2)::
 
-    b"sensor-anomaly-pack 1\\n"
-    sha256 of everything after this line, 64 hex digits, b"\\n"
-    header: one line of JSON (sorted keys): window, units, sensors; per sensor its id, version and the
-            names of its four files; the arrays' dtype, shape and offset, b"\\n"
+    b"sensor-anomaly-pack 2\\n"
+    sha256 of the header line and of the small arrays (all but the weights, by name, sorted), 64 hex
+            digits, b"\\n"
+    header: one line of JSON (sorted keys): window, units, sensors; per sensor its id, version, the
+            names of its four files and ``row_sha256``, the sha256 of its rows of the weights (in
+            store.WEIGHT_NAMES order); the arrays' dtype, shape and offset, b"\\n"
     zero padding to a multiple of 64 bytes from the start of the file
     the arrays, C order, each at its offset (from the start of the file), 64-byte aligned
 
@@ -29,7 +33,8 @@ Arrays (S sensors, rows in the order of the header's ``sensor_ids``, sorted): th
 ``store.WEIGHT_NAMES`` stacked [S, ...] float32; ``interval_s``, ``longest_flat_run`` (-1: not measured)
 int64 [S]; ``threshold``, ``mean``, ``scale``, ``levels_low``, ``levels_high`` (NaN: not recorded) float64
 [S]; ``centered`` bool [S]; ``file_size``, ``file_mtime_ns`` int64 [S, 4] (metadata, model, scaler,
-weights).
+weights). Format version 1, which training wrote before, has no ``row_sha256`` and its checksum covers
+everything after its line: it is still read (verified whole), until the next training run rewrites it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ from anomaly.metadata import ArtifactError, ModelMetadata
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"sensor-anomaly-pack"
 PATTERN = re.compile(r"pack-w(\d+)-u(\d+)\.bin")
 ALIGN = 64
@@ -98,6 +104,7 @@ class Pack:
     fields: dict[str, np.ndarray]
     arrays: dict[str, dict[str, Any]]
     handle: Any
+    row_sha256: list[str] | None = None  # None: format version 1, verified whole when opened
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -120,8 +127,9 @@ class Pack:
             record={"version": self.versions[row]},
         )
 
-    def weights(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The weights of ``rows`` (sorted, increasing) stacked [len(rows), ...], read from the open file."""
+    def weights(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The weights of ``rows`` (sorted, increasing) stacked [len(rows), ...], read from the open file, and
+        which of them match their row's checksum (a row that does not must not be used)."""
         rows = np.asarray(rows, dtype=np.int64)
         # Runs of consecutive rows: one read per run and array (a chunk of a sorted fleet is mostly one run).
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
@@ -140,7 +148,12 @@ class Pack:
             out[name] = (
                 parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, *row_shape), dtype)
             )
-        return out
+        return out, self._verified(rows, out)
+
+    def _verified(self, rows: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+        if self.row_sha256 is None:
+            return np.ones(len(rows), dtype=bool)
+        return np.array([row_digest(weights, k) == self.row_sha256[row] for k, row in enumerate(rows.tolist())], bool)
 
     def close(self) -> None:
         self.handle.close()
@@ -152,6 +165,19 @@ def _seconds(count: int) -> pd.Timedelta:
     return pd.Timedelta(seconds=count)
 
 
+def row_digest(weights: dict[str, np.ndarray], k: int) -> str:
+    """The sha256 of row ``k`` of stacked weights, array by array in store.WEIGHT_NAMES order."""
+    digest = hashlib.sha256()
+    for name in store.WEIGHT_NAMES:
+        digest.update(np.ascontiguousarray(weights[name][k]).data)
+    return digest.hexdigest()
+
+
+def small_arrays(names: Iterable[str]) -> list[str]:
+    """The arrays a pack's own checksum covers, in the order it covers them: all but the weights."""
+    return sorted(name for name in names if name not in store.WEIGHT_NAMES)
+
+
 def _read_line(handle: Any, limit: int) -> bytes:
     line = handle.readline(limit)
     if not line.endswith(b"\n"):
@@ -160,7 +186,9 @@ def _read_line(handle: Any, limit: int) -> bytes:
 
 
 def open_pack(path: Path) -> Pack:
-    """Open a pack and verify its checksum (reading it once, in blocks); ArtifactError when unusable."""
+    """Open a pack and verify its own checksum (format 1: the whole file, read once in blocks; format 2: its
+    header and small arrays, the weights being checked row by row as they are read); ArtifactError when
+    unusable."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 (held open for the run: the pack stays the one verified)
     except OSError as e:
@@ -168,17 +196,25 @@ def open_pack(path: Path) -> Pack:
     try:
         try:
             magic = _read_line(handle, 64)
-            if magic != MAGIC + f" {FORMAT_VERSION}".encode():
+            version = next((v for v in READABLE_VERSIONS if magic == MAGIC + f" {v}".encode()), None)
+            if version is None:
                 raise ArtifactError(f"not a pack of format version {FORMAT_VERSION} ({magic[:40]!r})")
             expected = _read_line(handle, 80).decode("ascii", "replace")
-            digest = hashlib.sha256()
             header_line = handle.readline()
-            digest.update(header_line)
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+            digest = hashlib.sha256(header_line)
+            if version == 1:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            header = json.loads(header_line)
+            specs = header["arrays"]
+            if os.fstat(handle.fileno()).st_size < max(_end(spec) for spec in specs.values()):
+                raise ArtifactError("shorter than its header says")
+            small = {name: _read_bytes(handle, specs[name]) for name in small_arrays(specs)}
+            if version == 2:
+                for data in small.values():
+                    digest.update(data)
             if digest.hexdigest() != expected:
                 raise ArtifactError("checksum mismatch")
-            header = json.loads(header_line)
             pack = Pack(
                 path=path,
                 window=int(header["window"]),
@@ -186,17 +222,18 @@ def open_pack(path: Path) -> Pack:
                 sensor_ids=list(header["sensor_ids"]),
                 versions=list(header["versions"]),
                 files=[list(names) for names in header["files"]],
-                fields={},
-                arrays=header["arrays"],
+                fields={name: _as_array(data, specs[name]) for name, data in small.items()},
+                arrays=specs,
                 handle=handle,
+                row_sha256=list(header["row_sha256"]) if version == 2 else None,
             )
-            small = [*FIELDS_FLOAT, *FIELDS_INT, "centered", "file_size", "file_mtime_ns"]
-            pack.fields = {name: _read_array(handle, header["arrays"][name]) for name in small}
             count = len(pack.sensor_ids)
             if not (len(pack.versions) == len(pack.files) == count and pack.sensor_ids == sorted(pack.sensor_ids)):
                 raise ArtifactError("inconsistent header")
+            if pack.row_sha256 is not None and len(pack.row_sha256) != count:
+                raise ArtifactError("inconsistent header")
             for name in store.WEIGHT_NAMES:
-                if header["arrays"][name]["shape"][0] != count:
+                if specs[name]["shape"][0] != count:
                     raise ArtifactError(f"array {name} does not have one row per sensor")
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise ArtifactError(f"unreadable ({type(e).__name__}: {e})") from None
@@ -206,13 +243,21 @@ def open_pack(path: Path) -> Pack:
     return pack
 
 
-def _read_array(handle: Any, spec: dict[str, Any]) -> np.ndarray:
-    dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-    size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+def _end(spec: dict[str, Any]) -> int:
+    """Where an array of the header ends in the file."""
+    return int(spec["offset"]) + np.dtype(spec["dtype"]).itemsize * int(np.prod(spec["shape"], dtype=np.int64))
+
+
+def _as_array(data: bytes, spec: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.dtype(spec["dtype"])).reshape(tuple(spec["shape"]))
+
+
+def _read_bytes(handle: Any, spec: dict[str, Any]) -> bytes:
+    size = _end(spec) - int(spec["offset"])
     data = os.pread(handle.fileno(), size, int(spec["offset"]))
     if len(data) != size:
         raise ArtifactError("shorter than its header says")
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return data
 
 
 class PackedStore:
@@ -270,7 +315,15 @@ class PackedStore:
             if not members:
                 continue
             rows = np.array([row for row, _ in members])
-            weights = pack.weights(rows)
+            weights, verified = pack.weights(rows)
             for k, (row, sensor_id) in enumerate(members):
-                out[sensor_id] = (pack.metadata(row), {name: array[k] for name, array in weights.items()})
+                if verified[k]:
+                    out[sensor_id] = (pack.metadata(row), {name: array[k] for name, array in weights.items()})
+                else:
+                    logger.warning(
+                        "%s: the weights of sensor %r do not match their checksum; it loads from its own files; the "
+                        "next sensor_training.py run rebuilds the pack",
+                        pack.path,
+                        sensor_id,
+                    )
         return out

@@ -32,6 +32,8 @@ from anomaly.pack import (
     PackedStore,
     look,
     pack_name,
+    row_digest,
+    small_arrays,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,9 +96,11 @@ def _rows_from_pack(pack: Pack, models_dir: Path) -> dict[str, Row]:
     rows = [row for row, sensor_id in enumerate(pack.sensor_ids) if current.current(sensor_id)]
     if not rows:
         return {}
-    weights = pack.weights(np.array(rows))
+    weights, verified = pack.weights(np.array(rows))
     out = {}
     for k, row in enumerate(rows):
+        if not verified[k]:
+            continue  # read again from its own files
         m = pack.metadata(row)
         out[m.sensor_id] = Row(
             sensor_id=m.sensor_id,
@@ -137,6 +141,7 @@ def write_pack(path: Path, rows: list[Row]) -> Path:
         "sensor_ids": [r.sensor_id for r in rows],
         "versions": [r.version for r in rows],
         "files": [list(r.files) for r in rows],
+        "row_sha256": [row_digest(arrays, k) for k in range(len(rows))],
         "arrays": specs,
     }
     first_line = MAGIC + f" {FORMAT_VERSION}\n".encode()
@@ -160,10 +165,9 @@ def write_pack(path: Path, rows: list[Row]) -> Path:
                 f.write(b"\0" * (specs[name]["offset"] - f.tell()))
                 f.write(array.tobytes())
             f.write(b"\0" * (offset - f.tell()))
-            digest = hashlib.sha256()
-            f.seek(prefix)
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+            digest = hashlib.sha256(header_line)
+            for name in small_arrays(arrays):
+                digest.update(arrays[name].tobytes())
             f.seek(len(first_line))
             f.write(digest.hexdigest().encode("ascii"))
             f.flush()

@@ -3,6 +3,7 @@ per-sensor files, and a sensor whose files changed since it was packed is never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -179,13 +180,17 @@ def test_a_damaged_model_is_left_out_of_the_pack(models):
     assert SENSORS[3] not in packed(models)
 
 
+def header_of(path: Path) -> dict:
+    return json.loads(path.read_bytes().split(b"\n", 3)[2])
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
-        ("flip a byte of the weights", "checksum mismatch"),
+        ("flip a byte of a small array", "checksum mismatch"),
         ("flip a byte of the header", "checksum mismatch"),
-        ("truncate", "checksum mismatch"),
-        ("another format version", "not a pack of format version 1"),
+        ("truncate", "shorter than its header says"),
+        ("another format version", "not a pack of format version 2"),
         ("empty", "truncated header"),
     ],
 )
@@ -193,14 +198,14 @@ def test_a_damaged_pack_is_refused_whole_and_its_sensors_load_from_their_own_fil
     pack_build.rebuild(models)
     path = models / "pack-w6-u3.bin"
     content = bytearray(path.read_bytes())
-    if damage == "flip a byte of the weights":
-        content[-100] ^= 0x01
+    if damage == "flip a byte of a small array":
+        content[header_of(path)["arrays"]["threshold"]["offset"] + 3] ^= 0x01
     elif damage == "flip a byte of the header":
         content[content.index(b"AHU-1")] ^= 0x01
     elif damage == "truncate":
         del content[-64:]
     elif damage == "another format version":
-        content[len(pack.MAGIC) + 1] = ord("2")
+        content[len(pack.MAGIC) + 1] = ord("9")
     elif damage == "empty":
         content = bytearray()
     path.write_bytes(bytes(content))
@@ -209,6 +214,52 @@ def test_a_damaged_pack_is_refused_whole_and_its_sensors_load_from_their_own_fil
     with caplog.at_level(logging.WARNING):
         assert packed(models) == {}
     assert f"{path}: " in caplog.text and "load from their own files" in caplog.text
+
+
+@pytest.mark.parametrize("name", store.WEIGHT_NAMES)
+def test_a_damaged_row_of_weights_fails_only_its_sensor_which_loads_from_its_own_files(models, caplog, name):
+    """The weights are checked row by row as they are read: a scorer hashes only the sensors it scores, and a
+    damaged row costs only its sensor the pack. The next rebuild reads that sensor from its own files."""
+    pack_build.rebuild(models)
+    path = models / "pack-w6-u3.bin"
+    spec = header_of(path)["arrays"][name]
+    row_bytes = np.dtype(spec["dtype"]).itemsize * int(np.prod(spec["shape"][1:]))
+    content = bytearray(path.read_bytes())
+    content[spec["offset"] + 2 * row_bytes + row_bytes // 2] ^= 0x01  # the third sensor's row, sorted
+    path.write_bytes(bytes(content))
+    damaged = sorted(SENSORS)[2]
+    with caplog.at_level(logging.WARNING):
+        found = packed(models)
+    assert sorted(found) == sorted(s for s in SENSORS if s != damaged)
+    assert f"{path}: the weights of sensor {damaged!r} do not match their checksum" in caplog.text
+    for sensor_id, (_, got) in found.items():
+        own = model_predict.load_sensor_model(store.sensor_dir(models, sensor_id))
+        assert all(np.array_equal(got[n], own.weights[n]) for n in store.WEIGHT_NAMES)
+    pack_build.rebuild(models)
+    assert sorted(packed(models)) == sorted(SENSORS)
+
+
+def test_a_pack_of_format_version_1_is_still_read_verified_whole(models, caplog):
+    """Packs written before per-row checksums are read until the next training run rewrites them."""
+    pack_build.rebuild(models)
+    path = models / "pack-w6-u3.bin"
+    header_line = path.read_bytes().split(b"\n", 3)[2]
+    header = json.loads(header_line)
+    del header["row_sha256"]
+    old_header = json.dumps(header, sort_keys=True).encode() + b"\n"
+    first_array = min(spec["offset"] for spec in header["arrays"].values())
+    prefix = len(pack.MAGIC) + 3 + 65
+    after = old_header + b"\0" * (first_array - prefix - len(old_header)) + path.read_bytes()[first_array:]
+    version_1 = pack.MAGIC + b" 1\n" + hashlib.sha256(after).hexdigest().encode() + b"\n" + after
+    path.write_bytes(version_1)
+    with caplog.at_level(logging.WARNING):
+        assert sorted(packed(models)) == sorted(SENSORS)
+    assert caplog.text == ""
+    flipped = bytearray(version_1)
+    flipped[header["arrays"][store.WEIGHT_NAMES[0]]["offset"] + 5] ^= 0x01
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        pack.open_pack(path)
 
 
 def test_a_scorer_keeps_reading_the_pack_it_verified_while_a_rebuild_replaces_it(models):
