@@ -228,6 +228,8 @@ def open_pack(path: Path) -> Pack:
                 row_sha256=list(header["row_sha256"]) if version == 2 else None,
             )
             count = len(pack.sensor_ids)
+            if {*FIELDS_FLOAT, *FIELDS_INT, "centered", "file_size", "file_mtime_ns"} - pack.fields.keys():
+                raise ArtifactError("inconsistent header")
             if not (len(pack.versions) == len(pack.files) == count and pack.sensor_ids == sorted(pack.sensor_ids)):
                 raise ArtifactError("inconsistent header")
             if pack.row_sha256 is not None and len(pack.row_sha256) != count:
