@@ -726,7 +726,9 @@ def test_scheduler_trains_when_due_then_predicts_on_every_tick(tmp_path, models,
         PREDICT_ARGS="--dry-run",
     )
     try:
-        lines = wait_for(log, "end sensor_predict.py", ticks, process)
+        # One more start than the ticks checked: the scheduler logs a job's end before it starts the next, so
+        # stopping it then never races the last checked job's "finished" line.
+        lines = wait_for(log, "start sensor_predict.py", ticks + 1, process)
     finally:
         code, out, err = stop(process)
     starts = [x for x in lines if x.startswith("start")]
