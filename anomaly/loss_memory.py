@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,34 @@ class LossMemory:
     def forget(self, before: int) -> None:
         """Drop the sensors none of whose kept windows ends at or after ``before``: no longer scored."""
         self.entries = {s: e for s, e in self.entries.items() if len(e[1]) and e[1][-1] >= before}
+
+
+def losses(
+    memory: LossMemory,
+    sensor_ids: list[str],
+    keys: list[str | None],
+    ends: list[np.ndarray],
+    befores: list[int],
+    windows: list[np.ndarray],
+    compute: Callable[[list[np.ndarray]], list[np.ndarray]],
+) -> tuple[list[np.ndarray], int]:
+    """Each sensor's window losses: those ``memory`` keeps (from model ``keys[k]``, of windows ending before
+    ``befores[k]``, its due range), the rest computed at once by ``compute`` (the windows of every sensor, one
+    array each, in order); all of them kept for the next tick. Returns them, and how many came from the memory.
+    A sensor whose model has no key is computed whole and not kept."""
+    hits = [
+        memory.recall(s, key, e, before) if key else (np.zeros(len(e), dtype=bool), np.empty(0))
+        for s, key, e, before in zip(sensor_ids, keys, ends, befores)
+    ]
+    computed = compute([w[~hit] if hit.any() else w for w, (hit, _) in zip(windows, hits)])
+    found = []
+    for s, key, e, (hit, kept), new in zip(sensor_ids, keys, ends, hits, computed):
+        merged = np.empty(len(hit), dtype=new.dtype)
+        merged[hit], merged[~hit] = kept, new
+        found.append(merged)
+        if key:
+            memory.keep(s, key, e, merged)
+    return found, int(sum(hit.sum() for hit, _ in hits))
 
 
 def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block

@@ -16,6 +16,7 @@ import pandas as pd
 import model_predict
 from anomaly import cold_start, detect, loss_memory, losses, pack, store, times
 from anomaly.chunk import Chunk, Cut
+from anomaly.due import due_ranges
 from anomaly.metadata import ArtifactError
 from anomaly.predict_settings import PredictSettings
 from influx_interact import Database
@@ -117,54 +118,16 @@ class Run:
         return models, cold
 
     def due_ranges(self, sensor_ids: list[str]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
-        """What each sensor has due, from its last score in the output measurement; logs the ones up to date."""
+        """What each sensor has due (anomaly/due.py); logs and counts the ones up to date."""
         if not sensor_ids:
             return {}
-        schedule = self.settings.schedule
-        last_scored = {} if schedule.start is not None else self.last_scored(sensor_ids)
-        for sensor_id in set(sensor_ids) & set(self.pending):
-            again = self.pending[sensor_id] - schedule.interval
-            logger.warning(
-                "sensor %r: scored again from %s, where an earlier run's write failed",
-                sensor_id,
-                times.format_time(self.pending[sensor_id]),
-            )
-            last_scored[sensor_id] = min(again, last_scored.get(sensor_id, again))
-        # Once per distinct last score: after a tick, every sensor has the same.
-        found = {at: model_predict.score_range(at, schedule) for at in {last_scored.get(s) for s in sensor_ids}}
-        ranges = {s: found[last_scored.get(s)] for s in sensor_ids}
-        for sensor_id in [s for s, r in ranges.items() if r is None]:
-            logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(last_scored[sensor_id]))
+        output = self.common.schema.output_measurement
+        due, up_to_date = due_ranges(self.db, self.settings.schedule, sensor_ids, self.pending, output)
+        for sensor_id, at in up_to_date.items():
+            logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(at))
             self.counts["up_to_date"] += 1
-        due = {s: r for s, r in ranges.items() if r is not None}
         self.due.update(due)
         return due
-
-    def last_scored(self, sensor_ids: list[str]) -> dict[str, pd.Timestamp]:
-        """Each sensor's newest score, where its scoring resumes. A point dated after now (a clock that was
-        wrong, a hand-written test point) would hold a sensor's scoring back until then: it is passed over,
-        with a warning, and the newest score before now counts. A sensor whose newest score is older than
-        --max-catchup (the scorer was down longer) resumes --max-catchup back, not --first-run back as a
-        sensor never scored would. Both take one more query, for those sensors only."""
-        schedule = self.settings.schedule
-        since = schedule.now.floor(schedule.interval) - schedule.max_catchup - schedule.interval
-        newest = self.db.last_scored(sensor_ids, since)
-        ahead = sorted(s for s, at in newest.items() if at > schedule.now)
-        for sensor_id in ahead:
-            logger.warning(
-                "sensor %r: a score in %s is dated %s, after now (%s); scoring resumes from the newest score "
-                "before now; delete the points dated in the future",
-                sensor_id,
-                self.common.schema.output_measurement,
-                times.format_time(newest[sensor_id]),
-                times.format_time(schedule.now),
-            )
-            del newest[sensor_id]
-        # One more query covers both: the sensors whose newest score lay ahead, and those without a recent one.
-        absent = [s for s in sensor_ids if s not in newest]
-        if absent:
-            newest |= self.db.last_scored(absent, pd.Timestamp(0, tz="UTC"), until=schedule.now)
-        return newest
 
     def no_window(self, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
         logger.info(
@@ -245,38 +208,25 @@ class Run:
         windows: dict[str, Cut | model_predict.Prepared],
         due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
     ) -> dict[str, np.ndarray]:
-        """Each sensor's window losses: those of its history that the memory keeps, the rest computed at once;
-        all of them kept for the next tick."""
-        memory = self.memory
-        if memory is None:
-            computed = losses.fleet_losses(
-                [models[s] for s in scored], [windows[s].windows for s in scored], self.settings.engine
-            )
-            return dict(zip(scored, computed))
+        """Each sensor's window losses, computed at once (with the memory: only those it does not keep)."""
+
+        def compute(cut: list[np.ndarray]) -> list[np.ndarray]:
+            return losses.fleet_losses([models[s] for s in scored], cut, self.settings.engine)
+
+        if self.memory is None:
+            return dict(zip(scored, compute([windows[s].windows for s in scored])))
         seconds = chunk.grid.as_unit("s").asi8
-        ends = {s: seconds[w.ends] if isinstance(w, Cut) else w.ends.as_unit("s").asi8 for s, w in windows.items()}
-        keys = {s: loss_memory.model_key(models[s].metadata) for s in scored}
-        kept = {}
-        for s, key in keys.items():
-            if key:
-                hit, old = memory.recall(s, key, ends[s], due[s][0].value // 10**9)
-                if hit.any():
-                    kept[s] = hit, old
-        computed = losses.fleet_losses(
-            [models[s] for s in scored],
-            [windows[s].windows[~kept[s][0]] if s in kept else windows[s].windows for s in scored],
-            self.settings.engine,
+        found, remembered = loss_memory.losses(
+            self.memory,
+            scored,
+            [loss_memory.model_key(models[s].metadata) for s in scored],
+            [seconds[w.ends] if isinstance(w, Cut) else w.ends.as_unit("s").asi8 for w in (windows[s] for s in scored)],
+            [due[s][0].value // 10**9 for s in scored],
+            [windows[s].windows for s in scored],
+            compute,
         )
-        found = dict(zip(scored, computed))
-        for s, (hit, old) in kept.items():
-            new = found[s]
-            found[s] = np.empty(len(hit), dtype=new.dtype)
-            found[s][hit], found[s][~hit] = old, new
-            self.remembered += int(hit.sum())
-        for s, key in keys.items():
-            if key:
-                memory.keep(s, key, ends[s], found[s])
-        return found
+        self.remembered += remembered
+        return dict(zip(scored, found))
 
     def windows(
         self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]

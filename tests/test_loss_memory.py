@@ -92,3 +92,33 @@ def test_the_model_key_names_the_version_and_the_scaling_of_the_windows():
         other = ModelMetadata(**{**metadata.__dict__, **changed})
         assert loss_memory.model_key(other) != key
     assert loss_memory.model_key(ModelMetadata(**{**metadata.__dict__, "record": {}})) is None
+
+
+def test_only_the_windows_the_memory_does_not_keep_are_computed_and_every_loss_is_kept_for_the_next_tick():
+    memory = kept()  # a: windows ending 900 .. 4500, from model v1
+    computed = []
+
+    def compute(windows):
+        computed.append([w.tolist() for w in windows])
+        return [np.asarray(w, dtype="float32") * 10 for w in windows]  # a "loss" that shows which window it is
+
+    ends = {"a": np.array([2700, 3600, 4500, 5400]), "b": np.array([3600, 4500]), "c": np.array([4500])}
+    windows = {s: e / 900 for s, e in ends.items()}  # window k's "content" is k
+    found, remembered = loss_memory.losses(
+        memory,
+        ["a", "b", "c"],
+        ["v1", "v1", None],
+        list(ends.values()),
+        [4500, 4500, 4500],  # each sensor's due range begins at 4500
+        list(windows.values()),
+        compute,
+    )
+    # a: 2700 and 3600 are kept (before its due range); 4500 is due and 5400 new, so both computed. b and c: none
+    # kept (another sensor; no model key).
+    assert computed == [[[5.0, 6.0], [4.0, 5.0], [5.0]]]
+    assert [f.tolist() for f in found] == [[0.30000001192092896, 0.4000000059604645, 50.0, 60.0], [40.0, 50.0], [50.0]]
+    assert [f.dtype for f in found] == [np.float32] * 3
+    assert remembered == 2
+    assert sorted(memory.entries) == ["a", "b"]  # c's model has no key: not kept
+    assert memory.entries["a"][1].tolist() == [2700, 3600, 4500, 5400]
+    assert memory.entries["a"][2].astype("float32").tolist() == found[0].tolist()
