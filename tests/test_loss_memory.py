@@ -43,10 +43,12 @@ def test_keeping_replaces_what_was_kept_and_forgetting_drops_sensors_no_longer_s
     memory.keep("b", "v1", ENDS[:2], LOSSES[:2])
     assert not memory.recall("a", "v1", ENDS, before=10**9)[0].any()
     assert memory.recall("a", "v2", ENDS, before=10**9)[0].tolist() == [False, False, False, True, True]
-    memory.forget(before=1800)
-    assert list(memory.entries) == ["a", "b"]  # b's newest window ends at 1800
-    memory.forget(before=1801)
+    memory.keep("c", "v1", ENDS[:3], LOSSES[:3])
+    memory.forget(before=2700)
+    assert list(memory.entries) == ["a", "c"]  # b's newest window ends at 1800, c's at 2700
+    memory.forget(before=2701)
     assert list(memory.entries) == ["a"]
+    assert memory.entries["a"][1].dtype == np.int64  # the file's layout
 
 
 def test_it_survives_a_save_and_a_load_under_the_same_signature_only(tmp_path, caplog):
@@ -64,6 +66,13 @@ def test_it_survives_a_save_and_a_load_under_the_same_signature_only(tmp_path, c
         assert loss_memory.load(path, "engine=keras").entries == {}
     assert "kept under other settings" in caplog.text
     assert loss_memory.load(tmp_path / "none.npz", "engine=numpy").entries == {}
+
+
+def test_it_lies_beside_the_state_file_of_its_output(tmp_path):
+    assert (
+        loss_memory.beside(tmp_path / ".sensor_predict-state-abc.json")
+        == tmp_path / ".sensor_predict-state-abc.losses.npz"
+    )
 
 
 def test_a_damaged_file_is_reported_and_read_as_empty(tmp_path, caplog):
@@ -120,5 +129,6 @@ def test_only_the_windows_the_memory_does_not_keep_are_computed_and_every_loss_i
     assert [f.dtype for f in found] == [np.float32] * 3
     assert remembered == 2
     assert sorted(memory.entries) == ["a", "b"]  # c's model has no key: not kept
+    assert [memory.entries[s][0] for s in ("a", "b")] == ["v1", "v1"]
     assert memory.entries["a"][1].tolist() == [2700, 3600, 4500, 5400]
     assert memory.entries["a"][2].astype("float32").tolist() == found[0].tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from pathlib import Path
@@ -453,6 +454,8 @@ def test_score_lines_of_several_sensors_are_each_sensors_lines_in_turn():
         scores(slice(0, 0), [], []),
         scores(slice(2, 3), [np.nan], ["missing"], unit="s"),
     ]
+    # detect's rules give kinds as a str array (np.where), the chunk's as objects: a chunk's lines take both.
+    scored[2] = dataclasses.replace(scored[2], kind=scored[2].kind.astype(str))
     together = model_predict.score_lines(ids, scored, Schema())
     alone = [line for s, one in zip(ids, scored) for line in model_predict.score_lines([s], [one], Schema())]
     assert together == alone
@@ -461,6 +464,9 @@ def test_score_lines_of_several_sensors_are_each_sensors_lines_in_turn():
     ]
     assert [int(line.split(" ")[-1]) for line in together] == [int(t.timestamp()) for t in index]
     assert model_predict.score_lines([], [], Schema()) == []
+    assert model_predict.score_head("AHU 1", Schema()) == "PREDICT_ANOMALY,uniqueID=AHU\\ 1 "
+    with pytest.raises(ValueError, match="line break"):
+        model_predict.score_head("a\nb", Schema())
 
 
 @pytest.mark.parametrize(
