@@ -66,10 +66,10 @@ class LossMemory:
         hit = (kept_ends[at] == ends) & (ends < before)
         return hit, losses[at[hit]]
 
-    def keep(self, sensor_id: str, key: str, ends: np.ndarray, losses: np.ndarray) -> None:
-        """Keep the losses of a sensor's windows this run computed or took from here, in place of the ones kept
-        before: they reach back as far as its history, which is what its next tick looks back on."""
-        self.entries[sensor_id] = (key, ends.astype(np.int64), losses.astype("float64"))
+    def keep(self, sensor_id: str, key: str, ends: np.ndarray, losses: np.ndarray, since: int) -> None:
+        """Keep the losses of a sensor's windows ending at or after ``since``, in place of the ones kept before."""
+        newer = ends >= since
+        self.entries[sensor_id] = (key, ends[newer].astype(np.int64), losses[newer].astype("float64"))
 
     def forget(self, before: int) -> None:
         """Drop the sensors none of whose kept windows ends at or after ``before``: no longer scored."""
@@ -84,11 +84,15 @@ def losses(
     befores: list[int],
     windows: list[np.ndarray],
     compute: Callable[[list[np.ndarray]], list[np.ndarray]],
+    reach: int,
 ) -> tuple[list[np.ndarray], int]:
     """Each sensor's window losses: those ``memory`` keeps (from model ``keys[k]``, of windows ending before
     ``befores[k]``, its due range), the rest computed at once by ``compute`` (the windows of every sensor, one
-    array each, in order); all of them kept for the next tick. Returns them, and how many came from the memory.
-    A sensor whose model has no key is computed whole and not kept."""
+    array each, in order). Returns them, and how many came from the memory. Kept for the next tick: those of
+    the windows ending up to ``reach`` seconds (how far a due window's history reaches back) before a sensor's
+    newest. Its next due window ends after its newest score, which is at or after that newest window, so its
+    history is all there however long this run's range was. A sensor whose model has no key is computed whole
+    and not kept."""
     hits = [
         memory.recall(s, key, e, before) if key else (np.zeros(len(e), dtype=bool), np.empty(0))
         for s, key, e, before in zip(sensor_ids, keys, ends, befores)
@@ -99,8 +103,8 @@ def losses(
         merged = np.empty(len(hit), dtype=new.dtype)
         merged[hit], merged[~hit] = kept, new
         found.append(merged)
-        if key:
-            memory.keep(s, key, e, merged)
+        if key and len(e):
+            memory.keep(s, key, e, merged, int(e[-1]) - reach)
     return found, int(sum(hit.sum() for hit, _ in hits))
 
 

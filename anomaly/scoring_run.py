@@ -188,7 +188,8 @@ class Run:
                 self.fail(sensor_id)
         scored = [s for s in due if s in windows]
         try:
-            found = self.losses(chunk, scored, models, windows, due)
+            reach = max((leads[s][0] for s in scored), default=pd.Timedelta(0))
+            found = self.losses(chunk, scored, models, windows, due, reach)
         except Exception:
             logger.exception(
                 "failed to compute the losses of %d sensors: %s", len(scored), ", ".join(map(repr, scored))
@@ -207,8 +208,10 @@ class Run:
         models: dict[str, SensorModel],
         windows: dict[str, Cut | model_predict.Prepared],
         due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
+        reach: pd.Timedelta,
     ) -> dict[str, np.ndarray]:
-        """Each sensor's window losses, computed at once (with the memory: only those it does not keep)."""
+        """Each sensor's window losses, computed at once (with the memory: only those it does not keep; ``reach``:
+        how far before a due window the windows that decide it begin)."""
 
         def compute(cut: list[np.ndarray]) -> list[np.ndarray]:
             return losses.fleet_losses([models[s] for s in scored], cut, self.settings.engine)
@@ -224,6 +227,7 @@ class Run:
             [due[s][0].value // 10**9 for s in scored],
             [windows[s].windows for s in scored],
             compute,
+            int(reach.total_seconds()),
         )
         self.remembered += remembered
         return dict(zip(scored, found))

@@ -17,7 +17,7 @@ LOSSES = np.array([0.1, 0.2, 0.3, 0.4, 0.5], dtype="float32")
 
 def kept() -> LossMemory:
     memory = LossMemory("engine=numpy")
-    memory.keep("a", "v1", ENDS, LOSSES)
+    memory.keep("a", "v1", ENDS, LOSSES, since=0)
     return memory
 
 
@@ -33,17 +33,21 @@ def test_it_gives_nothing_for_another_model_or_sensor_or_when_empty():
     for sensor_id, key in [("a", "v2"), ("b", "v1")]:
         hit, losses = memory.recall(sensor_id, key, ENDS, before=10**9)
         assert not hit.any() and len(losses) == 0
-    memory.keep("a", "v1", np.empty(0, np.int64), np.empty(0, "float32"))
+    memory.keep("a", "v1", np.empty(0, np.int64), np.empty(0, "float32"), since=0)
     assert not memory.recall("a", "v1", ENDS, before=10**9)[0].any()
 
 
-def test_keeping_replaces_what_was_kept_and_forgetting_drops_sensors_no_longer_scored():
+def test_keeping_replaces_what_was_kept_from_since_on_and_forgetting_drops_sensors_no_longer_scored():
     memory = kept()
-    memory.keep("a", "v2", ENDS[3:], LOSSES[3:])
-    memory.keep("b", "v1", ENDS[:2], LOSSES[:2])
+    memory.keep("d", "v1", ENDS, LOSSES, since=2700)
+    assert memory.entries["d"][1].tolist() == [2700, 3600, 4500]
+    assert memory.entries["d"][2].astype("float32").tolist() == LOSSES[2:].tolist()
+    del memory.entries["d"]
+    memory.keep("a", "v2", ENDS[3:], LOSSES[3:], since=0)
+    memory.keep("b", "v1", ENDS[:2], LOSSES[:2], since=0)
     assert not memory.recall("a", "v1", ENDS, before=10**9)[0].any()
     assert memory.recall("a", "v2", ENDS, before=10**9)[0].tolist() == [False, False, False, True, True]
-    memory.keep("c", "v1", ENDS[:3], LOSSES[:3])
+    memory.keep("c", "v1", ENDS[:3], LOSSES[:3], since=0)
     memory.forget(before=2700)
     assert list(memory.entries) == ["a", "c"]  # b's newest window ends at 1800, c's at 2700
     memory.forget(before=2701)
@@ -54,7 +58,7 @@ def test_keeping_replaces_what_was_kept_and_forgetting_drops_sensors_no_longer_s
 def test_it_survives_a_save_and_a_load_under_the_same_signature_only(tmp_path, caplog):
     path = tmp_path / "state" / "x.losses.npz"
     memory = kept()
-    memory.keep('Boiler,2="hot" ü', "v9", ENDS[:1], LOSSES[:1])
+    memory.keep('Boiler,2="hot" ü', "v9", ENDS[:1], LOSSES[:1], since=0)
     loss_memory.save(path, memory)
     again = loss_memory.load(path, "engine=numpy")
     assert list(again.entries) == ["a", 'Boiler,2="hot" ü']
@@ -121,6 +125,7 @@ def test_only_the_windows_the_memory_does_not_keep_are_computed_and_every_loss_i
         [4500, 4500, 4500],  # each sensor's due range begins at 4500
         list(windows.values()),
         compute,
+        reach=1800,  # the next tick looks back two windows from its due one
     )
     # a: 2700 and 3600 are kept (before its due range); 4500 is due and 5400 new, so both computed. b and c: none
     # kept (another sensor; no model key).
@@ -130,5 +135,7 @@ def test_only_the_windows_the_memory_does_not_keep_are_computed_and_every_loss_i
     assert remembered == 2
     assert sorted(memory.entries) == ["a", "b"]  # c's model has no key: not kept
     assert [memory.entries[s][0] for s in ("a", "b")] == ["v1", "v1"]
-    assert memory.entries["a"][1].tolist() == [2700, 3600, 4500, 5400]
-    assert memory.entries["a"][2].astype("float32").tolist() == found[0].tolist()
+    # Kept from each sensor's newest window back by the reach: all its next tick can look back on.
+    assert memory.entries["a"][1].tolist() == [3600, 4500, 5400]
+    assert memory.entries["a"][2].astype("float32").tolist() == found[0][1:].tolist()
+    assert memory.entries["b"][1].tolist() == [3600, 4500]
