@@ -292,12 +292,11 @@ def without_windows(
 
 
 def score_lines(
-    sensor_ids: Sequence[str], scored: Sequence[detect.Scores], schema: Schema, detector: str = "lstm"
+    heads: Sequence[str], scored: Sequence[detect.Scores], schema: Schema, detector: str = "lstm"
 ) -> list[str]:
-    """One point per window of each sensor's scores, sensor by sensor, each in time order (a written prefix
-    never leaves a gap behind it). A window carries every field; a point without a reading has no value,
-    loss, smoothed loss or score (a non-finite float is left out). ValueError when a sensor id cannot be
-    written (score_head tells which)."""
+    """One point per window of each sensor's scores (``heads``: each sensor's score_head), sensor by sensor, each
+    in time order (a written prefix never leaves a gap behind it). A window carries every field; a point
+    without a reading has no value, loss, smoothed loss or score (a non-finite float is left out)."""
     columns = [scores.columns() for scores in scored]
 
     def joined(name: str, dtype: str | type = "float64") -> np.ndarray:
@@ -321,7 +320,7 @@ def score_lines(
             *(scores.ends.asi8 // (np.timedelta64(1, "s") // np.timedelta64(1, scores.ends.unit)) for scores in scored),
         ]
     )
-    return series_lines(schema.output_measurement, [{schema.sensor_tag: s} for s in sensor_ids], sizes, fields, seconds)
+    return series_lines(heads, sizes, fields, seconds)
 
 
 def score_head(sensor_id: str, schema: Schema) -> str:

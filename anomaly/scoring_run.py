@@ -289,12 +289,12 @@ class Run:
         due: tuple[pd.Timestamp, pd.Timestamp],
         threshold: float,
         detector: str = "lstm",
-    ) -> detect.Scores | None:
-        """A sensor's scores inside its error boundary (None: it failed, and is logged and counted); logs its
-        one line."""
+    ) -> tuple[str, detect.Scores] | None:
+        """A sensor's score_head and scores inside its error boundary (None: it failed, and is logged and
+        counted); logs its one line."""
         try:
             scores = scoring()
-            model_predict.score_head(sensor_id, self.common.schema)
+            head = model_predict.score_head(sensor_id, self.common.schema)
         except Exception:
             self.fail(sensor_id)
             return None
@@ -311,22 +311,22 @@ class Run:
                     times.format_time(due[1]),
                 )
                 self.counts["no_data"] += 1
-            return scores
+            return head, scores
         self.record(
             sensor_id,
             scores,
             threshold,
             "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
         )
-        return scores
+        return head, scores
 
-    def lines(self, decided: Mapping[str, detect.Scores | None], detector: str) -> list[str]:
+    def lines(self, decided: Mapping[str, tuple[str, detect.Scores] | None], detector: str) -> list[str]:
         """The lines of the sensors decided (a failed one has none), all at once; a backfill that writes keeps
         those without a loss to write again after its deletes (clear_stale)."""
-        done = {s: scores for s, scores in decided.items() if scores is not None}
-        lines = model_predict.score_lines(list(done), list(done.values()), self.common.schema, detector)
+        done = [d for d in decided.values() if d is not None]
+        lines = model_predict.score_lines([h for h, _ in done], [x for _, x in done], self.common.schema, detector)
         if self.clears:
-            void = np.concatenate([np.empty(0, bool), *(np.isnan(scores.loss) for scores in done.values())])
+            void = np.concatenate([np.empty(0, bool), *(np.isnan(scores.loss) for _, scores in done)])
             self.unscored += [line for line, empty in zip(lines, void) if empty]
         return lines
 

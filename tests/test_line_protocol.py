@@ -375,7 +375,7 @@ def test_series_lines_write_each_point_as_line_protocol_does():
         "field key,with=specials": ["a"] * 6,
     }
     stamps = np.array([0, 1, 2, 3, 1767225600, 2**40], dtype=np.int64)
-    got = series_lines('PREDICT ANOMALY,"x"', tags, sizes, fields, stamps)
+    got = series_lines([series_head('PREDICT ANOMALY,"x"', t) for t in tags], sizes, fields, stamps)
     of_point = [tags[0]] * 4 + [tags[2]] * 2
     want = [
         line_protocol(
@@ -395,12 +395,10 @@ def test_series_lines_write_each_point_as_line_protocol_does():
 
 def test_series_lines_refuse_what_line_protocol_refuses():
     with pytest.raises(ValueError, match="no finite field"):
-        series_lines("m", [{"id": "a"}], [2], {"loss": np.array([1.0, np.nan])}, [1, 2])
-    with pytest.raises(ValueError, match="line break"):
-        series_lines("m", [{"id": "a"}, {"id": "a\nb"}], [0, 1], {"loss": np.array([1.0])}, [1])
+        series_lines(["m,id=a "], [2], {"loss": np.array([1.0, np.nan])}, [1, 2])
     with pytest.raises(ValueError, match="line break"):
         series_head("m", {"id": "a\nb"})
     with pytest.raises(ValueError, match="integer range"):
-        series_lines("m", [{"id": "a"}], [1], {"n": [2**63]}, [1])
-    assert series_lines("m", [{"id": "a"}], [0], {"loss": np.array([])}, []) == []
-    assert series_lines("m", [], [], {"loss": np.array([])}, []) == []
+        series_lines(["m,id=a "], [1], {"n": [2**63]}, [1])
+    assert series_lines(["m,id=a "], [0], {"loss": np.array([])}, []) == []
+    assert series_lines([], [], {"loss": np.array([])}, []) == []

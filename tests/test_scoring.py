@@ -402,7 +402,7 @@ def test_score_lines_one_point_per_window_in_time_order():
         kind=np.array(["none", "missing"], dtype=object),
         smoothed_loss=np.array([0.1, np.nan]),
     )
-    lines = model_predict.score_lines(["AHU 1"], [scores], Schema())
+    lines = model_predict.score_lines([model_predict.score_head("AHU 1", Schema())], [scores], Schema())
     assert lines == [
         'PREDICT_ANOMALY,uniqueID=AHU\\ 1 val_num=1.5,loss=0.1,threshold=0.5,anomaly=false,kind="none",'
         f'detector="lstm",smoothed_loss=0.1,score=0.2 {int(index[0].timestamp())}',
@@ -424,7 +424,9 @@ def test_score_lines_carry_the_flag_and_the_smoothed_loss_of_a_dynamic_threshold
         kind=np.array(["shape"], dtype=object),
         smoothed_loss=np.array([0.75]),
     )
-    assert model_predict.score_lines(["s"], [scores], Schema(), detector="robust") == [
+    assert model_predict.score_lines(
+        [model_predict.score_head("s", Schema())], [scores], Schema(), detector="robust"
+    ) == [
         'PREDICT_ANOMALY,uniqueID=s val_num=1.5,loss=0.9,threshold=0.5,anomaly=true,kind="shape",'
         f'detector="robust",smoothed_loss=0.75,score=1.5 {int(index[0].timestamp())}'
     ]
@@ -456,8 +458,9 @@ def test_score_lines_of_several_sensors_are_each_sensors_lines_in_turn():
     ]
     # detect's rules give kinds as a str array (np.where), the chunk's as objects: a chunk's lines take both.
     scored[2] = dataclasses.replace(scored[2], kind=scored[2].kind.astype(str))
-    together = model_predict.score_lines(ids, scored, Schema())
-    alone = [line for s, one in zip(ids, scored) for line in model_predict.score_lines([s], [one], Schema())]
+    heads = [model_predict.score_head(s, Schema()) for s in ids]
+    together = model_predict.score_lines(heads, scored, Schema())
+    alone = [line for h, one in zip(heads, scored) for line in model_predict.score_lines([h], [one], Schema())]
     assert together == alone
     assert [line.split(" ")[0] for line in together] == ["PREDICT_ANOMALY,uniqueID=b"] * 2 + [
         "PREDICT_ANOMALY,uniqueID=a\\=1"
@@ -494,7 +497,7 @@ def test_every_window_carries_every_field_whatever_the_rules(rules):
         assert frame["smoothed_loss"].tolist() == frame["loss"].tolist()  # the flag compares the loss itself
     fields = {
         tuple(part.split("=")[0] for part in line.split(" ")[1].split(","))
-        for line in model_predict.score_lines(["s"], [decided], Schema())
+        for line in model_predict.score_lines([model_predict.score_head("s", Schema())], [decided], Schema())
     }
     assert fields == {("val_num", "loss", "threshold", "anomaly", "kind", "detector", "smoothed_loss", "score")}
 

@@ -16,6 +16,7 @@ import sensor_predict
 from anomaly import losses, pack, pack_build, runner, store
 from anomaly.chunk import Chunk
 from anomaly.influx.line_protocol import line_protocol
+from anomaly.settings import Schema
 from tools import local_influxd, sensor_data
 
 NOW = pd.Timestamp("2026-03-02T00:00:00Z")
@@ -85,10 +86,13 @@ def old_paths(monkeypatch) -> None:
     nothing = Chunk(pd.DatetimeIndex([], tz="UTC"), INTERVAL, np.empty((0, 0)), {})
     monkeypatch.setattr(Chunk, "of", classmethod(lambda cls, *args: nothing))
 
-    def series_lines(measurement, tags, sizes, fields, timestamps):
-        each = [t for t, n in zip(tags, sizes) for _ in range(n)]
+    schema = Schema()
+    tags = {model_predict.score_head(s, schema): {schema.sensor_tag: s} for s in SENSORS}
+
+    def series_lines(heads, sizes, fields, timestamps):
+        each = [tags[h] for h, n in zip(heads, sizes) for _ in range(n)]
         return [
-            line_protocol(measurement, each[i], {k: v[i] for k, v in fields.items()}, int(stamp))
+            line_protocol(schema.output_measurement, each[i], {k: v[i] for k, v in fields.items()}, int(stamp))
             for i, stamp in enumerate(timestamps)
         ]
 

@@ -82,17 +82,15 @@ def series_head(measurement: str, tags: Mapping[str, str]) -> str:
 
 
 def series_lines(
-    measurement: str,
-    tags: Sequence[Mapping[str, str]],
+    heads: Sequence[str],
     sizes: Sequence[int],
     fields: Mapping[str, Sequence | np.ndarray],
     timestamps: Sequence[int] | np.ndarray,
 ) -> list[str]:
-    """``line_protocol`` for the points of several series of one measurement: series k has ``tags[k]`` and
-    the next ``sizes[k]`` points; ``fields`` maps a key to one value per point, in the order of
+    """``line_protocol`` for the points of several series: series k begins with ``heads[k]`` (series_head) and
+    has the next ``sizes[k]`` points; ``fields`` maps a key to one value per point, in the order of
     ``timestamps`` (None: the point has no such field). The same text, with each name escaped once and whole
     columns formatted at a time (a tick writes a point for each of thousands of sensors)."""
-    heads = [series_head(measurement, t) for t in tags]
     columns = [
         _column(f"{_escape(key, ',= ', unescaped=NAME_UNESCAPED)}=", key, values) for key, values in fields.items()
     ]
@@ -101,7 +99,7 @@ def series_lines(
     for head, stamp, parts in zip((h for h, n in zip(heads, sizes) for _ in range(n)), timestamps, rows):
         text = ",".join(part for part in parts if part is not None)
         if not text:
-            raise ValueError(f"point of {measurement!r} at {stamp} has no finite field to write")
+            raise ValueError(f"point of {head.rstrip()!r} at {stamp} has no finite field to write")
         out.append(f"{head}{text} {int(stamp)}")
     return out
 
