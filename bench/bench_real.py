@@ -61,6 +61,10 @@ window's last interval); ``window`` is the model's (15), or 1 for a sensor score
 - event F1: event recall = found / events in the scored part; event precision = found / (found +
   false-alarm runs).
 - fleet: counts and weeks summed over series, rates from the sums.
+- the labelled-events table: each event in a scored part, found or not, and how close a missed one came:
+  the highest score in its span (the smoothed loss over the effective threshold) and that window's
+  threshold over the model's. A score under 1 at a ratio of 1.00 lies below the calibrated threshold
+  itself; at a higher ratio, under the dynamic threshold raised by what the day before held.
 
     .venv/bin/python bench/bench_real.py            # all 31 series, under 15 minutes on two cores
     .venv/bin/python bench/bench_real.py --quick    # 5 series, for development
@@ -68,7 +72,8 @@ window's last interval); ``window`` is the model's (15), or 1 for a sensor score
     # other scoring rules on the same models, without training again (a few minutes):
     .venv/bin/python bench/bench_real.py --models-from DIR --predict-flags="--min-consecutive 3"
 
-Progress goes to stderr; stdout gets the table and, as its last line, one JSON object with the figures.
+Progress goes to stderr; stdout gets the per-series table, the labelled-events table and, as its last line, one
+JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ if str(ROOT) not in sys.path:
 DATABASE = "nab"
 LABEL_FIELD = "manual_anomaly"
 OUTPUT_MEASUREMENT = "PREDICT_ANOMALY"
+FIELDS = ("anomaly", "kind", "loss", "score", "threshold")
 HEADER = ("Datetime (UTC)", "Value", "ID", "Anomaly")
 FOLDERS = ("realKnownCause", "realTraffic", "realAWSCloudwatch")
 QUICK = (
@@ -246,21 +252,22 @@ def trained_models(models_dir: Path) -> dict[str, dict]:
 
 
 def read_points(url: str, sensor_id: str, start: pd.Timestamp, stop: pd.Timestamp) -> pd.DataFrame:
-    """What sensor_predict.py wrote for one sensor in [start, stop): anomaly, kind and loss by time."""
+    """What sensor_predict.py wrote for one sensor in [start, stop): anomaly, kind, loss, score and threshold
+    by time."""
     from tools import local_influxd
 
     quoted = sensor_id.replace("\\", "\\\\").replace("'", "\\'")
+    fields = ", ".join(f'"{name}"' for name in FIELDS)
     query = (
-        f'SELECT "anomaly", "kind", "loss" FROM "{OUTPUT_MEASUREMENT}" WHERE "uniqueID" = \'{quoted}\' '
+        f'SELECT {fields} FROM "{OUTPUT_MEASUREMENT}" WHERE "uniqueID" = \'{quoted}\' '
         f"AND time >= '{rfc3339(start)}' AND time < '{rfc3339(stop)}'"
     )
     result = local_influxd.query(url, query, DATABASE)["results"][0]
-    found = result.get("series") or [{"columns": ["time", "anomaly", "kind", "loss"], "values": []}]
+    found = result.get("series") or [{"columns": ["time", *FIELDS], "values": []}]
     frame = pd.DataFrame(found[0]["values"], columns=found[0]["columns"])
     frame.index = pd.to_datetime(frame.pop("time"), unit="s", utc=True)
-    return frame.assign(
-        anomaly=frame["anomaly"].fillna(False).astype(bool), loss=pd.to_numeric(frame["loss"], errors="coerce")
-    )
+    numbers = {k: pd.to_numeric(frame[k], errors="coerce") for k in ("loss", "score", "threshold")}
+    return frame.assign(anomaly=frame["anomaly"].fillna(False).astype(bool), **numbers)
 
 
 # ---------------------------------------------------------------- figures
@@ -291,6 +298,7 @@ def score_series(series: Series, points: pd.DataFrame, window: int, interval: pd
     positive = np.zeros(len(times), dtype=bool)
     events = found = found_by_missing_only = 0
     missing = (points["kind"] == "missing").to_numpy()
+    details = []
     for start, end in series.windows:
         span = (times >= start.floor(interval)) & (times <= end.floor(interval) + (window - 1) * interval)
         hit = span & flagged
@@ -298,6 +306,8 @@ def score_series(series: Series, points: pd.DataFrame, window: int, interval: pd
         events += bool(span.any())
         found += bool(hit.any())
         found_by_missing_only += bool(hit.any() and not (hit & ~missing).any())
+        if span.any():
+            details.append(event_detail(start, end, points[span], hit[span]))
     outside = flagged & ~positive
     scored = points["loss"].notna().to_numpy()
     weeks = (times[-1] - times[0] + interval) / WEEK if len(times) else 0.0
@@ -316,8 +326,24 @@ def score_series(series: Series, points: pd.DataFrame, window: int, interval: pd
         "false_alarm_runs": runs(times[outside], interval),
         "weeks": weeks,
         "kinds": Counter(points.loc[flagged, "kind"]),
+        "event_details": details,
         "first": times[0] if len(times) else None,
         "last": times[-1] if len(times) else None,
+    }
+
+
+def event_detail(start: pd.Timestamp, end: pd.Timestamp, span: pd.DataFrame, hit: np.ndarray) -> dict:
+    """Why one labelled event was found or missed: the highest score in its span, and the effective threshold
+    of that window (the dynamic threshold, or its floor: the model's threshold x ratio x --dynamic-floor)."""
+    scored = span["score"].dropna()
+    peak = scored.idxmax() if len(scored) else None
+    return {
+        "start": start,
+        "end": end,
+        "found": bool(hit.any()),
+        "kinds": Counter(span.loc[hit, "kind"]),
+        "peak_score": math.nan if peak is None else float(scored[peak]),
+        "threshold_at_peak": math.nan if peak is None else float(span.at[peak, "threshold"]),
     }
 
 
@@ -419,6 +445,27 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def print_events(rows: list[dict]) -> None:
+    """The labelled events in the scored parts, Markdown, on stdout: which were found, and how close the
+    others came (a peak score under 1 with the threshold at the model's: below the floor; above it: under
+    the dynamic threshold)."""
+    header = ("series", "labelled window (UTC)", "found", "kinds flagged", "highest score", "its threshold / model's")
+    print("| " + " | ".join(header) + " |")
+    print("| --- | --- | --- | --- |" + " ---: |" * (len(header) - 4))
+    for row in rows:
+        for event in row["event_details"]:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(event["kinds"].items()))
+            cells = (
+                row["sensor_id"],
+                f"{event['start']:%Y-%m-%d %H:%M} .. {event['end']:%Y-%m-%d %H:%M}",
+                "yes" if event["found"] else "no",
+                kinds or "–",
+                cell(event["peak_score"], ".2f"),
+                cell(event["threshold_at_peak"] / row["model_threshold"], ".2f"),
+            )
+            print("| " + " | ".join(cells) + " |")
+
+
 def evaluate_fleet(summary: Path) -> dict:
     """sensor_evaluate.py's fleet row (its own definitions, see the README's Metrics)."""
     with open(summary, newline="", encoding="utf-8") as handle:
@@ -510,6 +557,7 @@ def series_rows(
                 "step": duration_text(one.step),
                 "trained_windows": model.get("windows"),
                 "labelled_left_out": model.get("labelled_intervals_dropped"),
+                "model_threshold": model.get("threshold", math.nan),
                 **counts,
                 **rates(counts),
             }
@@ -658,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log(f"kept {workdir}")
     print_table(rows)
+    print()
+    print_events(rows)
     print(json.dumps(summary(rows, evaluated, args, seconds, time.monotonic() - began), sort_keys=True))
     return 0
 
