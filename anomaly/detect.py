@@ -16,8 +16,8 @@ threshold x ratio; or dynamic, from the recent smoothed losses), the level (an e
 beyond every level seen in training, where it begins), persistence (K windows in a row), flat-line (stuck
 far longer than training saw) and missing (no reading for longer than --missing-after: reported, an
 anomaly only when asked for). Every window also gets ``score`` = loss / effective threshold, which compares
-sensors: 1.0 is at the threshold. The cold-start detector is the same fixed threshold applied to a robust
-z-score instead of a reconstruction loss (cold_start.py).
+sensors: 1.0 is at the threshold. The cold-start detector (cold_start.py) flags a robust z-score instead of
+a reconstruction loss, above a threshold per day calibrated from the days before it.
 """
 
 from __future__ import annotations

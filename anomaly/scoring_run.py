@@ -346,14 +346,14 @@ class Run:
         if not due:
             return []
         cold, interval = self.cold, self.common.interval
-        data, read = self.read(due, dict.fromkeys(due, cold.history))
+        data, read = self.read(due, dict.fromkeys(due, cold.reach))
         decided = {}
         for sensor_id, (first, last) in due.items():
-            threshold = cold.z * self.common.sensor_config.ratio(sensor_id)
+            ratio = self.common.sensor_config.ratio(sensor_id)
             scoring = functools.partial(
-                cold_start.cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, threshold, first, last
+                cold_start.cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, ratio, first, last
             )
-            decided[sensor_id] = self.decide(sensor_id, scoring, (first, last), threshold, detector="robust")
+            decided[sensor_id] = self.decide(sensor_id, scoring, (first, last), cold.z * ratio, detector="robust")
         return self.lines(decided, "robust")
 
     def record(self, sensor_id: str, scores: detect.Scores, threshold: float, what: str) -> None:

@@ -440,3 +440,14 @@ def test_the_rule_flags_scoring_and_tuning_share_are_checked_once(flags, expecte
         return
     policy = model_predict.rule_policy(args, pd.Timedelta(minutes=15))
     assert (policy.dynamic_history, policy.dynamic_floor, policy.level_margin) == expected
+
+
+@pytest.mark.parametrize("budget", ["-1", "nan"])
+def test_the_cold_start_alarm_budget_must_be_a_rate(budget):
+    from anomaly import cold_start
+
+    parser = argparse.ArgumentParser()
+    cold_start.add_arguments(parser)
+    assert cold_start.settings_from_args(parser.parse_args([])).alarm_budget == 0.5
+    with pytest.raises(ConfigError, match="^" + re.escape(f"--cold-start-alarm-budget: {float(budget)} must be")):
+        cold_start.settings_from_args(parser.parse_args(["--cold-start-alarm-budget", budget]))

@@ -478,9 +478,9 @@ def test_score_lines_of_several_sensors_are_each_sensors_lines_in_turn():
         detect.Rules(threshold=0.5),
         detect.Rules(threshold=0.5, min_consecutive=2, missing_limit=1),
         detect.Rules(threshold=0.5, dynamic_history=4, missing_limit=1),
-        detect.Rules(threshold=6.0, kind="outlier"),  # the cold-start detector's
+        detect.Rules(threshold=6.0, kind="outlier"),
     ],
-    ids=["fixed", "fixed, persistence", "dynamic", "cold start"],
+    ids=["fixed", "fixed, persistence", "dynamic", "fixed, another kind"],
 )
 def test_every_window_carries_every_field_whatever_the_rules(rules):
     """InfluxDB merges a point into the one at its key: a field written under one configuration and not under
@@ -581,6 +581,59 @@ def test_the_cold_start_detector_follows_the_daily_cycle_and_ignores_tiny_change
     assert not robust_scores(flat, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).frame()["anomaly"].any()
     young = cycle.where(cycle.index >= index[-130])  # a day and a bit of readings: not enough yet
     assert robust_scores(young, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).frame().empty
+    # Its week of clean cycles raises no day's threshold above z: calibrated, the same flags.
+    calibrated = robust_scores(cycle, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96, budget=0.5)
+    assert calibrated.frame().equals(scores)
+
+
+def spiky_sensor(days: int = 10) -> pd.Series:
+    """15-minute readings with a daily cycle and, in one interval of ten, a burst of 2 to 6 (the cycle swings
+    10): noisy as many real sensors are, with no anomaly in it."""
+    index = pd.date_range("2026-01-01", periods=days * 96, freq="15min", tz="UTC")
+    rng = np.random.default_rng(5)
+    steps = np.arange(len(index))
+    values = 20 + 5 * np.sin(2 * np.pi * steps / 96) + rng.normal(0, 0.2, len(index))
+    bursts = rng.random(len(index)) < 0.1
+    values[bursts] += rng.uniform(2.0, 6.0, bursts.sum())
+    return pd.Series(values, index=index)
+
+
+def test_the_cold_start_threshold_of_a_day_is_calibrated_to_the_alarm_budget_on_the_days_before_it():
+    from anomaly.cold_start import robust_scores
+
+    series = spiky_sensor()
+    last_day = series.index[-96:]
+    series.iloc[-30] += 40.0  # far beyond any burst the sensor had
+    plain = robust_scores(series, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96).frame()
+    calibrated = robust_scores(
+        series, 7 * 96, 2 * 96, 6.0, last_day[0], last_day[-1], period=96, budget=0.5, ratio=1.25
+    ).frame()
+    assert plain.index.equals(calibrated.index) and (plain["loss"] == calibrated["loss"]).all()
+    # One threshold for the day, above z x ratio: the sensor's own week raised more alarms than that at it.
+    threshold = calibrated["threshold"].iloc[0]
+    assert (calibrated["threshold"] == threshold).all() and threshold > 6.0 * 1.25
+    assert plain["anomaly"].sum() >= 5, "the bursts must be outliers at z alone, or this proves nothing"
+    assert calibrated.index[calibrated["anomaly"]].tolist() == [series.index[-30]]
+    assert (calibrated["kind"] == np.where(calibrated["anomaly"], "outlier", "none")).all()
+    assert np.allclose(calibrated["score"], calibrated["loss"] / threshold)
+
+
+def test_a_cold_start_tick_gives_a_reading_the_threshold_and_flag_a_backfill_of_its_day_gives_it():
+    """The day's threshold comes from the history before the day began, which a tick reads (cold.reach), so
+    where a run starts changes nothing."""
+    from anomaly.cold_start import ColdStartSettings, cold_scores
+
+    series = spiky_sensor()
+    cold = ColdStartSettings(pd.Timedelta(days=7), pd.Timedelta(days=2), 6.0, alarm_budget=0.5)
+    interval = pd.Timedelta(minutes=15)
+    day = series.index[-96:]
+    backfill = cold_scores(series, interval, (series.index[0], day[-1] + interval), cold, 1.0, day[0], day[-1])
+    assert len(backfill.ends) == 96
+    for at in day[[0, 1, 40, 95]]:
+        read = (at - cold.reach, at + interval)
+        tick = cold_scores(series[series.index >= read[0]], interval, read, cold, 1.0, at, at).frame()
+        assert tick.index.tolist() == [at]
+        assert tick.iloc[0].equals(backfill.frame().loc[at])
 
 
 COLUMNS = ["value", "loss", "threshold", "anomaly", "kind", "score"]
