@@ -97,8 +97,8 @@ def _same_time(values: np.ndarray, at: np.ndarray, days: int, period: int, min_h
 
 
 def _row_medians(a: np.ndarray) -> np.ndarray:
-    """``np.nanmedian(a, axis=1)`` (NaN for a row of NaN), from one sort: numpy's takes a masked array per
-    call, which cost a day's calibration ten times the sort."""
+    """``np.nanmedian(a, axis=1)`` (NaN for a row of NaN), from one sort: numpy's goes through a masked
+    array, which made a day's calibration several times slower."""
     ordered = np.sort(a, axis=1)  # NaN sort last
     counted = (~np.isnan(a)).sum(axis=1)
     low = np.take_along_axis(ordered, np.maximum(counted - 1, 0)[:, None] // 2, axis=1)[:, 0]
