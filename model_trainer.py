@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import calibration, store, times
+from anomaly import calibration, store, thresholds, times
 from anomaly.losses import reconstruction_loss
 
 if TYPE_CHECKING:
@@ -154,6 +154,8 @@ class Plan:
     seed: int | None = None
     alarm_budget: float = 0.5
     calibration_split: float = 0.2
+    # The scorer's --min-consecutive the threshold is calibrated for (its default).
+    min_consecutive: int = 2
 
 
 @dataclass(frozen=True)
@@ -214,22 +216,30 @@ def fit(sensor_id: str, windows: np.ndarray, plan: Plan) -> tuple[keras.Model, F
 
 
 def threshold(model: keras.Model, prepared: Prepared, fitted: int, plan: Plan) -> dict[str, Any]:
-    """The threshold and how it was found: the ``percentile`` of the fitted windows' losses, raised so that
-    the held-out newest windows (from ``fitted`` on) would give at most ``alarm_budget`` alarm runs a week."""
+    """The threshold and how it was found: without a held-out part, the ``percentile`` of the windows'
+    losses; with one, the smallest at which the held-out newest windows (from ``fitted`` on) would have
+    given at most ``alarm_budget`` alarm runs a week under the scorer's default rule (calibration.decided:
+    smoothed losses, ``min_consecutive`` windows in a row), never below the ``percentile`` of what that rule
+    compares for the fitted windows."""
     losses = reconstruction_loss(model, prepared.windows)
-    floor = loss_threshold(losses[:fitted], plan.percentile)
+    percentile = loss_threshold(losses[:fitted], plan.percentile)
     if fitted == len(losses) or plan.alarm_budget <= 0:
-        return {"threshold": floor, "percentile_threshold": floor}
-    found = calibration.calibrate(losses[fitted:], prepared.ends[fitted:], plan.interval, plan.alarm_budget, floor)
+        return {"threshold": percentile, "percentile_threshold": percentile}
+    values, ends = calibration.decided(losses, prepared.ends, plan.interval, thresholds.SMOOTHING, plan.min_consecutive)
+    held = ends >= prepared.ends[fitted]
+    floor = loss_threshold(values[~held], plan.percentile) if (~held).any() else percentile
+    found = calibration.calibrate(values[held], ends[held], plan.interval, plan.alarm_budget, floor)
     return {
         "threshold": found.threshold,
-        "percentile_threshold": floor,
+        "percentile_threshold": percentile,
         "calibration": {
             "alarm_budget": plan.alarm_budget,
             "alarms_per_week": found.alarms_per_week,
             "windows": len(losses) - fitted,
             "weeks": found.weeks,
             "peaks": found.peaks,
+            "smoothing": thresholds.SMOOTHING,
+            "min_consecutive": plan.min_consecutive,
         },
     }
 

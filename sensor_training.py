@@ -69,6 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "week (default 0.5); 0: the --percentile alone, fitted on every window",
     )
     train.add_argument(
+        "--min-consecutive",
+        type=int,
+        default=2,
+        metavar="K",
+        help="the scorer's --min-consecutive the threshold is calibrated for: an alarm run is K held-out windows "
+        "in a row whose smoothed loss is above it, as sensor_predict.py flags (default 2, the scorer's)",
+    )
+    train.add_argument(
         "--calibration-split",
         type=float,
         default=0.2,
@@ -126,6 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
             seed=args.seed,
             alarm_budget=args.alarm_budget,
             calibration_split=args.calibration_split,
+            min_consecutive=positive("--min-consecutive", args.min_consecutive),
         ),
         jobs=positive("--jobs", args.jobs),
         dask_scheduler=args.dask_scheduler,

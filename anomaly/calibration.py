@@ -6,6 +6,11 @@ windows out of fitting and sets the threshold from their losses, so that those w
 raised at most ``budget`` alarm runs per week (a run: consecutive windows above the threshold, which
 an operator sees as one alarm).
 
+The runs counted are those the scorer would raise: its default rule compares each window's smoothed
+loss with the threshold and flags a window only when it and the ``min_consecutive`` - 1 windows before
+it are all above (``decided``). Calibrated on raw losses instead, a threshold sits where single-window
+spikes of the raw loss put it, above anything the smoothed, persistent rule would have flagged.
+
 A held-out part is often shorter than the 1/budget weeks in which one alarm is allowed, so the count
 of runs alone cannot place the threshold. The rate of runs above a high level ``u`` is measured, and
 the peaks of the runs above ``u`` are taken as exponentially distributed (the peaks-over-threshold
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from anomaly import thresholds
 from anomaly.runs import runs
 
 WEEK = pd.Timedelta(days=7)
@@ -39,6 +45,26 @@ class Calibration:
     alarms_per_week: float
     weeks: float
     peaks: int
+
+
+def decided(
+    losses: np.ndarray, ends: pd.DatetimeIndex, interval: pd.Timedelta, smoothing: float, min_consecutive: int
+) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """What the scorer's default rule compares with the threshold, one value per window that can raise an
+    alarm, by its end: the smallest smoothed loss (thresholds.smooth, over ``losses`` in window order, as
+    the scorer smooths) of the window and the ``min_consecutive`` - 1 windows before it, where those
+    windows are one interval apart. A run of the rule's flags above a threshold is then a run of these
+    values above it."""
+    smoothed = thresholds.smooth(np.asarray(losses, dtype="float64"), smoothing)
+    k = min_consecutive
+    if k <= 1:
+        return smoothed, ends
+    if len(smoothed) < k:
+        return np.empty(0), ends[:0]
+    lowest = np.lib.stride_tricks.sliding_window_view(smoothed, k).min(axis=1)
+    times = ends.as_unit("ns").asi8
+    together = times[k - 1 :] - times[: len(times) - k + 1] == (k - 1) * pd.Timedelta(interval).value
+    return lowest[together], ends[k - 1 :][together]
 
 
 def run_peaks(losses: np.ndarray, ends: pd.DatetimeIndex, interval: pd.Timedelta, level: float) -> np.ndarray:

@@ -7,6 +7,7 @@ smallest candidate.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -453,3 +454,50 @@ def test_thresholds_of_many_sensors_at_once_are_those_of_each_alone():
 def test_rolling_eps_wants_finite_losses():
     with pytest.raises(ValueError, match="finite"):
         thresholds.rolling_eps([np.array([0.1, np.nan, 0.2])], 2, [0])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_the_calibrated_values_raise_the_runs_the_scorers_rule_raises(k):
+    """calibration.decided: a run of its values above any level is a run of the scorer's flags (smoothed loss
+    above the level, K windows in a row, a missing interval breaking the run) above it, and no more."""
+    from anomaly.calibration import decided
+    from anomaly.detect import persistent
+    from anomaly.runs import runs
+
+    rng = np.random.default_rng(k)
+    losses = rng.gamma(2.0, 0.1, 600)
+    losses[rng.choice(600, 40, replace=False)] += rng.uniform(0.2, 2.0, 40)
+    steps = np.cumsum(np.where(rng.random(600) < 0.03, 2, 1))  # a few intervals missing
+    ends = pd.DatetimeIndex(pd.Timestamp("2026-01-01", tz="UTC") + steps * Q)
+    values, at = decided(losses, ends, Q, thresholds.SMOOTHING, k)
+    smoothed = smooth(losses, thresholds.SMOOTHING)
+    for level in np.quantile(smoothed, [0.5, 0.8, 0.9, 0.95, 0.99]):
+        flagged = persistent(ends, smoothed > level, k, Q)
+        assert len(runs(values > level, at, Q)) == len(runs(flagged, ends, Q))
+        assert at[values > level].equals(ends[flagged])
+
+
+def test_training_calibrates_on_what_the_scorer_compares_not_on_raw_spikes():
+    """One-window spikes of the raw loss, a few a week: the scorer's rule (smoothed, two windows in a row)
+    sees each at well under half its height, and the threshold is set there, not at the spikes."""
+    import model_trainer
+
+    n, fitted = 4 * WEEK_OF_WINDOWS, 3 * WEEK_OF_WINDOWS
+    rng = np.random.default_rng(3)
+    wanted = rng.gamma(4.0, 0.025, n)  # about 0.1
+    wanted[fitted + 7 :: 97] += 1.0  # seven single-window spikes in the held-out week
+
+    def model(batch, training=False):
+        """A stand-in whose loss for window i is wanted[i]: the windows carry their own index."""
+        return batch + wanted[batch[:, 0, 0].astype(int)][:, None, None]
+
+    windows = np.repeat(np.arange(n, dtype="float32"), 3).reshape(n, 3, 1)
+    ends = by_end(np.zeros(n)).index
+    prepared = model_trainer.Prepared(pd.Series(dtype=float), None, windows, ends, 0)
+    plan = model_trainer.Plan(ends[0], ends[-1], Q, pd.Timedelta(hours=1))
+    found = model_trainer.threshold(model, prepared, fitted, plan)
+    assert found["calibration"]["smoothing"] == thresholds.SMOOTHING and found["calibration"]["min_consecutive"] == 2
+    spikes = wanted[fitted + 7 :: 97]
+    assert found["threshold"] < 0.5 * spikes.min()
+    single = model_trainer.threshold(model, prepared, fitted, dataclasses.replace(plan, min_consecutive=1))
+    assert found["threshold"] < single["threshold"]
