@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--percentile",
         type=float,
         default=99.5,
-        help="percentile of the fitted windows' losses: the threshold, or its floor with --alarm-budget (default 99.5)",
+        help="percentile of the fitted windows' losses: the threshold, or with --alarm-budget its floor (of the "
+        "smoothed values it is calibrated on) (default 99.5)",
     )
     train.add_argument(
         "--alarm-budget",

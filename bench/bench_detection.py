@@ -19,7 +19,8 @@ The flags of every method are evaluated against the injected spans with anomaly.
 (labels = the intervals of each event):
 
 - ``percentile K=1/2/3``: loss > threshold × ratio, with --min-consecutive K (detect.Rules min_consecutive);
-- ``dynamic K=1``: the dynamic threshold (detect.Rules dynamic_history), the history being the ``--history``
+- ``dynamic K=1/2``: the dynamic threshold (detect.Rules dynamic_history), with --min-consecutive K (K=2 with
+  ``--history 96``, a day of 15 minutes, is the scorer's default rule), the history being the ``--history``
   windows before each one (from the end of the training stretch on), floor = threshold × ratio.
 
 Only the rules named above are applied (detect.Rules leaves the scorer's other detectors, such as the
@@ -54,7 +55,7 @@ from tools import in_memory, sensor_data  # noqa: E402
 NOW = pd.Timestamp("2026-01-15T00:00:00Z")
 KINDS = sensor_data.SENSOR_KINDS
 PERSISTENCE = (1, 2, 3)
-METHODS = (*(f"percentile K={k}" for k in PERSISTENCE), "dynamic K=1")
+METHODS = (*(f"percentile K={k}" for k in PERSISTENCE), "dynamic K=1", "dynamic K=2")
 COLUMNS = (
     ("event_recall", "ev recall", ".2f"),
     ("false_alarms_per_week", "FA/week", ".2f"),
@@ -69,6 +70,7 @@ def method_rules(threshold: float, history: int) -> dict[str, detect.Rules]:
     """The methods compared, as the scorer's rules: --min-consecutive K, or --threshold dynamic."""
     rules = {f"percentile K={k}": detect.Rules(threshold, min_consecutive=k) for k in PERSISTENCE}
     rules["dynamic K=1"] = detect.Rules(threshold, dynamic_history=history)
+    rules["dynamic K=2"] = detect.Rules(threshold, dynamic_history=history, min_consecutive=2)
     return rules
 
 
