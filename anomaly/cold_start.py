@@ -35,7 +35,7 @@ class ColdStartSettings:
         return self.history + (pd.Timedelta(days=1) if self.alarm_budget else pd.Timedelta(0))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:  # pragma: no mutate block
     cold = parser.add_argument_group("cold start: sensors with no model yet")
     cold.add_argument(
         "--no-cold-start",
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from_args(args: argparse.Namespace) -> ColdStartSettings | None:
+def settings_from_args(args: argparse.Namespace) -> ColdStartSettings | None:  # pragma: no mutate block
     if args.no_cold_start:
         return None
     if not args.cold_start_alarm_budget >= 0:

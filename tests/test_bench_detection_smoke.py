@@ -35,7 +35,7 @@ def test_bench_detection_runs_reports_every_kind_and_method_and_each_method_dete
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(report["results"]) == {"daily", "noisy", "drift", "flat", "all"}
     for kind, table in report["results"].items():
-        assert set(table) == {"percentile K=1", "percentile K=2", "percentile K=3", "dynamic K=1"}, kind
+        assert set(table) == {"percentile K=1", "percentile K=2", "percentile K=3", "dynamic K=1", "dynamic K=2"}, kind
         assert table["percentile K=1"]["events"] == (12 if kind == "all" else 3), kind
     assert "percentile K=1 against dynamic K=1:" in result.stdout
     # The injected events are large (a spike of 6x the sensor's spread, a shift of 3x, a drop to zero): even
