@@ -55,10 +55,8 @@ def decided(
     the scorer smooths) of the window and the ``min_consecutive`` - 1 windows before it, where those
     windows are one interval apart. A run of the rule's flags above a threshold is then a run of these
     values above it."""
-    smoothed = thresholds.smooth(np.asarray(losses, dtype="float64"), smoothing)
+    smoothed = thresholds.smooth(losses, smoothing)
     k = min_consecutive
-    if k <= 1:
-        return smoothed, ends
     if len(smoothed) < k:
         return np.empty(0), ends[:0]
     lowest = np.lib.stride_tricks.sliding_window_view(smoothed, k).min(axis=1)

@@ -501,3 +501,17 @@ def test_training_calibrates_on_what_the_scorer_compares_not_on_raw_spikes():
     assert found["threshold"] < 0.5 * spikes.min()
     single = model_trainer.threshold(model, prepared, fitted, dataclasses.replace(plan, min_consecutive=1))
     assert found["threshold"] < single["threshold"]
+
+
+def test_the_calibrated_values_are_the_smallest_smoothed_loss_of_k_windows_and_none_from_fewer():
+    from anomaly.calibration import decided
+
+    losses, ends = np.array([0.1, 0.9, 0.3, 0.5]), by_end([0, 0, 0, 0]).index
+    smoothed = smooth(losses, 0.25)
+    values, at = decided(losses, ends, Q, 0.25, 3)
+    assert values.tolist() == [smoothed[:3].min(), smoothed[1:].min()] and at.equals(ends[2:])
+    values, at = decided(losses[:3], ends[:3], Q, 0.25, 3)
+    assert values.tolist() == [smoothed[:3].min()] and at.equals(ends[2:3])
+    values, at = decided(losses[:2], ends[:2], Q, 0.25, 3)
+    assert len(values) == 0 and len(at) == 0
+    assert decided(losses, ends, Q, 1.0, 1)[0].tolist() == losses.tolist()  # no smoothing, one window: the losses
