@@ -599,7 +599,7 @@ def spiky_sensor(days: int = 10) -> pd.Series:
 
 
 def test_the_cold_start_threshold_of_a_day_is_calibrated_to_the_alarm_budget_on_the_days_before_it():
-    from anomaly.cold_start import robust_scores
+    from anomaly.cold_start import calibrated_z, robust_scores
 
     series = spiky_sensor()
     last_day = series.index[-96:]
@@ -612,6 +612,8 @@ def test_the_cold_start_threshold_of_a_day_is_calibrated_to_the_alarm_budget_on_
     # One threshold for the day, above z x ratio: the sensor's own week raised more alarms than that at it.
     threshold = calibrated["threshold"].iloc[0]
     assert (calibrated["threshold"] == threshold).all() and threshold > 6.0 * 1.25
+    # ... from the week of 15-minute readings before the day began
+    assert threshold == 1.25 * calibrated_z(series.to_numpy()[-8 * 96 : -96], 2 * 96, 96, 6.0, 0.5, Q)
     assert plain["anomaly"].sum() >= 5, "the bursts must be outliers at z alone, or this proves nothing"
     assert calibrated.index[calibrated["anomaly"]].tolist() == [series.index[-30]]
     assert (calibrated["kind"] == np.where(calibrated["anomaly"], "outlier", "none")).all()
@@ -1037,3 +1039,26 @@ def test_a_chunk_of_a_reads_arrays_is_the_chunk_of_its_series():
     arrays, series = (Chunk.of(d, sensor_ids, Q, read, max_gap_points=0) for d in (readings, data))
     assert arrays.grid.equals(series.grid) and arrays.rows == series.rows
     assert np.array_equal(arrays.values, series.values, equal_nan=True)
+
+
+def test_a_days_calibration_counts_readings_apart_in_time_as_separate_alarm_runs():
+    """calibrated_z on a steady sensor with bursts of two outliers: the same readings, either next to each other
+    (one alarm run each) or with a missing reading between them (two runs), and nothing else different. Above
+    the tail level (0 here: the rest scores 0) the rate doubles, so the threshold rises by mean excess x ln 2."""
+    from anomaly.cold_start import calibrated_z
+
+    n, day = 7 * 96, 96
+    starts = np.arange(2 * day + 10, n - 3, 50)  # under 5% of the readings: the tail level and the spread stay 0
+    heights = np.random.default_rng(2).uniform(0.5, 2.0, len(starts))
+    together, apart = np.full(n, 20.0), np.full(n, 20.0)
+    for start, height in zip(starts, heights):
+        together[[start, start + 1]] = 20.0 + height
+        together[start + 2] = np.nan
+        apart[[start, start + 2]] = 20.0 + height
+        apart[start + 1] = np.nan
+    one_run = calibrated_z(together, 2 * day, day, 6.0, 0.5, Q)
+    two_runs = calibrated_z(apart, 2 * day, day, 6.0, 0.5, Q)
+    # MAD 0 and no spread: the scale is a thousandth of the level, so a burst scores height / 0.02.
+    excess = float(np.mean(heights / 0.02))
+    assert one_run > 6.0
+    assert two_runs - one_run == pytest.approx(excess * np.log(2))
