@@ -198,16 +198,15 @@ def robust_scores(
     """
     due, losses = robust_losses(series, history, min_history, first, last, period)
     thresholds = ratio * day_thresholds(series, due, history, min_history, z, budget, period)
-    n = len(due)
-    scores = detect.Scores(
+    anomaly = losses > thresholds
+    return detect.Scores(
         ends=series.index[due],
         value=series.to_numpy(dtype="float64")[due],
         loss=losses,
         threshold=thresholds,
-        anomaly=np.zeros(n, dtype=bool),
-        kind=np.full(n, "none", dtype=object),
+        anomaly=anomaly,
+        kind=np.where(anomaly, "outlier", "none"),
     )
-    return scores.flag(losses > thresholds, "outlier")
 
 
 def cold_scores(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1062,3 +1063,43 @@ def test_a_days_calibration_counts_readings_apart_in_time_as_separate_alarm_runs
     excess = float(np.mean(heights / 0.02))
     assert one_run > 6.0
     assert two_runs - one_run == pytest.approx(excess * np.log(2))
+
+
+def test_the_cold_start_row_medians_are_numpys_nanmedian():
+    from anomaly.cold_start import _row_medians
+
+    rng = np.random.default_rng(4)
+    for rows, columns in [(1, 1), (5, 2), (40, 21), (30, 7)]:
+        a = np.round(rng.normal(0, 1, (rows, columns)), 1)  # ties too
+        a[rng.random((rows, columns)) < 0.3] = np.nan
+        a[0] = np.nan  # a row of NaN: NaN
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(a, axis=1)
+        assert np.array_equal(_row_medians(a), expected, equal_nan=True), (rows, columns)
+
+
+def test_a_cold_start_score_is_the_reading_against_the_same_time_of_day_on_the_days_before():
+    """The robust z-score of one reading, from the docstring: the readings of that interval and its two
+    neighbours on each of the days before, their median and MAD, the scale floored by the spread."""
+    from anomaly.cold_start import ColdStartSettings, cold_scores
+
+    series = spiky_sensor()
+    at, day = len(series) - 30, 96
+    same = np.array([series.iloc[at - k * day + d] for k in range(1, 8) for d in (-1, 0, 1)])
+    before = series.to_numpy()[at - 7 * day : at]
+    median = np.median(same)
+    scale = max(
+        1.4826 * np.median(np.abs(same - median)), 0.05 * (np.percentile(before, 95) - np.percentile(before, 5))
+    )
+    cold = ColdStartSettings(pd.Timedelta(days=7), pd.Timedelta(days=2), 6.0, alarm_budget=0.5)
+    interval, when = pd.Timedelta(minutes=15), series.index[at]
+    read = (when - cold.reach, when + interval)
+    scores = cold_scores(series[series.index >= read[0]], interval, read, cold, 2.0, when, when).frame()
+    assert scores.index.tolist() == [when] and scores["value"].iloc[0] == series.iloc[at]
+    assert scores["loss"].iloc[0] == pytest.approx(abs(series.iloc[at] - median) / scale)
+    # the budget and the ratio both reach the threshold: above 2 x z on this spiky sensor
+    assert scores["threshold"].iloc[0] > 2.0 * 6.0
+    fixed = ColdStartSettings(pd.Timedelta(days=7), pd.Timedelta(days=2), 6.0, alarm_budget=0.0)
+    plain = cold_scores(series[series.index >= read[0]], interval, read, fixed, 2.0, when, when).frame()
+    assert plain["threshold"].iloc[0] == 12.0 and plain["loss"].iloc[0] == scores["loss"].iloc[0]
