@@ -85,7 +85,9 @@ def settings_from_args(args: argparse.Namespace) -> ColdStartSettings | None:  #
     )
 
 
-def _same_time(values: np.ndarray, at: np.ndarray, days: int, period: int, min_history: int) -> tuple:
+def _same_time(
+    values: np.ndarray, at: np.ndarray, days: int, period: int, min_history: int
+) -> tuple[np.ndarray, np.ndarray]:
     """For each position of ``at``: the readings at the same time of day (that interval and its two
     neighbours) on the ``days`` days before it, NaN before the start; and whether they are enough to score
     it (``min_history`` intervals of days behind it)."""
