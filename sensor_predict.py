@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from anomaly import files, loss_memory, rescore, runner
+from anomaly import files, loss_memory, parallel, rescore, runner
 from anomaly.alerts import announce as alerts
 from anomaly.errors import ConfigError
 from anomaly.predict_settings import PredictSettings, add_arguments, settings_from_args
@@ -67,9 +67,11 @@ def score(job: Run) -> list[str]:
     settings, common, db = job.settings, job.common, job.db
     now = common.now.floor(common.interval)
     sensor_ids = runner.sensors_to_process(common, db, now - settings.schedule.max_catchup, common.now)
-    for first in range(0, len(sensor_ids), common.chunk_size):
+    chunks = [sensor_ids[first : first + common.chunk_size] for first in range(0, len(sensor_ids), common.chunk_size)]
+    # The next chunk's models and reads are gathered while this one is scored and written.
+    for gathered in parallel.ahead(job.gather, chunks):
         job.due = {}
-        lines = job.score_chunk(sensor_ids[first : first + common.chunk_size])
+        lines = job.score_chunk(gathered)
         if settings.dry_run:
             sys.stdout.write("".join(line + "\n" for line in lines))
             continue
@@ -108,11 +110,11 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
         job.memory.forget((common.now - settings.schedule.max_catchup).value // 10**9)
         loss_memory.save(settings.loss_memory_file, job.memory)
     logger.debug("%d losses of history windows taken from %s", job.remembered, settings.loss_memory_file)
-    if job.unpacked:
+    if job.counts["unpacked"]:
         logger.info(
             "%d models were loaded from their own files, not from the packed model store (%s): trained or changed "
             "since it was built, or never packed; the next sensor_training.py run packs them",
-            job.unpacked,
+            job.counts["unpacked"],
             ", ".join(p.path.name for p in job.packs.packs) if job.packs and job.packs.packs else "none found",
         )
     counts = job.counts

@@ -1,10 +1,10 @@
-"""NumPy work spread over the cores this process may use: NumPy lets go of the GIL in its loops, so
-threads run batches of it side by side, without the cost of processes."""
+"""Work side by side in threads, without the cost of processes: NumPy work spread over the cores this process
+may use (NumPy lets go of the GIL in its loops), and the next step's I/O begun while this one computes."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -23,3 +23,17 @@ def thread_map(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return [function(item) for item in items]
     with ThreadPoolExecutor(min(len(items), cores())) as pool:
         return list(pool.map(function, items))
+
+
+def ahead(function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """``function(item)`` for each item in order, the next one computed in a thread while the caller works on
+    the one it was given: one step's waiting on the database overlaps the other's computing. An error of
+    ``function`` is raised where its result is taken; the thread is waited for when the caller stops early."""
+    if not items:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        upcoming = pool.submit(function, items[0])
+        for item in items[1:]:
+            current, upcoming = upcoming, pool.submit(function, item)
+            yield current.result()
+        yield upcoming.result()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,23 @@ COUNTS = (
     "missing",
     "notifications_failed",
     "alerts_failed",
+    "unpacked",
 )
+
+
+@dataclass
+class Gathered:
+    """What a chunk needs before it is scored, gathered ahead (Run.gather): its models, the sensors with none
+    yet (for the cold-start detector), what each sensor has due, how far before it each reads, one read of
+    the readings (over ``read``, empty when nothing is due), and the counts of the sensors it left out."""
+
+    models: dict[str, SensorModel]
+    cold: list[str]
+    due: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
+    leads: dict[str, tuple[pd.Timedelta, pd.Timedelta]]
+    data: Mapping[str, pd.Series]
+    read: tuple[pd.Timestamp, pd.Timestamp]
+    counts: Counter[str]
 
 
 class Run:
@@ -45,13 +63,12 @@ class Run:
         self.settings = settings
         self.common = settings.common
         self.db = db
-        self.counts = dict.fromkeys(COUNTS, 0)
+        self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
         self.scored: dict[str, detect.Scores] = {}
         self.pending = pending
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
         # The NumPy engine reads the models from the packed store (anomaly/pack.py), opened once per run.
         self.packs = pack.PackedStore.open(self.common.models_dir) if settings.engine == "numpy" else None
-        self.unpacked = 0
         # A backfill that writes clears what it does not write over (clear_stale): per sensor of the chunk, the
         # ranges it holds no window in, and the chunk's points without a loss.
         self.clears = settings.schedule.start is not None and not settings.dry_run
@@ -83,9 +100,9 @@ class Run:
         logger.exception("sensor %r: failed", sensor_id)
         self.counts["failed"] += 1
 
-    def load_models(self, sensor_ids: list[str]) -> tuple[dict[str, SensorModel], list[str]]:
+    def load_models(self, sensor_ids: list[str], counts: Counter[str]) -> tuple[dict[str, SensorModel], list[str]]:
         """Usable models of a chunk by sensor id, and the sensors with no model yet for the cold-start
-        detector; logs and counts the sensors that cannot be scored."""
+        detector; logs the sensors that cannot be scored and counts them in ``counts``."""
         models, cold = {}, []
         packed = self.packs.models(sensor_ids) if self.packs is not None else {}
         for sensor_id in sensor_ids:
@@ -98,35 +115,34 @@ class Run:
                         cold.append(sensor_id)
                         continue
                     logger.info("sensor %r: skipped: no model in %s; run sensor_training.py", sensor_id, directory)
-                    self.counts["skipped"] += 1
+                    counts["skipped"] += 1
                     continue
                 # Not packed, or retrained, changed or damaged since it was: its own files decide, as they
                 # always did.
-                self.unpacked += self.packs is not None
+                counts["unpacked"] += self.packs is not None
                 try:
                     model = model_predict.load_sensor_model(directory, self.settings.engine)
                 except ArtifactError as e:
                     logger.error("sensor %r: failed: %s", sensor_id, e)
-                    self.counts["failed"] += 1
+                    counts["failed"] += 1
                     continue
             problem = model.metadata.mismatch(self.common.sensor_config.window(sensor_id), self.common.interval)
             if problem:
                 logger.warning("sensor %r: skipped: %s", sensor_id, problem)
-                self.counts["skipped"] += 1
+                counts["skipped"] += 1
                 continue
             models[sensor_id] = model
         return models, cold
 
-    def due_ranges(self, sensor_ids: list[str]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
-        """What each sensor has due (anomaly/due.py); logs and counts the ones up to date."""
+    def due_ranges(self, sensor_ids: list[str], counts: Counter[str]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+        """What each sensor has due (anomaly/due.py); logs the ones up to date and counts them in ``counts``."""
         if not sensor_ids:
             return {}
         output = self.common.schema.output_measurement
         due, up_to_date = due_ranges(self.db, self.settings.schedule, sensor_ids, self.pending, output)
         for sensor_id, at in up_to_date.items():
             logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(at))
-            self.counts["up_to_date"] += 1
-        self.due.update(due)
+        counts["up_to_date"] += len(up_to_date)
         return due
 
     def no_window(self, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
@@ -146,18 +162,31 @@ class Run:
         stop = max(last for _, last in due.values()) + self.common.interval
         return self.db.read_means(list(due), start, stop, self.common.interval), (start, stop)
 
-    def score_chunk(self, sensor_ids: list[str]) -> list[str]:
-        """Score one chunk of sensors with one read; return the lines to write."""
-        models, cold = self.load_models(sensor_ids)
-        lines = self.score_cold(cold) if cold else []
-        due = self.due_ranges(list(models))
+    def gather(self, sensor_ids: list[str]) -> Gathered:
+        """A chunk's models, what is due and one read, without changing the run: it runs in a thread while the
+        chunk before is scored (parallel.ahead), and score_chunk takes its counts in."""
+        counts: Counter[str] = Counter()
+        models, cold = self.load_models(sensor_ids, counts)
+        due = self.due_ranges(list(models), counts)
+        policy, interval = self.settings.policy, self.common.interval
+        leads = {s: model_predict.lead(models[s], policy, interval) for s in due}
+        data, read = (
+            self.read(due, {s: decided + readings + self.common.max_gap for s, (decided, readings) in leads.items()})
+            if due
+            else ({}, (self.common.now, self.common.now))
+        )
+        return Gathered(models, cold, due, leads, data, read, counts)
+
+    def score_chunk(self, gathered: Gathered) -> list[str]:
+        """Score one chunk of sensors from what was gathered for it; return the lines to write."""
+        for key, count in gathered.counts.items():
+            self.counts[key] += count
+        self.due.update(gathered.due)
+        lines = self.score_cold(gathered.cold) if gathered.cold else []
+        models, due, leads, data, read = gathered.models, gathered.due, gathered.leads, gathered.data, gathered.read
         if not due:
             return lines
         policy, interval = self.settings.policy, self.common.interval
-        leads = {s: model_predict.lead(models[s], policy, interval) for s in due}
-        data, read = self.read(
-            due, {s: decided + readings + self.common.max_gap for s, (decided, readings) in leads.items()}
-        )
         if not data:
             # Not one reading for a whole chunk is a wrong --field or --measurement far more often than a chunk
             # of dead sensors: say so once rather than flag every sensor as missing.
@@ -342,7 +371,8 @@ class Run:
     def score_cold(self, sensor_ids: list[str]) -> list[str]:
         """Sensors with no model yet, scored by the robust detector until training gives them one (see
         cold_start.py); one read for all of them, reaching back over their history."""
-        due = self.due_ranges(sensor_ids)
+        due = self.due_ranges(sensor_ids, self.counts)
+        self.due.update(due)
         if not due:
             return []
         cold, interval = self.cold, self.common.interval
