@@ -129,8 +129,9 @@ class Database(abc.ABC):
         self.connection = connection
         self.schema = schema
         self.url = redact(connection.url)
+        # Two connections: sensor_predict reads the next chunk in a thread while it writes this one.
         self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(total=connection.timeout_s), retries=False, headers=self._auth_headers()
+            maxsize=2, timeout=urllib3.Timeout(total=connection.timeout_s), retries=False, headers=self._auth_headers()
         )
 
     @abc.abstractmethod

@@ -80,7 +80,7 @@ class GridScores:
         ``smoothed``: under a dynamic threshold, which keeps the smoothed loss)."""
         at = np.flatnonzero(self.point[row])
         return detect.Scores(
-            ends=grid[at],
+            ends=grid.take(at),
             value=self.value[row, at],
             loss=self.loss[row, at],
             threshold=self.threshold[row, at],

@@ -8,9 +8,10 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,6 +46,10 @@ def configure(level: str, log_format: str = "text") -> None:
 def progress(total: int, unit: str = "sensors", stream=None) -> Iterator[tqdm]:
     """A progress bar with the log lines written above it, on a terminal only: under cron, systemd or a
     pipe it draws nothing, so their logs stay one line per event."""
+    # tqdm (and the asyncio it brings) only where a bar may be drawn: a scoring tick starts without it.
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     stream = stream or sys.stderr
     bar = tqdm(total=total, unit=f" {unit}", file=stream, disable=not stream.isatty(), dynamic_ncols=True)
     with bar, contextlib.nullcontext() if bar.disable else logging_redirect_tqdm(tqdm_class=tqdm):

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 
 from anomaly import files
@@ -73,6 +72,9 @@ def save(directory: Path, model: Any, scaler: Any, weights: dict[str, np.ndarray
         "scaler": f"scaler-{version}.joblib",
         "weights": f"weights-{version}.npz",
     }
+    # joblib only here, in training: the scorer reads a scaler's numbers from metadata, and starts faster.
+    import joblib
+
     model.save(directory / names["model"])
     joblib.dump(scaler, directory / names["scaler"])
     with open(directory / names["weights"], "wb") as f:

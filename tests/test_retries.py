@@ -1,4 +1,5 @@
-"""Transient server errors are tried again with backoff; errors that cannot succeed are not.
+"""Transient server errors are tried again with backoff; errors that cannot succeed are not; requests from two
+threads at once each keep a connection.
 
 A real influxd cannot be made to answer 503 on cue, so this uses a small local HTTP server that
 answers like InfluxDB's v1 API with a scripted sequence of statuses.
@@ -96,3 +97,49 @@ def test_record_run_writes_numbers_as_floats_in_nanoseconds(server):
         "/write?db=d&precision=ns",
         b"JOB_HEALTH,host=host-1,job=sensor_training duration_s=0.25,sensors=12.0,exit_status=0.0 1767571200000000001",
     )
+
+
+class KeptAlive(BaseHTTPRequestHandler):
+    """Answers every request with 204 over connections kept open, counting the connections; a write waits
+    until another is in flight too, so two writes are sent at once or neither is answered."""
+
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[int] = 0
+    both: ClassVar[threading.Barrier] = threading.Barrier(2, timeout=10)
+
+    def setup(self):
+        super().setup()
+        type(self).connections += 1
+
+    def _answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/write"):
+            self.both.wait()
+        self.send_response(204)
+        self.send_header("X-Influxdb-Version", "1.8.10")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_two_threads_requests_use_two_connections_kept_open():
+    """sensor_predict reads the next chunk while it writes this one: both requests go out at once, each on a
+    connection the client keeps for the next, not one opened and dropped per request."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), KeptAlive)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    KeptAlive.connections = 0
+    try:
+        with connect(f"http://127.0.0.1:{httpd.server_address[1]}") as db:
+            for _ in range(3):
+                writers = [threading.Thread(target=db.write, args=([f"m v={k}"],)) for k in range(2)]
+                for writer in writers:
+                    writer.start()
+                for writer in writers:
+                    writer.join()
+        assert KeptAlive.connections == 2
+    finally:
+        httpd.shutdown()

