@@ -23,6 +23,8 @@ before it, which keeps its losses for the next: anomaly/loss_memory.py), as in a
                 then its requests to InfluxDB (the same queries, the same points written) replayed in order
                 from a bare process (tools/http_record.py): what the tick costs the database and the
                 network alone. Every timed scenario's wall time is also given as a multiple of it.
+    floor_catchup  the same for catchup: its 96 windows per sensor read and written, nothing computed; its
+                ratio to the tick says what the catch-up's reads and writes alone cost against a whole tick
     floor_big   the same for tick_big (with --big)
 
 Set-up (not timed; tools/scoring_fleet.py): a throwaway influxd; generated readings at 15-minute
@@ -264,6 +266,9 @@ def prepare(args: argparse.Namespace, url: str, workdir: Path) -> list[Scenario]
     if args.big:
         scenarios.append(Scenario("tick_big", "big", tuple(big_ids), 1, "numpy", "PREDICT_ANOMALY"))
     scenarios.append(Scenario("floor", "fleet", members, 1, "numpy", "PREDICT_ANOMALY_FLOOR"))
+    scenarios.append(
+        Scenario("floor_catchup", "fleet", members, CATCHUP_WINDOWS, "numpy", "PREDICT_ANOMALY_FLOOR_CATCHUP")
+    )
     if args.big:
         scenarios.append(Scenario("floor_big", "big", tuple(big_ids), 1, "numpy", "PREDICT_ANOMALY_FLOOR"))
     for scenario in scenarios:
@@ -336,18 +341,29 @@ def print_report(
             "wall_s": floor_result.wall_s,
             "peak_rss_mb": floor_result.peak_rss_mb,
         }
-        # A floor is a tick's: only scenarios of the same sensors compare with it.
-        same = [s for s, _, _ in rows if s.sensor_ids == floor_scenario.sensor_ids]
+        # A floor is a run's: only scenarios of the same sensors and windows compare with it.
+        same = [
+            s
+            for s, _, _ in rows
+            if (s.sensor_ids, s.windows_per_sensor) == (floor_scenario.sensor_ids, floor_scenario.windows_per_sensor)
+        ]
         for scenario in same:
             report[scenario.name]["floor_ratio"] = round(report[scenario.name]["wall_s"] / floor_result.wall_s, 2)
         print(
-            f"{floor_scenario.name}: the {len(floor_scenario.sensor_ids)}-sensor tick's {requests} requests to "
+            f"{floor_scenario.name}: the {len(floor_scenario.sensor_ids)}-sensor "
+            f"{'tick' if floor_scenario.windows_per_sensor == 1 else 'catch-up'}'s {requests} requests to "
             f"InfluxDB replayed in order from a bare process: {floor_result.wall_s:.2f} s, peak RSS "
             f"{floor_result.peak_rss_mb:.0f} MB; "
             + ", ".join(f"{s.name} {report[s.name]['floor_ratio']:.1f}x" for s in same)
             + " the floor"
         )
     print(f"catch-up / tick: {report['catchup']['tick_ratio']:.2f}x")
+    if "floor_catchup" in report:
+        report["floor_catchup"]["tick_ratio"] = round(report["floor_catchup"]["wall_s"] / report["tick"]["wall_s"], 2)
+        print(
+            "the catch-up's reads and writes alone (floor_catchup) / the whole tick: "
+            f"{report['floor_catchup']['tick_ratio']:.2f}x"
+        )
     print(f"largest |loss numpy - loss keras| over the tick: {difference:.1e}")
     print(
         f"models: {args.trained} trained by sensor_training.py ({args.epochs} epochs at most), {derived} derived "

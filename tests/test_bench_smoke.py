@@ -50,6 +50,8 @@ def test_bench_predict_runs_and_reports_every_scenario(tmp_path):
     assert report["tick"]["keras_ratio"] > 0
     assert report["floor"]["requests"] > 0 and report["floor"]["wall_s"] > 0
     assert report["tick"]["floor_ratio"] > 0 and report["catchup"]["floor_ratio"] > 0
+    assert report["floor_catchup"]["requests"] > 0  # the catch-up's own floor
+    assert report["catchup"]["floor_ratio"] == round(report["catchup"]["wall_s"] / report["floor_catchup"]["wall_s"], 2)
     assert report["floor_big"]["requests"] > 0 and report["tick_big"]["floor_ratio"] > 0  # the big tick's own floor
     assert report["catchup"]["tick_ratio"] > 0
     assert report["tick_keras"]["engine"] == "keras" and report["tick"]["engine"] == "numpy"
