@@ -68,8 +68,8 @@ def score(job: Run) -> list[str]:
     now = common.now.floor(common.interval)
     sensor_ids = runner.sensors_to_process(common, db, now - settings.schedule.max_catchup, common.now)
     chunks = [sensor_ids[first : first + common.chunk_size] for first in range(0, len(sensor_ids), common.chunk_size)]
-    # The next chunk's models and reads are gathered while this one is scored and written.
-    for gathered in parallel.ahead(job.gather, chunks):
+    # While a chunk is scored and written, the next one's readings are read and the one after's models loaded.
+    for gathered in parallel.ahead(job.gather, parallel.ahead(job.load, chunks)):
         job.due = {}
         lines = job.score_chunk(gathered)
         if settings.dry_run:

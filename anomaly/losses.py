@@ -104,33 +104,16 @@ def _padded_losses(weights: list[dict[str, np.ndarray]], windows: list[np.ndarra
     return forward_losses(stacked, x)
 
 
-def _gate_scales(units: int) -> np.ndarray:
-    """What each gate's pre-activation is multiplied by before one tanh over all four gates (Keras' order:
-    input, forget, cell, output): 0.5 for the sigmoid gates, as sigmoid(a) = (1 + tanh(a / 2)) / 2, 1 for the
-    cell's tanh. Scaling by a power of two is exact, so this is the per-gate computation to the last bit."""
-    scales = np.full(4 * units, 0.5, dtype="float32")
-    scales[2 * units : 3 * units] = 1.0
-    return scales
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _lstm_step(
-    projected: np.ndarray, h: np.ndarray, c: np.ndarray, recurrent: np.ndarray, z: np.ndarray, scales: np.ndarray
-) -> None:
-    """One LSTM step for [sensors, windows, units], updating ``h`` and ``c`` in place; ``z`` [sensors,
-    windows, 4 units] is scratch. In place, so a batch's few arrays stay in the CPU's cache."""
-    np.matmul(h, recurrent, out=z)
-    z += projected
-    z *= scales
-    np.tanh(z, out=z)
+def _lstm_step(projected: np.ndarray, h: np.ndarray, c: np.ndarray, recurrent: np.ndarray):
+    """One LSTM step in Keras' gate order (input, forget, cell, output) for [sensors, windows, units]."""
+    z = projected + np.matmul(h, recurrent)
     i, f, g, o = np.split(z, 4, axis=-1)
-    for sigmoid in (i, f, o):
-        sigmoid += 1.0
-        sigmoid *= 0.5
-    c *= f
-    i *= g
-    c += i
-    np.tanh(c, out=h)
-    h *= o
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c), c
 
 
 def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -149,23 +132,18 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """
     sensors, n_windows, window = x.shape
     units = weights["encoder_recurrent_kernel"].shape[1]
-    scales = _gate_scales(units)
     h = np.zeros((sensors, n_windows, units), dtype="float32")
     c = np.zeros_like(h)
-    z = np.empty((sensors, n_windows, 4 * units), dtype="float32")
-    projected = np.empty_like(z)
     for t in range(window):
-        np.multiply(x[:, :, t : t + 1], weights["encoder_kernel"], out=projected)
-        projected += weights["encoder_bias"][:, None, :]
-        _lstm_step(projected, h, c, weights["encoder_recurrent_kernel"], z, scales)
+        projected = x[:, :, t : t + 1] * weights["encoder_kernel"] + weights["encoder_bias"][:, None, :]
+        h, c = _lstm_step(projected, h, c, weights["encoder_recurrent_kernel"])
     # RepeatVector: the decoder sees the same input at every step, so its projection is computed once.
-    np.matmul(h, weights["decoder_kernel"], out=projected)
-    projected += weights["decoder_bias"][:, None, :]
-    h[:] = 0.0
-    c[:] = 0.0
+    projected = np.matmul(h, weights["decoder_kernel"]) + weights["decoder_bias"][:, None, :]
+    h = np.zeros_like(h)
+    c = np.zeros_like(h)
     error = np.zeros((sensors, n_windows), dtype="float32")
     for t in range(window):
-        _lstm_step(projected, h, c, weights["decoder_recurrent_kernel"], z, scales)
+        h, c = _lstm_step(projected, h, c, weights["decoder_recurrent_kernel"])
         out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
         error += np.abs(out - x[:, :, t])
     return error / window

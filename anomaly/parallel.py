@@ -4,7 +4,7 @@ may use (NumPy lets go of the GIL in its loops), and the next step's I/O begun w
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -25,15 +25,17 @@ def thread_map(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return list(pool.map(function, items))
 
 
-def ahead(function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+def ahead(function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     """``function(item)`` for each item in order, the next one computed in a thread while the caller works on
-    the one it was given: one step's waiting on the database overlaps the other's computing. An error of
-    ``function`` is raised where its result is taken; the thread is waited for when the caller stops early."""
-    if not items:
-        return
+    the one it was given: one step's waiting on the database overlaps the other's computing, and ``ahead``
+    of an ``ahead`` is a pipeline of three. An error of ``function`` is raised where its result is taken; the
+    thread is waited for when the caller stops early."""
     with ThreadPoolExecutor(1) as pool:
-        upcoming = pool.submit(function, items[0])
-        for item in items[1:]:
-            current, upcoming = upcoming, pool.submit(function, item)
-            yield current.result()
-        yield upcoming.result()
+        upcoming = None
+        for item in items:
+            submitted = pool.submit(function, item)
+            if upcoming is not None:
+                yield upcoming.result()
+            upcoming = submitted
+        if upcoming is not None:
+            yield upcoming.result()

@@ -41,6 +41,16 @@ COUNTS = (
 
 
 @dataclass
+class Loaded:
+    """A chunk's usable models, the sensors with none yet (for the cold-start detector), and the counts of the
+    sensors it left out (Run.load)."""
+
+    models: dict[str, SensorModel]
+    cold: list[str]
+    counts: Counter[str]
+
+
+@dataclass
 class Gathered:
     """What a chunk needs before it is scored, gathered ahead (Run.gather): its models, the sensors with none
     yet (for the cold-start detector), what each sensor has due, how far before it each reads, one read of
@@ -162,11 +172,16 @@ class Run:
         stop = max(last for _, last in due.values()) + self.common.interval
         return self.db.read_means(list(due), start, stop, self.common.interval), (start, stop)
 
-    def gather(self, sensor_ids: list[str]) -> Gathered:
-        """A chunk's models, what is due and one read, without changing the run: it runs in a thread while the
-        chunk before is scored (parallel.ahead), and score_chunk takes its counts in."""
+    def load(self, sensor_ids: list[str]) -> Loaded:
+        """A chunk's models, without changing the run: loaded in a thread two chunks ahead (parallel.ahead)."""
         counts: Counter[str] = Counter()
         models, cold = self.load_models(sensor_ids, counts)
+        return Loaded(models, cold, counts)
+
+    def gather(self, loaded: Loaded) -> Gathered:
+        """What is due for a chunk whose models are loaded, and one read, without changing the run: in a thread
+        while the chunk before is scored (parallel.ahead); score_chunk takes its counts in."""
+        models, counts = loaded.models, loaded.counts
         due = self.due_ranges(list(models), counts)
         policy, interval = self.settings.policy, self.common.interval
         leads = {s: model_predict.lead(models[s], policy, interval) for s in due}
@@ -175,7 +190,7 @@ class Run:
             if due
             else ({}, (self.common.now, self.common.now))
         )
-        return Gathered(models, cold, due, leads, data, read, counts)
+        return Gathered(models, loaded.cold, due, leads, data, read, counts)
 
     def score_chunk(self, gathered: Gathered) -> list[str]:
         """Score one chunk of sensors from what was gathered for it; return the lines to write."""

@@ -56,3 +56,19 @@ def test_a_caller_that_stops_early_waits_for_the_item_being_computed():
     assert next(results) == 0
     results.close()
     assert finished.is_set()
+
+
+def test_ahead_of_ahead_is_a_pipeline_of_three():
+    """sensor_predict scores a chunk while the next one's readings are read and the one after's models loaded."""
+    loading = threading.Event()
+
+    def load(item: int) -> int:
+        if item == 2:
+            loading.set()
+        return item * 10
+
+    results = ahead(lambda loaded: loaded + 1, ahead(load, [0, 1, 2, 3]))
+    assert next(results) == 1
+    # The caller holds chunk 0: chunk 1 is read (or was) and chunk 2's models are being loaded.
+    assert loading.wait(timeout=10)
+    assert list(results) == [11, 21, 31]
