@@ -69,7 +69,8 @@ def score(job: Run) -> list[str]:
     sensor_ids = runner.sensors_to_process(common, db, now - settings.schedule.max_catchup, common.now)
     chunks = [sensor_ids[first : first + common.chunk_size] for first in range(0, len(sensor_ids), common.chunk_size)]
     # While a chunk is scored and written, the next one's readings are read and the one after's models loaded.
-    for gathered in parallel.ahead(job.gather, parallel.ahead(job.load, chunks)):
+    gathering = job.gathering
+    for gathered in parallel.ahead(gathering.gather, parallel.ahead(gathering.load, chunks)):
         job.due = {}
         lines = job.score_chunk(gathered)
         if settings.dry_run:
@@ -101,11 +102,12 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
         )
     settings = with_former_state(settings)
     job = Run(settings, db, rescore.load(settings.rescore_file) if settings.schedule.start is None else {})
+    packs = job.gathering.packs
     try:
         sensor_ids = score(job)
     finally:
-        if job.packs is not None:
-            job.packs.close()
+        if packs is not None:
+            packs.close()
     if job.memory is not None and not settings.dry_run:
         job.memory.forget((common.now - settings.schedule.max_catchup).value // 10**9)
         loss_memory.save(settings.loss_memory_file, job.memory)
@@ -115,7 +117,7 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
             "%d models were loaded from their own files, not from the packed model store (%s): trained or changed "
             "since it was built, or never packed; the next sensor_training.py run packs them",
             job.counts["unpacked"],
-            ", ".join(p.path.name for p in job.packs.packs) if job.packs and job.packs.packs else "none found",
+            ", ".join(p.path.name for p in packs.packs) if packs and packs.packs else "none found",
         )
     counts = job.counts
     if not settings.dry_run:

@@ -1,5 +1,5 @@
-"""One scoring run of sensor_predict.py, a chunk of sensors at a time: which models, what is due, one read,
-the windows and their losses, the decisions, the lines to write and the counts.
+"""One scoring run of sensor_predict.py, a chunk of sensors at a time, each gathered ahead (gathering.py): the
+windows and their losses, the decisions, the lines to write and the counts.
 
 Its lines are the job's: they are logged as ``sensor_predict``, the name operators filter the job's log by.
 """
@@ -10,16 +10,14 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 import model_predict
-from anomaly import cold_start, detect, loss_memory, losses, pack, store, times
+from anomaly import cold_start, detect, loss_memory, losses, times
 from anomaly.chunk import Chunk, Cut
-from anomaly.due import due_ranges
-from anomaly.metadata import ArtifactError
+from anomaly.gathering import Gathered, Gatherer
 from anomaly.predict_settings import PredictSettings
 from influx_interact import Database
 from model_predict import SensorModel
@@ -40,31 +38,6 @@ COUNTS = (
 )
 
 
-@dataclass
-class Loaded:
-    """A chunk's usable models, the sensors with none yet (for the cold-start detector), and the counts of the
-    sensors it left out (Run.load)."""
-
-    models: dict[str, SensorModel]
-    cold: list[str]
-    counts: Counter[str]
-
-
-@dataclass
-class Gathered:
-    """What a chunk needs before it is scored, gathered ahead (Run.gather): its models, the sensors with none
-    yet (for the cold-start detector), what each sensor has due, how far before it each reads, one read of
-    the readings (over ``read``, empty when nothing is due), and the counts of the sensors it left out."""
-
-    models: dict[str, SensorModel]
-    cold: list[str]
-    due: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
-    leads: dict[str, tuple[pd.Timedelta, pd.Timedelta]]
-    data: Mapping[str, pd.Series]
-    read: tuple[pd.Timestamp, pd.Timestamp]
-    counts: Counter[str]
-
-
 class Run:
     """One scoring run: its settings, its database, its counts and the scores kept for the events."""
 
@@ -77,8 +50,7 @@ class Run:
         self.scored: dict[str, detect.Scores] = {}
         self.pending = pending
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
-        # The NumPy engine reads the models from the packed store (anomaly/pack.py), opened once per run.
-        self.packs = pack.PackedStore.open(self.common.models_dir) if settings.engine == "numpy" else None
+        self.gathering = Gatherer(settings, db, pending)
         # A backfill that writes clears what it does not write over (clear_stale): per sensor of the chunk, the
         # ranges it holds no window in, and the chunk's points without a loss.
         self.clears = settings.schedule.start is not None and not settings.dry_run
@@ -110,51 +82,6 @@ class Run:
         logger.exception("sensor %r: failed", sensor_id)
         self.counts["failed"] += 1
 
-    def load_models(self, sensor_ids: list[str], counts: Counter[str]) -> tuple[dict[str, SensorModel], list[str]]:
-        """Usable models of a chunk by sensor id, and the sensors with no model yet for the cold-start
-        detector; logs the sensors that cannot be scored and counts them in ``counts``."""
-        models, cold = {}, []
-        packed = self.packs.models(sensor_ids) if self.packs is not None else {}
-        for sensor_id in sensor_ids:
-            if sensor_id in packed:
-                model = SensorModel(*packed[sensor_id])
-            else:
-                directory = store.sensor_dir(self.common.models_dir, sensor_id)
-                if not (directory / store.METADATA).exists():
-                    if self.settings.cold_start is not None:
-                        cold.append(sensor_id)
-                        continue
-                    logger.info("sensor %r: skipped: no model in %s; run sensor_training.py", sensor_id, directory)
-                    counts["skipped"] += 1
-                    continue
-                # Not packed, or retrained, changed or damaged since it was: its own files decide, as they
-                # always did.
-                counts["unpacked"] += self.packs is not None
-                try:
-                    model = model_predict.load_sensor_model(directory, self.settings.engine)
-                except ArtifactError as e:
-                    logger.error("sensor %r: failed: %s", sensor_id, e)
-                    counts["failed"] += 1
-                    continue
-            problem = model.metadata.mismatch(self.common.sensor_config.window(sensor_id), self.common.interval)
-            if problem:
-                logger.warning("sensor %r: skipped: %s", sensor_id, problem)
-                counts["skipped"] += 1
-                continue
-            models[sensor_id] = model
-        return models, cold
-
-    def due_ranges(self, sensor_ids: list[str], counts: Counter[str]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
-        """What each sensor has due (anomaly/due.py); logs the ones up to date and counts them in ``counts``."""
-        if not sensor_ids:
-            return {}
-        output = self.common.schema.output_measurement
-        due, up_to_date = due_ranges(self.db, self.settings.schedule, sensor_ids, self.pending, output)
-        for sensor_id, at in up_to_date.items():
-            logger.info("sensor %r: nothing due: scored up to %s", sensor_id, times.format_time(at))
-        counts["up_to_date"] += len(up_to_date)
-        return due
-
     def no_window(self, sensor_id: str, first: pd.Timestamp, last: pd.Timestamp) -> None:
         logger.info(
             "sensor %r: no complete window ends in %s .. %s",
@@ -163,34 +90,6 @@ class Run:
             times.format_time(last),
         )
         self.counts["no_data"] += 1
-
-    def read(
-        self, due: dict[str, tuple[pd.Timestamp, pd.Timestamp]], before: dict[str, pd.Timedelta]
-    ) -> tuple[Mapping[str, pd.Series], tuple[pd.Timestamp, pd.Timestamp]]:
-        """One read for a chunk: from the earliest reading any due sensor needs to the end of the latest."""
-        start = min(first - before[s] for s, (first, _) in due.items())
-        stop = max(last for _, last in due.values()) + self.common.interval
-        return self.db.read_means(list(due), start, stop, self.common.interval), (start, stop)
-
-    def load(self, sensor_ids: list[str]) -> Loaded:
-        """A chunk's models, without changing the run: loaded in a thread two chunks ahead (parallel.ahead)."""
-        counts: Counter[str] = Counter()
-        models, cold = self.load_models(sensor_ids, counts)
-        return Loaded(models, cold, counts)
-
-    def gather(self, loaded: Loaded) -> Gathered:
-        """What is due for a chunk whose models are loaded, and one read, without changing the run: in a thread
-        while the chunk before is scored (parallel.ahead); score_chunk takes its counts in."""
-        models, counts = loaded.models, loaded.counts
-        due = self.due_ranges(list(models), counts)
-        policy, interval = self.settings.policy, self.common.interval
-        leads = {s: model_predict.lead(models[s], policy, interval) for s in due}
-        data, read = (
-            self.read(due, {s: decided + readings + self.common.max_gap for s, (decided, readings) in leads.items()})
-            if due
-            else ({}, (self.common.now, self.common.now))
-        )
-        return Gathered(models, loaded.cold, due, leads, data, read, counts)
 
     def score_chunk(self, gathered: Gathered) -> list[str]:
         """Score one chunk of sensors from what was gathered for it; return the lines to write."""
@@ -386,12 +285,12 @@ class Run:
     def score_cold(self, sensor_ids: list[str]) -> list[str]:
         """Sensors with no model yet, scored by the robust detector until training gives them one (see
         cold_start.py); one read for all of them, reaching back over their history."""
-        due = self.due_ranges(sensor_ids, self.counts)
+        due = self.gathering.due_ranges(sensor_ids, self.counts)
         self.due.update(due)
         if not due:
             return []
         cold, interval = self.cold, self.common.interval
-        data, read = self.read(due, dict.fromkeys(due, cold.reach))
+        data, read = self.gathering.read(due, dict.fromkeys(due, cold.reach))
         decided = {}
         for sensor_id, (first, last) in due.items():
             ratio = self.common.sensor_config.ratio(sensor_id)

@@ -344,15 +344,20 @@ def test_training_with_the_server_stopped_changes_no_model(server, models, tmp_p
 @pytest.mark.parametrize(
     "kind, matching, when, survivors",
     [
-        pytest.param("read", is_read, "before", 1, id="killed during the second read"),
-        pytest.param("write", is_write, "before", 1, id="killed before the second write lands"),
-        pytest.param("write", is_write, "after", 2, id="killed after the second write landed, before it was answered"),
+        # The next chunk is read while this one is scored and written (parallel.ahead): the second read goes out
+        # before or after the first write lands, whichever comes first.
+        pytest.param("read", is_read, "before", (0, 1), id="killed during the second read"),
+        pytest.param("write", is_write, "before", (1,), id="killed before the second write lands"),
+        pytest.param(
+            "write", is_write, "after", (2,), id="killed after the second write landed, before it was answered"
+        ),
     ],
 )
 def test_server_killed_during_a_run_then_the_next_run_scores_every_missed_interval(
     server, models, tmp_path, proxies, kind, matching, when, survivors
 ):
-    """With one sensor per chunk, the job reads and writes once per sensor; the server dies at the second."""
+    """With one sensor per chunk, the job reads and writes once per sensor; the server dies at the second.
+    ``survivors``: how many sensors' scores may have landed before it did."""
     earlier, later = NOW - pd.Timedelta(hours=3), NOW + pd.Timedelta(hours=2)
     assert predict(server.url, models, tmp_path, earlier).returncode == 0
     proxy = FaultProxy(server, matching, nth=2, when=when)
@@ -364,7 +369,7 @@ def test_server_killed_during_a_run_then_the_next_run_scores_every_missed_interv
     server.restart()
     # What the failed run left: whole sensors before the fault, untouched sensors after it, no holes.
     reached = [assert_prefix(server.url, s, earlier - FIRST_RUN) for s in SENSORS]
-    assert reached == [NOW - INTERVAL] * survivors + [earlier - INTERVAL] * (len(SENSORS) - survivors)
+    assert reached in [[NOW - INTERVAL] * n + [earlier - INTERVAL] * (len(SENSORS) - n) for n in survivors]
     result = predict(server.url, models, tmp_path, later)
     assert result.returncode == 0, result.stderr
     for sensor_id in SENSORS:
