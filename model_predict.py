@@ -30,11 +30,14 @@ from anomaly.settings import Schema
 
 @dataclass(frozen=True)
 class SensorModel:
-    """What scoring needs of one sensor's artifacts; ``weights`` for numpy, ``keras_model`` for keras."""
+    """What scoring needs of one sensor's artifacts; ``weights`` for numpy, ``keras_model`` for keras.
+    ``stacked``: for a model read from the packed store, the weights of its chunk as read, stacked, and its row
+    in them (``weights`` are views of that row), so a batch of the chunk's rows is sliced, not stacked again."""
 
     metadata: ModelMetadata
     weights: dict[str, np.ndarray] | None = None
     keras_model: Any = None
+    stacked: tuple[dict[str, np.ndarray], int] | None = None
 
     @property
     def window(self) -> int:

@@ -71,7 +71,8 @@ class Gatherer:
         packed = self.packs.models(sensor_ids) if self.packs is not None else {}
         for sensor_id in sensor_ids:
             if sensor_id in packed:
-                model = SensorModel(*packed[sensor_id])
+                metadata, weights, stacked = packed[sensor_id]
+                model = SensorModel(metadata, weights, stacked=stacked)
             else:
                 directory = store.sensor_dir(self.common.models_dir, sensor_id)
                 if not (directory / store.METADATA).exists():

@@ -33,6 +33,9 @@ class Scorable(Protocol):
     @property
     def shape(self) -> tuple[int, int]: ...
 
+    @property
+    def stacked(self) -> tuple[dict[str, np.ndarray], int] | None: ...
+
 
 def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Mean absolute reconstruction error per window of a Keras model (or any callable model).
@@ -74,7 +77,7 @@ def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str 
         batches += _batches(members, [len(windows[k]) for k in members], limit)
 
     def compute(batch: list[int]) -> np.ndarray:
-        return _padded_losses([models[k].weights or {} for k in batch], [windows[k] for k in batch])
+        return _padded_losses(_batch_weights([models[k] for k in batch]), [windows[k] for k in batch])
 
     for batch, losses in zip(batches, thread_map(compute, batches)):
         for row, k in enumerate(batch):
@@ -94,14 +97,28 @@ def _batches(members: list[int], sizes: list[int], limit: int) -> list[list[int]
     return [*batches, current] if current else batches
 
 
-def _padded_losses(weights: list[dict[str, np.ndarray]], windows: list[np.ndarray]) -> np.ndarray:
-    """Losses [n_sensors, max_windows] of sensors sharing a shape, windows zero-padded to the longest."""
+def _batch_weights(models: list[Scorable]) -> dict[str, np.ndarray]:
+    """A batch's weights stacked [sensors, ...]: a slice of its chunk's weights as the packed store read them
+    when the batch is a run of their rows (a tick's batches are), else the sensors' weights stacked anew."""
+    stacked = [model.stacked for model in models]
+    if stacked[0] is not None:
+        chunk, first = stacked[0]
+        if all(s is not None and s[0] is chunk and s[1] == first + k for k, s in enumerate(stacked)):
+            return {
+                key: array[first : first + len(models)].astype("float32", copy=False) for key, array in chunk.items()
+            }
+    weights = [model.weights or {} for model in models]
+    return {key: np.stack([w[key] for w in weights]).astype("float32", copy=False) for key in weights[0]}
+
+
+def _padded_losses(weights: dict[str, np.ndarray], windows: list[np.ndarray]) -> np.ndarray:
+    """Losses [n_sensors, max_windows] of sensors sharing a shape (``weights`` stacked), windows zero-padded to
+    the longest."""
     longest = max(1, max(len(w) for w in windows))
     x = np.zeros((len(windows), longest, windows[0].shape[1]), dtype="float32")
     for row, w in enumerate(windows):
         x[row, : len(w)] = w[:, :, 0]
-    stacked = {key: np.stack([w[key] for w in weights]).astype("float32", copy=False) for key in weights[0]}
-    return forward_losses(stacked, x)
+    return forward_losses(weights, x)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -304,8 +304,11 @@ class PackedStore:
         packed = tuple(zip(pack.fields["file_size"][row].tolist(), pack.fields["file_mtime_ns"][row].tolist()))
         return found if now == packed else None
 
-    def models(self, sensor_ids: Iterable[str]) -> dict[str, tuple[ModelMetadata, dict[str, np.ndarray]]]:
-        """Metadata and weights of each of ``sensor_ids`` that ``current`` finds; the rest are absent."""
+    def models(
+        self, sensor_ids: Iterable[str]
+    ) -> dict[str, tuple[ModelMetadata, dict[str, np.ndarray], tuple[dict[str, np.ndarray], int]]]:
+        """Metadata and weights of each of ``sensor_ids`` that ``current`` finds, and the weights of its pack's
+        sensors among them as read, stacked, with its row in them; the rest are absent."""
         by_pack: dict[int, list[tuple[int, str]]] = {}
         for sensor_id in sensor_ids:
             found = self.current(sensor_id)
@@ -320,7 +323,11 @@ class PackedStore:
             weights, verified = pack.weights(rows)
             for k, (row, sensor_id) in enumerate(members):
                 if verified[k]:
-                    out[sensor_id] = (pack.metadata(row), {name: array[k] for name, array in weights.items()})
+                    out[sensor_id] = (
+                        pack.metadata(row),
+                        {name: array[k] for name, array in weights.items()},
+                        (weights, k),
+                    )
                 else:
                     logger.warning(
                         "%s: the weights of sensor %r do not match their checksum; it loads from its own files; the "

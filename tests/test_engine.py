@@ -64,3 +64,25 @@ def test_small_batches_and_empty_windows_give_the_same_losses(fleet, monkeypatch
     assert split[2].shape == (0,)
     for k in (0, 1, 3, 4, 5, 6, 7):
         np.testing.assert_allclose(split[k], whole[k], rtol=0, atol=1e-6)
+
+
+def test_a_run_of_packed_rows_is_sliced_from_its_chunk_and_gives_the_losses_of_its_own_weights(fleet):
+    """Models read from the packed store carry their chunk's stacked weights: a batch that is a run of its rows
+    is computed from a slice of them (no copy), any other from the sensors' weights stacked anew; the losses
+    are the same to the last bit either way."""
+    models, windows = fleet
+    same_shape = [k for k, m in enumerate(models) if m.shape == models[2].shape]
+    chunk = {key: np.stack([models[k].weights[key] for k in same_shape]) for key in models[2].weights}
+    packed = [
+        SensorModel(models[k].metadata, {key: array[row] for key, array in chunk.items()}, stacked=(chunk, row))
+        for row, k in enumerate(same_shape)
+    ]
+    sliced = losses._batch_weights(packed)
+    assert all(np.shares_memory(sliced[key], chunk[key]) for key in chunk)
+    shuffled = losses._batch_weights(packed[::-1])
+    assert not any(np.shares_memory(shuffled[key], chunk[key]) for key in chunk)
+    np.testing.assert_array_equal(shuffled["encoder_kernel"], chunk["encoder_kernel"][::-1])
+    got = losses.fleet_losses(packed, [windows[k] for k in same_shape])
+    want = losses.fleet_losses([models[k] for k in same_shape], [windows[k] for k in same_shape])
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)

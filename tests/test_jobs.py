@@ -131,7 +131,7 @@ def test_training_saves_a_model_per_sensor_with_its_metadata(trained):
         found = packs.models([*SENSORS, QUIET])
     finally:
         packs.close()
-    assert {s: m.record["version"] for s, (m, _) in found.items()} == {s: r["version"] for s, r in metadata.items()}
+    assert {s: m.record["version"] for s, (m, *_) in found.items()} == {s: r["version"] for s, r in metadata.items()}
 
 
 def holding(anomaly: sensor_data.Anomaly) -> pd.DatetimeIndex:

@@ -78,12 +78,13 @@ def test_the_pack_holds_what_each_sensors_own_files_give_the_scorer(models):
     assert sorted(found) == sorted(SENSORS)
     for sensor_id in SENSORS:
         own = model_predict.load_sensor_model(store.sensor_dir(models, sensor_id))
-        metadata, got = found[sensor_id]
+        metadata, got, (chunk, row) = found[sensor_id]
         assert metadata == own.metadata  # every field the scorer uses (ModelMetadata compares them, not the record)
         assert metadata.record["version"] == own.metadata.record["version"]
         assert sorted(got) == sorted(own.weights)
         for name, array in own.weights.items():
             assert got[name].dtype == np.float32 and np.array_equal(got[name], array), name
+            assert np.shares_memory(got[name], chunk[name]) and np.array_equal(chunk[name][row], array), name
 
 
 def test_a_model_without_the_optional_fields_keeps_them_absent(tmp_path):
@@ -94,7 +95,7 @@ def test_a_model_without_the_optional_fields_keeps_them_absent(tmp_path):
         del record[key]
     (directory / store.METADATA).write_text(json.dumps(record))
     pack_build.rebuild(models)
-    metadata, _ = packed(models, ["old model"])["old model"]
+    metadata, *_ = packed(models, ["old model"])["old model"]
     assert (metadata.longest_flat_run, metadata.levels, metadata.centered) == (None, None, False)
     assert metadata == model_predict.load_sensor_model(directory).metadata
 
@@ -105,7 +106,7 @@ def test_one_pack_per_shape_and_none_for_a_shape_gone(tmp_path):
     save(models, "b", 2, window=8, units=3)
     save(models, "c", 3, window=6, units=5)
     assert pack_build.rebuild(models) == {(6, 3): 1, (8, 3): 1, (6, 5): 1}
-    assert {s: m.window for s, (m, _) in packed(models, ["a", "b", "c"]).items()} == {"a": 6, "b": 8, "c": 6}
+    assert {s: m.window for s, (m, *_) in packed(models, ["a", "b", "c"]).items()} == {"a": 6, "b": 8, "c": 6}
     save(models, "b", 4, window=6, units=3)  # retrained with another window
     assert pack_build.rebuild(models) == {(6, 3): 2, (6, 5): 1}
     assert sorted(p.name for p in models.glob("pack-*")) == ["pack-w6-u3.bin", "pack-w6-u5.bin"]
@@ -147,7 +148,7 @@ def test_a_rebuild_packs_the_retrained_model_and_reuses_the_others(models, monke
     monkeypatch.setattr(pack_build, "row_from_files", lambda directory: read.append(directory) or original(directory))
     pack_build.rebuild(models)
     assert read == [store.sensor_dir(models, SENSORS[2])]
-    metadata, got = packed(models)[SENSORS[2]]
+    metadata, got, _ = packed(models)[SENSORS[2]]
     assert metadata.threshold == pytest.approx(7.1) and np.array_equal(got["output_bias"], weights(7, 3)["output_bias"])
 
 
@@ -167,7 +168,7 @@ def test_a_model_retrained_while_it_is_packed_is_left_out_never_mixed(models, mo
     assert retrained and SENSORS[0] not in packed(models)
     monkeypatch.setattr(store, "load_weights", original)
     pack_build.rebuild(models)
-    metadata, _ = packed(models)[SENSORS[0]]
+    metadata, *_ = packed(models)[SENSORS[0]]
     assert metadata.threshold == pytest.approx(11.1)
 
 
@@ -232,7 +233,7 @@ def test_a_damaged_row_of_weights_fails_only_its_sensor_which_loads_from_its_own
         found = packed(models)
     assert sorted(found) == sorted(s for s in SENSORS if s != damaged)
     assert f"{path}: the weights of sensor {damaged!r} do not match their checksum" in caplog.text
-    for sensor_id, (_, got) in found.items():
+    for sensor_id, (_, got, _) in found.items():
         own = model_predict.load_sensor_model(store.sensor_dir(models, sensor_id))
         assert all(np.array_equal(got[n], own.weights[n]) for n in store.WEIGHT_NAMES)
     pack_build.rebuild(models)
@@ -266,14 +267,14 @@ def test_a_scorer_keeps_reading_the_pack_it_verified_while_a_rebuild_replaces_it
     pack_build.rebuild(models)
     opened = pack.PackedStore.open(models)
     try:
-        before = {s: m.threshold for s, (m, _) in opened.models(SENSORS).items()}
+        before = {s: m.threshold for s, (m, *_) in opened.models(SENSORS).items()}
         save(models, SENSORS[0], 20)
         pack_build.rebuild(models)
         # The old row of the retrained sensor no longer matches its files; the others still come from the
         # pack opened first, as verified then.
         after = opened.models(SENSORS)
         assert SENSORS[0] not in after
-        assert {s: m.threshold for s, (m, _) in after.items()} == {s: before[s] for s in SENSORS[1:]}
+        assert {s: m.threshold for s, (m, *_) in after.items()} == {s: before[s] for s in SENSORS[1:]}
     finally:
         opened.close()
 
