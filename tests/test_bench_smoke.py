@@ -1,4 +1,4 @@
-"""The scoring benchmark runs end to end at a tiny size and ends with its JSON line (no timing is judged)."""
+"""The scoring benchmarks run end to end at a tiny size and end with their JSON line (no timing is judged)."""
 
 from __future__ import annotations
 
@@ -62,3 +62,14 @@ def test_bench_predict_runs_and_reports_every_scenario(tmp_path):
         "perturbation": 0.01,
     }
     assert report["max_loss_difference"] <= 1e-3
+
+
+def test_bench_forward_runs_both_ways_and_reports_them(capsys):
+    """bench/bench_forward.py: both ways timed, same losses (it raises otherwise), and its JSON line."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_forward
+
+    assert bench_forward.main(["--sensors", "30", "--windows", "2", "--chunk-size", "8", "--repeats", "2"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (report["sensors"], report["windows"]) == (30, 2)
+    assert len(report["stacked"]) == len(report["sliced"]) == 2 and report["ratio"] > 0
