@@ -141,7 +141,7 @@ class Run:
             return lines
         rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in scored}
         scorings = self.deciders(chunk, windows, found, rules, due)
-        decided = {s: self.decide(s, scorings[s], due[s], rules[s].threshold) for s in scored if s in scorings}
+        decided = {s: self.decide(s, scorings[s], due[s]) for s in scored if s in scorings}
         return lines + self.lines(decided, "lstm")
 
     def losses(
@@ -230,7 +230,6 @@ class Run:
         sensor_id: str,
         scoring: Callable[[], detect.Scores],
         due: tuple[pd.Timestamp, pd.Timestamp],
-        threshold: float,
         detector: str = "lstm",
     ) -> tuple[str, detect.Scores] | None:
         """A sensor's score_head and scores inside its error boundary (None: it failed, and is logged and
@@ -255,12 +254,7 @@ class Run:
                 )
                 self.counts["no_data"] += 1
             return head, scores
-        self.record(
-            sensor_id,
-            scores,
-            threshold,
-            "windows" if detector == "lstm" else "readings (no model yet: robust detector)",
-        )
+        self.record(sensor_id, scores, "windows" if detector == "lstm" else "readings (no model yet: robust detector)")
         return head, scores
 
     def lines(self, decided: Mapping[str, tuple[str, detect.Scores] | None], detector: str) -> list[str]:
@@ -297,11 +291,12 @@ class Run:
             scoring = functools.partial(
                 cold_start.cold_scores, data.get(sensor_id, no_readings()), interval, read, cold, ratio, first, last
             )
-            decided[sensor_id] = self.decide(sensor_id, scoring, (first, last), cold.z * ratio, detector="robust")
+            decided[sensor_id] = self.decide(sensor_id, scoring, (first, last), detector="robust")
         return self.lines(decided, "robust")
 
-    def record(self, sensor_id: str, scores: detect.Scores, threshold: float, what: str) -> None:
-        """Keep a sensor's scores for the events, count them, and log its one line."""
+    def record(self, sensor_id: str, scores: detect.Scores, what: str) -> None:
+        """Keep a sensor's scores for the events, count them, and log its one line, with the threshold its newest
+        window was compared with (dynamic, or the cold-start detector's of the day, times the ratio)."""
         self.scored[sensor_id] = scores
         flagged = int(scores.anomaly.sum())
         windows = int(np.isfinite(scores.loss).sum())
@@ -312,8 +307,9 @@ class Run:
         if not logger.isEnabledFor(logging.INFO):
             return  # formatted only when logged: a tick at WARNING decides thousands of sensors
         kinds = pd.Series(scores.kind[scores.anomaly]).value_counts() if flagged else {}
+        thresholds = scores.threshold[np.isfinite(scores.threshold)]
         logger.info(
-            "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %.4f",
+            "sensor %r: %d %s%s %s .. %s, %d anomalies%s, threshold %s at the newest window",
             sensor_id,
             windows,
             what,
@@ -322,7 +318,7 @@ class Run:
             times.format_time(scores.ends[-1]),
             flagged,
             " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")" if flagged else "",
-            threshold,
+            f"{thresholds[-1]:.4f}" if len(thresholds) else "none",
         )
 
 

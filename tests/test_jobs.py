@@ -514,6 +514,12 @@ def test_a_sensor_without_a_model_is_scored_by_the_robust_detector_until_it_has_
     assert set(found["kind"][found["anomaly"].astype(bool)]) == {"outlier"}
     trained_sensor = influx.points(database, "PREDICT_ANOMALY", ["detector"], uniqueID=QUIET)
     assert len(trained_sensor) == 96 and set(trained_sensor["detector"]) == {"lstm"}  # trained: still the LSTM
+    # Each sensor's log line gives the threshold its newest window was compared with, as written: the
+    # cold-start detector's of the day, the LSTM's dynamic one.
+    for sensor_id in ("new sensor", QUIET):
+        written = influx.points(database, "PREDICT_ANOMALY", ["threshold"], uniqueID=sensor_id)["threshold"]
+        (line,) = [x for x in result.stderr.splitlines() if f"sensor {sensor_id!r}: 96 " in x]
+        assert line.endswith(f", threshold {written.dropna().iloc[-1]:.4f} at the newest window"), line
     skipped = predict("--now", (NOW + INTERVAL).isoformat(), "--no-cold-start")
     assert "sensor 'new sensor': skipped: no model" in skipped.stderr
 
