@@ -43,6 +43,21 @@ WEIGHT_NAMES = (
 )
 
 
+def weight_shapes(units: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each array of a model's weights file (WEIGHT_NAMES, in Keras' gate order) at ``units``:
+    for what makes weights without training (tests, benchmarks)."""
+    return {
+        "encoder_kernel": (1, 4 * units),
+        "encoder_recurrent_kernel": (units, 4 * units),
+        "encoder_bias": (4 * units,),
+        "decoder_kernel": (units, 4 * units),
+        "decoder_recurrent_kernel": (units, 4 * units),
+        "decoder_bias": (4 * units,),
+        "output_kernel": (units, 1),
+        "output_bias": (1,),
+    }
+
+
 def sensor_dir(models_dir: Path, sensor_id: str) -> Path:
     """A directory name that is safe on any file system and unique per sensor id (readable part + hash)."""
     readable = re.sub(r"[^A-Za-z0-9_-]+", "_", sensor_id).strip("_")[:48] or "sensor"

@@ -30,22 +30,10 @@ if str(ROOT) not in sys.path:
 
 from anomaly import losses  # noqa: E402
 from anomaly.metadata import ModelMetadata  # noqa: E402
+from anomaly.store import weight_shapes  # noqa: E402
 from model_predict import SensorModel  # noqa: E402
 
 WINDOW, UNITS = 15, 32
-
-
-def weight_shapes(units: int) -> dict[str, tuple[int, ...]]:
-    return {
-        "encoder_kernel": (1, 4 * units),
-        "encoder_recurrent_kernel": (units, 4 * units),
-        "encoder_bias": (4 * units,),
-        "decoder_kernel": (units, 4 * units),
-        "decoder_recurrent_kernel": (units, 4 * units),
-        "decoder_bias": (4 * units,),
-        "output_kernel": (units, 1),
-        "output_bias": (1,),
-    }
 
 
 def chunk_models(size: int, rng: np.random.Generator) -> tuple[list[SensorModel], list[SensorModel]]:

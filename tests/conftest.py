@@ -177,21 +177,6 @@ def tiny_training(start, stop) -> list[str]:
     return ["--start", start.isoformat(), "--stop", stop.isoformat(), *flags, "--jobs", "1"]
 
 
-def weight_shapes(units: int) -> dict[str, tuple[int, ...]]:
-    """The shape of each array of a model's weights file (store.WEIGHT_NAMES) at ``units``, for tests that make
-    weights without training."""
-    return {
-        "encoder_kernel": (1, 4 * units),
-        "encoder_recurrent_kernel": (units, 4 * units),
-        "encoder_bias": (4 * units,),
-        "decoder_kernel": (units, 4 * units),
-        "decoder_recurrent_kernel": (units, 4 * units),
-        "decoder_bias": (4 * units,),
-        "output_kernel": (units, 1),
-        "output_bias": (1,),
-    }
-
-
 def rows(url: str, database: str, query: str) -> list[tuple[dict, list]]:
     """(tags, values) per series of an InfluxQL answer, read directly from the server."""
     result = local_influxd.query(url, query, database)["results"][0]

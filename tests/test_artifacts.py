@@ -8,7 +8,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-from conftest import weight_shapes
 from sklearn.preprocessing import StandardScaler
 
 from anomaly import store as artifacts
@@ -81,7 +80,7 @@ def scaler(values: list[float]) -> StandardScaler:
 
 def weights(n: int, units: int = 2) -> dict:
     """A complete, consistent set of weights whose values carry the version n."""
-    return {name: np.full(shape, float(n), dtype="float32") for name, shape in weight_shapes(units).items()}
+    return {name: np.full(shape, float(n), dtype="float32") for name, shape in artifacts.weight_shapes(units).items()}
 
 
 def metadata(trained_at: str) -> dict:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import weight_shapes
 from sklearn.preprocessing import StandardScaler
 
 import model_predict
@@ -29,7 +28,7 @@ class FakeModel:
 
 def weights(seed: int, units: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {name: rng.normal(0, 0.3, shape).astype("float32") for name, shape in weight_shapes(units).items()}
+    return {name: rng.normal(0, 0.3, shape).astype("float32") for name, shape in store.weight_shapes(units).items()}
 
 
 def save(models: Path, sensor_id: str, seed: int, window: int = 6, units: int = 3, **extra) -> Path:
