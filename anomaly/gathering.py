@@ -29,7 +29,7 @@ logger = logging.getLogger("sensor_predict")
 @dataclass
 class Loaded:
     """A chunk's usable models, the sensors with none yet (for the cold-start detector), and the counts of the
-    sensors it left out (Gatherer.load)."""
+    sensors it left out (Gatherer.load), to which Gatherer.gather adds those with nothing due."""
 
     models: dict[str, SensorModel]
     cold: list[str]
@@ -38,17 +38,15 @@ class Loaded:
 
 @dataclass
 class Gathered:
-    """What a chunk needs before it is scored, gathered ahead (Gatherer.gather): its models, the sensors with none
-    yet (for the cold-start detector), what each sensor has due, how far before it each reads, one read of
-    the readings (over ``read``, empty when nothing is due), and the counts of the sensors it left out."""
+    """What a chunk needs before it is scored, gathered ahead (Gatherer.gather): what was loaded for it, what
+    each sensor has due, how far before it each reads, and one read of the readings (over ``read``, empty when
+    nothing is due)."""
 
-    models: dict[str, SensorModel]
-    cold: list[str]
+    loaded: Loaded
     due: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
     leads: dict[str, tuple[pd.Timedelta, pd.Timedelta]]
     data: Mapping[str, pd.Series]
     read: tuple[pd.Timestamp, pd.Timestamp]
-    counts: Counter[str]
 
 
 class Gatherer:
@@ -120,8 +118,8 @@ class Gatherer:
 
     def gather(self, loaded: Loaded) -> Gathered:
         """What is due for a chunk whose models are loaded, and one read."""
-        models, counts = loaded.models, loaded.counts
-        due = self.due_ranges(list(models), counts)
+        models = loaded.models
+        due = self.due_ranges(list(models), loaded.counts)
         policy, interval = self.settings.policy, self.common.interval
         leads = {s: model_predict.lead(models[s], policy, interval) for s in due}
         data, read = (
@@ -129,4 +127,4 @@ class Gatherer:
             if due
             else ({}, (self.common.now, self.common.now))
         )
-        return Gathered(models, loaded.cold, due, leads, data, read, counts)
+        return Gathered(loaded, due, leads, data, read)

@@ -93,11 +93,11 @@ class Run:
 
     def score_chunk(self, gathered: Gathered) -> list[str]:
         """Score one chunk of sensors from what was gathered for it; return the lines to write."""
-        for key, count in gathered.counts.items():
-            self.counts[key] += count
+        loaded = gathered.loaded
+        self.counts.update(loaded.counts)
         self.due.update(gathered.due)
-        lines = self.score_cold(gathered.cold) if gathered.cold else []
-        models, due, leads, data, read = gathered.models, gathered.due, gathered.leads, gathered.data, gathered.read
+        lines = self.score_cold(loaded.cold) if loaded.cold else []
+        models, due, leads, data, read = loaded.models, gathered.due, gathered.leads, gathered.data, gathered.read
         if not due:
             return lines
         policy, interval = self.settings.policy, self.common.interval
