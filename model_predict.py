@@ -220,12 +220,12 @@ def rules_for(model: SensorModel, ratio: float, policy: Policy) -> detect.Rules:
 
 
 def lead(model: SensorModel, policy: Policy, interval: pd.Timedelta) -> tuple[pd.Timedelta, pd.Timedelta]:
-    """How far before a sensor's first due window the windows that decide it begin (persistence and the
+    """How far before a sensor's first due window the windows that decide it begin (decided_before and the
     dynamic threshold's history), and how far before those its readings must be read: the window itself, a
     flat-line run up to the flat-line limit (which metadata.FLAT_CONTEXT bounds), and the level detector's
     ``LEVEL_REARM`` before a window's first reading, of which the history's readings are part."""
     history = thresholds.history_needed(policy.dynamic_history) if policy.dynamic_history else 0
-    decided = policy.min_consecutive - 1 + history
+    decided = detect.decided_before(policy.min_consecutive, model.window) + history
     rearm = detect.LEVEL_REARM // interval
     readings = max(model.window, model.window + rearm - history, model.flat_limit or 0)
     return decided * interval, readings * interval
@@ -260,13 +260,12 @@ def context(
     prepared: Prepared, rules: detect.Rules, interval: pd.Timedelta, first: pd.Timestamp, last: pd.Timestamp
 ) -> detect.Context:
     """What ``decide`` decides a sensor's windows ending in [first, last] with."""
-    # Persistence looks at the K-1 windows before the first one kept; the windows before those are history.
     return detect.Context(
         interval=interval,
         series=prepared.series,
         first=first,
         last=last,
-        decided_from=first - (rules.min_consecutive - 1) * interval,
+        decided_from=first - detect.decided_before(rules.min_consecutive, rules.window) * interval,
     )
 
 
@@ -277,10 +276,12 @@ def decide(
     interval: pd.Timedelta,
     first: pd.Timestamp,
     last: pd.Timestamp,
+    worst: np.ndarray | None = None,
 ) -> detect.Scores:
-    """The sensor's scores for the window ends in [first, last] (detect.decide)."""
+    """The sensor's scores for the window ends in [first, last] (detect.decide; ``worst``: its windows' worst
+    readings)."""
     decided_in = context(prepared, rules, interval, first, last)
-    return detect.decide(prepared.ends, prepared.values, losses, rules, decided_in, between=(first, last))
+    return detect.decide(prepared.ends, prepared.values, losses, rules, decided_in, (first, last), worst)
 
 
 def without_windows(

@@ -103,17 +103,25 @@ class Chunk:
         losses: list[np.ndarray],
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
+        worsts: list[np.ndarray] | None = None,
     ) -> list[Callable[[], detect.Scores]]:
         """Each sensor's scores for its due range [first, last] (model_predict.decide's), from its windows'
-        ends (grid positions, sorted) and finite losses; all under one policy (grid_rules.GridRules.of).
+        ends (grid positions, sorted), finite losses and worst readings (None: unknown); all under one policy
+        (grid_rules.GridRules.of).
         Returned as calls, one per sensor, for the caller's error boundary per sensor. Decided ``DECIDE_CELLS``
         at a time: a backfill's grid is months long."""
         per = max(1, DECIDE_CELLS // max(1, len(self.grid)))
+        worsts = worsts or [np.asarray(rule.window - 1) for rule in rules]
         return [
             decided
             for a in range(0, len(sensor_ids), per)
             for decided in self._decide(
-                sensor_ids[a : a + per], ends[a : a + per], losses[a : a + per], rules[a : a + per], dues[a : a + per]
+                sensor_ids[a : a + per],
+                ends[a : a + per],
+                losses[a : a + per],
+                rules[a : a + per],
+                dues[a : a + per],
+                worsts[a : a + per],
             )
         ]
 
@@ -124,6 +132,7 @@ class Chunk:
         losses: list[np.ndarray],
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
+        worsts: list[np.ndarray],
     ) -> list[Callable[[], detect.Scores]]:
         chosen = grid_rules.GridRules.of(rules)
         values = self.values[[self.rows[s] for s in sensor_ids]]
@@ -135,17 +144,29 @@ class Chunk:
         dtype = np.result_type(*[np.asarray(x).dtype for x in losses]) if losses else np.float32
         loss = np.full(shape, np.nan, dtype=dtype)
         loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
+        cause = np.full(shape, -1, dtype=np.int64)
+        worst = np.concatenate([np.broadcast_to(w, len(e)) for w, e in zip(worsts, ends)] or [np.empty(0, np.int64)])
+        cause[row, end] = end - (chosen.window[row] - 1) + worst
         first, last = self.positions(dues)
         history = rules[0].dynamic_history if rules else None
         finite = [bool(np.isfinite(x).all()) for x in losses]
         if history:
-            decided_from = first - (chosen.min_consecutive - 1)
+            decided_from = first - detect.decided_before(chosen.min_consecutive, chosen.window)
             compared, threshold = self._dynamic(ends, losses, finite, history, decided_from, shape)
             threshold = np.maximum(threshold, (chosen.threshold * rules[0].dynamic_floor)[:, None])
         else:
             compared, threshold = loss, np.broadcast_to(chosen.threshold[:, None], shape)
         decided = grid_rules.decide(
-            values, window_end, loss, compared, threshold, chosen, first, last, detect.LEVEL_REARM // self.interval
+            values,
+            window_end,
+            loss,
+            compared,
+            threshold,
+            cause,
+            chosen,
+            first,
+            last,
+            detect.LEVEL_REARM // self.interval,
         )
         return [
             functools.partial(decided.scores, k, self.grid, chosen.kinds, history is not None)

@@ -12,18 +12,20 @@ one frame for the callers that want one:
     threshold, the loss itself under a fixed one) and ``score``
 
 The rules, in the order ``decide`` applies them: a threshold on the loss of the window's shape (fixed:
-threshold x ratio; or dynamic, from the recent smoothed losses), the level (an excursion to readings
-beyond every level seen in training, where it begins), persistence (K windows in a row), flat-line (stuck
-far longer than training saw) and missing (no reading for longer than --missing-after: reported, an
-anomaly only when asked for). Every window also gets ``score`` = loss / effective threshold, which compares
-sensors: 1.0 is at the threshold. The cold-start detector (cold_start.py) flags a robust z-score instead of
-a reconstruction loss, above a threshold per day calibrated from the days before it.
+threshold x ratio; or dynamic, from the recent smoothed losses), the level (an excursion to readings beyond
+every level seen in training, where it begins), persistence (K windows in a row), told once (a reading lies in
+``window`` windows: a flag is kept by the first window about its reading, not by every window that holds it),
+flat-line (stuck far longer than training saw) and missing (no reading for longer than --missing-after:
+reported, an anomaly only when asked for). Every window also gets ``score`` = loss / effective threshold,
+which compares sensors: 1.0 is at the threshold. The cold-start detector (cold_start.py) flags a robust
+z-score instead of a reconstruction loss, above a threshold per day calibrated from the days before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -49,7 +51,9 @@ class Context:
 @dataclass(frozen=True)
 class Scores:
     """One sensor's scores while the rules run: arrays of one length, by window end ``ends``. ``loss``
-    keeps the dtype the engine computed it in, so a float32 loss is compared in float32."""
+    keeps the dtype the engine computed it in, so a float32 loss is compared in float32. ``cause``: the time
+    (int64 ns) of the reading a window's flag would be about: its worst reconstructed one, the first reading of
+    a level excursion, or (unknown) its newest."""
 
     ends: pd.DatetimeIndex
     value: np.ndarray
@@ -58,6 +62,7 @@ class Scores:
     anomaly: np.ndarray
     kind: np.ndarray
     smoothed_loss: np.ndarray | None = None
+    cause: np.ndarray | None = None
 
     def flag(self, anomaly: np.ndarray, kind: str) -> Scores:
         return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
@@ -73,6 +78,7 @@ class Scores:
             anomaly=self.anomaly[at],
             kind=self.kind[at],
             smoothed_loss=None if self.smoothed_loss is None else self.smoothed_loss[at],
+            cause=None if self.cause is None else self.cause[at],
         )
 
     @property
@@ -100,6 +106,7 @@ class Scores:
 
 
 Detector = Callable[[Scores, Context], Scores]
+Window = TypeVar("Window", int, np.ndarray)  # a window, or one per sensor
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,8 @@ def level(low: float, high: float, window: int) -> Detector:
         moved = (at >= 0) & ((position - latest)[at] < window) & ~scores.anomaly
         if not moved.any():
             return scores
-        return replace(scores, anomaly=scores.anomaly | moved, kind=np.where(moved, "level", scores.kind))
+        cause = None if scores.cause is None else np.where(moved, series.index.asi8[latest[at]], scores.cause)
+        return replace(scores, anomaly=scores.anomaly | moved, kind=np.where(moved, "level", scores.kind), cause=cause)
 
     return detect
 
@@ -206,11 +214,16 @@ def persistent(ends: pd.DatetimeIndex, above: np.ndarray, min_consecutive: int, 
     above = np.asarray(above, dtype=bool)
     if min_consecutive <= 1 or not len(above):
         return above
-    times = ends.as_unit("ns").asi8
-    at = (times - times[0]) // pd.Timedelta(interval).value
+    at = grid_positions(ends, interval)
     grid = np.zeros(at[-1] + 1, dtype=bool)
     grid[at] = above
     return clean.run_lengths(grid)[at] >= min_consecutive
+
+
+def grid_positions(ends: pd.DatetimeIndex, interval: pd.Timedelta) -> np.ndarray:
+    """Each window end's position on the interval grid from the first (``ends`` lie on it, sorted)."""
+    times = ends.as_unit("ns").asi8
+    return (times - times[0]) // pd.Timedelta(interval).value
 
 
 def persistence(min_consecutive: int) -> Detector:
@@ -218,6 +231,40 @@ def persistence(min_consecutive: int) -> Detector:
 
     def detect(scores: Scores, context: Context) -> Scores:
         anomaly = persistent(scores.ends, scores.anomaly, min_consecutive, context.interval)
+        return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
+
+    return detect
+
+
+def retold(flagged: np.ndarray, cause: np.ndarray, window: int) -> np.ndarray:
+    """Where a ``flagged`` window's ``cause`` is that of a flagged window among the ``window`` - 1 before it:
+    its reading was told already. Along the last axis, [..., G] on the interval grid. A reading lies in
+    ``window`` windows at most, so no cause repeats further apart."""
+    flagged = np.asarray(flagged, dtype=bool)
+    out = np.zeros_like(flagged)
+    for lag in range(1, min(window, flagged.shape[-1])):
+        out[..., lag:] |= flagged[..., lag:] & flagged[..., :-lag] & (cause[..., lag:] == cause[..., :-lag])
+    return out
+
+
+def decided_before(min_consecutive: int, window: Window) -> Window:
+    """How many windows before a sensor's first due one are decided with it: a flag is told once, so the
+    window - 1 before it, and persistence looks at the K - 1 before each of those. Those before are history."""
+    return min_consecutive - 1 + window - 1
+
+
+def told_once(window: int) -> Detector:
+    """Keep a flag only in the first window that tells its cause: a spike lies in ``window`` windows and
+    would otherwise flag each of them. Needs the window - 1 windows before the first decided one."""
+
+    def detect(scores: Scores, context: Context) -> Scores:
+        if scores.cause is None or not scores.anomaly.any():
+            return scores
+        at = grid_positions(scores.ends, context.interval)
+        flagged = np.zeros(at[-1] + 1, dtype=bool)
+        cause = np.full(at[-1] + 1, -1, dtype=np.int64)
+        flagged[at], cause[at] = scores.anomaly, scores.cause
+        anomaly = scores.anomaly & ~retold(flagged, cause, window)[at]
         return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
 
     return detect
@@ -288,6 +335,7 @@ def detectors(rules: Rules) -> Sequence[Detector]:
         chain.append(level(*rules.levels, rules.window))
     if rules.min_consecutive > 1:
         chain.append(persistence(rules.min_consecutive))
+    chain.append(told_once(rules.window))
     if rules.flat_limit is not None:
         chain.append(flatline(rules.flat_limit))
     if rules.missing_limit is not None:
@@ -302,10 +350,15 @@ def decide(
     rules: Rules,
     context: Context,
     between: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    worst: np.ndarray | None = None,
 ) -> Scores:
     """The scores of one sensor with every rule applied (see the module docstring); only its windows ending
-    in ``between`` (first, last) when given."""
+    in ``between`` (first, last) when given. ``worst``: each window's worst reconstructed reading, as its
+    position in the window (losses.reconstruction); without it a flag's cause is its window's newest reading."""
     n = len(ends)
+    cause = ends.as_unit("ns").asi8
+    if worst is not None:
+        cause = cause - (rules.window - 1 - np.asarray(worst, dtype=np.int64)) * context.interval.value
     scores = Scores(
         ends=ends,
         value=np.asarray(values, dtype="float64"),
@@ -313,6 +366,7 @@ def decide(
         threshold=np.full(n, rules.threshold, dtype="float64"),
         anomaly=np.zeros(n, dtype=bool),
         kind=np.full(n, "none", dtype=object),
+        cause=cause,
     )
     for detect in detectors(rules):
         scores = detect(scores, context)

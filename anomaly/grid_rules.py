@@ -3,8 +3,8 @@
 A tick decides thousands of sensors whose readings share one grid (anomaly.chunk); the rules themselves
 cost little, their per-sensor calls more than the database. Here every array is [sensors, grid
 positions] and each rule is detect's, applied in detect's order with the same result: the threshold on the
-loss (fixed, or dynamic on the smoothed loss), the level, persistence, flat-line and missing, then the
-due range. tests/test_scoring.py compares the two on random chunks. ``kind`` is a code into ``KINDS``.
+loss (fixed, or dynamic on the smoothed loss), the level, persistence, told once, flat-line and missing, then
+the due range. tests/test_scoring.py compares the two on random chunks. ``kind`` is a code into ``KINDS``.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def decide(
     loss: np.ndarray,
     compared: np.ndarray,
     threshold: np.ndarray,
+    cause: np.ndarray,
     rules: GridRules,
     first: np.ndarray,
     last: np.ndarray,
@@ -110,6 +111,7 @@ def decide(
     loss : [S, G], each window's loss in the engine's dtype (NaN elsewhere)
     compared, threshold : [S, G], what the threshold rule compares (the loss, or the smoothed loss) and the
         threshold it compares it with
+    cause : [S, G] int, the grid position of each window's worst reconstructed reading
     first, last : [S] int, each sensor's due range as grid positions (the windows before it are history)
     rearm : detect.LEVEL_REARM in intervals
     """
@@ -117,10 +119,12 @@ def decide(
     # As detect compares: a float32 loss with a float32 threshold.
     anomaly = window_end & (compared > threshold.astype(compared.dtype))
     kind = np.where(anomaly, SHAPE, NONE).astype(np.int8)
-    anomaly, kind = _level(values, window_end, anomaly, kind, rules, position, rearm)
+    anomaly, kind, cause = _level(values, window_end, anomaly, kind, cause, rules, position, rearm)
     if rules.min_consecutive > 1:
         anomaly = clean.run_lengths(anomaly) >= rules.min_consecutive
-        kind = np.where(anomaly, kind, NONE).astype(np.int8)
+    if len(rules.window):
+        anomaly &= ~detect.retold(anomaly, cause, int(rules.window.max()))
+    kind = np.where(anomaly, kind, NONE).astype(np.int8)
     stuck = window_end & (clean.flat_run_lengths(values) > rules.flat_limit[:, None])
     anomaly |= stuck
     kind[stuck] = FLATLINE
@@ -142,14 +146,16 @@ def _level(
     window_end: np.ndarray,
     anomaly: np.ndarray,
     kind: np.ndarray,
+    cause: np.ndarray,
     rules: GridRules,
     position: np.ndarray,
     rearm: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """detect.level on every row: the ``window`` windows that take in an excursion's first reading."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """detect.level on every row: the ``window`` windows that take in an excursion's first reading, which is
+    their cause."""
     beyond = (values > rules.high[:, None]) | (values < rules.low[:, None])
     if not beyond.any():
-        return anomaly, kind
+        return anomaly, kind, cause
     # An excursion begins where no reading was beyond in the ``rearm`` positions before (detect.excursion_starts).
     latest_beyond = np.maximum.accumulate(np.where(beyond, position, np.iinfo(np.int64).min // 2), axis=1)
     before = np.full(values.shape, np.iinfo(np.int64).min // 2)
@@ -159,4 +165,4 @@ def _level(
     latest = np.maximum.accumulate(np.where(starts, position, -window), axis=1)
     moved = window_end & (position - latest < window) & ~anomaly
     kind = np.where(moved, LEVEL, kind).astype(np.int8)
-    return anomaly | moved, kind
+    return anomaly | moved, kind, np.where(moved, latest, cause)

@@ -10,9 +10,11 @@ changes neither that window's score nor, from then on, the history of later ones
 every loss from the readings as they are then. A missing, unreadable or foreign file costs time, never a
 result: every loss is computed, and the run writes a new one.
 
+Each window's worst reading (losses.reconstruction) is kept with its loss.
+
 File layout: a NumPy .npz (no pickles) of ``format`` and ``signature`` (text), ``sensor_ids`` and ``keys``
-(text [S], model_key), ``sizes`` (int64 [S]), ``ends`` (int64, seconds since 1970) and ``losses`` (float64), each
-sensor's windows one run of the last two, in time order.
+(text [S], model_key), ``sizes`` (int64 [S]), ``ends`` (int64, seconds since 1970), ``losses`` (float64) and
+``worst`` (int32), each sensor's windows one run of the last three, in time order.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from anomaly.metadata import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 
 
 def model_key(metadata: ModelMetadata) -> str | None:
@@ -50,26 +52,37 @@ def beside(state_file: Path) -> Path:
 
 @dataclass
 class LossMemory:
-    """``entries``: sensor id -> (model key, window ends in seconds [n] increasing, losses [n])."""
+    """``entries``: sensor id -> (model key, window ends in seconds [n] increasing, losses [n], worst readings
+    [n])."""
 
     signature: str
-    entries: dict[str, tuple[str, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    entries: dict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
-    def recall(self, sensor_id: str, key: str, ends: np.ndarray, before: int) -> tuple[np.ndarray, np.ndarray]:
+    def recall(
+        self, sensor_id: str, key: str, ends: np.ndarray, before: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Which of a sensor's windows (``ends``, seconds, increasing) have a loss kept from the model ``key``
-        (model_key) and end before ``before``, and those losses, in order."""
+        (model_key) and end before ``before``, and those losses and worst readings, in order."""
         entry = self.entries.get(sensor_id)
         if entry is None or entry[0] != key or not len(entry[1]):
-            return np.zeros(len(ends), dtype=bool), np.empty(0)
-        kept_ends, losses = entry[1], entry[2]
+            return np.zeros(len(ends), dtype=bool), np.empty(0), np.empty(0, np.int32)
+        kept_ends, losses, worst = entry[1], entry[2], entry[3]
         at = np.minimum(np.searchsorted(kept_ends, ends), len(kept_ends) - 1)
         hit = (kept_ends[at] == ends) & (ends < before)
-        return hit, losses[at[hit]]
+        return hit, losses[at[hit]], worst[at[hit]]
 
-    def keep(self, sensor_id: str, key: str, ends: np.ndarray, losses: np.ndarray, since: int) -> None:
-        """Keep the losses of a sensor's windows ending at or after ``since``, in place of the ones kept before."""
+    def keep(
+        self, sensor_id: str, key: str, ends: np.ndarray, losses: np.ndarray, worst: np.ndarray, since: int
+    ) -> None:
+        """Keep the losses and worst readings of a sensor's windows ending at or after ``since``, in place of the
+        ones kept before."""
         newer = ends >= since
-        self.entries[sensor_id] = (key, ends[newer].astype(np.int64), losses[newer].astype("float64"))
+        self.entries[sensor_id] = (
+            key,
+            ends[newer].astype(np.int64),
+            losses[newer].astype("float64"),
+            worst[newer].astype(np.int32),
+        )
 
     def forget(self, before: int) -> None:
         """Drop the sensors none of whose kept windows ends at or after ``before``: no longer scored."""
@@ -83,29 +96,34 @@ def losses(
     ends: list[np.ndarray],
     befores: list[int],
     windows: list[np.ndarray],
-    compute: Callable[[list[np.ndarray]], list[np.ndarray]],
+    compute: Callable[[list[np.ndarray]], tuple[list[np.ndarray], list[np.ndarray]]],
     reach: int,
-) -> tuple[list[np.ndarray], int]:
-    """Each sensor's window losses: those ``memory`` keeps (from model ``keys[k]``, of windows ending before
-    ``befores[k]``, its due range), the rest computed at once by ``compute`` (the windows of every sensor, one
-    array each, in order). Returns them, and how many came from the memory. Kept for the next tick: those of
-    the windows ending up to ``reach`` seconds (how far a due window's history reaches back) before a sensor's
-    newest. Its next due window ends after its newest score, which is at or after that newest window, so its
-    history is all there however long this run's range was. A sensor whose model has no key is computed whole
-    and not kept."""
+) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Each sensor's window losses and worst readings (losses.fleet_losses): those ``memory`` keeps (from model
+    ``keys[k]``, of windows ending before ``befores[k]``, its due range), the rest computed at once by ``compute``
+    (the windows of every sensor, one array each, in order). Returns them, and how many came from the memory. Kept
+    for the next tick: those of the windows ending up to ``reach`` seconds (how far a due window's history reaches
+    back) before a sensor's newest. Its next due window ends after its newest score, which is at or after that
+    newest window, so its history is all there however long this run's range was. A sensor whose model has no key is
+    computed whole and not kept."""
     hits = [
-        memory.recall(s, key, e, before) if key else (np.zeros(len(e), dtype=bool), np.empty(0))
+        memory.recall(s, key, e, before) if key else (np.zeros(len(e), dtype=bool), np.empty(0), np.empty(0, np.int32))
         for s, key, e, before in zip(sensor_ids, keys, ends, befores)
     ]
-    computed = compute([w[~hit] if hit.any() else w for w, (hit, _) in zip(windows, hits)])
-    found = []
-    for s, key, e, (hit, kept), new in zip(sensor_ids, keys, ends, hits, computed):
+    computed, computed_worst = compute([w[~hit] if hit.any() else w for w, (hit, _, _) in zip(windows, hits)])
+    found, found_worst = [], []
+    for s, key, e, (hit, kept, kept_worst), new, new_worst in zip(
+        sensor_ids, keys, ends, hits, computed, computed_worst
+    ):
         merged = np.empty(len(hit), dtype=new.dtype)
         merged[hit], merged[~hit] = kept, new
+        worst = np.empty(len(hit), dtype=np.int32)
+        worst[hit], worst[~hit] = kept_worst, new_worst
         found.append(merged)
+        found_worst.append(worst)
         if key and len(e):
-            memory.keep(s, key, e, merged, int(e[-1]) - reach)
-    return found, int(sum(hit.sum() for hit, _ in hits))
+            memory.keep(s, key, e, merged, worst, int(e[-1]) - reach)
+    return found, found_worst, int(sum(hit[0].sum() for hit in hits))
 
 
 def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block
@@ -119,13 +137,15 @@ def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block
                 logger.info("%s: kept under other settings; every loss is computed this run", path)
                 return memory
             sensor_ids, keys, sizes = saved["sensor_ids"], saved["keys"], saved["sizes"]
-            ends, losses = saved["ends"], saved["losses"]
-            if not (len(sensor_ids) == len(keys) == len(sizes) and sizes.sum() == len(ends) == len(losses)):
+            ends, losses, worst = saved["ends"], saved["losses"], saved["worst"]
+            if not (
+                len(sensor_ids) == len(keys) == len(sizes) and sizes.sum() == len(ends) == len(losses) == len(worst)
+            ):
                 raise ValueError("arrays of inconsistent lengths")
             bounds = np.concatenate([[0], np.cumsum(sizes)])
             for k, sensor_id in enumerate(sensor_ids.tolist()):
                 run = slice(int(bounds[k]), int(bounds[k + 1]))
-                memory.entries[sensor_id] = (str(keys[k]), ends[run], losses[run])
+                memory.entries[sensor_id] = (str(keys[k]), ends[run], losses[run], worst[run])
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         logger.warning("%s: unreadable (%s); every loss is computed this run, and the file written anew", path, e)
         return LossMemory(signature)
@@ -145,6 +165,7 @@ def save(path: Path, memory: LossMemory) -> None:  # pragma: no mutate block
         sizes=np.array([len(e[1]) for e in entries.values()], dtype=np.int64),
         ends=np.concatenate([np.empty(0, np.int64), *(e[1] for e in entries.values())]),
         losses=np.concatenate([np.empty(0), *(e[2] for e in entries.values())]),
+        worst=np.concatenate([np.empty(0, np.int32), *(e[3] for e in entries.values())]),
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""A window's reconstruction loss: the mean absolute error of the autoencoder's reconstruction.
+"""A window's reconstruction loss: the mean absolute error of the autoencoder's reconstruction, and its worst
+reading: the one reconstructed worst, which detect tells once however many windows hold it.
 
 Two engines compute it. ``numpy`` (the scorer's default) runs the autoencoder's forward pass from the
 exported weights, for all sensors of one shape (window, units) at once, without TensorFlow: a cron
@@ -37,8 +38,9 @@ class Scorable(Protocol):
     def stacked(self) -> tuple[dict[str, np.ndarray], int] | None: ...
 
 
-def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Mean absolute reconstruction error per window of a Keras model (or any callable model).
+def reconstruction(model: Any, windows: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean absolute reconstruction error per window of a Keras model (or any callable model), and the position
+    in its window of the reading with the largest error.
 
     Parameters
     ----------
@@ -46,26 +48,37 @@ def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096)
 
     Returns
     -------
-    array, shape [n_windows]
+    two arrays, shape [n_windows]: the losses, and the worst readings' positions (0 .. window-1, int32)
     """
     if len(windows) == 0:
-        return np.empty(0, dtype="float32")
+        return np.empty(0, dtype="float32"), np.empty(0, dtype=np.int32)
     # Calling the model directly, not predict(): no tf.function is traced anew for every model loaded.
-    losses = [
-        np.mean(np.abs(np.asarray(model(batch, training=False)) - batch), axis=(1, 2))
+    errors = [
+        np.abs(np.asarray(model(batch, training=False)) - batch)[:, :, 0]
         for batch in np.array_split(windows, max(1, -(-len(windows) // batch_size)))
     ]
-    return np.concatenate(losses)
+    error = np.concatenate(errors)
+    return error.mean(axis=1), error.argmax(axis=1).astype(np.int32)
 
 
-def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str = "numpy") -> list[np.ndarray]:
+def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """The losses of ``reconstruction``, shape [n_windows]."""
+    return reconstruction(model, windows, batch_size)[0]
+
+
+def fleet_losses(
+    models: list[Scorable], windows: list[np.ndarray], engine: str = "numpy"
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Loss per window for many sensors at once: ``windows[k]`` [n_k, window, 1] belongs to ``models[k]``.
 
-    Returns a list of arrays, shape [n_k] each.
+    Returns two lists of arrays, shape [n_k] each: the losses, and the positions of the worst readings in
+    their windows (as ``reconstruction``).
     """
     if engine == "keras":
-        return [reconstruction_loss(m.keras_model, w) for m, w in zip(models, windows)]
+        found = [reconstruction(m.keras_model, w) for m, w in zip(models, windows)]
+        return [loss for loss, _ in found], [worst for _, worst in found]
     out = [np.empty(0, dtype="float32")] * len(models)
+    worst = [np.empty(0, dtype=np.int32)] * len(models)
     groups: dict[tuple[int, int], list[int]] = {}
     for k, model in enumerate(models):
         groups.setdefault(model.shape, []).append(k)
@@ -76,13 +89,14 @@ def fleet_losses(models: list[Scorable], windows: list[np.ndarray], engine: str 
         members.sort(key=lambda k: len(windows[k]))
         batches += _batches(members, [len(windows[k]) for k in members], limit)
 
-    def compute(batch: list[int]) -> np.ndarray:
+    def compute(batch: list[int]) -> tuple[np.ndarray, np.ndarray]:
         return _padded_losses(_batch_weights([models[k] for k in batch]), [windows[k] for k in batch])
 
-    for batch, losses in zip(batches, thread_map(compute, batches)):
+    for batch, (losses, worsts) in zip(batches, thread_map(compute, batches)):
         for row, k in enumerate(batch):
             out[k] = losses[row, : len(windows[k])]
-    return out
+            worst[k] = worsts[row, : len(windows[k])]
+    return out, worst
 
 
 def _batches(members: list[int], sizes: list[int], limit: int) -> list[list[int]]:
@@ -111,9 +125,9 @@ def _batch_weights(models: list[Scorable]) -> dict[str, np.ndarray]:
     return {key: np.stack([w[key] for w in weights]).astype("float32", copy=False) for key in weights[0]}
 
 
-def _padded_losses(weights: dict[str, np.ndarray], windows: list[np.ndarray]) -> np.ndarray:
-    """Losses [n_sensors, max_windows] of sensors sharing a shape (``weights`` stacked), windows zero-padded to
-    the longest."""
+def _padded_losses(weights: dict[str, np.ndarray], windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Losses and worst readings [n_sensors, max_windows] of sensors sharing a shape (``weights`` stacked),
+    windows zero-padded to the longest."""
     longest = max(1, max(len(w) for w in windows))
     x = np.zeros((len(windows), longest, windows[0].shape[1]), dtype="float32")
     for row, w in enumerate(windows):
@@ -133,7 +147,7 @@ def _lstm_step(projected: np.ndarray, h: np.ndarray, c: np.ndarray, recurrent: n
     return _sigmoid(o) * np.tanh(c), c
 
 
-def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The autoencoder's forward pass and loss for sensors of one shape, in float32.
 
     Parameters
@@ -145,7 +159,8 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    array, shape [S, n_windows]: mean absolute reconstruction error per window
+    two arrays, shape [S, n_windows]: the mean absolute reconstruction error per window, and the position in
+    the window of its reading with the largest error (int32)
     """
     sensors, n_windows, window = x.shape
     units = weights["encoder_recurrent_kernel"].shape[1]
@@ -158,9 +173,16 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     projected = np.matmul(h, weights["decoder_kernel"]) + weights["decoder_bias"][:, None, :]
     h = np.zeros_like(h)
     c = np.zeros_like(h)
-    error = np.zeros((sensors, n_windows), dtype="float32")
+    total = np.zeros((sensors, n_windows), dtype="float32")
+    largest = np.full((sensors, n_windows), -1.0, dtype="float32")
+    worst = np.zeros((sensors, n_windows), dtype=np.int32)
     for t in range(window):
         h, c = _lstm_step(projected, h, c, weights["decoder_recurrent_kernel"])
         out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
-        error += np.abs(out - x[:, :, t])
-    return error / window
+        error = np.abs(out - x[:, :, t])
+        total += error
+        # The first of equal errors, as argmax takes it.
+        worse = error > largest
+        worst[worse] = t
+        np.maximum(largest, error, out=largest)
+    return total / window, worst

@@ -152,17 +152,17 @@ class Run:
         windows: dict[str, Cut | model_predict.Prepared],
         due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
         reach: pd.Timedelta,
-    ) -> dict[str, np.ndarray]:
-        """Each sensor's window losses, computed at once (with the memory: only those it does not keep; ``reach``:
-        how far before a due window the windows that decide it begin)."""
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each sensor's window losses and worst readings, computed at once (with the memory: only those it does
+        not keep; ``reach``: how far before a due window the windows that decide it begin)."""
 
-        def compute(cut: list[np.ndarray]) -> list[np.ndarray]:
+        def compute(cut: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
             return losses.fleet_losses([models[s] for s in scored], cut, self.settings.engine)
 
         if self.memory is None:
-            return dict(zip(scored, compute([windows[s].windows for s in scored])))
+            return dict(zip(scored, zip(*compute([windows[s].windows for s in scored]))))
         seconds = chunk.grid.as_unit("s").asi8
-        found, remembered = loss_memory.losses(
+        found, worst, remembered = loss_memory.losses(
             self.memory,
             scored,
             [loss_memory.model_key(models[s].metadata) for s in scored],
@@ -173,7 +173,7 @@ class Run:
             int(reach.total_seconds()),
         )
         self.remembered += remembered
-        return dict(zip(scored, found))
+        return dict(zip(scored, zip(found, worst)))
 
     def windows(
         self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
@@ -192,7 +192,7 @@ class Run:
         self,
         chunk: Chunk,
         windows: dict[str, Cut | model_predict.Prepared],
-        found: dict[str, np.ndarray],
+        found: dict[str, tuple[np.ndarray, np.ndarray]],
         rules: dict[str, detect.Rules],
         due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
     ) -> dict[str, Callable[[], detect.Scores]]:
@@ -205,9 +205,10 @@ class Run:
                 decided = chunk.decide(
                     together,
                     [windows[s].ends for s in together],
-                    [found[s] for s in together],
+                    [found[s][0] for s in together],
                     [rules[s] for s in together],
                     [due[s] for s in together],
+                    [found[s][1] for s in together],
                 )
                 out = dict(zip(together, decided))
             except Exception:
@@ -215,13 +216,9 @@ class Run:
                 self.counts["failed"] += len(together)
         for sensor_id, prepared in windows.items():
             if isinstance(prepared, model_predict.Prepared):
+                loss, worst = found[sensor_id]
                 out[sensor_id] = functools.partial(
-                    model_predict.decide,
-                    prepared,
-                    found[sensor_id],
-                    rules[sensor_id],
-                    self.common.interval,
-                    *due[sensor_id],
+                    model_predict.decide, prepared, loss, rules[sensor_id], self.common.interval, *due[sensor_id], worst
                 )
         return out
 

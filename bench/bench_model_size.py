@@ -100,14 +100,12 @@ def run_sensor(
     model, threshold = trained.model, trained.model.threshold
     prepared = in_memory.scoring_windows(series, model, plan, holdout_start)
     ends = prepared.ends
-    numpy_losses, keras_losses = (
-        losses.fleet_losses([model], [prepared.windows], engine)[0] for engine in ("numpy", "keras")
-    )
+    (numpy_losses,), _ = losses.fleet_losses([model], [prepared.windows], "numpy")
+    (keras_losses,), (keras_worst,) = losses.fleet_losses([model], [prepared.windows], "keras")
     # The scorer's default engine is the NumPy forward pass; it must agree with Keras.
     engine_diff = float(np.max(np.abs(numpy_losses - keras_losses)))
-    scores = model_predict.decide(
-        prepared, keras_losses, detect.Rules(threshold * defaults.ratio), interval, holdout_start, series.index[-1]
-    )
+    rules = detect.Rules(threshold * defaults.ratio, window=model.window)
+    scores = model_predict.decide(prepared, keras_losses, rules, interval, holdout_start, series.index[-1], keras_worst)
     flagged = scores.anomaly
 
     positive, near, zones = window_labels(ends, anomalies, window, interval)

@@ -47,23 +47,38 @@ def fleet():
 
 def test_numpy_matches_keras_within_1e_4(fleet):
     models, windows = fleet
-    numpy_losses = losses.fleet_losses(models, windows, engine="numpy")
-    keras_losses = losses.fleet_losses(models, windows, engine="keras")
+    numpy_losses, numpy_worst = losses.fleet_losses(models, windows, engine="numpy")
+    keras_losses, keras_worst = losses.fleet_losses(models, windows, engine="keras")
     for model, got, want in zip(models, numpy_losses, keras_losses):
         assert got.shape == want.shape == (len(windows[models.index(model)]),)
         assert np.max(np.abs(got - want)) <= 1e-4, model.shape
         assert want.max() > 0.3  # the spikes are there, so the comparison covers large losses too
+    # The worst reading of a window: the same one, but where two readings' errors are within float32 noise.
+    for model, got, want in zip(models, numpy_worst, keras_worst):
+        assert got.shape == want.shape and got.max() < model.shape[0]
+        assert np.mean(got == want) > 0.99, model.shape
+
+
+def test_the_worst_reading_of_a_window_holding_a_spike_is_the_spike(fleet):
+    models, _ = fleet
+    window = models[0].shape[0]
+    spiked = np.zeros((window, window, 1), dtype="float32")
+    spiked[np.arange(window), np.arange(window), 0] = 8.0  # window k: the spike at position k
+    for engine in losses.ENGINES:
+        _, worst = losses.fleet_losses([models[0]], [spiked], engine)
+        assert worst[0].tolist() == list(range(window)), engine
 
 
 def test_small_batches_and_empty_windows_give_the_same_losses(fleet, monkeypatch):
     models, windows = fleet
-    whole = losses.fleet_losses(models, windows)
+    whole, whole_worst = losses.fleet_losses(models, windows)
     monkeypatch.setattr(losses, "WINDOWS_PER_BATCH", 40)
     windows = [w if k != 2 else w[:0] for k, w in enumerate(windows)]
-    split = losses.fleet_losses(models, windows)
-    assert split[2].shape == (0,)
+    split, split_worst = losses.fleet_losses(models, windows)
+    assert split[2].shape == split_worst[2].shape == (0,)
     for k in (0, 1, 3, 4, 5, 6, 7):
         np.testing.assert_allclose(split[k], whole[k], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(split_worst[k], whole_worst[k])
 
 
 def test_a_run_of_packed_rows_is_sliced_from_its_chunk_and_gives_the_losses_of_its_own_weights(fleet):
@@ -84,5 +99,5 @@ def test_a_run_of_packed_rows_is_sliced_from_its_chunk_and_gives_the_losses_of_i
     np.testing.assert_array_equal(shuffled["encoder_kernel"], chunk["encoder_kernel"][::-1])
     got = losses.fleet_losses(packed, [windows[k] for k in same_shape])
     want = losses.fleet_losses([models[k] for k in same_shape], [windows[k] for k in same_shape])
-    for a, b in zip(got, want):
+    for a, b in zip([*got[0], *got[1]], [*want[0], *want[1]]):
         np.testing.assert_array_equal(a, b)

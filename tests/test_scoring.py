@@ -160,20 +160,21 @@ def test_rules_for_take_the_threshold_times_the_ratio_and_everything_else_from_t
 @pytest.mark.parametrize(
     "policy, longest_flat_run, decided, readings",
     [
-        # Window 4 at 15 minutes; the level detector reads a day (96) before a window's first reading.
-        pytest.param({}, None, 0, 4 + 96, id="one window decides; a day before its readings"),
-        pytest.param({"min_consecutive": 3}, None, 2, 4 + 96, id="persistence: the k-1 windows before"),
+        # Window 4 at 15 minutes: a flag is told once, so the 3 windows before the first due one are decided with
+        # it; the level detector reads a day (96) before a window's first reading.
+        pytest.param({}, None, 3, 4 + 96, id="told once: the window-1 before; a day before their readings"),
+        pytest.param({"min_consecutive": 3}, None, 3 + 2, 4 + 96, id="persistence: the k-1 windows before those"),
         pytest.param(
             {"min_consecutive": 2, "dynamic_history": 10},
             None,
-            1 + 10 + 2 * 9,
+            3 + 1 + 10 + 2 * 9,
             4 + 96 - (10 + 2 * 9),
             id="dynamic: history_needed, whose readings count toward the day",
         ),
-        pytest.param({"dynamic_history": 96}, None, 96 + 18, 4, id="a history longer than a day: the window alone"),
-        pytest.param({}, 5, 0, 4 + 96, id="a flat-line limit within the day is read anyway"),
-        pytest.param({}, 96, 0, 192, id="a flat-line limit of two days is read back"),
-        pytest.param({}, 97, 0, 4 + 96, id="a limit beyond two days is not checked, so not read"),
+        pytest.param({"dynamic_history": 96}, None, 3 + 96 + 18, 4, id="a history longer than a day: the window alone"),
+        pytest.param({}, 5, 3, 4 + 96, id="a flat-line limit within the day is read anyway"),
+        pytest.param({}, 96, 3, 192, id="a flat-line limit of two days is read back"),
+        pytest.param({}, 97, 3, 4 + 96, id="a limit beyond two days is not checked, so not read"),
     ],
 )
 def test_lead_reaches_back_for_what_decides_the_first_due_window(policy, longest_flat_run, decided, readings):
@@ -209,8 +210,8 @@ def test_a_tick_reading_from_the_lead_tells_each_excursion_as_a_backfill_does(po
     backfill = detect.decide(
         ends, values, np.zeros(len(ends)), rules, detect.Context(Q, series, ends[0], ends[-1])
     ).frame()
-    # The windows that take in 100 and 330, each but the first (K=2).
-    assert backfill.index[backfill["kind"] == "level"].equals(ends[[101, 102, 103, 331, 332, 333]])
+    # Of the windows that take in 100 and 330 (K=2 drops the first), the first tells each excursion.
+    assert backfill.index[backfill["kind"] == "level"].equals(ends[[101, 331]])
     decided, readings = model_predict.lead(model, model_predict.Policy(**policy), Q)
     for due in range(200, len(ends)):
         read = series[series.index >= ends[due] - decided - readings]
@@ -661,6 +662,35 @@ def test_the_dynamic_threshold_decides_on_the_smoothed_loss_never_below_its_floo
     assert frame["loss"].tolist() == pytest.approx(losses.tolist())
 
 
+@pytest.mark.parametrize(
+    "worst, window, missing, flagged",
+    [
+        # Windows of 4 at T[2..7] over the threshold, a spike in the reading at T[2] (position 3 of window T[2],
+        # 2 of T[3], ...): the first window that holds it tells it, the three after hold nothing new.
+        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], 4, [], [2, 6, 7], id="a spike in four windows: told by the first"),
+        pytest.param([0, 0, 3, 3, 3, 3, 3, 3], 4, [], [2, 3, 4, 5, 6, 7], id="a new worst reading in each"),
+        pytest.param([1, 1, 1, 0, 1, 0, 1, 1], 2, [], [2, 4, 6, 7], id="window 2: each spike in two windows"),
+        pytest.param(None, 4, [], [2, 3, 4, 5, 6, 7], id="worst readings unknown: each window its own"),
+        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], 4, [3], [2, 6, 7], id="a window missing between: still told"),
+    ],
+)
+def test_a_flag_is_told_by_the_first_window_that_holds_its_worst_reading(worst, window, missing, flagged):
+    loss = np.array([0.1, 0.1, 0.9, 0.8, 0.8, 0.7, 0.9, 0.9])
+    kept = np.ones(8, dtype=bool)
+    kept[missing] = False
+    rules = detect.Rules(threshold=0.5, window=window)
+    frame = detect.decide(
+        T[kept],
+        np.zeros(kept.sum()),
+        loss[kept],
+        rules,
+        detect.Context(Q),
+        worst=None if worst is None else np.array(worst)[kept],
+    ).frame()
+    assert frame.index[frame["anomaly"]].equals(T[flagged])
+    assert set(frame["kind"][frame["anomaly"]]) == {"shape"} and frame["score"].gt(1).sum() == kept[2:].sum()
+
+
 def test_a_smoothed_loss_at_the_dynamic_threshold_is_not_over_it():
     # Losses steady at 0.5: the smoothed loss is 0.5, and so is the threshold (its floor, 1.0 x 0.5).
     rules = detect.Rules(threshold=1.0, dynamic_history=4, dynamic_floor=0.5)
@@ -727,15 +757,11 @@ def test_no_windows_give_an_empty_frame_with_the_columns_and_types_of_a_full_one
 @pytest.mark.parametrize(
     "values, window, losses, kinds",
     [
-        pytest.param(
-            [5, 5, 11, 12, 13, 14, 5, 5], 2, {}, {2: "level", 3: "level"}, id="the windows of its first reading"
-        ),
+        pytest.param([5, 5, 11, 12, 13, 14, 5, 5], 2, {}, {2: "level"}, id="the first window of its first reading"),
         pytest.param([5, 5, 11, 12, 13, 14, 5, 5], 2, {3: 1.0}, {2: "level", 3: "shape"}, id="a shape flag stays"),
         pytest.param([5, 10, 10, 10, 0, 0, 0, 5], 2, {}, {}, id="at the edges of the range is inside it"),
-        pytest.param([5, -1, -2, -3, 5, 5, 5, 5], 2, {}, {1: "level", 2: "level"}, id="below the range"),
-        pytest.param(
-            [5, 11, 5, 11, 5, 11, 5, 5], 2, {}, {1: "level", 2: "level"}, id="back and forth within a day: once"
-        ),
+        pytest.param([5, -1, -2, -3, 5, 5, 5, 5], 2, {}, {1: "level"}, id="below the range"),
+        pytest.param([5, 11, 5, 11, 5, 11, 5, 5], 2, {}, {1: "level"}, id="back and forth within a day: once"),
         pytest.param([11, 5, 5, 5, 5, 5, 5, 12], 1, {}, {0: "level"}, id="a window of one, from the start"),
     ],
 )
@@ -915,10 +941,12 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
         dues.append((first, last))
         ranges.append((first - decided, last))
     cut = chunk.windows(sensor_ids, [m.metadata for m in models], ranges)
-    losses = []
+    losses, worsts = [], []
     for k, found in enumerate(cut):
+        worsts.append(rng.integers(0, models[k].window, len(found.windows)).astype(np.int32))
         loss = rng.gamma(2.0, 0.04, len(found.windows)).astype("float32")
-        loss[rng.integers(0, max(1, len(loss)), 3 if len(loss) else 0)] += 1.0
+        if k != 1:  # s1's excursion is told as a level, never taken by a shape flag
+            loss[rng.integers(0, max(1, len(loss)), 3 if len(loss) else 0)] += 1.0
         if k == 7 and len(loss):
             loss[len(loss) // 2] = np.nan
         losses.append(loss)
@@ -927,10 +955,10 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
     # float32, as detect compares them, the two are equal).
     for k in (1, 8):
         losses[k][-1] = rules[k].threshold
-    decided = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues)
+    decided = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues, worsts)
     # A long grid is decided a few sensors at a time, the last of 11 alone: the same scores.
     monkeypatch.setattr(anomaly.chunk, "DECIDE_CELLS", 2 * len(chunk.grid))
-    in_parts = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues)
+    in_parts = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues, worsts)
     kinds = set()
     for k, sensor_id in enumerate(sensor_ids):
         alone = model_predict.prepare(
@@ -942,7 +970,7 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
             *ranges[k],
         )
         try:
-            want = model_predict.decide(alone, losses[k], rules[k], Q, *dues[k]).frame()
+            want = model_predict.decide(alone, losses[k], rules[k], Q, *dues[k], worsts[k]).frame()
         except ValueError as e:
             with pytest.raises(ValueError, match=f"^{re.escape(str(e))}$"):
                 decided[k]()
@@ -995,6 +1023,7 @@ def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tup
         zeros,
         zeros,
         np.ones((1, len(values))),
+        np.where(window_end, np.arange(len(values)), -1),
         chosen,
         np.array([0]),
         np.array([len(values) - 1]),
@@ -1011,7 +1040,7 @@ def test_the_grid_rules_tell_an_excursion_again_only_after_the_rearm_as_detect_d
     rules = detect.Rules(threshold=1.0, levels=(0.0, 10.0), window=4)
     together, alone = level_rule_on_grid_and_alone(values, rules)
     assert together.ends.equals(alone.ends) and (together.kind == alone.kind).all()
-    assert (alone.kind == "level").sum() == 4 * excursions
+    assert (alone.kind == "level").sum() == excursions
 
 
 @pytest.mark.parametrize("reading, beyond", [(0.0, False), (10.0, False), (-1e-9, True), (10.0 + 1e-9, True)])
@@ -1020,7 +1049,7 @@ def test_a_reading_on_a_level_of_the_range_is_inside_it_on_the_grid_as_alone(rea
     values[20] = reading
     together, alone = level_rule_on_grid_and_alone(values, detect.Rules(threshold=1.0, levels=(0.0, 10.0), window=4))
     assert (together.kind == alone.kind).all()
-    assert (together.kind == "level").sum() == (4 if beyond else 0)
+    assert (together.kind == "level").sum() == (1 if beyond else 0)
 
 
 def test_a_chunk_is_decided_under_one_policy():
