@@ -276,12 +276,12 @@ def decide(
     interval: pd.Timedelta,
     first: pd.Timestamp,
     last: pd.Timestamp,
-    worst: np.ndarray | None = None,
+    blame: np.ndarray | None = None,
 ) -> detect.Scores:
-    """The sensor's scores for the window ends in [first, last] (detect.decide; ``worst``: its windows' worst
-    readings)."""
+    """The sensor's scores for the window ends in [first, last] (detect.decide; ``blame``: its windows'
+    losses.BLAME)."""
     decided_in = context(prepared, rules, interval, first, last)
-    return detect.decide(prepared.ends, prepared.values, losses, rules, decided_in, (first, last), worst)
+    return detect.decide(prepared.ends, prepared.values, losses, rules, decided_in, (first, last), blame)
 
 
 def without_windows(

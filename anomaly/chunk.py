@@ -21,6 +21,7 @@ import pandas as pd
 import clean
 from anomaly import detect, grid_rules, thresholds
 from anomaly.influx.readings import Readings
+from anomaly.losses import BLAME
 from anomaly.metadata import ModelMetadata
 
 # Cells of the [sensors, grid] arrays decided at once: a dozen arrays of 16 MB at most.
@@ -103,15 +104,14 @@ class Chunk:
         losses: list[np.ndarray],
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
-        worsts: list[np.ndarray] | None = None,
+        blames: list[np.ndarray] | None = None,
     ) -> list[Callable[[], detect.Scores]]:
         """Each sensor's scores for its due range [first, last] (model_predict.decide's), from its windows'
-        ends (grid positions, sorted), finite losses and worst readings (None: unknown); all under one policy
+        ends (grid positions, sorted), finite losses and losses.BLAME (None: unknown); all under one policy
         (grid_rules.GridRules.of).
         Returned as calls, one per sensor, for the caller's error boundary per sensor. Decided ``DECIDE_CELLS``
         at a time: a backfill's grid is months long."""
         per = max(1, DECIDE_CELLS // max(1, len(self.grid)))
-        worsts = worsts or [np.asarray(rule.window - 1) for rule in rules]
         return [
             decided
             for a in range(0, len(sensor_ids), per)
@@ -121,7 +121,7 @@ class Chunk:
                 losses[a : a + per],
                 rules[a : a + per],
                 dues[a : a + per],
-                worsts[a : a + per],
+                None if blames is None else blames[a : a + per],
             )
         ]
 
@@ -132,7 +132,7 @@ class Chunk:
         losses: list[np.ndarray],
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
-        worsts: list[np.ndarray],
+        blames: list[np.ndarray] | None,
     ) -> list[Callable[[], detect.Scores]]:
         chosen = grid_rules.GridRules.of(rules)
         values = self.values[[self.rows[s] for s in sensor_ids]]
@@ -145,8 +145,13 @@ class Chunk:
         loss = np.full(shape, np.nan, dtype=dtype)
         loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
         cause = np.full(shape, -1, dtype=np.int64)
-        worst = np.concatenate([np.broadcast_to(w, len(e)) for w, e in zip(worsts, ends)] or [np.empty(0, np.int64)])
-        cause[row, end] = end - (chosen.window[row] - 1) + worst
+        newest = np.full(shape, np.nan, dtype=np.float32)
+        if blames is None:
+            cause[row, end] = end
+        else:
+            blame = np.concatenate([np.empty(0, BLAME), *blames])
+            cause[row, end] = end - (chosen.window[row] - 1) + blame["worst"]
+            newest[row, end] = blame["newest"]
         first, last = self.positions(dues)
         history = rules[0].dynamic_history if rules else None
         finite = [bool(np.isfinite(x).all()) for x in losses]
@@ -163,6 +168,7 @@ class Chunk:
             compared,
             threshold,
             cause,
+            newest,
             chosen,
             first,
             last,

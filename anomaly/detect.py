@@ -53,7 +53,7 @@ class Scores:
     """One sensor's scores while the rules run: arrays of one length, by window end ``ends``. ``loss``
     keeps the dtype the engine computed it in, so a float32 loss is compared in float32. ``cause``: the time
     (int64 ns) of the reading a window's flag would be about: its worst reconstructed one, the first reading of
-    a level excursion, or (unknown) its newest."""
+    a level excursion, or (unknown) its newest; ``newest``: its newest reading's error (losses.BLAME)."""
 
     ends: pd.DatetimeIndex
     value: np.ndarray
@@ -63,6 +63,7 @@ class Scores:
     kind: np.ndarray
     smoothed_loss: np.ndarray | None = None
     cause: np.ndarray | None = None
+    newest: np.ndarray | None = None
 
     def flag(self, anomaly: np.ndarray, kind: str) -> Scores:
         return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
@@ -79,6 +80,7 @@ class Scores:
             kind=self.kind[at],
             smoothed_loss=None if self.smoothed_loss is None else self.smoothed_loss[at],
             cause=None if self.cause is None else self.cause[at],
+            newest=None if self.newest is None else self.newest[at],
         )
 
     @property
@@ -253,9 +255,13 @@ def decided_before(min_consecutive: int, window: Window) -> Window:
     return min_consecutive - 1 + window - 1
 
 
-def told_once(window: int) -> Detector:
-    """Keep a flag only in the first window that tells its cause: a spike lies in ``window`` windows and
-    would otherwise flag each of them. Needs the window - 1 windows before the first decided one."""
+def told_once(window: int, kind: str) -> Detector:
+    """Keep a flag only in the first window that tells its cause, or in a window flagged for its shape whose
+    newest reading is itself off by more than the threshold: a spike lies in ``window`` windows and would
+    otherwise flag each of them, while an anomaly that goes on keeps being flagged. With the windows' blame
+    known, a window flagged for its shape whose own loss is not above the threshold (flagged by the smoothed
+    losses of the windows before it) tells nothing new either. Needs the window - 1 windows before the first
+    decided one. ``kind``: the shape's."""
 
     def detect(scores: Scores, context: Context) -> Scores:
         if scores.cause is None or not scores.anomaly.any():
@@ -264,7 +270,12 @@ def told_once(window: int) -> Detector:
         flagged = np.zeros(at[-1] + 1, dtype=bool)
         cause = np.full(at[-1] + 1, -1, dtype=np.int64)
         flagged[at], cause[at] = scores.anomaly, scores.cause
-        anomaly = scores.anomaly & ~retold(flagged, cause, window)[at]
+        told = retold(flagged, cause, window)[at]
+        if scores.newest is not None:
+            shape = scores.kind == kind
+            echo = shape & ~(scores.loss > scores.threshold)
+            told = (told & ~(shape & (scores.newest > scores.threshold))) | echo
+        anomaly = scores.anomaly & ~told
         return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
 
     return detect
@@ -335,7 +346,7 @@ def detectors(rules: Rules) -> Sequence[Detector]:
         chain.append(level(*rules.levels, rules.window))
     if rules.min_consecutive > 1:
         chain.append(persistence(rules.min_consecutive))
-    chain.append(told_once(rules.window))
+    chain.append(told_once(rules.window, rules.kind))
     if rules.flat_limit is not None:
         chain.append(flatline(rules.flat_limit))
     if rules.missing_limit is not None:
@@ -350,15 +361,16 @@ def decide(
     rules: Rules,
     context: Context,
     between: tuple[pd.Timestamp, pd.Timestamp] | None = None,
-    worst: np.ndarray | None = None,
+    blame: np.ndarray | None = None,
 ) -> Scores:
     """The scores of one sensor with every rule applied (see the module docstring); only its windows ending
-    in ``between`` (first, last) when given. ``worst``: each window's worst reconstructed reading, as its
-    position in the window (losses.reconstruction); without it a flag's cause is its window's newest reading."""
+    in ``between`` (first, last) when given. ``blame``: each window's losses.BLAME; without it a flag's cause is
+    its window's newest reading."""
     n = len(ends)
-    cause = ends.as_unit("ns").asi8
-    if worst is not None:
-        cause = cause - (rules.window - 1 - np.asarray(worst, dtype=np.int64)) * context.interval.value
+    cause, newest = ends.as_unit("ns").asi8, None
+    if blame is not None:
+        cause = cause - (rules.window - 1 - blame["worst"].astype(np.int64)) * context.interval.value
+        newest = blame["newest"]
     scores = Scores(
         ends=ends,
         value=np.asarray(values, dtype="float64"),
@@ -367,6 +379,7 @@ def decide(
         anomaly=np.zeros(n, dtype=bool),
         kind=np.full(n, "none", dtype=object),
         cause=cause,
+        newest=newest,
     )
     for detect in detectors(rules):
         scores = detect(scores, context)

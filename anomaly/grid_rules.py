@@ -97,6 +97,7 @@ def decide(
     compared: np.ndarray,
     threshold: np.ndarray,
     cause: np.ndarray,
+    newest: np.ndarray,
     rules: GridRules,
     first: np.ndarray,
     last: np.ndarray,
@@ -111,7 +112,8 @@ def decide(
     loss : [S, G], each window's loss in the engine's dtype (NaN elsewhere)
     compared, threshold : [S, G], what the threshold rule compares (the loss, or the smoothed loss) and the
         threshold it compares it with
-    cause : [S, G] int, the grid position of each window's worst reconstructed reading
+    cause, newest : [S, G], the grid position of each window's worst reconstructed reading, and its newest
+        reading's error (losses.BLAME; NaN: unknown)
     first, last : [S] int, each sensor's due range as grid positions (the windows before it are history)
     rearm : detect.LEVEL_REARM in intervals
     """
@@ -123,7 +125,10 @@ def decide(
     if rules.min_consecutive > 1:
         anomaly = clean.run_lengths(anomaly) >= rules.min_consecutive
     if len(rules.window):
-        anomaly &= ~detect.retold(anomaly, cause, int(rules.window.max()))
+        shape = kind == SHAPE
+        echo = shape & ~np.isnan(newest) & ~(loss > threshold)
+        fresh = shape & (newest > threshold)
+        anomaly &= ~((detect.retold(anomaly, cause, int(rules.window.max())) & ~fresh) | echo)
     kind = np.where(anomaly, kind, NONE).astype(np.int8)
     stuck = window_end & (clean.flat_run_lengths(values) > rules.flat_limit[:, None])
     anomaly |= stuck

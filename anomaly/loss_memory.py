@@ -10,11 +10,12 @@ changes neither that window's score nor, from then on, the history of later ones
 every loss from the readings as they are then. A missing, unreadable or foreign file costs time, never a
 result: every loss is computed, and the run writes a new one.
 
-Each window's worst reading (losses.reconstruction) is kept with its loss.
+Each window's blame (losses.BLAME) is kept with its loss.
 
 File layout: a NumPy .npz (no pickles) of ``format`` and ``signature`` (text), ``sensor_ids`` and ``keys``
-(text [S], model_key), ``sizes`` (int64 [S]), ``ends`` (int64, seconds since 1970), ``losses`` (float64) and
-``worst`` (int32), each sensor's windows one run of the last three, in time order.
+(text [S], model_key), ``sizes`` (int64 [S]), ``ends`` (int64, seconds since 1970), ``losses`` (float64),
+``worst`` (int32) and ``newest`` (float32, the two fields of losses.BLAME), each sensor's windows one run of
+the last four, in time order.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.files import write_atomic
+from anomaly.losses import BLAME
 from anomaly.metadata import ModelMetadata
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def beside(state_file: Path) -> Path:
 
 @dataclass
 class LossMemory:
-    """``entries``: sensor id -> (model key, window ends in seconds [n] increasing, losses [n], worst readings
+    """``entries``: sensor id -> (model key, window ends in seconds [n] increasing, losses [n], blame
     [n])."""
 
     signature: str
@@ -62,26 +64,26 @@ class LossMemory:
         self, sensor_id: str, key: str, ends: np.ndarray, before: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Which of a sensor's windows (``ends``, seconds, increasing) have a loss kept from the model ``key``
-        (model_key) and end before ``before``, and those losses and worst readings, in order."""
+        (model_key) and end before ``before``, and those losses and their blame, in order."""
         entry = self.entries.get(sensor_id)
         if entry is None or entry[0] != key or not len(entry[1]):
-            return np.zeros(len(ends), dtype=bool), np.empty(0), np.empty(0, np.int32)
-        kept_ends, losses, worst = entry[1], entry[2], entry[3]
+            return np.zeros(len(ends), dtype=bool), np.empty(0), np.empty(0, BLAME)
+        kept_ends, losses, blame = entry[1], entry[2], entry[3]
         at = np.minimum(np.searchsorted(kept_ends, ends), len(kept_ends) - 1)
         hit = (kept_ends[at] == ends) & (ends < before)
-        return hit, losses[at[hit]], worst[at[hit]]
+        return hit, losses[at[hit]], blame[at[hit]]
 
     def keep(
-        self, sensor_id: str, key: str, ends: np.ndarray, losses: np.ndarray, worst: np.ndarray, since: int
+        self, sensor_id: str, key: str, ends: np.ndarray, losses: np.ndarray, blame: np.ndarray, since: int
     ) -> None:
-        """Keep the losses and worst readings of a sensor's windows ending at or after ``since``, in place of the
+        """Keep the losses and blame of a sensor's windows ending at or after ``since``, in place of the
         ones kept before."""
         newer = ends >= since
         self.entries[sensor_id] = (
             key,
             ends[newer].astype(np.int64),
             losses[newer].astype("float64"),
-            worst[newer].astype(np.int32),
+            blame[newer].astype(BLAME),
         )
 
     def forget(self, before: int) -> None:
@@ -99,7 +101,7 @@ def losses(
     compute: Callable[[list[np.ndarray]], tuple[list[np.ndarray], list[np.ndarray]]],
     reach: int,
 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    """Each sensor's window losses and worst readings (losses.fleet_losses): those ``memory`` keeps (from model
+    """Each sensor's window losses and blame (losses.fleet_losses): those ``memory`` keeps (from model
     ``keys[k]``, of windows ending before ``befores[k]``, its due range), the rest computed at once by ``compute``
     (the windows of every sensor, one array each, in order). Returns them, and how many came from the memory. Kept
     for the next tick: those of the windows ending up to ``reach`` seconds (how far a due window's history reaches
@@ -107,23 +109,23 @@ def losses(
     newest window, so its history is all there however long this run's range was. A sensor whose model has no key is
     computed whole and not kept."""
     hits = [
-        memory.recall(s, key, e, before) if key else (np.zeros(len(e), dtype=bool), np.empty(0), np.empty(0, np.int32))
+        memory.recall(s, key, e, before) if key else (np.zeros(len(e), dtype=bool), np.empty(0), np.empty(0, BLAME))
         for s, key, e, before in zip(sensor_ids, keys, ends, befores)
     ]
-    computed, computed_worst = compute([w[~hit] if hit.any() else w for w, (hit, _, _) in zip(windows, hits)])
-    found, found_worst = [], []
-    for s, key, e, (hit, kept, kept_worst), new, new_worst in zip(
-        sensor_ids, keys, ends, hits, computed, computed_worst
+    computed, computed_blame = compute([w[~hit] if hit.any() else w for w, (hit, _, _) in zip(windows, hits)])
+    found, found_blame = [], []
+    for s, key, e, (hit, kept, kept_blame), new, new_blame in zip(
+        sensor_ids, keys, ends, hits, computed, computed_blame
     ):
         merged = np.empty(len(hit), dtype=new.dtype)
         merged[hit], merged[~hit] = kept, new
-        worst = np.empty(len(hit), dtype=np.int32)
-        worst[hit], worst[~hit] = kept_worst, new_worst
+        blame = np.empty(len(hit), dtype=BLAME)
+        blame[hit], blame[~hit] = kept_blame, new_blame
         found.append(merged)
-        found_worst.append(worst)
+        found_blame.append(blame)
         if key and len(e):
-            memory.keep(s, key, e, merged, worst, int(e[-1]) - reach)
-    return found, found_worst, int(sum(hit[0].sum() for hit in hits))
+            memory.keep(s, key, e, merged, blame, int(e[-1]) - reach)
+    return found, found_blame, int(sum(hit[0].sum() for hit in hits))
 
 
 def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block
@@ -137,15 +139,17 @@ def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block
                 logger.info("%s: kept under other settings; every loss is computed this run", path)
                 return memory
             sensor_ids, keys, sizes = saved["sensor_ids"], saved["keys"], saved["sizes"]
-            ends, losses, worst = saved["ends"], saved["losses"], saved["worst"]
+            ends, losses = saved["ends"], saved["losses"]
+            blame = np.empty(len(saved["worst"]), dtype=BLAME)
+            blame["worst"], blame["newest"] = saved["worst"], saved["newest"]
             if not (
-                len(sensor_ids) == len(keys) == len(sizes) and sizes.sum() == len(ends) == len(losses) == len(worst)
+                len(sensor_ids) == len(keys) == len(sizes) and sizes.sum() == len(ends) == len(losses) == len(blame)
             ):
                 raise ValueError("arrays of inconsistent lengths")
             bounds = np.concatenate([[0], np.cumsum(sizes)])
             for k, sensor_id in enumerate(sensor_ids.tolist()):
                 run = slice(int(bounds[k]), int(bounds[k + 1]))
-                memory.entries[sensor_id] = (str(keys[k]), ends[run], losses[run], worst[run])
+                memory.entries[sensor_id] = (str(keys[k]), ends[run], losses[run], blame[run])
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         logger.warning("%s: unreadable (%s); every loss is computed this run, and the file written anew", path, e)
         return LossMemory(signature)
@@ -155,6 +159,7 @@ def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block
 def save(path: Path, memory: LossMemory) -> None:  # pragma: no mutate block
     """Write the memory atomically; a failure is logged (the next run computes every loss)."""
     entries = memory.entries
+    blame = np.concatenate([np.empty(0, BLAME), *(e[3] for e in entries.values())])
     buffer = io.BytesIO()
     np.savez(
         buffer,
@@ -165,7 +170,8 @@ def save(path: Path, memory: LossMemory) -> None:  # pragma: no mutate block
         sizes=np.array([len(e[1]) for e in entries.values()], dtype=np.int64),
         ends=np.concatenate([np.empty(0, np.int64), *(e[1] for e in entries.values())]),
         losses=np.concatenate([np.empty(0), *(e[2] for e in entries.values())]),
-        worst=np.concatenate([np.empty(0, np.int32), *(e[3] for e in entries.values())]),
+        worst=blame["worst"],
+        newest=blame["newest"],
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""A window's reconstruction loss: the mean absolute error of the autoencoder's reconstruction, and its worst
-reading: the one reconstructed worst, which detect tells once however many windows hold it.
+"""A window's reconstruction loss: the mean absolute error of the autoencoder's reconstruction, and its blame
+(``BLAME``): which of its readings was reconstructed worst and how far off its newest reading was, with
+which detect tells a flag once however many windows hold its reading.
 
 Two engines compute it. ``numpy`` (the scorer's default) runs the autoencoder's forward pass from the
 exported weights, for all sensors of one shape (window, units) at once, without TensorFlow: a cron
@@ -20,6 +21,17 @@ ENGINES = ("numpy", "keras")
 # Windows computed together at most: a batch's activations ([windows, 4 x units] floats) stay in the CPU's
 # cache, which made the forward pass 1.7x faster than batches of 32,768 (see the README's Performance).
 WINDOWS_PER_BATCH = 2048
+# Per window: ``worst``, the position in the window of the reading with the largest error (0 .. window-1), and
+# ``newest``, the error of its newest reading.
+BLAME = np.dtype([("worst", np.int32), ("newest", np.float32)])
+
+
+def blame(errors: np.ndarray) -> np.ndarray:
+    """The BLAME of windows from their readings' errors [..., window]: shape [...]."""
+    out = np.empty(errors.shape[:-1], dtype=BLAME)
+    out["worst"] = errors.argmax(axis=-1)
+    out["newest"] = errors[..., -1]
+    return out
 
 
 class Scorable(Protocol):
@@ -39,8 +51,7 @@ class Scorable(Protocol):
 
 
 def reconstruction(model: Any, windows: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean absolute reconstruction error per window of a Keras model (or any callable model), and the position
-    in its window of the reading with the largest error.
+    """Mean absolute reconstruction error per window of a Keras model (or any callable model), and its blame.
 
     Parameters
     ----------
@@ -48,17 +59,17 @@ def reconstruction(model: Any, windows: np.ndarray, batch_size: int = 4096) -> t
 
     Returns
     -------
-    two arrays, shape [n_windows]: the losses, and the worst readings' positions (0 .. window-1, int32)
+    two arrays, shape [n_windows]: the losses, and their BLAME
     """
     if len(windows) == 0:
-        return np.empty(0, dtype="float32"), np.empty(0, dtype=np.int32)
+        return np.empty(0, dtype="float32"), np.empty(0, dtype=BLAME)
     # Calling the model directly, not predict(): no tf.function is traced anew for every model loaded.
     errors = [
         np.abs(np.asarray(model(batch, training=False)) - batch)[:, :, 0]
         for batch in np.array_split(windows, max(1, -(-len(windows) // batch_size)))
     ]
     error = np.concatenate(errors)
-    return error.mean(axis=1), error.argmax(axis=1).astype(np.int32)
+    return error.mean(axis=1), blame(error)
 
 
 def reconstruction_loss(model: Any, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -71,14 +82,13 @@ def fleet_losses(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Loss per window for many sensors at once: ``windows[k]`` [n_k, window, 1] belongs to ``models[k]``.
 
-    Returns two lists of arrays, shape [n_k] each: the losses, and the positions of the worst readings in
-    their windows (as ``reconstruction``).
+    Returns two lists of arrays, shape [n_k] each: the losses, and their BLAME.
     """
     if engine == "keras":
         found = [reconstruction(m.keras_model, w) for m, w in zip(models, windows)]
-        return [loss for loss, _ in found], [worst for _, worst in found]
+        return [loss for loss, _ in found], [blamed for _, blamed in found]
     out = [np.empty(0, dtype="float32")] * len(models)
-    worst = [np.empty(0, dtype=np.int32)] * len(models)
+    blames = [np.empty(0, dtype=BLAME)] * len(models)
     groups: dict[tuple[int, int], list[int]] = {}
     for k, model in enumerate(models):
         groups.setdefault(model.shape, []).append(k)
@@ -92,11 +102,11 @@ def fleet_losses(
     def compute(batch: list[int]) -> tuple[np.ndarray, np.ndarray]:
         return _padded_losses(_batch_weights([models[k] for k in batch]), [windows[k] for k in batch])
 
-    for batch, (losses, worsts) in zip(batches, thread_map(compute, batches)):
+    for batch, (losses, blamed) in zip(batches, thread_map(compute, batches)):
         for row, k in enumerate(batch):
             out[k] = losses[row, : len(windows[k])]
-            worst[k] = worsts[row, : len(windows[k])]
-    return out, worst
+            blames[k] = blamed[row, : len(windows[k])]
+    return out, blames
 
 
 def _batches(members: list[int], sizes: list[int], limit: int) -> list[list[int]]:
@@ -126,7 +136,7 @@ def _batch_weights(models: list[Scorable]) -> dict[str, np.ndarray]:
 
 
 def _padded_losses(weights: dict[str, np.ndarray], windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Losses and worst readings [n_sensors, max_windows] of sensors sharing a shape (``weights`` stacked),
+    """Losses and BLAME [n_sensors, max_windows] of sensors sharing a shape (``weights`` stacked),
     windows zero-padded to the longest."""
     longest = max(1, max(len(w) for w in windows))
     x = np.zeros((len(windows), longest, windows[0].shape[1]), dtype="float32")
@@ -159,8 +169,7 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.nd
 
     Returns
     -------
-    two arrays, shape [S, n_windows]: the mean absolute reconstruction error per window, and the position in
-    the window of its reading with the largest error (int32)
+    two arrays, shape [S, n_windows]: the mean absolute reconstruction error per window, and its BLAME
     """
     sensors, n_windows, window = x.shape
     units = weights["encoder_recurrent_kernel"].shape[1]
@@ -175,14 +184,14 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.nd
     c = np.zeros_like(h)
     total = np.zeros((sensors, n_windows), dtype="float32")
     largest = np.full((sensors, n_windows), -1.0, dtype="float32")
-    worst = np.zeros((sensors, n_windows), dtype=np.int32)
+    blamed = np.zeros((sensors, n_windows), dtype=BLAME)
     for t in range(window):
         h, c = _lstm_step(projected, h, c, weights["decoder_recurrent_kernel"])
         out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
         error = np.abs(out - x[:, :, t])
         total += error
         # The first of equal errors, as argmax takes it.
-        worse = error > largest
-        worst[worse] = t
+        blamed["worst"][error > largest] = t
         np.maximum(largest, error, out=largest)
-    return total / window, worst
+    blamed["newest"] = error
+    return total / window, blamed

@@ -153,7 +153,7 @@ class Run:
         due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
         reach: pd.Timedelta,
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Each sensor's window losses and worst readings, computed at once (with the memory: only those it does
+        """Each sensor's window losses and blame (losses.BLAME), computed at once (with the memory: only those it does
         not keep; ``reach``: how far before a due window the windows that decide it begin)."""
 
         def compute(cut: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -162,7 +162,7 @@ class Run:
         if self.memory is None:
             return dict(zip(scored, zip(*compute([windows[s].windows for s in scored]))))
         seconds = chunk.grid.as_unit("s").asi8
-        found, worst, remembered = loss_memory.losses(
+        found, blame, remembered = loss_memory.losses(
             self.memory,
             scored,
             [loss_memory.model_key(models[s].metadata) for s in scored],
@@ -173,7 +173,7 @@ class Run:
             int(reach.total_seconds()),
         )
         self.remembered += remembered
-        return dict(zip(scored, zip(found, worst)))
+        return dict(zip(scored, zip(found, blame)))
 
     def windows(
         self, chunk: Chunk, models: dict[str, SensorModel], ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
@@ -216,9 +216,9 @@ class Run:
                 self.counts["failed"] += len(together)
         for sensor_id, prepared in windows.items():
             if isinstance(prepared, model_predict.Prepared):
-                loss, worst = found[sensor_id]
+                loss, blame = found[sensor_id]
                 out[sensor_id] = functools.partial(
-                    model_predict.decide, prepared, loss, rules[sensor_id], self.common.interval, *due[sensor_id], worst
+                    model_predict.decide, prepared, loss, rules[sensor_id], self.common.interval, *due[sensor_id], blame
                 )
         return out
 

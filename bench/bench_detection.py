@@ -90,10 +90,10 @@ def run_sensor(
     # The windows before the held-out stretch are the dynamic threshold's history and the persistence runs' start.
     first, last = holdout_start - thresholds.history_needed(history) * interval, series.index[-1]
     prepared = in_memory.scoring_windows(series, trained.model, plan, first)
-    (loss,), (worst,) = losses.fleet_losses([trained.model], [prepared.windows])
+    (loss,), (blame,) = losses.fleet_losses([trained.model], [prepared.windows])
     effective = trained.model.threshold * defaults.ratio
     scores = {
-        method: model_predict.decide(prepared, loss, rules, interval, first, last, worst).frame()
+        method: model_predict.decide(prepared, loss, rules, interval, first, last, blame).frame()
         for method, rules in method_rules(effective, history).items()
     }
     held_out = prepared.ends >= holdout_start

@@ -101,11 +101,11 @@ def run_sensor(
     prepared = in_memory.scoring_windows(series, model, plan, holdout_start)
     ends = prepared.ends
     (numpy_losses,), _ = losses.fleet_losses([model], [prepared.windows], "numpy")
-    (keras_losses,), (keras_worst,) = losses.fleet_losses([model], [prepared.windows], "keras")
+    (keras_losses,), (keras_blame,) = losses.fleet_losses([model], [prepared.windows], "keras")
     # The scorer's default engine is the NumPy forward pass; it must agree with Keras.
     engine_diff = float(np.max(np.abs(numpy_losses - keras_losses)))
     rules = detect.Rules(threshold * defaults.ratio, window=model.window)
-    scores = model_predict.decide(prepared, keras_losses, rules, interval, holdout_start, series.index[-1], keras_worst)
+    scores = model_predict.decide(prepared, keras_losses, rules, interval, holdout_start, series.index[-1], keras_blame)
     flagged = scores.anomaly
 
     positive, near, zones = window_labels(ends, anomalies, window, interval)

@@ -350,8 +350,7 @@ def test_an_absurd_reading_flags_its_windows_with_a_finite_loss(fleet):
     frame = scores(fleet, ABSURD)
     at = NOW - 3 * H
     affected = frame[(frame.index >= at) & (frame.index <= at + 3 * INTERVAL)]
-    # Every window that holds it is far above the threshold; the first tells it (told once).
-    assert len(affected) == 4 and affected["anomaly"].tolist() == [True, False, False, False]
+    assert len(affected) == 4 and affected["anomaly"].all()
     assert (affected["loss"] > 1e20).all() and np.isfinite(affected["loss"].astype(float)).all()
     assert frame.loc[at, "val_num"] == pytest.approx(1e300 / 3, rel=1e-3)
     assert "RuntimeWarning" not in fleet["scoring"][0].stderr

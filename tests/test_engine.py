@@ -47,38 +47,42 @@ def fleet():
 
 def test_numpy_matches_keras_within_1e_4(fleet):
     models, windows = fleet
-    numpy_losses, numpy_worst = losses.fleet_losses(models, windows, engine="numpy")
-    keras_losses, keras_worst = losses.fleet_losses(models, windows, engine="keras")
+    numpy_losses, numpy_blame = losses.fleet_losses(models, windows, engine="numpy")
+    keras_losses, keras_blame = losses.fleet_losses(models, windows, engine="keras")
     for model, got, want in zip(models, numpy_losses, keras_losses):
         assert got.shape == want.shape == (len(windows[models.index(model)]),)
         assert np.max(np.abs(got - want)) <= 1e-4, model.shape
         assert want.max() > 0.3  # the spikes are there, so the comparison covers large losses too
     # The worst reading of a window: the same one, but where two readings' errors are within float32 noise.
-    for model, got, want in zip(models, numpy_worst, keras_worst):
-        assert got.shape == want.shape and got.max() < model.shape[0]
-        assert np.mean(got == want) > 0.99, model.shape
+    for model, got, want in zip(models, numpy_blame, keras_blame):
+        assert got.shape == want.shape and got["worst"].max() < model.shape[0]
+        assert np.mean(got["worst"] == want["worst"]) > 0.99, model.shape
+        assert np.max(np.abs(got["newest"] - want["newest"])) <= 1e-4, model.shape
 
 
-def test_the_worst_reading_of_a_window_holding_a_spike_is_the_spike(fleet):
+def test_the_blame_of_a_window_holding_a_spike_is_the_spike(fleet):
     models, _ = fleet
     window = models[0].shape[0]
     spiked = np.zeros((window, window, 1), dtype="float32")
     spiked[np.arange(window), np.arange(window), 0] = 8.0  # window k: the spike at position k
     for engine in losses.ENGINES:
-        _, worst = losses.fleet_losses([models[0]], [spiked], engine)
-        assert worst[0].tolist() == list(range(window)), engine
+        _, (blame,) = losses.fleet_losses([models[0]], [spiked], engine)
+        assert blame["worst"].tolist() == list(range(window)), engine
+        # Only the last window's newest reading is the spike.
+        assert blame["newest"][-1] > 4 * blame["newest"][:-1].max(), engine
 
 
 def test_small_batches_and_empty_windows_give_the_same_losses(fleet, monkeypatch):
     models, windows = fleet
-    whole, whole_worst = losses.fleet_losses(models, windows)
+    whole, whole_blame = losses.fleet_losses(models, windows)
     monkeypatch.setattr(losses, "WINDOWS_PER_BATCH", 40)
     windows = [w if k != 2 else w[:0] for k, w in enumerate(windows)]
-    split, split_worst = losses.fleet_losses(models, windows)
-    assert split[2].shape == split_worst[2].shape == (0,)
+    split, split_blame = losses.fleet_losses(models, windows)
+    assert split[2].shape == split_blame[2].shape == (0,)
     for k in (0, 1, 3, 4, 5, 6, 7):
         np.testing.assert_allclose(split[k], whole[k], rtol=0, atol=1e-6)
-        np.testing.assert_array_equal(split_worst[k], whole_worst[k])
+        np.testing.assert_array_equal(split_blame[k]["worst"], whole_blame[k]["worst"])
+        np.testing.assert_allclose(split_blame[k]["newest"], whole_blame[k]["newest"], rtol=0, atol=1e-6)
 
 
 def test_a_run_of_packed_rows_is_sliced_from_its_chunk_and_gives_the_losses_of_its_own_weights(fleet):
@@ -101,3 +105,4 @@ def test_a_run_of_packed_rows_is_sliced_from_its_chunk_and_gives_the_losses_of_i
     want = losses.fleet_losses([models[k] for k in same_shape], [windows[k] for k in same_shape])
     for a, b in zip([*got[0], *got[1]], [*want[0], *want[1]]):
         np.testing.assert_array_equal(a, b)
+    assert got[1][0].dtype == losses.BLAME

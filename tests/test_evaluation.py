@@ -399,7 +399,7 @@ def test_without_labelled_events_the_smallest_ratio_within_the_alarm_budget(budg
 # ---------------------------------------------------------------- the scorer's rules
 
 #   readings 20 at t0..t7 (flat-run lengths 1..8), 50 at t8..t11 (1..4; beyond the range (0, 30) from t8, which
-#   the windows ending t8..t10 take in); losses by window end t2..t11
+#   the windows ending t8..t10 take in, and the first of them flagged tells); losses by window end t2..t11
 READINGS = pd.Series([20.0] * 8 + [50.0] * 4, index=T)
 STEPS = loss(2.0, 2.0, 0.5, 0.5, 2.0, 0.5, 0.5, 0.5, 0.5, 0.5)
 
@@ -409,9 +409,9 @@ STEPS = loss(2.0, 2.0, 0.5, 0.5, 2.0, 0.5, 0.5, 0.5, 0.5, 0.5)
     [
         pytest.param(Rules(threshold=1.0), None, "xx..x.....", id="threshold"),
         pytest.param(Rules(threshold=1.0, min_consecutive=2), None, ".x........", id="two in a row"),
-        pytest.param(Rules(threshold=1.0, levels=(0, 30), window=3), None, "xx..x.xxx.", id="level onset"),
+        pytest.param(Rules(threshold=1.0, levels=(0, 30), window=3), None, "xx..x.x...", id="level onset"),
         pytest.param(
-            Rules(threshold=1.0, levels=(0, 30), window=3, min_consecutive=2), None, ".x.....xx.", id="level, K 2"
+            Rules(threshold=1.0, levels=(0, 30), window=3, min_consecutive=2), None, ".x.....x..", id="level, K 2"
         ),
         pytest.param(Rules(threshold=1.0, flat_limit=3), None, "xxxxxx...x", id="stuck longer than 3"),
         pytest.param(Rules(threshold=1.0, min_consecutive=2), 3, "x........", id="windows before first: persistence"),

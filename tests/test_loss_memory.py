@@ -6,28 +6,30 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from anomaly import loss_memory
+from anomaly import losses as losses_module
 from anomaly.loss_memory import LossMemory
 from anomaly.metadata import ModelMetadata
 
 ENDS = np.array([900, 1800, 2700, 3600, 4500], dtype=np.int64)
 LOSSES = np.array([0.1, 0.2, 0.3, 0.4, 0.5], dtype="float32")
-WORST = np.array([14, 0, 7, 3, 14], dtype=np.int32)
+BLAME = np.array([(14, 0.5), (0, 0.25), (7, 0.125), (3, 1.5), (14, 2.0)], dtype=losses_module.BLAME)
 
 
 def kept() -> LossMemory:
     memory = LossMemory("engine=numpy")
-    memory.keep("a", "v1", ENDS, LOSSES, WORST, since=0)
+    memory.keep("a", "v1", ENDS, LOSSES, BLAME, since=0)
     return memory
 
 
 def test_it_gives_back_the_kept_losses_of_windows_before_the_due_range_only():
-    hit, losses, worst = kept().recall("a", "v1", np.array([0, 1800, 2000, 2700, 3600, 4500, 5400]), before=3600)
+    hit, losses, blame = kept().recall("a", "v1", np.array([0, 1800, 2000, 2700, 3600, 4500, 5400]), before=3600)
     assert hit.tolist() == [False, True, False, True, False, False, False]
     # Exactly the float32 losses kept: a float32 loss survives the float64 file.
     assert losses.astype("float32").tolist() == LOSSES[[1, 2]].tolist()
-    assert worst.tolist() == [0, 7]
+    assert blame.tolist() == [(0, 0.25), (7, 0.125)]
 
 
 def test_it_gives_nothing_for_another_model_or_sensor_or_when_empty():
@@ -41,15 +43,15 @@ def test_it_gives_nothing_for_another_model_or_sensor_or_when_empty():
 
 def test_keeping_replaces_what_was_kept_from_since_on_and_forgetting_drops_sensors_no_longer_scored():
     memory = kept()
-    memory.keep("d", "v1", ENDS, LOSSES, WORST, since=2700)
+    memory.keep("d", "v1", ENDS, LOSSES, BLAME, since=2700)
     assert memory.entries["d"][1].tolist() == [2700, 3600, 4500]
     assert memory.entries["d"][2].astype("float32").tolist() == LOSSES[2:].tolist()
     del memory.entries["d"]
-    memory.keep("a", "v2", ENDS[3:], LOSSES[3:], WORST[3:], since=0)
-    memory.keep("b", "v1", ENDS[:2], LOSSES[:2], WORST[:2], since=0)
+    memory.keep("a", "v2", ENDS[3:], LOSSES[3:], BLAME[3:], since=0)
+    memory.keep("b", "v1", ENDS[:2], LOSSES[:2], BLAME[:2], since=0)
     assert not memory.recall("a", "v1", ENDS, before=10**9)[0].any()
     assert memory.recall("a", "v2", ENDS, before=10**9)[0].tolist() == [False, False, False, True, True]
-    memory.keep("c", "v1", ENDS[:3], LOSSES[:3], WORST[:3], since=0)
+    memory.keep("c", "v1", ENDS[:3], LOSSES[:3], BLAME[:3], since=0)
     memory.forget(before=2700)
     assert list(memory.entries) == ["a", "c"]  # b's newest window ends at 1800, c's at 2700
     memory.forget(before=2701)
@@ -60,15 +62,15 @@ def test_keeping_replaces_what_was_kept_from_since_on_and_forgetting_drops_senso
 def test_it_survives_a_save_and_a_load_under_the_same_signature_only(tmp_path, caplog):
     path = tmp_path / "state" / "x.losses.npz"
     memory = kept()
-    memory.keep('Boiler,2="hot" ü', "v9", ENDS[:1], LOSSES[:1], WORST[:1], since=0)
+    memory.keep('Boiler,2="hot" ü', "v9", ENDS[:1], LOSSES[:1], BLAME[:1], since=0)
     loss_memory.save(path, memory)
     again = loss_memory.load(path, "engine=numpy")
     assert list(again.entries) == ["a", 'Boiler,2="hot" ü']
-    for sensor_id, (key, ends, losses, worst) in memory.entries.items():
+    for sensor_id, (key, ends, losses, blame) in memory.entries.items():
         assert again.entries[sensor_id][0] == key
         assert again.entries[sensor_id][1].tolist() == ends.tolist()
         assert again.entries[sensor_id][2].tolist() == losses.tolist()
-        assert again.entries[sensor_id][3].tolist() == worst.tolist()
+        assert again.entries[sensor_id][3].tolist() == blame.tolist()
     with caplog.at_level(logging.INFO):
         assert loss_memory.load(path, "engine=keras").entries == {}
     assert "kept under other settings" in caplog.text
@@ -116,12 +118,13 @@ def test_only_the_windows_the_memory_does_not_keep_are_computed_and_every_loss_i
 
     def compute(windows):
         computed.append([w.tolist() for w in windows])
-        # A "loss" and a "worst reading" that show which window they are from.
-        return [np.asarray(w, dtype="float32") * 10 for w in windows], [np.asarray(w, dtype=np.int32) for w in windows]
+        # A "loss" and a blame that show which window they are from.
+        blames = [np.array([(k, k / 10) for k in w], dtype=losses_module.BLAME) for w in windows]
+        return [np.asarray(w, dtype="float32") * 10 for w in windows], blames
 
     ends = {"a": np.array([2700, 3600, 4500, 5400]), "b": np.array([3600, 4500]), "c": np.array([4500])}
     windows = {s: e / 900 for s, e in ends.items()}  # window k's "content" is k
-    found, worst, remembered = loss_memory.losses(
+    found, blame, remembered = loss_memory.losses(
         memory,
         ["a", "b", "c"],
         ["v1", "v1", None],
@@ -136,7 +139,8 @@ def test_only_the_windows_the_memory_does_not_keep_are_computed_and_every_loss_i
     assert computed == [[[5.0, 6.0], [4.0, 5.0], [5.0]]]
     assert [f.tolist() for f in found] == [[0.30000001192092896, 0.4000000059604645, 50.0, 60.0], [40.0, 50.0], [50.0]]
     assert [f.dtype for f in found] == [np.float32] * 3
-    assert [w.tolist() for w in worst] == [[7, 3, 5, 6], [4, 5], [5]]
+    assert [b["worst"].tolist() for b in blame] == [[7, 3, 5, 6], [4, 5], [5]]
+    assert blame[0]["newest"].tolist() == pytest.approx([0.125, 1.5, 0.5, 0.6])
     assert remembered == 2
     assert sorted(memory.entries) == ["a", "b"]  # c's model has no key: not kept
     assert [memory.entries[s][0] for s in ("a", "b")] == ["v1", "v1"]

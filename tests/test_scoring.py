@@ -18,7 +18,7 @@ import model_predict
 from anomaly import detect, grid_rules, rescore, thresholds
 from anomaly.chunk import Chunk
 from anomaly.influx.readings import Readings
-from anomaly.losses import reconstruction_loss
+from anomaly.losses import BLAME, reconstruction_loss
 from anomaly.metadata import ModelMetadata
 from model_predict import SensorModel, windows_to_score
 
@@ -663,18 +663,21 @@ def test_the_dynamic_threshold_decides_on_the_smoothed_loss_never_below_its_floo
 
 
 @pytest.mark.parametrize(
-    "worst, window, missing, flagged",
+    "worst, newest, window, missing, flagged",
     [
-        # Windows of 4 at T[2..7] over the threshold, a spike in the reading at T[2] (position 3 of window T[2],
-        # 2 of T[3], ...): the first window that holds it tells it, the three after hold nothing new.
-        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], 4, [], [2, 6, 7], id="a spike in four windows: told by the first"),
-        pytest.param([0, 0, 3, 3, 3, 3, 3, 3], 4, [], [2, 3, 4, 5, 6, 7], id="a new worst reading in each"),
-        pytest.param([1, 1, 1, 0, 1, 0, 1, 1], 2, [], [2, 4, 6, 7], id="window 2: each spike in two windows"),
-        pytest.param(None, 4, [], [2, 3, 4, 5, 6, 7], id="worst readings unknown: each window its own"),
-        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], 4, [3], [2, 6, 7], id="a window missing between: still told"),
+        # Windows of 4 at T[2..7] over the threshold (0.5), a spike in the reading at T[2] (position 3 of window
+        # T[2], 2 of T[3], ...): the first window that holds it tells it, the three after hold nothing new.
+        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], {}, 4, [], [2, 6, 7], id="a spike in four windows: told by the first"),
+        pytest.param([0, 0, 3, 3, 3, 3, 3, 3], {}, 4, [], [2, 3, 4, 5, 6, 7], id="a new worst reading in each"),
+        pytest.param([1, 1, 1, 0, 1, 0, 1, 1], {}, 2, [], [2, 4, 6, 7], id="window 2: each spike in two windows"),
+        pytest.param(None, {}, 4, [], [2, 3, 4, 5, 6, 7], id="worst readings unknown: each window its own"),
+        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], {}, 4, [3], [2, 6, 7], id="a window missing between: still told"),
+        # T[4]'s newest reading is off by more than the threshold: the anomaly goes on, though T[2] is still worst.
+        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], {4: 0.6}, 4, [], [2, 4, 6, 7], id="a bad newest reading is new"),
+        pytest.param([3, 3, 3, 2, 1, 0, 3, 3], {4: 0.5}, 4, [], [2, 6, 7], id="one at the threshold is not"),
     ],
 )
-def test_a_flag_is_told_by_the_first_window_that_holds_its_worst_reading(worst, window, missing, flagged):
+def test_a_flag_is_told_by_the_first_window_that_holds_its_worst_reading(worst, newest, window, missing, flagged):
     loss = np.array([0.1, 0.1, 0.9, 0.8, 0.8, 0.7, 0.9, 0.9])
     kept = np.ones(8, dtype=bool)
     kept[missing] = False
@@ -685,10 +688,26 @@ def test_a_flag_is_told_by_the_first_window_that_holds_its_worst_reading(worst, 
         loss[kept],
         rules,
         detect.Context(Q),
-        worst=None if worst is None else np.array(worst)[kept],
+        blame=None if worst is None else np.array([(w, newest.get(k, 0.0)) for k, w in enumerate(worst)], BLAME)[kept],
     ).frame()
     assert frame.index[frame["anomaly"]].equals(T[flagged])
     assert set(frame["kind"][frame["anomaly"]]) == {"shape"} and frame["score"].gt(1).sum() == kept[2:].sum()
+
+
+def test_a_window_flagged_only_by_the_smoothed_losses_before_it_tells_nothing_new():
+    # Two windows far over the threshold: the smoothed loss stays over it for windows after them whose own loss
+    # is back to normal. Those windows are flagged when nothing is known of their readings, not with their blame
+    # (each window's newest reading its worst, so no reading is told twice; no newest reading off).
+    ends = pd.date_range("2026-01-01", periods=40, freq="15min", tz="UTC")
+    losses = np.full(40, 0.1)
+    losses[[30, 31]] = 5.0
+    rules = detect.Rules(threshold=0.5, dynamic_history=20, window=4)
+    blame = np.array([(3, 0.0)] * 40, dtype=BLAME)
+    unknown, known = (
+        detect.decide(ends, np.zeros(40), losses, rules, detect.Context(Q), blame=b) for b in (None, blame)
+    )
+    assert unknown.anomaly[32:].any() and unknown.anomaly[30:32].all()
+    assert known.anomaly.tolist() == [k in (30, 31) for k in range(40)]
 
 
 def test_a_smoothed_loss_at_the_dynamic_threshold_is_not_over_it():
@@ -941,12 +960,17 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
         dues.append((first, last))
         ranges.append((first - decided, last))
     cut = chunk.windows(sensor_ids, [m.metadata for m in models], ranges)
-    losses, worsts = [], []
+    losses, blames = [], []
     for k, found in enumerate(cut):
-        worsts.append(rng.integers(0, models[k].window, len(found.windows)).astype(np.int32))
+        blame = np.empty(len(found.windows), dtype=BLAME)
+        blame["worst"] = rng.integers(0, models[k].window, len(blame))
+        blame["newest"] = rng.gamma(2.0, 0.06, len(blame))  # above some thresholds, below others
+        blames.append(blame)
         loss = rng.gamma(2.0, 0.04, len(found.windows)).astype("float32")
-        if k != 1:  # s1's excursion is told as a level, never taken by a shape flag
-            loss[rng.integers(0, max(1, len(loss)), 3 if len(loss) else 0)] += 1.0
+        if k != 1 and len(loss):  # s1's excursion is told as a level, never taken by a shape flag
+            # Three anomalies of three windows each: persistence keeps some, so told once has flags to judge.
+            at = rng.integers(0, len(loss), 3)
+            loss[np.minimum(np.concatenate([at, at + 1, at + 2]), len(loss) - 1)] += 1.0
         if k == 7 and len(loss):
             loss[len(loss) // 2] = np.nan
         losses.append(loss)
@@ -955,10 +979,10 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
     # float32, as detect compares them, the two are equal).
     for k in (1, 8):
         losses[k][-1] = rules[k].threshold
-    decided = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues, worsts)
+    decided = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues, blames)
     # A long grid is decided a few sensors at a time, the last of 11 alone: the same scores.
     monkeypatch.setattr(anomaly.chunk, "DECIDE_CELLS", 2 * len(chunk.grid))
-    in_parts = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues, worsts)
+    in_parts = chunk.decide(sensor_ids, [c.ends for c in cut], losses, rules, dues, blames)
     kinds = set()
     for k, sensor_id in enumerate(sensor_ids):
         alone = model_predict.prepare(
@@ -970,7 +994,7 @@ def test_deciding_a_chunk_at_once_gives_each_sensor_what_deciding_it_alone_gives
             *ranges[k],
         )
         try:
-            want = model_predict.decide(alone, losses[k], rules[k], Q, *dues[k], worsts[k]).frame()
+            want = model_predict.decide(alone, losses[k], rules[k], Q, *dues[k], blames[k]).frame()
         except ValueError as e:
             with pytest.raises(ValueError, match=f"^{re.escape(str(e))}$"):
                 decided[k]()
@@ -1024,6 +1048,7 @@ def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tup
         zeros,
         np.ones((1, len(values))),
         np.where(window_end, np.arange(len(values)), -1),
+        np.full((1, len(values)), np.nan),
         chosen,
         np.array([0]),
         np.array([len(values) - 1]),
