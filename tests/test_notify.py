@@ -456,6 +456,20 @@ def test_events_announced_by_an_incident_are_not_announced_again_without_their_g
     assert run([ev("a", 0, 2), ev("b", 1, 3), ev("c", 1, 3)], state, now=t(4) + 3 * HOUR)[0] == [ev("c", 1, 3)]
 
 
+def test_the_same_events_grouped_anew_are_not_sent_again():
+    # One run knows two events of a and one of b, chained into one incident; the next knows only each sensor's
+    # newest (as the state keeps them), which chain otherwise: new incident keys, the same news.
+    first = incidents([ev("a", 0, 2), ev("b", 3, 5), ev("a", 6, 8)], GROUPS, I)
+    due, state = run(first, new_state(), now=t(9), cooldown=pd.Timedelta(0))
+    assert due == first and len(first) == 1
+    regrouped = incidents([ev("b", 3, 5), ev("a", 6, 8)], GROUPS, pd.Timedelta(0))
+    assert len(regrouped) == 2 and regrouped[0].start > first[0].start
+    assert run(regrouped, state, now=t(10), cooldown=pd.Timedelta(0))[0] == []
+    # A new event beside them is news.
+    later = incidents([ev("b", 3, 5), ev("a", 6, 8), ev("c", 12, 13)], GROUPS, pd.Timedelta(0))
+    assert run(later, state, now=t(14), cooldown=pd.Timedelta(0))[0] == [later[-1]] and later[-1].sensors == ("c",)
+
+
 def test_groups_and_sensors_of_the_same_name_do_not_share_state():
     _, state = run([incident("minor")], new_state())
     assert run([ev("B1", 0, 4)], state, now=NOW + pd.Timedelta("1m"))[0] == [ev("B1", 0, 4)]

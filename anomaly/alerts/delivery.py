@@ -39,6 +39,18 @@ def _decide_members(state: dict, incident: Incident) -> None:
         _decide(state["sensors"].setdefault(sensor_id, {}), announced)
 
 
+def _told(state: Mapping, incident: Incident) -> bool:
+    """Every event of ``incident`` was announced already, in another incident or alone: the same news grouped
+    anew (a run that knows fewer of a sensor's events chains them otherwise), never sent again."""
+    sensors = state.get("sensors", {})
+
+    def announced(sensor_id: str, start: pd.Timestamp) -> bool:
+        decided = sensors.get(sensor_id, {}).get("decided")
+        return decided is not None and start <= parse_stamp(decided)
+
+    return bool(incident.members) and all(announced(sensor_id, start) for sensor_id, start in incident.members)
+
+
 def _by_subject(items: Iterable[Item]) -> dict[tuple[str, str], list[Item]]:
     """Items per sensor or group; items with the same key are one item (the one ending last)."""
     unique: dict[tuple, Item] = {}
@@ -112,7 +124,10 @@ def due_notifications(
     decided_incidents: list[Incident] = []
     for (kind, name), own in _by_subject(items).items():
         entry = dict(new[kind].get(name, {}))
-        send, recorded = _due(entry, own, cooldown, now, max_age)
+        told = [i for i in own if isinstance(i, Incident) and _told(state, i)]
+        send, recorded = _due(entry, [i for i in own if i not in told], cooldown, now, max_age)
+        for item in told:
+            _decide(entry, item)
         to_send += send
         decided_incidents += [i for i in recorded if isinstance(i, Incident)]
         new[kind][name] = entry
