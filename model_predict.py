@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import detect, runs, settings, store, thresholds, times
+from anomaly import detect, runs, settings, store, thresholds, times, told
 from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import series_head, series_lines
 from anomaly.metadata import ArtifactError, ModelMetadata
@@ -225,7 +225,7 @@ def lead(model: SensorModel, policy: Policy, interval: pd.Timedelta) -> tuple[pd
     flat-line run up to the flat-line limit (which metadata.FLAT_CONTEXT bounds), and the level detector's
     ``LEVEL_REARM`` before a window's first reading, of which the history's readings are part."""
     history = thresholds.history_needed(policy.dynamic_history) if policy.dynamic_history else 0
-    decided = detect.decided_before(policy.min_consecutive, model.window) + history
+    decided = told.decided_before(policy.min_consecutive, model.window) + history
     rearm = detect.LEVEL_REARM // interval
     readings = max(model.window, model.window + rearm - history, model.flat_limit or 0)
     return decided * interval, readings * interval
@@ -265,7 +265,7 @@ def context(
         series=prepared.series,
         first=first,
         last=last,
-        decided_from=first - detect.decided_before(rules.min_consecutive, rules.window) * interval,
+        decided_from=first - told.decided_before(rules.min_consecutive, rules.window) * interval,
     )
 
 

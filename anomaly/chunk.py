@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import detect, grid_rules, thresholds
+from anomaly import detect, grid_rules, thresholds, told
 from anomaly.influx.readings import Readings
 from anomaly.losses import BLAME
 from anomaly.metadata import ModelMetadata
@@ -156,7 +156,7 @@ class Chunk:
         history = rules[0].dynamic_history if rules else None
         finite = [bool(np.isfinite(x).all()) for x in losses]
         if history:
-            decided_from = first - detect.decided_before(chosen.min_consecutive, chosen.window)
+            decided_from = first - told.decided_before(chosen.min_consecutive, chosen.window)
             compared, threshold = self._dynamic(ends, losses, finite, history, decided_from, shape)
             threshold = np.maximum(threshold, (chosen.threshold * rules[0].dynamic_floor)[:, None])
         else:

@@ -14,7 +14,8 @@ one frame for the callers that want one:
 The rules, in the order ``decide`` applies them: a threshold on the loss of the window's shape (fixed:
 threshold x ratio; or dynamic, from the recent smoothed losses), the level (an excursion to readings beyond
 every level seen in training, where it begins), persistence (K windows in a row), told once (a reading lies in
-``window`` windows: a flag is kept by the first window about its reading, not by every window that holds it),
+``window`` windows: a flag is kept by the window that brings a bad reading not told yet, not by every window
+that holds it),
 flat-line (stuck far longer than training saw) and missing (no reading for longer than --missing-after:
 reported, an anomaly only when asked for). Every window also gets ``score`` = loss / effective threshold,
 which compares sensors: 1.0 is at the threshold. The cold-start detector (cold_start.py) flags a robust
@@ -25,13 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import thresholds
+from anomaly import runs, thresholds, told
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,6 @@ class Scores:
 
 
 Detector = Callable[[Scores, Context], Scores]
-Window = TypeVar("Window", int, np.ndarray)  # a window, or one per sensor
 
 
 @dataclass(frozen=True)
@@ -210,72 +209,40 @@ def positions(index: pd.Index, ends: pd.DatetimeIndex) -> np.ndarray:
     return np.where(times[at] == wanted, at, -1)
 
 
-def persistent(ends: pd.DatetimeIndex, above: np.ndarray, min_consecutive: int, interval: pd.Timedelta) -> np.ndarray:
-    """Where a window and the ``min_consecutive`` - 1 windows ending in the intervals just before it are all
-    ``above``; a window missing among them (a gap) breaks the run. ``ends`` lie on the interval grid."""
-    above = np.asarray(above, dtype=bool)
-    if min_consecutive <= 1 or not len(above):
-        return above
-    at = grid_positions(ends, interval)
-    grid = np.zeros(at[-1] + 1, dtype=bool)
-    grid[at] = above
-    return clean.run_lengths(grid)[at] >= min_consecutive
-
-
-def grid_positions(ends: pd.DatetimeIndex, interval: pd.Timedelta) -> np.ndarray:
-    """Each window end's position on the interval grid from the first (``ends`` lie on it, sorted)."""
-    times = ends.as_unit("ns").asi8
-    return (times - times[0]) // pd.Timedelta(interval).value
-
-
 def persistence(min_consecutive: int) -> Detector:
     """Keep a flag only when the K-1 windows ending in the intervals just before it are flagged too."""
 
     def detect(scores: Scores, context: Context) -> Scores:
-        anomaly = persistent(scores.ends, scores.anomaly, min_consecutive, context.interval)
+        anomaly = runs.persistent(scores.ends, scores.anomaly, min_consecutive, context.interval)
         return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
 
     return detect
 
 
-def retold(flagged: np.ndarray, cause: np.ndarray, window: int) -> np.ndarray:
-    """Where a ``flagged`` window's ``cause`` is that of a flagged window among the ``window`` - 1 before it:
-    its reading was told already. Along the last axis, [..., G] on the interval grid. A reading lies in
-    ``window`` windows at most, so no cause repeats further apart."""
-    flagged = np.asarray(flagged, dtype=bool)
-    out = np.zeros_like(flagged)
-    for lag in range(1, min(window, flagged.shape[-1])):
-        out[..., lag:] |= flagged[..., lag:] & flagged[..., :-lag] & (cause[..., lag:] == cause[..., :-lag])
-    return out
-
-
-def decided_before(min_consecutive: int, window: Window) -> Window:
-    """How many windows before a sensor's first due one are decided with it: a flag is told once, so the
-    window - 1 before it, and persistence looks at the K - 1 before each of those. Those before are history."""
-    return min_consecutive - 1 + window - 1
-
-
 def told_once(window: int, kind: str) -> Detector:
-    """Keep a flag only in the first window that tells its cause, or in a window flagged for its shape whose
-    newest reading is itself off by more than the threshold: a spike lies in ``window`` windows and would
-    otherwise flag each of them, while an anomaly that goes on keeps being flagged. With the windows' blame
-    known, a window flagged for its shape whose own loss is not above the threshold (flagged by the smoothed
-    losses of the windows before it) tells nothing new either. Needs the window - 1 windows before the first
-    decided one. ``kind``: the shape's."""
+    """Keep the flags that tell something new (told.py; ``kind``: the shape's). Needs the window - 1 windows
+    before the first decided one."""
 
     def detect(scores: Scores, context: Context) -> Scores:
         if scores.cause is None or not scores.anomaly.any():
             return scores
-        at = grid_positions(scores.ends, context.interval)
-        flagged = np.zeros(at[-1] + 1, dtype=bool)
-        cause = np.full(at[-1] + 1, -1, dtype=np.int64)
-        flagged[at], cause[at] = scores.anomaly, scores.cause
-        told = retold(flagged, cause, window)[at]
-        if scores.newest is not None:
-            shape = scores.kind == kind
-            echo = shape & ~(scores.loss > scores.threshold)
-            told = (told & ~(shape & (scores.newest > scores.threshold))) | echo
-        anomaly = scores.anomaly & ~told
+        at = runs.grid_positions(scores.ends, context.interval)
+
+        def placed(values: np.ndarray, fill: object) -> np.ndarray:
+            grid = np.full(at[-1] + 1, fill, dtype=np.asarray(values).dtype)
+            grid[at] = values
+            return grid
+
+        newest = np.full(len(at), np.nan) if scores.newest is None else scores.newest.astype("float64")
+        anomaly = told.kept(
+            placed(scores.anomaly, False),
+            placed(scores.cause, -1),
+            window,
+            placed(scores.kind == kind, False),
+            placed(scores.loss.astype("float64"), np.nan),
+            placed(scores.threshold, np.nan),
+            placed(newest, np.nan),
+        )[at]
         return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
 
     return detect

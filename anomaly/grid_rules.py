@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import clean
-from anomaly import detect
+from anomaly import detect, told
 
 NONE, SHAPE, LEVEL, FLATLINE, MISSING = range(5)
 KINDS = ("none", "shape", "level", "flatline", "missing")
@@ -125,10 +125,7 @@ def decide(
     if rules.min_consecutive > 1:
         anomaly = clean.run_lengths(anomaly) >= rules.min_consecutive
     if len(rules.window):
-        shape = kind == SHAPE
-        echo = shape & ~np.isnan(newest) & ~(loss > threshold)
-        fresh = shape & (newest > threshold)
-        anomaly &= ~((detect.retold(anomaly, cause, int(rules.window.max())) & ~fresh) | echo)
+        anomaly = told.kept(anomaly, cause, int(rules.window.max()), kind == SHAPE, loss, threshold, newest)
     kind = np.where(anomaly, kind, NONE).astype(np.int8)
     stuck = window_end & (clean.flat_run_lengths(values) > rules.flat_limit[:, None])
     anomaly |= stuck

@@ -1,9 +1,12 @@
-"""Runs of consecutive flagged entries: the one splitter behind events, label events and plot spans."""
+"""Runs of consecutive flagged entries: the one splitter behind events, label events and plot spans, and
+persistence (K flagged windows in a row) on the interval grid."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+import clean
 
 
 def runs(
@@ -24,3 +27,21 @@ def runs(
         breaks |= np.diff(times) != pd.Timedelta(interval).value
     cuts = np.flatnonzero(breaks) + 1
     return [(int(run[0]), int(run[-1])) for run in np.split(positions, cuts)]
+
+
+def persistent(ends: pd.DatetimeIndex, above: np.ndarray, min_consecutive: int, interval: pd.Timedelta) -> np.ndarray:
+    """Where a window and the ``min_consecutive`` - 1 windows ending in the intervals just before it are all
+    ``above``; a window missing among them (a gap) breaks the run. ``ends`` lie on the interval grid."""
+    above = np.asarray(above, dtype=bool)
+    if min_consecutive <= 1 or not len(above):
+        return above
+    at = grid_positions(ends, interval)
+    grid = np.zeros(at[-1] + 1, dtype=bool)
+    grid[at] = above
+    return clean.run_lengths(grid)[at] >= min_consecutive
+
+
+def grid_positions(ends: pd.DatetimeIndex, interval: pd.Timedelta) -> np.ndarray:
+    """Each window end's position on the interval grid from the first (``ends`` lie on it, sorted)."""
+    times = ends.as_unit("ns").asi8
+    return (times - times[0]) // pd.Timedelta(interval).value

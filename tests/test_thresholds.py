@@ -461,8 +461,7 @@ def test_the_calibrated_values_raise_the_runs_the_scorers_rule_raises(k):
     """calibration.decided: a run of its values above any level is a run of the scorer's flags (smoothed loss
     above the level, K windows in a row, a missing interval breaking the run) above it, and no more."""
     from anomaly.calibration import decided
-    from anomaly.detect import persistent
-    from anomaly.runs import runs
+    from anomaly.runs import persistent, runs
 
     rng = np.random.default_rng(k)
     losses = rng.gamma(2.0, 0.1, 600)
