@@ -104,10 +104,10 @@ class Chunk:
         losses: list[np.ndarray],
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
-        blames: list[np.ndarray] | None = None,
+        blames: list[np.ndarray],
     ) -> list[Callable[[], detect.Scores]]:
         """Each sensor's scores for its due range [first, last] (model_predict.decide's), from its windows'
-        ends (grid positions, sorted), finite losses and losses.BLAME (None: unknown); all under one policy
+        ends (grid positions, sorted), finite losses and losses.BLAME; all under one policy
         (grid_rules.GridRules.of).
         Returned as calls, one per sensor, for the caller's error boundary per sensor. Decided ``DECIDE_CELLS``
         at a time: a backfill's grid is months long."""
@@ -121,7 +121,7 @@ class Chunk:
                 losses[a : a + per],
                 rules[a : a + per],
                 dues[a : a + per],
-                None if blames is None else blames[a : a + per],
+                blames[a : a + per],
             )
         ]
 
@@ -132,7 +132,7 @@ class Chunk:
         losses: list[np.ndarray],
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
-        blames: list[np.ndarray] | None,
+        blames: list[np.ndarray],
     ) -> list[Callable[[], detect.Scores]]:
         chosen = grid_rules.GridRules.of(rules)
         values = self.values[[self.rows[s] for s in sensor_ids]]
@@ -144,14 +144,11 @@ class Chunk:
         dtype = np.result_type(*[np.asarray(x).dtype for x in losses]) if losses else np.float32
         loss = np.full(shape, np.nan, dtype=dtype)
         loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
+        blame = np.concatenate([np.empty(0, BLAME), *blames])
         cause = np.full(shape, -1, dtype=np.int64)
+        cause[row, end] = end - (chosen.window[row] - 1) + blame["worst"]
         newest = np.full(shape, np.nan, dtype=np.float32)
-        if blames is None:
-            cause[row, end] = end
-        else:
-            blame = np.concatenate([np.empty(0, BLAME), *blames])
-            cause[row, end] = end - (chosen.window[row] - 1) + blame["worst"]
-            newest[row, end] = blame["newest"]
+        newest[row, end] = blame["newest"]
         first, last = self.positions(dues)
         history = rules[0].dynamic_history if rules else None
         finite = [bool(np.isfinite(x).all()) for x in losses]

@@ -125,7 +125,7 @@ def losses(
         found_blame.append(blame)
         if key and len(e):
             memory.keep(s, key, e, merged, blame, int(e[-1]) - reach)
-    return found, found_blame, int(sum(hit[0].sum() for hit in hits))
+    return found, found_blame, int(sum(hit.sum() for hit, _, _ in hits))
 
 
 def load(path: Path, signature: str) -> LossMemory:  # pragma: no mutate block

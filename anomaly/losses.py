@@ -183,15 +183,10 @@ def forward_losses(weights: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.nd
     h = np.zeros_like(h)
     c = np.zeros_like(h)
     total = np.zeros((sensors, n_windows), dtype="float32")
-    largest = np.full((sensors, n_windows), -1.0, dtype="float32")
-    blamed = np.zeros((sensors, n_windows), dtype=BLAME)
+    errors = np.empty((sensors, n_windows, window), dtype="float32")
     for t in range(window):
         h, c = _lstm_step(projected, h, c, weights["decoder_recurrent_kernel"])
         out = np.matmul(h, weights["output_kernel"])[..., 0] + weights["output_bias"]
-        error = np.abs(out - x[:, :, t])
-        total += error
-        # The first of equal errors, as argmax takes it.
-        blamed["worst"][error > largest] = t
-        np.maximum(largest, error, out=largest)
-    blamed["newest"] = error
-    return total / window, blamed
+        errors[..., t] = np.abs(out - x[:, :, t])
+        total += errors[..., t]
+    return total / window, blame(errors)
