@@ -172,10 +172,8 @@ class Chunk:
             detect.LEVEL_REARM // self.interval,
         )
         return [
-            functools.partial(decided.scores, k, self.grid, chosen.kinds, history is not None)
-            if finite[k] or not history
-            else _not_finite
-            for k in range(len(sensor_ids))
+            functools.partial(_given, scores) if finite[k] or not history else _not_finite
+            for k, scores in enumerate(decided.scores(self.grid, chosen.kinds, history is not None))
         ]
 
     @staticmethod
@@ -223,6 +221,11 @@ def _points(
     times = [raw.index.as_unit("ns").asi8 for raw in kept if raw is not None]
     values = [raw.to_numpy() for raw in kept if raw is not None]
     return row, np.concatenate([np.empty(0, np.int64), *times]), np.concatenate([np.empty(0), *values]), usable
+
+
+def _given(scores: detect.Scores) -> detect.Scores:
+    """A sensor decided with its chunk: its call only hands its scores over."""
+    return scores
 
 
 def _not_finite() -> detect.Scores:
