@@ -300,7 +300,8 @@ def score_lines(
 ) -> list[str]:
     """One point per window of each sensor's scores (``heads``: each sensor's score_head), sensor by sensor, each
     in time order (a written prefix never leaves a gap behind it). A window carries every field; a point
-    without a reading has no value, loss, smoothed loss or score (a non-finite float is left out)."""
+    without a reading has no value, loss, smoothed loss, score or blame (a non-finite float is left out), nor has
+    a window whose blame is not known (the cold-start detector's)."""
     columns = [scores.columns() for scores in scored]
 
     def joined(name: str, dtype: str | type = "float64") -> np.ndarray:
@@ -316,6 +317,8 @@ def score_lines(
         "detector": [detector] * sum(sizes),
         "smoothed_loss": joined("smoothed_loss"),
         "score": joined("score"),
+        "worst": joined("worst"),
+        "newest": joined("newest"),
     }
     # Seconds since 1970 from each index's own unit (as_unit per sensor costs more than the lines).
     seconds = np.concatenate(

@@ -222,9 +222,10 @@ def tune_chunk(db: Database, chunk: Sequence[str], settings: TuneSettings) -> It
     means = db.read_means(list(models), *read, interval) if models else {}
     for sensor_id in chunk:
         try:
+            loss = review.stored_loss(frames.get(sensor_id))
             tuned = tuning.tune_sensor(
                 sensor_id,
-                review.stored_loss(frames.get(sensor_id)),
+                loss,
                 marked.get(sensor_id),
                 facts[sensor_id],
                 common.sensor_config.ratio(sensor_id),
@@ -237,6 +238,7 @@ def tune_chunk(db: Database, chunk: Sequence[str], settings: TuneSettings) -> It
                 consecutive=settings.consecutive,
                 current_consecutive=settings.current_consecutive,
                 objective=settings.objective,
+                blame=review.stored_blame(frames.get(sensor_id), loss, facts[sensor_id].window),
             )
         except Exception:
             logger.exception("sensor %r: failed", sensor_id)

@@ -144,11 +144,10 @@ class Chunk:
         dtype = np.result_type(*[np.asarray(x).dtype for x in losses]) if losses else np.float32
         loss = np.full(shape, np.nan, dtype=dtype)
         loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
-        blame = np.concatenate([np.empty(0, BLAME), *blames])
+        blame = detect.no_blame(values.size).reshape(shape)
+        blame[row, end] = np.concatenate([np.empty(0, BLAME), *blames])
         cause = np.full(shape, -1, dtype=np.int64)
-        cause[row, end] = end - (chosen.window[row] - 1) + blame["worst"]
-        newest = np.full(shape, np.nan, dtype=np.float32)
-        newest[row, end] = blame["newest"]
+        cause[row, end] = end - (chosen.window[row] - 1) + blame["worst"][row, end]
         first, last = self.positions(dues)
         history = rules[0].dynamic_history if rules else None
         finite = [bool(np.isfinite(x).all()) for x in losses]
@@ -165,7 +164,7 @@ class Chunk:
             compared,
             threshold,
             cause,
-            newest,
+            blame,
             chosen,
             first,
             last,

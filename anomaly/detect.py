@@ -9,7 +9,8 @@ one frame for the callers that want one:
     frame, indexed by window end (UTC, on the interval grid): ``value``, ``loss``, ``threshold`` (the
     effective one), ``anomaly`` (bool), ``kind`` (why it was flagged; ``none`` when it was not),
     ``smoothed_loss`` (what the flag compares with the threshold: the smoothed loss under a dynamic
-    threshold, the loss itself under a fixed one) and ``score``
+    threshold, the loss itself under a fixed one), ``score``, and the window's blame (losses.BLAME) as
+    ``worst`` and ``newest`` (NaN where unknown), which tuning decides told once with
 
 The rules, in the order ``decide`` applies them: a threshold on the loss of the window's shape (fixed:
 threshold x ratio; or dynamic, from the recent smoothed losses), the level (an excursion to readings beyond
@@ -32,6 +33,7 @@ import pandas as pd
 
 import clean
 from anomaly import runs, thresholds, told
+from anomaly.losses import BLAME
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class Scores:
     """One sensor's scores while the rules run: arrays of one length, by window end ``ends``. ``loss``
     keeps the dtype the engine computed it in, so a float32 loss is compared in float32. ``cause``: the time
     (int64 ns) of the reading a window's flag would be about: its worst reconstructed one, the first reading of
-    a level excursion, or (unknown) its newest; ``newest``: its newest reading's error (losses.BLAME)."""
+    a level excursion, or (unknown) its newest; ``blame``: each window's losses.BLAME (a point without a
+    window: worst -1, newest NaN), None when unknown."""
 
     ends: pd.DatetimeIndex
     value: np.ndarray
@@ -63,7 +66,7 @@ class Scores:
     kind: np.ndarray
     smoothed_loss: np.ndarray | None = None
     cause: np.ndarray | None = None
-    newest: np.ndarray | None = None
+    blame: np.ndarray | None = None
 
     def flag(self, anomaly: np.ndarray, kind: str) -> Scores:
         return replace(self, anomaly=anomaly, kind=np.where(anomaly, kind, "none"))
@@ -80,7 +83,7 @@ class Scores:
             kind=self.kind[at],
             smoothed_loss=None if self.smoothed_loss is None else self.smoothed_loss[at],
             cause=None if self.cause is None else self.cause[at],
-            newest=None if self.newest is None else self.newest[at],
+            blame=None if self.blame is None else self.blame[at],
         )
 
     @property
@@ -93,6 +96,7 @@ class Scores:
         # Every window gets every column, whatever the rules: InfluxDB merges a point into the one already at its
         # key, so a field one configuration wrote and a later backfill did not would keep its old value.
         compared = self.compared
+        blame = self.blame if self.blame is not None else no_blame(len(self.ends))
         return {
             "value": self.value,
             "loss": self.loss.astype("float64"),
@@ -101,6 +105,8 @@ class Scores:
             "kind": self.kind,
             "smoothed_loss": compared,
             "score": compared / self.threshold,
+            "worst": np.where(blame["worst"] >= 0, blame["worst"], np.nan),
+            "newest": blame["newest"].astype("float64"),
         }
 
     def frame(self) -> pd.DataFrame:
@@ -108,6 +114,13 @@ class Scores:
 
 
 Detector = Callable[[Scores, Context], Scores]
+
+
+def no_blame(n: int) -> np.ndarray:
+    """The blame of ``n`` points without a window, or of windows whose blame is not known."""
+    blame = np.empty(n, dtype=BLAME)
+    blame["worst"], blame["newest"] = -1, np.nan
+    return blame
 
 
 @dataclass(frozen=True)
@@ -233,7 +246,7 @@ def told_once(window: int, kind: str) -> Detector:
             grid[at] = values
             return grid
 
-        newest = np.full(len(at), np.nan) if scores.newest is None else scores.newest.astype("float64")
+        newest = np.full(len(at), np.nan) if scores.blame is None else scores.blame["newest"].astype("float64")
         anomaly = told.kept(
             placed(scores.anomaly, False),
             placed(scores.cause, -1),
@@ -297,6 +310,7 @@ def missing(limit: int, threshold: float, anomaly: bool = False) -> Detector:
             anomaly=joined(scores.anomaly, anomaly),
             kind=joined(scores.kind.astype(object), "missing"),
             smoothed_loss=None if scores.smoothed_loss is None else joined(scores.smoothed_loss, np.nan),
+            blame=None if scores.blame is None else joined(scores.blame, no_blame(1)[0]),
         )
 
     return detect
@@ -334,10 +348,9 @@ def decide(
     in ``between`` (first, last) when given. ``blame``: each window's losses.BLAME; without it a flag's cause is
     its window's newest reading."""
     n = len(ends)
-    cause, newest = ends.as_unit("ns").asi8, None
+    cause = ends.as_unit("ns").asi8
     if blame is not None:
         cause = cause - (rules.window - 1 - blame["worst"].astype(np.int64)) * context.interval.value
-        newest = blame["newest"]
     scores = Scores(
         ends=ends,
         value=np.asarray(values, dtype="float64"),
@@ -346,7 +359,7 @@ def decide(
         anomaly=np.zeros(n, dtype=bool),
         kind=np.full(n, "none", dtype=object),
         cause=cause,
-        newest=newest,
+        blame=blame,
     )
     for detect in detectors(rules):
         scores = detect(scores, context)

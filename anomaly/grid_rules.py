@@ -75,6 +75,7 @@ class GridScores:
     threshold: np.ndarray
     anomaly: np.ndarray
     kind: np.ndarray
+    blame: np.ndarray
 
     def scores(self, grid, kinds: np.ndarray, smoothed: bool) -> list[detect.Scores]:
         """Each row as the detect.Scores detect.decide gives its sensor (``kinds``: GridRules.kinds; ``smoothed``:
@@ -84,7 +85,7 @@ class GridScores:
         bounds = np.searchsorted(row, np.arange(len(self.point) + 1)).tolist()
         ends = grid.take(at)
         value, loss, threshold = self.value[row, at], self.loss[row, at], self.threshold[row, at]
-        anomaly, kind = self.anomaly[row, at], kinds[self.kind[row, at]]
+        anomaly, kind, blame = self.anomaly[row, at], kinds[self.kind[row, at]], self.blame[row, at]
         compared = self.compared[row, at] if smoothed else None
         return [
             detect.Scores(
@@ -95,6 +96,7 @@ class GridScores:
                 anomaly=anomaly[a:b],
                 kind=kind[a:b],
                 smoothed_loss=None if compared is None else compared[a:b],
+                blame=blame[a:b],
             )
             for a, b in itertools.pairwise(bounds)
         ]
@@ -107,7 +109,7 @@ def decide(
     compared: np.ndarray,
     threshold: np.ndarray,
     cause: np.ndarray,
-    newest: np.ndarray,
+    blame: np.ndarray,
     rules: GridRules,
     first: np.ndarray,
     last: np.ndarray,
@@ -122,8 +124,8 @@ def decide(
     loss : [S, G], each window's loss in the engine's dtype (NaN elsewhere)
     compared, threshold : [S, G], what the threshold rule compares (the loss, or the smoothed loss) and the
         threshold it compares it with
-    cause, newest : [S, G], the grid position of each window's worst reconstructed reading, and its newest
-        reading's error (losses.BLAME; NaN: unknown)
+    cause : [S, G] int, the grid position of each window's worst reconstructed reading
+    blame : [S, G] losses.BLAME, each window's (detect.no_blame where there is none)
     first, last : [S] int, each sensor's due range as grid positions (the windows before it are history)
     rearm : detect.LEVEL_REARM in intervals
     """
@@ -135,7 +137,8 @@ def decide(
     if rules.min_consecutive > 1:
         anomaly = clean.run_lengths(anomaly) >= rules.min_consecutive
     if len(rules.window):
-        anomaly = told.kept(anomaly, cause, int(rules.window.max()), kind == SHAPE, loss, threshold, newest)
+        window = int(rules.window.max())
+        anomaly = told.kept(anomaly, cause, window, kind == SHAPE, loss, threshold, blame["newest"])
     kind = np.where(anomaly, kind, NONE).astype(np.int8)
     stuck = window_end & (clean.flat_run_lengths(values) > rules.flat_limit[:, None])
     anomaly |= stuck
@@ -150,7 +153,7 @@ def decide(
         threshold = np.where(silent, rules.threshold[:, None], threshold)
         anomaly = np.where(silent, rules.missing_is_anomaly, anomaly)
         kind[silent] = MISSING
-    return GridScores(point, values, loss, compared.astype("float64"), threshold, anomaly, kind)
+    return GridScores(point, values, loss, compared.astype("float64"), threshold, anomaly, kind, blame)
 
 
 def _level(

@@ -20,7 +20,9 @@ from anomaly import detect
 from anomaly.evaluation import evaluate
 
 
-def decided_flags(loss: pd.Series, rules: detect.Rules, context: detect.Context) -> pd.Series:
+def decided_flags(
+    loss: pd.Series, rules: detect.Rules, context: detect.Context, blame: np.ndarray | None = None
+) -> pd.Series:
     """The flags ``detect.decide`` gives the windows of ``loss`` under ``rules``: decided as sensor_predict.py
     decides them, so tuning can never disagree with scoring. A NaN loss is not flagged by the threshold.
 
@@ -29,7 +31,8 @@ def decided_flags(loss: pd.Series, rules: detect.Rules, context: detect.Context)
     loss : float Series by window end (a DatetimeIndex on the ``context.interval`` grid), one entry per window
     rules : the scorer's rules (``model_predict.rules_for``), or just a threshold
     context : the grid and, when known, the readings (``series``), which the level and flat-line detectors
-        read; windows before ``context.first`` or after ``context.last`` only inform persistence
+        read; windows before ``context.first`` or after ``context.last`` only inform persistence and told once
+    blame : each window's losses.BLAME as the scorer stored it (review.stored_blame); None when not known
 
     Returns
     -------
@@ -39,7 +42,7 @@ def decided_flags(loss: pd.Series, rules: detect.Rules, context: detect.Context)
     ends = pd.DatetimeIndex(loss.index)
     # Readings are known only when the caller read them; no detector of the threshold itself reads them.
     values = np.full(len(ends), np.nan) if context.series is None else context.series.reindex(ends).to_numpy()
-    decided = detect.decide(ends, values, losses, rules, context)
+    decided = detect.decide(ends, values, losses, rules, context, blame=blame)
     # decide may add missing points (no reading): they are not windows, and never flags here.
     flags = pd.Series(decided.anomaly, index=decided.ends).reindex(ends, fill_value=False)
     keep = np.ones(len(ends), dtype=bool)
@@ -106,6 +109,7 @@ def tune_ratio(
     alarm_budget: float | None = None,
     rules: Callable[[float], detect.Rules] | None = None,
     context: detect.Context | None = None,
+    blame: np.ndarray | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """Evaluate every candidate ratio and pick one.
 
@@ -121,8 +125,8 @@ def tune_ratio(
     Ties go to the smallest change from the ``current`` ratio, then to the shortest mean detection delay,
     then to the larger ratio (``preferred``).
 
-    Flags come from ``decided_flags`` with ``rules(ratio)`` (default: ``threshold * ratio`` and no other
-    rule) and ``context`` (default: just the interval).
+    Flags come from ``decided_flags`` with ``rules(ratio)``, ``context`` and ``blame`` (default:
+    ``threshold * ratio`` and no other rule, just the interval).
 
     Returns
     -------
@@ -142,7 +146,7 @@ def tune_ratio(
     rows = []
     for ratio in candidates:
         decided = (
-            decided_flags(loss, rules(ratio), context)
+            decided_flags(loss, rules(ratio), context, blame)
             if rules is not None
             else flags_for_ratio(loss, threshold, ratio, interval)
         )

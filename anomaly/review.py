@@ -14,9 +14,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from anomaly import store
+from anomaly.losses import BLAME
 from anomaly.metadata import ArtifactError, ModelMetadata
 from anomaly.sensor_config import SensorConfig
 from anomaly.settings import Common
@@ -95,3 +97,21 @@ def stored_loss(frame: pd.DataFrame | None) -> pd.Series:
     loss = pd.to_numeric(frame["loss"], errors="coerce").astype("float64")
     loss = loss[~loss.index.duplicated(keep="last")]
     return loss[loss.notna()].sort_index()
+
+
+def stored_blame(frame: pd.DataFrame | None, loss: pd.Series, window: int) -> np.ndarray:
+    """The blame (losses.BLAME) of each window of ``loss`` (stored_loss's) as the scorer stored it, so tuning
+    tells a flag once as scoring did. A window stored without one (scored before the blame was stored, or
+    by the cold-start detector) gets the blame detect.decide assumes without one: its newest reading is its
+    worst, and it is not known to be off by itself."""
+    blame = np.empty(len(loss), dtype=BLAME)
+    blame["worst"], blame["newest"] = window - 1, np.nan
+    if frame is None:
+        return blame
+    stored = frame.reindex(columns=["worst", "newest"]).apply(pd.to_numeric, errors="coerce")
+    stored = stored[~stored.index.duplicated(keep="last")].reindex(loss.index)
+    worst = stored["worst"].to_numpy(dtype="float64")
+    known = np.isfinite(worst)
+    blame["worst"][known] = np.clip(worst[known], 0, window - 1)
+    blame["newest"][known] = stored["newest"].to_numpy(dtype="float64")[known]
+    return blame

@@ -59,6 +59,12 @@ class Schema:
     output_measurement: str = "PREDICT_ANOMALY"
     health_measurement: str | None = "JOB_HEALTH"
 
+    @property
+    def score_fields(self) -> list[str]:
+        """The fields of the output measurement that tools read back (Database.read_scores), in its frames'
+        column order: what evaluation, plots and tuning need, the blame (losses.BLAME) for tuning's told once."""
+        return ["loss", "threshold", "anomaly", self.field, "score", "worst", "newest"]
+
 
 def state_dir(environ: Mapping[str, str]) -> Path:
     """Where the scoring job keeps what it remembers between runs (the notification state, the ranges to

@@ -26,7 +26,6 @@ def retold(flagged: np.ndarray, cause: np.ndarray, window: int) -> np.ndarray:
     """Where a ``flagged`` window's ``cause`` (the grid position or time of the reading it is about) is that
     of a flagged window among the ``window`` - 1 before it. A reading lies in ``window`` windows at most, so no
     cause repeats further apart."""
-    flagged = np.asarray(flagged, dtype=bool)
     out = np.zeros_like(flagged)
     for lag in range(1, min(window, flagged.shape[-1])):
         out[..., lag:] |= flagged[..., lag:] & flagged[..., :-lag] & (cause[..., lag:] == cause[..., :-lag])

@@ -110,6 +110,7 @@ def tune_sensor(
     consecutive: Sequence[int],
     current_consecutive: int,
     objective: Objective,
+    blame: np.ndarray | None = None,
 ) -> SensorTuning:
     """The ratio chosen at each K of ``consecutive`` over the tuning range [start, stop), and the metrics
     at the old ratio with ``current_consecutive``; or why not.
@@ -123,6 +124,7 @@ def tune_sensor(
     rules : the scorer's rules at a ratio and a K; None for a sensor without a model
     readings : the sensor's regular readings (NaN where none) from far enough before ``start`` for the
         level and flat-line detectors (``model_predict.lead``); None when not read
+    blame : each window of ``loss``'s losses.BLAME as stored (``review.stored_blame``), for told once
     """
     if facts.threshold is None or rules is None:
         return SensorTuning(sensor_id, old_ratio, skipped=facts.note or "no model")
@@ -152,6 +154,7 @@ def tune_sensor(
                 alarm_budget=objective.alarm_budget,
                 rules=functools.partial(at_k, rules, k),
                 context=context,
+                blame=blame,
             )
         except ValueError as e:
             return SensorTuning(sensor_id, old_ratio, skipped=str(e))
@@ -162,7 +165,10 @@ def tune_sensor(
         choices[k] = Choice(best, metrics, bool(row["within_budget"]))
         rule = str(row["rule"])
     before = evaluation.evaluate(
-        ratio_choice.decided_flags(loss, rules(old_ratio, current_consecutive), context), grid, facts.window, interval
+        ratio_choice.decided_flags(loss, rules(old_ratio, current_consecutive), context, blame),
+        grid,
+        facts.window,
+        interval,
     )
     return SensorTuning(sensor_id, old_ratio, rule, before, choices)
 

@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import multiprocessing
+import queue
 import resource
 import sys
 import threading
@@ -109,7 +110,7 @@ def answer(scenario: str, sensors: int, days: int, interval: pd.Timedelta, seed:
     if scenario == "means":
         columns = {"_time": "dateTime:RFC3339", "_value": "double", tag: "string"}
     else:
-        scores = dict.fromkeys(flux_text.score_columns(SCHEMA), "double")
+        scores = dict.fromkeys(SCHEMA.score_fields, "double")
         columns = {"_time": "dateTime:RFC3339", tag: "string"} | scores
         columns["anomaly"] = "boolean"
     out = io.StringIO()
@@ -121,6 +122,7 @@ def answer(scenario: str, sensors: int, days: int, interval: pd.Timedelta, seed:
             loss = np.round(rng.gamma(2.0, 0.1, len(starts)), 6)
             values |= {"loss": loss, "threshold": 0.5, "anomaly": np.where(loss > 0.5, "true", "false")}
             values |= {SCHEMA.field: reading, "score": np.round(loss / 0.5, 6)}
+            values |= {"worst": rng.integers(0, 15, len(starts)).astype(float), "newest": np.round(loss * 1.5, 6)}
         rows = pd.DataFrame({"": "", "result": "", "table": table} | {c: values[c] for c in columns})
         rows.to_csv(out, header=False, index=False, lineterminator="\r\n")
     out.write("\r\n")
@@ -189,7 +191,7 @@ def read_records(client: Any, scenario: str, text: str, option: dict) -> dict:
     records = [row.values for table in client.query_api().query(text, params=option) for row in table.records]
     if scenario == "means":
         return records_by_tag(records, SCHEMA.sensor_tag)
-    return record_frames_by_tag(records, SCHEMA.sensor_tag, flux_text.score_columns(SCHEMA))
+    return record_frames_by_tag(records, SCHEMA.sensor_tag, SCHEMA.score_fields)
 
 
 def read_data_frame(client: Any, scenario: str, text: str, option: dict) -> dict:
@@ -201,7 +203,7 @@ def read_data_frame(client: Any, scenario: str, text: str, option: dict) -> dict
     frame = pd.concat(found, ignore_index=True) if isinstance(found, list) else found
     if scenario == "means":
         return flux_csv.series_by_tag(frame, SCHEMA.sensor_tag)
-    return flux_csv.frames_by_tag(frame, SCHEMA.sensor_tag, flux_text.score_columns(SCHEMA))
+    return flux_csv.frames_by_tag(frame, SCHEMA.sensor_tag, SCHEMA.score_fields)
 
 
 def read_bulk(db: influx_interact.Database, scenario: str, ids: list[str], days: int, interval: pd.Timedelta) -> dict:
@@ -260,6 +262,19 @@ def measure(path: str, scenario: str, url: str, sensors: int, days: int, interva
 # ------------------------------------------------------------------ the run
 
 
+def wait_ready(ready: Any, server: Any, timeout_s: float = 600.0) -> tuple[str, float]:
+    """The fake server's address and answer size, once it has made its answer; an error as soon as it dies
+    making it (its traceback is above), not after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return ready.get(timeout=1)
+        except queue.Empty:
+            if not server.is_alive():
+                raise RuntimeError(f"the fake server exited with {server.exitcode} before it had answered") from None
+    raise RuntimeError(f"the fake server made no answer in {timeout_s:.0f} s")
+
+
 def run_scenario(args: argparse.Namespace, scenario: str, interval: pd.Timedelta) -> dict[str, dict]:
     spawn = multiprocessing.get_context("spawn")
     ready = spawn.Queue()
@@ -269,7 +284,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, interval: pd.Timedelta
     )
     server.start()
     try:
-        url, size_mb = ready.get(timeout=600)
+        url, size_mb = wait_ready(ready, server)
         results = {}
         for path in args.path:
             logger.info("%s: reading through %s, %d time(s)", scenario, path, args.repeat)

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly import evaluation, ratio_choice, report, review, tuning
+from anomaly import detect, evaluation, ratio_choice, report, review, tuning
 from anomaly.detect import Context, Rules
 from anomaly.errors import ConfigError
 from anomaly.evaluation import evaluate, label_events, labels_on_grid
+from anomaly.losses import BLAME
 from anomaly.ratio_choice import decided_flags, flags_for_ratio, tune_ratio
 from anomaly.review import ModelFacts
 
@@ -465,6 +466,26 @@ def test_missing_points_are_neither_scored_nor_flagged_in_a_review():
     got = evaluate(scores["anomaly"], labels(), WINDOW, INTERVAL)
     assert (got.windows, got.flagged_windows, got.flag_runs, got.false_alarms) == (3, 1, 1, 1)
     assert list(review.stored_loss(stored).index) == [T[2], T[5], T[6]]
+
+
+def test_tuning_tells_a_flag_once_from_the_blame_the_scorer_stored():
+    """Scores decided with their blame, stored as the scorer writes them (Scores.frame's columns) and read back:
+    the tuner's flags at the same rules are the stored ones. A reading off at t4, the worst of the four windows
+    of 4 that hold it (t4..t7), is one flag; the reading at t9 is off too, but its window's blame was not
+    stored (NaN, as before the scorer stored it): that window tells its own reading, as it would have."""
+    losses = np.array([0.1, 0.1, 0.1, 0.1, 2.0, 1.8, 1.6, 1.4, 0.1, 2.0, 0.1, 0.1])
+    blame = np.empty(12, dtype=BLAME)
+    blame["worst"], blame["newest"] = [3, 3, 3, 3, 3, 2, 1, 0, 3, 3, 3, 3], 0.0
+    rules = Rules(threshold=1.0, window=4)
+    scored = detect.decide(T, np.zeros(12), losses, rules, Context(INTERVAL), blame=blame)
+    assert list(T[scored.anomaly]) == [T[4], T[9]]
+    stored = scored.frame()
+    stored.loc[T[9], ["worst", "newest"]] = np.nan
+    loss = review.stored_loss(stored)
+    tuned = decided_flags(loss, rules, Context(INTERVAL), review.stored_blame(stored, loss, 4))
+    assert tuned.tolist() == scored.anomaly.tolist()
+    # Without the blame, every window that holds t4's reading is its own flag.
+    assert list(T[decided_flags(loss, rules, Context(INTERVAL)).to_numpy()]) == [T[4], T[5], T[6], T[7], T[9]]
 
 
 def test_the_line_of_a_sensor_without_labels_says_so_instead_of_event_counts():

@@ -668,7 +668,7 @@ def test_anomaly_counts_are_the_flagged_windows_per_sensor_since_a_time(fake):
 def test_read_scores_gives_the_score_column_even_where_none_was_written(fake):
     """Each point's fields by its time, NaN for a field a point lacks (an interval without readings has no loss,
     reading or score); points written before the score field was have no score column at all."""
-    columns = ["loss", "threshold", "anomaly", "val_num", "score"]
+    columns = ["loss", "threshold", "anomaly", "val_num", "score", "worst", "newest"]
     fake.write(
         [
             score(
@@ -714,7 +714,19 @@ def test_read_scores_gives_every_column_as_influxql_does_when_a_sensor_wrote_no_
         frames = db.read_scores(["AHU-1 supply", ODD_ID], START, STOP)
     assert set(frames) == {"AHU-1 supply", ODD_ID}
     silent, whole = frames[ODD_ID], frames["AHU-1 supply"]
-    assert list(silent.columns) == list(whole.columns) == ["loss", "threshold", "anomaly", "val_num", "score"]
+    assert (
+        list(silent.columns)
+        == list(whole.columns)
+        == [
+            "loss",
+            "threshold",
+            "anomaly",
+            "val_num",
+            "score",
+            "worst",
+            "newest",
+        ]
+    )
     assert silent[["loss", "val_num", "score"]].isna().all().all()
     assert silent["threshold"].tolist() == [0.5, 0.5] and silent["anomaly"].tolist() == [False, True]
     assert whole["loss"].tolist() == [0.25, 0.75] and whole["val_num"].tolist() == [20.5, 21.0]

@@ -66,7 +66,7 @@ CHUNK = '|> filter(fn: (r) => r["uniqueID"] == params.sensor0 or r["uniqueID"] =
             [
                 "range(start: params.start, stop: params.stop)",
                 '|> filter(fn: (r) => r._field == "loss" or r._field == "threshold" or r._field == "anomaly" '
-                'or r._field == "val_num" or r._field == "score")',
+                'or r._field == "val_num" or r._field == "score" or r._field == "worst" or r._field == "newest")',
                 'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
             ],
         ),

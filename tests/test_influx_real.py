@@ -162,7 +162,7 @@ def test_freshness_anomaly_counts_and_scores_read_back(influxd, readings):
     assert counts == {IDS[0]: 2, IDS[1]: 2}
     assert sorted(frames) == sorted(IDS[:2])
     frame = frames[IDS[1]]
-    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num", "score"]
+    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num", "score", "worst", "newest"]
     assert frame["anomaly"].tolist() == [False, False, False, True, True]
     assert frame.index[-1] == T0 + pd.Timedelta(hours=1)
     assert frame["score"].isna().all()  # written before the score field was: plots compute it
@@ -195,7 +195,7 @@ def test_missing_intervals_are_counted_apart_from_anomalies_and_scores_read_back
     assert later == {IDS[0]: 2} and chunk == {IDS[2]: 1}
     assert anomalies == {IDS[0]: 1, IDS[2]: 1, IDS[4]: 2}
     frame = frames[IDS[0]]
-    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num", "score"]
+    assert list(frame.columns) == ["loss", "threshold", "anomaly", "val_num", "score", "worst", "newest"]
     assert frame["score"].dropna().tolist() == [0.0, 1.5, 2.5]
     assert frame["score"].isna().tolist() == [False, True, True, False, True, False]
 

@@ -15,7 +15,7 @@ import pytest
 import anomaly.chunk
 import clean
 import model_predict
-from anomaly import detect, grid_rules, rescore, thresholds
+from anomaly import detect, grid_rules, rescore, thresholds, told
 from anomaly.chunk import Chunk
 from anomaly.influx.readings import Readings
 from anomaly.losses import BLAME, reconstruction_loss
@@ -650,7 +650,17 @@ def test_the_dynamic_threshold_decides_on_the_smoothed_loss_never_below_its_floo
     rules = detect.Rules(threshold=0.5, dynamic_history=20, dynamic_floor=0.24)
     frame = detect.decide(ends, np.arange(60.0), losses, rules, detect.Context(Q)).frame()
     expected = thresholds.rolling_dynamic_thresholds(pd.Series(losses.astype("float64"), index=ends), 0.12, 20)
-    assert list(frame.columns) == ["value", "loss", "threshold", "anomaly", "kind", "smoothed_loss", "score"]
+    assert list(frame.columns) == [
+        "value",
+        "loss",
+        "threshold",
+        "anomaly",
+        "kind",
+        "smoothed_loss",
+        "score",
+        "worst",
+        "newest",
+    ]
     assert frame["threshold"].tolist() == expected["threshold"].tolist()
     # windows without a full history, and windows of a history too quiet to matter, get the floor
     assert frame["threshold"].iloc[:20].eq(0.5 * 0.24).all() and frame["threshold"].iloc[20:].gt(0.12).any()
@@ -708,6 +718,16 @@ def test_a_window_flagged_only_by_the_smoothed_losses_before_it_tells_nothing_ne
     )
     assert unknown.anomaly[32:].any() and unknown.anomaly[30:32].all()
     assert known.anomaly.tolist() == [k in (30, 31) for k in range(40)]
+
+
+def test_a_window_whose_own_loss_is_at_the_threshold_is_an_echo():
+    # Two flagged windows (by the smoothed losses), each its own worst reading, so nothing is retold: the second's
+    # own loss is exactly at the threshold, not above, so only the losses before it flagged it; just above, it
+    # tells its own reading.
+    flagged, cause, threshold, newest = np.ones(2, dtype=bool), np.arange(2), np.full(2, 0.5), np.zeros(2)
+    at, above = np.array([0.9, 0.5]), np.array([0.9, np.nextafter(0.5, 1.0)])
+    assert told.kept(flagged, cause, 4, flagged, at, threshold, newest).tolist() == [True, False]
+    assert told.kept(flagged, cause, 4, flagged, above, threshold, newest).tolist() == [True, True]
 
 
 def test_a_smoothed_loss_at_the_dynamic_threshold_is_not_over_it():
@@ -770,7 +790,7 @@ def test_no_windows_give_an_empty_frame_with_the_columns_and_types_of_a_full_one
     assert empty.empty and list(empty.columns) == list(full.columns)
     numbers = full.columns.drop("kind")  # (pandas infers a string type for kind only when there are strings)
     assert empty[numbers].dtypes.to_dict() == full[numbers].dtypes.to_dict()
-    assert list(full.columns[:5]) == COLUMNS[:5] and full.columns[-1] == "score"
+    assert list(full.columns[:5]) == COLUMNS[:5] and list(full.columns[-3:]) == ["score", "worst", "newest"]
 
 
 @pytest.mark.parametrize(
@@ -1048,7 +1068,7 @@ def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tup
         zeros,
         np.ones((1, len(values))),
         np.where(window_end, np.arange(len(values)), -1),
-        np.full((1, len(values)), np.nan),
+        detect.no_blame(len(values))[None, :],
         chosen,
         np.array([0]),
         np.array([len(values) - 1]),

@@ -413,7 +413,14 @@ def test_tuning_decides_the_current_ratio_as_the_scorer_did(scored):
     assert evaluated.returncode == 0, evaluated.stderr
     with open(out / "summary.csv", newline="") as handle:
         stored = next(row for row in csv.DictReader(handle) if row["sensor"] == LABELLED)
-    before = {name: float(line.split(f"{name} ")[1].split(" -> ")[0]) for name in ("event F1", "false alarms/week")}
-    assert before == pytest.approx(
-        {"event F1": float(stored["event_f1"]), "false alarms/week": float(stored["false_alarms_per_week"])}, abs=0.01
-    ), (line, stored)
+    names = {
+        "event recall": "event_recall",
+        "event precision": "event_precision",
+        "event F1": "event_f1",
+        "false alarms/week": "false_alarms_per_week",
+    }
+    before = {name: float(line.split(f"{name} ")[1].split(" -> ")[0]) for name in names}
+    assert before == pytest.approx({name: float(stored[column]) for name, column in names.items()}, abs=0.01), (
+        line,
+        stored,
+    )

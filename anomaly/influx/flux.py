@@ -39,7 +39,6 @@ from anomaly.influx.flux_text import (
     flux_scores,
     flux_sensors,
     params_option,
-    score_columns,
     sensor_params,
 )
 from anomaly.influx.influxql import influxql_deletes, parse_influxql
@@ -160,7 +159,7 @@ class Flux(Database):
         self, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp
     ) -> dict[str, pd.DataFrame]:
         frame = self._chunk(flux_scores, sensor_ids, start=start, stop=stop, measurement=self.schema.output_measurement)
-        return frames_by_tag(frame, self.schema.sensor_tag, score_columns(self.schema))
+        return frames_by_tag(frame, self.schema.sensor_tag, self.schema.score_fields)
 
     def delete_scores(self, ranges: Mapping[str, Sequence[tuple[pd.Timestamp, pd.Timestamp]]]) -> None:
         """InfluxQL's DELETE on the v1 API, which InfluxDB 2.x takes from a token that may write the bucket (each

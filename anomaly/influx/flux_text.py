@@ -192,13 +192,8 @@ def flux_missing_counts(schema: Schema, sensors: int) -> str:
     )
 
 
-def score_columns(schema: Schema) -> list[str]:
-    """The fields ``read_scores`` reads back, in its frames' column order."""
-    return ["loss", "threshold", "anomaly", schema.field, "score"]
-
-
 def flux_scores(schema: Schema, sensors: int) -> str:
-    fields = [flux_string(f) for f in score_columns(schema)]
+    fields = [flux_string(f) for f in schema.score_fields]
     return _flux_query(
         schema,
         f"filter(fn: (r) => {_any_of('r._field', fields)})",

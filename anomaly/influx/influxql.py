@@ -138,7 +138,7 @@ def influxql_missing_counts(schema: Schema, sensor_ids: Sequence[str], since: pd
 
 def influxql_scores(schema: Schema, sensor_ids: Sequence[str], start: pd.Timestamp, stop: pd.Timestamp) -> str:
     return (
-        f'SELECT "loss", "threshold", "anomaly", {influxql_ident(schema.field)}, "score" '
+        f"SELECT {', '.join(influxql_ident(f) for f in schema.score_fields)} "
         f"FROM {influxql_ident(schema.output_measurement)} "
         f"WHERE {_influxql_filters(schema, sensor_ids, start, stop, with_where=False)} "
         f"GROUP BY {influxql_ident(schema.sensor_tag)}"
