@@ -25,6 +25,7 @@ from anomaly import detect, runs, settings, store, thresholds, times, told
 from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import series_head, series_lines
 from anomaly.metadata import ArtifactError, ModelMetadata
+from anomaly.scores import Scores
 from anomaly.settings import Schema
 
 
@@ -277,7 +278,7 @@ def decide(
     first: pd.Timestamp,
     last: pd.Timestamp,
     blame: np.ndarray | None = None,
-) -> detect.Scores:
+) -> Scores:
     """The sensor's scores for the window ends in [first, last] (detect.decide; ``blame``: its windows'
     losses.BLAME)."""
     decided_in = context(prepared, rules, interval, first, last)
@@ -285,7 +286,7 @@ def decide(
 
 
 def without_windows(
-    scores: detect.Scores, first: pd.Timestamp, last: pd.Timestamp, interval: pd.Timedelta
+    scores: Scores, first: pd.Timestamp, last: pd.Timestamp, interval: pd.Timedelta
 ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """The runs of window ends in [first, last] at which ``scores`` holds no window: no point (a window across
     a long gap, too little history) or a point without a loss (an interval without readings). (first, last)
@@ -295,9 +296,7 @@ def without_windows(
     return [(grid[a], grid[b]) for a, b in runs.runs(~grid.isin(windows))]
 
 
-def score_lines(
-    heads: Sequence[str], scored: Sequence[detect.Scores], schema: Schema, detector: str = "lstm"
-) -> list[str]:
+def score_lines(heads: Sequence[str], scored: Sequence[Scores], schema: Schema, detector: str = "lstm") -> list[str]:
     """One point per window of each sensor's scores (``heads``: each sensor's score_head), sensor by sensor, each
     in time order (a written prefix never leaves a gap behind it). A window carries every field; a point
     without a reading has no value, loss, smoothed loss, score or blame (a non-finite float is left out), nor has

@@ -3,7 +3,7 @@
 A tick scores thousands of sensors, and doing per sensor in pandas what model_predict.prepare and
 detect.decide do cost more than the database. ``Chunk.of`` places a chunk's readings on one grid (one row
 per sensor), ``windows`` cuts every sensor's windows from it, and ``decide`` applies the rules to all of
-them at once (anomaly.grid_rules). Each sensor gets the windows and the detect.Scores that
+them at once (anomaly.grid_rules). Each sensor gets the windows and the scores.Scores that
 model_predict.prepare and model_predict.decide give it alone. A sensor whose readings need repairs or gap
 filling is not in ``rows``: model_predict does it alone.
 """
@@ -23,6 +23,7 @@ from anomaly import detect, grid_rules, thresholds, told
 from anomaly.influx.readings import Readings
 from anomaly.losses import BLAME
 from anomaly.metadata import ModelMetadata
+from anomaly.scores import Scores, no_blame
 
 # Cells of the [sensors, grid] arrays decided at once: a dozen arrays of 16 MB at most.
 DECIDE_CELLS = 2_000_000
@@ -105,7 +106,7 @@ class Chunk:
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
         blames: list[np.ndarray],
-    ) -> list[Callable[[], detect.Scores]]:
+    ) -> list[Callable[[], Scores]]:
         """Each sensor's scores for its due range [first, last] (model_predict.decide's), from its windows'
         ends (grid positions, sorted), finite losses and losses.BLAME; all under one policy
         (grid_rules.GridRules.of).
@@ -133,7 +134,7 @@ class Chunk:
         rules: list[detect.Rules],
         dues: list[tuple[pd.Timestamp, pd.Timestamp]],
         blames: list[np.ndarray],
-    ) -> list[Callable[[], detect.Scores]]:
+    ) -> list[Callable[[], Scores]]:
         chosen = grid_rules.GridRules.of(rules)
         values = self.values[[self.rows[s] for s in sensor_ids]]
         shape = values.shape
@@ -144,7 +145,7 @@ class Chunk:
         dtype = np.result_type(*[np.asarray(x).dtype for x in losses]) if losses else np.float32
         loss = np.full(shape, np.nan, dtype=dtype)
         loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
-        blame = detect.no_blame(values.size).reshape(shape)
+        blame = no_blame(values.size).reshape(shape)
         blame[row, end] = np.concatenate([np.empty(0, BLAME), *blames])
         cause = np.full(shape, -1, dtype=np.int64)
         cause[row, end] = end - (chosen.window[row] - 1) + blame["worst"][row, end]
@@ -222,12 +223,12 @@ def _points(
     return row, np.concatenate([np.empty(0, np.int64), *times]), np.concatenate([np.empty(0), *values]), usable
 
 
-def _given(scores: detect.Scores) -> detect.Scores:
+def _given(scores: Scores) -> Scores:
     """A sensor decided with its chunk: its call only hands its scores over."""
     return scores
 
 
-def _not_finite() -> detect.Scores:
+def _not_finite() -> Scores:
     """A sensor whose losses are not all finite, under a dynamic threshold: it fails alone, as it does
     decided by itself (thresholds ranks finite losses only)."""
     raise ValueError("losses must be finite; leave out windows without a loss")

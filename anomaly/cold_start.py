@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 import clean
-from anomaly import calibration, detect, times
+from anomaly import calibration, times
 from anomaly.errors import ConfigError
+from anomaly.scores import Scores
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def robust_scores(
     period: int,
     budget: float = 0.0,
     ratio: float = 1.0,
-) -> detect.Scores:
+) -> Scores:
     """The cold-start detector, for a sensor with no model yet: each reading in [first, last] against the
     median and MAD of the readings at the same time of day (that interval and its two neighbours) on the
     days within ``history`` intervals before it, so a daily cycle is not mistaken for an outlier.
@@ -201,7 +202,7 @@ def robust_scores(
     due, losses = robust_losses(series, history, min_history, first, last, period)
     thresholds = ratio * day_thresholds(series, due, history, min_history, z, budget, period)
     anomaly = losses > thresholds
-    return detect.Scores(
+    return Scores(
         ends=series.index[due],
         value=series.to_numpy(dtype="float64")[due],
         loss=losses,
@@ -219,7 +220,7 @@ def cold_scores(
     ratio: float,
     first: pd.Timestamp,
     last: pd.Timestamp,
-) -> detect.Scores:
+) -> Scores:
     """A sensor with no model yet, from its readings as read over ``read`` (from ``cold.reach`` before
     ``first``)."""
     return robust_scores(

@@ -16,6 +16,7 @@ import numpy as np
 
 import clean
 from anomaly import detect, told
+from anomaly.scores import Scores
 
 NONE, SHAPE, LEVEL, FLATLINE, MISSING = range(5)
 KINDS = ("none", "shape", "level", "flatline", "missing")
@@ -66,7 +67,7 @@ class GridRules:
 @dataclass(frozen=True)
 class GridScores:
     """The decisions of a chunk, [S, G] each: ``point`` where a point is written (a window or an interval
-    reported missing, in the sensor's due range), the rest as detect.Scores holds them."""
+    reported missing, in the sensor's due range), the rest as Scores holds them."""
 
     point: np.ndarray
     value: np.ndarray
@@ -77,8 +78,8 @@ class GridScores:
     kind: np.ndarray
     blame: np.ndarray
 
-    def scores(self, grid, kinds: np.ndarray, smoothed: bool) -> list[detect.Scores]:
-        """Each row as the detect.Scores detect.decide gives its sensor (``kinds``: GridRules.kinds; ``smoothed``:
+    def scores(self, grid, kinds: np.ndarray, smoothed: bool) -> list[Scores]:
+        """Each row as the Scores detect.decide gives its sensor (``kinds``: GridRules.kinds; ``smoothed``:
         under a dynamic threshold, which keeps the smoothed loss). Taken out of the grid at once and sliced per
         row: thousands of rows indexed one by one cost more than the rules."""
         row, at = np.nonzero(self.point)
@@ -88,7 +89,7 @@ class GridScores:
         anomaly, kind, blame = self.anomaly[row, at], kinds[self.kind[row, at]], self.blame[row, at]
         compared = self.compared[row, at] if smoothed else None
         return [
-            detect.Scores(
+            Scores(
                 ends=ends[a:b],
                 value=value[a:b],
                 loss=loss[a:b],
@@ -125,7 +126,7 @@ def decide(
     compared, threshold : [S, G], what the threshold rule compares (the loss, or the smoothed loss) and the
         threshold it compares it with
     cause : [S, G] int, the grid position of each window's worst reconstructed reading
-    blame : [S, G] losses.BLAME, each window's (detect.no_blame where there is none)
+    blame : [S, G] losses.BLAME, each window's (no_blame where there is none)
     first, last : [S] int, each sensor's due range as grid positions (the windows before it are history)
     rearm : detect.LEVEL_REARM in intervals
     """

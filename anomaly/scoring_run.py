@@ -19,6 +19,7 @@ from anomaly import cold_start, detect, loss_memory, losses, times
 from anomaly.chunk import Chunk, Cut
 from anomaly.gathering import Gathered, Gatherer
 from anomaly.predict_settings import PredictSettings
+from anomaly.scores import Scores
 from influx_interact import Database
 from model_predict import SensorModel
 
@@ -47,7 +48,7 @@ class Run:
         self.common = settings.common
         self.db = db
         self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
-        self.scored: dict[str, detect.Scores] = {}
+        self.scored: dict[str, Scores] = {}
         self.pending = pending
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
         self.gathering = Gatherer(settings, db, pending)
@@ -195,11 +196,11 @@ class Run:
         found: dict[str, tuple[np.ndarray, np.ndarray]],
         rules: dict[str, detect.Rules],
         due: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
-    ) -> dict[str, Callable[[], detect.Scores]]:
+    ) -> dict[str, Callable[[], Scores]]:
         """How each sensor's scores are made: the sensors on the chunk's grid decided at once (Chunk.decide),
         the others alone (model_predict.decide)."""
         together = [s for s, w in windows.items() if isinstance(w, Cut)]
-        out: dict[str, Callable[[], detect.Scores]] = {}
+        out: dict[str, Callable[[], Scores]] = {}
         if together:
             try:
                 decided = chunk.decide(
@@ -225,10 +226,10 @@ class Run:
     def decide(
         self,
         sensor_id: str,
-        scoring: Callable[[], detect.Scores],
+        scoring: Callable[[], Scores],
         due: tuple[pd.Timestamp, pd.Timestamp],
         detector: str = "lstm",
-    ) -> tuple[str, detect.Scores] | None:
+    ) -> tuple[str, Scores] | None:
         """A sensor's score_head and scores inside its error boundary (None: it failed, and is logged and
         counted); logs its one line."""
         try:
@@ -254,7 +255,7 @@ class Run:
         self.record(sensor_id, scores, "windows" if detector == "lstm" else "readings (no model yet: robust detector)")
         return head, scores
 
-    def lines(self, decided: Mapping[str, tuple[str, detect.Scores] | None], detector: str) -> list[str]:
+    def lines(self, decided: Mapping[str, tuple[str, Scores] | None], detector: str) -> list[str]:
         """The lines of the sensors decided (a failed one has none), all at once; a backfill that writes keeps
         those without a loss to write again after its deletes (clear_stale)."""
         done = [d for d in decided.values() if d is not None]
@@ -291,7 +292,7 @@ class Run:
             decided[sensor_id] = self.decide(sensor_id, scoring, (first, last), detector="robust")
         return self.lines(decided, "robust")
 
-    def record(self, sensor_id: str, scores: detect.Scores, what: str) -> None:
+    def record(self, sensor_id: str, scores: Scores, what: str) -> None:
         """Keep a sensor's scores for the events, count them, and log its one line, with the threshold its newest
         window was compared with (dynamic, or the cold-start detector's of the day, times the ratio)."""
         self.scored[sensor_id] = scores

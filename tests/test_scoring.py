@@ -20,6 +20,7 @@ from anomaly.chunk import Chunk
 from anomaly.influx.readings import Readings
 from anomaly.losses import BLAME, reconstruction_loss
 from anomaly.metadata import ModelMetadata
+from anomaly.scores import Scores, no_blame
 from model_predict import SensorModel, windows_to_score
 
 NOW = pd.Timestamp("2026-01-15T10:07:00Z")
@@ -386,7 +387,7 @@ def test_without_windows_gives_the_runs_of_ends_a_backfill_wrote_no_window_at(po
     n = len(at)
     loss = np.array([0.1 if points[i] == "w" else np.nan for i in at])
     no = np.zeros(n, dtype=bool)
-    scores = detect.Scores(T[at], np.zeros(n), loss, np.ones(n), no, np.full(n, "none", dtype=object))
+    scores = Scores(T[at], np.zeros(n), loss, np.ones(n), no, np.full(n, "none", dtype=object))
     ranges = model_predict.without_windows(scores, T[0], T[-1], Q)
     assert ranges == [(T[a], T[b]) for a, b in expected]
 
@@ -395,7 +396,7 @@ def test_score_lines_one_point_per_window_in_time_order():
     from anomaly.settings import Schema
 
     index = pd.date_range("2026-01-01", periods=2, freq="15min", tz="UTC")
-    scores = detect.Scores(
+    scores = Scores(
         ends=index,
         value=np.array([1.5, np.nan]),
         loss=np.array([0.1, np.nan]),
@@ -417,7 +418,7 @@ def test_score_lines_carry_the_flag_and_the_smoothed_loss_of_a_dynamic_threshold
     from anomaly.settings import Schema
 
     index = pd.date_range("2026-01-01", periods=1, freq="15min", tz="UTC")
-    scores = detect.Scores(
+    scores = Scores(
         ends=index,
         value=np.array([1.5]),
         loss=np.array([0.9]),
@@ -441,9 +442,9 @@ def test_score_lines_of_several_sensors_are_each_sensors_lines_in_turn():
 
     index = pd.date_range("2026-01-01", periods=3, freq="15min", tz="UTC")
 
-    def scores(at: slice, loss: list[float], kinds: list[str], unit: str = "ns") -> detect.Scores:
+    def scores(at: slice, loss: list[float], kinds: list[str], unit: str = "ns") -> Scores:
         n = len(loss)
-        return detect.Scores(
+        return Scores(
             ends=index[at].as_unit(unit),
             value=np.arange(n, dtype="float64"),
             loss=np.array(loss, dtype="float32"),
@@ -1049,7 +1050,7 @@ def test_deciding_between_two_times_gives_the_rows_of_the_whole_frame_between_th
     assert whole["anomaly"].any() and (whole["kind"] == "missing").any() and whole["value"].notna().any()
 
 
-def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tuple[detect.Scores, detect.Scores]:
+def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tuple[Scores, Scores]:
     """One sensor's readings [G] decided by grid_rules.decide and by detect.decide, every window (of 4, zero
     loss, under a threshold of 1) due: only the level rule can flag."""
     grid = pd.date_range("2026-01-01", periods=len(values), freq=Q, tz="UTC")
@@ -1068,7 +1069,7 @@ def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tup
         zeros,
         np.ones((1, len(values))),
         np.where(window_end, np.arange(len(values)), -1),
-        detect.no_blame(len(values))[None, :],
+        no_blame(len(values))[None, :],
         chosen,
         np.array([0]),
         np.array([len(values) - 1]),

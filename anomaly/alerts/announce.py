@@ -31,9 +31,9 @@ from anomaly.alerts.resume import (
 )
 from anomaly.alerts.state import dump_state, load_state
 from anomaly.alerts.webhook import NotifyError, post, url_problem
-from anomaly.detect import Scores
 from anomaly.errors import ConfigError
 from anomaly.files import check_writable, write_atomic
+from anomaly.scores import Scores
 from anomaly.settings import Common
 from anomaly.times import parse_duration
 
@@ -261,7 +261,7 @@ def announce(
     """Turn this run's flags into events: annotations and incidents in InfluxDB, messages to the webhook;
     and its intervals without readings into outages: annotations only, never an incident or a message.
 
-    ``scored``: sensor id -> the run's scores (detect.Scores: window ends, ``loss``, ``threshold``,
+    ``scored``: sensor id -> the run's scores (scores.Scores: window ends, ``loss``, ``threshold``,
     ``anomaly``, ``kind``); ``max_catchup`` bounds how far back group tags are read; failed sends are
     counted in ``counts["notifications_failed"]``. The state file remembers ongoing events and outages and
     what was sent, so an event or an outage that lasts several runs stays one and nothing is sent twice.

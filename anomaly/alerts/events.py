@@ -1,7 +1,7 @@
 """Events: runs of consecutive flagged windows of one sensor, the unit that is annotated and announced; and
 outages: runs of consecutive intervals of one sensor without readings, annotated and never announced.
 
-Pure: a sensor's scores (detect.Scores, or a frame of them) in, Event objects out. See docs/alerts.md for
+Pure: a sensor's scores (scores.Scores, or a frame of them) in, Event objects out. See docs/alerts.md for
 what makes two windows one event.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from anomaly.detect import Scores
 from anomaly.runs import runs
+from anomaly.scores import Scores
 
 # An event's kind: a run of flagged windows, or an outage (a run of intervals without readings, the points
 # the scorer wrote with kind ``missing`` and anomaly=false).
@@ -64,7 +64,7 @@ def check_interval(interval: pd.Timedelta) -> pd.Timedelta:
 
 
 def as_scores(scores: pd.DataFrame | Scores, kind: bool = False) -> Scores:
-    """``scores`` as detect.Scores: a frame is checked, sorted and put in UTC (a missing ``anomaly`` counts as
+    """``scores`` as Scores: a frame is checked, sorted and put in UTC (a missing ``anomaly`` counts as
     False); Scores, as the scorer decides them (window ends sorted, unique, UTC), are taken as they are."""
     if isinstance(scores, Scores):
         return scores
