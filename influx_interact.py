@@ -24,8 +24,9 @@ from typing import ClassVar, TypeVar, cast
 import pandas as pd
 import urllib3
 
+from anomaly.connection import Connection
 from anomaly.influx.line_protocol import line_protocol
-from anomaly.settings import Connection, Schema
+from anomaly.settings import Schema
 
 logger = logging.getLogger(__name__)
 

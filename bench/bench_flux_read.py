@@ -64,8 +64,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import influx_interact  # noqa: E402
+from anomaly.connection import Connection  # noqa: E402
 from anomaly.influx import flux_csv, flux_text  # noqa: E402
-from anomaly.settings import Connection, Schema  # noqa: E402
+from anomaly.settings import Schema  # noqa: E402
 from tools.fake_influx2 import BUCKET, ORG, TOKEN, FakeInflux2  # noqa: E402
 
 logger = logging.getLogger("bench_flux_read")

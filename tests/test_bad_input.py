@@ -26,9 +26,10 @@ import pytest
 from conftest import rows, run_job, tiny_training
 
 from anomaly import labels
+from anomaly.connection import Connection
 from anomaly.influx.influxql import influxql_string, parse_influxql
 from anomaly.influx.line_protocol import line_protocol
-from anomaly.settings import Connection, Schema
+from anomaly.settings import Schema
 from influx_interact import InfluxError, connect
 from tools import local_influxd, sensor_data
 

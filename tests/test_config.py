@@ -12,6 +12,7 @@ import pytest
 
 import model_predict
 from anomaly import logs, sensor_config, settings, times
+from anomaly.connection import Connection, connection_from_args
 from anomaly.errors import ConfigError
 
 NOW = pd.Timestamp("2026-03-01T12:00:00Z")
@@ -209,7 +210,7 @@ def build_parser(monkeypatch):
 
 
 def connection(build_parser, argv):
-    return settings.connection_from_args(build_parser().parse_args(argv))
+    return connection_from_args(build_parser().parse_args(argv))
 
 
 def test_connection_influxql(build_parser):
@@ -228,7 +229,7 @@ def test_connection_influxql(build_parser):
             "2m",
         ],
     )
-    assert conn == settings.Connection(
+    assert conn == Connection(
         url="http://db.example:8086", api="auto", database="sensors", username="u", password="s3cret", timeout_s=120.0
     )
     assert "s3cret" not in repr(conn)
@@ -241,7 +242,7 @@ def test_connection_defaults_come_from_environment_at_build_time(build_parser, m
     monkeypatch.setenv("INFLUX_BUCKET", "env-bucket")
     parser = build_parser()
     monkeypatch.setenv("INFLUX_BUCKET", "too-late")
-    conn = settings.connection_from_args(parser.parse_args(["--api", "flux"]))
+    conn = connection_from_args(parser.parse_args(["--api", "flux"]))
     assert (conn.url, conn.api, conn.token, conn.org, conn.bucket) == (
         "https://cloud.example",
         "flux",
@@ -250,7 +251,7 @@ def test_connection_defaults_come_from_environment_at_build_time(build_parser, m
         "env-bucket",
     )
     assert "tok" not in repr(conn)
-    flag = settings.connection_from_args(parser.parse_args(["--api", "flux", "--bucket", "flag-bucket"]))
+    flag = connection_from_args(parser.parse_args(["--api", "flux", "--bucket", "flag-bucket"]))
     assert flag.bucket == "flag-bucket"
 
 

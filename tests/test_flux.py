@@ -25,12 +25,13 @@ import pytest
 from conftest import run_job
 
 import influx_interact
+from anomaly.connection import Connection
 from anomaly.influx.flux import Flux
 from anomaly.influx.flux_csv import FluxAnswerError, flux_error_is_transient, flux_frame, frames_by_tag, series_by_tag
 from anomaly.influx.flux_text import flux_string
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
-from anomaly.settings import Connection, Schema
+from anomaly.settings import Schema
 from influx_interact import Database, InfluxError, dialect_for_routes, dialect_for_version
 from tools.fake_influx2 import BUCKET, EMPTY_CSV, ORG, TOKEN, V2_ROUTES, FakeInflux2
 

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 import influx_interact
+from anomaly.connection import Connection
 from anomaly.influx.influxql import InfluxQL
 from anomaly.influx.line_protocol import line_protocol
-from anomaly.settings import Connection, Schema
+from anomaly.settings import Schema
 from influx_interact import InfluxError
 from tools import local_influxd
 

@@ -30,10 +30,11 @@ from anomaly.alerts.payloads import Context, message, payload
 from anomaly.alerts.resume import mark_announced, outbox_events, resume, tracked_events, unannounced, with_outbox
 from anomaly.alerts.state import dump_state, load_state, new_state
 from anomaly.alerts.webhook import NotifyError, post, redact_url, url_problem
+from anomaly.connection import Connection
 from anomaly.errors import ConfigError
 from anomaly.influx.line_protocol import line_protocol
 from anomaly.sensor_config import SensorConfig
-from anomaly.settings import Common, Connection, Schema
+from anomaly.settings import Common, Schema
 from anomaly.times import format_time
 from tools import local_influxd
 

@@ -24,8 +24,9 @@ from conftest import run_job
 import influx_interact
 import sensor_plot
 from anomaly import plot, review, store
+from anomaly.connection import Connection
 from anomaly.errors import ConfigError
-from anomaly.settings import Connection, Schema
+from anomaly.settings import Schema
 from tools import local_influxd, sensor_data
 
 INTERVAL = pd.Timedelta(minutes=15)

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 import influx_interact
-from anomaly.settings import Connection, Schema
+from anomaly.connection import Connection
+from anomaly.settings import Schema
 from influx_interact import InfluxError
 
 

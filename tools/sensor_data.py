@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         label=args.label,
     )
     if args.bucket:
-        from anomaly.settings import Connection, Schema
+        from anomaly.connection import Connection
+        from anomaly.settings import Schema
         from influx_interact import InfluxError, connect
 
         connection = Connection(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import urllib3
 
+from anomaly.connection import Connection
 from anomaly.influx.flux_csv import (
     FluxAnswerError,
     flux_error_is_transient,
@@ -42,7 +43,7 @@ from anomaly.influx.flux_text import (
     sensor_params,
 )
 from anomaly.influx.influxql import influxql_deletes, parse_influxql
-from anomaly.settings import Connection, Schema
+from anomaly.settings import Schema
 from influx_interact import MISSING, Database, InfluxError
 
 if TYPE_CHECKING:
