@@ -321,10 +321,10 @@ def test_compose_chronograf_and_app_use_what_influxdb_was_set_up_with():
 
 
 def test_compose_app_names_only_variables_the_jobs_read():
-    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "anomaly" / "settings.py").read_text(encoding="utf-8")))
+    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "anomaly" / "connection.py").read_text(encoding="utf-8")))
     influx = {name for name in environment(compose()["services"]["app"]) if name.startswith("INFLUX_")}
     assert {"INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET"} <= influx
-    assert influx <= read, f"anomaly/settings.py reads none of {sorted(influx - read)}"
+    assert influx <= read, f"anomaly/connection.py reads none of {sorted(influx - read)}"
 
 
 def test_compose_app_is_built_here_and_keeps_models_and_state_in_the_image_volumes():
@@ -614,8 +614,8 @@ def test_crontab_lines(job_env):
 def test_env_example_documents_what_the_jobs_and_compose_read():
     text = (DEPLOY / "env.example").read_text(encoding="utf-8")
     documented = documented_variables()
-    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "anomaly" / "settings.py").read_text(encoding="utf-8")))
-    assert read, "found no env(...) in anomaly/settings.py; the test would check nothing"
+    read = set(re.findall(r'env\("([A-Z_]+)"', (ROOT / "anomaly" / "connection.py").read_text(encoding="utf-8")))
+    assert read, "found no env(...) in anomaly/connection.py; the test would check nothing"
     assert read <= documented, f"not in env.example: {sorted(read - documented)}"
     unknown = documented - read - {name for name, _, _ in compose_variables()}
     assert not unknown, f"env.example names variables nothing reads: {sorted(unknown)}"
