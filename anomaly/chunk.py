@@ -147,8 +147,6 @@ class Chunk:
         loss[row, end] = np.concatenate([np.empty(0, dtype), *losses])
         blame = no_blame(values.size).reshape(shape)
         blame[row, end] = np.concatenate([np.empty(0, BLAME), *blames])
-        cause = np.full(shape, -1, dtype=np.int64)
-        cause[row, end] = end - (chosen.window[row] - 1) + blame["worst"][row, end]
         first, last = self.positions(dues)
         history = rules[0].dynamic_history if rules else None
         finite = [bool(np.isfinite(x).all()) for x in losses]
@@ -164,7 +162,6 @@ class Chunk:
             loss,
             compared,
             threshold,
-            cause,
             blame,
             chosen,
             first,

@@ -162,21 +162,15 @@ def told_once(window: int, kind: str) -> Detector:
         if scores.cause is None or not scores.anomaly.any():
             return scores
         at = runs.grid_positions(scores.ends, context.interval)
-
-        def placed(values: np.ndarray, fill: object) -> np.ndarray:
-            grid = np.full(at[-1] + 1, fill, dtype=np.asarray(values).dtype)
-            grid[at] = values
-            return grid
-
         newest = np.full(len(at), np.nan) if scores.blame is None else scores.blame["newest"].astype("float64")
         anomaly = told.kept(
-            placed(scores.anomaly, False),
-            placed(scores.cause, -1),
+            runs.on_grid(scores.anomaly, at, False),
+            runs.on_grid(scores.cause, at, -1),
             window,
-            placed(scores.kind == kind, False),
-            placed(scores.loss.astype("float64"), np.nan),
-            placed(scores.threshold, np.nan),
-            placed(newest, np.nan),
+            runs.on_grid(scores.kind == kind, at, False),
+            runs.on_grid(scores.loss.astype("float64"), at, np.nan),
+            runs.on_grid(scores.threshold, at, np.nan),
+            runs.on_grid(newest, at, np.nan),
         )[at]
         return replace(scores, anomaly=anomaly, kind=np.where(anomaly, scores.kind, "none"))
 

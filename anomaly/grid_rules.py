@@ -109,7 +109,6 @@ def decide(
     loss: np.ndarray,
     compared: np.ndarray,
     threshold: np.ndarray,
-    cause: np.ndarray,
     blame: np.ndarray,
     rules: GridRules,
     first: np.ndarray,
@@ -125,8 +124,8 @@ def decide(
     loss : [S, G], each window's loss in the engine's dtype (NaN elsewhere)
     compared, threshold : [S, G], what the threshold rule compares (the loss, or the smoothed loss) and the
         threshold it compares it with
-    cause : [S, G] int, the grid position of each window's worst reconstructed reading
-    blame : [S, G] losses.BLAME, each window's (no_blame where there is none)
+    blame : [S, G] losses.BLAME, each window's (no_blame where there is none): the grid position of its worst
+        reconstructed reading is what a shape flag is about (told.py)
     first, last : [S] int, each sensor's due range as grid positions (the windows before it are history)
     rearm : detect.LEVEL_REARM in intervals
     """
@@ -134,6 +133,7 @@ def decide(
     # As detect compares: a float32 loss with a float32 threshold.
     anomaly = window_end & (compared > threshold.astype(compared.dtype))
     kind = np.where(anomaly, SHAPE, NONE).astype(np.int8)
+    cause = np.where(window_end, position - (rules.window[:, None] - 1) + blame["worst"], -1)
     anomaly, kind, cause = _level(values, window_end, anomaly, kind, cause, rules, position, rearm)
     if rules.min_consecutive > 1:
         anomaly = clean.run_lengths(anomaly) >= rules.min_consecutive

@@ -36,12 +36,17 @@ def persistent(ends: pd.DatetimeIndex, above: np.ndarray, min_consecutive: int, 
     if min_consecutive <= 1 or not len(above):
         return above
     at = grid_positions(ends, interval)
-    grid = np.zeros(at[-1] + 1, dtype=bool)
-    grid[at] = above
-    return clean.run_lengths(grid)[at] >= min_consecutive
+    return clean.run_lengths(on_grid(above, at, False))[at] >= min_consecutive
 
 
 def grid_positions(ends: pd.DatetimeIndex, interval: pd.Timedelta) -> np.ndarray:
     """Each window end's position on the interval grid from the first (``ends`` lie on it, sorted)."""
     times = ends.as_unit("ns").asi8
     return (times - times[0]) // pd.Timedelta(interval).value
+
+
+def on_grid(values: np.ndarray, at: np.ndarray, fill: object) -> np.ndarray:
+    """``values`` placed at their grid positions ``at`` (grid_positions), ``fill`` in the intervals between."""
+    grid = np.full(at[-1] + 1, fill, dtype=np.asarray(values).dtype)
+    grid[at] = values
+    return grid

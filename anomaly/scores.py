@@ -85,7 +85,8 @@ class Scores:
 
 
 def no_blame(n: int) -> np.ndarray:
-    """The blame of ``n`` points without a window, or of windows whose blame is not known."""
+    """The blame of ``n`` points without a window: no worst reading (-1), no newest error. Not a blame to
+    decide a window with (detect.decide takes None for an unknown one); written, it leaves both fields out."""
     blame = np.empty(n, dtype=BLAME)
     blame["worst"], blame["newest"] = -1, np.nan
     return blame

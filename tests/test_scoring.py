@@ -1061,6 +1061,9 @@ def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tup
     window_end = np.zeros((1, len(values)), dtype=bool)
     window_end[0, 3:] = True
     zeros = np.where(window_end, 0.0, np.nan)
+    # Each window's worst reading its newest, none off by itself: what detect.decide assumes without a blame.
+    unknown = no_blame(len(values))
+    unknown["worst"] = rules.window - 1
     chosen = grid_rules.GridRules.of([rules])
     together = grid_rules.decide(
         values[None, :],
@@ -1068,8 +1071,7 @@ def level_rule_on_grid_and_alone(values: np.ndarray, rules: detect.Rules) -> tup
         zeros,
         zeros,
         np.ones((1, len(values))),
-        np.where(window_end, np.arange(len(values)), -1),
-        no_blame(len(values))[None, :],
+        unknown[None, :],
         chosen,
         np.array([0]),
         np.array([len(values) - 1]),
