@@ -122,7 +122,9 @@ def run(settings: PredictSettings, db: Database) -> runner.Outcome:
     counts = job.counts
     if not settings.dry_run:
         try:
-            alerts.announce(db, settings.alerts, common, settings.schedule.max_catchup, job.scored, counts)
+            alerts.announce(
+                db, settings.alerts, common, settings.schedule.max_catchup, job.scored, job.window_of, counts
+            )
         except (OSError, InfluxError):
             # The scores are written; only their events, incidents or messages are missing.
             logger.exception(

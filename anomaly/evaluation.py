@@ -22,9 +22,11 @@ Metric definitions (the README repeats them):
   ``events_unscored``): nothing could have flagged them.
 - **Detection delay** of a detected event = end of the first flagged window in its detection span -
   event start. Mean and max over detected events, in minutes.
-- A **flag run** is a run of flagged windows whose ends are consecutive (one interval apart, no
-  unflagged or unscored window between). A run **detects** when one of its windows ends in some
-  event's detection span; otherwise it is a **false alarm**. Event precision = detecting runs / all
+- A **flag run** is a run of flagged windows whose windows share a reading: ends at most window-1
+  intervals apart (one apart when window is 1 or 2), as sensor_predict.py joins flags into events
+  (told.joined_within: a reading is told once, so one anomaly's flags may lie a few windows apart). A run
+  **detects** when one of its windows ends in some event's detection span; otherwise it is a **false
+  alarm**. Event precision = detecting runs / all
   runs; event F1 = harmonic mean of event recall and event precision.
 - **False alarms per week** = false-alarm runs / scored weeks, where scored weeks =
   (last window end - first window end + one interval) / 7 days.
@@ -50,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly.runs import runs
+from anomaly.told import joined_within
 
 WEEK = pd.Timedelta(days=7)
 
@@ -214,7 +217,7 @@ def evaluate(flags: pd.Series, labels: pd.Series, window: int, interval: pd.Time
         if len(hits):
             detected += 1
             delays.append((hits[0] - start) / pd.Timedelta(minutes=1))
-    flag_runs = runs(flagged, ends, interval)
+    flag_runs = runs(flagged, ends, interval, joined_within(window))
     detecting = sum(bool(positive[a : b + 1].any()) for a, b in flag_runs)
     true_positive = int((flagged & positive).sum())
     precision = _ratio(true_positive, int(flagged.sum()))

@@ -49,6 +49,8 @@ class Run:
         self.db = db
         self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
         self.scored: dict[str, Scores] = {}
+        # Each scored sensor's window (1: the cold-start detector), which joins its flags into events.
+        self.window_of: dict[str, int] = {}
         self.pending = pending
         self.due: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
         self.gathering = Gatherer(settings, db, pending)
@@ -142,7 +144,7 @@ class Run:
             return lines
         rules = {s: model_predict.rules_for(models[s], self.common.sensor_config.ratio(s), policy) for s in scored}
         scorings = self.deciders(chunk, windows, found, rules, due)
-        decided = {s: self.decide(s, scorings[s], due[s]) for s in scored if s in scorings}
+        decided = {s: self.decide(s, scorings[s], due[s], rules[s].window) for s in scored if s in scorings}
         return lines + self.lines(decided, "lstm")
 
     def losses(
@@ -228,6 +230,7 @@ class Run:
         sensor_id: str,
         scoring: Callable[[], Scores],
         due: tuple[pd.Timestamp, pd.Timestamp],
+        window: int = 1,
         detector: str = "lstm",
     ) -> tuple[str, Scores] | None:
         """A sensor's score_head and scores inside its error boundary (None: it failed, and is logged and
@@ -253,6 +256,7 @@ class Run:
                 self.counts["no_data"] += 1
             return head, scores
         self.record(sensor_id, scores, "windows" if detector == "lstm" else "readings (no model yet: robust detector)")
+        self.window_of[sensor_id] = window
         return head, scores
 
     def lines(self, decided: Mapping[str, tuple[str, Scores] | None], detector: str) -> list[str]:

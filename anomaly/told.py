@@ -60,3 +60,11 @@ def decided_before(min_consecutive: int, window: Window) -> Window:
     """How many windows before a sensor's first due one are decided with it: a flag is told once, so the
     window - 1 before it, and persistence looks at the K - 1 before each of those. Those before are history."""
     return min_consecutive - 1 + window - 1
+
+
+def joined_within(window: int) -> int:
+    """How many intervals apart two flags of a sensor may be and still be one event: flags whose windows share
+    a reading (ends less than ``window`` intervals apart) are about one stretch of readings, and told once
+    leaves the windows between them unflagged when they only retell a reading. Consecutive flags are always
+    one event."""
+    return max(1, window - 1)

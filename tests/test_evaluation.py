@@ -251,12 +251,21 @@ def test_metrics_of_hand_built_sequences(flag_text, marked, changes):
     assert not wrong, wrong
 
 
-def test_an_unscored_window_breaks_a_run_and_an_event_out_of_range_is_left_out():
-    # window t5 not scored: flags at t4 and t6 are two runs; event at t0 has span t0..t2, first end t3
-    got = evaluate(flags(".x x.", first=3), labels(0, 6), WINDOW, INTERVAL)
-    assert (got.windows, got.flag_runs, got.events, got.events_unscored) == (4, 2, 1, 1)
-    assert (got.events_detected, got.detecting_runs, got.false_alarms) == (1, 1, 1)  # t6 sees event t6; t4 does not
-    assert got.mean_delay_min == 0.0 and got.weeks == pytest.approx(5 * 15 / WEEK_MIN)
+def test_flags_whose_windows_share_no_reading_are_two_runs_and_an_event_out_of_range_is_left_out():
+    # windows t5, t6 not scored: flags at t4 and t7 are two runs (windows t2..t4, t5..t7); event at t0 has span
+    # t0..t2, first end t3
+    got = evaluate(flags(".x  x", first=3), labels(0, 6), WINDOW, INTERVAL)
+    assert (got.windows, got.flag_runs, got.events, got.events_unscored) == (3, 2, 1, 1)
+    assert (got.events_detected, got.detecting_runs, got.false_alarms) == (1, 1, 1)  # t7 sees event t6; t4 does not
+    assert got.mean_delay_min == 15.0 and got.weeks == pytest.approx(5 * 15 / WEEK_MIN)
+
+
+def test_flags_whose_windows_share_a_reading_are_one_run_whatever_lies_between():
+    # t4 and t6 share the reading of t4: one run, even with the window t5 unflagged or not scored (told once
+    # leaves a window that only retells a reading unflagged); t7 shares none with t4 but one with t6
+    for text in (".x.x..", ".x x..", ".x.xx."):
+        assert evaluate(flags(text, first=3), labels(), WINDOW, INTERVAL).flag_runs == 1, text
+    assert evaluate(flags(".x..x.", first=3), labels(), WINDOW, INTERVAL).flag_runs == 2
 
 
 def test_no_scored_window_gives_nan_rates_and_no_weeks():
@@ -326,23 +335,24 @@ def test_flags_for_ratio_refuses_a_bad_threshold_or_ratio(threshold, ratio):
         flags_for_ratio(loss(1.0), threshold, ratio, INTERVAL)
 
 
-#   ends      t2  t3  t4  t5  t6  t7  t8  t9  t10 t11     labels: A = t2..t3 (span t2..t5), B = t9 (span t9..t11)
-TWO_EVENTS = loss(0.5, 3.0, 2.5, 0.5, 1.5, 0.5, 0.5, 2.0, 0.5, 0.5)
-#   ratio 1.0: flags t3 t4 | t6 | t9 -> 3 runs, 1 false alarm, recall 1, precision 2/3, F1 0.8
-#   ratio 1.8 and 1.9: t3 t4 | t9     -> F1 1 (tie: the smaller change from the current ratio wins)
+#   ends      t2  t3  t4  t5  t6  t7  t8  t9  t10 t11     labels: A = t2..t3 (span t2..t5), B = t10 (span t10..t12)
+TWO_EVENTS = loss(0.5, 3.0, 2.5, 0.5, 0.5, 1.5, 0.5, 0.5, 2.0, 0.5)
+#   (flags at most 2 intervals apart, whose windows of 3 share a reading, are one run)
+#   ratio 1.0: flags t3 t4 | t7 | t10 -> 3 runs, 1 false alarm, recall 1, precision 2/3, F1 0.8
+#   ratio 1.8 and 1.9: t3 t4 | t10     -> F1 1 (tie: the smaller change from the current ratio wins)
 #   ratio 2.2: t3 t4                   -> recall 1/2, F1 2/3;    ratio 3.5: nothing -> F1 0
 
 
 def test_tuning_maximises_event_f1_and_ties_go_to_the_smallest_change_from_the_current_ratio():
     # Issue 11: ties went to the largest ratio (1 -> 5 for the same F1, with a longer delay).
-    best, table = tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [3.5, 1.0, 1.8, 1.9, 2.2])
+    best, table = tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 10), WINDOW, INTERVAL, [3.5, 1.0, 1.8, 1.9, 2.2])
     assert best == 1.8
     assert list(table["ratio"]) == [1.0, 1.8, 1.9, 2.2, 3.5]
     assert list(table["event_f1"].round(3)) == [0.8, 1.0, 1.0, 0.667, 0.0]
     assert list(table["false_alarms"]) == [1, 0, 0, 0, 0]
     assert list(table["chosen"]) == [False, True, False, False, False]
     assert (table["rule"] == ratio_choice.BY_LABELS).all()
-    assert tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [1.0, 1.8, 1.9], current=2.5)[0] == 1.9
+    assert tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 10), WINDOW, INTERVAL, [1.0, 1.8, 1.9], current=2.5)[0] == 1.9
 
 
 #   event A = t2..t3 (span t2..t5): ratio 0.8 flags t2 t3 (delay 0), ratio 1.25 flags t3 (delay 15 min); both
@@ -378,7 +388,7 @@ def test_the_preferred_ratio(scores, ratios, delays, current, chosen):
 
 
 #   TWO_EVENTS without labels over 10 windows (150 min): each flag run is 10080/150 = 67.2 false alarms a week
-#   ratio 1.0: t3 t4 | t6 | t9 -> 3 runs (201.6); 1.6: t3 t4 | t9 -> 2 (134.4); 2.1, 2.6: t3 t4, t3 -> 1; 3.5: 0
+#   ratio 1.0: t3 t4 | t7 | t10 -> 3 runs (201.6); 1.6: t3 t4 | t10 -> 2 (134.4); 2.1, 2.6: t3 t4, t3 -> 1; 3.5: 0
 @pytest.mark.parametrize(
     "budget, expected, within",
     [
@@ -605,9 +615,9 @@ def test_a_bad_k_grid_is_refused(text):
         tuning.parse_consecutive(text)
 
 
-#   one weak event B at t9 (loss 1.2) and a false alarm at t6 (loss 1.5)
-#   ratio 1.0: t6 | t9 -> recall 1, 1 false alarm;  1.3: t6 -> recall 0, 1 false alarm;  2.0: nothing
-WEAK = loss(0.5, 0.5, 0.5, 0.5, 1.5, 0.5, 0.5, 1.2, 0.5, 0.5)
+#   one weak event B at t9 (loss 1.2) and a false alarm at t5 (loss 1.5)
+#   ratio 1.0: t5 | t9 -> recall 1, 1 false alarm;  1.3: t5 -> recall 0, 1 false alarm;  2.0: nothing
+WEAK = loss(0.5, 0.5, 0.5, 1.5, 0.5, 0.5, 0.5, 1.2, 0.5, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -634,9 +644,9 @@ def test_tuning_without_a_scored_event_or_without_candidates_raises():
 def test_tuning_with_the_scorers_rules_needs_no_context_beyond_the_interval():
     # Persistence reads the interval: without a context, tuning makes one of the interval it was given.
     rules = lambda ratio: Rules(threshold=ratio, min_consecutive=2)  # noqa: E731
-    best, table = tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [1.0, 1.8], rules=rules)
+    best, table = tune_ratio(TWO_EVENTS, 1.0, labels(2, 3, 10), WINDOW, INTERVAL, [1.0, 1.8], rules=rules)
     with_context = tune_ratio(
-        TWO_EVENTS, 1.0, labels(2, 3, 9), WINDOW, INTERVAL, [1.0, 1.8], rules=rules, context=Context(INTERVAL)
+        TWO_EVENTS, 1.0, labels(2, 3, 10), WINDOW, INTERVAL, [1.0, 1.8], rules=rules, context=Context(INTERVAL)
     )
     assert best == with_context[0]
     pd.testing.assert_frame_equal(table, with_context[1])

@@ -95,6 +95,20 @@ def test_events(flags, skip, expected):
     assert spans(events("s", scores(flags, skip=skip), I)) == expected
 
 
+@pytest.mark.parametrize(
+    "flags, skip, expected",
+    [
+        pytest.param("x.x..x...x", (), [(0, 2, 3, False, None), (5, 5, 1, False, None), (9, 9, 1, True, None)]),
+        pytest.param("xx.x.", (2,), [(0, 3, 4, False, None)], id="across a window never scored"),
+        pytest.param("x..x", (), [(0, 0, 1, False, None), (3, 3, 1, True, None)], id="a window apart: two"),
+    ],
+)
+def test_flags_whose_windows_share_a_reading_are_one_event(flags, skip, expected):
+    """Windows of 3 ending two intervals apart share a reading: told once leaves the window between unflagged
+    when it only retells it, and the anomaly is still one event, not a flag and then another."""
+    assert spans(events("s", scores(flags, skip=skip), I, window=3)) == expected
+
+
 def test_event_peak_loss_and_its_threshold():
     found = events("s", scores("xxx", losses=[1.5, 3.0, 2.0], thresholds=[1.0, 1.2, 1.1]), I)
     assert [(e.sensor_id, e.peak_loss, e.threshold) for e in found] == [("s", 3.0, 1.2)]
@@ -187,6 +201,18 @@ def test_resume(tracked, flags, first, expected, newest):
     assert spans(found) == expected
     assert state == before
     assert spans(tracked_events(new))[0][:2] == newest
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        pytest.param(".x..", [(2, 5, 4, False, 3)], id="two intervals after its end: the same event"),
+        pytest.param("..x.", [(6, 6, 1, False, None)], id="three after: a new one"),
+    ],
+)
+def test_resume_joins_the_next_runs_flags_whose_windows_share_a_reading(flags, expected):
+    found, _ = resume(events("s", scores(flags, first=4), I, 3), remembered(2, 3), I, windows={"s": 3})
+    assert spans(found) == expected
 
 
 @pytest.mark.parametrize(
@@ -1087,9 +1113,8 @@ def test_announce_annotates_outages_across_runs_and_never_sends_or_groups_them(i
         common = Common(connection, Schema(), (), None, SensorConfig({}, {}), I, HOUR, tmp_path, 100, now)
         counts = {"notifications_failed": 0}
         with influx_interact.connect(connection, Schema()) as db:
-            announce(
-                db, settings, common, pd.Timedelta(days=7), {s: as_scores(f, True) for s, f in scored.items()}, counts
-            )
+            scores = {s: as_scores(f, True) for s, f in scored.items()}
+            announce(db, settings, common, pd.Timedelta(days=7), scores, {}, counts)
         return counts
 
     assert run_at(t(4), {"a": points("..xx"), "b": points("..mm")}) == {"notifications_failed": 0}

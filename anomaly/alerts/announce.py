@@ -256,13 +256,15 @@ def announce(
     common: Common,
     max_catchup: pd.Timedelta,
     scored: Mapping[str, Scores],
+    windows: Mapping[str, int],
     counts: dict[str, int],
 ) -> None:
     """Turn this run's flags into events: annotations and incidents in InfluxDB, messages to the webhook;
     and its intervals without readings into outages: annotations only, never an incident or a message.
 
     ``scored``: sensor id -> the run's scores (scores.Scores: window ends, ``loss``, ``threshold``,
-    ``anomaly``, ``kind``); ``max_catchup`` bounds how far back group tags are read; failed sends are
+    ``anomaly``, ``kind``); ``windows``: sensor id -> its window (flags whose windows share a reading are
+    one event); ``max_catchup`` bounds how far back group tags are read; failed sends are
     counted in ``counts["notifications_failed"]``. The state file remembers ongoing events and outages and
     what was sent, so an event or an outage that lasts several runs stays one and nothing is sent twice.
     Raises OSError when the state file cannot be written, and the database's error when a write fails.
@@ -276,10 +278,13 @@ def announce(
         logger.warning("%s: %s; starting with no memory of earlier events", settings.state_file, problem)
     scored = _with_unannounced(db, state, scored, interval, now - max_catchup)
     found = [
-        e for sensor_id, scores in scored.items() if scores.anomaly.any() for e in events(sensor_id, scores, interval)
+        e
+        for sensor_id, scores in scored.items()
+        if scores.anomaly.any()
+        for e in events(sensor_id, scores, interval, windows.get(sensor_id, 1))
     ]
     last_scored = {s: f.ends[-1] for s, f in scored.items() if len(f.ends)}
-    found, state = resume(found, state, interval, last_scored)
+    found, state = resume(found, state, interval, last_scored, windows=windows)
     silent = [
         e
         for sensor_id, scores in scored.items()

@@ -1,5 +1,6 @@
-"""Events: runs of consecutive flagged windows of one sensor, the unit that is annotated and announced; and
-outages: runs of consecutive intervals of one sensor without readings, annotated and never announced.
+"""Events: runs of flagged windows of one sensor (flags whose windows share a reading are one run), the unit
+that is annotated and announced; and outages: runs of consecutive intervals of one sensor without readings,
+annotated and never announced.
 
 Pure: a sensor's scores (scores.Scores, or a frame of them) in, Event objects out. See docs/alerts.md for
 what makes two windows one event.
@@ -15,6 +16,7 @@ import pandas as pd
 
 from anomaly.runs import runs
 from anomaly.scores import Scores
+from anomaly.told import joined_within
 
 # An event's kind: a run of flagged windows, or an outage (a run of intervals without readings, the points
 # the scorer wrote with kind ``missing`` and anomaly=false).
@@ -24,7 +26,7 @@ MISSING = "missing"
 
 @dataclass(frozen=True)
 class Event:
-    """A run of consecutive flagged windows of one sensor (kind ``anomaly``), or of consecutive intervals
+    """A run of flagged windows of one sensor (kind ``anomaly``), or of consecutive intervals
     without readings (kind ``missing``: ``windows`` counts those intervals, ``peak_loss`` and ``threshold``
     are NaN); times are window ends (UTC)."""
 
@@ -94,16 +96,18 @@ def as_scores(scores: pd.DataFrame | Scores, kind: bool = False) -> Scores:
     )
 
 
-def events(sensor_id: str, scores: pd.DataFrame | Scores, interval: pd.Timedelta) -> list[Event]:
-    """Runs of consecutive flagged windows of one sensor, oldest first.
+def events(sensor_id: str, scores: pd.DataFrame | Scores, interval: pd.Timedelta, window: int = 1) -> list[Event]:
+    """Runs of flagged windows of one sensor, oldest first: flags whose windows share a reading are one event
+    (told.joined_within).
 
     Parameters
     ----------
     scores : the scorer's Scores, or a frame indexed by window end (tz-aware, on the ``interval`` grid),
         columns ``loss``, ``threshold``, ``anomaly`` (extra columns are ignored, a missing ``anomaly`` value
         counts as False)
-    interval : the scoring interval; an unflagged window or an interval never scored between two
-        flagged windows makes them two events
+    interval : the scoring interval
+    window : the sensor's window (its model's; 1 for the cold-start detector): two flags more than
+        ``joined_within(window)`` intervals apart are two events
 
     Returns
     -------
@@ -113,7 +117,7 @@ def events(sensor_id: str, scores: pd.DataFrame | Scores, interval: pd.Timedelta
     checked = as_scores(scores)
     losses, limits, ends = checked.loss.astype("float64"), checked.threshold, checked.ends
     found = []
-    for first, last in runs(checked.anomaly, ends, interval):
+    for first, last in runs(checked.anomaly, ends, interval, joined_within(window)):
         part = losses[first : last + 1]
         peak = first + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
         found.append(
@@ -121,7 +125,7 @@ def events(sensor_id: str, scores: pd.DataFrame | Scores, interval: pd.Timedelta
                 sensor_id=sensor_id,
                 start=ends[first],
                 end=ends[last],
-                windows=last - first + 1,
+                windows=int((ends[last] - ends[first]) // interval) + 1,
                 peak_loss=float(losses[peak]),
                 threshold=float(limits[peak]),
                 ongoing=last == len(ends) - 1,

@@ -14,6 +14,7 @@ import pandas as pd
 from anomaly.alerts.events import ANOMALY, Event, chain, check_interval
 from anomaly.alerts.state import OUTBOX, SLOTS, copy_state, event_from_dict, event_to_dict
 from anomaly.times import format_time
+from anomaly.told import joined_within
 
 
 def _peak_key(event: Event) -> float:
@@ -47,13 +48,15 @@ def resume(
     interval: pd.Timedelta,
     scored: Mapping[str, pd.Timestamp] | None = None,
     kind: str = ANOMALY,
+    windows: Mapping[str, int] | None = None,
 ) -> tuple[list[Event], dict]:
     """Join this run's events of one ``kind`` (all of ``found``) to the events of that kind remembered in
     ``state``; remember each sensor's newest one.
 
     An event is the continuation of the remembered one of its sensor when its first window is at most
-    one interval after the remembered end, or when the two overlap (a backfill); the result keeps the
-    remembered start, spans both, and has ``previous_end`` = the remembered end when the end moved.
+    ``joined_within(window)`` intervals after the remembered end (as ``events`` joins flags; one interval for
+    outages), or when the two overlap (a backfill); the result keeps the remembered start, spans both, and
+    has ``previous_end`` = the remembered end when the end moved.
     Call it once per run, before the rest.
 
     Parameters
@@ -61,6 +64,7 @@ def resume(
     scored : sensor id -> last window end scored in this run, for every sensor scored (flagged or not);
         a remembered ongoing event that this run scored past without continuing it is then remembered
         as ended. Without it, such an event stays ``ongoing`` in the state until a later event replaces it.
+    windows : sensor id -> its window, as given to ``events`` (1 where none is given)
 
     Returns
     -------
@@ -83,7 +87,8 @@ def resume(
         own, entry = by_sensor.get(sensor_id, []), new["sensors"].get(sensor_id, {})
         tracked = event_from_dict(sensor_id, entry[slot], kind) if slot in entry else None
         joined, alone = [], None
-        for members in chain(own + ([tracked] if tracked else []), interval):
+        within = joined_within((windows or {}).get(sensor_id, 1)) if kind == ANOMALY else 1
+        for members in chain(own + ([tracked] if tracked else []), within * interval):
             if tracked is not None and all(e is tracked for e in members):
                 ended = tracked.ongoing and sensor_id in scored and scored[sensor_id] > tracked.end
                 alone = replace(tracked, ongoing=False) if ended else tracked
