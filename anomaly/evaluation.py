@@ -26,8 +26,8 @@ Metric definitions (the README repeats them):
   intervals apart (one apart when window is 1 or 2), as sensor_predict.py joins flags into events
   (told.joined_within: a reading is told once, so one anomaly's flags may lie a few windows apart). A run
   **detects** when one of its windows ends in some event's detection span; otherwise it is a **false
-  alarm**. Event precision = detecting runs / all
-  runs; event F1 = harmonic mean of event recall and event precision.
+  alarm**. Event precision = detecting runs / all runs; event F1 = harmonic mean of event recall and event
+  precision.
 - **False alarms per week** = false-alarm runs / scored weeks, where scored weeks =
   (last window end - first window end + one interval) / 7 days.
 
