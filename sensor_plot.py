@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Draw a PNG of a sensor's recent readings, flags and scores, for people who would rather look than read.
 
-Each picture has two panels on one time axis (UTC). Top: the mean reading per --interval, a red point at
-the end of every flagged window (the reading the scorer saw there) and a red band over every run of
-consecutive flagged windows. Bottom: the score of every scored window, its loss divided by the threshold
-it was compared with (the model's threshold times the sensor's ratio at scoring time), with a dashed line
-at 1.0, the threshold; 2.0 is twice the threshold on every sensor alike. On a log scale when the score
-spans two decades or more. Points written before sensor_predict.py wrote the score field get it from
-their loss and threshold. A window's score belongs to its last interval, so a band starts at the first
-bad reading and runs on for up to one window after the last.
+Each picture has two panels on one time axis (UTC). Top: the mean reading per --interval, a red point at the
+end of every flagged window (the reading the scorer saw there) and a red band over every event (flagged
+windows that share a reading, as sensor_predict.py joins them; the window is the sensor's in --windows).
+Bottom: the score of every scored window, its loss divided by the threshold it was compared with (the
+model's threshold times the sensor's ratio at scoring time), with a dashed line at 1.0, the threshold; 2.0
+is twice the threshold on every sensor alike. On a log scale when the score spans two decades or more.
+Points written before sensor_predict.py wrote the score field get it from their loss and threshold. A
+window's score belongs to its last interval, so a band starts at the first bad reading and runs on for up to
+one window after the last.
 
 One PNG per --sensor. --output is a file when it ends in .png (one sensor only), else a directory,
 created if missing, where each picture is named like the sensor's model directory:
@@ -138,19 +139,20 @@ def plot_sensor(sensor_id: str, raw: pd.Series | None, frame: pd.DataFrame | Non
         interval=common.interval,
         start=settings.start,
         stop=settings.stop,
+        window=common.sensor_config.window(sensor_id),
         no_scores=reason,
     )
     path = settings.outputs[sensor_id]
     plot.save_png(fig, path)
-    runs = len(plot.flag_spans(scores["anomaly"], common.interval))
+    events = len(plot.flag_spans(scores["anomaly"], common.interval, common.sensor_config.window(sensor_id)))
     logger.info(
-        "sensor %r: wrote %s: %d windows scored, %d flagged in %d run%s",
+        "sensor %r: wrote %s: %d windows scored, %d flagged in %d event%s",
         sensor_id,
         path,
         len(scores),
         int(scores["anomaly"].sum()),
-        runs,
-        "" if runs == 1 else "s",
+        events,
+        "" if events == 1 else "s",
     )
     return True
 

@@ -1,11 +1,12 @@
 """Pictures of a sensor's readings, flags and scores, as sensor_plot.py and sensor_evaluate.py draw them.
 
-Each picture has two panels on one time axis (UTC). Top: the mean reading per interval, a red point at
-the end of every flagged window (the reading the scorer saw there) and a red band over every run of
-consecutive flagged windows. Bottom: the score of every scored window (loss / effective threshold, the
-same on every sensor) with a line at 1.0, the threshold, on a log scale when the score spans two decades
-or more. Points written before the scorer wrote ``score`` get it from their loss and threshold. matplotlib
-is imported only when a picture is drawn, and draws on its Agg canvas: no display is needed.
+Each picture has two panels on one time axis (UTC). Top: the mean reading per interval, a red point at the
+end of every flagged window (the reading the scorer saw there) and a red band over every event (flagged
+windows that share a reading, as sensor_predict.py joins them). Bottom: the score of every scored window
+(loss / effective threshold, the same on every sensor) with a line at 1.0, the threshold, on a log scale
+when the score spans two decades or more. Points written before the scorer wrote ``score`` get it from their
+loss and threshold. matplotlib is imported only when a picture is drawn, and draws on its Agg canvas: no
+display is needed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 import clean
 from anomaly import files, review, times
 from anomaly.runs import runs
+from anomaly.told import joined_within
 
 LOG_SCALE_RATIO = 100.0  # max / min score at which the score panel switches to a log scale (two decades)
 FLAG_COLOR = "#d62728"
@@ -30,15 +32,18 @@ FIGURE_SIZE_IN = (12.0, 6.5)
 DPI = 100
 
 
-def flag_spans(anomaly: pd.Series, interval: pd.Timedelta) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    """Runs of consecutive flagged windows -> [(first window end, last window end + interval), ...].
+def flag_spans(anomaly: pd.Series, interval: pd.Timedelta, window: int = 1) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Events -> [(first window end, last window end + interval), ...]: flagged windows whose windows (of
+    ``window`` intervals) share a reading are one event, as sensor_predict.py makes them (told.joined_within).
 
-    ``anomaly`` is boolean, indexed by window end (sorted). Windows are consecutive when their ends are
-    one interval apart; an unflagged window, or a missing one, ends a run.
+    ``anomaly`` is boolean, indexed by window end (sorted). Flags farther apart are two events, whatever
+    lies between them.
     """
     flagged = anomaly.fillna(False).astype(bool).to_numpy()
     index = pd.DatetimeIndex(anomaly.index)
-    return [(index[first], index[last] + interval) for first, last in runs(flagged, index, interval)]
+    return [
+        (index[first], index[last] + interval) for first, last in runs(flagged, index, interval, joined_within(window))
+    ]
 
 
 def use_log_scale(series: pd.Series) -> bool:
@@ -81,12 +86,12 @@ def readings_line(
 
 
 def describe(scores: pd.DataFrame, spans: list, start: pd.Timestamp, stop: pd.Timestamp) -> str:
-    """The subtitle: range, windows scored, flagged and in how many runs, the threshold (range)."""
+    """The subtitle: range, windows scored, flagged and in how many events, the threshold (range)."""
     text = f"{start:%Y-%m-%d %H:%M} – {stop:%Y-%m-%d %H:%M} UTC"
     if scores.empty:
         return text + "  ·  no scores"
     flagged = int(scores["anomaly"].sum())
-    in_runs = f" in {len(spans)} run{'s' if len(spans) != 1 else ''}" if flagged else ""
+    in_runs = f" in {len(spans)} event{'s' if len(spans) != 1 else ''}" if flagged else ""
     low, high = scores["threshold"].min(), scores["threshold"].max()
     threshold = f"{low:.4g}" if np.isclose(low, high) else f"{low:.4g} – {high:.4g}"
     return f"{text}  ·  {len(scores)} windows scored, {flagged} flagged{in_runs}  ·  threshold {threshold}"
@@ -115,14 +120,15 @@ def draw(
     interval: pd.Timedelta,
     start: pd.Timestamp,
     stop: pd.Timestamp,
+    window: int = 1,
     no_scores: str | None = None,
 ) -> Any:
     """A matplotlib Figure (Agg canvas, no display) with the two panels described in the module docstring.
 
     ``readings``: mean reading per interval start, NaN where the line must break. ``scores``: frame by
     window end with loss, threshold, anomaly and ``field`` (``review.normalize_scores``), and score where
-    it was read (``scores_with_score``; else computed, ``window_scores``). ``no_scores``: why the score
-    panel is empty, written into it.
+    it was read (``scores_with_score``; else computed, ``window_scores``). ``window``: the sensor's, which
+    joins its flags into events. ``no_scores``: why the score panel is empty, written into it.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -130,10 +136,10 @@ def draw(
     fig = Figure(figsize=FIGURE_SIZE_IN, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    spans = flag_spans(scores["anomaly"], interval)
+    spans = flag_spans(scores["anomaly"], interval, window)
     fig.suptitle(sensor_id, fontsize=14, fontweight="bold", x=0.01, ha="left")
     top.set_title(describe(scores, spans, start, stop), loc="left", fontsize=9.5, color=NOTE_COLOR)
-    shade([top, bottom], spans, "run of flagged windows", color=FLAG_COLOR, alpha=0.12, linewidth=0)
+    shade([top, bottom], spans, "event", color=FLAG_COLOR, alpha=0.12, linewidth=0)
     for axis in (top, bottom):
         axis.grid(True, color="#e3e3e3", linewidth=0.8)
         axis.set_axisbelow(True)

@@ -164,7 +164,15 @@ def draw_sensor(
     with), plus every labelled event shaded and the sensor's metrics in the title."""
     reason = "not scored in this range (run sensor_predict.py with --start/--stop)" if scores.empty else None
     fig = plot.draw(
-        result.sensor_id, readings, scores, field=field, interval=interval, start=start, stop=stop, no_scores=reason
+        result.sensor_id,
+        readings,
+        scores,
+        field=field,
+        interval=interval,
+        start=start,
+        stop=stop,
+        window=result.window,
+        no_scores=reason,
     )
     top, bottom = fig.axes[:2]
     grid = evaluation.labels_on_grid(labelled if labelled is not None else [], start, stop, interval)

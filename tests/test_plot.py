@@ -58,6 +58,15 @@ def test_flag_spans(steps, flags, spans):
     assert plot.flag_spans(anomaly, INTERVAL) == [(T + a * INTERVAL, T + b * INTERVAL) for a, b in spans]
 
 
+def test_flags_whose_windows_share_a_reading_are_one_band():
+    # windows of 3: t1 and t3 share the reading of t1 (one band, as one event); t7 shares none with t3
+    anomaly = pd.Series([0, 1, 0, 1, 0, 0, 0, 1], index=at(*range(8)), dtype="object")
+    assert plot.flag_spans(anomaly, INTERVAL, window=3) == [
+        (T + INTERVAL, T + 4 * INTERVAL),
+        (T + 7 * INTERVAL, T + 8 * INTERVAL),
+    ]
+
+
 @pytest.mark.parametrize(
     "loss, log",
     [
@@ -98,12 +107,12 @@ def scores(loss, threshold=0.5, steps=None, value=20.0):
     return pd.DataFrame({"loss": loss, "threshold": threshold, "anomaly": loss > threshold, "val_num": value})
 
 
-def test_describe_counts_windows_flags_and_runs():
+def test_describe_counts_windows_flags_and_events():
     end = T + pd.Timedelta(days=1)
     assert plot.describe(scores([]).iloc[0:0], [], T, end) == "2026-03-01 00:00 – 2026-03-02 00:00 UTC  ·  no scores"
     frame = scores([0.1, 0.9, 0.9, 0.1, 0.9])
     text = plot.describe(frame, plot.flag_spans(frame["anomaly"], INTERVAL), T, end)
-    assert text.endswith("5 windows scored, 3 flagged in 2 runs  ·  threshold 0.5")
+    assert text.endswith("5 windows scored, 3 flagged in 2 events  ·  threshold 0.5")
     frame["threshold"] = [0.5, 0.5, 0.75, 0.75, 0.75]
     assert plot.describe(frame, [], T, end).endswith("threshold 0.5 – 0.75")
 
@@ -173,19 +182,19 @@ def test_draw_marks_flags_shades_runs_and_switches_the_loss_to_log():
     fig = plot.draw("s", readings(20), frame, field="val_num", interval=INTERVAL, start=T, stop=T + 20 * INTERVAL)
     top, bottom = fig.axes
     assert bottom.get_yscale() == "log"
-    assert len(top.patches) == len(bottom.patches) == 2  # two runs: [10, 12) and [14, 15)
+    assert len(top.patches) == len(bottom.patches) == 2  # two events (window 1): [10, 12) and [14, 15)
     assert [len(c.get_offsets()) for c in top.collections] == [3]  # three flagged windows
     assert [t.get_text() for t in top.get_legend().get_texts()] == [
         "mean val_num per 15m",
         "flagged window (reading at its end)",
-        "run of flagged windows",
+        "event",
     ]
     assert [t.get_text() for t in bottom.get_legend().get_texts()] == [
         "score (loss / threshold)",
         "threshold (score 1.0)",
         "flagged window",
     ]
-    assert fig.get_suptitle() == "s" and "3 flagged in 2 runs" in top.get_title(loc="left")
+    assert fig.get_suptitle() == "s" and "3 flagged in 2 events" in top.get_title(loc="left")
     score, one = bottom.get_lines()
     assert np.allclose(score.get_ydata(), np.array(loss) / 0.5)  # no score column: loss / threshold
     assert list(one.get_ydata()) == [1.0, 1.0] and bottom.get_ylabel() == "score"
