@@ -91,10 +91,10 @@ def describe(scores: pd.DataFrame, spans: list, start: pd.Timestamp, stop: pd.Ti
     if scores.empty:
         return text + "  ·  no scores"
     flagged = int(scores["anomaly"].sum())
-    in_runs = f" in {len(spans)} event{'s' if len(spans) != 1 else ''}" if flagged else ""
+    in_events = f" in {len(spans)} event{'s' if len(spans) != 1 else ''}" if flagged else ""
     low, high = scores["threshold"].min(), scores["threshold"].max()
     threshold = f"{low:.4g}" if np.isclose(low, high) else f"{low:.4g} – {high:.4g}"
-    return f"{text}  ·  {len(scores)} windows scored, {flagged} flagged{in_runs}  ·  threshold {threshold}"
+    return f"{text}  ·  {len(scores)} windows scored, {flagged} flagged{in_events}  ·  threshold {threshold}"
 
 
 def naive(stamps: Any) -> Any:
