@@ -1,4 +1,4 @@
-"""Print what sensor_predict.py flagged, as events (runs of consecutive flagged intervals) per sensor.
+"""Print what sensor_predict.py flagged, as the events it makes of the flags (anomaly.alerts.events) per sensor.
 
 python -m tools.flagged --url http://127.0.0.1:8086 --database demo
 """
@@ -8,27 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import pandas as pd
 
-from anomaly.runs import runs
+from anomaly.alerts.events import events
 from tools import local_influxd
-
-
-def events(flags: pd.DataFrame, interval: pd.Timedelta) -> pd.DataFrame:
-    """Group flagged rows (index: time, sorted; columns loss, threshold) into runs with no missing interval
-    between."""
-    spans = runs(np.ones(len(flags), dtype=bool), pd.DatetimeIndex(flags.index), interval)
-    return pd.DataFrame(
-        {
-            "start": [flags.index[first] for first, _ in spans],
-            "end": [flags.index[last] for _, last in spans],
-            "windows": [last - first + 1 for first, last in spans],
-            "peak_loss": [flags["loss"].iloc[first : last + 1].max() for first, last in spans],
-            "threshold": [flags["threshold"].iloc[first : last + 1].max() for first, last in spans],
-        },
-        columns=["start", "end", "windows", "peak_loss", "threshold"],
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measurement", default="PREDICT_ANOMALY")
     parser.add_argument("--sensor-tag", default="uniqueID")
     parser.add_argument("--interval", default="15min")
+    parser.add_argument(
+        "--window", type=int, default=15, help="the sensors' window: flags that share a reading are one event"
+    )
     args = parser.parse_args(argv)
     query = f'SELECT "loss", "threshold" FROM "{args.measurement}" WHERE "anomaly" = true GROUP BY "{args.sensor_tag}"'
     result = local_influxd.query(args.url, query, args.database)["results"][0]
@@ -46,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing flagged")
         return 0
     for s in series:
-        frame = pd.DataFrame(s["values"], columns=["time", "loss", "threshold"])
+        frame = pd.DataFrame(s["values"], columns=["time", "loss", "threshold"]).assign(anomaly=True)
         frame.index = pd.to_datetime(frame.pop("time"), unit="s", utc=True)
-        print(f"{s['tags'][args.sensor_tag]}:")
-        for e in events(frame, pd.Timedelta(args.interval)).itertuples():
+        sensor_id = s["tags"][args.sensor_tag]
+        print(f"{sensor_id}:")
+        for e in events(sensor_id, frame, pd.Timedelta(args.interval), args.window):
             print(
                 f"  {e.start:%Y-%m-%d %H:%M} .. {e.end:%H:%M} UTC  {e.windows:3d} windows  "
                 f"peak loss {e.peak_loss:.3f} > threshold {e.threshold:.3f}"
