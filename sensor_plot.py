@@ -131,6 +131,7 @@ def plot_sensor(sensor_id: str, raw: pd.Series | None, frame: pd.DataFrame | Non
         has_model = (store.sensor_dir(common.models_dir, sensor_id) / store.METADATA).exists()
         reason = no_scores_reason(has_model, common.models_dir)
         logger.warning("sensor %r: no scores in %s: %s", sensor_id, range_text, reason)
+    window = common.sensor_config.window(sensor_id)
     fig = plot.draw(
         sensor_id,
         readings,
@@ -139,12 +140,12 @@ def plot_sensor(sensor_id: str, raw: pd.Series | None, frame: pd.DataFrame | Non
         interval=common.interval,
         start=settings.start,
         stop=settings.stop,
-        window=common.sensor_config.window(sensor_id),
+        window=window,
         no_scores=reason,
     )
     path = settings.outputs[sensor_id]
     plot.save_png(fig, path)
-    events = len(plot.flag_spans(scores["anomaly"], common.interval, common.sensor_config.window(sensor_id)))
+    events = len(plot.flag_spans(scores["anomaly"], common.interval, window))
     logger.info(
         "sensor %r: wrote %s: %d windows scored, %d flagged in %d event%s",
         sensor_id,
